@@ -1,0 +1,93 @@
+// A device: the CUDA GPU or the CPU stand-in. Owns the completion channel, the
+// pinned pool and the id space of events and release tickets.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kvflow/buffer.hpp"
+#include "kvflow/completer.hpp"
+#include "kvflow/pinned_pool.hpp"
+#include "kvflow/stream.hpp"
+
+namespace kvflow {
+
+struct DeviceOptions {
+  int ordinal = 0;
+  std::uint64_t max_pinned_bytes = 0;  // 0: no limit but the system's
+};
+
+struct DeviceInfo {
+  std::string backend;  // "cuda" | "cpu"
+  std::string name;
+  int ordinal = 0;
+  std::uint64_t total_memory = 0;
+  std::uint64_t free_memory = 0;
+  int cc_major = 0;
+  int cc_minor = 0;
+  int multiprocessors = 0;
+  int async_engines = 0;
+  std::string pci_bus_id;
+  int pcie_gen = 0;  // 0: unknown (see pcie_note)
+  int pcie_width = 0;
+  int pcie_max_gen = 0;
+  int pcie_max_width = 0;
+  std::string pcie_note;
+  int driver_version = 0;   // e.g. 13000 for CUDA 13.0
+  int runtime_version = 0;
+  int cores = 0;            // host CPU cores
+  std::uint64_t host_memory = 0;
+};
+
+/// What the CUDA backend can do on this host, and why not when it cannot.
+struct CudaProbe {
+  bool compiled = false;   // this addon was built with the CUDA backend
+  bool available = false;  // a device can be opened
+  std::string reason;      // why not, with the fix, when !available
+  int device_count = 0;
+  int driver_version = 0;
+  int runtime_version = 0;
+};
+
+class Device {
+ public:
+  explicit Device(std::uint64_t max_pinned_bytes, PinnedPool::RawAlloc alloc, PinnedPool::RawFree free);
+  virtual ~Device() = default;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  [[nodiscard]] virtual DeviceInfo info() = 0;
+  [[nodiscard]] virtual BufferPtr alloc_device(std::size_t bytes) = 0;
+  [[nodiscard]] virtual BufferPtr wrap_device(std::uintptr_t address, std::size_t bytes) = 0;
+  [[nodiscard]] virtual std::unique_ptr<Stream> create_stream(int priority) = 0;
+  [[nodiscard]] virtual std::unique_ptr<Stream> wrap_stream(std::uintptr_t handle) = 0;
+  /// Stops the device's own threads. Streams are closed by their owners first.
+  virtual void close() = 0;
+
+  [[nodiscard]] BufferPtr alloc_pinned(std::size_t bytes) { return pinned_.acquire(bytes); }
+  /// Pageable host memory, 4 KiB aligned.
+  [[nodiscard]] BufferPtr alloc_host(std::size_t bytes);
+
+  [[nodiscard]] Completer& completer() noexcept { return completer_; }
+  [[nodiscard]] PinnedPool& pinned_pool() noexcept { return pinned_; }
+  [[nodiscard]] std::uint64_t next_id() noexcept { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  Completer completer_;
+  PinnedPool pinned_;
+  std::atomic<std::uint64_t> next_id_{1};
+};
+
+[[nodiscard]] std::unique_ptr<Device> open_cpu_device(const DeviceOptions& options);
+/// Throws kUnsupported with CudaProbe::reason when no device can be opened.
+[[nodiscard]] std::unique_ptr<Device> open_cuda_device(const DeviceOptions& options);
+[[nodiscard]] CudaProbe probe_cuda();
+
+/// Host facts shared by both backends' info().
+[[nodiscard]] int host_cores() noexcept;
+[[nodiscard]] std::uint64_t host_memory_bytes() noexcept;
+
+}  // namespace kvflow

@@ -1,0 +1,52 @@
+// Completion state of one point in a stream. The backend completes it exactly
+// once; the JS side "watches" it when someone awaits it, and only watched
+// events are delivered through the completion channel.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "kvflow/error.hpp"
+
+namespace kvflow {
+
+enum class EventStatus : int { kPending = 0, kOk = 1, kFailed = 2 };
+
+class EventState {
+ public:
+  explicit EventState(std::uint64_t id) : id_(id) {}
+
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+
+  /// Backend side, any thread, exactly once. Returns true when a watcher must
+  /// be told (the caller then posts id() to the Completer).
+  [[nodiscard]] bool complete(ErrorPtr error) noexcept;
+
+  /// JS side: marks the event watched and returns its status. When this
+  /// returns kPending, the completion will be posted; otherwise it will not.
+  [[nodiscard]] EventStatus watch() noexcept;
+
+  [[nodiscard]] EventStatus status() const noexcept;
+  /// The failure, once status() is kFailed.
+  [[nodiscard]] ErrorPtr error() const noexcept;
+
+  /// Blocking wait, for teardown paths only. Returns false on timeout.
+  bool wait_for(std::chrono::milliseconds timeout);
+
+ private:
+  static constexpr int kDone = 1;
+  static constexpr int kWatched = 2;
+  std::uint64_t id_;
+  std::atomic<int> bits_{0};
+  ErrorPtr error_;  // written before kDone is published
+  std::mutex mutex_;
+  std::condition_variable cv_;
+};
+
+using EventPtr = std::shared_ptr<EventState>;
+
+}  // namespace kvflow

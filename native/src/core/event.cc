@@ -1,0 +1,37 @@
+#include "kvflow/event.hpp"
+
+namespace kvflow {
+
+bool EventState::complete(ErrorPtr error) noexcept {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    error_ = std::move(error);
+  }
+  const int before = bits_.fetch_or(kDone, std::memory_order_acq_rel);
+  cv_.notify_all();
+  return (before & kDone) == 0 && (before & kWatched) != 0;
+}
+
+EventStatus EventState::watch() noexcept {
+  const int before = bits_.fetch_or(kWatched, std::memory_order_acq_rel);
+  if ((before & kDone) == 0) return EventStatus::kPending;
+  return status();
+}
+
+EventStatus EventState::status() const noexcept {
+  if ((bits_.load(std::memory_order_acquire) & kDone) == 0) return EventStatus::kPending;
+  std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(mutex_));
+  return error_ ? EventStatus::kFailed : EventStatus::kOk;
+}
+
+ErrorPtr EventState::error() const noexcept {
+  std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(mutex_));
+  return error_;
+}
+
+bool EventState::wait_for(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return cv_.wait_for(lock, timeout, [this] { return (bits_.load(std::memory_order_acquire) & kDone) != 0; });
+}
+
+}  // namespace kvflow

@@ -1,0 +1,122 @@
+#include "cpu_stream.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+namespace kvflow::cpu {
+
+CpuStream::CpuStream(Completer& completer, IdSource next_id)
+    : completer_(completer), next_id_(std::move(next_id)), worker_([this] { run(); }) {}
+
+CpuStream::~CpuStream() { close(true); }
+
+void CpuStream::push(Op op) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVFLOW_CHECK(!stopping_, kDisposed, "stream is disposed");
+    if (next_failure_) op.injected = std::exchange(next_failure_, nullptr);
+    queue_.push_back(std::move(op));
+    ++pending_;
+  }
+  cv_.notify_one();
+}
+
+void CpuStream::copy(const BufferPtr& dst, std::size_t dst_offset, const BufferPtr& src, std::size_t src_offset,
+                     std::size_t bytes) {
+  push(Op{CopyOp{dst, dst_offset, src, src_offset, bytes}, nullptr});
+}
+
+EventPtr CpuStream::record() {
+  auto event = std::make_shared<EventState>(next_id_());
+  push(Op{MarkOp{event}, nullptr});
+  return event;
+}
+
+void CpuStream::wait(const EventPtr& event) { push(Op{WaitOp{event}, nullptr}); }
+
+void CpuStream::wait_gate(const GatePtr& gate) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    gates_.push_back(gate);
+  }
+  push(Op{GateOp{gate}, nullptr});
+}
+
+void CpuStream::inject_failure(ErrorPtr error) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  next_failure_ = std::move(error);
+}
+
+bool CpuStream::idle() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pending_ == 0;
+}
+
+std::uintptr_t CpuStream::handle() const noexcept { return reinterpret_cast<std::uintptr_t>(this); }
+
+void CpuStream::run() {
+  for (;;) {
+    Op op;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping and drained
+      op = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    execute(op);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --pending_;
+    }
+  }
+}
+
+void CpuStream::execute(Op& op) {
+  // A marker always completes, so a failure never leaves a waiter hanging.
+  if (auto* mark = std::get_if<MarkOp>(&op.body)) {
+    if (op.injected && !span_error_) span_error_ = op.injected;
+    if (mark->event->complete(std::exchange(span_error_, nullptr))) completer_.post(mark->event->id());
+    return;
+  }
+  if (op.injected) {
+    if (!span_error_) span_error_ = op.injected;
+    return;
+  }
+  try {
+    if (auto* c = std::get_if<CopyOp>(&op.body)) {
+      // memmove: a copy inside one buffer may overlap, and must not corrupt it.
+      std::memmove(static_cast<char*>(c->dst->ptr()) + c->dst_offset,
+                   static_cast<const char*>(c->src->ptr()) + c->src_offset, c->bytes);
+    } else if (auto* w = std::get_if<WaitOp>(&op.body)) {
+      while (!w->event->wait_for(std::chrono::milliseconds(20))) {
+        if (abandon_.load(std::memory_order_acquire)) return;
+      }
+      if (w->event->status() == EventStatus::kFailed && !span_error_) span_error_ = w->event->error();
+    } else if (auto* g = std::get_if<GateOp>(&op.body)) {
+      g->gate->wait();
+    }
+  } catch (...) {
+    if (!span_error_) span_error_ = capture_current_exception();
+  }
+}
+
+void CpuStream::close(bool abandon) {
+  std::vector<GatePtr> gates;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    stopping_ = true;
+    if (abandon) gates.swap(gates_);
+  }
+  if (abandon) {
+    abandon_.store(true, std::memory_order_release);
+    for (auto& gate : gates) gate->open();
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+}  // namespace kvflow::cpu

@@ -1,0 +1,75 @@
+// The CPU backend's stream: an ordered queue served by one worker thread, so
+// the CPU backend keeps the CUDA backend's ordering and error semantics.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "kvflow/completer.hpp"
+#include "kvflow/stream.hpp"
+
+namespace kvflow::cpu {
+
+class CpuStream final : public Stream {
+ public:
+  using IdSource = std::function<std::uint64_t()>;
+  CpuStream(Completer& completer, IdSource next_id);
+  ~CpuStream() override;
+
+  void copy(const BufferPtr& dst, std::size_t dst_offset, const BufferPtr& src, std::size_t src_offset,
+            std::size_t bytes) override;
+  [[nodiscard]] EventPtr record() override;
+  void wait(const EventPtr& event) override;
+  [[nodiscard]] bool idle() override;
+  [[nodiscard]] std::uintptr_t handle() const noexcept override;
+  void wait_gate(const GatePtr& gate) override;
+  void inject_failure(ErrorPtr error) override;
+  void close(bool abandon) override;
+
+ private:
+  struct CopyOp {
+    BufferPtr dst;
+    std::size_t dst_offset;
+    BufferPtr src;
+    std::size_t src_offset;
+    std::size_t bytes;
+  };
+  struct MarkOp {
+    EventPtr event;
+  };
+  struct WaitOp {
+    EventPtr event;
+  };
+  struct GateOp {
+    GatePtr gate;
+  };
+  struct Op {
+    std::variant<CopyOp, MarkOp, WaitOp, GateOp> body;
+    ErrorPtr injected;  // set: the op fails with this and does nothing
+  };
+
+  void push(Op op);
+  void run();
+  void execute(Op& op);
+
+  Completer& completer_;
+  IdSource next_id_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Op> queue_;
+  std::size_t pending_ = 0;  // queued plus executing
+  bool stopping_ = false;
+  std::atomic<bool> abandon_{false};
+  ErrorPtr next_failure_;
+  std::vector<GatePtr> gates_;
+  ErrorPtr span_error_;  // worker only: first failure since the last marker
+  std::thread worker_;
+  bool closed_ = false;
+};
+
+}  // namespace kvflow::cpu

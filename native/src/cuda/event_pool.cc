@@ -1,0 +1,100 @@
+// Pool of cudaEvent_t and the EventState -> cudaEvent_t map (see event_pool.hpp).
+#include "event_pool.hpp"
+
+#include "cuda_error.hpp"
+
+namespace kvflow::cuda {
+
+namespace {
+
+// Enough for a few layers in flight on a few streams; more are destroyed.
+constexpr std::size_t kMaxPooled = 256;
+
+}  // namespace
+
+EventPool::~EventPool() { close(); }
+
+cudaEvent_t EventPool::acquire() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVFLOW_CHECK(!closed_, kDisposed, "device is disposed");
+    if (!free_.empty()) {
+      cudaEvent_t event = free_.back();
+      free_.pop_back();
+      return event;
+    }
+  }
+  KVFLOW_CUDA(cudaSetDevice(ordinal_));
+  cudaEvent_t event = nullptr;
+  KVFLOW_CUDA(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  return event;
+}
+
+void EventPool::release(cudaEvent_t event) noexcept {
+  if (event == nullptr) return;
+  try {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!closed_ && free_.size() < kMaxPooled) {
+      free_.push_back(event);
+      return;
+    }
+  } catch (...) {
+    // push_back could not grow: destroy the event instead.
+  }
+  if (cudaSetDevice(ordinal_) == cudaSuccess) (void)cudaEventDestroy(event);
+  (void)cudaGetLastError();
+}
+
+EventPtr EventPool::adopt(std::uint64_t id, cudaEvent_t event) {
+  std::unique_ptr<EventState> raw;
+  Deleter deleter{nullptr, event};
+  try {
+    deleter.pool = shared_from_this();
+    raw = std::make_unique<EventState>(id);
+  } catch (...) {
+    release(event);
+    throw;
+  }
+  // From here the deleter owns the event: if allocating the control block
+  // throws, shared_ptr calls it, which returns the event to the pool.
+  EventPtr state(raw.release(), std::move(deleter));
+  std::lock_guard<std::mutex> lock(mutex_);
+  owners_.emplace(state.get(), event);  // on throw, `state` dies and releases the event
+  return state;
+}
+
+std::optional<cudaEvent_t> EventPool::find(const EventState* state) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = owners_.find(state);
+  if (it == owners_.end()) return std::nullopt;
+  return it->second;
+}
+
+void EventPool::forget(const EventState* state) noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  owners_.erase(state);
+}
+
+void EventPool::close() noexcept {
+  std::vector<cudaEvent_t> events;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    closed_ = true;
+    events.swap(free_);
+  }
+  if (events.empty()) return;
+  if (cudaSetDevice(ordinal_) == cudaSuccess) {
+    for (cudaEvent_t event : events) (void)cudaEventDestroy(event);
+  }
+  (void)cudaGetLastError();
+}
+
+void EventPool::Deleter::operator()(EventState* state) const noexcept {
+  // Forget the address before freeing it, so a new EventState at the same
+  // address is never mistaken for this one.
+  pool->forget(state);
+  delete state;
+  pool->release(event);
+}
+
+}  // namespace kvflow::cuda

@@ -1,0 +1,59 @@
+// cudaEvent_t objects are reused (creating one costs a driver call), and the
+// device must find the cudaEvent_t behind an EventState to make another stream
+// wait on it on the GPU. EventPool does both: it hands out timing-free events
+// and remembers which EventState owns which, until that EventState dies.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "kvflow/event.hpp"
+
+namespace kvflow::cuda {
+
+class EventPool : public std::enable_shared_from_this<EventPool> {
+ public:
+  explicit EventPool(int ordinal) : ordinal_(ordinal) {}
+  ~EventPool();
+  EventPool(const EventPool&) = delete;
+  EventPool& operator=(const EventPool&) = delete;
+
+  /// A cudaEvent_t of this device, created with cudaEventDisableTiming. Throws ERR_CUDA.
+  [[nodiscard]] cudaEvent_t acquire();
+  /// Any thread. Back to the pool, or destroyed once the pool is closed.
+  void release(cudaEvent_t event) noexcept;
+
+  /// An EventState that owns `event` (already recorded by the caller): when the
+  /// last EventPtr goes, the cudaEvent_t returns to the pool. Until then no
+  /// other EventState or sweep can be handed the same cudaEvent_t, so a stream
+  /// told to wait on it never waits on someone else's record.
+  [[nodiscard]] EventPtr adopt(std::uint64_t id, cudaEvent_t event);
+  /// The cudaEvent_t behind an EventState made by adopt(), if it is one of ours.
+  [[nodiscard]] std::optional<cudaEvent_t> find(const EventState* state);
+
+  /// Destroys the pooled events; events still owned are destroyed when released.
+  void close() noexcept;
+
+ private:
+  // Deleter of adopted EventStates; holds the pool so it outlives them.
+  struct Deleter {
+    std::shared_ptr<EventPool> pool;
+    cudaEvent_t event;
+    void operator()(EventState* state) const noexcept;
+  };
+  void forget(const EventState* state) noexcept;
+
+  const int ordinal_;
+  std::mutex mutex_;
+  std::vector<cudaEvent_t> free_;
+  std::unordered_map<const EventState*, cudaEvent_t> owners_;
+  bool closed_ = false;
+};
+
+}  // namespace kvflow::cuda

@@ -1,0 +1,59 @@
+// Registers the wrapped classes; nothing else lives here.
+#include <napi.h>
+
+#include "buffer_wrap.hpp"
+#include "common.hpp"
+#include "device_wrap.hpp"
+#include "kvflow/device.hpp"
+#include "stream_wrap.hpp"
+
+namespace kvflow::napi {
+
+static Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "expected the KvflowError class");
+  addon_data(info.Env()).error_class = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+static Napi::Value ProbeCuda(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CudaProbe p = probe_cuda();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("compiled", p.compiled);
+  o.Set("available", p.available);
+  o.Set("reason", p.reason);
+  o.Set("deviceCount", p.device_count);
+  o.Set("driverVersion", p.driver_version);
+  o.Set("runtimeVersion", p.runtime_version);
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData(data);
+  Napi::Function buffer = BufferWrap::Init(env);
+  Napi::Function stream = StreamWrap::Init(env);
+  Napi::Function event = EventWrap::Init(env);
+  data->buffer_ctor = Napi::Persistent(buffer);
+  data->stream_ctor = Napi::Persistent(stream);
+  data->event_ctor = Napi::Persistent(event);
+  exports.Set("Device", DeviceWrap::Init(env));
+  exports.Set("Buffer", buffer);
+  exports.Set("Stream", stream);
+  exports.Set("Event", event);
+  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
+  exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda));
+  exports.Set("abiVersion", Napi::Number::New(env, 1));
+#ifdef KVFLOW_WITH_CUDA
+  exports.Set("cudaCompiled", Napi::Boolean::New(env, true));
+#else
+  exports.Set("cudaCompiled", Napi::Boolean::New(env, false));
+#endif
+  return exports;
+}
+
+}  // namespace kvflow::napi
+
+static Napi::Object InitKvflow(Napi::Env env, Napi::Object exports) { return kvflow::napi::Init(env, exports); }
+
+NODE_API_MODULE(kvflow, InitKvflow)

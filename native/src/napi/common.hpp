@@ -1,0 +1,64 @@
+// Shared pieces of the Node-API glue: per-environment addon data, argument
+// parsing with the core's error codes, and the mapping of core errors to
+// KvflowError.
+#pragma once
+
+#include <napi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "kvflow/error.hpp"
+
+namespace kvflow::napi {
+
+/// Per-environment state (no mutable statics: worker threads get their own).
+struct AddonData {
+  Napi::FunctionReference error_class;  // KvflowError, set by the TS loader
+  Napi::FunctionReference buffer_ctor;
+  Napi::FunctionReference stream_ctor;
+  Napi::FunctionReference event_ctor;
+};
+
+[[nodiscard]] AddonData& addon_data(Napi::Env env);
+
+/// A KvflowError (or an Error with `code` before the class is registered).
+[[nodiscard]] Napi::Error make_error(Napi::Env env, ErrorCode code, const std::string& message);
+[[nodiscard]] Napi::Value error_value(Napi::Env env, const Error& error);
+
+/// Runs `fn`, turning core exceptions into JS exceptions carrying their code.
+template <class Fn>
+auto guarded(Napi::Env env, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const Error& e) {
+    throw make_error(env, e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw make_error(env, ErrorCode::kOutOfMemory, "out of host memory");
+  } catch (const std::exception& e) {
+    throw make_error(env, ErrorCode::kIo, e.what());
+  }
+}
+
+/// A non-negative integer count of bytes or an offset (checked again here,
+/// whatever TS checked, before it can reach pointer arithmetic).
+[[nodiscard]] std::size_t arg_size(const Napi::CallbackInfo& info, std::size_t index, const char* name);
+[[nodiscard]] std::uintptr_t arg_address(const Napi::CallbackInfo& info, std::size_t index, const char* name);
+[[nodiscard]] std::string arg_string(const Napi::CallbackInfo& info, std::size_t index, const char* name);
+
+template <class Wrap>
+[[nodiscard]] Wrap* arg_wrap(const Napi::CallbackInfo& info, std::size_t index, const Napi::FunctionReference& ctor,
+                             const char* name) {
+  Napi::Value v = info[index];
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor.Value())) {
+    throw make_error(info.Env(), ErrorCode::kInvalidArg, std::string("expected a kvflow ") + name + " for argument " +
+                                                             std::to_string(index) + ", got something else");
+  }
+  return Wrap::Unwrap(v.As<Napi::Object>());
+}
+
+}  // namespace kvflow::napi

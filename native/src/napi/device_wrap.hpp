@@ -1,0 +1,42 @@
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "device_handle.hpp"
+
+namespace kvflow::napi {
+
+class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  /// new Device(backend: 'cpu' | 'cuda', ordinal, maxPinnedBytes, onCompletions(ids: number[]))
+  explicit DeviceWrap(const Napi::CallbackInfo& info);
+  ~DeviceWrap() override;
+
+ private:
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Alloc(const Napi::CallbackInfo& info);
+  Napi::Value Wrap(const Napi::CallbackInfo& info);
+  Napi::Value CreateStream(const Napi::CallbackInfo& info);
+  Napi::Value WrapStream(const Napi::CallbackInfo& info);
+  Napi::Value PoolStats(const Napi::CallbackInfo& info);
+  Napi::Value TrimPool(const Napi::CallbackInfo& info);
+  Napi::Value Ref(const Napi::CallbackInfo& info);
+  Napi::Value Unref(const Napi::CallbackInfo& info);
+  Napi::Value NextId(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  [[nodiscard]] DeviceHandle& open_handle(Napi::Env env);
+  Napi::Value new_stream(Napi::Env env, std::unique_ptr<Stream> stream);
+  void close_now(Napi::Env env, bool abandon);
+
+  std::shared_ptr<DeviceHandle> handle_;
+  Napi::ThreadSafeFunction tsfn_;
+  static void on_env_cleanup(void* self);
+  bool hooked_ = false;
+  bool refed_ = false;
+};
+
+}  // namespace kvflow::napi

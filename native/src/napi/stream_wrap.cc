@@ -1,0 +1,192 @@
+#include "stream_wrap.hpp"
+
+#include "buffer_wrap.hpp"
+#include "common.hpp"
+#include "kvflow/checks.hpp"
+
+namespace kvflow::napi {
+
+namespace {
+struct StreamInit {
+  std::shared_ptr<DeviceHandle> device;
+  std::shared_ptr<Stream> stream;
+};
+struct EventInit {
+  const void* owner;
+  EventPtr event;
+};
+
+ErrorCode parse_code(Napi::Env env, const std::string& name) {
+  for (int c = 0; c <= static_cast<int>(ErrorCode::kLoad); ++c) {
+    if (name == error_code_name(static_cast<ErrorCode>(c))) return static_cast<ErrorCode>(c);
+  }
+  throw make_error(env, ErrorCode::kInvalidArg, "unknown error code '" + name + "'");
+}
+}  // namespace
+
+Napi::Function StreamWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeStream",
+                     {
+                         InstanceMethod<&StreamWrap::Copy>("copy"),
+                         InstanceMethod<&StreamWrap::Record>("record"),
+                         InstanceMethod<&StreamWrap::WaitEvent>("waitEvent"),
+                         InstanceMethod<&StreamWrap::Idle>("idle"),
+                         InstanceAccessor<&StreamWrap::Handle>("handle"),
+                         InstanceMethod<&StreamWrap::Hold>("hold"),
+                         InstanceMethod<&StreamWrap::InjectFailure>("injectFailure"),
+                         InstanceMethod<&StreamWrap::Close>("close"),
+                     });
+}
+
+Napi::Object StreamWrap::NewInstance(Napi::Env env, std::shared_ptr<DeviceHandle> device, std::shared_ptr<Stream> stream) {
+  StreamInit init{std::move(device), std::move(stream)};
+  return addon_data(env).stream_ctor.New({Napi::External<StreamInit>::New(env, &init)});
+}
+
+StreamWrap::StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StreamWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw make_error(info.Env(), ErrorCode::kInvalidArg, "streams are made by a Device, not constructed directly");
+  }
+  auto* init = info[0].As<Napi::External<StreamInit>>().Data();
+  device_ = std::move(init->device);
+  stream_ = std::move(init->stream);
+}
+
+StreamWrap::~StreamWrap() {
+  // Collected without dispose(): let queued work finish, then free the stream.
+  if (stream_) stream_->close(false);
+}
+
+Stream& StreamWrap::stream(Napi::Env env) {
+  if (!stream_ || !device_ || device_->closed) throw make_error(env, ErrorCode::kDisposed, "stream is disposed");
+  return *stream_;
+}
+
+Napi::Value StreamWrap::Copy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    Stream& s = stream(env);
+    AddonData& data = addon_data(env);
+    auto* dst = arg_wrap<BufferWrap>(info, 0, data.buffer_ctor, "buffer");
+    const std::size_t dst_offset = arg_size(info, 1, "dstOffset");
+    auto* src = arg_wrap<BufferWrap>(info, 2, data.buffer_ctor, "buffer");
+    const std::size_t src_offset = arg_size(info, 3, "srcOffset");
+    const std::size_t bytes = arg_size(info, 4, "bytes");
+    const BufferPtr& d = dst->buffer(env);
+    const BufferPtr& sr = src->buffer(env);
+    const void* owner = device_->device.get();
+    check_range(d.get(), owner, dst_offset, bytes, "destination");
+    check_range(sr.get(), owner, src_offset, bytes, "source");
+    if (bytes == 0) return;
+    s.copy(d, dst_offset, sr, src_offset, bytes);
+  });
+  return env.Undefined();
+}
+
+Napi::Value StreamWrap::Record(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    return EventWrap::NewInstance(env, device_->device.get(), stream(env).record());
+  });
+}
+
+Napi::Value StreamWrap::WaitEvent(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    Stream& s = stream(env);
+    auto* ev = arg_wrap<EventWrap>(info, 0, addon_data(env).event_ctor, "Event");
+    if (ev->owner() != device_->device.get()) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected an event of this device, got an event of another device");
+    }
+    s.wait(ev->event());
+  });
+  return env.Undefined();
+}
+
+Napi::Value StreamWrap::Idle(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value { return Napi::Boolean::New(env, stream(env).idle()); });
+}
+
+Napi::Value StreamWrap::Handle(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    return Napi::BigInt::New(env, static_cast<std::uint64_t>(stream(env).handle()));
+  });
+}
+
+/// Test hook: holds the stream until the returned function is called.
+Napi::Value StreamWrap::Hold(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    auto gate = std::make_shared<Gate>();
+    stream(env).wait_gate(gate);
+    return Napi::Function::New(env, [gate](const Napi::CallbackInfo& i) {
+      gate->open();
+      return i.Env().Undefined();
+    });
+  });
+}
+
+/// Test hook: the next operation fails with the given code and message.
+Napi::Value StreamWrap::InjectFailure(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    const ErrorCode code = parse_code(env, arg_string(info, 0, "code"));
+    const std::string message = arg_string(info, 1, "message");
+    stream(env).inject_failure(std::make_shared<const kvflow::Error>(code, message));
+  });
+  return env.Undefined();
+}
+
+Napi::Value StreamWrap::Close(const Napi::CallbackInfo& info) {
+  if (stream_) {
+    stream_->close(info[0].ToBoolean());
+    stream_.reset();
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Function EventWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeEvent",
+                     {
+                         InstanceAccessor<&EventWrap::Id>("id"),
+                         InstanceMethod<&EventWrap::Watch>("watch"),
+                         InstanceMethod<&EventWrap::Status>("status"),
+                         InstanceMethod<&EventWrap::Error>("error"),
+                     });
+}
+
+Napi::Object EventWrap::NewInstance(Napi::Env env, const void* owner, EventPtr event) {
+  EventInit init{owner, std::move(event)};
+  return addon_data(env).event_ctor.New({Napi::External<EventInit>::New(env, &init)});
+}
+
+EventWrap::EventWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EventWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw make_error(info.Env(), ErrorCode::kInvalidArg, "events are made by a Stream, not constructed directly");
+  }
+  auto* init = info[0].As<Napi::External<EventInit>>().Data();
+  owner_ = init->owner;
+  event_ = std::move(init->event);
+}
+
+Napi::Value EventWrap::Id(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(event_->id()));
+}
+
+Napi::Value EventWrap::Watch(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<int>(event_->watch()));
+}
+
+Napi::Value EventWrap::Status(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<int>(event_->status()));
+}
+
+Napi::Value EventWrap::Error(const Napi::CallbackInfo& info) {
+  ErrorPtr error = event_->error();
+  if (!error) return info.Env().Undefined();
+  return error_value(info.Env(), *error);
+}
+
+}  // namespace kvflow::napi

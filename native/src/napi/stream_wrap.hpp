@@ -1,0 +1,54 @@
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "device_handle.hpp"
+#include "kvflow/stream.hpp"
+
+namespace kvflow::napi {
+
+class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<DeviceHandle> device, std::shared_ptr<Stream> stream);
+  explicit StreamWrap(const Napi::CallbackInfo& info);
+  ~StreamWrap() override;
+
+ private:
+  Napi::Value Copy(const Napi::CallbackInfo& info);
+  Napi::Value Record(const Napi::CallbackInfo& info);
+  Napi::Value WaitEvent(const Napi::CallbackInfo& info);
+  Napi::Value Idle(const Napi::CallbackInfo& info);
+  Napi::Value Handle(const Napi::CallbackInfo& info);
+  Napi::Value Hold(const Napi::CallbackInfo& info);
+  Napi::Value InjectFailure(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  [[nodiscard]] Stream& stream(Napi::Env env);
+
+  std::shared_ptr<DeviceHandle> device_;
+  std::shared_ptr<Stream> stream_;
+};
+
+class EventWrap : public Napi::ObjectWrap<EventWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::Object NewInstance(Napi::Env env, const void* owner, EventPtr event);
+  explicit EventWrap(const Napi::CallbackInfo& info);
+
+  [[nodiscard]] const EventPtr& event() const { return event_; }
+  [[nodiscard]] const void* owner() const { return owner_; }
+
+ private:
+  Napi::Value Id(const Napi::CallbackInfo& info);
+  Napi::Value Watch(const Napi::CallbackInfo& info);
+  Napi::Value Status(const Napi::CallbackInfo& info);
+  Napi::Value Error(const Napi::CallbackInfo& info);
+
+  const void* owner_ = nullptr;
+  EventPtr event_;
+};
+
+}  // namespace kvflow::napi

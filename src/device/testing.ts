@@ -1,0 +1,17 @@
+/**
+ * Test-only hooks (not exported from the package entry point): hold a stream
+ * deterministically and inject failures, so ordering, busy and error paths
+ * are tested without clocks.
+ */
+import type { KvflowErrorCode } from '../errors.js';
+import type { Stream } from './stream.js';
+
+/** Work enqueued on `stream` after this waits until the returned function is called. */
+export function holdStream(stream: Stream): () => void {
+  return stream.native.hold();
+}
+
+/** The next operation enqueued on `stream` fails with `code` and does nothing. */
+export function injectFailure(stream: Stream, code: KvflowErrorCode, message: string): void {
+  stream.native.injectFailure(code, message);
+}

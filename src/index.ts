@@ -1,0 +1,18 @@
+/**
+ * kvflow: move a transformer's per-layer KV cache between GPU memory, pinned
+ * host memory and NVMe, asynchronously on streams.
+ */
+export { KvflowError, type KvflowErrorCode } from './errors.js';
+export { defaults, type BackendRequest, type KvflowDefaults } from './defaults.js';
+export {
+  Device,
+  openDevice,
+  selectBackend,
+  type Backend,
+  type BackendSelection,
+  type DeviceInfo,
+  type OpenDeviceOptions,
+  type PinnedPoolStats,
+} from './device/device.js';
+export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type DisposeOptions, type MemoryKind } from './device/buffer.js';
+export { Event, Stream, type EventStatus, type StreamOptions } from './device/stream.js';

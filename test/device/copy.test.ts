@@ -1,0 +1,130 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import type { Device, KvBuffer, MemoryKind, PinnedBuffer } from '../../src/index.js';
+import { backends, open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
+
+const KINDS: MemoryKind[] = ['device', 'pinned', 'host'];
+const MiB = 1 << 20;
+
+function alloc(dev: Device, kind: MemoryKind, bytes: number): KvBuffer {
+  if (kind === 'device') return dev.allocDevice(bytes);
+  if (kind === 'pinned') return dev.allocPinned(bytes);
+  return dev.allocHost(bytes);
+}
+
+describe.each(backends)('copy on $backend', ({ backend, skip }) => {
+  let dev: Device;
+  beforeAll(() => {
+    if (!skip) dev = open(backend);
+  });
+  afterAll(async () => {
+    await dev?.dispose();
+  });
+
+  // Each case moves random bytes source -> a -> b -> check for every pair (a, b)
+  // of memory kinds, through poisoned destinations, at the given offsets.
+  const cases: Array<[number, number, number]> = [
+    [1, 0, 0],
+    [1, 3, 1],
+    [4096, 0, 0],
+    [4096, 5, 4093],
+    [65_537, 7, 13],
+    [MiB + 3, 4096, 1],
+    [16 * MiB, 0, 0],
+    [16 * MiB - 5, 3, 2],
+  ];
+  it.skipIf(skip).each(cases)('every pair round-trips %i bytes (offsets %i, %i)', async (bytes, offA, offB) => {
+    const stream = dev.createStream();
+    const data = randomBytes(bytes);
+    const source = dev.allocPinned(bytes);
+    source.array.set(data);
+    const check = dev.allocPinned(bytes + offB);
+    for (const ka of KINDS) {
+      for (const kb of KINDS) {
+        const a = alloc(dev, ka, bytes + offA);
+        const b = alloc(dev, kb, bytes + offB);
+        const poisonBuf = dev.allocPinned(Math.max(bytes + offA, bytes + offB));
+        poison(poisonBuf.array);
+        stream.copy(a, 0, poisonBuf, 0, bytes + offA);
+        stream.copy(b, 0, poisonBuf, 0, bytes + offB);
+        poison(check.array);
+        stream.copy(a, offA, source, 0, bytes);
+        stream.copy(b, offB, a, offA, bytes);
+        stream.copy(check, 0, b, 0, bytes + offB);
+        await stream.synchronize();
+        const got = check.array;
+        expect(sameBytes(got.subarray(offB, offB + bytes), data), `${ka} -> ${kb}`).toBe('equal');
+        // bytes before the destination offset keep the poison
+        expect(got.subarray(0, offB).every((v) => v === 0xa5), `${ka} -> ${kb} prefix`).toBe(true);
+        await Promise.all([a.dispose(), b.dispose(), poisonBuf.dispose()]);
+      }
+    }
+    await Promise.all([source.dispose(), check.dispose(), stream.dispose()]);
+  });
+
+  it.skipIf(skip)('256 MiB round-trips through every pair', async () => {
+    const bytes = 256 * MiB;
+    const stream = dev.createStream();
+    const source = dev.allocPinned(bytes);
+    source.array.set(randomBytes(bytes));
+    const check: PinnedBuffer = dev.allocPinned(bytes);
+    for (const ka of KINDS) {
+      const a = alloc(dev, ka, bytes);
+      stream.copy(a, 0, source, 0, bytes);
+      for (const kb of KINDS) {
+        const b = alloc(dev, kb, bytes);
+        poison(check.array);
+        stream.copy(b, 0, a, 0, bytes);
+        stream.copy(check, 0, b, 0, bytes);
+        await stream.synchronize();
+        expect(sameBytes(check.array, source.array), `${ka} -> ${kb}`).toBe('equal');
+        await b.dispose();
+      }
+      await a.dispose();
+    }
+    await stream.dispose();
+  });
+
+  it.skipIf(skip)('a copy within one buffer moves overlapping ranges correctly on the CPU backend', async () => {
+    // Overlapping copies are undefined on CUDA (as cudaMemcpy); the CPU backend guarantees memmove semantics.
+    if (backend !== 'cpu') return;
+    const stream = dev.createStream();
+    const buf = dev.allocPinned(1000);
+    const data = randomBytes(1000);
+    buf.array.set(data);
+    stream.copy(buf, 10, buf, 0, 900);
+    await stream.synchronize();
+    expect(sameBytes(buf.array.subarray(10, 910), data.subarray(0, 900))).toBe('equal');
+    await stream.dispose();
+  });
+
+  it.skipIf(skip)('a zero-byte copy is accepted and moves nothing', async () => {
+    const stream = dev.createStream();
+    const a = dev.allocPinned(16);
+    const b = dev.allocPinned(16);
+    a.array.set(randomBytes(16));
+    poison(b.array);
+    stream.copy(b, 16, a, 16, 0);
+    await stream.synchronize();
+    expect(b.array.every((v) => v === 0xa5)).toBe(true);
+    await stream.dispose();
+  });
+
+  it.skipIf(skip)('wrapUnsafe aliases memory: bytes written through the wrap land in the original', async () => {
+    const stream = dev.createStream();
+    const owner = dev.allocDevice(8192);
+    const wrapped = dev.wrapUnsafe(owner.address + 100n, 4096);
+    expect(wrapped.owned).toBe(false);
+    const src = dev.allocPinned(4096);
+    const data = randomBytes(4096);
+    src.array.set(data);
+    const out = dev.allocPinned(4096);
+    poison(out.array);
+    stream.copy(wrapped, 0, src, 0, 4096);
+    stream.copy(out, 0, owner, 100, 4096);
+    await stream.synchronize();
+    expect(sameBytes(out.array, data)).toBe('equal');
+    await wrapped.dispose();
+    await stream.dispose();
+  });
+});

@@ -1,0 +1,58 @@
+/**
+ * The backends every device suite runs on: always the CPU backend, and CUDA
+ * where a device can be opened (the GPU box); skipped with the reason elsewhere.
+ */
+import { randomFillSync } from 'node:crypto';
+
+import { openDevice, selectBackend, type Backend, type Device, type KvBuffer } from '../../src/index.js';
+
+function cudaUnavailable(): string | undefined {
+  try {
+    selectBackend('cuda');
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** Why CUDA suites are skipped here, or undefined when they run. */
+export const cudaSkipReason = cudaUnavailable();
+
+/** [backend, skip] pairs for describe.each. */
+export const backends: Array<{ backend: Backend; skip: boolean }> = [
+  { backend: 'cpu', skip: false },
+  { backend: 'cuda', skip: cudaSkipReason !== undefined },
+];
+
+export function open(backend: Backend, options: { maxPinnedBytes?: number } = {}): Device {
+  return openDevice({ backend, ...options });
+}
+
+/** Random bytes (never zeros: a test on zeros hides unwritten memory). */
+export function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let off = 0; off < n; off += 65536) randomFillSync(out, off, Math.min(65536, n - off));
+  return out;
+}
+
+/** Fills a host-visible buffer with a poison pattern. */
+export function poison(array: Uint8Array): void {
+  array.fill(0xa5);
+}
+
+/** Lets the event loop turn `n` times. */
+export async function ticks(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+/** Byte-exact equality with a short diagnosis. */
+export function sameBytes(a: Uint8Array, b: Uint8Array): string {
+  if (a.byteLength !== b.byteLength) return `length ${a.byteLength} != ${b.byteLength}`;
+  if (Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0) {
+    return 'equal';
+  }
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return `first difference at byte ${i}: ${a[i]} != ${b[i]}`;
+  return 'equal';
+}
+
+export type AnyBuffer = KvBuffer;
