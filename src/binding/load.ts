@@ -52,9 +52,14 @@ export function candidates(): Array<{ path: string; build: LoadedBinding['build'
 
 /** Loads the addon once per process (per worker thread). */
 export function loadBinding(): LoadedBinding {
-  if (loaded) return loaded;
+  loaded ??= loadCandidates(candidates());
+  return loaded;
+}
+
+/** Loads the first candidate that works, or throws ERR_LOAD listing each path tried and why it failed. */
+export function loadCandidates(list: Array<{ path: string; build: LoadedBinding['build'] }>): LoadedBinding {
   const tried: string[] = [];
-  for (const c of candidates()) {
+  for (const c of list) {
     if (!existsSync(c.path)) {
       tried.push(`${c.path}: not found`);
       continue;
@@ -66,8 +71,7 @@ export function loadBinding(): LoadedBinding {
         continue;
       }
       binding.setErrorClass(KvflowError as unknown as new (message: string, code: string) => Error);
-      loaded = { binding, path: c.path, build: c.build };
-      return loaded;
+      return { binding, path: c.path, build: c.build };
     } catch (e) {
       tried.push(`${c.path}: ${(e as Error).message.split('\n')[0]}`);
     }

@@ -39,7 +39,8 @@ class PinnedPool {
   /// Releases every cached block.
   void trim();
   [[nodiscard]] PinnedPoolStats stats();
-  /// The size class a request of `bytes` is served from.
+  /// The size class a request of `bytes` is served from: powers of two up to
+  /// 1 MiB, then multiples of 2 MiB.
   [[nodiscard]] static std::size_t size_class(std::size_t bytes) noexcept;
 
  private:

@@ -28,7 +28,9 @@ struct PinnedPool::State {
 
 std::size_t PinnedPool::size_class(std::size_t bytes) noexcept {
   constexpr std::size_t kMin = 4096;
-  constexpr std::size_t kPow2Max = std::size_t{64} << 20;
+  // Small requests round to powers of two (few classes, high reuse); large
+  // ones to 2 MiB steps, so that a 48 MiB staging buffer does not pin 64 MiB.
+  constexpr std::size_t kPow2Max = std::size_t{1} << 20;
   constexpr std::size_t kLargeStep = std::size_t{2} << 20;
   if (bytes <= kMin) return kMin;
   if (bytes <= kPow2Max) return std::bit_ceil(bytes);

@@ -1,0 +1,199 @@
+// The completion poller of a CUDA device (see poller.hpp).
+#include "poller.hpp"
+
+#include <algorithm>
+#include <iterator>
+#include <utility>
+
+#include "cuda_error.hpp"
+#include "cuda_stream.hpp"
+#include "event_pool.hpp"
+
+namespace kvflow::cuda {
+
+namespace {
+
+// A few quick rounds catch copies that finish within microseconds; then sleep
+// 10 us, doubling to 200 us, so an idle-but-busy GPU costs little CPU while a
+// completion is still seen well within the time of one layer's transfer.
+constexpr unsigned kSpinRounds = 8;
+constexpr auto kFirstSleep = std::chrono::microseconds(10);
+constexpr auto kMaxSleep = std::chrono::microseconds(200);
+
+}  // namespace
+
+Poller::Poller(int ordinal, Completer& completer, std::shared_ptr<EventPool> events)
+    : ordinal_(ordinal), completer_(completer), events_(std::move(events)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Poller::~Poller() { stop(std::chrono::milliseconds(0)); }
+
+void Poller::add(PollEntry entry) {
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    KVFLOW_CHECK(!stopped_, kDisposed, "device is disposed");
+    wake = incoming_.empty();
+    incoming_.push_back(std::move(entry));
+  }
+  // The thread blocks only when it has nothing at all; a non-empty list means
+  // it is polling already and will pick the entry up.
+  if (wake) cv_.notify_one();
+}
+
+void Poller::stop(std::chrono::milliseconds budget) noexcept {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!stopping_) {
+      stopping_ = true;
+      deadline_ = Clock::now() + budget;
+    }
+  }
+  cv_.notify_all();
+  try {
+    if (!thread_.joinable()) return;
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();  // cannot join itself; it exits after this call returns
+    } else {
+      thread_.join();
+    }
+  } catch (...) {
+    // join() throws only for a thread that is not joinable, checked above.
+  }
+}
+
+void Poller::run() noexcept {
+  // Threads are not bound to a device: bind this one once, for its queries and
+  // the sweeps it records.
+  (void)cudaSetDevice(ordinal_);
+  (void)cudaGetLastError();
+  std::vector<PollEntry> active;
+  unsigned idle_rounds = 0;
+  for (;;) {
+    try {
+      bool give_up = false;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (active.empty() && incoming_.empty()) {
+          if (stopping_) break;
+          cv_.wait(lock, [this] { return stopping_ || !incoming_.empty(); });
+          if (incoming_.empty()) break;
+        }
+        // Reserve first, so a failed allocation loses no entry.
+        active.reserve(active.size() + incoming_.size());
+        std::move(incoming_.begin(), incoming_.end(), std::back_inserter(active));
+        incoming_.clear();
+        give_up = stopping_ && Clock::now() >= deadline_;
+      }
+      if (give_up) {
+        (void)poll_once(active);  // what did finish completes normally
+        abort_all(active);
+        active.clear();
+        continue;  // then exit once nothing new came in
+      }
+      if (poll_once(active)) {
+        idle_rounds = 0;
+      } else if (idle_rounds < kSpinRounds) {
+        ++idle_rounds;
+        std::this_thread::yield();
+      } else {
+        const unsigned doublings = std::min(idle_rounds - kSpinRounds, 5U);
+        ++idle_rounds;
+        std::this_thread::sleep_for(std::min<std::chrono::microseconds>(kFirstSleep * (1U << doublings), kMaxSleep));
+      }
+    } catch (...) {
+      // Only allocation can fail above; back off and try again.
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  // Entries added between the last check and now are aborted, not lost.
+  std::vector<PollEntry> late;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopped_ = true;
+    late.swap(incoming_);
+  }
+  abort_all(active);
+  abort_all(late);
+}
+
+bool Poller::poll_once(std::vector<PollEntry>& active) noexcept {
+  // Entries stay in the order they were added: an event a stream waited on was
+  // recorded (and added) before the waiting stream's next event, so it is
+  // finished first when both complete in the same round.
+  bool progress = false;
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < active.size(); ++i) {
+    if (try_finish(active[i])) {
+      progress = true;
+      continue;
+    }
+    if (kept != i) active[kept] = std::move(active[i]);
+    ++kept;
+  }
+  active.erase(active.begin() + static_cast<std::ptrdiff_t>(kept), active.end());
+  return progress;
+}
+
+bool Poller::try_finish(PollEntry& entry) noexcept {
+  const cudaError_t status = cudaEventQuery(entry.event);
+  if (status == cudaErrorNotReady) return false;
+  ErrorPtr error;
+  if (status != cudaSuccess) {
+    error = KVFLOW_CUDA_ERROR(status, "cudaEventQuery");
+  } else {
+    // A waited event completes on the GPU before this one, but its EventState
+    // may not be completed yet: finish this entry in a later round.
+    for (const FailureSource& source : entry.failures) {
+      if (source.event && source.event->status() == EventStatus::kPending) return false;
+    }
+    for (const FailureSource& source : entry.failures) {
+      error = source.error ? source.error : (source.event ? source.event->error() : nullptr);
+      if (error) break;
+    }
+  }
+  finish(entry, std::move(error));
+  return true;
+}
+
+void Poller::finish(PollEntry& entry, ErrorPtr error) noexcept {
+  // Buffers go first, so whoever sees the event done also sees them released.
+  if (entry.stream) entry.stream->on_completed(entry.covers, !entry.user);
+  if (entry.user) {
+    try {
+      if (entry.user->complete(std::move(error))) completer_.post(entry.user->id());
+    } catch (...) {
+      // post() failed to allocate: the watcher cannot be told.
+    }
+  } else {
+    events_->release(entry.event);
+  }
+  entry = PollEntry{};  // drop the EventState and stream references on this thread, now
+}
+
+void Poller::abort_all(std::vector<PollEntry>& entries) noexcept {
+  // The GPU may still be using these entries' buffers, so the streams keep them
+  // (closed streams keep them for good); only the EventStates are settled.
+  ErrorPtr aborted;
+  try {
+    aborted = std::make_shared<const Error>(
+        ErrorCode::kAborted, "the CUDA device was closed before the work of this event completed");
+  } catch (...) {
+    aborted = capture_current_exception();
+  }
+  for (PollEntry& entry : entries) {
+    if (entry.user) {
+      try {
+        if (entry.user->complete(aborted)) completer_.post(entry.user->id());
+      } catch (...) {
+      }
+    } else if (entry.event != nullptr) {
+      events_->release(entry.event);
+    }
+    entry = PollEntry{};
+  }
+  entries.clear();
+}
+
+}  // namespace kvflow::cuda

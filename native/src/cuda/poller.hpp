@@ -1,0 +1,79 @@
+// One thread per CUDA device turns finished cudaEvents into completions: it
+// queries the events of recorded EventStates and of internal sweeps, completes
+// the EventStates (posting their ids to the Completer) and lets streams release
+// the buffers their finished operations held. Nothing on the JS thread or a
+// libuv worker ever blocks on the GPU.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "kvflow/completer.hpp"
+#include "kvflow/event.hpp"
+
+namespace kvflow::cuda {
+
+class EventPool;
+class StreamCore;
+
+/// A failure the next recorded event of a stream reports: known now (an
+/// injected failure, a waited event that had already failed) or the failure of
+/// a waited event once it completes.
+struct FailureSource {
+  ErrorPtr error;
+  EventPtr event;
+};
+
+struct PollEntry {
+  cudaEvent_t event = nullptr;  // recorded on `stream`
+  EventPtr user;                // null: an internal sweep, whose event goes back to the pool
+  std::shared_ptr<StreamCore> stream;
+  std::uint64_t covers = 0;             // the stream's operations up to this sequence number
+  std::vector<FailureSource> failures;  // user events only, in operation order
+};
+
+class Poller {
+ public:
+  Poller(int ordinal, Completer& completer, std::shared_ptr<EventPool> events);
+  ~Poller();
+  Poller(const Poller&) = delete;
+  Poller& operator=(const Poller&) = delete;
+
+  /// Any thread. Throws kDisposed once the poller stopped.
+  void add(PollEntry entry);
+
+  /// Completes what is outstanding, waiting at most `budget`; what is still
+  /// pending then is completed with ERR_ABORTED. Idempotent; joins the thread.
+  /// After this the poller never touches the Completer again.
+  void stop(std::chrono::milliseconds budget) noexcept;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  void run() noexcept;
+  // Finishes what completed, in order; true when anything did.
+  bool poll_once(std::vector<PollEntry>& active) noexcept;
+  [[nodiscard]] bool try_finish(PollEntry& entry) noexcept;
+  void finish(PollEntry& entry, ErrorPtr error) noexcept;
+  void abort_all(std::vector<PollEntry>& entries) noexcept;
+
+  const int ordinal_;
+  Completer& completer_;
+  std::shared_ptr<EventPool> events_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<PollEntry> incoming_;
+  bool stopping_ = false;
+  bool stopped_ = false;
+  Clock::time_point deadline_{};
+  std::thread thread_;
+};
+
+}  // namespace kvflow::cuda

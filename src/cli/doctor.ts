@@ -1,0 +1,93 @@
+/** `kvflow doctor`: what kvflow can use on this host, and why anything is missing. */
+import { loadBinding } from '../binding/load.js';
+import { defaults } from '../defaults.js';
+import { openDevice, selectBackend } from '../device/device.js';
+
+/** One line of the report. */
+export interface DoctorCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+/** What doctor found, also printed as JSON with --json. */
+export interface DoctorReport {
+  checks: DoctorCheck[];
+  info?: Record<string, unknown>;
+}
+
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+}
+
+function cudaVersion(v: number): string {
+  return v > 0 ? `${Math.floor(v / 1000)}.${(v % 1000) / 10}` : 'none';
+}
+
+/** Runs the checks; never throws for a missing capability (it reports it). */
+export async function doctor(): Promise<DoctorReport> {
+  const checks: DoctorCheck[] = [];
+  let loaded;
+  try {
+    loaded = loadBinding();
+    checks.push({ name: 'addon', ok: true, detail: `${loaded.path} (${loaded.build} build)` });
+  } catch (e) {
+    checks.push({ name: 'addon', ok: false, detail: (e as Error).message });
+    return { checks };
+  }
+  const probe = loaded.binding.probeCuda();
+  checks.push({
+    name: 'cuda',
+    ok: probe.available,
+    detail: probe.available
+      ? `${probe.deviceCount} device(s), driver CUDA ${cudaVersion(probe.driverVersion)}, runtime ${cudaVersion(probe.runtimeVersion)}`
+      : probe.reason,
+  });
+  const d = defaults();
+  const selection = selectBackend(d.backend);
+  checks.push({ name: 'backend', ok: true, detail: `${selection.backend} (requested ${selection.requested}: ${selection.reason})` });
+  checks.push({
+    name: 'defaults',
+    ok: true,
+    detail: `KVFLOW_BACKEND=${d.backend} KVFLOW_DEVICE=${d.ordinal} KVFLOW_MAX_PINNED_BYTES=${d.maxPinnedBytes || 'unlimited'}`,
+  });
+  const device = openDevice({ backend: selection.backend });
+  try {
+    const info = device.info();
+    if (info.backend === 'cuda') {
+      checks.push({
+        name: 'gpu',
+        ok: true,
+        detail: `${info.name}, ${gib(info.totalMemory)} (${gib(info.freeMemory)} free), compute ${info.computeCapability}, ${info.multiprocessors} SMs, ${info.asyncEngines} copy engines`,
+      });
+      checks.push({
+        name: 'pcie',
+        ok: info.pcieGen > 0,
+        detail: info.pcieGen > 0
+          ? `Gen${info.pcieGen} x${info.pcieWidth} (max Gen${info.pcieMaxGen} x${info.pcieMaxWidth}) at ${info.pciBusId}`
+          : `link unknown: ${info.pcieNote}`,
+      });
+    } else {
+      checks.push({ name: 'cpu', ok: true, detail: `${info.name}, ${info.cores} cores, ${gib(info.hostMemory)} memory` });
+    }
+    // Pin a small buffer to prove pinned memory works here.
+    const probeBuf = device.allocPinned(1 << 20);
+    await probeBuf.dispose();
+    const pool = device.pinnedStats();
+    checks.push({ name: 'pinned memory', ok: true, detail: `allocated and pooled 1 MiB (limit ${pool.limitBytes || 'none'})` });
+    return { checks, info: { ...info } };
+  } finally {
+    await device.dispose();
+  }
+}
+
+/** Prints the report; returns the process exit code (0 even when only optional pieces are missing). */
+export async function runDoctor(args: string[]): Promise<number> {
+  const report = await doctor();
+  if (args.includes('--json')) {
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  } else {
+    for (const c of report.checks) process.stdout.write(`${c.ok ? 'ok ' : 'no '} ${c.name.padEnd(14)} ${c.detail}\n`);
+  }
+  return report.checks[0]?.ok ? 0 : 1;
+}

@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { KvflowError, type Device } from '../../src/index.js';
+import { holdStream, injectFailure } from '../../src/device/testing.js';
+import { backends, open, poison, randomBytes, sameBytes, ticks } from '../helpers/backends.js';
+
+describe.each(backends)('streams and events on $backend', ({ backend, skip }) => {
+  let dev: Device;
+  beforeAll(() => {
+    if (!skip) dev = open(backend);
+  });
+  afterAll(async () => {
+    await dev?.dispose();
+  });
+
+  it.skipIf(skip)('a copy that waits on another stream\'s event sees its data', async () => {
+    const a = dev.createStream();
+    const b = dev.createStream({ priority: 'high' });
+    const bytes = 4 * 1024 * 1024;
+    const src = dev.allocPinned(bytes);
+    const mid = dev.allocDevice(bytes);
+    const out = dev.allocPinned(bytes);
+    const data = randomBytes(bytes);
+    src.array.set(data);
+    poison(out.array);
+    const release = holdStream(a); // a cannot start until released
+    a.copy(mid, 0, src, 0, bytes);
+    const loaded = a.record();
+    b.waitEvent(loaded);
+    b.copy(out, 0, mid, 0, bytes);
+    const copied = b.record();
+    await ticks(20);
+    // b is ordered behind a, which is held: nothing may have run yet
+    expect(loaded.status()).toBe('pending');
+    expect(copied.status()).toBe('pending');
+    expect(out.array.every((v) => v === 0xa5)).toBe(true);
+    release();
+    await copied.done();
+    expect(loaded.status()).toBe('ok');
+    expect(sameBytes(out.array, data)).toBe('equal');
+    await Promise.all([a.dispose(), b.dispose()]);
+  });
+
+  it.skipIf(skip)('10k small operations in flight all complete, in order', async () => {
+    const s = dev.createStream();
+    const n = 10_000;
+    const piece = 64;
+    const src = dev.allocPinned(n * piece);
+    const dst = dev.allocDevice(n * piece);
+    const out = dev.allocPinned(n * piece);
+    const data = randomBytes(n * piece);
+    src.array.set(data);
+    poison(out.array);
+    const events = [];
+    for (let i = 0; i < n; i++) {
+      s.copy(dst, i * piece, src, i * piece, piece);
+      if (i % 10 === 9) events.push(s.record());
+    }
+    for (let i = 0; i < n; i++) s.copy(out, i * piece, dst, (n - 1 - i) * piece, piece);
+    const last = s.record();
+    const order: number[] = [];
+    await Promise.all(events.map((e, i) => e.done().then(() => order.push(i))));
+    await last.done();
+    expect(order).toEqual(events.map((_, i) => i));
+    for (let i = 0; i < n; i += 997) {
+      expect(sameBytes(out.array.subarray(i * piece, (i + 1) * piece), data.subarray((n - 1 - i) * piece, (n - i) * piece))).toBe('equal');
+    }
+    await s.dispose();
+  });
+
+  it.skipIf(skip)('done() settles once and returns the same promise', async () => {
+    const s = dev.createStream();
+    const e = s.record();
+    expect(e.done()).toBe(e.done());
+    await e.done();
+    await e.done();
+    expect(e.status()).toBe('ok');
+    await s.dispose();
+  });
+
+  it.skipIf(skip)('a failed operation rejects the next event with its code, and the stream recovers', async () => {
+    const s = dev.createStream();
+    const buf = dev.allocPinned(64);
+    const dst = dev.allocDevice(64);
+    injectFailure(s, 'ERR_IO', 'injected read failure');
+    s.copy(dst, 0, buf, 0, 64);
+    const failed = s.record();
+    await expect(failed.done()).rejects.toMatchObject({ code: 'ERR_IO', message: 'injected read failure' });
+    await expect(failed.done()).rejects.toBeInstanceOf(KvflowError);
+    expect(failed.status()).toBe('failed');
+    s.copy(dst, 0, buf, 0, 64);
+    await expect(s.record().done()).resolves.toBeUndefined();
+    await s.dispose();
+  });
+
+  it.skipIf(skip)('a stream waiting on a failed event is released and inherits the failure', async () => {
+    const a = dev.createStream();
+    const b = dev.createStream();
+    const buf = dev.allocPinned(64);
+    const dst = dev.allocDevice(64);
+    const release = holdStream(a);
+    injectFailure(a, 'ERR_IO', 'load failed');
+    a.copy(dst, 0, buf, 0, 64);
+    const loaded = a.record();
+    b.waitEvent(loaded);
+    b.copy(buf, 0, dst, 0, 64);
+    const after = b.record();
+    release();
+    await expect(loaded.done()).rejects.toMatchObject({ code: 'ERR_IO' });
+    await expect(after.done()).rejects.toMatchObject({ code: 'ERR_IO', message: 'load failed' });
+    // the next span on b is clean again
+    await expect(b.synchronize()).resolves.toBeUndefined();
+    await Promise.all([a.dispose(), b.dispose()]);
+  });
+
+  it.skipIf(skip)('the event loop keeps turning during a 1 GiB copy', async () => {
+    const s = dev.createStream();
+    const bytes = 1024 * 1024 * 1024;
+    const src = dev.allocPinned(bytes);
+    const dst = dev.allocDevice(bytes);
+    src.array.fill(0x5a, 0, 1 << 20);
+    s.copy(dst, 0, src, 0, bytes);
+    const e = s.record();
+    let turns = 0;
+    while (e.status() === 'pending') {
+      await new Promise<void>((r) => setImmediate(r));
+      turns++;
+    }
+    await e.done();
+    expect(turns).toBeGreaterThan(0);
+    await Promise.all([src.dispose(), dst.dispose(), s.dispose()]);
+  });
+
+  it.skipIf(skip)('stream.handle is a bigint, distinct per stream', async () => {
+    const a = dev.createStream();
+    const b = dev.createStream();
+    expect(typeof a.handle).toBe('bigint');
+    expect(a.handle).not.toBe(b.handle);
+    await Promise.all([a.dispose(), b.dispose()]);
+  });
+});

@@ -1,0 +1,131 @@
+// Whole-process behaviour: runs child Node processes against the built
+// package (dist/, made by `npm test`'s pretest step).
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import { describe, expect, it } from 'vitest';
+
+import { backends } from '../helpers/backends.js';
+
+const root = path.resolve(import.meta.dirname, '..', '..');
+const entry = pathToFileURL(path.join(root, 'dist', 'src', 'index.js')).href;
+const testing = pathToFileURL(path.join(root, 'dist', 'src', 'device', 'testing.js')).href;
+
+function runChild(code: string, backend: string): { status: number | null; stdout: string; stderr: string } {
+  const script = `import { openDevice } from ${JSON.stringify(entry)};
+import { holdStream, injectFailure } from ${JSON.stringify(testing)};
+process.on('unhandledRejection', (e) => { console.log('UNHANDLED', e && e.code); process.exitCode = 3; });
+const backend = ${JSON.stringify(backend)};
+${code}`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, KVFLOW_BACKEND: undefined },
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe.each(backends)('process behaviour on $backend', ({ backend, skip }) => {
+  it.skipIf(skip)('the process exits after dispose() with work in flight, once the work is done', () => {
+    const r = runChild(
+      `const dev = openDevice({ backend });
+const s = dev.createStream();
+const a = dev.allocPinned(64 << 20), d = dev.allocDevice(64 << 20);
+for (let i = 0; i < 8; i++) s.copy(d, 0, a, 0, 64 << 20);
+const last = s.record();
+dev.dispose().then(() => console.log('disposed', last.status()));`,
+      backend,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('disposed ok');
+    expect(r.status).toBe(0);
+  });
+
+  it.skipIf(skip)('the process exits when work is left in flight and nothing waits on it', () => {
+    const r = runChild(
+      `const dev = openDevice({ backend });
+const s = dev.createStream();
+const a = dev.allocPinned(64 << 20), d = dev.allocDevice(64 << 20);
+for (let i = 0; i < 8; i++) s.copy(d, 0, a, 0, 64 << 20);
+console.log('enqueued');`,
+      backend,
+    );
+    expect(r.stdout.trim()).toBe('enqueued');
+    expect(r.status).toBe(0);
+  });
+
+  it.skipIf(skip)('the process exits even with a stream held forever (teardown abandons the wait)', () => {
+    const r = runChild(
+      `const dev = openDevice({ backend });
+const s = dev.createStream();
+holdStream(s);
+const a = dev.allocPinned(4096), d = dev.allocDevice(4096);
+s.copy(d, 0, a, 0, 4096);
+console.log('held');`,
+      backend,
+    );
+    expect(r.stdout.trim()).toBe('held');
+    expect(r.status).toBe(0);
+  });
+
+  it.skipIf(skip)('an awaited event keeps the process alive until it completes', () => {
+    const r = runChild(
+      `const dev = openDevice({ backend });
+const s = dev.createStream();
+const a = dev.allocPinned(256 << 20), d = dev.allocDevice(256 << 20);
+a.array.fill(7);
+s.copy(d, 0, a, 0, 256 << 20);
+await s.record().done();
+console.log('done');
+await dev.dispose();`,
+      backend,
+    );
+    expect(r.stdout.trim()).toBe('done');
+    expect(r.status).toBe(0);
+  });
+
+  it.skipIf(skip)('failures surface as handled rejections only: no unhandled rejection', () => {
+    const r = runChild(
+      `const dev = openDevice({ backend });
+const s = dev.createStream();
+const a = dev.allocPinned(64), d = dev.allocDevice(64);
+injectFailure(s, 'ERR_IO', 'boom');
+s.copy(d, 0, a, 0, 64);
+const e = s.record();
+try { await e.done(); } catch (err) { console.log('caught', err.code); }
+s.copy(d, 0, a, 0, 64);
+s.record(); // never awaited: completes silently
+await dev.dispose();
+await new Promise((r) => setTimeout(r, 50));`,
+      backend,
+    );
+    expect(r.stdout.trim()).toBe('caught ERR_IO');
+    expect(r.status).toBe(0);
+  });
+
+  it.skipIf(skip)('worker threads can use a device and exit', () => {
+    const r = runChild(
+      `import { Worker } from 'node:worker_threads';
+const src = \`
+import { openDevice } from \${JSON.stringify(${JSON.stringify(entry)})};
+import { parentPort } from 'node:worker_threads';
+const dev = openDevice({ backend: \${JSON.stringify(backend)} });
+const s = dev.createStream();
+const a = dev.allocPinned(1 << 20), b = dev.allocPinned(1 << 20), d = dev.allocDevice(1 << 20);
+a.array.fill(9);
+s.copy(d, 0, a, 0, 1 << 20); s.copy(b, 0, d, 0, 1 << 20);
+await s.synchronize();
+parentPort.postMessage(b.array[12345]);
+s.copy(d, 0, a, 0, 1 << 20); // left in flight at exit
+\`;
+const w = new Worker(new URL('data:text/javascript,' + encodeURIComponent(src)));
+w.on('message', (m) => console.log('worker says', m));
+w.on('exit', (code) => console.log('worker exit', code));`,
+      backend,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim().split('\n')).toEqual(['worker says 9', 'worker exit 0']);
+    expect(r.status).toBe(0);
+  });
+});
