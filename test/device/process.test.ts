@@ -128,4 +128,23 @@ w.on('exit', (code) => console.log('worker exit', code));`,
     expect(r.stdout.trim().split('\n')).toEqual(['worker says 9', 'worker exit 0']);
     expect(r.status).toBe(0);
   });
+
+  it.skipIf(skip || backend !== 'cuda')('a CUDA fault rejects the event with ERR_CUDA instead of hanging', () => {
+    // In a child: a copy from device memory freed behind a wrap faults the
+    // copy engine; the sticky error must surface as ERR_CUDA and the process must exit.
+    const r = runChild(
+      `const dev = openDevice({ backend });
+const s = dev.createStream();
+const bytes = 512 << 20;
+const d = dev.allocDevice(bytes);
+const w = dev.wrapUnsafe(d.address, bytes);
+const p = dev.allocPinned(bytes);
+await d.dispose();
+s.copy(p, 0, w, 0, bytes);
+try { await s.record().done(); console.log('no error'); } catch (e) { console.log(e.code); }`,
+      backend,
+    );
+    expect(r.stdout.trim()).toBe('ERR_CUDA');
+    expect(r.status).toBe(0);
+  });
 });
