@@ -82,6 +82,8 @@ void Poller::run() noexcept {
         }
         // Reserve first, so a failed allocation loses no entry.
         active.reserve(active.size() + incoming_.size());
+        // New work may finish soon: poll it at the shortest sleep again.
+        if (!incoming_.empty()) idle_rounds = std::min(idle_rounds, kSpinRounds);
         std::move(incoming_.begin(), incoming_.end(), std::back_inserter(active));
         incoming_.clear();
         give_up = stopping_ && Clock::now() >= deadline_;

@@ -1,0 +1,279 @@
+/**
+ * Copy benchmark: kvflow's pinned <-> device copies against bare
+ * cudaMemcpyAsync (bench/native/copy_baseline.cu, run earlier in the same
+ * call), as DESIGN.md section 5 asks: each figure with its same-run baseline
+ * and a ratio, because boxes differ from one another.
+ *
+ *   node dist/bench/copy.js [--json out.json] [--baseline copy_baseline.json]
+ *                           [--backend auto|cuda|cpu] [--quick]
+ *
+ * The method mirrors the C++ program on purpose (same sizes, directions,
+ * offset rotation, calibration), so that the ratio measures kvflow's cost and
+ * not a difference between two benchmarks. One difference is inherent: kvflow
+ * is timed on the host clock from the first enqueue to the resolution of the
+ * last event's promise, because that is what a JS caller waits for; the
+ * baseline's bandwidth is timed with CUDA events.
+ *
+ * The CPU backend runs it too (no baseline), so it can be smoke-tested without
+ * a GPU; its figures measure memcpy, not a link.
+ */
+import { randomFillSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { openDevice, type DeviceBuffer, type PinnedBuffer, type Stream } from '../src/index.js';
+import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+const SIZES = [4 * KiB, 64 * KiB, MiB, 16 * MiB, 256 * MiB, GiB];
+const OPS_BYTES = 64 * KiB;
+const DIRS = ['h2d', 'd2h', 'bidir'] as const;
+type Dir = (typeof DIRS)[number];
+
+/** `4KiB`, `1MiB`, `1GiB`: the size part of a metric name, as the C++ program prints it. */
+function label(bytes: number): string {
+  if (bytes >= GiB) return `${bytes / GiB}GiB`;
+  if (bytes >= MiB) return `${bytes / MiB}MiB`;
+  return `${bytes / KiB}KiB`;
+}
+
+/** Buffers and streams shared by every run: H2D reads hA into dA, D2H reads dB into hB. */
+interface Rig {
+  hA: PinnedBuffer;
+  hB: PinnedBuffer;
+  dA: DeviceBuffer;
+  dB: DeviceBuffer;
+  s1: Stream;
+  s2: Stream;
+  cap: number;
+}
+
+/** A timed run of `reps` operations, returning seconds. */
+type Run = (reps: number) => Promise<number>;
+
+function since(t0: bigint): number {
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+/** Copy i starts at another offset, walking the whole buffer, so small copies do not sit in one cached spot. */
+function offsetOf(i: number, bytes: number, cap: number): number {
+  return (i % Math.floor(cap / bytes)) * bytes;
+}
+
+interface Measured {
+  reps: number;
+  /** Seconds per sample of `reps` operations. */
+  median: number;
+  spreadPct: number;
+}
+
+/**
+ * Two warm-up runs, then reps doubled until a run takes a tenth of the target
+ * and scaled to the target (+10%), then `samples` runs; the median is kept.
+ * The same algorithm as measure() in copy_baseline.cu.
+ */
+async function measure(run: Run, minSeconds: number, samples: number): Promise<Measured> {
+  await run(1);
+  await run(1);
+  let reps = 1;
+  let t = await run(reps);
+  while (t < minSeconds / 10) {
+    reps *= 2;
+    t = await run(reps);
+  }
+  reps = Math.max(1, Math.round((reps * minSeconds * 1.1) / t));
+  const s: number[] = [];
+  for (let i = 0; i < samples; i++) s.push(await run(reps));
+  s.sort((a, b) => a - b);
+  const median = s[s.length >> 1] ?? Number.NaN;
+  const spreadPct = (100 * ((s[s.length - 1] ?? 0) - (s[0] ?? 0))) / median;
+  return { reps, median, spreadPct };
+}
+
+/** Enqueue every copy, then await the last event of each stream used: what a caller moving a batch waits for. */
+function copyRun(r: Rig, dir: Dir, bytes: number): Run {
+  return async (reps) => {
+    const t0 = process.hrtime.bigint();
+    const d2h = dir === 'bidir' ? r.s2 : r.s1;
+    for (let i = 0; i < reps; i++) {
+      const off = offsetOf(i, bytes, r.cap);
+      // Interleaved, so both copy engines get work from the start in bidir.
+      if (dir !== 'd2h') r.s1.copy(r.dA, off, r.hA, off, bytes);
+      if (dir !== 'h2d') d2h.copy(r.hB, off, r.dB, off, bytes);
+    }
+    const last = [r.s1.record().done()];
+    if (dir === 'bidir') last.push(r.s2.record().done());
+    await Promise.all(last);
+    return since(t0);
+  };
+}
+
+/** One 64 KiB copy at a time, each awaited through its event: JS-to-completion cost per copy. */
+function latencyRun(r: Rig, perOp: number[]): Run {
+  return async (reps) => {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < reps; i++) {
+      const off = offsetOf(i, OPS_BYTES, r.cap);
+      const a = process.hrtime.bigint();
+      r.s1.copy(r.dA, off, r.hA, off, OPS_BYTES);
+      await r.s1.record().done();
+      perOp.push(Number(process.hrtime.bigint() - a) / 1e3);
+    }
+    return since(t0);
+  };
+}
+
+/** crypto.randomFillSync in chunks (one call is capped near 2 GiB): never time on zeros. */
+function fillRandom(a: Uint8Array): void {
+  for (let off = 0; off < a.byteLength; off += 64 * MiB) {
+    randomFillSync(a, off, Math.min(64 * MiB, a.byteLength - off));
+  }
+}
+
+/** Baseline figures keyed by the metric names this file reports. */
+function loadBaseline(file: string): { device: string | undefined; values: Map<string, number> } {
+  const raw: unknown = JSON.parse(readFileSync(file, 'utf8'));
+  const obj = raw as { device?: unknown; results?: unknown };
+  if (typeof raw !== 'object' || raw === null || !Array.isArray(obj.results)) {
+    throw new Error(`${file}: expected {"results": [...]} from copy_baseline`);
+  }
+  const values = new Map<string, number>();
+  for (const entry of obj.results as Array<Record<string, unknown>>) {
+    const { metric, bytes } = entry;
+    if (typeof metric !== 'string' || typeof bytes !== 'number') throw new Error(`${file}: bad entry ${JSON.stringify(entry)}`);
+    const [name, value] =
+      metric === 'ops'
+        ? [`ops_${label(bytes)}`, entry.ops_per_s]
+        : metric === 'latency'
+          ? [`latency_${label(bytes)}_us`, entry.us]
+          : [`${metric}_${label(bytes)}`, entry.gbps];
+    if (typeof value !== 'number') throw new Error(`${file}: no figure in ${JSON.stringify(entry)}`);
+    values.set(name, value);
+  }
+  return { device: typeof obj.device === 'string' ? obj.device : undefined, values };
+}
+
+async function main(): Promise<void> {
+  const { values: args } = parseArgs({
+    options: {
+      json: { type: 'string' },
+      baseline: { type: 'string' },
+      backend: { type: 'string' },
+      quick: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  const quick = args.quick ?? false;
+  const minSeconds = quick ? 0.02 : 0.2;
+  const samples = quick ? 3 : 5;
+  const sizes = quick ? SIZES.slice(0, 4) : SIZES;
+  const base = args.baseline === undefined ? undefined : loadBaseline(args.baseline);
+  // A baseline only means something against the GPU: never fall back to the CPU silently then.
+  const backend = args.backend ?? (base ? 'cuda' : undefined);
+  if (backend !== undefined && backend !== 'auto' && backend !== 'cuda' && backend !== 'cpu') {
+    throw new Error(`--backend: expected auto, cuda or cpu, got ${backend}`);
+  }
+
+  const dev = openDevice(backend === undefined ? {} : { backend });
+  try {
+    const info = dev.info();
+    if (base?.device !== undefined && base.device !== info.name) {
+      console.error(`warning: baseline ran on ${base.device}, kvflow on ${info.name}`);
+    }
+    const cap = sizes[sizes.length - 1] ?? GiB;
+    const r: Rig = {
+      hA: dev.allocPinned(cap),
+      hB: dev.allocPinned(cap),
+      dA: dev.allocDevice(cap),
+      dB: dev.allocDevice(cap),
+      s1: dev.createStream(),
+      s2: dev.createStream(),
+      cap,
+    };
+    // Random data, and one round trip checked byte for byte: a copy that does
+    // nothing must not pass for a fast one.
+    fillRandom(r.hA.array);
+    fillRandom(r.hB.array);
+    r.s1.copy(r.dA, 0, r.hA, 0, cap);
+    r.s1.copy(r.hB, 0, r.dA, 0, cap);
+    await r.s1.synchronize();
+    if (Buffer.compare(r.hA.array, r.hB.array) !== 0) throw new Error(`round trip of ${cap} bytes came back different`);
+    fillRandom(r.hB.array);
+    r.s1.copy(r.dB, 0, r.hB, 0, cap);
+    await r.s1.synchronize();
+
+    const results: Result[] = [];
+    const add = (metric: string, value: number, unit: string, extra: Record<string, unknown>): void => {
+      const baseline = base?.values.get(metric) ?? null;
+      if (base && baseline === null) console.error(`warning: no baseline for ${metric}`);
+      results.push({ metric, value, unit, baseline, ratio: ratioOf(value, baseline), ...extra });
+      console.error(`${metric} ${value.toPrecision(4)} ${unit}`); // progress, on stderr: stdout ends with the table
+    };
+
+    for (const bytes of sizes) {
+      for (const dir of DIRS) {
+        const m = await measure(copyRun(r, dir, bytes), minSeconds, samples);
+        // bidir counts the bytes of both directions (aggregate link traffic), as the baseline does.
+        const moved = bytes * m.reps * (dir === 'bidir' ? 2 : 1);
+        add(`${dir}_${label(bytes)}`, moved / m.median / 1e9, 'GB/s', { bytes, reps: m.reps, spread_pct: m.spreadPct });
+      }
+    }
+
+    const ops = await measure(copyRun(r, 'h2d', OPS_BYTES), minSeconds, samples);
+    add(`ops_${label(OPS_BYTES)}`, ops.reps / ops.median, 'ops/s', {
+      bytes: OPS_BYTES,
+      direction: 'h2d',
+      reps: ops.reps,
+      spread_pct: ops.spreadPct,
+    });
+
+    const perOp: number[] = [];
+    const lat = await measure(latencyRun(r, perOp), minSeconds, samples);
+    // perOp also holds warm-up and calibration ops; percentiles over them all
+    // say more about the tail than the median run alone would.
+    perOp.sort((a, b) => a - b);
+    const pct = (p: number): number => perOp[Math.min(perOp.length - 1, Math.floor(p * perOp.length))] ?? Number.NaN;
+    add(`latency_${label(OPS_BYTES)}_us`, (1e6 * lat.median) / lat.reps, 'us', {
+      bytes: OPS_BYTES,
+      direction: 'h2d',
+      reps: lat.reps,
+      spread_pct: lat.spreadPct,
+      p50_us: pct(0.5),
+      p99_us: pct(0.99),
+    });
+
+    if (args.json !== undefined) {
+      writeResult(args.json, {
+        bench: 'copy',
+        device: info.name,
+        config: {
+          backend: dev.backend,
+          sizes,
+          quick,
+          min_seconds: minSeconds,
+          samples,
+          timing: 'host clock, first enqueue to last event resolved; median of samples',
+          ratio: 'kvflow / baseline: above 1 is better for GB/s and ops/s, worse for us',
+          bidir: 'bytes of both directions counted',
+          baseline_file: args.baseline ?? null,
+          baseline_device: base?.device ?? null,
+          pcie: info.pcieGen > 0 ? `Gen${info.pcieGen} x${info.pcieWidth}` : null,
+          driver_version: info.driverVersion,
+          runtime_version: info.runtimeVersion,
+          node: process.version,
+        },
+        results,
+      });
+    }
+    console.log(`copy benchmark on ${info.name} (${dev.backend})${quick ? ', quick' : ''}`);
+    printTable(results);
+  } finally {
+    await dev.dispose();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
