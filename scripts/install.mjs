@@ -50,7 +50,7 @@ function buildCmake() {
   if (!has('cmake')) return 'cmake is not on PATH';
   const cuda = process.env.KVFLOW_CUDA === '0' ? 'OFF' : 'ON';
   return run(process.execPath, [
-    cmakeJs, 'compile', '--directory', 'native', '--out', 'build-cmake',
+    cmakeJs, force ? 'rebuild' : 'compile', '--directory', 'native', '--out', 'build-cmake',
     `--CDNODE_ADDON_API_DIR=${nodeAddonApiDir()}`, `--CDKVFLOW_CUDA=${cuda}`,
   ]);
 }

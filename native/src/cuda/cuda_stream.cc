@@ -30,9 +30,10 @@ void CUDART_CB run_host_copy(void* data) noexcept {
 }
 
 // Holds the stream until the gate opens. It occupies CUDA's host-function
-// thread meanwhile, so host functions of other streams (host-to-host and
-// pageable copies) may wait behind it too. Tests use it to hold a stream
-// deterministically; close(abandon) opens the gate so the stream can drain.
+// thread meanwhile, and CUDA runs the host functions of all streams on that
+// one thread (seen on an H200 with driver 580): host-to-host and pageable
+// copies on other streams wait behind a closed gate too. Tests use it to hold
+// a stream deterministically; close(abandon) opens the gate so work drains.
 void CUDART_CB run_gate_wait(void* data) noexcept {
   try {
     static_cast<Gate*>(data)->wait();
@@ -59,44 +60,11 @@ bool is_bad_handle(cudaError_t status) {
 
 }  // namespace
 
-StreamCore::StreamCore(int ordinal_in, cudaStream_t stream_in, bool owned_in, std::shared_ptr<EventPool> events_in,
-                       std::shared_ptr<Poller> poller_in)
-    : ordinal(ordinal_in),
-      stream(stream_in),
-      owned(owned_in),
-      events(std::move(events_in)),
-      poller(std::move(poller_in)) {}
-
-void StreamCore::on_completed(std::uint64_t covers, bool sweep) noexcept {
-  std::list<Retained> done;  // destroyed after unlocking: freeing buffers may call CUDA
-  std::lock_guard<std::mutex> lock(mutex);
-  auto end = retained.begin();
-  while (end != retained.end() && end->seq <= covers) ++end;
-  done.splice(done.end(), retained, retained.begin(), end);
-  if (sweep) {
-    sweep_outstanding = false;
-  } else if (events_outstanding > 0) {
-    --events_outstanding;
-  }
-  arm_sweep_locked();
-}
-
-void StreamCore::arm_sweep_locked() noexcept {
-  if (closed || sweep_outstanding || retained.empty()) return;
-  cudaEvent_t event = nullptr;
-  try {
-    event = events->acquire();
-    KVFLOW_CUDA(cudaSetDevice(ordinal));
-    KVFLOW_CUDA(cudaEventRecord(event, stream));
-    PollEntry entry;
-    entry.event = event;
-    entry.stream = shared_from_this();
-    entry.covers = op_seq;
-    poller->add(std::move(entry));
-    sweep_outstanding = true;
-  } catch (...) {
-    if (event != nullptr) events->release(event);
-  }
+std::size_t bounce_chunk(std::size_t bytes) noexcept {
+  if (bytes <= kBounceMinChunk) return bytes;
+  constexpr std::size_t kAlign = std::size_t{1} << 20;
+  const std::size_t even = (bytes + kBounceMaxChunks - 1) / kBounceMaxChunks;
+  return std::max(kBounceMinChunk, (even + kAlign - 1) / kAlign * kAlign);
 }
 
 std::unique_ptr<Stream> CudaStream::create(Device& device, int ordinal, int priority, std::shared_ptr<EventPool> events,
@@ -125,13 +93,17 @@ std::unique_ptr<Stream> CudaStream::wrap(Device& device, int ordinal, std::uintp
   // driver, which is why the JS entry point is named ...Unsafe.
   const auto stream = reinterpret_cast<cudaStream_t>(handle);
   set_device(ordinal);
-  const cudaError_t status = cudaStreamQuery(stream);
+  // Asked first because it is legal during capture, where cudaStreamQuery
+  // would invalidate the owner's capture.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  cudaError_t status = cudaStreamIsCapturing(stream, &capture);
+  if (status == cudaSuccess && capture == cudaStreamCaptureStatusNone) status = cudaStreamQuery(stream);
   if (is_bad_handle(status)) {
     (void)cudaGetLastError();
     KVFLOW_FAIL(kInvalidArg, "expected a live CUDA stream handle to wrap, got " + hex(handle) + " (" +
                                  cuda_error_text(status) + ")");
   }
-  if (status == cudaErrorStreamCaptureUnsupported) {
+  if (capture != cudaStreamCaptureStatusNone || status == cudaErrorStreamCaptureImplicit) {
     (void)cudaGetLastError();
     KVFLOW_FAIL(kInvalidArg, "expected a CUDA stream that is not being captured into a graph, got " + hex(handle));
   }
@@ -175,37 +147,53 @@ void CudaStream::copy(const BufferPtr& dst, std::size_t dst_offset, const Buffer
   const bool device_side = dst->kind() == MemoryKind::kDevice || src->kind() == MemoryKind::kDevice;
   // cudaMemcpyAsync with pageable memory returns only once the bytes are
   // staged, blocking the JS thread: bounce through pinned memory instead, the
-  // host side of it done by a host function in stream order.
+  // host side of it done by host functions in stream order.
   const bool bounce_in = device_side && src->kind() == MemoryKind::kHost;
   const bool bounce_out = device_side && dst->kind() == MemoryKind::kHost;
 
   StreamCore::Retained keep{seq, {dst, src}};
-  BufferPtr bounce;
-  std::shared_ptr<HostCopy> job;
+  BufferPtr staging;
+  char* stage = nullptr;
+  // Never resized once filled: host functions hold pointers to its elements.
+  std::shared_ptr<std::vector<HostCopy>> jobs;
+  if (!device_side || bounce_in || bounce_out) jobs = std::make_shared<std::vector<HostCopy>>();
   if (bounce_in || bounce_out) {
-    bounce = device_.alloc_pinned(bytes);
-    job = std::make_shared<HostCopy>(bounce_in ? HostCopy{bounce->ptr(), from, bytes}
-                                               : HostCopy{to, bounce->ptr(), bytes});
-    keep.hold.push_back(bounce);
-    keep.hold.push_back(job);
+    // One staging buffer reused chunk after chunk: stream order runs each host
+    // function only after the previous chunk's DMA, so a large copy pins a
+    // fraction of its size.
+    const std::size_t chunk = bounce_chunk(bytes);
+    staging = device_.alloc_pinned(chunk);
+    stage = static_cast<char*>(staging->ptr());
+    jobs->reserve((bytes + chunk - 1) / chunk);
+    for (std::size_t done = 0; done < bytes; done += chunk) {
+      const std::size_t n = std::min(chunk, bytes - done);
+      jobs->push_back(bounce_in ? HostCopy{stage, from + done, n} : HostCopy{to + done, stage, n});
+    }
+    keep.hold.push_back(staging);
   } else if (!device_side) {
-    job = std::make_shared<HostCopy>(HostCopy{to, from, bytes});
-    keep.hold.push_back(job);
+    jobs->push_back(HostCopy{to, from, bytes});
   }
+  if (jobs) keep.hold.push_back(jobs);
   // Retained before anything is enqueued, so whatever gets enqueued is covered.
   c.retained.push_back(std::move(keep));
   try {
     set_device(c.ordinal);
-    if (bounce_in) {
-      launch_host_copy(c.stream, job.get());
-      KVFLOW_CUDA(cudaMemcpyAsync(to, bounce->ptr(), bytes, cudaMemcpyDefault, c.stream));
-    } else if (bounce_out) {
-      KVFLOW_CUDA(cudaMemcpyAsync(bounce->ptr(), from, bytes, cudaMemcpyDefault, c.stream));
-      launch_host_copy(c.stream, job.get());
+    if (bounce_in || bounce_out) {
+      std::size_t done = 0;
+      for (HostCopy& job : *jobs) {
+        if (bounce_in) {
+          launch_host_copy(c.stream, &job);
+          KVFLOW_CUDA(cudaMemcpyAsync(to + done, stage, job.bytes, cudaMemcpyDefault, c.stream));
+        } else {
+          KVFLOW_CUDA(cudaMemcpyAsync(stage, from + done, job.bytes, cudaMemcpyDefault, c.stream));
+          launch_host_copy(c.stream, &job);
+        }
+        done += job.bytes;
+      }
     } else if (device_side) {
       KVFLOW_CUDA(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, c.stream));
     } else {
-      launch_host_copy(c.stream, job.get());
+      launch_host_copy(c.stream, &jobs->front());
     }
   } catch (...) {
     c.arm_sweep_locked();
@@ -258,9 +246,8 @@ void CudaStream::wait(const EventPtr& event) {
                    " to wait on (an event of another device only once it completed), got a pending event of another "
                    "device");
   set_device(c.ordinal);
-  // The wait captures the event's current record: the EventPtr keeps that
-  // cudaEvent_t from being reused until then, and the failure check below
-  // needs the EventState itself.
+  // The wait captures the event's current record; the EventPtr kept below
+  // lets this stream's next event inherit the waited event's failure.
   KVFLOW_CUDA(cudaStreamWaitEvent(c.stream, *cuda_event, cudaEventWaitDefault));
   c.failures.push_back(FailureSource{nullptr, event});
 }

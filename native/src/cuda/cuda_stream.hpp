@@ -8,63 +8,30 @@
 
 #include <chrono>
 #include <cstdint>
-#include <list>
 #include <memory>
-#include <mutex>
-#include <vector>
 
 #include "kvflow/device.hpp"
 #include "kvflow/stream.hpp"
 #include "poller.hpp"
+#include "stream_core.hpp"
 
 namespace kvflow::cuda {
 
 class EventPool;
 
+/// Pageable <-> device copies bounce through one pinned staging buffer, in
+/// chunks of at least kBounceMinChunk and at most kBounceMaxChunks per copy.
+/// The driver blocks the enqueuing thread once about 56 alternations of host
+/// function and device copy are pending on a stream (measured on an H200,
+/// driver 580), so a copy must not be cut into many small chunks.
+inline constexpr std::size_t kBounceMinChunk = std::size_t{16} << 20;
+inline constexpr std::size_t kBounceMaxChunks = 16;
+
+/// The staging size of a bounced copy of `bytes` bytes (see kBounceMinChunk).
+[[nodiscard]] std::size_t bounce_chunk(std::size_t bytes) noexcept;
+
 /// How long close() waits for a stream's work before it gives up on it.
 inline constexpr std::chrono::seconds kStreamCloseWait{10};
-
-/// The part of a stream the poller shares: held by shared_ptr from the stream
-/// and from the poller's entries, so a stream closed and destroyed while the
-/// poller still holds one of its events or sweeps is never freed under it.
-class StreamCore : public std::enable_shared_from_this<StreamCore> {
- public:
-  StreamCore(int ordinal, cudaStream_t stream, bool owned, std::shared_ptr<EventPool> events,
-             std::shared_ptr<Poller> poller);
-
-  /// Poller thread: the event recorded after operation `covers` completed.
-  /// Releases what those operations held and, for a sweep, records the next
-  /// sweep when newer operations still hold buffers.
-  void on_completed(std::uint64_t covers, bool sweep) noexcept;
-
-  /// What operations hold until an event recorded after them completes.
-  struct Retained {
-    std::uint64_t seq = 0;
-    std::vector<std::shared_ptr<const void>> hold;
-  };
-
-  const int ordinal;
-  const cudaStream_t stream;
-  const bool owned;  // false for a wrapped stream, which kvflow never destroys
-  const std::shared_ptr<EventPool> events;
-  const std::shared_ptr<Poller> poller;
-
-  std::mutex mutex;  // guards everything below; the JS thread and the poller take it
-  std::uint64_t op_seq = 0;            // sequence number of the last operation enqueued
-  std::list<Retained> retained;        // oldest first
-  bool sweep_outstanding = false;      // at most one internal sweep event per stream
-  std::uint64_t events_outstanding = 0;  // recorded EventStates not completed yet
-  ErrorPtr injected;                   // the next operation fails with it and does nothing
-  std::vector<FailureSource> failures; // since the last record(), in operation order
-  std::vector<GatePtr> gates;          // gates waited on, opened by close(abandon)
-  bool closed = false;
-
-  /// Records a sweep when operations hold buffers and none is outstanding, so
-  /// buffers are released even if the user never records an event. Caller
-  /// holds `mutex`. Never throws: without a sweep the buffers wait for the next
-  /// event or close().
-  void arm_sweep_locked() noexcept;
-};
 
 class CudaStream final : public Stream {
  public:

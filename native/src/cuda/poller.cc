@@ -101,7 +101,7 @@ void Poller::run() noexcept {
         std::this_thread::yield();
       } else {
         const unsigned doublings = std::min(idle_rounds - kSpinRounds, 5U);
-        ++idle_rounds;
+        if (doublings < 5U) ++idle_rounds;  // stays put at the longest sleep
         std::this_thread::sleep_for(std::min<std::chrono::microseconds>(kFirstSleep * (1U << doublings), kMaxSleep));
       }
     } catch (...) {

@@ -1,0 +1,64 @@
+// The part of a CUDA stream that the device's poller shares with it: the
+// buffers operations hold, the pending failures and the sweep bookkeeping.
+// Split from CudaStream so its lifetime can outlast the stream object.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "kvflow/error.hpp"
+#include "kvflow/gate.hpp"
+#include "poller.hpp"
+
+namespace kvflow::cuda {
+
+class EventPool;
+
+/// The part of a stream the poller shares: held by shared_ptr from the stream
+/// and from the poller's entries, so a stream closed and destroyed while the
+/// poller still holds one of its events or sweeps is never freed under it.
+class StreamCore : public std::enable_shared_from_this<StreamCore> {
+ public:
+  StreamCore(int ordinal, cudaStream_t stream, bool owned, std::shared_ptr<EventPool> events,
+             std::shared_ptr<Poller> poller);
+
+  /// Poller thread: the event recorded after operation `covers` completed.
+  /// Releases what those operations held and, for a sweep, records the next
+  /// sweep when newer operations still hold buffers.
+  void on_completed(std::uint64_t covers, bool sweep) noexcept;
+
+  /// What operations hold until an event recorded after them completes.
+  struct Retained {
+    std::uint64_t seq = 0;
+    std::vector<std::shared_ptr<const void>> hold;
+  };
+
+  const int ordinal;
+  const cudaStream_t stream;
+  const bool owned;  // false for a wrapped stream, which kvflow never destroys
+  const std::shared_ptr<EventPool> events;
+  const std::shared_ptr<Poller> poller;
+
+  std::mutex mutex;  // guards everything below; the JS thread and the poller take it
+  std::uint64_t op_seq = 0;            // sequence number of the last operation enqueued
+  std::list<Retained> retained;        // oldest first
+  bool sweep_outstanding = false;      // at most one internal sweep event per stream
+  std::uint64_t events_outstanding = 0;  // recorded EventStates not completed yet
+  ErrorPtr injected;                   // the next operation fails with it and does nothing
+  std::vector<FailureSource> failures; // since the last record(), in operation order
+  std::vector<GatePtr> gates;          // gates waited on, opened by close(abandon)
+  bool closed = false;
+
+  /// Records a sweep when operations hold buffers and none is outstanding, so
+  /// buffers are released even if the user never records an event. Caller
+  /// holds `mutex`. Never throws: without a sweep the buffers wait for the next
+  /// event or close().
+  void arm_sweep_locked() noexcept;
+};
+
+}  // namespace kvflow::cuda
