@@ -150,6 +150,12 @@ void CudaStream::copy(const BufferPtr& dst, std::size_t dst_offset, const Buffer
   // host side of it done by host functions in stream order.
   const bool bounce_in = device_side && src->kind() == MemoryKind::kHost;
   const bool bounce_out = device_side && dst->kind() == MemoryKind::kHost;
+  // Explicit directions, never cudaMemcpyDefault: with Default, a device
+  // pointer the driver no longer knows (freed behind a wrap) is taken for host
+  // memory and read by the CPU, crashing the process instead of failing.
+  const cudaMemcpyKind to_device =
+      src->kind() == MemoryKind::kDevice ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+  const cudaMemcpyKind direction = dst->kind() == MemoryKind::kDevice ? to_device : cudaMemcpyDeviceToHost;
 
   StreamCore::Retained keep{seq, {dst, src}};
   BufferPtr staging;
@@ -183,15 +189,15 @@ void CudaStream::copy(const BufferPtr& dst, std::size_t dst_offset, const Buffer
       for (HostCopy& job : *jobs) {
         if (bounce_in) {
           launch_host_copy(c.stream, &job);
-          KVFLOW_CUDA(cudaMemcpyAsync(to + done, stage, job.bytes, cudaMemcpyDefault, c.stream));
+          KVFLOW_CUDA(cudaMemcpyAsync(to + done, stage, job.bytes, cudaMemcpyHostToDevice, c.stream));
         } else {
-          KVFLOW_CUDA(cudaMemcpyAsync(stage, from + done, job.bytes, cudaMemcpyDefault, c.stream));
+          KVFLOW_CUDA(cudaMemcpyAsync(stage, from + done, job.bytes, cudaMemcpyDeviceToHost, c.stream));
           launch_host_copy(c.stream, &job);
         }
         done += job.bytes;
       }
     } else if (device_side) {
-      KVFLOW_CUDA(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDefault, c.stream));
+      KVFLOW_CUDA(cudaMemcpyAsync(to, from, bytes, direction, c.stream));
     } else {
       launch_host_copy(c.stream, &jobs->front());
     }
