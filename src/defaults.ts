@@ -8,6 +8,16 @@ import { describe, fail } from './errors.js';
 /** The requested backend: `auto` picks CUDA when a device can be opened, else the CPU backend. */
 export type BackendRequest = 'auto' | 'cuda' | 'cpu';
 
+/** The requested file IO engine: `auto` picks io_uring where the kernel allows it, else posix. */
+export type IoEngineRequest = 'auto' | 'posix' | 'io_uring';
+
+/**
+ * Direct IO (O_DIRECT, bypassing the page cache): `auto` uses it where a probe
+ * in the file's directory succeeds and says why not elsewhere, `on` fails with
+ * ERR_UNSUPPORTED where it cannot work, `off` never uses it.
+ */
+export type DirectRequest = 'auto' | 'on' | 'off';
+
 /** Defaults in force, after environment overrides. */
 export interface KvflowDefaults {
   /** `KVFLOW_BACKEND`: backend that {@link openDevice} uses when none is given. */
@@ -16,9 +26,45 @@ export interface KvflowDefaults {
   ordinal: number;
   /** `KVFLOW_MAX_PINNED_BYTES`: cap on pinned host memory per device, 0 for none but the system's. */
   maxPinnedBytes: number;
+  /**
+   * `KVFLOW_IO_ENGINE`: engine of files opened without one. `posix` by
+   * default: it works on every kernel and in every container, and with
+   * large tasks it is disk-bound, not syscall-bound; io_uring saves threads
+   * and syscalls (ask for it, or `auto`).
+   */
+  ioEngine: IoEngineRequest;
+  /** `KVFLOW_IO_DIRECT`: direct IO of files opened without a `direct` option. */
+  ioDirect: DirectRequest;
+  /**
+   * `KVFLOW_IO_THREADS` (1-1024): threads of the posix engine, i.e. tasks in
+   * flight. 8 x 4 MiB keeps 32 MiB queued, enough to saturate one NVMe drive
+   * (the kernel splits each task into many device requests), while the
+   * threads sleep in the kernel and cost no CPU.
+   */
+  ioThreads: number;
+  /**
+   * `KVFLOW_IO_TASK_SIZE` (a multiple of 4096 up to 1 GiB): the largest piece
+   * of a request one task moves. 4 MiB: syscall cost is under 1% of the
+   * transfer even at 10 GB/s, and a layer's extent of a few chunks still
+   * spreads over several threads.
+   */
+  ioTaskSize: number;
+  /** `KVFLOW_IO_QUEUE_DEPTH` (1-4096): io_uring tasks in flight; 32 x 4 MiB = 128 MiB queued at most. */
+  ioQueueDepth: number;
 }
 
-const BUILT_IN: KvflowDefaults = { backend: 'auto', ordinal: 0, maxPinnedBytes: 0 };
+const MiB = 1 << 20;
+
+const BUILT_IN: KvflowDefaults = {
+  backend: 'auto',
+  ordinal: 0,
+  maxPinnedBytes: 0,
+  ioEngine: 'posix',
+  ioDirect: 'auto',
+  ioThreads: 8,
+  ioTaskSize: 4 * MiB,
+  ioQueueDepth: 32,
+};
 
 function envInteger(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -26,6 +72,29 @@ function envInteger(name: string, fallback: number): number {
   const value = Number(raw);
   if (!Number.isSafeInteger(value) || value < 0) {
     fail('ERR_INVALID_ARG', `expected a non-negative integer for ${name}, got ${describe(raw)}`);
+  }
+  return value;
+}
+
+function envCount(name: string, fallback: number, max: number): number {
+  const value = envInteger(name, fallback);
+  if (value < 1 || value > max) fail('ERR_INVALID_ARG', `expected an integer from 1 to ${max} for ${name}, got ${value}`);
+  return value;
+}
+
+function envChoice<T extends string>(name: string, fallback: T, choices: readonly T[]): T {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!(choices as readonly string[]).includes(raw)) {
+    fail('ERR_INVALID_ARG', `expected ${choices.map((c) => `'${c}'`).join(', ')} for ${name}, got ${describe(raw)}`);
+  }
+  return raw as T;
+}
+
+/** A task size the engines accept: a positive multiple of 4096 up to 1 GiB. */
+function checkTaskSize(value: number, name: string): number {
+  if (value < 4096 || value > 1024 * MiB || value % 4096 !== 0) {
+    fail('ERR_INVALID_ARG', `expected a multiple of 4096 from 4096 to 1073741824 for ${name}, got ${value}`);
   }
   return value;
 }
@@ -40,5 +109,10 @@ export function defaults(): KvflowDefaults {
     backend,
     ordinal: envInteger('KVFLOW_DEVICE', BUILT_IN.ordinal),
     maxPinnedBytes: envInteger('KVFLOW_MAX_PINNED_BYTES', BUILT_IN.maxPinnedBytes),
+    ioEngine: envChoice('KVFLOW_IO_ENGINE', BUILT_IN.ioEngine, ['auto', 'posix', 'io_uring'] as const),
+    ioDirect: envChoice('KVFLOW_IO_DIRECT', BUILT_IN.ioDirect, ['auto', 'on', 'off'] as const),
+    ioThreads: envCount('KVFLOW_IO_THREADS', BUILT_IN.ioThreads, 1024),
+    ioTaskSize: checkTaskSize(envInteger('KVFLOW_IO_TASK_SIZE', BUILT_IN.ioTaskSize), 'KVFLOW_IO_TASK_SIZE'),
+    ioQueueDepth: envCount('KVFLOW_IO_QUEUE_DEPTH', BUILT_IN.ioQueueDepth, 4096),
   };
 }

@@ -3,7 +3,7 @@
  * host memory and NVMe, asynchronously on streams.
  */
 export { KvflowError, type KvflowErrorCode } from './errors.js';
-export { defaults, type BackendRequest, type KvflowDefaults } from './defaults.js';
+export { defaults, type BackendRequest, type DirectRequest, type IoEngineRequest, type KvflowDefaults } from './defaults.js';
 export {
   Device,
   openDevice,
@@ -16,3 +16,4 @@ export {
 } from './device/device.js';
 export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type DisposeOptions, type MemoryKind } from './device/buffer.js';
 export { Event, Stream, type EventStatus, type StreamOptions } from './device/stream.js';
+export { KvFile, type FileInfo, type FileIoBuffer, type IoEngineKind, type OpenFileOptions } from './io/file.js';

@@ -75,12 +75,46 @@ export interface NativeStream {
   close(abandon: boolean): void;
 }
 
+/** What the native open reports of a file. */
+export interface NativeFileInfo {
+  path: string;
+  direct: boolean;
+  directReason: string;
+}
+
+export interface NativeFile {
+  read(dst: NativeBuffer, dstOffset: number, fileOffset: number, bytes: number): NativeEvent;
+  write(fileOffset: number, src: NativeBuffer, srcOffset: number, bytes: number): NativeEvent;
+  preallocate(bytes: number): NativeEvent;
+  sync(): NativeEvent;
+  size(): number;
+  info(): NativeFileInfo;
+  close(): void;
+}
+
+/** 0 auto, 1 on, 2 off. */
+export type NativeDirectMode = 0 | 1 | 2;
+
+export type NativeIoEngineKind = 'posix' | 'io_uring';
+
+export interface NativeIoEngine {
+  readonly kind: NativeIoEngineKind;
+  readonly taskSize: number;
+  /** The file is usable once the event completed without error. */
+  open(path: string, create: boolean, direct: NativeDirectMode, size: number): [NativeFile, NativeEvent];
+  stats(): { directBytes: number; bufferedBytes: number; failedTasks: number };
+  hold(): () => void;
+  injectFault(nth: number, errno: number): void;
+  close(abandon: boolean): void;
+}
+
 export interface NativeDevice {
   info(): NativeDeviceInfo;
   alloc(kind: NativeKind, bytes: number): NativeBuffer;
   wrap(address: bigint, bytes: number): NativeBuffer;
   createStream(priority: number): NativeStream;
   wrapStream(handle: bigint): NativeStream;
+  createIoEngine(kind: NativeIoEngineKind, threads: number, taskSize: number, queueDepth: number): NativeIoEngine;
   poolStats(): NativePoolStats;
   trimPool(): void;
   ref(): void;
@@ -98,6 +132,9 @@ export interface NativeBinding {
   ) => NativeDevice;
   setErrorClass(cls: new (message: string, code: string) => Error): void;
   probeCuda(): NativeCudaProbe;
+  probeIoUring(): { available: boolean; reason: string };
+  /** Blocking: creates, writes, reads and removes a probe file in `dir`. */
+  probeDirect(dir: string): { supported: boolean; reason: string };
   readonly abiVersion: number;
   readonly cudaCompiled: boolean;
 }

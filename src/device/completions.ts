@@ -4,7 +4,7 @@
  * promises waiting on them. The channel keeps the process alive only while
  * something waits on it.
  */
-import type { NativeDevice } from '../binding/types.js';
+import type { NativeDevice, NativeEvent } from '../binding/types.js';
 
 export class Completions {
   readonly #waiters = new Map<number, Array<() => void>>();
@@ -43,6 +43,16 @@ export class Completions {
       if (this.#waiters.size === 0) this.#native?.ref();
       this.#waiters.set(id, [resolve]);
     });
+  }
+
+  /**
+   * Settles when a native event completes (watching it, so its completion is
+   * posted): rejects with the error of the work it marks.
+   */
+  async settle(event: NativeEvent): Promise<void> {
+    if (event.watch() === 0) await this.wait(event.id);
+    const error = event.error();
+    if (error) throw error;
   }
 
   get pending(): number {

@@ -3,6 +3,8 @@ import { loadBinding } from '../binding/load.js';
 import type { NativeDevice, NativeDeviceInfo } from '../binding/types.js';
 import { defaults, type BackendRequest } from '../defaults.js';
 import { KvflowError, describe, fail } from '../errors.js';
+import { DeviceIo } from '../io/engine.js';
+import type { KvFile, OpenFileOptions } from '../io/file.js';
 import { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type DisposeOptions } from './buffer.js';
 import { Completions } from './completions.js';
 import { Stream, type StreamOptions } from './stream.js';
@@ -84,6 +86,7 @@ export function openDevice(options: OpenDeviceOptions = {}): Device {
 export class Device {
   #native: NativeDevice | undefined;
   readonly #children = new Set<KvBuffer | Stream>();
+  #io: DeviceIo | undefined;
   /** @internal */
   readonly completions = new Completions();
   #disposing: Promise<void> | undefined;
@@ -171,6 +174,16 @@ export class Device {
     return this.#adopt(new Stream(this.#live.wrapStream(handle), this, 'normal', false));
   }
 
+  /**
+   * Opens (or, with `create`, creates with mode 0600) a file for the NVMe
+   * tier, once its engine is running and O_DIRECT was probed in its
+   * directory; `file.info` says what was chosen and why.
+   */
+  async openFile(path: string, options: OpenFileOptions = {}): Promise<KvFile> {
+    this.#io ??= new DeviceIo(this.#live, this.completions);
+    return this.#io.open(path, options);
+  }
+
   /** Pinned pool usage. */
   pinnedStats(): PinnedPoolStats {
     return this.#live.poolStats();
@@ -192,8 +205,8 @@ export class Device {
   }
 
   /**
-   * Disposes every stream (after its work completes), then every buffer, then
-   * the device. With `wait: false`, rejects with ERR_BUSY and disposes nothing
+   * Disposes every stream (after its work completes), then every file (after
+   * its IO), then every buffer, then the device. With `wait: false`, rejects with ERR_BUSY and disposes nothing
    * when work is in flight. Idempotent.
    */
   dispose(options: DisposeOptions = {}): Promise<void> {
@@ -201,7 +214,8 @@ export class Device {
     const native = this.#native;
     if (!native) return Promise.resolve();
     if (options.wait === false) {
-      const busy = [...this.#children].some((c) => (c instanceof Stream ? !c.idle() : c.inFlight()));
+      const busy =
+        [...this.#children].some((c) => (c instanceof Stream ? !c.idle() : c.inFlight())) || this.#io?.busy() === true;
       if (busy) return Promise.reject(new KvflowError('device has work in flight', 'ERR_BUSY'));
     }
     this.#disposing = this.#teardown(native);
@@ -211,6 +225,7 @@ export class Device {
   async #teardown(native: NativeDevice): Promise<void> {
     const children = [...this.#children];
     await Promise.all(children.filter((c) => c instanceof Stream).map((s) => s.dispose()));
+    await this.#io?.dispose();
     await Promise.all(children.filter((c) => c instanceof KvBuffer).map((b) => b.dispose()));
     native.close(false);
     this.#native = undefined;

@@ -54,10 +54,8 @@ export class Event {
     return this.#done;
   }
 
-  async #settle(): Promise<void> {
-    if (this.#native.watch() === 0) await this.#completions.wait(this.#native.id);
-    const error = this.#native.error();
-    if (error) throw error;
+  #settle(): Promise<void> {
+    return this.#completions.settle(this.#native);
   }
 }
 

@@ -4,6 +4,8 @@
 #include "buffer_wrap.hpp"
 #include "common.hpp"
 #include "device_wrap.hpp"
+#include "file_wrap.hpp"
+#include "io_engine_wrap.hpp"
 #include "kvflow/device.hpp"
 #include "stream_wrap.hpp"
 
@@ -37,13 +39,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->buffer_ctor = Napi::Persistent(buffer);
   data->stream_ctor = Napi::Persistent(stream);
   data->event_ctor = Napi::Persistent(event);
+  data->io_engine_ctor = Napi::Persistent(IoEngineWrap::Init(env));
+  data->file_ctor = Napi::Persistent(FileWrap::Init(env));
   exports.Set("Device", DeviceWrap::Init(env));
   exports.Set("Buffer", buffer);
   exports.Set("Stream", stream);
   exports.Set("Event", event);
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda));
-  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  exports.Set("probeIoUring", Napi::Function::New(env, ProbeIoUring));
+  exports.Set("probeDirect", Napi::Function::New(env, ProbeDirect));
+  exports.Set("abiVersion", Napi::Number::New(env, 2));
 #ifdef KVFLOW_WITH_CUDA
   exports.Set("cudaCompiled", Napi::Boolean::New(env, true));
 #else

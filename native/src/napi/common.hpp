@@ -20,6 +20,8 @@ struct AddonData {
   Napi::FunctionReference buffer_ctor;
   Napi::FunctionReference stream_ctor;
   Napi::FunctionReference event_ctor;
+  Napi::FunctionReference io_engine_ctor;
+  Napi::FunctionReference file_ctor;
 };
 
 [[nodiscard]] AddonData& addon_data(Napi::Env env);

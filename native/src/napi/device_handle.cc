@@ -8,13 +8,24 @@ void DeviceHandle::add_stream(const std::shared_ptr<Stream>& stream) {
   streams.push_back(stream);
 }
 
+void DeviceHandle::add_engine(const std::shared_ptr<io::Engine>& engine) {
+  std::lock_guard<std::mutex> lock(mutex);
+  std::erase_if(engines, [](const std::weak_ptr<io::Engine>& e) { return e.expired(); });
+  engines.push_back(engine);
+}
+
 void DeviceHandle::shutdown(bool abandon) {
   std::vector<std::weak_ptr<Stream>> to_close;
+  std::vector<std::weak_ptr<io::Engine>> engines_to_close;
   {
     std::lock_guard<std::mutex> lock(mutex);
     if (closed) return;
     closed = true;
     to_close.swap(streams);
+    engines_to_close.swap(engines);
+  }
+  for (auto& weak : engines_to_close) {
+    if (auto engine = weak.lock()) engine->close(abandon);
   }
   for (auto& weak : to_close) {
     if (auto stream = weak.lock()) stream->close(abandon);

@@ -1,5 +1,6 @@
-// What the wraps of one device share: the core device, the streams made on it
-// (so closing the device closes them), and the completion channel's JS end.
+// What the wraps of one device share: the core device, the streams and IO
+// engines made on it (so closing the device closes them), and the completion
+// channel's JS end.
 #pragma once
 
 #include <memory>
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "kvflow/device.hpp"
+#include "kvflow/io.hpp"
 
 namespace kvflow::napi {
 
@@ -14,10 +16,12 @@ struct DeviceHandle {
   std::shared_ptr<Device> device;
   std::mutex mutex;
   std::vector<std::weak_ptr<Stream>> streams;
+  std::vector<std::weak_ptr<io::Engine>> engines;
   bool closed = false;
 
   void add_stream(const std::shared_ptr<Stream>& stream);
-  /// Closes every stream still open, then the device. Idempotent.
+  void add_engine(const std::shared_ptr<io::Engine>& engine);
+  /// Closes every IO engine and stream still open, then the device. Idempotent.
   void shutdown(bool abandon);
 };
 

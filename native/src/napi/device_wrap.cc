@@ -4,6 +4,7 @@
 
 #include "buffer_wrap.hpp"
 #include "common.hpp"
+#include "io_engine_wrap.hpp"
 #include "stream_wrap.hpp"
 
 namespace kvflow::napi {
@@ -16,6 +17,7 @@ Napi::Function DeviceWrap::Init(Napi::Env env) {
                          InstanceMethod<&DeviceWrap::Wrap>("wrap"),
                          InstanceMethod<&DeviceWrap::CreateStream>("createStream"),
                          InstanceMethod<&DeviceWrap::WrapStream>("wrapStream"),
+                         InstanceMethod<&DeviceWrap::CreateIoEngine>("createIoEngine"),
                          InstanceMethod<&DeviceWrap::PoolStats>("poolStats"),
                          InstanceMethod<&DeviceWrap::TrimPool>("trimPool"),
                          InstanceMethod<&DeviceWrap::Ref>("ref"),
@@ -158,6 +160,14 @@ Napi::Value DeviceWrap::WrapStream(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     Device& device = *open_handle(env).device;
     return new_stream(env, device.wrap_stream(arg_address(info, 0, "handle")));
+  });
+}
+
+Napi::Value DeviceWrap::CreateIoEngine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    (void)open_handle(env);  // ERR_DISPOSED once closed
+    return IoEngineWrap::Create(info, handle_);
   });
 }
 

@@ -21,6 +21,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
   Napi::Value Wrap(const Napi::CallbackInfo& info);
   Napi::Value CreateStream(const Napi::CallbackInfo& info);
   Napi::Value WrapStream(const Napi::CallbackInfo& info);
+  Napi::Value CreateIoEngine(const Napi::CallbackInfo& info);
   Napi::Value PoolStats(const Napi::CallbackInfo& info);
   Napi::Value TrimPool(const Napi::CallbackInfo& info);
   Napi::Value Ref(const Napi::CallbackInfo& info);

@@ -1,0 +1,46 @@
+// An open file of the NVMe tier: its reads and writes run on the engine that
+// opened it and return events, like StreamWrap::record().
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+#include <mutex>
+
+#include "device_handle.hpp"
+#include "kvflow/io.hpp"
+
+namespace kvflow::napi {
+
+/// Filled by the open job on the engine's thread; read on the JS thread after its event completed.
+struct FileSlot {
+  std::mutex mutex;
+  io::FilePtr file;
+};
+
+class FileWrap : public Napi::ObjectWrap<FileWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<DeviceHandle> device, io::EnginePtr engine,
+                                  std::shared_ptr<FileSlot> slot);
+  explicit FileWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value Preallocate(const Napi::CallbackInfo& info);
+  Napi::Value Sync(const Napi::CallbackInfo& info);
+  Napi::Value Size(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  /// The open file, or ERR_DISPOSED.
+  [[nodiscard]] io::FilePtr file(Napi::Env env);
+  [[nodiscard]] Napi::Value event(Napi::Env env, EventPtr event);
+
+  std::shared_ptr<DeviceHandle> device_;
+  io::EnginePtr engine_;
+  std::shared_ptr<FileSlot> slot_;
+};
+
+}  // namespace kvflow::napi

@@ -1,0 +1,192 @@
+/** Files of the NVMe tier: reads into and writes from pinned or host memory on an IO engine. */
+import type { NativeEvent, NativeFile, NativeIoEngine } from '../binding/types.js';
+import type { DirectRequest, IoEngineRequest } from '../defaults.js';
+import { KvflowError, describe, fail } from '../errors.js';
+import { HostBuffer, PinnedBuffer, type DisposeOptions } from '../device/buffer.js';
+import type { Completions } from '../device/completions.js';
+import { checkRange, checkSize } from '../device/validate.js';
+
+/** The engine kinds that move a file's bytes. */
+export type IoEngineKind = 'posix' | 'io_uring';
+
+/** Options of `device.openFile()`; each falls back to its `KVFLOW_IO_*` variable, then to the built-in default. */
+export interface OpenFileOptions {
+  /** Create the file (mode 0600) when it does not exist. Default false: a missing file is ERR_IO with errno 2. */
+  create?: boolean;
+  /** O_DIRECT: `auto` (default) where a probe in the file's directory succeeds; `on` or ERR_UNSUPPORTED; `off`. */
+  direct?: DirectRequest;
+  /** `posix` (default), `io_uring` (ERR_UNSUPPORTED with the reason where the kernel forbids it), or `auto`. */
+  engine?: IoEngineRequest;
+  /** Preallocate at least this many bytes when opening (see `preallocate`). Default 0: nothing. */
+  size?: number;
+}
+
+/** How a file's bytes move, and why. */
+export interface FileInfo {
+  path: string;
+  /** True when aligned parts of requests bypass the page cache (O_DIRECT). */
+  direct: boolean;
+  directRequested: DirectRequest;
+  /** How O_DIRECT was verified, or why buffered IO is used, e.g. "buffered IO: O_DIRECT refused by the filesystem at /mnt: EINVAL". */
+  directReason: string;
+  engine: IoEngineKind;
+  engineRequested: IoEngineRequest;
+  engineReason: string;
+  /** The largest piece of a request one task moves. */
+  taskSize: number;
+  /** Threads the engine moves bytes on. */
+  threads: number;
+  /** Tasks the engine keeps in flight at most. */
+  queueDepth: number;
+}
+
+/** Internal: what a file needs from the device that opened it. */
+export interface FileOwner {
+  readonly completions: Completions;
+  forget(child: object): void;
+}
+
+/** A buffer that file IO reads into or writes from. */
+export type FileIoBuffer = PinnedBuffer | HostBuffer;
+
+/**
+ * An open file. Reads and writes run on the device's IO engine, split into
+ * tasks that run in parallel, and return Promises that settle once. Buffers
+ * and files are 4 KiB aligned at their start; requests whose offsets or
+ * length are not still work (their unaligned edges go through the page
+ * cache) and never disturb neighbouring bytes.
+ */
+export class KvFile {
+  #native: NativeFile | undefined;
+  readonly #engine: NativeIoEngine;
+  readonly #owner: FileOwner;
+  readonly #inFlight = new Set<Promise<void>>();
+  #disposing: Promise<void> | undefined;
+  /** How bytes move, and why. */
+  readonly info: FileInfo;
+
+  /** @internal Use `device.openFile()`. */
+  constructor(native: NativeFile, engine: NativeIoEngine, owner: FileOwner, info: FileInfo) {
+    this.#native = native;
+    this.#engine = engine;
+    this.#owner = owner;
+    this.info = info;
+  }
+
+  /** @internal The engine, for the test hooks. */
+  get engine(): NativeIoEngine {
+    return this.#engine;
+  }
+
+  get #live(): NativeFile {
+    if (!this.#native || this.#disposing) fail('ERR_DISPOSED', 'file is disposed');
+    return this.#native;
+  }
+
+  /** The path it was opened with. */
+  get path(): string {
+    return this.info.path;
+  }
+
+  /** True once `dispose()` was called. */
+  get disposed(): boolean {
+    return this.#disposing !== undefined;
+  }
+
+  /** True while a read, write, preallocate or sync of this file has not settled. */
+  inFlight(): boolean {
+    return this.#inFlight.size > 0;
+  }
+
+  /**
+   * Reads `bytes` bytes at `fileOffset` into `dst` at `dstOffset` (destination
+   * first). Reading past the end of the file rejects with ERR_IO ("short
+   * read"), never zeros; the destination's contents are then undefined.
+   */
+  async read(dst: FileIoBuffer, dstOffset: number, fileOffset: number, bytes: number): Promise<void> {
+    const native = this.#live;
+    const d = ioBuffer(dst, 'dst');
+    checkSize(dstOffset, 'dstOffset');
+    checkSize(fileOffset, 'fileOffset');
+    checkSize(bytes, 'bytes');
+    checkRange(dstOffset, bytes, dst.byteLength, 'destination');
+    return this.#track(native.read(d, dstOffset, fileOffset, bytes));
+  }
+
+  /**
+   * Writes `bytes` bytes of `src` at `srcOffset` to the file at `fileOffset`,
+   * growing it as needed. ERR_NO_SPACE when the filesystem is full, ERR_IO
+   * (with `errno`) for other failures; the range's contents are then undefined.
+   */
+  async write(fileOffset: number, src: FileIoBuffer, srcOffset: number, bytes: number): Promise<void> {
+    const native = this.#live;
+    const s = ioBuffer(src, 'src');
+    checkSize(fileOffset, 'fileOffset');
+    checkSize(srcOffset, 'srcOffset');
+    checkSize(bytes, 'bytes');
+    checkRange(srcOffset, bytes, src.byteLength, 'source');
+    return this.#track(native.write(fileOffset, s, srcOffset, bytes));
+  }
+
+  /**
+   * Reserves space so the file is at least `bytes` long (it never shrinks):
+   * fallocate, else posix_fallocate, else a sparse ftruncate where the
+   * filesystem supports neither. ERR_NO_SPACE when the space is not there.
+   */
+  async preallocate(bytes: number): Promise<void> {
+    const native = this.#live;
+    checkSize(bytes, 'bytes');
+    return this.#track(native.preallocate(bytes));
+  }
+
+  /** Makes writes that settled before this call durable (fsync). */
+  async sync(): Promise<void> {
+    return this.#track(this.#live.sync());
+  }
+
+  /** The file's size in bytes now. */
+  size(): number {
+    return this.#live.size();
+  }
+
+  /**
+   * Waits for IO in flight (or rejects with ERR_BUSY when `wait: false` and
+   * there is some), then closes the file. Idempotent.
+   */
+  dispose(options: DisposeOptions = {}): Promise<void> {
+    if (this.#disposing) return this.#disposing;
+    const native = this.#native;
+    if (!native) return Promise.resolve();
+    if (options.wait === false && this.#inFlight.size > 0) {
+      return Promise.reject(new KvflowError('file has IO in flight', 'ERR_BUSY'));
+    }
+    this.#disposing = Promise.allSettled([...this.#inFlight]).then(() => {
+      native.close();
+      this.#native = undefined;
+      this.#owner.forget(this);
+    });
+    return this.#disposing;
+  }
+
+  /** `await using` support. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+
+  #track(event: NativeEvent): Promise<void> {
+    const done = this.#owner.completions.settle(event);
+    this.#inFlight.add(done);
+    const forget = (): void => {
+      this.#inFlight.delete(done);
+    };
+    done.then(forget, forget);
+    return done;
+  }
+}
+
+function ioBuffer(value: unknown, name: string) {
+  if (!(value instanceof PinnedBuffer) && !(value instanceof HostBuffer)) {
+    fail('ERR_INVALID_ARG', `expected a PinnedBuffer or HostBuffer for ${name}, got ${describe(value)}`);
+  }
+  return value.native;
+}
