@@ -134,7 +134,7 @@ export interface NativeBinding {
   probeCuda(): NativeCudaProbe;
   probeIoUring(): { available: boolean; reason: string };
   /** Blocking: creates, writes, reads and removes a probe file in `dir`. */
-  probeDirect(dir: string): { supported: boolean; reason: string };
+  probeDirect(dir: string): { supported: boolean; reason: string; alignment: number };
   readonly abiVersion: number;
   readonly cudaCompiled: boolean;
 }

@@ -11,6 +11,11 @@ export interface ProbeResult {
   reason: string;
 }
 
+/** O_DIRECT's verdict in a directory, and the alignment direct IO needs (4 KiB, or the page size where larger). */
+export interface DirectProbeResult extends ProbeResult {
+  alignment: number;
+}
+
 /** Sets up a small io_uring ring and checks the operations the engine needs. */
 export function probeIoUring(): ProbeResult {
   const p = loadBinding().binding.probeIoUring();
@@ -18,7 +23,7 @@ export function probeIoUring(): ProbeResult {
 }
 
 /** Creates a probe file in `dir` with O_DIRECT, writes and reads back one aligned block, removes it. Blocking. */
-export function probeDirectIo(dir: string): ProbeResult {
+export function probeDirectIo(dir: string): DirectProbeResult {
   const p = loadBinding().binding.probeDirect(dir);
-  return { ok: p.supported, reason: p.reason };
+  return { ok: p.supported, reason: p.reason, alignment: p.alignment };
 }

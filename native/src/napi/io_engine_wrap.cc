@@ -167,6 +167,7 @@ Napi::Value ProbeDirect(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("supported", p.supported);
     o.Set("reason", p.reason);
+    o.Set("alignment", static_cast<double>(io::direct_alignment()));
     return o;
   });
 }

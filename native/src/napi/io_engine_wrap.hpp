@@ -35,7 +35,7 @@ class IoEngineWrap : public Napi::ObjectWrap<IoEngineWrap> {
 
 /// probeIoUring(): { available, reason }
 Napi::Value ProbeIoUring(const Napi::CallbackInfo& info);
-/// probeDirect(dir): { supported, reason }. Blocking: a few disk IOs.
+/// probeDirect(dir): { supported, reason, alignment }. Blocking: a few disk IOs.
 Napi::Value ProbeDirect(const Napi::CallbackInfo& info);
 
 }  // namespace kvflow::napi
