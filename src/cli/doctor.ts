@@ -1,7 +1,10 @@
 /** `kvflow doctor`: what kvflow can use on this host, and why anything is missing. */
+import os from 'node:os';
+
 import { loadBinding } from '../binding/load.js';
-import { defaults } from '../defaults.js';
+import { defaults, type KvflowDefaults } from '../defaults.js';
 import { openDevice, selectBackend } from '../device/device.js';
+import { probeDirectIo, probeIoUring } from '../io/probe.js';
 
 /** One line of the report. */
 export interface DoctorCheck {
@@ -22,6 +25,27 @@ function gib(bytes: number): string {
 
 function cudaVersion(v: number): string {
   return v > 0 ? `${Math.floor(v / 1000)}.${(v % 1000) / 10}` : 'none';
+}
+
+/**
+ * The NVMe tier: the engine files get and whether it can run, io_uring's
+ * verdict, O_DIRECT's verdict in the temp directory, and the IO defaults.
+ */
+function ioCheck(d: KvflowDefaults): DoctorCheck {
+  const uring = probeIoUring();
+  const direct = probeDirectIo(os.tmpdir());
+  const engine = d.ioEngine === 'auto' ? (uring.ok ? 'io_uring' : 'posix') : d.ioEngine;
+  const ok = d.ioEngine !== 'io_uring' || uring.ok;
+  const mib = (n: number): string => (n % 2 ** 20 === 0 ? `${n / 2 ** 20} MiB` : `${n} bytes`);
+  return {
+    name: 'nvme io',
+    ok,
+    detail:
+      `engine ${engine} (KVFLOW_IO_ENGINE=${d.ioEngine}); io_uring: ${uring.ok ? 'available' : uring.reason}; ` +
+      `${direct.ok ? direct.reason : `O_DIRECT not used in ${os.tmpdir()}: ${direct.reason}`}; ` +
+      `KVFLOW_IO_DIRECT=${d.ioDirect} KVFLOW_IO_THREADS=${d.ioThreads} KVFLOW_IO_TASK_SIZE=${mib(d.ioTaskSize)} ` +
+      `KVFLOW_IO_QUEUE_DEPTH=${d.ioQueueDepth}`,
+  };
 }
 
 /** Runs the checks; never throws for a missing capability (it reports it). */
@@ -51,6 +75,7 @@ export async function doctor(): Promise<DoctorReport> {
     ok: true,
     detail: `KVFLOW_BACKEND=${d.backend} KVFLOW_DEVICE=${d.ordinal} KVFLOW_MAX_PINNED_BYTES=${d.maxPinnedBytes || 'unlimited'}`,
   });
+  checks.push(ioCheck(d));
   const device = openDevice({ backend: selection.backend });
   try {
     const info = device.info();

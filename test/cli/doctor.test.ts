@@ -3,7 +3,9 @@ import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
+import { defaults } from '../../src/index.js';
 import { cudaSkipReason } from '../helpers/backends.js';
+import { uringSkipReason } from '../helpers/io.js';
 
 const cli = path.resolve(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 
@@ -33,6 +35,26 @@ describe('kvflow doctor', () => {
     }
     expect(byName.get('backend')?.detail).toMatch(/requested auto: .+/);
     expect(byName.get('pinned memory')?.ok).toBe(true);
+    const io = byName.get('nvme io');
+    expect(io?.ok).toBe(true);
+    const d = defaults();
+    expect(io?.detail).toMatch(/^engine (posix|io_uring) \(KVFLOW_IO_ENGINE=(auto|posix|io_uring)\); io_uring: .+; .*O_DIRECT .+; /);
+    expect(io?.detail).toContain(
+      `KVFLOW_IO_DIRECT=${d.ioDirect} KVFLOW_IO_THREADS=${d.ioThreads} KVFLOW_IO_TASK_SIZE=${d.ioTaskSize / 2 ** 20} MiB`,
+    );
+  });
+
+  it('nvme io says why io_uring cannot run when KVFLOW_IO_ENGINE asks for it where it cannot', () => {
+    const r = spawnSync(process.execPath, [cli, 'doctor', '--json'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, KVFLOW_IO_ENGINE: 'io_uring', KVFLOW_IO_THREADS: '3' },
+    });
+    expect(r.status).toBe(0);
+    const io = (JSON.parse(r.stdout) as { checks: Check[] }).checks.find((c) => c.name === 'nvme io');
+    expect(io?.ok).toBe(uringSkipReason === undefined);
+    expect(io?.detail).toContain(uringSkipReason === undefined ? 'io_uring: available' : `io_uring: ${uringSkipReason}`);
+    expect(io?.detail).toContain('KVFLOW_IO_THREADS=3');
   });
 
   it('prints a readable table and exits 0', () => {
