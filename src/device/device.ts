@@ -180,7 +180,8 @@ export class Device {
    * directory; `file.info` says what was chosen and why.
    */
   async openFile(path: string, options: OpenFileOptions = {}): Promise<KvFile> {
-    this.#io ??= new DeviceIo(this.#live, this.completions);
+    const native = this.#live;
+    this.#io ??= new DeviceIo(native, this.completions);
     return this.#io.open(path, options);
   }
 

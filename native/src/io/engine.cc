@@ -11,6 +11,7 @@
 
 #include "io/engine_state.hpp"
 #include "io/io_error.hpp"
+#include "kvflow/checks.hpp"
 
 namespace kvflow::io {
 
@@ -235,14 +236,10 @@ EventPtr Engine::submit(bool is_read, const FilePtr& file, const BufferPtr& buff
                         std::uint64_t file_offset, std::size_t bytes, Done done) {
   const char* side = is_read ? "destination" : "source";
   KVFLOW_CHECK(file != nullptr, kInvalidArg, "expected an open file, got none");
-  KVFLOW_CHECK(buffer != nullptr, kInvalidArg, std::string("expected a buffer for ") + side + ", got none");
+  // The engine has no device of its own: the glue checked the buffer's device, this checks the rest.
+  check_range(buffer.get(), buffer ? buffer->owner() : nullptr, buffer_offset, bytes, side);
   KVFLOW_CHECK(buffer->kind() != MemoryKind::kDevice, kInvalidArg,
                std::string("expected a pinned or host buffer for ") + side + ", got a device buffer");
-  KVFLOW_CHECK(!buffer->retired(), kDisposed, std::string(side) + " buffer is disposed");
-  const std::size_t size = buffer->bytes();
-  KVFLOW_CHECK(buffer_offset <= size && bytes <= size - buffer_offset, kOutOfRange,
-               std::string("expected ") + side + " range within the buffer's " + std::to_string(size) +
-                   " bytes, got offset " + std::to_string(buffer_offset) + " + " + std::to_string(bytes) + " bytes");
   constexpr auto kMaxOffset = static_cast<std::uint64_t>(INT64_MAX);
   KVFLOW_CHECK(file_offset <= kMaxOffset && bytes <= kMaxOffset - file_offset, kOutOfRange,
                "expected a file range below 2^63 bytes, got offset " + std::to_string(file_offset) + " + " +
