@@ -107,6 +107,32 @@ describe('a filesystem that refuses O_DIRECT', () => {
   });
 });
 
+describe('a filesystem without fallocate (ramfs)', () => {
+  let ramfs: Mounted;
+  beforeAll(() => {
+    ramfs = mountTemp('ramfs', 'mode=0700');
+  });
+  afterAll(() => {
+    if ('release' in ramfs) ramfs.release();
+  });
+
+  it('preallocate falls back (posix_fallocate) and the space is there to use', async (ctx) => {
+    if ('reason' in ramfs) return ctx.skip(ramfs.reason);
+    const f = await dev.openFile(path.join(ramfs.dir, 'pre.bin'), { create: true, size: 3 * MiB + 5 });
+    expect(f.size()).toBe(3 * MiB + 5);
+    await f.preallocate(MiB);
+    expect(f.size()).toBe(3 * MiB + 5);
+    const src = dev.allocPinned(4096);
+    const dst = dev.allocPinned(4096);
+    src.array.set(randomBytes(4096));
+    await f.write(3 * MiB + 5 - 4096, src, 0, 4096);
+    await f.read(dst, 0, 3 * MiB + 5 - 4096, 4096);
+    expect(sameBytes(dst.array, src.array)).toBe('equal');
+    expect(f.size()).toBe(3 * MiB + 5);
+    await Promise.all([f.dispose(), src.dispose(), dst.dispose()]);
+  });
+});
+
 describe('a full filesystem', () => {
   let small: Mounted;
   beforeAll(() => {
