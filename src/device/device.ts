@@ -207,8 +207,8 @@ export class Device {
 
   /**
    * Disposes every stream (after its work completes), then every file (after
-   * its IO), then every buffer, then the device. With `wait: false`, rejects with ERR_BUSY and disposes nothing
-   * when work is in flight. Idempotent.
+   * its IO), then every buffer, then the device. With `wait: false`, rejects
+   * with ERR_BUSY and disposes nothing when work is in flight. Idempotent.
    */
   dispose(options: DisposeOptions = {}): Promise<void> {
     if (this.#disposing) return this.#disposing;

@@ -50,12 +50,8 @@ export class Event {
    * or in an event its stream waited on).
    */
   done(): Promise<void> {
-    this.#done ??= this.#settle();
+    this.#done ??= this.#completions.settle(this.#native);
     return this.#done;
-  }
-
-  #settle(): Promise<void> {
-    return this.#completions.settle(this.#native);
   }
 }
 
