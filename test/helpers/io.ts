@@ -9,8 +9,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { IoEngineKind } from '../../src/index.js';
+import { afterAll, beforeAll } from 'vitest';
+
+import type { Device, IoEngineKind } from '../../src/index.js';
 import { probeDirectIo, probeIoUring } from '../../src/io/probe.js';
+import { open } from './backends.js';
 
 /** Why io_uring suites are skipped here, or undefined when they run. */
 export const uringSkipReason: string | undefined = (() => {
@@ -27,6 +30,20 @@ export const engines: Array<{ engine: IoEngineKind; skip: boolean }> = [
 /** A fresh directory under the OS temp directory. */
 export function tempDir(prefix = 'kvflow-io-'): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A CPU device and a temp directory, made before the suite's tests and removed after them. */
+export function ioFixture(): { readonly dev: Device; readonly dir: string } {
+  const fixture = {} as { dev: Device; dir: string };
+  beforeAll(() => {
+    fixture.dev = open('cpu');
+    fixture.dir = tempDir();
+  });
+  afterAll(async () => {
+    await fixture.dev?.dispose();
+    if (fixture.dir) rmSync(fixture.dir, { recursive: true, force: true });
+  });
+  return fixture;
 }
 
 /** O_DIRECT's verdict in the OS temp directory, where the suites put their files. */

@@ -1,14 +1,14 @@
 // Failures of file IO carry their code, errno, path and offset; a failed
 // request rejects once and nothing else, and the file keeps working.
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { KvflowError, openDevice, type Device, type KvFile, type KvflowErrorCode } from '../../src/index.js';
+import { KvflowError, openDevice, type KvFile, type KvflowErrorCode } from '../../src/index.js';
 import { injectIoFault, ioStats } from '../../src/io/testing.js';
 import { open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
-import { engines, tempDir, tmpDirect, uringSkipReason } from '../helpers/io.js';
+import { engines, ioFixture, tmpDirect, uringSkipReason } from '../helpers/io.js';
 
 const MiB = 1 << 20;
 
@@ -26,32 +26,23 @@ async function codeOf(p: Promise<unknown>): Promise<KvflowErrorCode> {
   return (await rejection(p)).code;
 }
 
-let dev: Device;
-let dir: string;
-beforeAll(() => {
-  dev = open('cpu');
-  dir = tempDir();
-});
-afterAll(async () => {
-  await dev?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const io = ioFixture();
 
 describe.each(engines)('IO failures on the $engine engine', ({ engine, skip }) => {
   let file: KvFile;
   const direct = tmpDirect.ok ? 'on' : 'off';
   beforeAll(async () => {
-    if (!skip) file = await dev.openFile(path.join(dir, `e-${engine}.bin`), { create: true, engine, direct });
+    if (!skip) file = await io.dev.openFile(path.join(io.dir, `e-${engine}.bin`), { create: true, engine, direct });
   });
   afterAll(async () => {
     await file?.dispose();
   });
 
   it.skipIf(skip)('a read past the end of the file is ERR_IO "short read", never zeros', async () => {
-    const src = dev.allocPinned(3 * 4096 + 100);
+    const src = io.dev.allocPinned(3 * 4096 + 100);
     src.array.set(randomBytes(src.byteLength));
     await file.write(0, src, 0, src.byteLength);
-    const dst = dev.allocPinned(8 * 4096);
+    const dst = io.dev.allocPinned(8 * 4096);
     // Aligned (through O_DIRECT where it works), unaligned, and wholly past the end.
     const reads: Array<[number, number, number]> = [
       [0, 4 * 4096, 4 * 4096 - (3 * 4096 + 100)],
@@ -72,8 +63,8 @@ describe.each(engines)('IO failures on the $engine engine', ({ engine, skip }) =
 
   it.skipIf(skip)('an injected EIO fails the request once with ERR_IO, errno 5, path and offset', async () => {
     const bytes = 16 * MiB; // four 4 MiB tasks
-    const src = dev.allocPinned(bytes);
-    const dst = dev.allocPinned(bytes);
+    const src = io.dev.allocPinned(bytes);
+    const dst = io.dev.allocPinned(bytes);
     src.array.set(randomBytes(bytes));
     const failedBefore = ioStats(file).failedTasks;
     injectIoFault(file, 3, 5);
@@ -93,7 +84,7 @@ describe.each(engines)('IO failures on the $engine engine', ({ engine, skip }) =
   });
 
   it.skipIf(skip)('an injected ENOSPC is ERR_NO_SPACE with errno 28', async () => {
-    const src = dev.allocPinned(MiB);
+    const src = io.dev.allocPinned(MiB);
     src.array.set(randomBytes(MiB));
     injectIoFault(file, 1, 28);
     const e = await rejection(file.write(123, src, 0, MiB));
@@ -106,7 +97,7 @@ describe.each(engines)('IO failures on the $engine engine', ({ engine, skip }) =
 
   it.skipIf(skip)('a fault fails only its own request among several in flight', async () => {
     const piece = 4 * MiB;
-    const src = dev.allocPinned(6 * piece);
+    const src = io.dev.allocPinned(6 * piece);
     src.array.set(randomBytes(src.byteLength));
     injectIoFault(file, 4, 5);
     const results = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => file.write(i * piece, src, i * piece, piece)));
@@ -120,11 +111,11 @@ describe.each(engines)('IO failures on the $engine engine', ({ engine, skip }) =
 describe('bad arguments', () => {
   let file: KvFile;
   beforeAll(async () => {
-    file = await dev.openFile(path.join(dir, 'args.bin'), { create: true, size: 4096 });
+    file = await io.dev.openFile(path.join(io.dir, 'args.bin'), { create: true, size: 4096 });
   });
 
   it('bad offsets, sizes and buffers are ERR_INVALID_ARG and never reach native code', async () => {
-    const a = dev.allocPinned(64);
+    const a = io.dev.allocPinned(64);
     for (const bad of [-1, Number.NaN, 1.5, Infinity, 2 ** 60, '8', null, 8n]) {
       const b = bad as number;
       expect(await codeOf(file.read(a, b, 0, 8)), `dstOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
@@ -134,7 +125,7 @@ describe('bad arguments', () => {
       expect(await codeOf(file.write(0, a, b, 8)), `srcOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
       expect(await codeOf(file.preallocate(b)), `preallocate ${String(bad)}`).toBe('ERR_INVALID_ARG');
     }
-    const d = dev.allocDevice(64);
+    const d = io.dev.allocDevice(64);
     await expect(file.read(d as never, 0, 0, 8)).rejects.toThrow('expected a PinnedBuffer or HostBuffer for dst, got a DeviceBuffer');
     expect(await codeOf(file.write(0, {} as never, 0, 8))).toBe('ERR_INVALID_ARG');
     expect(await codeOf(file.read(new Uint8Array(8) as never, 0, 0, 8))).toBe('ERR_INVALID_ARG');
@@ -145,35 +136,35 @@ describe('bad arguments', () => {
   });
 
   it('ranges past the buffer are ERR_OUT_OF_RANGE with the message of copies', async () => {
-    const a = dev.allocPinned(64);
+    const a = io.dev.allocPinned(64);
     expect(await codeOf(file.read(a, 60, 0, 8))).toBe('ERR_OUT_OF_RANGE');
     await expect(file.write(0, a, 60, 8)).rejects.toThrow("expected source range within the buffer's 64 bytes, got offset 60 + 8 bytes");
   });
 
   it('bad paths and options are ERR_INVALID_ARG', async () => {
     for (const bad of ['', 5, null, undefined, 'a\0b']) {
-      expect(await codeOf(dev.openFile(bad as string)), `path ${String(bad)}`).toBe('ERR_INVALID_ARG');
+      expect(await codeOf(io.dev.openFile(bad as string)), `path ${String(bad)}`).toBe('ERR_INVALID_ARG');
     }
-    const p = path.join(dir, 'opts.bin');
-    await expect(dev.openFile(p, { direct: 'maybe' as never })).rejects.toThrow("expected 'auto', 'on' or 'off' for direct, got \"maybe\"");
-    await expect(dev.openFile(p, { engine: 'spdk' as never })).rejects.toThrow("expected 'auto', 'posix' or 'io_uring' for engine, got \"spdk\"");
-    expect(await codeOf(dev.openFile(p, { create: 'yes' as never }))).toBe('ERR_INVALID_ARG');
-    expect(await codeOf(dev.openFile(p, { size: -1 }))).toBe('ERR_INVALID_ARG');
-    expect(await codeOf(dev.openFile(p, null as never))).toBe('ERR_INVALID_ARG');
+    const p = path.join(io.dir, 'opts.bin');
+    await expect(io.dev.openFile(p, { direct: 'maybe' as never })).rejects.toThrow("expected 'auto', 'on' or 'off' for direct, got \"maybe\"");
+    await expect(io.dev.openFile(p, { engine: 'spdk' as never })).rejects.toThrow("expected 'auto', 'posix' or 'io_uring' for engine, got \"spdk\"");
+    expect(await codeOf(io.dev.openFile(p, { create: 'yes' as never }))).toBe('ERR_INVALID_ARG');
+    expect(await codeOf(io.dev.openFile(p, { size: -1 }))).toBe('ERR_INVALID_ARG');
+    expect(await codeOf(io.dev.openFile(p, null as never))).toBe('ERR_INVALID_ARG');
   });
 
   it('opening a missing file without create is ERR_IO with errno 2; a directory is ERR_IO with errno 21', async () => {
-    const e = await rejection(dev.openFile(path.join(dir, 'missing.bin')));
+    const e = await rejection(io.dev.openFile(path.join(io.dir, 'missing.bin')));
     expect(e.code).toBe('ERR_IO');
     expect(e.errno).toBe(2);
-    expect(e.message).toContain(`open of ${path.join(dir, 'missing.bin')} failed: `);
-    mkdirSync(path.join(dir, 'sub'));
-    expect((await rejection(dev.openFile(path.join(dir, 'sub')))).errno).toBe(21);
+    expect(e.message).toContain(`open of ${path.join(io.dir, 'missing.bin')} failed: `);
+    mkdirSync(path.join(io.dir, 'sub'));
+    expect((await rejection(io.dev.openFile(path.join(io.dir, 'sub')))).errno).toBe(21);
   });
 
   it('use after dispose is ERR_DISPOSED; dispose is idempotent', async () => {
-    const f = await dev.openFile(path.join(dir, 'gone.bin'), { create: true });
-    const a = dev.allocPinned(64);
+    const f = await io.dev.openFile(path.join(io.dir, 'gone.bin'), { create: true });
+    const a = io.dev.allocPinned(64);
     const p1 = f.dispose();
     expect(f.dispose()).toBe(p1);
     await p1;
@@ -209,18 +200,18 @@ describe('bad arguments', () => {
 
 describe('engine selection', () => {
   it.skipIf(uringSkipReason === undefined)('io_uring where it cannot run is ERR_UNSUPPORTED with the reason; auto says why it chose posix', async () => {
-    const p = path.join(dir, 'sel.bin');
-    const e = await rejection(dev.openFile(p, { create: true, engine: 'io_uring' }));
+    const p = path.join(io.dir, 'sel.bin');
+    const e = await rejection(io.dev.openFile(p, { create: true, engine: 'io_uring' }));
     expect(e.code).toBe('ERR_UNSUPPORTED');
     expect(e.message).toContain(`the io_uring engine cannot be used: ${uringSkipReason}`);
-    const f = await dev.openFile(p, { create: true, engine: 'auto' });
+    const f = await io.dev.openFile(p, { create: true, engine: 'auto' });
     expect(f.info.engine).toBe('posix');
     expect(f.info.engineReason).toBe(`io_uring cannot be used: ${uringSkipReason}`);
     await f.dispose();
   });
 
   it.skipIf(uringSkipReason !== undefined)('auto picks io_uring where it runs, and says so', async () => {
-    const f = await dev.openFile(path.join(dir, 'sel.bin'), { create: true, engine: 'auto' });
+    const f = await io.dev.openFile(path.join(io.dir, 'sel.bin'), { create: true, engine: 'auto' });
     expect(f.info.engine).toBe('io_uring');
     expect(f.info.engineRequested).toBe('auto');
     expect(f.info.engineReason).toMatch(/io_uring works here/);
@@ -231,7 +222,7 @@ describe('engine selection', () => {
     const saved = process.env.KVFLOW_IO_ENGINE;
     process.env.KVFLOW_IO_ENGINE = 'posix';
     try {
-      const f = await dev.openFile(path.join(dir, 'env.bin'), { create: true });
+      const f = await io.dev.openFile(path.join(io.dir, 'env.bin'), { create: true });
       expect(f.info.engine).toBe('posix');
       expect(f.info.engineRequested).toBe('posix');
       await f.dispose();

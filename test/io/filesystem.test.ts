@@ -6,51 +6,42 @@ import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { KvflowError, type Device, type KvFile } from '../../src/index.js';
+import { KvflowError, type KvFile } from '../../src/index.js';
 import { probeDirectIo } from '../../src/io/probe.js';
-import { open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
-import { directRefusingDir, engines, mountTemp, tempDir, tmpDirect, uringSkipReason, type Mounted } from '../helpers/io.js';
+import { poison, randomBytes, sameBytes } from '../helpers/backends.js';
+import { directRefusingDir, engines, ioFixture, mountTemp, tmpDirect, uringSkipReason, type Mounted } from '../helpers/io.js';
 
 const MiB = 1 << 20;
 
-let dev: Device;
-let dir: string;
-beforeAll(() => {
-  dev = open('cpu');
-  dir = tempDir();
-});
-afterAll(async () => {
-  await dev?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const io = ioFixture();
 
 describe('files', () => {
   it('are created with mode 0600 and opened again without create', async () => {
-    const p = path.join(dir, 'mode.bin');
-    const f = await dev.openFile(p, { create: true });
+    const p = path.join(io.dir, 'mode.bin');
+    const f = await io.dev.openFile(p, { create: true });
     expect(statSync(p).mode & 0o777).toBe(0o600);
     await f.dispose();
-    const again = await dev.openFile(p);
+    const again = await io.dev.openFile(p);
     expect(again.size()).toBe(0);
     await again.dispose();
   });
 
   it('preallocate grows the file and never shrinks it; size at open preallocates', async () => {
-    const f = await dev.openFile(path.join(dir, 'pre.bin'), { create: true, size: 3 * MiB + 5 });
+    const f = await io.dev.openFile(path.join(io.dir, 'pre.bin'), { create: true, size: 3 * MiB + 5 });
     expect(f.size()).toBe(3 * MiB + 5);
     await f.preallocate(8 * MiB);
     expect(f.size()).toBe(8 * MiB);
     await f.preallocate(MiB);
     expect(f.size()).toBe(8 * MiB);
     // Preallocated space reads back (as zeros: it was never written) without a short read.
-    const dst = dev.allocPinned(4096);
+    const dst = io.dev.allocPinned(4096);
     await f.read(dst, 0, 8 * MiB - 4096, 4096);
     await f.sync();
     await Promise.all([f.dispose(), dst.dispose()]);
   });
 
   it.skipIf(!tmpDirect.ok)("direct 'on' works where the probe succeeds, and says how it was verified", async () => {
-    const f = await dev.openFile(path.join(dir, 'on.bin'), { create: true, direct: 'on' });
+    const f = await io.dev.openFile(path.join(io.dir, 'on.bin'), { create: true, direct: 'on' });
     expect(f.info.direct).toBe(true);
     expect(f.info.directReason).toMatch(/^O_DIRECT works at .+ \(probed: \d+ KiB aligned write and read\)$/);
     await f.dispose();
@@ -71,7 +62,7 @@ describe('a filesystem that refuses O_DIRECT', () => {
     const p = path.join(refusing.dir, 'kvflow-on.bin');
     let error: unknown;
     try {
-      await dev.openFile(p, { create: true, direct: 'on' });
+      await io.dev.openFile(p, { create: true, direct: 'on' });
     } catch (e) {
       error = e;
     }
@@ -85,11 +76,11 @@ describe('a filesystem that refuses O_DIRECT', () => {
     if ('reason' in refusing) return ctx.skip(refusing.reason);
     if (skip) return ctx.skip(uringSkipReason);
     const p = path.join(refusing.dir, `kvflow-auto-${engine}.bin`);
-    const f = await dev.openFile(p, { create: true, engine });
+    const f = await io.dev.openFile(p, { create: true, engine });
     expect(f.info.direct).toBe(false);
     expect(f.info.directReason).toBe(`buffered IO: O_DIRECT refused by the filesystem at ${refusing.dir}: EINVAL`);
-    const src = dev.allocPinned(MiB + 4096);
-    const dst = dev.allocPinned(MiB + 4096);
+    const src = io.dev.allocPinned(MiB + 4096);
+    const dst = io.dev.allocPinned(MiB + 4096);
     src.array.set(randomBytes(src.byteLength));
     await f.write(4096, src, 4096, MiB);
     poison(dst.array);
@@ -118,12 +109,12 @@ describe('a filesystem without fallocate (ramfs)', () => {
 
   it('preallocate falls back (posix_fallocate) and the space is there to use', async (ctx) => {
     if ('reason' in ramfs) return ctx.skip(ramfs.reason);
-    const f = await dev.openFile(path.join(ramfs.dir, 'pre.bin'), { create: true, size: 3 * MiB + 5 });
+    const f = await io.dev.openFile(path.join(ramfs.dir, 'pre.bin'), { create: true, size: 3 * MiB + 5 });
     expect(f.size()).toBe(3 * MiB + 5);
     await f.preallocate(MiB);
     expect(f.size()).toBe(3 * MiB + 5);
-    const src = dev.allocPinned(4096);
-    const dst = dev.allocPinned(4096);
+    const src = io.dev.allocPinned(4096);
+    const dst = io.dev.allocPinned(4096);
     src.array.set(randomBytes(4096));
     await f.write(3 * MiB + 5 - 4096, src, 0, 4096);
     await f.read(dst, 0, 3 * MiB + 5 - 4096, 4096);
@@ -146,8 +137,8 @@ describe('a full filesystem', () => {
     if ('reason' in small) return ctx.skip(small.reason);
     if (skip) return ctx.skip(uringSkipReason);
     const p = path.join(small.dir, `full-${engine}.bin`);
-    const f: KvFile = await dev.openFile(p, { create: true, engine });
-    const src = dev.allocPinned(2 * MiB);
+    const f: KvFile = await io.dev.openFile(p, { create: true, engine });
+    const src = io.dev.allocPinned(2 * MiB);
     src.array.set(randomBytes(2 * MiB));
     await f.write(0, src, 0, 64 * 1024);
     let error: unknown;
@@ -161,7 +152,7 @@ describe('a full filesystem', () => {
     expect((error as KvflowError).errno).toBe(28);
     expect((error as KvflowError).message).toContain(`of ${p}`);
     // What was written before is intact, and the file takes writes that fit.
-    const dst = dev.allocPinned(64 * 1024);
+    const dst = io.dev.allocPinned(64 * 1024);
     await f.read(dst, 0, 0, 64 * 1024);
     expect(sameBytes(dst.array, src.array.subarray(0, 64 * 1024))).toBe('equal');
     await f.write(100, src, 7, 5000);

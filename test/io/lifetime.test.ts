@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { Device } from '../../src/index.js';
 import { holdIo } from '../../src/io/testing.js';
-import { open, poison, randomBytes, sameBytes, ticks } from '../helpers/backends.js';
+import { open, poison, randomBytes, ticks } from '../helpers/backends.js';
 import { engines, tempDir } from '../helpers/io.js';
 
 const MiB = 1 << 20;

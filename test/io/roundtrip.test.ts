@@ -7,10 +7,10 @@ import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { Device, FileIoBuffer, KvFile, PinnedBuffer } from '../../src/index.js';
+import type { FileIoBuffer, KvFile, PinnedBuffer } from '../../src/index.js';
 import { ioStats } from '../../src/io/testing.js';
-import { open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
-import { engines, expectedDirectBytes, tempDir, tmpDirect, uringSkipReason } from '../helpers/io.js';
+import { poison, randomBytes, sameBytes } from '../helpers/backends.js';
+import { engines, expectedDirectBytes, ioFixture, tmpDirect, uringSkipReason } from '../helpers/io.js';
 
 const MiB = 1 << 20;
 const POISON = 0xa5;
@@ -38,16 +38,7 @@ const modes = [
   { direct: 'off' as const, skip: false },
 ];
 
-let dev: Device;
-let dir: string;
-beforeAll(() => {
-  dev = open('cpu');
-  dir = tempDir();
-});
-afterAll(async () => {
-  await dev?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const io = ioFixture();
 
 /** Writes `bytes` random bytes from `src` at `srcOffset`, reads them back into poisoned `dst` at `dstOffset`. */
 async function roundTrip(
@@ -78,7 +69,8 @@ describe.each(engines)('round trips on the $engine engine', ({ engine, skip }) =
   describe.each(modes)('direct $direct', ({ direct, skip: noDirect }) => {
     let file: KvFile;
     beforeAll(async () => {
-      if (!skip && !noDirect) file = await dev.openFile(path.join(dir, `${engine}-${direct}.bin`), { create: true, engine, direct });
+      if (skip || noDirect) return;
+      file = await io.dev.openFile(path.join(io.dir, `${engine}-${direct}.bin`), { create: true, engine, direct });
     });
     afterAll(async () => {
       await file?.dispose();
@@ -94,8 +86,8 @@ describe.each(engines)('round trips on the $engine engine', ({ engine, skip }) =
       const [bytes, srcOffset, , dstOffset] = c;
       // Pinned to host on even sizes, host to pinned on odd ones: both kinds on both sides.
       const pinnedFirst = bytes % 2 === 0;
-      const src = pinnedFirst ? dev.allocPinned(bytes + srcOffset) : dev.allocHost(bytes + srcOffset);
-      const dst = pinnedFirst ? dev.allocHost(bytes + dstOffset + 11) : dev.allocPinned(bytes + dstOffset + 11);
+      const src = pinnedFirst ? io.dev.allocPinned(bytes + srcOffset) : io.dev.allocHost(bytes + srcOffset);
+      const dst = pinnedFirst ? io.dev.allocHost(bytes + dstOffset + 11) : io.dev.allocPinned(bytes + dstOffset + 11);
       src.array.set(randomBytes(bytes), srcOffset);
       await roundTrip(file, src, dst, c);
       await Promise.all([src.dispose(), dst.dispose()]);
@@ -104,8 +96,8 @@ describe.each(engines)('round trips on the $engine engine', ({ engine, skip }) =
     it.skipIf(skip || noDirect)('several requests in flight at once each land where they belong', async () => {
       const n = 12;
       const piece = 3 * MiB + 17;
-      const src = dev.allocPinned(n * piece);
-      const dst = dev.allocPinned(n * piece);
+      const src = io.dev.allocPinned(n * piece);
+      const dst = io.dev.allocPinned(n * piece);
       src.array.set(randomBytes(n * piece));
       const base = 64 * MiB;
       await Promise.all(Array.from({ length: n }, (_, i) => file.write(base + i * piece, src, i * piece, piece)));
@@ -122,8 +114,8 @@ describe('512 MiB', () => {
   let src: PinnedBuffer;
   let dst: PinnedBuffer;
   beforeAll(() => {
-    src = dev.allocPinned(bytes + 4096 + 5);
-    dst = dev.allocPinned(bytes + 4096 + 5);
+    src = io.dev.allocPinned(bytes + 4096 + 5);
+    dst = io.dev.allocPinned(bytes + 4096 + 5);
     src.array.set(randomBytes(bytes), 4096 + 5);
   });
   afterAll(async () => {
@@ -138,10 +130,10 @@ describe('512 MiB', () => {
   ]);
   it.for(runs)('round-trips through $engine, direct $direct, with odd offsets', async ({ engine, direct, offsets, skip }, ctx) => {
     if (skip) ctx.skip(engine === 'io_uring' ? uringSkipReason : tmpDirect.reason);
-    const file = await dev.openFile(path.join(dir, `big-${engine}-${direct}.bin`), { create: true, engine, direct });
+    const file = await io.dev.openFile(path.join(io.dir, `big-${engine}-${direct}.bin`), { create: true, engine, direct });
     const [srcOffset, fileOffset, dstOffset] = offsets;
     await roundTrip(file, src, dst, [bytes, srcOffset, fileOffset, dstOffset]);
     await file.dispose();
-    rmSync(path.join(dir, `big-${engine}-${direct}.bin`));
+    rmSync(path.join(io.dir, `big-${engine}-${direct}.bin`));
   });
 });

@@ -90,7 +90,11 @@ void check_ops(int fd) {
   const struct {
     unsigned op;
     const char* name;
-  } needed[] = {{IORING_OP_READ, "IORING_OP_READ"}, {IORING_OP_WRITE, "IORING_OP_WRITE"}, {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"}};
+  } needed[] = {
+      {IORING_OP_READ, "IORING_OP_READ"},
+      {IORING_OP_WRITE, "IORING_OP_WRITE"},
+      {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"},
+  };
   for (const auto& n : needed) {
     const bool ok = n.op <= probe->last_op && (probe->ops[n.op].flags & IO_URING_OP_SUPPORTED) != 0;
     KVFLOW_CHECK(ok, kUnsupported, std::string("io_uring is too old here: the kernel lacks ") + n.name);
