@@ -16,9 +16,11 @@ export interface KvflowDefaults {
   ordinal: number;
   /** `KVFLOW_MAX_PINNED_BYTES`: cap on pinned host memory per device, 0 for none but the system's. */
   maxPinnedBytes: number;
+  /** `KVFLOW_PAGED_ENGINE`: how paged gathers and scatters move on CUDA (see KvCache). */
+  pagedEngine: 'dma' | 'kernel';
 }
 
-const BUILT_IN: KvflowDefaults = { backend: 'auto', ordinal: 0, maxPinnedBytes: 0 };
+const BUILT_IN: KvflowDefaults = { backend: 'auto', ordinal: 0, maxPinnedBytes: 0, pagedEngine: 'dma' };
 
 function envInteger(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -36,8 +38,13 @@ export function defaults(): KvflowDefaults {
   if (backend !== 'auto' && backend !== 'cuda' && backend !== 'cpu') {
     fail('ERR_INVALID_ARG', `expected 'auto', 'cuda' or 'cpu' for KVFLOW_BACKEND, got ${describe(backend)}`);
   }
+  const pagedEngine = process.env.KVFLOW_PAGED_ENGINE || BUILT_IN.pagedEngine;
+  if (pagedEngine !== 'dma' && pagedEngine !== 'kernel') {
+    fail('ERR_INVALID_ARG', `expected 'dma' or 'kernel' for KVFLOW_PAGED_ENGINE, got ${describe(pagedEngine)}`);
+  }
   return {
     backend,
+    pagedEngine,
     ordinal: envInteger('KVFLOW_DEVICE', BUILT_IN.ordinal),
     maxPinnedBytes: envInteger('KVFLOW_MAX_PINNED_BYTES', BUILT_IN.maxPinnedBytes),
   };
