@@ -1,18 +1,10 @@
 import { describe, expect, it } from 'vitest';
 
-import { KvflowError, KvLayout, planPieces, type KvLayoutSpec } from '../../src/index.js';
+import { KvLayout, planPieces, type KvLayoutSpec } from '../../src/index.js';
+import { codeOf } from '../helpers/backends.js';
 
 const llama: KvLayoutSpec = { layers: 32, kvHeads: 8, headDim: 128, dtype: 'bf16', blockTokens: 16, numBlocks: 1000 };
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KvflowError);
-    return (e as KvflowError).code;
-  }
-  return 'no error';
-}
 
 describe('KvLayout', () => {
   it('derives the sizes of a Llama-3-8B-shaped cache', () => {
@@ -50,17 +42,17 @@ describe('KvLayout', () => {
   });
 
   it('rejects bad specs and out-of-range accesses with codes', () => {
-    expect(code(() => new KvLayout({ ...llama, layers: 0 }))).toBe('ERR_INVALID_ARG');
-    expect(code(() => new KvLayout({ ...llama, headDim: 1.5 }))).toBe('ERR_INVALID_ARG');
-    expect(code(() => new KvLayout({ ...llama, dtype: 'int4' as never }))).toBe('ERR_INVALID_ARG');
-    expect(code(() => new KvLayout({ ...llama, arrangement: 'diagonal' as never }))).toBe('ERR_INVALID_ARG');
-    expect(code(() => new KvLayout({ ...llama, numBlocks: 2 ** 31, layers: 4096 }))).toBe('ERR_INVALID_ARG');
-    expect(code(() => new KvLayout(null as never))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => new KvLayout({ ...llama, layers: 0 }))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => new KvLayout({ ...llama, headDim: 1.5 }))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => new KvLayout({ ...llama, dtype: 'int4' as never }))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => new KvLayout({ ...llama, arrangement: 'diagonal' as never }))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => new KvLayout({ ...llama, numBlocks: 2 ** 31, layers: 4096 }))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => new KvLayout(null as never))).toBe('ERR_INVALID_ARG');
     const l = new KvLayout(llama);
-    expect(code(() => l.piece(32, 0, 0))).toBe('ERR_OUT_OF_RANGE');
-    expect(code(() => l.piece(0, 0, 1000))).toBe('ERR_OUT_OF_RANGE');
-    expect(code(() => l.piece(0, 0, -1))).toBe('ERR_OUT_OF_RANGE');
-    expect(code(() => l.piece(0.5, 0, 0))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => l.piece(32, 0, 0))).toBe('ERR_OUT_OF_RANGE');
+    expect(codeOf(() => l.piece(0, 0, 1000))).toBe('ERR_OUT_OF_RANGE');
+    expect(codeOf(() => l.piece(0, 0, -1))).toBe('ERR_OUT_OF_RANGE');
+    expect(codeOf(() => l.piece(0.5, 0, 0))).toBe('ERR_INVALID_ARG');
   });
 
   it('merges pieces that continue each other on both sides', () => {
