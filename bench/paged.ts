@@ -55,7 +55,7 @@ const CONTENTION_SAMPLES = 7;
 const DEPTH = 4;
 /** "kvflow"; paged_baseline.cu has the same default. */
 const DEFAULT_SEED = 0x6b76666c6f77;
-const ENGINES = ['dma', 'staged', 'kernel'] as const;
+const ENGINES = ['dma', 'kernel'] as const;
 type Engine = (typeof ENGINES)[number];
 type Dir = 'gather' | 'scatter';
 
@@ -556,7 +556,6 @@ async function main(): Promise<void> {
       ];
       const variants = [
         { engine: 'dma', stream: r.load, suffix: '' },
-        { engine: 'staged', stream: r.load, suffix: '' },
         { engine: 'kernel', stream: r.load, suffix: '' },
         { engine: 'kernel', stream: r.store, suffix: '_normalprio' },
       ] as const;

@@ -17,7 +17,7 @@ export interface KvflowDefaults {
   /** `KVFLOW_MAX_PINNED_BYTES`: cap on pinned host memory per device, 0 for none but the system's. */
   maxPinnedBytes: number;
   /** `KVFLOW_PAGED_ENGINE`: how paged gathers and scatters move on CUDA (see KvCache). */
-  pagedEngine: 'dma' | 'staged' | 'kernel';
+  pagedEngine: 'dma' | 'kernel';
 }
 
 const BUILT_IN: KvflowDefaults = { backend: 'auto', ordinal: 0, maxPinnedBytes: 0, pagedEngine: 'dma' };
@@ -39,8 +39,8 @@ export function defaults(): KvflowDefaults {
     fail('ERR_INVALID_ARG', `expected 'auto', 'cuda' or 'cpu' for KVFLOW_BACKEND, got ${describe(backend)}`);
   }
   const pagedEngine = process.env.KVFLOW_PAGED_ENGINE || BUILT_IN.pagedEngine;
-  if (pagedEngine !== 'dma' && pagedEngine !== 'staged' && pagedEngine !== 'kernel') {
-    fail('ERR_INVALID_ARG', `expected 'dma', 'staged' or 'kernel' for KVFLOW_PAGED_ENGINE, got ${describe(pagedEngine)}`);
+  if (pagedEngine !== 'dma' && pagedEngine !== 'kernel') {
+    fail('ERR_INVALID_ARG', `expected 'dma' or 'kernel' for KVFLOW_PAGED_ENGINE, got ${describe(pagedEngine)}`);
   }
   return {
     backend,

@@ -11,18 +11,14 @@ import { KvLayout } from './layout.js';
 import { checkBlocks, layerRange, planPieces, type LayerRange } from './pieces.js';
 
 /**
- * How paged pieces move on CUDA (bench/paged measures each):
- * - `dma`: one cudaMemcpyBatchAsync of the pieces across PCIe (copy engines only).
- * - `staged`: one contiguous PCIe copy through device scratch, the pieces
- *   gathered or scattered there by batched device-to-device DMA (copy engines only).
- * - `kernel`: the same, with a gather/scatter kernel on the SMs instead (use a
- *   high-priority stream; it waits for SMs under heavy compute).
- * - `auto`: the measured default (`KVFLOW_PAGED_ENGINE`).
- * The CPU backend moves bytes the same way for every engine.
+ * How paged pieces move on CUDA. `dma`: one cudaMemcpyBatchAsync of the
+ * pieces (copy engines only; disturbs concurrent compute least). `kernel`: a
+ * gather/scatter kernel through device scratch plus one contiguous DMA (run
+ * it on a high-priority stream). `auto`: the measured default
+ * (`KVFLOW_PAGED_ENGINE`, `dma` unless set). The CPU backend moves bytes the
+ * same way for every engine.
  */
-export type PagedEngine = 'auto' | 'dma' | 'staged' | 'kernel';
-
-const ENGINE_CODES = { dma: 0, kernel: 1, staged: 2 } as const;
+export type PagedEngine = 'auto' | 'dma' | 'kernel';
 
 /** One gather or scatter. */
 export interface PagedTransfer {
@@ -95,8 +91,8 @@ export class KvCache {
     }
     const stagingOffset = checkSize(t.stagingOffset ?? 0, 'stagingOffset');
     const engine = t.engine ?? 'auto';
-    if (engine !== 'auto' && !(engine in ENGINE_CODES)) {
-      fail('ERR_INVALID_ARG', `expected 'auto', 'dma', 'staged' or 'kernel' for engine, got ${describe(engine)}`);
+    if (engine !== 'auto' && engine !== 'dma' && engine !== 'kernel') {
+      fail('ERR_INVALID_ARG', `expected 'auto', 'dma' or 'kernel' for engine, got ${describe(engine)}`);
     }
     if (t.blocks.length === 0) return;
     const plan = planPieces(layout, t.blocks, range);
@@ -122,7 +118,8 @@ export class KvCache {
       }
       table[o + 4] = plan.table[i * 4 + 3]!;
     }
-    const code = ENGINE_CODES[engine === 'auto' ? defaults().pagedEngine : engine];
+    const chosen = engine === 'auto' ? defaults().pagedEngine : engine;
+    const code = chosen === 'kernel' ? 1 : 0;
     if (direction === 'gather') native.copyBatch([staging], cache, table, code);
     else native.copyBatch(cache, [staging], table, code);
   }

@@ -19,7 +19,7 @@ const SHAPES: Shape[] = [
   { layers: 4, kvHeads: 8, headDim: 128, dtype: 'bf16', blockTokens: 16, numBlocks: 48 },
 ];
 const ARRANGEMENTS: KvArrangement[] = ['layer-major', 'block-major'];
-const ENGINES = ['dma', 'staged', 'kernel'] as const;
+const ENGINES = ['dma', 'kernel'] as const;
 
 /** Offset of K/V of (layer, block), from the arrangement's definition, independent of KvLayout.piece(). */
 function refOffset(s: Shape, arr: KvArrangement, layer: number, kv: number, block: number, piece: number): [number, number] {

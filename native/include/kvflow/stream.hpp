@@ -29,12 +29,10 @@ struct CopyPiece {
   std::size_t bytes = 0;
 };
 
-/// How a batch moves on CUDA: batched DMA of the pieces across PCIe
-/// (cudaMemcpyBatchAsync); a gather/scatter kernel through device scratch plus
-/// one contiguous PCIe copy; or staged: one contiguous PCIe copy plus batched
-/// device-to-device copies through scratch (copy engines only, no SMs).
+/// How a batch moves on CUDA: batched DMA (cudaMemcpyBatchAsync) or a
+/// gather/scatter kernel through device scratch plus one contiguous DMA.
 /// The CPU backend moves every piece with memcpy whatever is asked.
-enum class BatchEngine : int { kDma = 0, kKernel = 1, kStaged = 2 };
+enum class BatchEngine : int { kDma = 0, kKernel = 1 };
 
 class Stream {
  public:

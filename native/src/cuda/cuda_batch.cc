@@ -1,8 +1,7 @@
-// CudaStream::copy_batch: many pieces in one operation. Three engines, all
-// measured in bench/paged: batched DMA across PCIe (cudaMemcpyBatchAsync), and
-// two staged ones that cross PCIe in one contiguous copy through device
-// scratch, gathering or scattering on the device side with a kernel (SMs) or
-// with batched device-to-device DMA (copy engines only).
+// CudaStream::copy_batch: many pieces in one operation. Two engines, both
+// measured in bench/paged: batched DMA (cudaMemcpyBatchAsync, copy engines
+// only, which disturbs concurrent compute least) and a gather/scatter kernel
+// through device scratch plus one contiguous DMA over PCIe.
 #include <algorithm>
 #include <string>
 
@@ -58,8 +57,8 @@ void CudaStream::copy_batch(const std::vector<BufferPtr>& dsts, const std::vecto
   c.retained.push_back(std::move(keep));
   try {
     KVFLOW_CUDA(cudaSetDevice(c.ordinal));
-    if (engine == BatchEngine::kKernel || engine == BatchEngine::kStaged) {
-      batch_staged_locked(dsts, srcs, pieces, c.retained.back().hold, engine == BatchEngine::kKernel);
+    if (engine == BatchEngine::kKernel) {
+      batch_kernel_locked(dsts, srcs, pieces, c.retained.back().hold);
     } else {
       batch_dma_locked(dsts, srcs, pieces);
     }
@@ -109,41 +108,9 @@ void CudaStream::batch_dma_locked(const std::vector<BufferPtr>& dsts, const std:
   }
 }
 
-// Device-side pieces by the kernel, or by batched device-to-device DMA.
-void CudaStream::device_pieces_locked(const std::vector<DevicePiece>& work, bool kernel) {
-  const cudaStream_t stream = core_->stream;
-  if (kernel) {
-    check_cuda(launch_piece_copy(work.data(), work.size(), sm_count(), stream), "piece copy kernel", __FILE__, __LINE__);
-    return;
-  }
-  std::vector<void*> to;
-  std::vector<const void*> from;
-  std::vector<std::size_t> sizes;
-  for (const DevicePiece& p : work) {
-    to.push_back(p.dst);
-    from.push_back(p.src);
-    sizes.push_back(p.bytes);
-  }
-  if (stream == nullptr) {
-    for (std::size_t i = 0; i < work.size(); ++i) {
-      KVFLOW_CUDA(cudaMemcpyAsync(to[i], from[i], sizes[i], cudaMemcpyDeviceToDevice, stream));
-    }
-    return;
-  }
-  cudaMemcpyAttributes attr{};
-  attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
-  attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-  std::size_t attr_index = 0;
-  for (std::size_t first = 0; first < work.size(); first += kBatchLimit) {
-    const std::size_t count = std::min(kBatchLimit, work.size() - first);
-    KVFLOW_CUDA(cudaMemcpyBatchAsync(to.data() + first, from.data() + first, sizes.data() + first, count, &attr,
-                                     &attr_index, 1, stream));
-  }
-}
-
-void CudaStream::batch_staged_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
+void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
                                      const std::vector<CopyPiece>& pieces,
-                                     std::vector<std::shared_ptr<const void>>& hold, bool kernel) {
+                                     std::vector<std::shared_ptr<const void>>& hold) {
   const cudaStream_t stream = core_->stream;
   const bool gather = all_device(srcs) && !all_device(dsts);
   const bool scatter = all_device(dsts) && !all_device(srcs);
@@ -152,18 +119,18 @@ void CudaStream::batch_staged_locked(const std::vector<BufferPtr>& dsts, const s
   if (!gather && !scatter) {
     if (!all_device(dsts) || !all_device(srcs)) {
       KVFLOW_FAIL(kInvalidArg,
-                  "expected device memory on one side of a staged batch, got pinned memory on both; use engine 'dma'");
+                  "expected device memory on one side of a kernel-engine batch, got pinned memory on both; use engine 'dma'");
     }
     for (const CopyPiece& p : pieces) {
       work.push_back({static_cast<char*>(dsts[p.dst]->ptr()) + p.dst_offset,
                       static_cast<const char*>(srcs[p.src]->ptr()) + p.src_offset, p.bytes});
     }
-    device_pieces_locked(work, kernel);
+    check_cuda(launch_piece_copy(work.data(), work.size(), sm_count(), stream), "piece copy kernel", __FILE__, __LINE__);
     return;
   }
   const auto& host_side = gather ? dsts : srcs;
   KVFLOW_CHECK(host_side.size() == 1, kInvalidArg,
-               "expected one staging buffer on the host side of a staged batch, got " +
+               "expected one staging buffer on the host side of a kernel-engine batch, got " +
                    std::to_string(host_side.size()) + "; use engine 'dma'");
   // The span of staging the pieces touch moves in one contiguous DMA.
   std::size_t lo = SIZE_MAX;
@@ -186,11 +153,11 @@ void CudaStream::batch_staged_locked(const std::vector<BufferPtr>& dsts, const s
     }
   }
   if (gather) {
-    device_pieces_locked(work, kernel);
+    check_cuda(launch_piece_copy(work.data(), work.size(), sm_count(), stream), "gather kernel", __FILE__, __LINE__);
     KVFLOW_CUDA(cudaMemcpyAsync(staging, scratch, span, cudaMemcpyDeviceToHost, stream));
   } else {
     KVFLOW_CUDA(cudaMemcpyAsync(scratch, staging, span, cudaMemcpyHostToDevice, stream));
-    device_pieces_locked(work, kernel);
+    check_cuda(launch_piece_copy(work.data(), work.size(), sm_count(), stream), "scatter kernel", __FILE__, __LINE__);
   }
 }
 

@@ -13,7 +13,6 @@
 #include "kvflow/device.hpp"
 #include "kvflow/stream.hpp"
 #include "poller.hpp"
-#include "kernels.hpp"
 #include "stream_core.hpp"
 
 namespace kvflow::cuda {
@@ -73,10 +72,8 @@ class CudaStream final : public Stream {
   // cuda_batch.cc: the two engines of copy_batch, with the mutex held.
   void batch_dma_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
                         const std::vector<CopyPiece>& pieces);
-  void batch_staged_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
-                           const std::vector<CopyPiece>& pieces, std::vector<std::shared_ptr<const void>>& hold,
-                           bool kernel);
-  void device_pieces_locked(const std::vector<DevicePiece>& work, bool kernel);
+  void batch_kernel_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
+                           const std::vector<CopyPiece>& pieces, std::vector<std::shared_ptr<const void>>& hold);
   [[nodiscard]] int sm_count();
 
   Device& device_;  // for bounce buffers and event ids; used only while the stream is open

@@ -135,7 +135,7 @@ Napi::Value StreamWrap::CopyBatch(const Napi::CallbackInfo& info) {
     Napi::Float64Array table = info[2].As<Napi::Float64Array>();
     if (table.ElementLength() % 5 != 0) throw make_error(env, ErrorCode::kInvalidArg, "expected 5 numbers per piece");
     const std::size_t engine = arg_size(info, 3, "engine");
-    if (engine > 2) throw make_error(env, ErrorCode::kInvalidArg, "expected engine 0 (dma), 1 (kernel) or 2 (staged)");
+    if (engine > 1) throw make_error(env, ErrorCode::kInvalidArg, "expected engine 0 (dma) or 1 (kernel)");
     std::vector<CopyPiece> pieces;
     pieces.reserve(table.ElementLength() / 5);
     for (std::size_t i = 0; i < table.ElementLength(); i += 5) {
