@@ -51,6 +51,8 @@ export interface KvflowDefaults {
   ioTaskSize: number;
   /** `KVFLOW_IO_QUEUE_DEPTH` (1-4096): io_uring tasks in flight; 32 x 4 MiB = 128 MiB queued at most. */
   ioQueueDepth: number;
+  /** `KVFLOW_PAGED_ENGINE`: how paged gathers and scatters move on CUDA (see KvCache). */
+  pagedEngine: 'dma' | 'kernel';
 }
 
 const MiB = 1 << 20;
@@ -64,6 +66,7 @@ const BUILT_IN: KvflowDefaults = {
   ioThreads: 8,
   ioTaskSize: 4 * MiB,
   ioQueueDepth: 32,
+  pagedEngine: 'dma',
 };
 
 function envInteger(name: string, fallback: number): number {
@@ -105,8 +108,13 @@ export function defaults(): KvflowDefaults {
   if (backend !== 'auto' && backend !== 'cuda' && backend !== 'cpu') {
     fail('ERR_INVALID_ARG', `expected 'auto', 'cuda' or 'cpu' for KVFLOW_BACKEND, got ${describe(backend)}`);
   }
+  const pagedEngine = process.env.KVFLOW_PAGED_ENGINE || BUILT_IN.pagedEngine;
+  if (pagedEngine !== 'dma' && pagedEngine !== 'kernel') {
+    fail('ERR_INVALID_ARG', `expected 'dma' or 'kernel' for KVFLOW_PAGED_ENGINE, got ${describe(pagedEngine)}`);
+  }
   return {
     backend,
+    pagedEngine,
     ordinal: envInteger('KVFLOW_DEVICE', BUILT_IN.ordinal),
     maxPinnedBytes: envInteger('KVFLOW_MAX_PINNED_BYTES', BUILT_IN.maxPinnedBytes),
     ioEngine: envChoice('KVFLOW_IO_ENGINE', BUILT_IN.ioEngine, ['auto', 'posix', 'io_uring'] as const),

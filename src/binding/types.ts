@@ -66,6 +66,9 @@ export interface NativeEvent {
 
 export interface NativeStream {
   copy(dst: NativeBuffer, dstOffset: number, src: NativeBuffer, srcOffset: number, bytes: number): void;
+  /** pieces: [dst, dstOffset, src, srcOffset, bytes] per piece; engine 0 dma, 1 kernel. */
+  copyBatch(dsts: NativeBuffer[], srcs: NativeBuffer[], pieces: Float64Array, engine: number): void;
+  busy(iterations: number): void;
   record(): NativeEvent;
   waitEvent(event: NativeEvent): void;
   idle(): boolean;

@@ -8,6 +8,8 @@ import type { KvFile, OpenFileOptions } from '../io/file.js';
 import { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type DisposeOptions } from './buffer.js';
 import { Completions } from './completions.js';
 import { Stream, type StreamOptions } from './stream.js';
+import { KvLayout, type KvLayoutSpec } from '../layout/layout.js';
+import { KvCache, allocKvCache, wrapKvCache } from '../layout/kvcache.js';
 import { checkAddress, checkPositiveSize, checkSize } from './validate.js';
 
 /** The backend a device runs on. */
@@ -154,6 +156,21 @@ export class Device {
     checkAddress(address, 'address');
     checkPositiveSize(bytes, 'bytes');
     return this.#adopt(new DeviceBuffer(this.#live.wrap(address, bytes), this, false));
+  }
+
+  /** A KV cache in device memory for `layout` (a KvLayout or its spec): one buffer per layer, or one for block-major. */
+  allocKvCache(layout: KvLayout | KvLayoutSpec): KvCache {
+    void this.#live;
+    return allocKvCache(this, layout instanceof KvLayout ? layout : new KvLayout(layout));
+  }
+
+  /**
+   * A runtime's own KV cache: its buffers (from {@link Device.wrapUnsafe}) plus
+   * the layout, so every block access is checked against both.
+   */
+  wrapKvCache(layout: KvLayout | KvLayoutSpec, buffers: DeviceBuffer[]): KvCache {
+    void this.#live;
+    return wrapKvCache(layout instanceof KvLayout ? layout : new KvLayout(layout), buffers);
   }
 
   /** A new stream owned by kvflow. */

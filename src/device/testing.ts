@@ -15,3 +15,11 @@ export function holdStream(stream: Stream): () => void {
 export function injectFailure(stream: Stream, code: KvflowErrorCode, message: string): void {
   stream.native.injectFailure(code, message);
 }
+
+/**
+ * Enqueues a compute load that keeps every SM busy for `iterations` rounds of
+ * FMAs (the CPU backend: the stream's thread). For contention benchmarks.
+ */
+export function busyKernel(stream: Stream, iterations: number): void {
+  stream.native.busy(iterations);
+}

@@ -7,17 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvflowError, openDevice, type Device, type KvflowErrorCode } from '../../src/index.js';
 import { loadCandidates } from '../../src/binding/load.js';
 import { holdStream } from '../../src/device/testing.js';
-import { backends, cudaSkipReason, open } from '../helpers/backends.js';
+import { backends, codeOf, cudaSkipReason, open } from '../helpers/backends.js';
 
-function codeOf(fn: () => unknown): KvflowErrorCode | string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KvflowError);
-    return (e as KvflowError).code;
-  }
-  return 'no error';
-}
 
 describe.each(backends)('errors on $backend', ({ backend, skip }) => {
   let dev: Device;

@@ -4,7 +4,9 @@
  */
 import { randomFillSync } from 'node:crypto';
 
-import { openDevice, selectBackend, type Backend, type Device, type KvBuffer } from '../../src/index.js';
+import { expect } from 'vitest';
+
+import { KvflowError, openDevice, selectBackend, type Backend, type Device, type KvBuffer } from '../../src/index.js';
 
 function cudaUnavailable(): string | undefined {
   try {
@@ -56,3 +58,14 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): string {
 }
 
 export type AnyBuffer = KvBuffer;
+
+/** The KvflowError code `fn` throws (failing the test if it throws anything else), or 'no error'. */
+export function codeOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(KvflowError);
+    return (e as KvflowError).code;
+  }
+  return 'no error';
+}

@@ -22,7 +22,7 @@ async function rejection(p: Promise<unknown>): Promise<KvflowError> {
   throw new Error('expected a rejection, got success');
 }
 
-async function codeOf(p: Promise<unknown>): Promise<KvflowErrorCode> {
+async function rejectionCode(p: Promise<unknown>): Promise<KvflowErrorCode> {
   return (await rejection(p)).code;
 }
 
@@ -118,17 +118,17 @@ describe('bad arguments', () => {
     const a = io.dev.allocPinned(64);
     for (const bad of [-1, Number.NaN, 1.5, Infinity, 2 ** 60, '8', null, 8n]) {
       const b = bad as number;
-      expect(await codeOf(file.read(a, b, 0, 8)), `dstOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
-      expect(await codeOf(file.read(a, 0, b, 8)), `fileOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
-      expect(await codeOf(file.read(a, 0, 0, b)), `bytes ${String(bad)}`).toBe('ERR_INVALID_ARG');
-      expect(await codeOf(file.write(b, a, 0, 8)), `write fileOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
-      expect(await codeOf(file.write(0, a, b, 8)), `srcOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
-      expect(await codeOf(file.preallocate(b)), `preallocate ${String(bad)}`).toBe('ERR_INVALID_ARG');
+      expect(await rejectionCode(file.read(a, b, 0, 8)), `dstOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
+      expect(await rejectionCode(file.read(a, 0, b, 8)), `fileOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
+      expect(await rejectionCode(file.read(a, 0, 0, b)), `bytes ${String(bad)}`).toBe('ERR_INVALID_ARG');
+      expect(await rejectionCode(file.write(b, a, 0, 8)), `write fileOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
+      expect(await rejectionCode(file.write(0, a, b, 8)), `srcOffset ${String(bad)}`).toBe('ERR_INVALID_ARG');
+      expect(await rejectionCode(file.preallocate(b)), `preallocate ${String(bad)}`).toBe('ERR_INVALID_ARG');
     }
     const d = io.dev.allocDevice(64);
     await expect(file.read(d as never, 0, 0, 8)).rejects.toThrow('expected a PinnedBuffer or HostBuffer for dst, got a DeviceBuffer');
-    expect(await codeOf(file.write(0, {} as never, 0, 8))).toBe('ERR_INVALID_ARG');
-    expect(await codeOf(file.read(new Uint8Array(8) as never, 0, 0, 8))).toBe('ERR_INVALID_ARG');
+    expect(await rejectionCode(file.write(0, {} as never, 0, 8))).toBe('ERR_INVALID_ARG');
+    expect(await rejectionCode(file.read(new Uint8Array(8) as never, 0, 0, 8))).toBe('ERR_INVALID_ARG');
     const other = open('cpu');
     const theirs = other.allocPinned(64);
     await expect(file.read(theirs, 0, 0, 8)).rejects.toThrow('expected a buffer of this device for destination');
@@ -137,20 +137,20 @@ describe('bad arguments', () => {
 
   it('ranges past the buffer are ERR_OUT_OF_RANGE with the message of copies', async () => {
     const a = io.dev.allocPinned(64);
-    expect(await codeOf(file.read(a, 60, 0, 8))).toBe('ERR_OUT_OF_RANGE');
+    expect(await rejectionCode(file.read(a, 60, 0, 8))).toBe('ERR_OUT_OF_RANGE');
     await expect(file.write(0, a, 60, 8)).rejects.toThrow("expected source range within the buffer's 64 bytes, got offset 60 + 8 bytes");
   });
 
   it('bad paths and options are ERR_INVALID_ARG', async () => {
     for (const bad of ['', 5, null, undefined, 'a\0b']) {
-      expect(await codeOf(io.dev.openFile(bad as string)), `path ${String(bad)}`).toBe('ERR_INVALID_ARG');
+      expect(await rejectionCode(io.dev.openFile(bad as string)), `path ${String(bad)}`).toBe('ERR_INVALID_ARG');
     }
     const p = path.join(io.dir, 'opts.bin');
     await expect(io.dev.openFile(p, { direct: 'maybe' as never })).rejects.toThrow("expected 'auto', 'on' or 'off' for direct, got \"maybe\"");
     await expect(io.dev.openFile(p, { engine: 'spdk' as never })).rejects.toThrow("expected 'auto', 'posix' or 'io_uring' for engine, got \"spdk\"");
-    expect(await codeOf(io.dev.openFile(p, { create: 'yes' as never }))).toBe('ERR_INVALID_ARG');
-    expect(await codeOf(io.dev.openFile(p, { size: -1 }))).toBe('ERR_INVALID_ARG');
-    expect(await codeOf(io.dev.openFile(p, null as never))).toBe('ERR_INVALID_ARG');
+    expect(await rejectionCode(io.dev.openFile(p, { create: 'yes' as never }))).toBe('ERR_INVALID_ARG');
+    expect(await rejectionCode(io.dev.openFile(p, { size: -1 }))).toBe('ERR_INVALID_ARG');
+    expect(await rejectionCode(io.dev.openFile(p, null as never))).toBe('ERR_INVALID_ARG');
   });
 
   it('opening a missing file without create is ERR_IO with errno 2; a directory is ERR_IO with errno 21', async () => {
@@ -168,12 +168,12 @@ describe('bad arguments', () => {
     const p1 = f.dispose();
     expect(f.dispose()).toBe(p1);
     await p1;
-    expect(await codeOf(f.read(a, 0, 0, 8))).toBe('ERR_DISPOSED');
-    expect(await codeOf(f.write(0, a, 0, 8))).toBe('ERR_DISPOSED');
-    expect(await codeOf(f.sync())).toBe('ERR_DISPOSED');
+    expect(await rejectionCode(f.read(a, 0, 0, 8))).toBe('ERR_DISPOSED');
+    expect(await rejectionCode(f.write(0, a, 0, 8))).toBe('ERR_DISPOSED');
+    expect(await rejectionCode(f.sync())).toBe('ERR_DISPOSED');
     expect(() => f.size()).toThrow(KvflowError);
     await a.dispose();
-    expect(await codeOf(file.read(a, 0, 0, 8)), 'a disposed buffer').toBe('ERR_DISPOSED');
+    expect(await rejectionCode(file.read(a, 0, 0, 8)), 'a disposed buffer').toBe('ERR_DISPOSED');
   });
 
   it('KVFLOW_IO_* settings are validated', () => {

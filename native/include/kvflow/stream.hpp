@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kvflow/buffer.hpp"
 #include "kvflow/error.hpp"
@@ -18,6 +19,21 @@
 
 namespace kvflow {
 
+/// One contiguous piece of a batched copy; `dst` and `src` index the batch's
+/// destination and source buffer lists.
+struct CopyPiece {
+  std::uint32_t dst = 0;
+  std::uint32_t src = 0;
+  std::size_t dst_offset = 0;
+  std::size_t src_offset = 0;
+  std::size_t bytes = 0;
+};
+
+/// How a batch moves on CUDA: batched DMA (cudaMemcpyBatchAsync) or a
+/// gather/scatter kernel through device scratch plus one contiguous DMA.
+/// The CPU backend moves every piece with memcpy whatever is asked.
+enum class BatchEngine : int { kDma = 0, kKernel = 1 };
+
 class Stream {
  public:
   virtual ~Stream() = default;
@@ -25,6 +41,14 @@ class Stream {
   /// Enqueues a copy of `bytes` bytes in stream order; returns at once.
   virtual void copy(const BufferPtr& dst, std::size_t dst_offset, const BufferPtr& src,
                     std::size_t src_offset, std::size_t bytes) = 0;
+  /// Enqueues many copies as one operation (pieces may run in any order
+  /// among themselves, so destinations must not overlap). Buffers are device
+  /// or pinned memory, checked before this is called.
+  virtual void copy_batch(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
+                          std::vector<CopyPiece> pieces, BatchEngine engine) = 0;
+  /// A compute load for benchmarks: keeps every SM busy (the CPU backend: the
+  /// stream's thread) for `iterations` rounds.
+  virtual void busy(std::uint64_t iterations) = 0;
   /// Marks the current end of the stream; the event completes when all work
   /// enqueued before it has.
   [[nodiscard]] virtual EventPtr record() = 0;

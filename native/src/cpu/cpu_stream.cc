@@ -27,6 +27,13 @@ void CpuStream::copy(const BufferPtr& dst, std::size_t dst_offset, const BufferP
   push(Op{CopyOp{dst, dst_offset, src, src_offset, bytes}, nullptr});
 }
 
+void CpuStream::copy_batch(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
+                           std::vector<CopyPiece> pieces, BatchEngine) {
+  push(Op{BatchOp{dsts, srcs, std::move(pieces)}, nullptr});
+}
+
+void CpuStream::busy(std::uint64_t iterations) { push(Op{BusyOp{iterations}, nullptr}); }
+
 EventPtr CpuStream::record() {
   auto event = std::make_shared<EventState>(next_id_());
   push(Op{MarkOp{event}, nullptr});
@@ -89,6 +96,14 @@ void CpuStream::execute(Op& op) {
       // memmove: a copy inside one buffer may overlap, and must not corrupt it.
       std::memmove(static_cast<char*>(c->dst->ptr()) + c->dst_offset,
                    static_cast<const char*>(c->src->ptr()) + c->src_offset, c->bytes);
+    } else if (auto* b = std::get_if<BatchOp>(&op.body)) {
+      for (const CopyPiece& p : b->pieces) {
+        std::memmove(static_cast<char*>(b->dsts[p.dst]->ptr()) + p.dst_offset,
+                     static_cast<const char*>(b->srcs[p.src]->ptr()) + p.src_offset, p.bytes);
+      }
+    } else if (auto* busy = std::get_if<BusyOp>(&op.body)) {
+      volatile double x = 1.0;
+      for (std::uint64_t i = 0; i < busy->iterations; ++i) x = x * 1.0000001 + 1e-9;
     } else if (auto* w = std::get_if<WaitOp>(&op.body)) {
       while (!w->event->wait_for(std::chrono::milliseconds(20))) {
         if (abandon_.load(std::memory_order_acquire)) return;

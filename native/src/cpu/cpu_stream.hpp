@@ -23,6 +23,9 @@ class CpuStream final : public Stream {
 
   void copy(const BufferPtr& dst, std::size_t dst_offset, const BufferPtr& src, std::size_t src_offset,
             std::size_t bytes) override;
+  void copy_batch(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
+                  std::vector<CopyPiece> pieces, BatchEngine engine) override;
+  void busy(std::uint64_t iterations) override;
   [[nodiscard]] EventPtr record() override;
   void wait(const EventPtr& event) override;
   [[nodiscard]] bool idle() override;
@@ -39,6 +42,14 @@ class CpuStream final : public Stream {
     std::size_t src_offset;
     std::size_t bytes;
   };
+  struct BatchOp {
+    std::vector<BufferPtr> dsts;
+    std::vector<BufferPtr> srcs;
+    std::vector<CopyPiece> pieces;
+  };
+  struct BusyOp {
+    std::uint64_t iterations;
+  };
   struct MarkOp {
     EventPtr event;
   };
@@ -49,7 +60,7 @@ class CpuStream final : public Stream {
     GatePtr gate;
   };
   struct Op {
-    std::variant<CopyOp, MarkOp, WaitOp, GateOp> body;
+    std::variant<CopyOp, BatchOp, BusyOp, MarkOp, WaitOp, GateOp> body;
     ErrorPtr injected;  // set: the op fails with this and does nothing
   };
 

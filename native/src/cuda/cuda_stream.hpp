@@ -51,6 +51,9 @@ class CudaStream final : public Stream {
 
   void copy(const BufferPtr& dst, std::size_t dst_offset, const BufferPtr& src, std::size_t src_offset,
             std::size_t bytes) override;
+  void copy_batch(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
+                  std::vector<CopyPiece> pieces, BatchEngine engine) override;
+  void busy(std::uint64_t iterations) override;
   [[nodiscard]] EventPtr record() override;
   void wait(const EventPtr& event) override;
   [[nodiscard]] bool idle() override;
@@ -66,8 +69,17 @@ class CudaStream final : public Stream {
   // Waits, bounded, for the work enqueued so far; true when it finished.
   [[nodiscard]] bool drain(std::chrono::milliseconds budget) noexcept;
 
+  // cuda_batch.cc: the two engines of copy_batch, with the mutex held.
+  void batch_dma_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
+                        const std::vector<CopyPiece>& pieces);
+  void batch_kernel_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
+                           const std::vector<CopyPiece>& pieces, std::vector<std::shared_ptr<const void>>& hold);
+  [[nodiscard]] int sm_count();
+
   Device& device_;  // for bounce buffers and event ids; used only while the stream is open
   std::shared_ptr<StreamCore> core_;
+  BufferPtr scratch_;  // device scratch of the kernel engine, reused in stream order
+  int sm_count_ = 0;
 };
 
 }  // namespace kvflow::cuda

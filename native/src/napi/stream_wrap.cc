@@ -28,6 +28,8 @@ Napi::Function StreamWrap::Init(Napi::Env env) {
   return DefineClass(env, "NativeStream",
                      {
                          InstanceMethod<&StreamWrap::Copy>("copy"),
+                         InstanceMethod<&StreamWrap::CopyBatch>("copyBatch"),
+                         InstanceMethod<&StreamWrap::Busy>("busy"),
                          InstanceMethod<&StreamWrap::Record>("record"),
                          InstanceMethod<&StreamWrap::WaitEvent>("waitEvent"),
                          InstanceMethod<&StreamWrap::Idle>("idle"),
@@ -80,6 +82,87 @@ Napi::Value StreamWrap::Copy(const Napi::CallbackInfo& info) {
     if (bytes == 0) return;
     s.copy(d, dst_offset, sr, src_offset, bytes);
   });
+  return env.Undefined();
+}
+
+namespace {
+
+// The buffers of a batch: kvflow buffers of this device, device or pinned memory.
+std::vector<BufferPtr> batch_buffers(const Napi::CallbackInfo& info, std::size_t index, const void* owner,
+                                     const char* name) {
+  Napi::Env env = info.Env();
+  if (!info[index].IsArray()) throw make_error(env, ErrorCode::kInvalidArg, std::string("expected an array for ") + name);
+  Napi::Array array = info[index].As<Napi::Array>();
+  AddonData& data = addon_data(env);
+  std::vector<BufferPtr> out;
+  out.reserve(array.Length());
+  for (std::uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value v = array.Get(i);
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(data.buffer_ctor.Value())) {
+      throw make_error(env, ErrorCode::kInvalidArg, std::string("expected kvflow buffers in ") + name);
+    }
+    const BufferPtr& buffer = BufferWrap::Unwrap(v.As<Napi::Object>())->buffer(env);
+    check_range(buffer.get(), owner, 0, 0, name);
+    if (buffer->kind() == MemoryKind::kHost) {
+      throw make_error(env, ErrorCode::kInvalidArg,
+                       std::string("expected device or pinned memory in ") + name + ", got pageable host memory");
+    }
+    out.push_back(buffer);
+  }
+  return out;
+}
+
+std::size_t piece_field(Napi::Env env, double value, const char* what) {
+  if (!(value >= 0) || value != static_cast<double>(static_cast<std::uint64_t>(value)) || value > 9007199254740991.0) {
+    throw make_error(env, ErrorCode::kInvalidArg, std::string("expected a non-negative integer for a piece's ") + what);
+  }
+  return static_cast<std::size_t>(value);
+}
+
+}  // namespace
+
+/// copyBatch(dsts, srcs, pieces: Float64Array of [dst, dstOffset, src, srcOffset, bytes] * n, engine)
+Napi::Value StreamWrap::CopyBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    Stream& s = stream(env);
+    const void* owner = device_->device.get();
+    std::vector<BufferPtr> dsts = batch_buffers(info, 0, owner, "destination");
+    std::vector<BufferPtr> srcs = batch_buffers(info, 1, owner, "source");
+    if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected a Float64Array of pieces");
+    }
+    Napi::Float64Array table = info[2].As<Napi::Float64Array>();
+    if (table.ElementLength() % 5 != 0) throw make_error(env, ErrorCode::kInvalidArg, "expected 5 numbers per piece");
+    const std::size_t engine = arg_size(info, 3, "engine");
+    if (engine > 1) throw make_error(env, ErrorCode::kInvalidArg, "expected engine 0 (dma) or 1 (kernel)");
+    std::vector<CopyPiece> pieces;
+    pieces.reserve(table.ElementLength() / 5);
+    for (std::size_t i = 0; i < table.ElementLength(); i += 5) {
+      CopyPiece p;
+      const std::size_t dst = piece_field(env, table[i], "destination");
+      const std::size_t src = piece_field(env, table[i + 2], "source");
+      if (dst >= dsts.size() || src >= srcs.size()) {
+        throw make_error(env, ErrorCode::kOutOfRange, "piece " + std::to_string(i / 5) + " names a buffer past the lists");
+      }
+      p.dst = static_cast<std::uint32_t>(dst);
+      p.src = static_cast<std::uint32_t>(src);
+      p.dst_offset = piece_field(env, table[i + 1], "destination offset");
+      p.src_offset = piece_field(env, table[i + 3], "source offset");
+      p.bytes = piece_field(env, table[i + 4], "size");
+      check_range(dsts[p.dst].get(), owner, p.dst_offset, p.bytes, "destination");
+      check_range(srcs[p.src].get(), owner, p.src_offset, p.bytes, "source");
+      if (p.bytes != 0) pieces.push_back(p);
+    }
+    if (pieces.empty()) return;
+    s.copy_batch(dsts, srcs, std::move(pieces), static_cast<BatchEngine>(engine));
+  });
+  return env.Undefined();
+}
+
+Napi::Value StreamWrap::Busy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] { stream(env).busy(arg_size(info, 0, "iterations")); });
   return env.Undefined();
 }
 

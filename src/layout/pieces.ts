@@ -1,0 +1,96 @@
+/**
+ * The copy plan of a paged transfer: which bytes of which cache buffer go
+ * where in the staging record, with adjacent pieces merged.
+ */
+import { describe, fail } from '../errors.js';
+import type { KvLayout } from './layout.js';
+
+/** A contiguous run of layers. */
+export interface LayerRange {
+  first: number;
+  count: number;
+}
+
+/** Pieces as [cacheBuffer, cacheOffset, stagingOffset, bytes] quadruples. */
+export interface PiecePlan {
+  /** 4 numbers per piece. */
+  table: Float64Array;
+  count: number;
+  /** Staging bytes the record spans (extents of every layer, 4 KiB aligned). */
+  stagingBytes: number;
+}
+
+/** Normalises `layers` (a layer, a range, or all layers when undefined) and checks it. */
+export function layerRange(layout: KvLayout, layers: number | LayerRange | undefined): LayerRange {
+  if (layers === undefined) return { first: 0, count: layout.layers };
+  if (typeof layers === 'number') {
+    layout.checkLayer(layers);
+    return { first: layers, count: 1 };
+  }
+  if (typeof layers !== 'object' || layers === null) {
+    fail('ERR_INVALID_ARG', `expected a layer or { first, count } for layers, got ${describe(layers)}`);
+  }
+  layout.checkLayer(layers.first, 'layers.first');
+  if (!Number.isSafeInteger(layers.count) || layers.count < 1) {
+    fail('ERR_INVALID_ARG', `expected a positive integer for layers.count, got ${describe(layers.count)}`);
+  }
+  if (layers.first + layers.count > layout.layers) {
+    fail('ERR_OUT_OF_RANGE', `expected layers within [0, ${layout.layers}), got ${layers.first}..${layers.first + layers.count - 1}`);
+  }
+  return { first: layers.first, count: layers.count };
+}
+
+/** Checks block ids (and, for scatters, that none repeats: two writes to one block would race). */
+export function checkBlocks(layout: KvLayout, blocks: ArrayLike<number>, unique: boolean): void {
+  if (blocks === null || typeof blocks !== 'object' || typeof blocks.length !== 'number') {
+    fail('ERR_INVALID_ARG', `expected an array of block ids for blocks, got ${describe(blocks)}`);
+  }
+  const seen = unique ? new Set<number>() : undefined;
+  for (let i = 0; i < blocks.length; i++) {
+    const b = blocks[i] as number;
+    layout.checkBlock(b, `blocks[${i}]`);
+    if (seen) {
+      if (seen.has(b)) fail('ERR_INVALID_ARG', `expected distinct block ids in a scatter, got block ${b} twice`);
+      seen.add(b);
+    }
+  }
+}
+
+/**
+ * Plans the pieces of one transfer: for each layer of the range, K of every
+ * block in order, then V, into consecutive extents of the staging record.
+ * A piece that continues the previous one on both sides is merged into it.
+ */
+export function planPieces(layout: KvLayout, blocks: ArrayLike<number>, range: LayerRange): PiecePlan {
+  const n = blocks.length;
+  const piece = layout.pieceBytes;
+  const extent = layout.extentBytes(n * layout.blockTokens);
+  const table = new Float64Array(range.count * 2 * n * 4);
+  let count = 0;
+  let lastBuffer = -1;
+  let lastCacheEnd = -1;
+  let lastStagingEnd = -1;
+  for (let li = 0; li < range.count; li++) {
+    const layer = range.first + li;
+    for (const kv of [0, 1] as const) {
+      let staging = li * extent + kv * n * piece;
+      for (let i = 0; i < n; i++, staging += piece) {
+        const at = layout.piece(layer, kv, blocks[i] as number);
+        if (at.buffer === lastBuffer && at.offset === lastCacheEnd && staging === lastStagingEnd) {
+          table[(count - 1) * 4 + 3]! += piece;
+        } else {
+          const o = count * 4;
+          table[o] = at.buffer;
+          table[o + 1] = at.offset;
+          table[o + 2] = staging;
+          table[o + 3] = piece;
+          count++;
+        }
+        lastBuffer = at.buffer;
+        lastCacheEnd = at.offset + piece;
+        lastStagingEnd = staging + piece;
+      }
+    }
+  }
+  return { table: table.subarray(0, count * 4), count, stagingBytes: extent * range.count };
+}

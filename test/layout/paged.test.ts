@@ -1,0 +1,209 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { KvflowError, KvLayout, type Device, type KvArrangement, type KvCache, type KvDtype, type PinnedBuffer, type Stream } from '../../src/index.js';
+import { backends, open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
+
+interface Shape {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  dtype: KvDtype;
+  blockTokens: number;
+  numBlocks: number;
+}
+
+const SHAPES: Shape[] = [
+  { layers: 3, kvHeads: 2, headDim: 8, dtype: 'fp8_e4m3', blockTokens: 4, numBlocks: 12 },
+  { layers: 2, kvHeads: 3, headDim: 5, dtype: 'f16', blockTokens: 3, numBlocks: 9 },
+  { layers: 4, kvHeads: 1, headDim: 16, dtype: 'f32', blockTokens: 2, numBlocks: 10 },
+  { layers: 4, kvHeads: 8, headDim: 128, dtype: 'bf16', blockTokens: 16, numBlocks: 48 },
+];
+const ARRANGEMENTS: KvArrangement[] = ['layer-major', 'block-major'];
+const ENGINES = ['dma', 'kernel'] as const;
+
+/** Offset of K/V of (layer, block), from the arrangement's definition, independent of KvLayout.piece(). */
+function refOffset(s: Shape, arr: KvArrangement, layer: number, kv: number, block: number, piece: number): [number, number] {
+  if (arr === 'layer-major') return [layer, (kv * s.numBlocks + block) * piece];
+  return [0, (((block * s.layers + layer) * 2) + kv) * piece];
+}
+
+function shuffle(n: number): number[] {
+  const a = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+}
+
+describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
+  let dev: Device;
+  let stream: Stream;
+  beforeAll(() => {
+    if (skip) return;
+    dev = open(backend);
+    stream = dev.createStream({ priority: 'high' });
+  });
+  afterAll(async () => {
+    await dev?.dispose();
+  });
+
+  /** Fills the cache with random bytes; returns a host copy per buffer. */
+  async function fill(cache: KvCache): Promise<Uint8Array[]> {
+    const copies: Uint8Array[] = [];
+    for (const b of cache.buffers) {
+      const host = dev.allocPinned(b.byteLength);
+      const data = randomBytes(b.byteLength);
+      host.array.set(data);
+      stream.copy(b, 0, host, 0, b.byteLength);
+      await stream.synchronize();
+      await host.dispose();
+      copies.push(data);
+    }
+    return copies;
+  }
+
+  async function readBack(cache: KvCache): Promise<Uint8Array[]> {
+    const out: Uint8Array[] = [];
+    for (const b of cache.buffers) {
+      const host = dev.allocPinned(b.byteLength);
+      stream.copy(host, 0, b, 0, b.byteLength);
+      await stream.synchronize();
+      out.push(host.array.slice());
+      await host.dispose();
+    }
+    return out;
+  }
+
+  describe.each(ARRANGEMENTS)('%s', (arrangement) => {
+    it.skipIf(skip).each(
+      SHAPES.flatMap((s) => ENGINES.map((engine) => [s.dtype, s.blockTokens, engine, s] as const)),
+    )('%s, %i-token blocks, %s engine: gather matches the reference and scatter puts it back exactly', async (_d, _t, engine, shape) => {
+      const layout = new KvLayout({ ...shape, arrangement });
+      const cache = dev.allocKvCache(layout);
+      const original = await fill(cache);
+      const order = shuffle(shape.numBlocks);
+      const blocks = order.slice(0, Math.floor(shape.numBlocks / 2));
+      const targets = order.slice(blocks.length, blocks.length * 2);
+      const piece = layout.pieceBytes;
+      const tokens = blocks.length * shape.blockTokens;
+      const extent = layout.extentBytes(tokens);
+      const stagingOffset = 4096;
+
+      for (const range of [{ first: 0, count: shape.layers }, { first: shape.layers - 1, count: 1 }]) {
+        const staging: PinnedBuffer = dev.allocPinned(stagingOffset + extent * range.count);
+        poison(staging.array);
+        cache.gather(stream, { blocks, staging, stagingOffset, layers: range, engine });
+        await stream.synchronize();
+        for (let li = 0; li < range.count; li++) {
+          for (let kv = 0; kv < 2; kv++) {
+            blocks.forEach((b, i) => {
+              const [buf, off] = refOffset(shape, arrangement, range.first + li, kv, b, piece);
+              const at = stagingOffset + li * extent + (kv * blocks.length + i) * piece;
+              expect(sameBytes(staging.array.subarray(at, at + piece), original[buf]!.subarray(off, off + piece)),
+                `layer ${range.first + li} kv ${kv} block ${b}`).toBe('equal');
+            });
+          }
+        }
+        expect(staging.array.subarray(0, stagingOffset).every((v) => v === 0xa5)).toBe(true);
+        await staging.dispose();
+      }
+
+      // Round trip: every layer's record scattered into other blocks.
+      const staging = dev.allocPinned(layout.stagingBytes(tokens));
+      cache.gather(stream, { blocks, staging, engine });
+      cache.scatter(stream, { blocks: targets, staging, engine });
+      await stream.synchronize();
+      const after = await readBack(cache);
+      const expected = original.map((b) => b.slice());
+      for (let layer = 0; layer < shape.layers; layer++) {
+        for (let kv = 0; kv < 2; kv++) {
+          blocks.forEach((b, i) => {
+            const [sb, so] = refOffset(shape, arrangement, layer, kv, b, piece);
+            const [tb, to] = refOffset(shape, arrangement, layer, kv, targets[i]!, piece);
+            expected[tb]!.set(original[sb]!.subarray(so, so + piece), to);
+          });
+        }
+      }
+      after.forEach((b, i) => expect(sameBytes(b, expected[i]!), `buffer ${i}`).toBe('equal'));
+      await staging.dispose();
+      await cache.dispose();
+    });
+  });
+
+  it.skipIf(skip)('device staging works too', async () => {
+    const layout = new KvLayout({ ...SHAPES[3]!, numBlocks: 16 });
+    const cache = dev.allocKvCache(layout);
+    const original = await fill(cache);
+    const staging = dev.allocDevice(layout.stagingBytes(2 * 16, 1));
+    const check = dev.allocPinned(staging.byteLength);
+    for (const engine of ENGINES) {
+      poison(check.array);
+      cache.gather(stream, { blocks: [9, 2], staging, layers: 1, engine });
+      stream.copy(check, 0, staging, 0, staging.byteLength);
+      await stream.synchronize();
+      const piece = layout.pieceBytes;
+      expect(sameBytes(check.array.subarray(0, piece), original[1]!.subarray(9 * piece, 10 * piece))).toBe('equal');
+      expect(sameBytes(check.array.subarray(3 * piece, 4 * piece), original[1]!.subarray((16 + 2) * piece, (16 + 3) * piece))).toBe('equal');
+    }
+    await cache.dispose();
+  });
+
+  it.skipIf(skip)('a wrapped runtime cache is checked against its layout', async () => {
+    const layout = new KvLayout({ layers: 2, kvHeads: 1, headDim: 64, dtype: 'f16', blockTokens: 4, numBlocks: 8 });
+    const raw = [dev.allocDevice(layout.bufferBytes), dev.allocDevice(layout.bufferBytes)];
+    const wrapped = dev.wrapKvCache(layout, raw.map((b) => dev.wrapUnsafe(b.address, b.byteLength)));
+    expect(wrapped.owned).toBe(false);
+    const small = dev.wrapUnsafe(raw[0]!.address, layout.bufferBytes - 1);
+    expect(() => dev.wrapKvCache(layout, [small, small])).toThrow(KvflowError);
+    expect(() => dev.wrapKvCache(layout, [raw[0]!])).toThrow(/expected 2 device buffers/);
+    const staging = dev.allocPinned(layout.stagingBytes(8));
+    staging.array.set(randomBytes(staging.byteLength));
+    wrapped.scatter(stream, { blocks: [7, 0], staging });
+    await stream.synchronize();
+    await wrapped.dispose(); // wrapped buffers: the runtime's memory stays
+    const check = dev.allocPinned(layout.pieceBytes);
+    stream.copy(check, 0, raw[1]!, 7 * layout.pieceBytes, layout.pieceBytes);
+    await stream.synchronize();
+    const extent = layout.extentBytes(8);
+    expect(sameBytes(check.array, staging.array.subarray(extent, extent + layout.pieceBytes))).toBe('equal');
+  });
+
+  it.skipIf(skip)('bad input is rejected with a code and nothing moves', async () => {
+    const layout = new KvLayout({ layers: 2, kvHeads: 1, headDim: 64, dtype: 'f16', blockTokens: 4, numBlocks: 8 });
+    const cache = dev.allocKvCache(layout);
+    const original = await fill(cache);
+    const staging = dev.allocPinned(layout.stagingBytes(8));
+    staging.array.set(randomBytes(staging.byteLength));
+    const host = dev.allocHost(staging.byteLength);
+    const cases: Array<[string, () => void]> = [
+      ['ERR_OUT_OF_RANGE', () => cache.scatter(stream, { blocks: [0, 8], staging })],
+      ['ERR_OUT_OF_RANGE', () => cache.scatter(stream, { blocks: [-1, 0], staging })],
+      ['ERR_INVALID_ARG', () => cache.scatter(stream, { blocks: [3, 3], staging })],
+      ['ERR_INVALID_ARG', () => cache.scatter(stream, { blocks: [1.5, 3], staging })],
+      ['ERR_OUT_OF_RANGE', () => cache.scatter(stream, { blocks: [0, 1], staging, layers: 2 })],
+      ['ERR_OUT_OF_RANGE', () => cache.scatter(stream, { blocks: [0, 1], staging, layers: { first: 1, count: 2 } })],
+      ['ERR_OUT_OF_RANGE', () => cache.scatter(stream, { blocks: [0, 1], staging, stagingOffset: 4096 })],
+      ['ERR_OUT_OF_RANGE', () => cache.scatter(stream, { blocks: [0, 1, 2, 3, 4], staging })],
+      ['ERR_INVALID_ARG', () => cache.scatter(stream, { blocks: [0, 1], staging: host as never })],
+      ['ERR_INVALID_ARG', () => cache.scatter(stream, { blocks: [0, 1], staging, engine: 'magic' as never })],
+      ['ERR_INVALID_ARG', () => cache.scatter(stream, { blocks: 'ab' as never, staging })],
+    ];
+    for (const [want, fn] of cases) {
+      let got = 'no error';
+      try {
+        fn();
+      } catch (e) {
+        expect(e).toBeInstanceOf(KvflowError);
+        got = (e as KvflowError).code;
+      }
+      expect(got, fn.toString()).toBe(want);
+    }
+    // a gather of blocks repeated is fine (reads only)
+    cache.gather(stream, { blocks: [3, 3], staging });
+    await stream.synchronize();
+    const after = await readBack(cache);
+    after.forEach((b, i) => expect(sameBytes(b, original[i]!)).toBe('equal'));
+    await cache.dispose();
+  });
+});
