@@ -69,6 +69,8 @@ export interface NativeStream {
   /** pieces: [dst, dstOffset, src, srcOffset, bytes] per piece; engine 0 dma, 1 kernel. */
   copyBatch(dsts: NativeBuffer[], srcs: NativeBuffer[], pieces: Float64Array, engine: number): void;
   busy(iterations: number): void;
+  readFile(dst: NativeBuffer, dstOffset: number, file: NativeFile, fileOffset: number, bytes: number, chunk: number, slots: number): void;
+  writeFile(file: NativeFile, fileOffset: number, src: NativeBuffer, srcOffset: number, bytes: number, chunk: number, slots: number): void;
   record(): NativeEvent;
   waitEvent(event: NativeEvent): void;
   idle(): boolean;

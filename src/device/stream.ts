@@ -4,6 +4,8 @@ import { KvflowError, describe, fail } from '../errors.js';
 import { KvBuffer, type DisposeOptions } from './buffer.js';
 import type { Completions } from './completions.js';
 import { checkRange, checkSize } from './validate.js';
+import { defaults } from '../defaults.js';
+import { KvFile } from '../io/file.js';
 
 /** Internal: what a stream needs from its device. */
 export interface StreamOwner {
@@ -116,6 +118,45 @@ export class Stream {
     native.copy(d, dstOffset, s, srcOffset, bytes);
   }
 
+  /**
+   * Enqueues a read of `bytes` bytes of `file` at `fileOffset` into `dst` at
+   * `dstOffset` (device, pinned or host memory), in stream order: work
+   * enqueued after this runs once the data is in place. Disk reads run
+   * through a ring of pinned bounce buffers (`KVFLOW_IO_BOUNCE_CHUNK` x
+   * `KVFLOW_IO_BOUNCE_SLOTS`) overlapped with the copies into `dst`; no host
+   * thread waits on the GPU. A failed read (or reading past the end of the
+   * file) fails the stream's next event; the stream never waits forever.
+   */
+  readFile(dst: KvBuffer, dstOffset: number, file: KvFile, fileOffset: number, bytes: number): void {
+    const native = this.native;
+    const d = bufferArg(dst, 'dst');
+    const f = fileArg(file);
+    checkSize(dstOffset, 'dstOffset');
+    checkSize(fileOffset, 'fileOffset');
+    checkSize(bytes, 'bytes');
+    checkRange(dstOffset, bytes, dst.byteLength, 'destination');
+    const { ioBounceChunk, ioBounceSlots } = defaults();
+    native.readFile(d, dstOffset, f, fileOffset, bytes, ioBounceChunk, ioBounceSlots);
+  }
+
+  /**
+   * Enqueues a write of `bytes` bytes of `src` at `srcOffset` to `file` at
+   * `fileOffset`, after the work enqueued before it; an event recorded after
+   * this completes once the bytes are written (not yet fsync'ed: see
+   * `file.sync()`). A failed write fails the stream's next event.
+   */
+  writeFile(file: KvFile, fileOffset: number, src: KvBuffer, srcOffset: number, bytes: number): void {
+    const native = this.native;
+    const f = fileArg(file);
+    const s = bufferArg(src, 'src');
+    checkSize(fileOffset, 'fileOffset');
+    checkSize(srcOffset, 'srcOffset');
+    checkSize(bytes, 'bytes');
+    checkRange(srcOffset, bytes, src.byteLength, 'source');
+    const { ioBounceChunk, ioBounceSlots } = defaults();
+    native.writeFile(f, fileOffset, s, srcOffset, bytes, ioBounceChunk, ioBounceSlots);
+  }
+
   /** Marks the current end of the stream. */
   record(): Event {
     return new Event(this.native.record(), this, this.#owner.completions);
@@ -176,6 +217,11 @@ export class Stream {
     this.#native = undefined;
     this.#disposing ??= Promise.resolve();
   }
+}
+
+function fileArg(value: unknown) {
+  if (!(value instanceof KvFile)) fail('ERR_INVALID_ARG', `expected a KvFile for file, got ${describe(value)}`);
+  return value.native;
 }
 
 function bufferArg(value: unknown, name: string) {

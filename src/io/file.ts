@@ -78,6 +78,11 @@ export class KvFile {
     return this.#engine;
   }
 
+  /** @internal The native file, or ERR_DISPOSED (for stream.readFile/writeFile). */
+  get native(): NativeFile {
+    return this.#live;
+  }
+
   get #live(): NativeFile {
     if (!this.#native || this.#disposing) fail('ERR_DISPOSED', 'file is disposed');
     return this.#native;

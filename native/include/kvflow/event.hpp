@@ -7,8 +7,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "kvflow/error.hpp"
 
@@ -34,6 +36,11 @@ class EventState {
   /// The failure, once status() is kFailed.
   [[nodiscard]] ErrorPtr error() const noexcept;
 
+  /// Runs `fn` with the event's error once it completes: at once on this
+  /// thread when it already has, else on the completing thread. `fn` must be
+  /// quick and must not throw (native pipelines chain work with it).
+  void then(std::function<void(const ErrorPtr&)> fn);
+
   /// Blocking wait, for teardown paths only. Returns false on timeout.
   bool wait_for(std::chrono::milliseconds timeout);
 
@@ -43,6 +50,7 @@ class EventState {
   std::uint64_t id_;
   std::atomic<int> bits_{0};
   ErrorPtr error_;  // written before kDone is published
+  std::vector<std::function<void(const ErrorPtr&)>> then_;  // guarded by mutex_
   std::mutex mutex_;
   std::condition_variable cv_;
 };

@@ -3,13 +3,36 @@
 namespace kvflow {
 
 bool EventState::complete(ErrorPtr error) noexcept {
+  std::vector<std::function<void(const ErrorPtr&)>> then;
+  int before = 0;
+  {
+    // kDone is published under the mutex so that then() never queues a
+    // callback after the list was taken.
+    std::lock_guard<std::mutex> lock(mutex_);
+    if ((bits_.load(std::memory_order_acquire) & kDone) != 0) return false;
+    error_ = std::move(error);
+    then.swap(then_);
+    before = bits_.fetch_or(kDone, std::memory_order_acq_rel);
+  }
+  cv_.notify_all();
+  for (auto& fn : then) {
+    try {
+      fn(error_);
+    } catch (...) {
+    }
+  }
+  return (before & kDone) == 0 && (before & kWatched) != 0;
+}
+
+void EventState::then(std::function<void(const ErrorPtr&)> fn) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    error_ = std::move(error);
+    if ((bits_.load(std::memory_order_acquire) & kDone) == 0) {
+      then_.push_back(std::move(fn));
+      return;
+    }
   }
-  const int before = bits_.fetch_or(kDone, std::memory_order_acq_rel);
-  cv_.notify_all();
-  return (before & kDone) == 0 && (before & kWatched) != 0;
+  fn(error_);
 }
 
 EventStatus EventState::watch() noexcept {

@@ -2,11 +2,16 @@
 
 namespace kvflow {
 
-void Gate::open() {
+Gate::Gate() : event_(std::make_shared<EventState>(0)) {}
+
+void Gate::open(ErrorPtr error) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (open_) return;
     open_ = true;
   }
+  // Completed before the wait ends, so whoever sees the wait over sees the error.
+  (void)event_->complete(std::move(error));
   cv_.notify_all();
 }
 

@@ -111,6 +111,7 @@ void CpuStream::execute(Op& op) {
       if (w->event->status() == EventStatus::kFailed && !span_error_) span_error_ = w->event->error();
     } else if (auto* g = std::get_if<GateOp>(&op.body)) {
       g->gate->wait();
+      if (ErrorPtr error = g->gate->event()->error(); error && !span_error_) span_error_ = error;
     }
   } catch (...) {
     if (!span_error_) span_error_ = capture_current_exception();

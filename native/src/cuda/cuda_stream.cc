@@ -267,6 +267,7 @@ void CudaStream::wait_gate(const GatePtr& gate) {
   std::erase_if(c.gates, [](const GatePtr& g) { return g->is_open(); });
   c.gates.push_back(gate);
   c.retained.push_back(StreamCore::Retained{seq, {gate}});  // the host function uses the raw pointer
+  c.failures.push_back(FailureSource{nullptr, gate->event()});  // a gate opened with an error fails the next event
   try {
     set_device(c.ordinal);
     KVFLOW_CUDA(cudaLaunchHostFunc(c.stream, &run_gate_wait, gate.get()));

@@ -25,6 +25,11 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
                                   std::shared_ptr<FileSlot> slot);
   explicit FileWrap(const Napi::CallbackInfo& info);
 
+  /// The open file, or ERR_DISPOSED.
+  [[nodiscard]] io::FilePtr file(Napi::Env env);
+  [[nodiscard]] const io::EnginePtr& engine() const noexcept { return engine_; }
+  [[nodiscard]] const std::shared_ptr<DeviceHandle>& device() const noexcept { return device_; }
+
  private:
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
@@ -34,8 +39,6 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
-  /// The open file, or ERR_DISPOSED.
-  [[nodiscard]] io::FilePtr file(Napi::Env env);
   [[nodiscard]] Napi::Value event(Napi::Env env, EventPtr event);
 
   std::shared_ptr<DeviceHandle> device_;

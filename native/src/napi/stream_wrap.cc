@@ -1,8 +1,12 @@
 #include "stream_wrap.hpp"
 
+#include <algorithm>
+
 #include "buffer_wrap.hpp"
 #include "common.hpp"
+#include "file_wrap.hpp"
 #include "kvflow/checks.hpp"
+#include "kvflow/stream_file.hpp"
 
 namespace kvflow::napi {
 
@@ -30,6 +34,8 @@ Napi::Function StreamWrap::Init(Napi::Env env) {
                          InstanceMethod<&StreamWrap::Copy>("copy"),
                          InstanceMethod<&StreamWrap::CopyBatch>("copyBatch"),
                          InstanceMethod<&StreamWrap::Busy>("busy"),
+                         InstanceMethod<&StreamWrap::ReadFile>("readFile"),
+                         InstanceMethod<&StreamWrap::WriteFile>("writeFile"),
                          InstanceMethod<&StreamWrap::Record>("record"),
                          InstanceMethod<&StreamWrap::WaitEvent>("waitEvent"),
                          InstanceMethod<&StreamWrap::Idle>("idle"),
@@ -156,6 +162,61 @@ Napi::Value StreamWrap::CopyBatch(const Napi::CallbackInfo& info) {
     }
     if (pieces.empty()) return;
     s.copy_batch(dsts, srcs, std::move(pieces), static_cast<BatchEngine>(engine));
+  });
+  return env.Undefined();
+}
+
+namespace {
+
+io::BounceOptions bounce_options(const Napi::CallbackInfo& info, std::size_t index) {
+  io::BounceOptions options;
+  options.chunk = arg_size(info, index, "bounceChunk");
+  options.slots = static_cast<unsigned>(std::min<std::size_t>(arg_size(info, index + 1, "bounceSlots"), 1024));
+  return options;
+}
+
+FileWrap* file_arg(const Napi::CallbackInfo& info, std::size_t index, const DeviceHandle& device) {
+  auto* file = arg_wrap<FileWrap>(info, index, addon_data(info.Env()).file_ctor, "file");
+  if (file->device().get() != &device) {
+    throw make_error(info.Env(), ErrorCode::kInvalidArg, "expected a file opened on this device, got one of another device");
+  }
+  return file;
+}
+
+}  // namespace
+
+/// readFile(dst, dstOffset, file, fileOffset, bytes, bounceChunk, bounceSlots)
+Napi::Value StreamWrap::ReadFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    Stream& s = stream(env);
+    auto* dst = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
+    const std::size_t dst_offset = arg_size(info, 1, "dstOffset");
+    FileWrap* file = file_arg(info, 2, *device_);
+    const std::size_t file_offset = arg_size(info, 3, "fileOffset");
+    const std::size_t bytes = arg_size(info, 4, "bytes");
+    const BufferPtr& d = dst->buffer(env);
+    check_range(d.get(), device_->device.get(), dst_offset, bytes, "destination");
+    io::enqueue_read_file(*device_->device, s, file->engine(), file->file(env), d, dst_offset, file_offset, bytes,
+                          bounce_options(info, 5));
+  });
+  return env.Undefined();
+}
+
+/// writeFile(file, fileOffset, src, srcOffset, bytes, bounceChunk, bounceSlots)
+Napi::Value StreamWrap::WriteFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    Stream& s = stream(env);
+    FileWrap* file = file_arg(info, 0, *device_);
+    const std::size_t file_offset = arg_size(info, 1, "fileOffset");
+    auto* src = arg_wrap<BufferWrap>(info, 2, addon_data(env).buffer_ctor, "buffer");
+    const std::size_t src_offset = arg_size(info, 3, "srcOffset");
+    const std::size_t bytes = arg_size(info, 4, "bytes");
+    const BufferPtr& sr = src->buffer(env);
+    check_range(sr.get(), device_->device.get(), src_offset, bytes, "source");
+    io::enqueue_write_file(*device_->device, s, file->engine(), file->file(env), file_offset, sr, src_offset, bytes,
+                           bounce_options(info, 5));
   });
   return env.Undefined();
 }

@@ -20,6 +20,8 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value Copy(const Napi::CallbackInfo& info);
   Napi::Value CopyBatch(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
+  Napi::Value ReadFile(const Napi::CallbackInfo& info);
+  Napi::Value WriteFile(const Napi::CallbackInfo& info);
   Napi::Value Record(const Napi::CallbackInfo& info);
   Napi::Value WaitEvent(const Napi::CallbackInfo& info);
   Napi::Value Idle(const Napi::CallbackInfo& info);

@@ -1,0 +1,188 @@
+// Stream-ordered file transfers through a bounce ring (see stream_file.hpp).
+//
+// Read, chunk i in slot i % K: the stream waits on gate i, copies slot -> dst
+// and records "slot free"; the engine reads chunk i into the slot once the
+// slot's previous copy completed and opens gate i. Write: the stream copies
+// src -> slot (after the slot's previous disk write, through a gate) and
+// records "copied"; the engine writes the slot once copied; a last gate waits
+// for every write. Failures open the remaining gates with the error, so the
+// stream's next event fails instead of waiting forever.
+#include "kvflow/stream_file.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kvflow/gate.hpp"
+
+namespace kvflow::io {
+
+namespace {
+
+struct Plan {
+  std::size_t chunk;
+  std::size_t count;
+  std::size_t slots;
+  std::size_t bytes;
+  [[nodiscard]] std::size_t length(std::size_t i) const { return std::min(chunk, bytes - i * chunk); }
+};
+
+Plan plan_of(std::size_t bytes, const BounceOptions& options) {
+  KVFLOW_CHECK(options.chunk >= 4096 && options.chunk % 4096 == 0, kInvalidArg,
+               "expected a bounce chunk that is a positive multiple of 4096, got " + std::to_string(options.chunk));
+  KVFLOW_CHECK(options.slots >= 1 && options.slots <= 64, kInvalidArg,
+               "expected 1..64 bounce slots, got " + std::to_string(options.slots));
+  Plan p{};
+  p.bytes = bytes;
+  p.chunk = std::min(options.chunk, (bytes + 4095) / 4096 * 4096);
+  p.count = (bytes + p.chunk - 1) / p.chunk;
+  p.slots = std::min<std::size_t>(options.slots, p.count);
+  return p;
+}
+
+/// What the engine side of one transfer shares across threads.
+struct Job : std::enable_shared_from_this<Job> {
+  EnginePtr engine;
+  FilePtr file;
+  Plan plan{};
+  std::uint64_t file_offset = 0;
+  std::vector<BufferPtr> slots;
+  std::vector<GatePtr> gates;  // read: data in slot i; write: slot of chunk i free again
+  GatePtr done;                // write: every chunk written
+  std::mutex mutex;
+  ErrorPtr error;              // the first failure
+  std::atomic<std::size_t> remaining{0};
+
+  ErrorPtr fail(const ErrorPtr& e) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!error) error = e;
+    return error;
+  }
+  ErrorPtr failure() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return error;
+  }
+
+  void read_chunk(std::size_t i) {
+    if (ErrorPtr e = failure()) {
+      gates[i]->open(e);
+      return;
+    }
+    auto self = shared_from_this();
+    try {
+      (void)engine->read(file, slots[i % plan.slots], 0, file_offset + i * plan.chunk, plan.length(i),
+                         [self, i](const ErrorPtr& e) { self->gates[i]->open(e ? self->fail(e) : nullptr); });
+    } catch (...) {
+      gates[i]->open(fail(capture_current_exception()));
+    }
+  }
+
+  void write_chunk(std::size_t i, const ErrorPtr& copy_error) {
+    if (copy_error) (void)fail(copy_error);
+    if (ErrorPtr e = failure()) {
+      written(i, e);
+      return;
+    }
+    auto self = shared_from_this();
+    try {
+      (void)engine->write(file, file_offset + i * plan.chunk, slots[i % plan.slots], 0, plan.length(i),
+                          [self, i](const ErrorPtr& e) { self->written(i, e ? self->fail(e) : nullptr); });
+    } catch (...) {
+      written(i, fail(capture_current_exception()));
+    }
+  }
+
+  void written(std::size_t i, const ErrorPtr& e) {
+    gates[i]->open(e);
+    count_down();
+  }
+
+  void count_down() {
+    if (remaining.fetch_sub(1) == 1) done->open(failure());
+  }
+
+  /// A failure while enqueuing: every gate opens, so nothing already
+  /// enqueued on the stream waits forever.
+  void abandon(const ErrorPtr& e) {
+    const ErrorPtr first = fail(e);
+    for (auto& g : gates) g->open(first);
+    done->open(first);
+  }
+};
+
+std::shared_ptr<Job> make_job(Device& device, const EnginePtr& engine, const FilePtr& file, std::uint64_t file_offset,
+                              const Plan& plan) {
+  KVFLOW_CHECK(engine != nullptr && file != nullptr, kInvalidArg, "expected an open file and its engine");
+  auto job = std::make_shared<Job>();
+  job->engine = engine;
+  job->file = file;
+  job->plan = plan;
+  job->file_offset = file_offset;
+  for (std::size_t s = 0; s < plan.slots; ++s) job->slots.push_back(device.alloc_pinned(plan.chunk));
+  for (std::size_t i = 0; i < plan.count; ++i) job->gates.push_back(std::make_shared<Gate>());
+  job->done = std::make_shared<Gate>();
+  job->remaining = plan.count;
+  return job;
+}
+
+}  // namespace
+
+void enqueue_read_file(Device& device, Stream& stream, const EnginePtr& engine, const FilePtr& file,
+                       const BufferPtr& dst, std::size_t dst_offset, std::uint64_t file_offset, std::size_t bytes,
+                       const BounceOptions& options) {
+  if (bytes == 0) return;
+  const Plan plan = plan_of(bytes, options);
+  auto job = make_job(device, engine, file, file_offset, plan);
+  // Everything is enqueued before the first read starts, so a failure to
+  // enqueue leaves no read running into a slot nobody waits for. The events
+  // recorded here take over failures of the stream's current span, so they
+  // feed the job, and a last gate hands its first failure to the next event.
+  std::vector<EventPtr> slot_free(plan.count);
+  try {
+    for (std::size_t i = 0; i < plan.count; ++i) {
+      stream.wait_gate(job->gates[i]);
+      stream.copy(dst, dst_offset + i * plan.chunk, job->slots[i % plan.slots], 0, plan.length(i));
+      slot_free[i] = stream.record();
+    }
+    stream.wait_gate(job->done);
+  } catch (...) {
+    job->abandon(capture_current_exception());
+    throw;
+  }
+  for (std::size_t i = 0; i < plan.count; ++i) {
+    const std::size_t next = i + plan.slots;
+    slot_free[i]->then([job, next](const ErrorPtr& e) {
+      if (e) (void)job->fail(e);
+      if (next < job->plan.count) job->read_chunk(next);
+      job->count_down();
+    });
+  }
+  for (std::size_t i = 0; i < plan.slots; ++i) job->read_chunk(i);
+}
+
+void enqueue_write_file(Device& device, Stream& stream, const EnginePtr& engine, const FilePtr& file,
+                        std::uint64_t file_offset, const BufferPtr& src, std::size_t src_offset, std::size_t bytes,
+                        const BounceOptions& options) {
+  if (bytes == 0) return;
+  const Plan plan = plan_of(bytes, options);
+  auto job = make_job(device, engine, file, file_offset, plan);
+  std::vector<EventPtr> copied(plan.count);
+  try {
+    for (std::size_t i = 0; i < plan.count; ++i) {
+      if (i >= plan.slots) stream.wait_gate(job->gates[i - plan.slots]);
+      stream.copy(job->slots[i % plan.slots], 0, src, src_offset + i * plan.chunk, plan.length(i));
+      copied[i] = stream.record();
+    }
+    stream.wait_gate(job->done);
+  } catch (...) {
+    job->abandon(capture_current_exception());
+    throw;
+  }
+  for (std::size_t i = 0; i < plan.count; ++i) {
+    copied[i]->then([job, i](const ErrorPtr& e) { job->write_chunk(i, e); });
+  }
+}
+
+}  // namespace kvflow::io
