@@ -59,6 +59,8 @@ export interface KvflowDefaults {
   ioBounceChunk: number;
   /** `KVFLOW_IO_BOUNCE_SLOTS` (1-64): bounce buffers in the ring; 4 keeps disk and copies both busy. */
   ioBounceSlots: number;
+  /** `KVFLOW_GDS`: GPUDirect Storage of files opened without a `gds` option. */
+  gds: DirectRequest;
   /** `KVFLOW_PAGED_ENGINE`: how paged gathers and scatters move on CUDA (see KvCache). */
   pagedEngine: 'dma' | 'kernel';
 }
@@ -76,6 +78,7 @@ const BUILT_IN: KvflowDefaults = {
   ioQueueDepth: 32,
   ioBounceChunk: 8 * MiB,
   ioBounceSlots: 4,
+  gds: 'auto',
   pagedEngine: 'dma',
 };
 
@@ -134,5 +137,6 @@ export function defaults(): KvflowDefaults {
     ioQueueDepth: envCount('KVFLOW_IO_QUEUE_DEPTH', BUILT_IN.ioQueueDepth, 4096),
     ioBounceChunk: checkTaskSize(envInteger('KVFLOW_IO_BOUNCE_CHUNK', BUILT_IN.ioBounceChunk), 'KVFLOW_IO_BOUNCE_CHUNK'),
     ioBounceSlots: envCount('KVFLOW_IO_BOUNCE_SLOTS', BUILT_IN.ioBounceSlots, 64),
+    gds: envChoice('KVFLOW_GDS', BUILT_IN.gds, ['auto', 'on', 'off'] as const),
   };
 }

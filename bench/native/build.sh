@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the same-run baselines (bench/native/copy_baseline.cu and
-# paged_baseline.cu) into build-bench/ at the repo root, on the development
+# Builds the same-run baselines (bench/native/copy_baseline.cu,
+# paged_baseline.cu and raw_io.cc) into build-bench/ at the repo root, on the development
 # machine: the GPU box has nvcc too, but building here keeps its device time
 # for measuring. The CUDA runtime is linked statically so the binary only
 # needs the box's driver.
@@ -11,6 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p build-bench
+# raw_io (bench/nvme.ts's baseline) is plain C++ without CUDA: first, so it
+# builds where nvcc is missing too; libstdc++ is linked statically so the box
+# needs only its glibc.
+g++ -O2 -pthread -std=c++17 -Wall -Wextra -static-libstdc++ -static-libgcc \
+  -o build-bench/raw_io bench/native/raw_io.cc
+echo "built build-bench/raw_io"
 nvcc -O2 -std=c++17 \
   -gencode arch=compute_90,code=sm_90 \
   -gencode arch=compute_90,code=compute_90 \

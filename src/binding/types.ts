@@ -85,6 +85,8 @@ export interface NativeFileInfo {
   path: string;
   direct: boolean;
   directReason: string;
+  gds: boolean;
+  gdsReason: string;
 }
 
 export interface NativeFile {
@@ -106,7 +108,7 @@ export interface NativeIoEngine {
   readonly kind: NativeIoEngineKind;
   readonly taskSize: number;
   /** The file is usable once the event completed without error. */
-  open(path: string, create: boolean, direct: NativeDirectMode, size: number): [NativeFile, NativeEvent];
+  open(path: string, create: boolean, direct: NativeDirectMode, size: number, gds: NativeDirectMode): [NativeFile, NativeEvent];
   stats(): { directBytes: number; bufferedBytes: number; failedTasks: number };
   hold(): () => void;
   injectFault(nth: number, errno: number): void;
@@ -140,6 +142,7 @@ export interface NativeBinding {
   probeIoUring(): { available: boolean; reason: string };
   /** Blocking: creates, writes, reads and removes a probe file in `dir`. */
   probeDirect(dir: string): { supported: boolean; reason: string; alignment: number };
+  probeGds(): { available: boolean; reason: string };
   readonly abiVersion: number;
   readonly cudaCompiled: boolean;
 }

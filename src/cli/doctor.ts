@@ -2,6 +2,7 @@
 import os from 'node:os';
 
 import { loadBinding } from '../binding/load.js';
+import type { NativeBinding } from '../binding/types.js';
 import { defaults, type KvflowDefaults } from '../defaults.js';
 import { openDevice, selectBackend } from '../device/device.js';
 import { probeDirectIo, probeIoUring } from '../io/probe.js';
@@ -48,6 +49,18 @@ function ioCheck(d: KvflowDefaults): DoctorCheck {
   };
 }
 
+/** GPUDirect Storage: whether cuFile loads here (each file is still registered before use). */
+function gdsCheck(binding: NativeBinding, cuda: boolean): DoctorCheck {
+  const d = defaults();
+  if (!cuda) return { name: 'gds', ok: false, detail: `not used: GPUDirect Storage needs the CUDA backend (KVFLOW_GDS=${d.gds})` };
+  const p = binding.probeGds();
+  return {
+    name: 'gds',
+    ok: p.available,
+    detail: `${p.available ? p.reason : `${p.reason}; files move through pinned bounce buffers`} (KVFLOW_GDS=${d.gds})`,
+  };
+}
+
 /** Runs the checks; never throws for a missing capability (it reports it). */
 export async function doctor(): Promise<DoctorReport> {
   const checks: DoctorCheck[] = [];
@@ -76,6 +89,7 @@ export async function doctor(): Promise<DoctorReport> {
     detail: `KVFLOW_BACKEND=${d.backend} KVFLOW_DEVICE=${d.ordinal} KVFLOW_MAX_PINNED_BYTES=${d.maxPinnedBytes || 'unlimited'}`,
   });
   checks.push(ioCheck(d));
+  checks.push(gdsCheck(loaded.binding, selection.backend === 'cuda'));
   const device = openDevice({ backend: selection.backend });
   try {
     const info = device.info();

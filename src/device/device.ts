@@ -198,7 +198,7 @@ export class Device {
    */
   async openFile(path: string, options: OpenFileOptions = {}): Promise<KvFile> {
     const native = this.#live;
-    this.#io ??= new DeviceIo(native, this.completions);
+    this.#io ??= new DeviceIo(native, this.completions, this.backend);
     return this.#io.open(path, options);
   }
 

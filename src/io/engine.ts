@@ -32,6 +32,7 @@ interface OpenArgs {
   direct: DirectRequest;
   engine: IoEngineRequest;
   size: number;
+  gds: DirectRequest;
 }
 
 function checkOpenArgs(path: unknown, options: unknown): OpenArgs {
@@ -55,7 +56,11 @@ function checkOpenArgs(path: unknown, options: unknown): OpenArgs {
     fail('ERR_INVALID_ARG', `expected 'auto', 'posix' or 'io_uring' for engine, got ${describe(engine)}`);
   }
   const size = checkSize(o.size ?? 0, 'size');
-  return { path, create, direct, engine, size };
+  const gds = o.gds ?? d.gds;
+  if (gds !== 'auto' && gds !== 'on' && gds !== 'off') {
+    fail('ERR_INVALID_ARG', `expected 'auto', 'on' or 'off' for gds, got ${describe(gds)}`);
+  }
+  return { path, create, direct, engine, size, gds };
 }
 
 /** @internal Owned by a Device: its engines and open files. */
@@ -67,9 +72,12 @@ export class DeviceIo {
   readonly #opening = new Set<Promise<KvFile>>();
   #uringRefusal: string | undefined;
 
-  constructor(device: NativeDevice, completions: Completions) {
+  readonly #backend: 'cuda' | 'cpu';
+
+  constructor(device: NativeDevice, completions: Completions, backend: 'cuda' | 'cpu') {
     this.#device = device;
     this.completions = completions;
+    this.#backend = backend;
   }
 
   /** Opens (or creates) a file; rejects with the engine's or the filesystem's reason. */
@@ -85,8 +93,12 @@ export class DeviceIo {
 
   async #open(path: string, options: OpenFileOptions): Promise<KvFile> {
     const args = checkOpenArgs(path, options);
+    // cuFile moves device memory: on the CPU backend there is none to move.
+    const cpuGds = 'GPUDirect Storage needs the CUDA backend; the CPU backend moves files through host memory';
+    if (this.#backend === 'cpu' && args.gds === 'on') fail('ERR_UNSUPPORTED', cpuGds);
+    const gdsMode = this.#backend === 'cpu' ? DIRECT_MODES.off : DIRECT_MODES[args.gds];
     const { entry, reason } = this.#choose(args.engine);
-    const [nativeFile, opened] = entry.native.open(args.path, args.create, DIRECT_MODES[args.direct], args.size);
+    const [nativeFile, opened] = entry.native.open(args.path, args.create, DIRECT_MODES[args.direct], args.size, gdsMode);
     try {
       await this.completions.settle(opened);
     } catch (e) {
@@ -99,6 +111,9 @@ export class DeviceIo {
       direct: n.direct,
       directRequested: args.direct,
       directReason: n.directReason,
+      gds: n.gds,
+      gdsRequested: args.gds,
+      gdsReason: this.#backend === 'cpu' ? cpuGds : n.gdsReason,
       engine: entry.kind,
       engineRequested: args.engine,
       engineReason: reason,

@@ -19,6 +19,13 @@ export interface OpenFileOptions {
   engine?: IoEngineRequest;
   /** Preallocate at least this many bytes when opening (see `preallocate`). Default 0: nothing. */
   size?: number;
+  /**
+   * GPUDirect Storage for `stream.readFile`/`writeFile` of device memory:
+   * `auto` (default, `KVFLOW_GDS`) where cuFile (loaded at run time) registers
+   * the file, else the pinned bounce path, saying why; `on` or ERR_UNSUPPORTED
+   * with the reason; `off`. CUDA backend only.
+   */
+  gds?: DirectRequest;
 }
 
 /** How a file's bytes move, and why. */
@@ -29,6 +36,11 @@ export interface FileInfo {
   directRequested: DirectRequest;
   /** How O_DIRECT was verified, or why buffered IO is used, e.g. "buffered IO: O_DIRECT refused by the filesystem at /mnt: EINVAL". */
   directReason: string;
+  /** True when device-memory transfers of this file go through cuFile. */
+  gds: boolean;
+  gdsRequested: DirectRequest;
+  /** Why GPUDirect Storage is used or not, e.g. "GPUDirect Storage unavailable: libcufile.so.0 not found (...)". */
+  gdsReason: string;
   engine: IoEngineKind;
   engineRequested: IoEngineRequest;
   engineReason: string;

@@ -64,6 +64,10 @@ class Device {
   [[nodiscard]] virtual BufferPtr wrap_device(std::uintptr_t address, std::size_t bytes) = 0;
   [[nodiscard]] virtual std::unique_ptr<Stream> create_stream(int priority) = 0;
   [[nodiscard]] virtual std::unique_ptr<Stream> wrap_stream(std::uintptr_t handle) = 0;
+  /// Makes the calling thread's device calls go to this device (CUDA binds
+  /// the thread to its ordinal; the CPU backend needs nothing). IO threads
+  /// that hand device memory to other libraries (cuFile) call it first.
+  virtual void bind_thread() {}
   /// Stops the device's own threads. Streams are closed by their owners first.
   virtual void close() = 0;
 

@@ -27,6 +27,12 @@ namespace kvflow::io {
 
 enum class DirectMode : int { kAuto = 0, kOn = 1, kOff = 2 };
 
+/// GPUDirect Storage (cuFile): `auto` uses it where the file registers, `on`
+/// fails with the reason where it does not, `off` never tries.
+enum class GdsMode : int { kAuto = 0, kOn = 1, kOff = 2 };
+
+class CuFileHandle;
+
 /// Whether O_DIRECT works in a directory, and how that was found out.
 struct DirectProbe {
   bool supported = false;
@@ -41,6 +47,7 @@ struct FileOptions {
   bool create = false;                   // create with mode 0600 when missing
   DirectMode direct = DirectMode::kAuto;
   std::uint64_t size = 0;                // preallocate at least this many bytes at open
+  GdsMode gds = GdsMode::kOff;
 };
 
 /// An open regular file: a buffered fd always, and an O_DIRECT fd where the
@@ -60,6 +67,10 @@ class File {
   [[nodiscard]] bool direct() const noexcept { return direct_fd_ >= 0; }
   /// Why direct IO is used or not, e.g. "O_DIRECT refused by the filesystem at /mnt: EINVAL".
   [[nodiscard]] const std::string& direct_reason() const noexcept { return direct_reason_; }
+  /// The cuFile registration, or nullptr (see gds_reason()).
+  [[nodiscard]] const std::shared_ptr<CuFileHandle>& gds() const noexcept { return gds_; }
+  /// Why GPUDirect Storage is used or not.
+  [[nodiscard]] const std::string& gds_reason() const noexcept { return gds_reason_; }
   /// The O_DIRECT fd when `direct` and the file has one, else the buffered fd.
   [[nodiscard]] int fd(bool direct) const noexcept { return direct && direct_fd_ >= 0 ? direct_fd_ : buffered_fd_; }
 
@@ -81,6 +92,8 @@ class File {
   int buffered_fd_ = -1;
   int direct_fd_ = -1;
   std::string direct_reason_;
+  std::shared_ptr<CuFileHandle> gds_;
+  std::string gds_reason_;
 };
 
 using FilePtr = std::shared_ptr<File>;

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "io/io_error.hpp"
+#include "io/cufile.hpp"
 #include "kvflow/io.hpp"
 
 namespace kvflow::io {
@@ -164,10 +165,19 @@ void File::finish_open(const FileOptions& options) {
     if (!probe.supported && options.direct == DirectMode::kOn) KVFLOW_FAIL(kUnsupported, probe.reason);
     direct_reason_ = probe.supported ? probe.reason : "buffered IO: " + probe.reason;
   }
+  if (options.gds == GdsMode::kOff) {
+    gds_reason_ = "GPUDirect Storage off: files move through pinned bounce buffers";
+  } else if (direct_fd_ < 0) {
+    gds_reason_ = "GPUDirect Storage needs O_DIRECT, which this file does not have (" + direct_reason_ + ")";
+  } else {
+    gds_ = CuFileHandle::register_fd(direct_fd_, path, gds_reason_);
+  }
+  if (!gds_ && options.gds == GdsMode::kOn) KVFLOW_FAIL(kUnsupported, gds_reason_);
   if (options.size > 0) preallocate(options.size);
 }
 
 File::~File() {
+  gds_.reset();  // deregistered before its fd closes
   close_quietly(direct_fd_);
   close_quietly(buffered_fd_);
 }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "io/cufile.hpp"
 #include "kvflow/gate.hpp"
 
 namespace kvflow::io {
@@ -127,12 +128,69 @@ std::shared_ptr<Job> make_job(Device& device, const EnginePtr& engine, const Fil
   return job;
 }
 
+/// GPUDirect Storage: chunks move between the file and device memory on the
+/// engine's threads with cuFile, after the work enqueued before them (an
+/// event), and the stream waits on one gate per chunk, so no bounce ring.
+void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const FilePtr& file, const BufferPtr& dev,
+                 std::size_t dev_offset, std::uint64_t file_offset, std::size_t bytes, const BounceOptions& options,
+                 bool is_read) {
+  const Plan plan = plan_of(bytes, options);
+  auto job = std::make_shared<Job>();
+  job->engine = engine;
+  job->file = file;
+  job->plan = plan;
+  job->file_offset = file_offset;
+  for (std::size_t i = 0; i < plan.count; ++i) job->gates.push_back(std::make_shared<Gate>());
+  job->done = std::make_shared<Gate>();
+  job->remaining = plan.count;
+  EventPtr before;
+  try {
+    before = stream.record();  // device memory is touched only after earlier work
+    for (auto& gate : job->gates) stream.wait_gate(gate);
+  } catch (...) {
+    job->abandon(capture_current_exception());
+    throw;
+  }
+  Device* owner = &device;
+  before->then([job, dev, dev_offset, owner, is_read](const ErrorPtr& e) {
+    if (e) (void)job->fail(e);
+    const std::shared_ptr<CuFileHandle> gds = job->file->gds();
+    for (std::size_t i = 0; i < job->plan.count; ++i) {
+      if (ErrorPtr failed = job->failure()) {
+        job->gates[i]->open(failed);
+        continue;
+      }
+      const std::uint64_t at = job->file_offset + i * job->plan.chunk;
+      const std::size_t off = dev_offset + i * job->plan.chunk;
+      const std::size_t len = job->plan.length(i);
+      try {
+        EventPtr ran = job->engine->run([gds, dev, off, at, len, owner, is_read] {
+          owner->bind_thread();
+          if (is_read) gds->read(dev->ptr(), off, at, len);
+          else gds->write(dev->ptr(), off, at, len);
+        });
+        ran->then([job, i](const ErrorPtr& err) { job->gates[i]->open(err ? job->fail(err) : nullptr); });
+      } catch (...) {
+        job->gates[i]->open(job->fail(capture_current_exception()));
+      }
+    }
+  });
+}
+
+bool use_gds(const FilePtr& file, const BufferPtr& buffer) {
+  return file && file->gds() && buffer->kind() == MemoryKind::kDevice;
+}
+
 }  // namespace
 
 void enqueue_read_file(Device& device, Stream& stream, const EnginePtr& engine, const FilePtr& file,
                        const BufferPtr& dst, std::size_t dst_offset, std::uint64_t file_offset, std::size_t bytes,
                        const BounceOptions& options) {
   if (bytes == 0) return;
+  if (use_gds(file, dst)) {
+    enqueue_gds(device, stream, engine, file, dst, dst_offset, file_offset, bytes, options, true);
+    return;
+  }
   const Plan plan = plan_of(bytes, options);
   auto job = make_job(device, engine, file, file_offset, plan);
   // Everything is enqueued before the first read starts, so a failure to
@@ -166,6 +224,10 @@ void enqueue_write_file(Device& device, Stream& stream, const EnginePtr& engine,
                         std::uint64_t file_offset, const BufferPtr& src, std::size_t src_offset, std::size_t bytes,
                         const BounceOptions& options) {
   if (bytes == 0) return;
+  if (use_gds(file, src)) {
+    enqueue_gds(device, stream, engine, file, src, src_offset, file_offset, bytes, options, false);
+    return;
+  }
   const Plan plan = plan_of(bytes, options);
   auto job = make_job(device, engine, file, file_offset, plan);
   std::vector<EventPtr> copied(plan.count);

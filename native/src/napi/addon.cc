@@ -49,6 +49,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda));
   exports.Set("probeIoUring", Napi::Function::New(env, ProbeIoUring));
   exports.Set("probeDirect", Napi::Function::New(env, ProbeDirect));
+  exports.Set("probeGds", Napi::Function::New(env, ProbeGds));
   exports.Set("abiVersion", Napi::Number::New(env, 2));
 #ifdef KVFLOW_WITH_CUDA
   exports.Set("cudaCompiled", Napi::Boolean::New(env, true));

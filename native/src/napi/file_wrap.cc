@@ -116,6 +116,8 @@ Napi::Value FileWrap::Info(const Napi::CallbackInfo& info) {
     o.Set("path", f->path());
     o.Set("direct", f->direct());
     o.Set("directReason", f->direct_reason());
+    o.Set("gds", f->gds() != nullptr);
+    o.Set("gdsReason", f->gds_reason());
     return o;
   });
 }

@@ -1,5 +1,7 @@
 #include "io_engine_wrap.hpp"
 
+#include "io/cufile.hpp"
+
 #include <string>
 
 #include "common.hpp"
@@ -97,6 +99,9 @@ Napi::Value IoEngineWrap::Open(const Napi::CallbackInfo& info) {
     if (direct > 2) throw make_error(env, ErrorCode::kInvalidArg, "expected a direct mode 0, 1 or 2");
     options.direct = static_cast<io::DirectMode>(direct);
     options.size = arg_size(info, 3, "size");
+    const std::size_t gds = arg_size(info, 4, "gds");
+    if (gds > 2) throw make_error(env, ErrorCode::kInvalidArg, "expected a gds mode 0, 1 or 2");
+    options.gds = static_cast<io::GdsMode>(gds);
     auto slot = std::make_shared<FileSlot>();
     EventPtr opened = e.run([slot, path, options] {
       io::FilePtr file = io::File::open(path, options);
@@ -170,6 +175,15 @@ Napi::Value ProbeDirect(const Napi::CallbackInfo& info) {
     o.Set("alignment", static_cast<double>(io::direct_alignment()));
     return o;
   });
+}
+
+Napi::Value ProbeGds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const io::GdsProbe p = io::probe_gds();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("available", p.available);
+  o.Set("reason", p.reason);
+  return o;
 }
 
 }  // namespace kvflow::napi

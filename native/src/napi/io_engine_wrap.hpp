@@ -37,5 +37,6 @@ class IoEngineWrap : public Napi::ObjectWrap<IoEngineWrap> {
 Napi::Value ProbeIoUring(const Napi::CallbackInfo& info);
 /// probeDirect(dir): { supported, reason, alignment }. Blocking: a few disk IOs.
 Napi::Value ProbeDirect(const Napi::CallbackInfo& info);
+Napi::Value ProbeGds(const Napi::CallbackInfo& info);
 
 }  // namespace kvflow::napi
