@@ -1,20 +1,39 @@
 #!/usr/bin/env bash
-# What the GPU box runs for the copy and paged benchmarks, from the repo root,
-# with .device/ (bundled Node), dist/ and build-bench/{copy,paged}_baseline
-# built on the development machine beforehand (bench/native/build.sh, npx tsc).
-# BENCH picks which run (default "copy paged"; the paged run is sized to stay
-# under three minutes on an H200). Results come back through $OUT only: the
-# box keeps nothing, so nothing is written into bench/results/ here; commit
-# them from the development machine.
+# What the GPU box runs for the copy, paged and nvme benchmarks, from the repo
+# root, with .device/ (bundled Node), dist/ and build-bench/{copy,paged}_baseline
+# and build-bench/raw_io built on the development machine beforehand
+# (bench/native/build.sh, npx tsc). BENCH picks which run (default
+# "copy paged nvme"; the paged run is sized to stay under three minutes on an
+# H200, the nvme run under about four at the box's 0.9-2.1 GB/s disk). Results
+# come back through $OUT only: the box keeps nothing, so nothing is written
+# into bench/results/ here; commit them from the development machine.
+#
+# nvme runs three programs on one test file's folder, NVME_DIR (default
+# bench-out/nvme-data under the repo root; never inside $OUT, since each
+# program writes a file of NVME_GIB GiB there, default 4, and deletes it):
+# build-bench/raw_io (plain O_DIRECT pread/pwrite, the baseline) into
+# $OUT/raw_io.json, bench/peers/torch_load.py (torch.load(file).cuda(), the
+# box's python3 + torch) into $OUT/torch_load.json, then dist/bench/nvme.js
+# against both into $OUT/nvme.json. Run as root so the page cache can be
+# dropped before cold reads. If the torch peer fails, nvme runs without it.
 #
 # The box gets the working tree without .git: pass the commit in, e.g.
 #   KVFLOW_COMMIT=<hash> bash bench/run-gpu.sh
+#   KVFLOW_COMMIT=<hash> BENCH=nvme NVME_GIB=2 bash bench/run-gpu.sh
 # Extra arguments (e.g. --quick) go to every program.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./bench-out}"
-BENCH="${BENCH:-copy paged}"
+BENCH="${BENCH:-copy paged nvme}"
+NVME_DIR="${NVME_DIR:-bench-out/nvme-data}"
 mkdir -p "$OUT"
+
+for bench in $BENCH; do
+  case "$bench" in
+    copy | paged | nvme) ;;
+    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme)" >&2; exit 2 ;;
+  esac
+done
 
 # shellcheck disable=SC1091
 source .device/env.sh
@@ -25,9 +44,30 @@ nvidia-smi -L
 # paged one also hands over its seed, block tables and busy-kernel iterations).
 for bench in $BENCH; do
   case "$bench" in
-    copy | paged) ;;
-    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged)" >&2; exit 2 ;;
+    copy | paged)
+      "build-bench/${bench}_baseline" "$@" > "$OUT/${bench}_baseline.json"
+      node "dist/bench/${bench}.js" --backend cuda --baseline "$OUT/${bench}_baseline.json" --json "$OUT/${bench}.json" "$@"
+      ;;
+    nvme)
+      nvme_args=(--dir "$NVME_DIR")
+      if [ -n "${NVME_GIB:-}" ]; then nvme_args+=(--gib "$NVME_GIB"); fi
+      # A run cut off midway must not leave gigabytes behind (unless --keep).
+      case " $* " in
+        *" --keep "*) ;;
+        *) trap 'rm -f "$NVME_DIR"/{raw_io.bin,torch_load.pt,nvme.bin,nvme-warm.bin}' EXIT ;;
+      esac
+      mkdir -p "$NVME_DIR"
+      df -hT "$NVME_DIR" || true
+      build-bench/raw_io "${nvme_args[@]}" "$@" > "$OUT/raw_io.json"
+      torch_args=()
+      if python3 bench/peers/torch_load.py "${nvme_args[@]}" "$@" > "$OUT/torch_load.json"; then
+        torch_args=(--torch "$OUT/torch_load.json")
+      else
+        echo "run-gpu.sh: the torch.load peer failed; nvme runs without vs_torch_load" >&2
+        rm -f "$OUT/torch_load.json"
+      fi
+      node dist/bench/nvme.js --backend cuda --baseline "$OUT/raw_io.json" ${torch_args[@]+"${torch_args[@]}"} \
+        "${nvme_args[@]}" --json "$OUT/nvme.json" "$@"
+      ;;
   esac
-  "build-bench/${bench}_baseline" "$@" > "$OUT/${bench}_baseline.json"
-  node "dist/bench/${bench}.js" --backend cuda --baseline "$OUT/${bench}_baseline.json" --json "$OUT/${bench}.json" "$@"
 done

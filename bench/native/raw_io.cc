@@ -158,8 +158,9 @@ Mount mountOf(const std::string& path) {
     std::istringstream ls(line);
     Mount m;
     if (!(ls >> m.source >> m.point >> m.type)) continue;
-    bool under = path == m.point || m.point == "/" ||
-                 (path.compare(0, m.point.size(), m.point) == 0 && path.size() > m.point.size() && path[m.point.size()] == '/');
+    const bool below = path.compare(0, m.point.size(), m.point) == 0 && path.size() > m.point.size() &&
+                       path[m.point.size()] == '/';
+    const bool under = path == m.point || m.point == "/" || below;
     if (under && m.point.size() >= best.point.size()) best = m;
   }
   return best;
@@ -335,7 +336,9 @@ void verifySpots(const File& f, uint64_t size) {
       done += static_cast<size_t>(r);
     }
     fillPattern(want, n, at);
-    if (std::memcmp(got, want, n) != 0) die("the file's bytes at " + std::to_string(at) + " differ from what was written");
+    if (std::memcmp(got, want, n) != 0) {
+      die("the file's bytes at " + std::to_string(at) + " differ from what was written");
+    }
   }
   std::free(q);
   std::free(w);
@@ -433,7 +436,9 @@ int main(int argc, char** argv) {
   uint64_t fileBytes = quick ? 64 * MiB : static_cast<uint64_t>(gib * 1024) * MiB;
   uint64_t sweepBytes = quick ? 16 * MiB : static_cast<uint64_t>(sweepGib * 1024) * MiB;
   if (samples <= 0) samples = quick ? 2 : 3;
-  if (!quick && (gib < 0.0625 || gib > 64)) die("--gib: expected a size from 1/16 to 64 GiB (1-8 intended), got " + num(gib));
+  if (!quick && (gib < 0.0625 || gib > 64)) {
+    die("--gib: expected a size from 1/16 to 64 GiB (1-8 intended), got " + num(gib));
+  }
   if (sweepBytes == 0 || sweepBytes > fileBytes) die("--sweep-gib: expected a size up to the file's");
   const uint64_t regions = fileBytes / sweepBytes;
 
