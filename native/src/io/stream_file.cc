@@ -22,6 +22,8 @@ namespace kvflow::io {
 
 namespace {
 
+constexpr std::size_t kMaxChunks = 32;
+
 struct Plan {
   std::size_t chunk;
   std::size_t count;
@@ -37,7 +39,12 @@ Plan plan_of(std::size_t bytes, const BounceOptions& options) {
                "expected 1..64 bounce slots, got " + std::to_string(options.slots));
   Plan p{};
   p.bytes = bytes;
-  p.chunk = std::min(options.chunk, (bytes + 4095) / 4096 * 4096);
+  // At most kMaxChunks chunks per transfer: each chunk is a host function on
+  // the stream, and CUDA blocks the enqueuing thread once a few dozen are
+  // pending (seen on an H200, driver 580). Large transfers get larger chunks.
+  const std::size_t spread = (bytes + kMaxChunks - 1) / kMaxChunks;
+  const std::size_t wanted = std::max(options.chunk, (spread + 4095) / 4096 * 4096);
+  p.chunk = std::min(wanted, (bytes + 4095) / 4096 * 4096);
   p.count = (bytes + p.chunk - 1) / p.chunk;
   p.slots = std::min<std::size_t>(options.slots, p.count);
   return p;
@@ -193,31 +200,29 @@ void enqueue_read_file(Device& device, Stream& stream, const EnginePtr& engine, 
   }
   const Plan plan = plan_of(bytes, options);
   auto job = make_job(device, engine, file, file_offset, plan);
-  // Everything is enqueued before the first read starts, so a failure to
-  // enqueue leaves no read running into a slot nobody waits for. The events
-  // recorded here take over failures of the stream's current span, so they
-  // feed the job, and a last gate hands its first failure to the next event.
-  std::vector<EventPtr> slot_free(plan.count);
+  // The first reads start before anything is enqueued, and each "slot free"
+  // event chains the next read as soon as it is recorded: CUDA can block the
+  // enqueuing thread once many host functions are pending on a stream, and
+  // the stream must be able to make progress meanwhile. The events recorded
+  // here take over failures of the stream's current span, so they feed the
+  // job, and a last gate hands its first failure to the next event.
+  for (std::size_t i = 0; i < plan.slots; ++i) job->read_chunk(i);
   try {
     for (std::size_t i = 0; i < plan.count; ++i) {
       stream.wait_gate(job->gates[i]);
       stream.copy(dst, dst_offset + i * plan.chunk, job->slots[i % plan.slots], 0, plan.length(i));
-      slot_free[i] = stream.record();
+      const std::size_t next = i + plan.slots;
+      stream.record()->then([job, next](const ErrorPtr& e) {
+        if (e) (void)job->fail(e);
+        if (next < job->plan.count) job->read_chunk(next);
+        job->count_down();
+      });
     }
     stream.wait_gate(job->done);
   } catch (...) {
     job->abandon(capture_current_exception());
     throw;
   }
-  for (std::size_t i = 0; i < plan.count; ++i) {
-    const std::size_t next = i + plan.slots;
-    slot_free[i]->then([job, next](const ErrorPtr& e) {
-      if (e) (void)job->fail(e);
-      if (next < job->plan.count) job->read_chunk(next);
-      job->count_down();
-    });
-  }
-  for (std::size_t i = 0; i < plan.slots; ++i) job->read_chunk(i);
 }
 
 void enqueue_write_file(Device& device, Stream& stream, const EnginePtr& engine, const FilePtr& file,
@@ -230,20 +235,17 @@ void enqueue_write_file(Device& device, Stream& stream, const EnginePtr& engine,
   }
   const Plan plan = plan_of(bytes, options);
   auto job = make_job(device, engine, file, file_offset, plan);
-  std::vector<EventPtr> copied(plan.count);
   try {
     for (std::size_t i = 0; i < plan.count; ++i) {
       if (i >= plan.slots) stream.wait_gate(job->gates[i - plan.slots]);
       stream.copy(job->slots[i % plan.slots], 0, src, src_offset + i * plan.chunk, plan.length(i));
-      copied[i] = stream.record();
+      // Chained at once (see enqueue_read_file): the write starts while later chunks are still being enqueued.
+      stream.record()->then([job, i](const ErrorPtr& e) { job->write_chunk(i, e); });
     }
     stream.wait_gate(job->done);
   } catch (...) {
     job->abandon(capture_current_exception());
     throw;
-  }
-  for (std::size_t i = 0; i < plan.count; ++i) {
-    copied[i]->then([job, i](const ErrorPtr& e) { job->write_chunk(i, e); });
   }
 }
 
