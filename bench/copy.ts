@@ -17,10 +17,10 @@
  * The CPU backend runs it too (no baseline), so it can be smoke-tested without
  * a GPU; its figures measure memcpy, not a link.
  */
-import { randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { openDevice, type DeviceBuffer, type PinnedBuffer, type Stream } from '../src/index.js';
+import { fillRandom, measure, since, type Run } from './lib/measure.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
 
 const KiB = 1024;
@@ -50,45 +50,9 @@ interface Rig {
 }
 
 /** A timed run of `reps` operations, returning seconds. */
-type Run = (reps: number) => Promise<number>;
-
-function since(t0: bigint): number {
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-}
-
 /** Copy i starts at another offset, walking the whole buffer, so small copies do not sit in one cached spot. */
 function offsetOf(i: number, bytes: number, cap: number): number {
   return (i % Math.floor(cap / bytes)) * bytes;
-}
-
-interface Measured {
-  reps: number;
-  /** Seconds per sample of `reps` operations. */
-  median: number;
-  spreadPct: number;
-}
-
-/**
- * Two warm-up runs, then reps doubled until a run takes a tenth of the target
- * and scaled to the target (+10%), then `samples` runs; the median is kept.
- * The same algorithm as measure() in copy_baseline.cu.
- */
-async function measure(run: Run, minSeconds: number, samples: number): Promise<Measured> {
-  await run(1);
-  await run(1);
-  let reps = 1;
-  let t = await run(reps);
-  while (t < minSeconds / 10) {
-    reps *= 2;
-    t = await run(reps);
-  }
-  reps = Math.max(1, Math.round((reps * minSeconds * 1.1) / t));
-  const s: number[] = [];
-  for (let i = 0; i < samples; i++) s.push(await run(reps));
-  s.sort((a, b) => a - b);
-  const median = s[s.length >> 1] ?? Number.NaN;
-  const spreadPct = (100 * ((s[s.length - 1] ?? 0) - (s[0] ?? 0))) / median;
-  return { reps, median, spreadPct };
 }
 
 /** Enqueue every copy, then await the last event of each stream used: what a caller moving a batch waits for. */
@@ -122,13 +86,6 @@ function latencyRun(r: Rig, perOp: number[]): Run {
     }
     return since(t0);
   };
-}
-
-/** crypto.randomFillSync in chunks (one call is capped near 2 GiB): never time on zeros. */
-function fillRandom(a: Uint8Array): void {
-  for (let off = 0; off < a.byteLength; off += 64 * MiB) {
-    randomFillSync(a, off, Math.min(64 * MiB, a.byteLength - off));
-  }
 }
 
 /** Baseline figures keyed by the metric names this file reports. */

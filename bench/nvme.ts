@@ -52,7 +52,6 @@
  * so it can be smoke-tested anywhere.
  */
 import { spawnSync } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
 import { mkdirSync, readFileSync, realpathSync, rmSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,6 +71,7 @@ import {
   type PinnedBuffer,
   type Stream,
 } from '../src/index.js';
+import { fillRandom, median, now, since, spreadPct } from './lib/measure.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
 
 const KiB = 1024;
@@ -99,30 +99,6 @@ function label(bytes: number): string {
   if (bytes >= GiB && bytes % GiB === 0) return `${bytes / GiB}GiB`;
   if (bytes >= MiB && bytes % MiB === 0) return `${bytes / MiB}MiB`;
   return `${bytes / KiB}KiB`;
-}
-
-function now(): bigint {
-  return process.hrtime.bigint();
-}
-
-function since(t0: bigint): number {
-  return Number(now() - t0) / 1e9;
-}
-
-function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[s.length >> 1] ?? Number.NaN;
-}
-
-function spreadPct(values: readonly number[]): number {
-  return (100 * (Math.max(...values) - Math.min(...values))) / median(values);
-}
-
-/** crypto.randomFillSync in chunks (one call is capped near 2 GiB): never time on zeros. */
-function fillRandom(a: Uint8Array): void {
-  for (let off = 0; off < a.byteLength; off += 64 * MiB) {
-    randomFillSync(a, off, Math.min(64 * MiB, a.byteLength - off));
-  }
 }
 
 // ---------------------------------------------------------------- page cache

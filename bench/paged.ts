@@ -33,11 +33,11 @@
  * The CPU backend runs it too (--quick: 1/8 of the sizes, no contention), so
  * it can be smoke-tested without a GPU; its figures measure memcpy.
  */
-import { randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KvLayout, openDevice, planPieces, type KvCache, type PinnedBuffer, type Stream } from '../src/index.js';
 import { busyKernel } from '../src/device/testing.js';
+import { fillRandom, measure, median, now, since, type Run } from './lib/measure.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
 
 const MiB = 1024 * 1024;
@@ -134,58 +134,6 @@ function layoutOf(s: Shape, layers: number): KvLayout {
 // ---------------------------------------------------------------- timing
 
 /** A timed run of `reps` operations, returning seconds. */
-type Run = (reps: number) => Promise<number>;
-
-function now(): bigint {
-  return process.hrtime.bigint();
-}
-
-function since(t0: bigint): number {
-  return Number(now() - t0) / 1e9;
-}
-
-interface Measured {
-  reps: number;
-  /** Seconds per sample of `reps` operations. */
-  median: number;
-  spreadPct: number;
-}
-
-/**
- * Two warm-up runs, then reps doubled until a run takes a tenth of the target
- * and scaled to the target (+10%), then `samples` runs; the median is kept.
- * The same algorithm as measure() in copy.ts and paged_baseline.cu.
- */
-async function measure(run: Run, minSeconds: number, samples: number): Promise<Measured> {
-  await run(1);
-  await run(1);
-  let reps = 1;
-  let t = await run(reps);
-  while (t < minSeconds / 10) {
-    reps *= 2;
-    t = await run(reps);
-  }
-  reps = Math.max(1, Math.round((reps * minSeconds * 1.1) / t));
-  const s: number[] = [];
-  for (let i = 0; i < samples; i++) s.push(await run(reps));
-  s.sort((a, b) => a - b);
-  const median = s[s.length >> 1] ?? Number.NaN;
-  const spreadPct = (100 * ((s[s.length - 1] ?? 0) - (s[0] ?? 0))) / median;
-  return { reps, median, spreadPct };
-}
-
-function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[s.length >> 1] ?? Number.NaN;
-}
-
-/** crypto.randomFillSync in chunks (one call is capped near 2 GiB): never time on zeros. */
-function fillRandom(a: Uint8Array): void {
-  for (let off = 0; off < a.byteLength; off += 64 * MiB) {
-    randomFillSync(a, off, Math.min(64 * MiB, a.byteLength - off));
-  }
-}
-
 // ---------------------------------------------------------------- the rig
 
 /** Buffers and streams shared by every run. */
