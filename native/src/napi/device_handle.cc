@@ -14,6 +14,23 @@ void DeviceHandle::add_engine(const std::shared_ptr<io::Engine>& engine) {
   engines.push_back(engine);
 }
 
+void DeviceHandle::adopt_orphan(std::shared_ptr<Stream> stream) {
+  std::vector<std::shared_ptr<Stream>> idle;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (closed) return;  // shutdown already closed it
+    orphans.push_back(std::move(stream));
+    // Nothing can be enqueued on an orphan, so an idle one stays idle and
+    // closes at once.
+    std::erase_if(orphans, [&idle](std::shared_ptr<Stream>& s) {
+      if (!s->idle()) return false;
+      idle.push_back(std::move(s));
+      return true;
+    });
+  }
+  for (auto& s : idle) s->close(false);
+}
+
 void DeviceHandle::shutdown(bool abandon) {
   std::vector<std::weak_ptr<Stream>> to_close;
   std::vector<std::weak_ptr<io::Engine>> engines_to_close;
@@ -32,6 +49,11 @@ void DeviceHandle::shutdown(bool abandon) {
   }
   device->completer().close();
   device->close();
+  std::vector<std::shared_ptr<Stream>> released;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    released.swap(orphans);
+  }
 }
 
 }  // namespace kvflow::napi

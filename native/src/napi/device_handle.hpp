@@ -17,10 +17,18 @@ struct DeviceHandle {
   std::mutex mutex;
   std::vector<std::weak_ptr<Stream>> streams;
   std::vector<std::weak_ptr<io::Engine>> engines;
+  // Streams whose JS object was collected with work still queued: they drain
+  // on their own and are closed here (or at shutdown), never by blocking the
+  // JS thread in a finalizer (a held stream would block it forever).
+  std::vector<std::shared_ptr<Stream>> orphans;
   bool closed = false;
 
   void add_stream(const std::shared_ptr<Stream>& stream);
   void add_engine(const std::shared_ptr<io::Engine>& engine);
+  /// Takes over a stream whose JS object was collected: it is closed once idle
+  /// (checked on each adoption) or at shutdown, without blocking the caller on
+  /// work still queued.
+  void adopt_orphan(std::shared_ptr<Stream> stream);
   /// Closes every IO engine and stream still open, then the device. Idempotent.
   void shutdown(bool abandon);
 };

@@ -61,8 +61,10 @@ StreamWrap::StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Stream
 }
 
 StreamWrap::~StreamWrap() {
-  // Collected without dispose(): let queued work finish, then free the stream.
-  if (stream_) stream_->close(false);
+  // Collected without dispose(): queued work finishes, then the stream is
+  // freed. The device adopts it rather than this finalizer waiting, since the
+  // work may wait on something that only JS (or teardown) can release.
+  if (stream_ && device_) device_->adopt_orphan(std::move(stream_));
 }
 
 Stream& StreamWrap::stream(Napi::Env env) {
