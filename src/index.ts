@@ -20,3 +20,4 @@ export { KvLayout, alignExtent, EXTENT_ALIGN, type KvArrangement, type KvDtype, 
 export { KvCache, type PagedEngine, type PagedTransfer } from './layout/kvcache.js';
 export { planPieces, type LayerRange, type PiecePlan } from './layout/pieces.js';
 export { KvFile, type FileInfo, type FileIoBuffer, type IoEngineKind, type OpenFileOptions } from './io/file.js';
+export { crc32c } from './io/crc32c.js';

@@ -143,6 +143,10 @@ export interface NativeBinding {
   /** Blocking: creates, writes, reads and removes a probe file in `dir`. */
   probeDirect(dir: string): { supported: boolean; reason: string; alignment: number };
   probeGds(): { available: boolean; reason: string };
+  /** CRC32C of `data` continuing from `seed`, on the calling thread. */
+  crc32c(data: Uint8Array, seed: number): number;
+  /** 'sse4.2', 'armv8-crc' or 'table'. */
+  readonly crc32cImplementation: string;
   readonly abiVersion: number;
   readonly cudaCompiled: boolean;
 }

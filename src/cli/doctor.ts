@@ -49,6 +49,16 @@ function ioCheck(d: KvflowDefaults): DoctorCheck {
   };
 }
 
+/** How checked file IO computes CRC32C here: CPU instructions, or the slower table fallback and why. */
+function crcCheck(binding: NativeBinding): DoctorCheck {
+  const impl = binding.crc32cImplementation;
+  const detail =
+    impl === 'table'
+      ? 'slicing-by-8 tables (this CPU or build has no CRC32C instructions kvflow uses: SSE4.2, or ARMv8 CRC in a build that targets it)'
+      : `${impl} instructions`;
+  return { name: 'crc32c', ok: true, detail };
+}
+
 /** GPUDirect Storage: whether cuFile loads here (each file is still registered before use). */
 function gdsCheck(binding: NativeBinding, cuda: boolean): DoctorCheck {
   const d = defaults();
@@ -89,6 +99,7 @@ export async function doctor(): Promise<DoctorReport> {
     detail: `KVFLOW_BACKEND=${d.backend} KVFLOW_DEVICE=${d.ordinal} KVFLOW_MAX_PINNED_BYTES=${d.maxPinnedBytes || 'unlimited'}`,
   });
   checks.push(ioCheck(d));
+  checks.push(crcCheck(loaded.binding));
   checks.push(gdsCheck(loaded.binding, selection.backend === 'cuda'));
   const device = openDevice({ backend: selection.backend });
   try {

@@ -35,6 +35,7 @@ describe('kvflow doctor', () => {
     }
     expect(byName.get('backend')?.detail).toMatch(/requested auto: .+/);
     expect(byName.get('pinned memory')?.ok).toBe(true);
+    expect(byName.get('crc32c')?.detail).toMatch(/^(sse4\.2 instructions|armv8-crc instructions|slicing-by-8 tables \(.+\))$/);
     const io = byName.get('nvme io');
     expect(io?.ok).toBe(true);
     const d = defaults();

@@ -2,10 +2,12 @@
 #include <napi.h>
 
 #include "buffer_wrap.hpp"
+#include "checksum.hpp"
 #include "common.hpp"
 #include "device_wrap.hpp"
 #include "file_wrap.hpp"
 #include "io_engine_wrap.hpp"
+#include "kvflow/crc32c.hpp"
 #include "kvflow/device.hpp"
 #include "stream_wrap.hpp"
 
@@ -50,6 +52,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probeIoUring", Napi::Function::New(env, ProbeIoUring));
   exports.Set("probeDirect", Napi::Function::New(env, ProbeDirect));
   exports.Set("probeGds", Napi::Function::New(env, ProbeGds));
+  exports.Set("crc32c", Napi::Function::New(env, Crc32c));
+  exports.Set("crc32cImplementation", Napi::String::New(env, crc32c_implementation()));
   exports.Set("abiVersion", Napi::Number::New(env, 2));
 #ifdef KVFLOW_WITH_CUDA
   exports.Set("cudaCompiled", Napi::Boolean::New(env, true));
