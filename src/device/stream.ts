@@ -20,17 +20,18 @@ const STATUS: readonly EventStatus[] = ['pending', 'ok', 'failed'];
 
 /**
  * A point in a stream: complete when all work enqueued on that stream before
- * it has completed.
+ * it has completed. The event of an IO request (`file.readChecked`) is
+ * completed by the IO threads instead; streams wait on both kinds alike.
  */
 export class Event {
   readonly #native: NativeEvent;
   readonly #completions: Completions;
   #done: Promise<void> | undefined;
-  /** @internal */
-  readonly stream: Stream;
+  /** @internal The stream it was recorded on; undefined for an IO request's event. */
+  readonly stream: Stream | undefined;
 
   /** @internal */
-  constructor(native: NativeEvent, stream: Stream, completions: Completions) {
+  constructor(native: NativeEvent, stream: Stream | undefined, completions: Completions) {
     this.#native = native;
     this.stream = stream;
     this.#completions = completions;
@@ -165,7 +166,11 @@ export class Stream {
   /**
    * Work enqueued on this stream after this call waits until `event`
    * completed; on CUDA the GPU waits, the host does not. A failed event
-   * releases the wait and fails this stream's next event too.
+   * releases the wait and fails this stream's next event too. `event` is one
+   * recorded on a stream of this device, or the event of an IO request of a
+   * file opened on it (`file.readChecked(...).event`): the stream then runs
+   * later work once the IO and its checks are done, and fails its next event
+   * with ERR_CHECKSUM or the IO error when they failed.
    */
   waitEvent(event: Event): void {
     const native = this.native;

@@ -69,4 +69,12 @@ class Stream {
   virtual void close(bool abandon) = 0;
 };
 
+/// Makes `stream` wait for an event that a host thread completes (an IO
+/// request's, say) rather than a stream: work enqueued after this runs once
+/// it completed, and a failure carries into the stream's next event. On every
+/// backend the wait goes through a Gate that the event's completion opens,
+/// so it never hangs on a failed request; a completed event is not waited
+/// for, only its failure inherited.
+void wait_host_event(Stream& stream, const EventPtr& event);
+
 }  // namespace kvflow

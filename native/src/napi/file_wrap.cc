@@ -55,7 +55,8 @@ io::FilePtr FileWrap::file(Napi::Env env) {
 }
 
 Napi::Value FileWrap::event(Napi::Env env, EventPtr event) {
-  return EventWrap::NewInstance(env, device_->device.get(), std::move(event));
+  // IO events complete on host threads: a stream waits on them through a gate.
+  return EventWrap::NewInstance(env, device_->device.get(), std::move(event), true);
 }
 
 Napi::Value FileWrap::Read(const Napi::CallbackInfo& info) {

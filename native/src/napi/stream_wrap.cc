@@ -18,6 +18,7 @@ struct StreamInit {
 struct EventInit {
   const void* owner;
   EventPtr event;
+  bool host;
 };
 
 ErrorCode parse_code(Napi::Env env, const std::string& name) {
@@ -244,7 +245,11 @@ Napi::Value StreamWrap::WaitEvent(const Napi::CallbackInfo& info) {
     if (ev->owner() != device_->device.get()) {
       throw make_error(env, ErrorCode::kInvalidArg, "expected an event of this device, got an event of another device");
     }
-    s.wait(ev->event());
+    if (ev->host()) {
+      wait_host_event(s, ev->event());
+    } else {
+      s.wait(ev->event());
+    }
   });
   return env.Undefined();
 }
@@ -303,8 +308,8 @@ Napi::Function EventWrap::Init(Napi::Env env) {
                      });
 }
 
-Napi::Object EventWrap::NewInstance(Napi::Env env, const void* owner, EventPtr event) {
-  EventInit init{owner, std::move(event)};
+Napi::Object EventWrap::NewInstance(Napi::Env env, const void* owner, EventPtr event, bool host) {
+  EventInit init{owner, std::move(event), host};
   return addon_data(env).event_ctor.New({Napi::External<EventInit>::New(env, &init)});
 }
 
@@ -315,6 +320,7 @@ EventWrap::EventWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EventWra
   auto* init = info[0].As<Napi::External<EventInit>>().Data();
   owner_ = init->owner;
   event_ = std::move(init->event);
+  host_ = init->host;
 }
 
 Napi::Value EventWrap::Id(const Napi::CallbackInfo& info) {

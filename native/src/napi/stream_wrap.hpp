@@ -39,11 +39,13 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
 class EventWrap : public Napi::ObjectWrap<EventWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
-  static Napi::Object NewInstance(Napi::Env env, const void* owner, EventPtr event);
+  /// `host`: completed by a host thread (an IO request), not recorded on a stream.
+  static Napi::Object NewInstance(Napi::Env env, const void* owner, EventPtr event, bool host = false);
   explicit EventWrap(const Napi::CallbackInfo& info);
 
   [[nodiscard]] const EventPtr& event() const { return event_; }
   [[nodiscard]] const void* owner() const { return owner_; }
+  [[nodiscard]] bool host() const { return host_; }
 
  private:
   Napi::Value Id(const Napi::CallbackInfo& info);
@@ -53,6 +55,7 @@ class EventWrap : public Napi::ObjectWrap<EventWrap> {
 
   const void* owner_ = nullptr;
   EventPtr event_;
+  bool host_ = false;
 };
 
 }  // namespace kvflow::napi
