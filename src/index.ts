@@ -21,3 +21,4 @@ export { KvCache, type PagedEngine, type PagedTransfer } from './layout/kvcache.
 export { planPieces, type LayerRange, type PiecePlan } from './layout/pieces.js';
 export { KvFile, type FileInfo, type FileIoBuffer, type IoEngineKind, type OpenFileOptions } from './io/file.js';
 export { crc32c } from './io/crc32c.js';
+export { MAX_CHECKED_PIECES, type CheckedPiece, type CheckedRead, type SummedPiece } from './io/checked.js';

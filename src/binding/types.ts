@@ -92,6 +92,10 @@ export interface NativeFileInfo {
 export interface NativeFile {
   read(dst: NativeBuffer, dstOffset: number, fileOffset: number, bytes: number): NativeEvent;
   write(fileOffset: number, src: NativeBuffer, srcOffset: number, bytes: number): NativeEvent;
+  /** pieces: [dstOffset, fileOffset, bytes, seed, crc] per piece; mismatched() is undefined until the event completed. */
+  readChecked(dst: NativeBuffer, pieces: Float64Array): { event: NativeEvent; mismatched(): number[] | undefined };
+  /** pieces: [srcOffset, fileOffset, bytes, seed] per piece; sums() is undefined until the event completed. */
+  writeSummed(src: NativeBuffer, pieces: Float64Array): { event: NativeEvent; sums(): Uint32Array | undefined };
   preallocate(bytes: number): NativeEvent;
   sync(): NativeEvent;
   size(): number;

@@ -4,7 +4,9 @@ import type { DirectRequest, IoEngineRequest } from '../defaults.js';
 import { KvflowError, describe, fail } from '../errors.js';
 import { HostBuffer, PinnedBuffer, type DisposeOptions } from '../device/buffer.js';
 import type { Completions } from '../device/completions.js';
+import { Event } from '../device/stream.js';
 import { checkRange, checkSize } from '../device/validate.js';
+import { checkedReadTable, summedWriteTable, type CheckedPiece, type CheckedRead, type SummedPiece } from './checked.js';
 
 /** The engine kinds that move a file's bytes. */
 export type IoEngineKind = 'posix' | 'io_uring';
@@ -146,6 +148,52 @@ export class KvFile {
   }
 
   /**
+   * Reads each piece into `dst` at its `dstOffset` (pieces at any file
+   * offsets, unaligned ones included, as `read` allows) and checks it on the
+   * IO thread that read it: a piece whose CRC32C(seed, bytes) differs from
+   * its `crc` has its destination bytes zeroed before the request completes,
+   * so they never reach a stream that waits on `event`; so does a piece whose
+   * read failed. Destination ranges must not overlap. Bad arguments throw
+   * (ERR_INVALID_ARG, ERR_OUT_OF_RANGE) and nothing is read.
+   */
+  readChecked(dst: FileIoBuffer, pieces: readonly CheckedPiece[]): CheckedRead {
+    const native = this.#live;
+    const d = ioBuffer(dst, 'dst');
+    const table = checkedReadTable(pieces, dst.byteLength);
+    const request = native.readChecked(d, table);
+    const event = new Event(request.event, undefined, this.#owner.completions);
+    const done = this.#remember(event.done());
+    const verified = done.then(
+      () => [] as number[],
+      (e: unknown) => {
+        if (e instanceof KvflowError && e.code === 'ERR_CHECKSUM') return request.mismatched() ?? [];
+        throw e;
+      },
+    );
+    // Callers may use only one of the two: neither may end up an unhandled rejection.
+    done.catch(() => undefined);
+    verified.catch(() => undefined);
+    return { event, verified };
+  }
+
+  /**
+   * Writes each piece of `src` to the file and resolves with each piece's
+   * CRC32C(seed, bytes written), computed on an IO thread once the piece is
+   * written (so `src` must not change meanwhile). ERR_NO_SPACE and ERR_IO as
+   * `write`; the contents of the ranges are then undefined.
+   */
+  async writeSummed(src: FileIoBuffer, pieces: readonly SummedPiece[]): Promise<Uint32Array> {
+    const native = this.#live;
+    const s = ioBuffer(src, 'src');
+    const table = summedWriteTable(pieces, src.byteLength);
+    const request = native.writeSummed(s, table);
+    await this.#track(request.event);
+    const sums = request.sums();
+    if (!sums) fail('ERR_IO', 'summed write completed without its checksums');
+    return sums;
+  }
+
+  /**
    * Reserves space so the file is at least `bytes` long (it never shrinks):
    * fallocate, else posix_fallocate, else a sparse ftruncate where the
    * filesystem supports neither. ERR_NO_SPACE when the space is not there.
@@ -191,7 +239,11 @@ export class KvFile {
   }
 
   #track(event: NativeEvent): Promise<void> {
-    const done = this.#owner.completions.settle(event);
+    return this.#remember(this.#owner.completions.settle(event));
+  }
+
+  /** Counts `done` as IO in flight until it settles (dispose waits for it). */
+  #remember(done: Promise<void>): Promise<void> {
     this.#inFlight.add(done);
     const forget = (): void => {
       this.#inFlight.delete(done);

@@ -2,6 +2,7 @@
 
 #include "buffer_wrap.hpp"
 #include "common.hpp"
+#include "kvflow/checked_io.hpp"
 #include "kvflow/checks.hpp"
 #include "stream_wrap.hpp"
 
@@ -20,6 +21,8 @@ Napi::Function FileWrap::Init(Napi::Env env) {
                      {
                          InstanceMethod<&FileWrap::Read>("read"),
                          InstanceMethod<&FileWrap::Write>("write"),
+                         InstanceMethod<&FileWrap::ReadChecked>("readChecked"),
+                         InstanceMethod<&FileWrap::WriteSummed>("writeSummed"),
                          InstanceMethod<&FileWrap::Preallocate>("preallocate"),
                          InstanceMethod<&FileWrap::Sync>("sync"),
                          InstanceMethod<&FileWrap::Size>("size"),
@@ -84,6 +87,102 @@ Napi::Value FileWrap::Write(const Napi::CallbackInfo& info) {
     const BufferPtr& s = src->buffer(env);
     check_range(s.get(), device_->device.get(), src_offset, bytes, "source");
     return event(env, engine_->write(f, file_offset, s, src_offset, bytes));
+  });
+}
+
+namespace {
+
+double piece_number(Napi::Env env, const Napi::Float64Array& table, std::size_t at, std::size_t index,
+                    const char* what, double max) {
+  const double v = table[at];
+  if (!(v >= 0) || v > max || v != static_cast<double>(static_cast<std::uint64_t>(v))) {
+    throw make_error(env, ErrorCode::kInvalidArg,
+                     "expected a non-negative integer up to " + std::to_string(static_cast<std::uint64_t>(max)) +
+                         " for piece " + std::to_string(index) + "'s " + what + ", got " + std::to_string(v));
+  }
+  return v;
+}
+
+/// Pieces as a Float64Array of `width` numbers each: bufferOffset, fileOffset, bytes, seed[, crc].
+std::vector<io::CheckedPiece> parse_pieces(const Napi::CallbackInfo& info, std::size_t index, std::size_t width) {
+  Napi::Env env = info.Env();
+  if (!info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw make_error(env, ErrorCode::kInvalidArg, "expected a Float64Array of pieces");
+  }
+  Napi::Float64Array table = info[index].As<Napi::Float64Array>();
+  const std::size_t length = table.ElementLength();
+  if (length % width != 0) {
+    throw make_error(env, ErrorCode::kInvalidArg, "expected " + std::to_string(width) + " numbers per piece");
+  }
+  const std::size_t count = length / width;
+  if (count == 0 || count > io::kMaxCheckedPieces) {
+    throw make_error(env, ErrorCode::kInvalidArg, "expected 1 to " + std::to_string(io::kMaxCheckedPieces) +
+                                                      " pieces, got " + std::to_string(count));
+  }
+  constexpr double kMaxSafe = 9007199254740991.0;
+  constexpr double kMaxU32 = 4294967295.0;
+  std::vector<io::CheckedPiece> pieces(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::size_t at = i * width;
+    io::CheckedPiece& p = pieces[i];
+    p.buffer_offset = static_cast<std::size_t>(piece_number(env, table, at, i, "buffer offset", kMaxSafe));
+    p.file_offset = static_cast<std::uint64_t>(piece_number(env, table, at + 1, i, "file offset", kMaxSafe));
+    p.bytes = static_cast<std::size_t>(piece_number(env, table, at + 2, i, "size", kMaxSafe));
+    p.seed = static_cast<std::uint32_t>(piece_number(env, table, at + 3, i, "seed", kMaxU32));
+    if (width > 4) p.crc = static_cast<std::uint32_t>(piece_number(env, table, at + 4, i, "crc", kMaxU32));
+  }
+  return pieces;
+}
+
+}  // namespace
+
+/// readChecked(dst, pieces: Float64Array of [dstOffset, fileOffset, bytes, seed, crc] * n)
+/// -> { event, mismatched(): number[] | undefined (until the event completed) }
+Napi::Value FileWrap::ReadChecked(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    io::FilePtr f = file(env);
+    auto* dst = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
+    std::vector<io::CheckedPiece> pieces = parse_pieces(info, 1, 5);
+    const BufferPtr& d = dst->buffer(env);
+    check_range(d.get(), device_->device.get(), 0, 0, "destination");
+    Device& dev = *device_->device;
+    io::CheckedRequest request = io::read_checked(*engine_, f, d, std::move(pieces), dev.completer(), dev.next_id());
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("event", event(env, request.event));
+    out.Set("mismatched", Napi::Function::New(env, [request](const Napi::CallbackInfo& i) -> Napi::Value {
+              if (request.event->status() == EventStatus::kPending) return i.Env().Undefined();
+              const std::vector<std::uint32_t>& m = request.report->mismatched;
+              Napi::Array a = Napi::Array::New(i.Env(), m.size());
+              for (std::size_t k = 0; k < m.size(); ++k) a.Set(static_cast<std::uint32_t>(k), m[k]);
+              return a;
+            }));
+    return out;
+  });
+}
+
+/// writeSummed(src, pieces: Float64Array of [srcOffset, fileOffset, bytes, seed] * n)
+/// -> { event, sums(): Uint32Array | undefined (until the event completed) }
+Napi::Value FileWrap::WriteSummed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    io::FilePtr f = file(env);
+    auto* src = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
+    std::vector<io::CheckedPiece> pieces = parse_pieces(info, 1, 4);
+    const BufferPtr& s = src->buffer(env);
+    check_range(s.get(), device_->device.get(), 0, 0, "source");
+    Device& dev = *device_->device;
+    io::CheckedRequest request = io::write_summed(*engine_, f, s, std::move(pieces), dev.completer(), dev.next_id());
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("event", event(env, request.event));
+    out.Set("sums", Napi::Function::New(env, [request](const Napi::CallbackInfo& i) -> Napi::Value {
+              if (request.event->status() == EventStatus::kPending) return i.Env().Undefined();
+              const std::vector<std::uint32_t>& sums = request.report->sums;
+              Napi::Uint32Array a = Napi::Uint32Array::New(i.Env(), sums.size());
+              for (std::size_t k = 0; k < sums.size(); ++k) a[k] = sums[k];
+              return a;
+            }));
+    return out;
   });
 }
 

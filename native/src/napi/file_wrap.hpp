@@ -33,6 +33,8 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
  private:
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value ReadChecked(const Napi::CallbackInfo& info);
+  Napi::Value WriteSummed(const Napi::CallbackInfo& info);
   Napi::Value Preallocate(const Napi::CallbackInfo& info);
   Napi::Value Sync(const Napi::CallbackInfo& info);
   Napi::Value Size(const Napi::CallbackInfo& info);
