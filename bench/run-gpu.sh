@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the GPU box runs for the copy, paged and nvme benchmarks, from the repo
+# What the GPU box runs for the copy, paged, nvme and store benchmarks, from the repo
 # root, with .device/ (bundled Node), dist/ and build-bench/{copy,paged}_baseline
 # and build-bench/raw_io built on the development machine beforehand
 # (bench/native/build.sh, npx tsc). BENCH picks which run (default
@@ -30,8 +30,8 @@ mkdir -p "$OUT"
 
 for bench in $BENCH; do
   case "$bench" in
-    copy | paged | nvme) ;;
-    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme)" >&2; exit 2 ;;
+    copy | paged | nvme | store) ;;
+    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme, store)" >&2; exit 2 ;;
   esac
 done
 
@@ -68,6 +68,14 @@ for bench in $BENCH; do
       fi
       node dist/bench/nvme.js --backend cuda --baseline "$OUT/raw_io.json" ${torch_args[@]+"${torch_args[@]}"} \
         "${nvme_args[@]}" --json "$OUT/nvme.json" "$@"
+      ;;
+    store)
+      # The raw O_DIRECT figures of the same disk: nvme's run when it ran in this call, else its own.
+      mkdir -p "$NVME_DIR"
+      if [ ! -f "$OUT/raw_io.json" ]; then
+        build-bench/raw_io --dir "$NVME_DIR" --gib "${NVME_GIB:-2}" > "$OUT/raw_io.json"
+      fi
+      node dist/bench/store.js --backend cuda --baseline "$OUT/raw_io.json" --dir "$NVME_DIR/store" --json "$OUT/store.json"
       ;;
   esac
 done

@@ -17,8 +17,20 @@ export {
 export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type DisposeOptions, type MemoryKind } from './device/buffer.js';
 export { Event, Stream, type EventStatus, type StreamOptions } from './device/stream.js';
 export { KvLayout, alignExtent, EXTENT_ALIGN, type KvArrangement, type KvDtype, type KvLayoutSpec, type PieceLocation } from './layout/layout.js';
-export { KvCache, type PagedEngine, type PagedTransfer } from './layout/kvcache.js';
+export { KvCache, type PagedEngine, type PagedTransfer, type StagingRecord } from './layout/kvcache.js';
 export { planPieces, type LayerRange, type PiecePlan } from './layout/pieces.js';
 export { KvFile, type FileInfo, type FileIoBuffer, type IoEngineKind, type OpenFileOptions } from './io/file.js';
 export { crc32c } from './io/crc32c.js';
 export { MAX_CHECKED_PIECES, type CheckedPiece, type CheckedRead, type SummedPiece } from './io/checked.js';
+export {
+  KvStore,
+  PendingPut,
+  StoreHit,
+  type AdmissionInfo,
+  type AdmissionPolicy,
+  type ChunkRef,
+  type KvStoreOptions,
+  type KvStoreStats,
+} from './store/store.js';
+export { chunkKeys, fingerprintOf, STORE_FORMAT_VERSION, type FingerprintSpec } from './store/keys.js';
+export { lruRank, type ChunkUse, type EvictionRank } from './store/dram.js';

@@ -1,12 +1,17 @@
 #!/usr/bin/env node
 /** The `kvflow` command. */
 import { KvflowError } from '../errors.js';
+import { runDemo } from './demo.js';
 import { runDoctor } from './doctor.js';
+import { runInspect } from './inspect.js';
 
 const USAGE = `usage: kvflow <command>
 
 commands:
-  doctor [--json]   what kvflow can use on this host, and why anything is missing
+  demo [--tokens N] [--dir DIR] [--backend B]
+                          store a prompt's KV, reopen, load it back layer by layer and check every byte
+  doctor [--json]         what kvflow can use on this host, and why anything is missing
+  inspect <dir> [--json]  what a store directory holds: capacity, chunks, counters, fingerprints
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -14,6 +19,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'doctor':
       return runDoctor(rest);
+    case 'demo':
+      return runDemo(rest);
+    case 'inspect':
+      return runInspect(rest);
     case undefined:
     case 'help':
     case '--help':

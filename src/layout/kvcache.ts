@@ -33,6 +33,13 @@ export interface PagedTransfer {
   engine?: PagedEngine;
 }
 
+/** One record of a multi-record transfer (see {@link KvCache.moveRecords}). */
+export interface StagingRecord {
+  blocks: ArrayLike<number>;
+  staging: PinnedBuffer | DeviceBuffer;
+  stagingOffset?: number;
+}
+
 /** What a KvCache needs from the device that made it. */
 export interface KvCacheOwner {
   allocDevice(bytes: number): DeviceBuffer;
@@ -81,47 +88,89 @@ export class KvCache {
   }
 
   #move(stream: Stream, t: PagedTransfer, direction: 'gather' | 'scatter'): void {
-    const native = stream.native;
     if (typeof t !== 'object' || t === null) fail('ERR_INVALID_ARG', `expected a transfer description, got ${describe(t)}`);
+    this.moveRecords(stream, direction, [{ blocks: t.blocks, staging: t.staging, stagingOffset: t.stagingOffset }], t.layers, t.engine);
+  }
+
+  /**
+   * Gathers or scatters several records in one batch: record `i` holds the
+   * layers of `records[i].blocks` at `records[i].stagingOffset` of its
+   * staging buffer. One native call moves every piece, so many chunks of
+   * many requests cost one submission. Every record is checked before
+   * anything is enqueued; in a scatter no block may appear twice.
+   */
+  moveRecords(
+    stream: Stream,
+    direction: 'gather' | 'scatter',
+    records: readonly StagingRecord[],
+    layers?: number | LayerRange,
+    engine: PagedEngine = 'auto',
+  ): void {
+    const native = stream.native;
     const { layout } = this;
-    checkBlocks(layout, t.blocks, direction === 'scatter');
-    const range = layerRange(layout, t.layers);
-    if (!(t.staging instanceof PinnedBuffer) && !(t.staging instanceof DeviceBuffer)) {
-      fail('ERR_INVALID_ARG', `expected a PinnedBuffer or DeviceBuffer for staging, got ${describe(t.staging)}`);
-    }
-    const stagingOffset = checkSize(t.stagingOffset ?? 0, 'stagingOffset');
-    const engine = t.engine ?? 'auto';
+    if (!Array.isArray(records)) fail('ERR_INVALID_ARG', `expected an array of records, got ${describe(records)}`);
+    const range = layerRange(layout, layers);
     if (engine !== 'auto' && engine !== 'dma' && engine !== 'kernel') {
       fail('ERR_INVALID_ARG', `expected 'auto', 'dma' or 'kernel' for engine, got ${describe(engine)}`);
     }
-    if (t.blocks.length === 0) return;
-    const plan = planPieces(layout, t.blocks, range);
-    checkRange(stagingOffset, plan.stagingBytes, t.staging.byteLength, 'staging');
-    const staging = t.staging.native;
-    const cache = this.buffers.map((b) => b.native);
-    const table = new Float64Array(plan.count * 5);
-    for (let i = 0; i < plan.count; i++) {
-      const cacheBuffer = plan.table[i * 4]!;
-      const cacheOffset = plan.table[i * 4 + 1]!;
-      const stagingAt = stagingOffset + plan.table[i * 4 + 2]!;
-      const o = i * 5;
-      if (direction === 'gather') {
-        table[o] = 0;
-        table[o + 1] = stagingAt;
-        table[o + 2] = cacheBuffer;
-        table[o + 3] = cacheOffset;
-      } else {
-        table[o] = cacheBuffer;
-        table[o + 1] = cacheOffset;
-        table[o + 2] = 0;
-        table[o + 3] = stagingAt;
-      }
-      table[o + 4] = plan.table[i * 4 + 3]!;
+    const stagings: (PinnedBuffer | DeviceBuffer)[] = [];
+    const plans: { plan: ReturnType<typeof planPieces>; staging: number; offset: number }[] = [];
+    if (direction === 'scatter' && records.length > 1) {
+      const all: number[] = [];
+      for (const r of records) for (let i = 0; i < (r?.blocks?.length ?? 0); i++) all.push(r.blocks[i] as number);
+      checkBlocks(layout, all, true);
     }
+    for (const r of records) {
+      if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a staging record, got ${describe(r)}`);
+      checkBlocks(layout, r.blocks, direction === 'scatter');
+      if (!(r.staging instanceof PinnedBuffer) && !(r.staging instanceof DeviceBuffer)) {
+        fail('ERR_INVALID_ARG', `expected a PinnedBuffer or DeviceBuffer for staging, got ${describe(r.staging)}`);
+      }
+      const offset = checkSize(r.stagingOffset ?? 0, 'stagingOffset');
+      if (r.blocks.length === 0) continue;
+      const plan = planPieces(layout, r.blocks, range);
+      checkRange(offset, plan.stagingBytes, r.staging.byteLength, 'staging');
+      let index = stagings.indexOf(r.staging);
+      if (index < 0) index = stagings.push(r.staging) - 1;
+      plans.push({ plan, staging: index, offset });
+    }
+    if (plans.length === 0) return;
+    const cache = this.buffers.map((b) => b.native);
     const chosen = engine === 'auto' ? defaults().pagedEngine : engine;
-    const code = chosen === 'kernel' ? 1 : 0;
-    if (direction === 'gather') native.copyBatch([staging], cache, table, code);
-    else native.copyBatch(cache, [staging], table, code);
+    // The kernel engine moves the span of staging its pieces touch in one
+    // DMA: one call per record, so that a gather never writes the bytes
+    // between two records (another chunk's, in a store's arena).
+    const groups = chosen === 'kernel' ? plans.map((p) => [p]) : [plans];
+    for (const group of groups) {
+      const count = group.reduce((n, p) => n + p.plan.count, 0);
+      const used = [...new Set(group.map((p) => p.staging))];
+      const staging = used.map((i) => stagings[i]!.native);
+      const table = new Float64Array(count * 5);
+      let o = 0;
+      for (const { plan, staging: si, offset } of group) {
+        const sIndex = used.indexOf(si);
+        for (let i = 0; i < plan.count; i++, o += 5) {
+          const cacheBuffer = plan.table[i * 4]!;
+          const cacheOffset = plan.table[i * 4 + 1]!;
+          const stagingAt = offset + plan.table[i * 4 + 2]!;
+          if (direction === 'gather') {
+            table[o] = sIndex;
+            table[o + 1] = stagingAt;
+            table[o + 2] = cacheBuffer;
+            table[o + 3] = cacheOffset;
+          } else {
+            table[o] = cacheBuffer;
+            table[o + 1] = cacheOffset;
+            table[o + 2] = sIndex;
+            table[o + 3] = stagingAt;
+          }
+          table[o + 4] = plan.table[i * 4 + 3]!;
+        }
+      }
+      const code = chosen === 'kernel' ? 1 : 0;
+      if (direction === 'gather') native.copyBatch(staging, cache, table, code);
+      else native.copyBatch(cache, staging, table, code);
+    }
   }
 
   /** Frees the buffers kvflow allocated (wrapped ones stay the runtime's), after work in flight. */

@@ -1,0 +1,187 @@
+/**
+ * Store benchmark (issue: KvStore): a 3,500-token prefix of a
+ * Llama-3-8B-shaped cache (32 layers x 8 KV heads x 128 x bf16; 13 chunks of
+ * 256 tokens, 416 MiB) loaded layer by layer into HBM
+ * - from the DRAM tier, against one contiguous pinned -> HBM copy of the same
+ *   bytes measured in the same run (goal: >= 50 GB/s effective);
+ * - from the NVMe tier, cold (page cache dropped where root), against the raw
+ *   O_DIRECT read rate of the same disk (bench/native/raw_io.cc, run earlier
+ *   in the same call: --baseline raw_io.json; goal >= 0.95);
+ * and the durable put of the prefix to NVMe (gather, write with checksums,
+ * fsync, index commit) against raw O_DIRECT writes of that baseline.
+ * Every load is checked byte for byte.
+ *
+ *   node dist/bench/store.js [--json out.json] [--baseline raw_io.json] [--backend auto|cuda|cpu]
+ *                            [--dir DIR] [--tokens N] [--samples N]
+ *
+ * Timing: host clock from the first loadLayer call (all 32 layers are
+ * enqueued at once, as a pipeline with full lookahead does) to the last
+ * layer's event; the put from the call to its resolution.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { KvLayout, KvStore, openDevice, type Device, type KvCache, type Stream } from '../src/index.js';
+import { fillRandom, median, now, since } from './lib/measure.js';
+import { loadBaseline } from './lib/raw-baseline.js';
+import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+function dropCaches(): boolean {
+  spawnSync('sync');
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function hostToCache(dev: Device, stream: Stream, cache: KvCache, data: Uint8Array[], back: boolean): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < cache.buffers.length; i++) {
+    const b = cache.buffers[i]!;
+    const p = dev.allocPinned(b.byteLength);
+    if (back) stream.copy(p, 0, b, 0, b.byteLength);
+    else {
+      p.array.set(data[i]!);
+      stream.copy(b, 0, p, 0, b.byteLength);
+    }
+    await stream.synchronize();
+    out.push(back ? p.array.slice() : data[i]!);
+    await p.dispose();
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      json: { type: 'string' },
+      baseline: { type: 'string' },
+      backend: { type: 'string', default: 'auto' },
+      dir: { type: 'string', default: path.join(root, 'bench-out', 'store-data') },
+      tokens: { type: 'string', default: '3500' },
+      samples: { type: 'string', default: '3' },
+    },
+  });
+  const tokensCount = Number(values.tokens);
+  const samples = Number(values.samples);
+  const backend = values.backend as 'auto' | 'cuda' | 'cpu';
+  const dev = openDevice({ backend });
+  const info = dev.info();
+  const layout = new KvLayout({ layers: 32, kvHeads: 8, headDim: 128, dtype: 'bf16', blockTokens: 16, numBlocks: 2 * Math.ceil(tokensCount / 16) + 32 });
+  const chunkTokens = 256;
+  const chunks = Math.floor(tokensCount / chunkTokens);
+  const bpc = chunkTokens / layout.blockTokens;
+  const dir = values.dir!;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const cache = dev.allocKvCache(layout);
+  const stream = dev.createStream();
+  const compute = dev.createStream({ priority: 'high' });
+  const data = cache.buffers.map((b) => {
+    const a = new Uint8Array(b.byteLength);
+    fillRandom(a);
+    return a;
+  });
+  await hostToCache(dev, stream, cache, data, false);
+  const perm = Array.from({ length: layout.numBlocks }, (_, i) => i).sort(() => Math.random() - 0.5);
+  const from = perm.slice(0, chunks * bpc);
+  const to = perm.slice(chunks * bpc, 2 * chunks * bpc);
+  const tokens = Array.from({ length: tokensCount }, () => Math.floor(Math.random() * 128000));
+  const recordBytes = layout.extentBytes(chunkTokens) * layout.layers;
+  const bytes = chunks * recordBytes;
+  const options = {
+    device: dev, layout, fingerprint: { model: 'bench/llama-3-8b-shape' }, dir, chunkTokens,
+    nvmeBytes: (chunks + 2) * recordBytes, dramBytes: (chunks + 2) * recordBytes, admit: 'never' as const,
+  };
+
+  const check = async (): Promise<void> => {
+    const got = await hostToCache(dev, stream, cache, data, true);
+    for (let layer = 0; layer < layout.layers; layer++) {
+      for (let i = 0; i < to.length; i++) {
+        for (const kv of [0, 1] as const) {
+          const a = layout.piece(layer, kv, from[i]!);
+          const b = layout.piece(layer, kv, to[i]!);
+          if (Buffer.compare(data[a.buffer]!.subarray(a.offset, a.offset + layout.pieceBytes), got[b.buffer]!.subarray(b.offset, b.offset + layout.pieceBytes)) !== 0) {
+            throw new Error(`store bench: layer ${layer} block ${i} differs after a load`);
+          }
+        }
+      }
+    }
+  };
+  const loadAll = async (store: KvStore): Promise<number> => {
+    const hit = store.lookup(tokens);
+    if (hit.chunks.length !== chunks) throw new Error(`store bench: expected ${chunks} chunks cached, found ${hit.chunks.length}`);
+    const t0 = now();
+    for (let layer = 0; layer < layout.layers; layer++) compute.waitEvent(store.loadLayer(hit.chunks, layer, cache, to, stream));
+    await compute.record().done();
+    const s = since(t0);
+    hit.release();
+    return s;
+  };
+
+  // Contiguous pinned -> HBM copy of the same bytes: the DRAM tier's ceiling.
+  const pinned = dev.allocPinned(bytes);
+  fillRandom(pinned.array);
+  const target = dev.allocDevice(bytes);
+  const contiguous: number[] = [];
+  for (let i = 0; i < samples + 1; i++) {
+    const t0 = now();
+    stream.copy(target, 0, pinned, 0, bytes);
+    await stream.record().done();
+    if (i > 0) contiguous.push(bytes / since(t0) / 1e9);
+  }
+  await pinned.dispose();
+  await target.dispose();
+
+  // Durable put (fresh store each sample), then cold NVMe loads, then DRAM loads.
+  const puts: number[] = [];
+  const cold: number[] = [];
+  const warm: number[] = [];
+  let dropped = false;
+  for (let i = 0; i < samples; i++) {
+    rmSync(dir, { recursive: true, force: true });
+    let store = await KvStore.open(options);
+    spawnSync('sync');
+    const t0 = now();
+    await store.put(tokens, cache, from, stream, { durable: true });
+    puts.push(bytes / since(t0) / 1e9);
+    await store.close();
+    dropped = dropCaches();
+    store = await KvStore.open(options);
+    cold.push(bytes / (await loadAll(store)) / 1e9);
+    await check();
+    for (let w = 0; w < 2; w++) warm.push(bytes / (await loadAll(store)) / 1e9);
+    await check();
+    await store.close();
+  }
+  rmSync(dir, { recursive: true, force: true });
+
+  const raw = values.baseline ? loadBaseline(values.baseline) : undefined;
+  const contiguousGbs = median(contiguous);
+  const results: Result[] = [
+    { metric: 'load_dram_3500_tokens', value: median(warm), unit: 'GB/s', baseline: contiguousGbs, ratio: ratioOf(median(warm), contiguousGbs), samples: warm, goal_gbs: 50 },
+    { metric: 'load_nvme_cold_3500_tokens', value: median(cold), unit: 'GB/s', baseline: raw?.readBest?.value ?? null, ratio: ratioOf(median(cold), raw?.readBest?.value ?? null), samples: cold, goal_ratio: 0.95 },
+    { metric: 'put_nvme_durable', value: median(puts), unit: 'GB/s', baseline: raw?.writeBest?.value ?? null, ratio: ratioOf(median(puts), raw?.writeBest?.value ?? null), samples: puts },
+    { metric: 'contiguous_h2d_same_bytes', value: contiguousGbs, unit: 'GB/s', baseline: null, ratio: null, samples: contiguous },
+  ];
+  const config = {
+    backend: info.backend, tokens: tokensCount, chunks, chunk_tokens: chunkTokens, bytes, record_bytes: recordBytes,
+    layout: layout.toJSON(), samples, page_cache_dropped: dropped, dir,
+    raw_baseline: values.baseline ?? null,
+  };
+  if (values.json) writeResult(values.json, { bench: 'store', device: info.name, config, results });
+  printTable(results);
+  await dev.dispose();
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});

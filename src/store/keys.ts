@@ -1,0 +1,129 @@
+/**
+ * Chunk keys (DESIGN.md section 3): a SHA-256 chain over the token ids of each
+ * chunk, bound to a fingerprint of everything that shapes the KV bytes, so
+ * that keys are identical across processes and restarts and never collide
+ * across models, layouts, ranks or tenants.
+ */
+import { createHash } from 'node:crypto';
+
+import { describe, fail } from '../errors.js';
+
+/** Version of the key derivation and record format; part of every key. */
+export const STORE_FORMAT_VERSION = 1;
+
+/** What makes two caches' KV bytes interchangeable. */
+export interface FingerprintSpec {
+  /** Model id, e.g. "meta-llama/Meta-Llama-3-8B". Required. */
+  model: string;
+  /** Model revision (a commit or a version). Default "". */
+  revision?: string;
+  /** Adapter (LoRA) id, "" for none. */
+  adapter?: string;
+  /** RoPE scaling, as the runtime describes it (e.g. JSON of the config). Default "". */
+  ropeScaling?: string;
+  /** Tensor-parallel rank and size. Default 0 of 1. */
+  tpRank?: number;
+  tpSize?: number;
+  /** Secret per tenant: tenants never hit (or time) each other's prefixes. Default "". */
+  tenantSalt?: string;
+}
+
+/** The shape facts a fingerprint covers besides the spec (from the store's layout). */
+export interface FingerprintShape {
+  kvHeads: number;
+  headDim: number;
+  dtype: string;
+  chunkTokens: number;
+  firstLayer: number;
+  layerCount: number;
+}
+
+function text(value: unknown, name: string, required: boolean): string {
+  if (value === undefined && !required) return '';
+  if (typeof value !== 'string' || (required && value.length === 0)) {
+    fail('ERR_INVALID_ARG', `expected a ${required ? 'non-empty ' : ''}string for fingerprint.${name}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/**
+ * The fingerprint: SHA-256 (hex) of the canonical JSON of the spec and the
+ * shape. The tenant salt goes in hashed, so `kvflow inspect` can show
+ * fingerprints without revealing salts.
+ */
+export function fingerprintOf(spec: FingerprintSpec, shape: FingerprintShape): string {
+  if (typeof spec !== 'object' || spec === null) fail('ERR_INVALID_ARG', `expected a fingerprint spec, got ${describe(spec)}`);
+  const tpSize = spec.tpSize ?? 1;
+  const tpRank = spec.tpRank ?? 0;
+  if (!Number.isSafeInteger(tpSize) || tpSize < 1) fail('ERR_INVALID_ARG', `expected a positive integer for fingerprint.tpSize, got ${describe(spec.tpSize)}`);
+  if (!Number.isSafeInteger(tpRank) || tpRank < 0 || tpRank >= tpSize) {
+    fail('ERR_INVALID_ARG', `expected an integer in [0, ${tpSize}) for fingerprint.tpRank, got ${describe(spec.tpRank)}`);
+  }
+  const salt = text(spec.tenantSalt, 'tenantSalt', false);
+  const canonical = JSON.stringify([
+    'kvflow-fingerprint',
+    STORE_FORMAT_VERSION,
+    text(spec.model, 'model', true),
+    text(spec.revision, 'revision', false),
+    text(spec.adapter, 'adapter', false),
+    text(spec.ropeScaling, 'ropeScaling', false),
+    tpRank,
+    tpSize,
+    salt === '' ? '' : createHash('sha256').update(salt, 'utf8').digest('hex'),
+    shape.kvHeads,
+    shape.headDim,
+    shape.dtype,
+    shape.chunkTokens,
+    shape.firstLayer,
+    shape.layerCount,
+  ]);
+  return createHash('sha256').update(canonical, 'utf8').digest('hex');
+}
+
+/** Checks token ids (u32 each) and returns them as a Uint32Array (a copy only where needed). */
+export function toTokenIds(tokens: ArrayLike<number>): Uint32Array {
+  if (tokens instanceof Uint32Array) return tokens;
+  if (tokens === null || typeof tokens !== 'object' || typeof tokens.length !== 'number') {
+    fail('ERR_INVALID_ARG', `expected an array of token ids for tokens, got ${describe(tokens)}`);
+  }
+  const out = new Uint32Array(tokens.length);
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i];
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t > 0xffffffff) {
+      fail('ERR_INVALID_ARG', `expected token ids that are integers in [0, 2^32), got ${describe(t)} at tokens[${i}]`);
+    }
+    out[i] = t;
+  }
+  return out;
+}
+
+const ZERO_KEY = Buffer.alloc(32);
+
+/**
+ * Keys of the full chunks of `tokens`, in order:
+ * key_i = SHA-256(version u32 LE, fingerprint, key_{i-1} (zeros for i = 0),
+ * token ids of chunk i as u32 LE). A partial last chunk has no key.
+ */
+export function chunkKeys(fingerprint: string, tokens: ArrayLike<number>, chunkTokens: number, limit = Infinity): string[] {
+  const ids = toTokenIds(tokens);
+  const fp = Buffer.from(fingerprint, 'hex');
+  const version = Buffer.alloc(4);
+  version.writeUInt32LE(STORE_FORMAT_VERSION);
+  const count = Math.min(Math.floor(ids.length / chunkTokens), limit);
+  const keys: string[] = [];
+  let previous = ZERO_KEY;
+  const le = new Uint8Array(chunkTokens * 4);
+  const view = new DataView(le.buffer);
+  for (let c = 0; c < count; c++) {
+    for (let t = 0; t < chunkTokens; t++) view.setUint32(t * 4, ids[c * chunkTokens + t]!, true);
+    previous = createHash('sha256').update(version).update(fp).update(previous).update(le).digest();
+    keys.push(previous.toString('hex'));
+  }
+  return keys;
+}
+
+/** The CRC32C seed of layer extent `layer` of the chunk `key`: binds a checksum to its chunk and layer. */
+export function extentSeed(key: string, layer: number): number {
+  const k = Number.parseInt(key.slice(0, 8), 16);
+  return (k ^ Math.imul(layer + 1, 0x9e3779b1)) >>> 0;
+}

@@ -1,0 +1,910 @@
+/**
+ * KvStore: chunks of prompts' KV, addressed by prefix, in a pinned DRAM tier
+ * (per process) and an NVMe tier (slab files shared by the processes of a
+ * host, indexed in LMDB), surviving restarts and never serving bytes that
+ * failed their checksum. DESIGN.md section 3 is the data model.
+ *
+ * Record format (DRAM slot and NVMe slot alike): for each layer of the
+ * store's range, an extent of K of the chunk's tokens then V, 4 KiB aligned.
+ */
+import { mkdirSync, mkdtempSync, chmodSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import type { Device } from '../device/device.js';
+import type { PinnedBuffer } from '../device/buffer.js';
+import type { Event, Stream } from '../device/stream.js';
+import { KvflowError, describe, fail } from '../errors.js';
+import type { KvFile, OpenFileOptions } from '../io/file.js';
+import { KvCache, type StagingRecord } from '../layout/kvcache.js';
+import { KvLayout, type KvLayoutSpec } from '../layout/layout.js';
+import { checkBlocks, type LayerRange } from '../layout/pieces.js';
+import { Catalog, type CatalogEntry, type StoreGeometry } from './catalog.js';
+import { DramTier, lruRank, type DramChunk, type EvictionRank } from './dram.js';
+import { STORE_FORMAT_VERSION, chunkKeys, extentSeed, fingerprintOf, type FingerprintSpec } from './keys.js';
+
+const MiB = 1 << 20;
+const GiB = 1 << 30;
+
+/** What an admission policy sees of a chunk that could be written to NVMe. */
+export interface AdmissionInfo {
+  key: string;
+  /** Loads of the chunk served from DRAM so far. */
+  hits: number;
+  /** Times this process committed the chunk (2 means it was computed twice). */
+  seen: number;
+}
+
+/**
+ * Which DRAM chunks are written to NVMe (in the background): `hit-or-twice`
+ * (default: chunks that were loaded, or committed twice), `always`, `never`,
+ * or a function.
+ */
+export type AdmissionPolicy = 'hit-or-twice' | 'always' | 'never' | ((chunk: AdmissionInfo) => boolean);
+
+export interface KvStoreOptions {
+  /** The device whose pinned memory and IO engine the store uses. */
+  device: Device;
+  /** The KV cache's layout (the store keeps the layers of `layers`). */
+  layout: KvLayout | KvLayoutSpec;
+  /** What makes KV bytes interchangeable: model, revision, adapter, RoPE, TP, tenant. */
+  fingerprint: FingerprintSpec;
+  /** Store directory (created 0700). Default: a new temporary directory, removed by close(). */
+  dir?: string;
+  /** Tokens per chunk, a multiple of the layout's blockTokens. Default 256. */
+  chunkTokens?: number;
+  /** Layers kept (a pipeline stage's). Default all. */
+  layers?: LayerRange;
+  /** Pinned DRAM tier capacity in bytes (grown on demand). Default 1 GiB. */
+  dramBytes?: number;
+  /** NVMe tier capacity in bytes, used when the directory is created. Default 4 GiB. */
+  nvmeBytes?: number;
+  /** Largest slab file, in bytes. Default 4 GiB. */
+  slabFileBytes?: number;
+  /** Which chunks go to NVMe. Default `hit-or-twice`. */
+  admit?: AdmissionPolicy;
+  /** Eviction order of both tiers (lowest rank first). Default LRU. */
+  evictionRank?: EvictionRank;
+  /** Chunks queued for NVMe at most; more are not written (counted as `demoteDropped`). Default 64. */
+  demoteBacklog?: number;
+  /** IO engine and direct IO of the slab files (see `device.openFile`). */
+  file?: Pick<OpenFileOptions, 'engine' | 'direct'>;
+}
+
+/** A chunk of a hit. */
+export interface ChunkRef {
+  readonly key: string;
+  /** Position of the chunk in the prompt. */
+  readonly index: number;
+  /** Where it was found by lookup. */
+  readonly tier: 'dram' | 'nvme';
+}
+
+interface RefState extends ChunkRef {
+  hit: StoreHit;
+  /** The index entry seen by lookup (NVMe chunks). */
+  entry: CatalogEntry | undefined;
+}
+
+/** The longest cached prefix of a prompt. Chunks stay pinned in DRAM until release(). */
+export class StoreHit {
+  /** The cached chunks, in prompt order. */
+  readonly chunks: readonly ChunkRef[];
+  /** Tokens the chunks cover. */
+  readonly tokens: number;
+  /** Chunks found in DRAM and on NVMe. */
+  readonly dram: number;
+  readonly nvme: number;
+  /** @internal */
+  readonly pinned: DramChunk[] = [];
+  #release: (hit: StoreHit) => void;
+  #released = false;
+
+  /** @internal */
+  constructor(chunks: RefState[], chunkTokens: number, release: (hit: StoreHit) => void) {
+    for (const c of chunks) c.hit = this;
+    this.chunks = Object.freeze(chunks);
+    this.tokens = chunks.length * chunkTokens;
+    this.dram = chunks.filter((c) => c.tier === 'dram').length;
+    this.nvme = chunks.length - this.dram;
+    this.#release = release;
+  }
+
+  get released(): boolean {
+    return this.#released;
+  }
+
+  /** Unpins the chunks (loads already enqueued keep theirs until they complete). Idempotent. */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#release(this);
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+}
+
+interface PendingChunk {
+  index: number;
+  key: string;
+  dram: DramChunk | undefined;
+}
+
+/** A prefill's new chunks, filled layer by layer, visible only after commit(). */
+export class PendingPut {
+  /** Chunks this put will add (the prompt's full chunks not cached yet). */
+  readonly chunks: readonly { index: number; key: string }[];
+  /** Full chunks of the prompt (the block table covers these). */
+  readonly chunkCount: number;
+  /** @internal */
+  readonly parts: PendingChunk[];
+  /** @internal */
+  readonly layersPut: Uint8Array;
+  /** @internal */
+  readonly events: Event[] = [];
+  /** @internal */
+  state: 'open' | 'committing' | 'done' = 'open';
+
+  /** @internal */
+  constructor(parts: PendingChunk[], chunkCount: number, layers: number) {
+    this.parts = parts;
+    this.chunks = Object.freeze(parts.map(({ index, key }) => ({ index, key })));
+    this.chunkCount = chunkCount;
+    this.layersPut = new Uint8Array(layers);
+  }
+}
+
+/** Counters of one store instance, plus the shared ones of its directory. */
+export interface KvStoreStats {
+  dram: { capacityBytes: number; usedBytes: number; chunks: number; evictions: number };
+  nvme: { capacityBytes: number; slotBytes: number; slots: number; chunks: number };
+  /** This process: lookups and the chunks they hit or missed, loads, checksum failures, NVMe writes. */
+  local: Record<string, number>;
+  /** Every process of the directory (written in batches). */
+  shared: Record<string, number>;
+}
+
+interface Demotion {
+  chunk: DramChunk;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+function positive(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    fail('ERR_INVALID_ARG', `expected a positive integer for ${name}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function settle(event: Event): Promise<void> {
+  return event.done().then(
+    () => undefined,
+    () => undefined,
+  );
+}
+
+export class KvStore {
+  readonly device: Device;
+  readonly layout: KvLayout;
+  readonly dir: string;
+  readonly chunkTokens: number;
+  readonly blocksPerChunk: number;
+  readonly layers: LayerRange;
+  /** Fingerprint (hex) of this store's keys. */
+  readonly fingerprint: string;
+  /** Bytes of one layer extent of a chunk record. */
+  readonly extentBytes: number;
+  /** Bytes of a chunk record (every layer). */
+  readonly recordBytes: number;
+  readonly geometry: StoreGeometry;
+  readonly #catalog: Catalog;
+  readonly #files: KvFile[];
+  readonly #dram: DramTier;
+  readonly #admit: AdmissionPolicy;
+  readonly #backlog: number;
+  readonly #temporary: boolean;
+  readonly #seen = new Map<string, number>();
+  readonly #queue: Demotion[] = [];
+  #writer: Promise<void> | undefined;
+  readonly #reading = new Map<number, number>();
+  readonly #inflight = new Map<DramChunk, Map<number, Event>>();
+  readonly #loads = new Set<Promise<unknown>>();
+  readonly #local: Record<string, number> = {
+    lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, checksumFailures: 0,
+    puts: 0, putSkipped: 0, demoted: 0, demoteDropped: 0, writeErrors: 0,
+  };
+  readonly #timer: NodeJS.Timeout;
+  #closed = false;
+
+  private constructor(init: {
+    device: Device; layout: KvLayout; dir: string; temporary: boolean; chunkTokens: number; layers: LayerRange;
+    fingerprint: string; catalog: Catalog; files: KvFile[]; dram: DramTier; admit: AdmissionPolicy; backlog: number;
+  }) {
+    this.device = init.device;
+    this.layout = init.layout;
+    this.dir = init.dir;
+    this.#temporary = init.temporary;
+    this.chunkTokens = init.chunkTokens;
+    this.blocksPerChunk = init.chunkTokens / init.layout.blockTokens;
+    this.layers = init.layers;
+    this.fingerprint = init.fingerprint;
+    this.extentBytes = init.layout.extentBytes(init.chunkTokens);
+    this.recordBytes = this.extentBytes * init.layers.count;
+    this.#catalog = init.catalog;
+    this.geometry = init.catalog.geometry;
+    this.#files = init.files;
+    this.#dram = init.dram;
+    this.#admit = init.admit;
+    this.#backlog = init.backlog;
+    this.#timer = setInterval(() => {
+      try {
+        this.#catalog.flushTouches();
+      } catch {
+        // Counted on the next batch; uses are hints.
+      }
+    }, 1000);
+    this.#timer.unref();
+  }
+
+  /** Opens (creating where new) the store in `options.dir`. */
+  static async open(options: KvStoreOptions): Promise<KvStore> {
+    if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected store options, got ${describe(options)}`);
+    const { device } = options;
+    if (typeof device !== 'object' || device === null || typeof device.allocPinned !== 'function') {
+      fail('ERR_INVALID_ARG', `expected a Device for device, got ${describe(device)}`);
+    }
+    const layout = options.layout instanceof KvLayout ? options.layout : new KvLayout(options.layout);
+    const chunkTokens = positive(options.chunkTokens, 'chunkTokens', 256);
+    if (chunkTokens % layout.blockTokens !== 0) {
+      fail('ERR_INVALID_ARG', `expected chunkTokens to be a multiple of the layout's blockTokens (${layout.blockTokens}), got ${chunkTokens}`);
+    }
+    const layers = options.layers ?? { first: 0, count: layout.layers };
+    if (typeof layers !== 'object' || layers === null) fail('ERR_INVALID_ARG', `expected { first, count } for layers, got ${describe(layers)}`);
+    layout.checkLayer(layers.first, 'layers.first');
+    if (!Number.isSafeInteger(layers.count) || layers.count < 1 || layers.first + layers.count > layout.layers) {
+      fail('ERR_OUT_OF_RANGE', `expected layers within [0, ${layout.layers}), got first ${layers.first} count ${describe(layers.count)}`);
+    }
+    const fingerprint = fingerprintOf(options.fingerprint, {
+      kvHeads: layout.kvHeads, headDim: layout.headDim, dtype: layout.dtype, chunkTokens,
+      firstLayer: layers.first, layerCount: layers.count,
+    });
+    const dramBytes = positive(options.dramBytes, 'dramBytes', GiB);
+    const nvmeBytes = positive(options.nvmeBytes, 'nvmeBytes', 4 * GiB);
+    const slabFileBytes = positive(options.slabFileBytes, 'slabFileBytes', 4 * GiB);
+    const backlog = positive(options.demoteBacklog, 'demoteBacklog', 64);
+    const admit = options.admit ?? 'hit-or-twice';
+    if (typeof admit !== 'function' && admit !== 'hit-or-twice' && admit !== 'always' && admit !== 'never') {
+      fail('ERR_INVALID_ARG', `expected 'hit-or-twice', 'always', 'never' or a function for admit, got ${describe(admit)}`);
+    }
+    const rank = options.evictionRank ?? lruRank;
+    if (typeof rank !== 'function') fail('ERR_INVALID_ARG', `expected a function for evictionRank, got ${describe(rank)}`);
+    const extentBytes = layout.extentBytes(chunkTokens);
+    const recordBytes = extentBytes * layers.count;
+    if (dramBytes < recordBytes) fail('ERR_INVALID_ARG', `expected dramBytes of at least one chunk record (${recordBytes} bytes), got ${dramBytes}`);
+    if (nvmeBytes < recordBytes) fail('ERR_INVALID_ARG', `expected nvmeBytes of at least one chunk record (${recordBytes} bytes), got ${nvmeBytes}`);
+
+    let dir: string;
+    let temporary = false;
+    if (options.dir === undefined) {
+      dir = mkdtempSync(path.join(os.tmpdir(), 'kvflow-store-'));
+      temporary = true;
+    } else {
+      if (typeof options.dir !== 'string' || options.dir.length === 0) fail('ERR_INVALID_ARG', `expected a directory path for dir, got ${describe(options.dir)}`);
+      dir = path.resolve(options.dir);
+    }
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      chmodSync(dir, 0o700);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const k = new KvflowError(`cannot create the store directory ${dir}: ${err.message}`, err.code === 'ENOSPC' ? 'ERR_NO_SPACE' : 'ERR_IO');
+      if (typeof err.errno === 'number') k.errno = -err.errno;
+      throw k;
+    }
+    const slotsPerFile = Math.max(1, Math.floor(slabFileBytes / recordBytes));
+    const wanted: StoreGeometry = {
+      version: STORE_FORMAT_VERSION,
+      slotBytes: recordBytes,
+      slotCount: Math.floor(nvmeBytes / recordBytes),
+      slotsPerFile,
+      layers: layers.count,
+      extentBytes,
+    };
+    const catalog = Catalog.open(dir, wanted);
+    const g = catalog.geometry;
+    const files: KvFile[] = [];
+    try {
+      const count = Math.ceil(g.slotCount / g.slotsPerFile);
+      for (let i = 0; i < count; i++) {
+        const slots = Math.min(g.slotsPerFile, g.slotCount - i * g.slotsPerFile);
+        files.push(await device.openFile(path.join(dir, `slab-${String(i).padStart(4, '0')}.kv`), {
+          create: true, size: slots * g.slotBytes, ...options.file,
+        }));
+      }
+    } catch (e) {
+      await Promise.all(files.map((f) => f.dispose()));
+      await catalog.close();
+      throw e;
+    }
+    const dram = new DramTier(recordBytes, dramBytes, (bytes) => device.allocPinned(bytes), rank);
+    return new KvStore({ device, layout, dir, temporary, chunkTokens, layers, fingerprint, catalog, files, dram, admit, backlog });
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #live(): void {
+    if (this.#closed) fail('ERR_DISPOSED', 'the store is closed');
+  }
+
+  /** Keys of the full chunks of `tokens`. */
+  keys(tokens: ArrayLike<number>): string[] {
+    return chunkKeys(this.fingerprint, tokens, this.chunkTokens);
+  }
+
+  /**
+   * The longest cached prefix of `tokens`: chunk by chunk from the start, in
+   * DRAM or on NVMe, stopping at the first chunk cached in neither. DRAM
+   * chunks stay pinned until `hit.release()`.
+   */
+  lookup(tokens: ArrayLike<number>): StoreHit {
+    this.#live();
+    const keys = this.keys(tokens);
+    const refs: RefState[] = [];
+    const pinned: DramChunk[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const d = this.#dram.ready(key);
+      if (d) {
+        this.#dram.pin(d);
+        pinned.push(d);
+        refs.push({ key, index: i, tier: 'dram', entry: undefined, hit: undefined as unknown as StoreHit });
+        continue;
+      }
+      const e = this.#catalog.get(key);
+      if (e === undefined || e.fp !== this.fingerprint || e.crc.length !== this.layers.count) break;
+      refs.push({ key, index: i, tier: 'nvme', entry: e, hit: undefined as unknown as StoreHit });
+    }
+    this.#local.lookups!++;
+    this.#local.hitChunks! += refs.length;
+    this.#local.missChunks! += keys.length - refs.length;
+    this.#catalog.count('lookups');
+    this.#catalog.count('hitChunks', refs.length);
+    this.#catalog.count('missChunks', keys.length - refs.length);
+    const hit = new StoreHit(refs, this.chunkTokens, (h) => this.#releaseHit(h));
+    hit.pinned.push(...pinned);
+    return hit;
+  }
+
+  #releaseHit(hit: StoreHit): void {
+    for (const c of hit.pinned) {
+      // A promotion that did not receive every layer is dropped with its hit.
+      if (c.state === 'filling' && !c.dead && !this.#inflight.get(c)?.size) this.#dram.discard(c);
+      this.#dram.unpin(c);
+    }
+    hit.pinned.length = 0;
+  }
+
+  #checkCache(kvCache: KvCache): void {
+    if (!(kvCache instanceof KvCache)) fail('ERR_INVALID_ARG', `expected a KvCache for kvCache, got ${describe(kvCache)}`);
+    const l = kvCache.layout;
+    if (l.kvHeads !== this.layout.kvHeads || l.headDim !== this.layout.headDim || l.dtype !== this.layout.dtype ||
+      l.layers < this.layers.first + this.layers.count || this.chunkTokens % l.blockTokens !== 0) {
+      fail('ERR_INVALID_ARG', `expected a KvCache of ${this.layout.kvHeads} KV heads x ${this.layout.headDim} ${this.layout.dtype} ` +
+        `covering layers ${this.layers.first}..${this.layers.first + this.layers.count - 1}, got ${l.kvHeads} x ${l.headDim} ${l.dtype}, ${l.layers} layers`);
+    }
+  }
+
+  #extentIndex(layer: number): number {
+    if (!Number.isSafeInteger(layer) || layer < this.layers.first || layer >= this.layers.first + this.layers.count) {
+      fail(Number.isSafeInteger(layer) ? 'ERR_OUT_OF_RANGE' : 'ERR_INVALID_ARG',
+        `expected a layer in [${this.layers.first}, ${this.layers.first + this.layers.count}) for layer, got ${describe(layer)}`);
+    }
+    return layer - this.layers.first;
+  }
+
+  #blocksOf(blockTable: ArrayLike<number>, chunks: number, kvCache: KvCache, unique: boolean): number {
+    const bpc = this.chunkTokens / kvCache.layout.blockTokens;
+    if (blockTable === null || typeof blockTable !== 'object' || typeof blockTable.length !== 'number') {
+      fail('ERR_INVALID_ARG', `expected an array of block ids for blockTable, got ${describe(blockTable)}`);
+    }
+    if (blockTable.length !== chunks * bpc) {
+      fail('ERR_INVALID_ARG', `expected ${chunks * bpc} block ids in blockTable (${chunks} chunks x ${bpc} blocks), got ${blockTable.length}`);
+    }
+    checkBlocks(kvCache.layout, blockTable, unique);
+    return bpc;
+  }
+
+  #slotPlace(slot: number): { file: KvFile; fileIndex: number; offset: number } {
+    const g = this.geometry;
+    const fileIndex = Math.floor(slot / g.slotsPerFile);
+    return { file: this.#files[fileIndex]!, fileIndex, offset: (slot % g.slotsPerFile) * g.slotBytes };
+  }
+
+  /**
+   * Enqueues on `stream` the load of layer `layer` of `chunks` into the
+   * blocks of `blockTable` (chunks.length x blocksPerChunk ids, in chunk
+   * order; chunks of several requests may be concatenated). DRAM chunks are
+   * copied from pinned memory; NVMe chunks are read (into a DRAM slot when
+   * one is free: the chunk is promoted once every layer arrived), checked on
+   * the IO thread, then copied. The returned event fails with ERR_CHECKSUM
+   * when a chunk failed its check: that chunk is dropped from the store and
+   * its blocks hold zeros, never the bad bytes; look the prompt up again to
+   * learn the new hit.
+   */
+  loadLayer(chunks: readonly ChunkRef[], layer: number, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream): Event {
+    this.#live();
+    const li = this.#extentIndex(layer);
+    this.#checkCache(kvCache);
+    if (!Array.isArray(chunks)) fail('ERR_INVALID_ARG', `expected an array of chunks (hit.chunks), got ${describe(chunks)}`);
+    const bpc = this.#blocksOf(blockTable, chunks.length, kvCache, true);
+    const refs = chunks as readonly RefState[];
+    refs.forEach((r, i) => {
+      if (typeof r !== 'object' || r === null || !(r.hit instanceof StoreHit)) {
+        fail('ERR_INVALID_ARG', `expected chunks from store.lookup() at chunks[${i}], got ${describe(r)}`);
+      }
+      if (r.hit.released) fail('ERR_INVALID_ARG', `expected chunks of a hit not yet released at chunks[${i}]`);
+    });
+    if (chunks.length === 0) return stream.record();
+
+    const extent = this.extentBytes;
+    const records: StagingRecord[] = [];
+    const pins: DramChunk[] = [];
+    const waits: Event[] = [];
+    const temps: PinnedBuffer[] = [];
+    // Reads grouped by (file, destination buffer): one checked read each.
+    const groups = new Map<string, { file: KvFile; buffer: PinnedBuffer; pieces: { dstOffset: number; fileOffset: number; bytes: number; seed: number; crc: number }[]; owners: { ref: RefState; chunk: DramChunk | undefined; slot: number }[] }>();
+    try {
+      for (let i = 0; i < refs.length; i++) {
+        const ref = refs[i]!;
+        const blocks = Array.prototype.slice.call(blockTable, i * bpc, (i + 1) * bpc) as number[];
+        let c = this.#dram.chunks.get(ref.key);
+        if (c && !c.dead && (c.state === 'ready' || c.layers[li] === 1 || this.#inflight.get(c)?.has(li))) {
+          const pending = this.#inflight.get(c)?.get(li);
+          if (pending) waits.push(pending);
+          this.#dram.pin(c);
+          pins.push(c);
+          this.#dram.use(c);
+          c.hits += li === 0 ? 1 : 0;
+          records.push({ blocks, staging: c.slot.buffer, stagingOffset: c.slot.offset + li * extent });
+          this.#local.dramLoads!++;
+          if (li === 0) this.#consider(c);
+          continue;
+        }
+        const entry = ref.entry ?? this.#catalog.get(ref.key);
+        if (entry === undefined || entry.fp !== this.fingerprint) {
+          fail('ERR_INVALID_ARG', `chunk ${ref.index} (${ref.key.slice(0, 12)}...) is no longer cached; look the prompt up again`);
+        }
+        if (!c || c.dead) {
+          c = this.#dram.begin(ref.key, this.layers.count);
+          if (c) {
+            c.onNvme = true;
+            ref.hit.pinned.push(c); // the promotion's pin, released with the hit
+          }
+        }
+        let buffer: PinnedBuffer;
+        let offset: number;
+        if (c) {
+          this.#dram.pin(c);
+          pins.push(c);
+          buffer = c.slot.buffer;
+          offset = c.slot.offset + li * extent;
+        } else {
+          buffer = this.device.allocPinned(extent);
+          temps.push(buffer);
+          offset = 0;
+        }
+        const place = this.#slotPlace(entry.slot);
+        const id = `${place.fileIndex}:${c ? c.slot.segment : `t${temps.length}`}`;
+        let g = groups.get(id);
+        if (!g) {
+          g = { file: place.file, buffer, pieces: [], owners: [] };
+          groups.set(id, g);
+        }
+        g.pieces.push({ dstOffset: offset, fileOffset: place.offset + li * extent, bytes: extent, seed: extentSeed(ref.key, li), crc: entry.crc[li]! });
+        g.owners.push({ ref, chunk: c, slot: entry.slot });
+        records.push({ blocks, staging: buffer, stagingOffset: offset });
+        this.#local.nvmeLoads!++;
+      }
+      // Everything is checked: from here work is enqueued.
+      for (const g of groups.values()) {
+        const read = g.file.readChecked(g.buffer, g.pieces);
+        for (const o of g.owners) {
+          this.#reading.set(o.slot, (this.#reading.get(o.slot) ?? 0) + 1);
+          if (o.chunk) {
+            let m = this.#inflight.get(o.chunk);
+            if (!m) this.#inflight.set(o.chunk, (m = new Map()));
+            m.set(li, read.event);
+          }
+        }
+        stream.waitEvent(read.event);
+        this.#track(read.verified.then(
+          (failed) => this.#afterRead(g.owners, li, read.event, new Set(failed)),
+          () => this.#afterRead(g.owners, li, read.event, undefined),
+        ));
+      }
+      for (const w of waits) stream.waitEvent(w);
+      kvCache.moveRecords(stream, 'scatter', records, layer);
+    } catch (e) {
+      for (const c of pins) this.#dram.unpin(c);
+      for (const t of temps) void t.dispose();
+      throw e;
+    }
+    const event = stream.record();
+    this.#track(settle(event).then(() => {
+      for (const c of pins) this.#dram.unpin(c);
+      for (const t of temps) void t.dispose();
+    }));
+    return event;
+  }
+
+  /** After a checked read: promote what verified, drop what did not (failed: undefined for an IO error). */
+  #afterRead(owners: { ref: RefState; chunk: DramChunk | undefined; slot: number }[], li: number, event: Event, failed: Set<number> | undefined): void {
+    owners.forEach((o, i) => {
+      const n = (this.#reading.get(o.slot) ?? 1) - 1;
+      if (n <= 0) this.#reading.delete(o.slot);
+      else this.#reading.set(o.slot, n);
+      const m = o.chunk ? this.#inflight.get(o.chunk) : undefined;
+      if (m && m.get(li) === event) m.delete(li);
+      if (m && m.size === 0) this.#inflight.delete(o.chunk!);
+      const bad = failed === undefined || failed.has(i);
+      if (failed !== undefined && failed.has(i)) {
+        this.#local.checksumFailures!++;
+        this.#catalog.count('checksumFailures');
+        if (!this.#closed) this.#catalog.drop(o.ref.key, o.slot);
+      }
+      if (!o.chunk) return;
+      if (bad) {
+        this.#dram.discard(o.chunk);
+        return;
+      }
+      if (o.chunk.state === 'filling' && this.#dram.fill(o.chunk, li)) {
+        o.chunk.state = 'ready';
+        if (!this.#closed) this.#catalog.touch(o.ref.key, true);
+      }
+    });
+  }
+
+  #track(p: Promise<unknown>): void {
+    const q = p.catch(() => undefined).finally(() => this.#loads.delete(q));
+    this.#loads.add(q);
+  }
+
+  /**
+   * Starts the put of a prompt's new chunks: its full chunks not cached yet
+   * get a DRAM slot each (chunks for which none is free are skipped: the
+   * tier never blocks a prefill). Fill it with putLayer, then commit().
+   */
+  beginPut(tokens: ArrayLike<number>): PendingPut {
+    this.#live();
+    const keys = this.keys(tokens);
+    const parts: PendingChunk[] = [];
+    keys.forEach((key, index) => {
+      if (this.#dram.chunks.has(key)) return;
+      const e = this.#catalog.get(key);
+      if (e !== undefined && e.fp === this.fingerprint) return;
+      const dram = this.#dram.begin(key, this.layers.count);
+      if (!dram) {
+        this.#local.putSkipped!++;
+        return;
+      }
+      parts.push({ index, key, dram });
+    });
+    return new PendingPut(parts, keys.length, this.layers.count);
+  }
+
+  #checkPending(pending: PendingPut): void {
+    if (!(pending instanceof PendingPut)) fail('ERR_INVALID_ARG', `expected a PendingPut from store.beginPut(), got ${describe(pending)}`);
+    if (pending.state !== 'open') fail('ERR_INVALID_ARG', 'expected an open put, got one already committed or aborted');
+  }
+
+  /**
+   * Enqueues on `stream` the copy of layer `layer` of the pending chunks
+   * from the blocks of `blockTable` (the prompt's block table: chunkCount x
+   * blocksPerChunk ids) into their DRAM slots. Several puts may go in one
+   * call (arrays of puts and block tables): one batch moves them all.
+   */
+  putLayer(pending: PendingPut | readonly PendingPut[], layer: number, kvCache: KvCache,
+    blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream): Event {
+    this.#live();
+    const li = this.#extentIndex(layer);
+    this.#checkCache(kvCache);
+    const puts = Array.isArray(pending) ? (pending as readonly PendingPut[]) : [pending as PendingPut];
+    const tables = Array.isArray(pending) ? (blockTable as readonly ArrayLike<number>[]) : [blockTable as ArrayLike<number>];
+    if (!Array.isArray(tables) || tables.length !== puts.length) {
+      fail('ERR_INVALID_ARG', `expected one block table per put (${puts.length}), got ${describe(blockTable)}`);
+    }
+    const records: StagingRecord[] = [];
+    puts.forEach((p, i) => {
+      this.#checkPending(p);
+      const bpc = this.#blocksOf(tables[i]!, p.chunkCount, kvCache, false);
+      for (const part of p.parts) {
+        if (!part.dram) continue;
+        const blocks = Array.prototype.slice.call(tables[i]!, part.index * bpc, (part.index + 1) * bpc) as number[];
+        records.push({ blocks, staging: part.dram.slot.buffer, stagingOffset: part.dram.slot.offset + li * this.extentBytes });
+      }
+    });
+    kvCache.moveRecords(stream, 'gather', records, layer);
+    const event = stream.record();
+    for (const p of puts) {
+      p.events.push(event);
+      p.layersPut[li] = 1;
+    }
+    return event;
+  }
+
+  /**
+   * Enqueues the copy of every layer of the pending chunks (a whole-chunk
+   * put), then commits once the copies completed. With `durable`, resolves
+   * only after the chunks are written to NVMe and entered in the index
+   * (admission is bypassed); otherwise admission decides in the background.
+   */
+  async put(tokens: ArrayLike<number>, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
+    options: { durable?: boolean } = {}): Promise<{ added: number; keys: string[] }> {
+    this.#live();
+    this.#checkCache(kvCache);
+    const pending = this.beginPut(tokens);
+    try {
+      const bpc = this.#blocksOf(blockTable, pending.chunkCount, kvCache, false);
+      const records: StagingRecord[] = pending.parts.filter((p) => p.dram).map((p) => ({
+        blocks: Array.prototype.slice.call(blockTable, p.index * bpc, (p.index + 1) * bpc) as number[],
+        staging: p.dram!.slot.buffer,
+        stagingOffset: p.dram!.slot.offset,
+      }));
+      kvCache.moveRecords(stream, 'gather', records, this.layers);
+    } catch (e) {
+      await this.abort(pending);
+      throw e;
+    }
+    pending.events.push(stream.record());
+    pending.layersPut.fill(1);
+    const result = await this.commit(pending, options);
+    if (options.durable) {
+      // Chunks of the prompt that were in DRAM already become durable too.
+      const more: Promise<void>[] = [];
+      for (const key of this.keys(tokens)) {
+        const d = this.#dram.ready(key);
+        if (d && !d.onNvme) more.push(this.#demote(d, true));
+      }
+      await Promise.all(more);
+    }
+    return result;
+  }
+
+  /**
+   * Makes a put's chunks visible, once every layer was put and the copies
+   * completed. A failed copy or a missing layer aborts the put (nothing
+   * becomes visible) and rejects. With `durable`, also writes them to NVMe
+   * before resolving.
+   */
+  async commit(pending: PendingPut, options: { durable?: boolean } = {}): Promise<{ added: number; keys: string[] }> {
+    this.#live();
+    this.#checkPending(pending);
+    pending.state = 'committing';
+    const results = await Promise.allSettled(pending.events.map((e) => e.done()));
+    const failed = results.find((r) => r.status === 'rejected');
+    const missing = [...pending.layersPut].findIndex((v) => v === 0);
+    if (failed || missing >= 0 || this.#closed) {
+      this.#discardParts(pending);
+      pending.state = 'done';
+      if (this.#closed) fail('ERR_DISPOSED', 'the store was closed before the put committed');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+      fail('ERR_INVALID_ARG', `expected every layer to be put before commit, layer ${this.layers.first + missing} was not`);
+    }
+    pending.state = 'done';
+    const keys: string[] = [];
+    const durable: Promise<void>[] = [];
+    for (const part of pending.parts) {
+      const c = part.dram;
+      if (!c || c.dead) continue;
+      c.state = 'ready';
+      c.layers.fill(1);
+      c.present = c.layers.length;
+      this.#dram.unpin(c);
+      keys.push(part.key);
+      this.#local.puts!++;
+      this.#seen.set(part.key, (this.#seen.get(part.key) ?? 0) + 1);
+      if (this.#seen.size > 65536) this.#seen.delete(this.#seen.keys().next().value!);
+      if (options.durable) durable.push(this.#demote(c, true));
+      else this.#consider(c);
+    }
+    await Promise.all(durable);
+    return { added: keys.length, keys };
+  }
+
+  /** Drops a put: nothing becomes visible; slots return once the copies in flight completed. */
+  async abort(pending: PendingPut): Promise<void> {
+    if (!(pending instanceof PendingPut)) fail('ERR_INVALID_ARG', `expected a PendingPut from store.beginPut(), got ${describe(pending)}`);
+    if (pending.state === 'done') return;
+    pending.state = 'done';
+    await Promise.all(pending.events.map(settle));
+    this.#discardParts(pending);
+  }
+
+  #discardParts(pending: PendingPut): void {
+    for (const part of pending.parts) {
+      if (!part.dram) continue;
+      this.#dram.unpin(part.dram);
+      this.#dram.discard(part.dram);
+    }
+  }
+
+  /** Applies the admission policy to a ready DRAM chunk not yet on NVMe. */
+  #consider(c: DramChunk): void {
+    if (c.onNvme || c.demoting || c.state !== 'ready') return;
+    const info: AdmissionInfo = { key: c.key, hits: c.hits, seen: this.#seen.get(c.key) ?? 0 };
+    const a = this.#admit;
+    const admitted = a === 'always' || (a === 'hit-or-twice' && (info.hits > 0 || info.seen >= 2)) || (typeof a === 'function' && a(info));
+    if (admitted) void this.#demote(c, false).catch(() => undefined);
+  }
+
+  /** Queues a chunk for NVMe; resolves once written and entered. */
+  #demote(c: DramChunk, force: boolean): Promise<void> {
+    if (c.onNvme) return Promise.resolve();
+    if (this.#queue.length >= this.#backlog && !force) {
+      this.#local.demoteDropped!++;
+      return Promise.resolve();
+    }
+    const existing = this.#queue.find((d) => d.chunk === c);
+    return new Promise<void>((resolve, reject) => {
+      if (existing) {
+        const { resolve: r0, reject: j0 } = existing;
+        existing.resolve = () => { r0(); resolve(); };
+        existing.reject = (e) => { j0(e); reject(e); };
+        return;
+      }
+      c.demoting = true;
+      this.#dram.pin(c);
+      this.#queue.push({ chunk: c, resolve, reject });
+      this.#writer ??= this.#drain().finally(() => {
+        this.#writer = undefined;
+      });
+    });
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#queue.length > 0 && !this.#closed) {
+      const batch = this.#queue.splice(0, 8);
+      try {
+        await this.#writeBatch(batch.map((d) => d.chunk));
+        for (const d of batch) d.resolve();
+      } catch (e) {
+        this.#local.writeErrors!++;
+        for (const d of batch) d.reject(e);
+      } finally {
+        for (const d of batch) {
+          d.chunk.demoting = false;
+          this.#dram.unpin(d.chunk);
+        }
+      }
+    }
+    for (const d of this.#queue.splice(0)) {
+      d.chunk.demoting = false;
+      this.#dram.unpin(d.chunk);
+      d.reject(new KvflowError('the store was closed before the chunk was written', 'ERR_ABORTED'));
+    }
+  }
+
+  /** Writes chunks to NVMe slots and enters them: reserve, write with checksums, fsync, commit. */
+  async #writeBatch(chunks: DramChunk[]): Promise<void> {
+    const todo = chunks.filter((c) => {
+      if (c.onNvme) return false;
+      const e = this.#catalog.get(c.key);
+      if (e !== undefined && e.fp === this.fingerprint) {
+        c.onNvme = true;
+        return false;
+      }
+      return true;
+    });
+    if (todo.length === 0) return;
+    const { slots, evicted } = this.#catalog.reserve(todo.length, new Set(this.#reading.keys()));
+    for (const key of evicted) {
+      const d = this.#dram.chunks.get(key);
+      if (d) d.onNvme = false;
+    }
+    const written: { key: string; slot: number; fp: string; crc: number[] }[] = [];
+    try {
+      const files = new Set<KvFile>();
+      await Promise.all(todo.slice(0, slots.length).map(async (c, i) => {
+        const slot = slots[i]!;
+        const place = this.#slotPlace(slot);
+        const pieces = [];
+        for (let li = 0; li < this.layers.count; li++) {
+          pieces.push({ srcOffset: c.slot.offset + li * this.extentBytes, fileOffset: place.offset + li * this.extentBytes, bytes: this.extentBytes, seed: extentSeed(c.key, li) });
+        }
+        const sums = await place.file.writeSummed(c.slot.buffer, pieces);
+        files.add(place.file);
+        written.push({ key: c.key, slot, fp: this.fingerprint, crc: [...sums] });
+      }));
+      await Promise.all([...files].map((f) => f.sync()));
+    } catch (e) {
+      this.#catalog.commit([], slots);
+      throw e;
+    }
+    const used = new Set(written.map((w) => w.slot));
+    this.#catalog.commit(written, slots.filter((s) => !used.has(s)));
+    for (const c of todo.slice(0, slots.length)) c.onNvme = true;
+    this.#local.demoted! += written.length;
+    if (slots.length < todo.length) {
+      this.#local.demoteDropped! += todo.length - slots.length;
+    }
+  }
+
+  /** Resolves once every chunk queued for NVMe was written (or failed) and uses are recorded. */
+  async flush(): Promise<void> {
+    this.#live();
+    while (this.#writer) await this.#writer;
+    await Promise.all([...this.#loads]);
+    this.#catalog.flushTouches();
+  }
+
+  stats(): KvStoreStats {
+    this.#live();
+    const g = this.geometry;
+    const summary = this.#catalog.summary();
+    return {
+      dram: {
+        capacityBytes: this.#dram.capacitySlots * this.recordBytes,
+        usedBytes: this.#dram.usedSlots * this.recordBytes,
+        chunks: [...this.#dram.chunks.values()].filter((c) => c.state === 'ready').length,
+        evictions: this.#dram.evictions,
+      },
+      nvme: { capacityBytes: g.slotCount * g.slotBytes, slotBytes: g.slotBytes, slots: g.slotCount, chunks: summary.chunks },
+      local: { ...this.#local },
+      shared: this.#catalog.counters(),
+    };
+  }
+
+  /**
+   * Closes the store: waits for loads in flight, writes queued chunks
+   * (unless `abandon`), records uses, closes files and the index, frees the
+   * DRAM tier, and removes a temporary directory. Idempotent.
+   */
+  async close(options: { abandon?: boolean } = {}): Promise<void> {
+    if (this.#closed) return;
+    if (!options.abandon) {
+      while (this.#writer) await this.#writer;
+    }
+    this.#closed = true;
+    clearInterval(this.#timer);
+    while (this.#writer) await this.#writer;
+    await Promise.all([...this.#loads]);
+    try {
+      await this.#catalog.close();
+    } finally {
+      await Promise.all(this.#files.map((f) => f.dispose()));
+      this.#dram.clear();
+      await Promise.all(this.#dram.segments.map((s) => s.dispose()));
+      if (this.#temporary) rmSync(this.dir, { recursive: true, force: true });
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** @internal Test hook: the slab files. */
+  get files(): readonly KvFile[] {
+    return this.#files;
+  }
+
+  /** @internal Test hook: where a chunk lives on NVMe. */
+  nvmeLocation(key: string): { file: KvFile; offset: number; slot: number } | undefined {
+    const e = this.#catalog.get(key);
+    if (!e) return undefined;
+    const p = this.#slotPlace(e.slot);
+    return { file: p.file, offset: p.offset, slot: e.slot };
+  }
+
+  /** @internal Test hook: drops the DRAM tier's chunks (as a restart would). */
+  dropDram(): void {
+    for (const c of [...this.#dram.chunks.values()]) if (c.pins === 0 && !c.demoting) this.#dram.discard(c);
+  }
+}
+
+export { MiB };

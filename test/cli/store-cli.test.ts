@@ -1,0 +1,50 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+const cli = path.resolve(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
+
+function kvflow(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('kvflow demo and inspect', () => {
+  it('demo stores a prompt, reopens, loads it back from NVMe and DRAM and checks every byte; inspect reads the directory', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'kvflow-demo-test-'));
+    try {
+      const r = kvflow(['demo', '--tokens', '512', '--dir', dir, '--backend', 'cpu']);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/next turn +812 tokens: 512 cached \(2 chunks on NVMe, 0 in DRAM\), 300 to compute/);
+      expect(r.stdout).toMatch(/load DRAM +2 chunks/);
+      expect(r.stdout).toContain('verified     every byte loaded equals the byte stored');
+      const text = kvflow(['inspect', dir]);
+      expect(text.status).toBe(0);
+      expect(text.stdout).toMatch(/used +64\.0 MiB: 2 chunks on NVMe, 0 slots being written/);
+      expect(text.stdout).toMatch(/lookups +2: 4 chunks hit, 2 missed/);
+      const json = JSON.parse(kvflow(['inspect', dir, '--json']).stdout) as { chunks: number; geometry: { slotBytes: number }; fingerprints: Record<string, number> };
+      expect(json.chunks).toBe(2);
+      expect(json.geometry.slotBytes).toBe(32 << 20);
+      expect(Object.values(json.fingerprints)).toEqual([2]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('inspect of a directory that is not a store fails with a clear error', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'kvflow-inspect-test-'));
+    try {
+      const r = kvflow(['inspect', dir]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain('has no index.mdb');
+      expect(r.stderr).toContain('[ERR_INVALID_ARG]');
+      expect(kvflow(['demo', '--tokens', '7']).stderr).toContain('[ERR_INVALID_ARG]');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,336 @@
+import { createHash } from 'node:crypto';
+import { openSync, readSync, rmSync, statSync, writeSync, closeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { mkdtempSync } from 'node:fs';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { KvflowError, KvStore, KvLayout, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { injectIoFault } from '../../src/io/testing.js';
+import { backends, open, randomBytes } from '../helpers/backends.js';
+import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
+
+const layout = new KvLayout(SPEC);
+const BPC = CHUNK / SPEC.blockTokens;
+
+describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
+  let dev: Device;
+  let stream: Stream;
+  let src: KvCache;
+  let srcData: Uint8Array[];
+  let dst: KvCache;
+  let root: string;
+
+  beforeAll(async () => {
+    if (skip) return;
+    dev = open(backend);
+    stream = dev.createStream();
+    src = dev.allocKvCache(layout);
+    dst = dev.allocKvCache(layout);
+    srcData = src.buffers.map((b) => randomBytes(b.byteLength));
+    await fillCache(dev, stream, src, srcData);
+    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-store-test-'));
+  });
+  afterAll(async () => {
+    await dev?.dispose();
+    if (root) rmSync(root, { recursive: true, force: true });
+  });
+
+  let n = 0;
+  function storeDir(): string {
+    return path.join(root, `s${n++}`);
+  }
+
+  async function openStore(dir: string, extra: Partial<Parameters<typeof KvStore.open>[0]> = {}): Promise<KvStore> {
+    return KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 64 * 12288, dramBytes: 16 * 12288, ...extra });
+  }
+
+  /** Loads every layer of `hit` into `blocks` of dst and checks the bytes against src's `srcBlocks`. */
+  async function loadAndCheck(store: KvStore, tokens: number[], srcBlocks: number[], expectChunks: number): Promise<void> {
+    const hit = store.lookup(tokens);
+    expect(hit.chunks.length).toBe(expectChunks);
+    const blocks = randomBlocks(hit.chunks.length * BPC, SPEC.numBlocks);
+    const events = [];
+    for (let layer = 0; layer < SPEC.layers; layer++) events.push(store.loadLayer(hit.chunks, layer, dst, blocks, stream));
+    await Promise.all(events.map((e) => e.done()));
+    hit.release();
+    const got = await readCache(dev, stream, dst);
+    for (let layer = 0; layer < SPEC.layers; layer++) {
+      for (let i = 0; i < blocks.length; i++) {
+        for (const kv of [0, 1] as const) {
+          const want = pieceOf(src, srcData, layer, kv, srcBlocks[i]!);
+          const have = pieceOf(dst, got, layer, kv, blocks[i]!);
+          expect(Buffer.compare(want, have), `layer ${layer} block ${i} kv ${kv}`).toBe(0);
+        }
+      }
+    }
+  }
+
+  it.skipIf(skip)('keys follow the documented SHA-256 chain and are identical for identical prefixes', async () => {
+    const store = await openStore(storeDir());
+    const tokens = randomTokens(CHUNK * 3 + 5);
+    const keys = store.keys(tokens);
+    expect(keys).toHaveLength(3); // the partial last chunk has no key
+    let prev = Buffer.alloc(32);
+    const version = Buffer.from([1, 0, 0, 0]);
+    for (let c = 0; c < 3; c++) {
+      const ids = Buffer.alloc(CHUNK * 4);
+      for (let t = 0; t < CHUNK; t++) ids.writeUInt32LE(tokens[c * CHUNK + t]!, t * 4);
+      prev = createHash('sha256').update(version).update(Buffer.from(store.fingerprint, 'hex')).update(prev).update(ids).digest();
+      expect(keys[c]).toBe(prev.toString('hex'));
+    }
+    const other = await KvStore.open({ device: dev, layout, fingerprint: { ...FP, tenantSalt: 'tenant-b' }, dir: storeDir(), chunkTokens: CHUNK, nvmeBytes: 4 * 12288, dramBytes: 2 * 12288 });
+    expect(other.fingerprint).not.toBe(store.fingerprint);
+    expect(other.keys(tokens)[0]).not.toBe(keys[0]);
+    await other.close();
+    await store.close();
+  });
+
+  it.skipIf(skip)('put then load from DRAM round-trips every layer into other blocks', async () => {
+    const store = await openStore(storeDir());
+    const tokens = randomTokens(CHUNK * 4);
+    const blocks = randomBlocks(4 * BPC, SPEC.numBlocks);
+    const r = await store.put(tokens, src, blocks, stream);
+    expect(r.added).toBe(4);
+    const hit = store.lookup(tokens);
+    expect([hit.dram, hit.nvme]).toEqual([4, 0]);
+    hit.release();
+    await loadAndCheck(store, tokens, blocks, 4);
+    await store.close();
+  });
+
+  it.skipIf(skip)('per-layer putLayer is invisible until commit; abort and missing layers add nothing', async () => {
+    const store = await openStore(storeDir());
+    const tokens = randomTokens(CHUNK * 2 + 3);
+    const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
+    const p = store.beginPut(tokens);
+    expect(p.chunks.map((c) => c.index)).toEqual([0, 1]);
+    for (let layer = 0; layer < SPEC.layers; layer++) {
+      store.putLayer(p, layer, src, blocks, stream);
+      expect(store.lookup(tokens).chunks).toHaveLength(0);
+    }
+    const done = await store.commit(p);
+    expect(done.added).toBe(2);
+    await loadAndCheck(store, tokens, blocks, 2);
+
+    const t2 = randomTokens(CHUNK);
+    const p2 = store.beginPut(t2);
+    store.putLayer(p2, 0, src, blocks.slice(0, BPC), stream);
+    await expect(store.commit(p2)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    expect(store.lookup(t2).chunks).toHaveLength(0);
+    const p3 = store.beginPut(t2);
+    store.putLayer(p3, 0, src, blocks.slice(0, BPC), stream);
+    await store.abort(p3);
+    expect(store.lookup(t2).chunks).toHaveLength(0);
+    await expect(store.commit(p3)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await store.close();
+  });
+
+  it.skipIf(skip)('puts of several requests go in one putLayer call', async () => {
+    const store = await openStore(storeDir());
+    const ta = randomTokens(CHUNK * 2);
+    const tb = randomTokens(CHUNK * 3);
+    const ba = randomBlocks(2 * BPC, SPEC.numBlocks);
+    const bb = randomBlocks(3 * BPC, SPEC.numBlocks);
+    const pa = store.beginPut(ta);
+    const pb = store.beginPut(tb);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer([pa, pb], layer, src, [ba, bb], stream);
+    await store.commit(pa);
+    await store.commit(pb);
+    await loadAndCheck(store, ta, ba, 2);
+    await loadAndCheck(store, tb, bb, 3);
+    await store.close();
+  });
+
+  it.skipIf(skip)('lookup returns the longest prefix: a diverging token stops the match at its chunk', async () => {
+    const store = await openStore(storeDir(), { admit: 'always' });
+    const tokens = randomTokens(CHUNK * 5);
+    await store.put(tokens, src, randomBlocks(5 * BPC, SPEC.numBlocks), stream);
+    expect(store.lookup(tokens).chunks.map((c) => c.index)).toEqual([0, 1, 2, 3, 4]);
+    const changed = tokens.slice();
+    changed[CHUNK * 2 + 3] = (changed[CHUNK * 2 + 3]! + 1) % 128000;
+    expect(store.lookup(changed).chunks).toHaveLength(2);
+    expect(store.lookup(changed.slice(0, CHUNK * 2 - 1)).chunks).toHaveLength(1);
+    const first = changed.slice();
+    first[0] = (first[0]! + 7) % 128000;
+    expect(store.lookup(first).chunks).toHaveLength(0);
+    await store.close();
+  });
+
+  it.skipIf(skip)('durable chunks survive close and reopen, load from NVMe, and are promoted to DRAM', async () => {
+    const dir = storeDir();
+    const tokens = randomTokens(CHUNK * 3);
+    const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
+    let store = await openStore(dir);
+    await store.put(tokens, src, blocks, stream, { durable: true });
+    await store.close();
+    store = await openStore(dir);
+    const hit = store.lookup(tokens);
+    expect([hit.dram, hit.nvme]).toEqual([0, 3]);
+    hit.release();
+    await loadAndCheck(store, tokens, blocks, 3);
+    const again = store.lookup(tokens);
+    expect([again.dram, again.nvme]).toEqual([3, 0]);
+    again.release();
+    expect(store.stats().local.nvmeLoads).toBe(9);
+    await store.close();
+  });
+
+  it.skipIf(skip)('admission: a chunk goes to NVMe once hit or committed twice, in the background', async () => {
+    const store = await openStore(storeDir());
+    const tokens = randomTokens(CHUNK);
+    const blocks = randomBlocks(BPC, SPEC.numBlocks);
+    await store.put(tokens, src, blocks, stream);
+    await store.flush();
+    expect(store.stats().nvme.chunks).toBe(0);
+    await loadAndCheck(store, tokens, blocks, 1); // a hit admits it
+    await store.flush();
+    expect(store.stats().nvme.chunks).toBe(1);
+    await store.close();
+  });
+
+  it.skipIf(skip)('NVMe eviction is least recently used first', async () => {
+    const store = await openStore(storeDir(), { nvmeBytes: 3 * 12288 });
+    const prompts = [0, 1, 2, 3].map(() => randomTokens(CHUNK));
+    const blocks = randomBlocks(BPC, SPEC.numBlocks);
+    for (const t of prompts.slice(0, 3)) {
+      await store.put(t, src, blocks, stream, { durable: true });
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    store.dropDram();
+    // Use the first chunk again: the second becomes the least recently used.
+    await loadAndCheck(store, prompts[0]!, blocks, 1);
+    await store.flush();
+    await store.put(prompts[3]!, src, blocks, stream, { durable: true });
+    store.dropDram();
+    expect(prompts.map((t) => store.lookup(t).chunks.length)).toEqual([1, 0, 1, 1]);
+    expect(store.stats().shared.evictions).toBe(1);
+    await store.close();
+  });
+
+  it.skipIf(skip)('DRAM eviction is least recently used first and never drops a pinned chunk', async () => {
+    const store = await openStore(storeDir(), { dramBytes: 2 * 12288, admit: 'never' });
+    const a = randomTokens(CHUNK);
+    const b = randomTokens(CHUNK);
+    const c = randomTokens(CHUNK);
+    const blocks = randomBlocks(BPC, SPEC.numBlocks);
+    await store.put(a, src, blocks, stream);
+    await new Promise((r) => setTimeout(r, 5));
+    await store.put(b, src, blocks, stream);
+    const pinA = store.lookup(a); // a is older but pinned: b goes
+    await store.put(c, src, blocks, stream);
+    expect([a, b, c].map((t) => store.lookup(t).chunks.length)).toEqual([1, 0, 1]);
+    pinA.release();
+    await store.close();
+  });
+
+  it.skipIf(skip)('a corrupted slab is a miss for that chunk only: its blocks get zeros, never the bad bytes', async () => {
+    const dir = storeDir();
+    let store = await openStore(dir);
+    const tokens = randomTokens(CHUNK * 3);
+    const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
+    await store.put(tokens, src, blocks, stream, { durable: true });
+    const bad = store.keys(tokens)[1]!;
+    const loc = store.nvmeLocation(bad)!;
+    const file = loc.file.path;
+    await store.close();
+    // Flip bytes inside layer 1's extent of chunk 1.
+    const fd = openSync(file, 'r+');
+    const at = loc.offset + store.extentBytes + 100;
+    const buf = Buffer.alloc(16);
+    readSync(fd, buf, 0, 16, at);
+    for (let i = 0; i < 16; i++) buf[i] = buf[i]! ^ 0x5a;
+    writeSync(fd, buf, 0, 16, at);
+    closeSync(fd);
+
+    store = await openStore(dir);
+    const hit = store.lookup(tokens);
+    expect(hit.nvme).toBe(3);
+    const to = randomBlocks(3 * BPC, SPEC.numBlocks);
+    const poison = dst.buffers.map((b) => randomBytes(b.byteLength));
+    await fillCache(dev, stream, dst, poison);
+    const e0 = store.loadLayer(hit.chunks, 0, dst, to, stream);
+    const e1 = store.loadLayer(hit.chunks, 1, dst, to, stream);
+    await e0.done();
+    const err = await e1.done().then(() => undefined, (x: unknown) => x);
+    expect(err).toBeInstanceOf(KvflowError);
+    expect((err as KvflowError).code).toBe('ERR_CHECKSUM');
+    await store.flush();
+    hit.release();
+    const got = await readCache(dev, stream, dst);
+    for (let i = 0; i < 3; i++) {
+      for (let b = 0; b < BPC; b++) {
+        const have = pieceOf(dst, got, 1, 0, to[i * BPC + b]!);
+        const want = pieceOf(src, srcData, 1, 0, blocks[i * BPC + b]!);
+        if (i === 1) expect(have.every((x) => x === 0)).toBe(true);
+        else expect(Buffer.compare(have, want)).toBe(0);
+      }
+    }
+    // The chunk is gone: the hit stops before it; the counter rose.
+    expect(store.lookup(tokens).chunks).toHaveLength(1);
+    expect(store.stats().local.checksumFailures).toBe(1);
+    expect(store.stats().shared.checksumFailures).toBe(1);
+    await store.close();
+  });
+
+  it.skipIf(skip)('disk full during a durable put: ERR_NO_SPACE, nothing entered, the store stays usable', async () => {
+    const store = await openStore(storeDir());
+    const tokens = randomTokens(CHUNK);
+    const blocks = randomBlocks(BPC, SPEC.numBlocks);
+    injectIoFault(store.files[0]!, 1, 28 /* ENOSPC */);
+    await expect(store.put(tokens, src, blocks, stream, { durable: true })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
+    expect(store.stats().nvme.chunks).toBe(0);
+    const t2 = randomTokens(CHUNK);
+    await store.put(t2, src, blocks, stream, { durable: true });
+    expect(store.stats().nvme.chunks).toBe(1);
+    store.dropDram();
+    await loadAndCheck(store, t2, blocks, 1);
+    await store.close();
+  });
+
+  it.skipIf(skip)('bad input gets typed errors and moves nothing', async () => {
+    const store = await openStore(storeDir());
+    const tokens = randomTokens(CHUNK * 2);
+    const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
+    await store.put(tokens, src, blocks, stream);
+    const hit = store.lookup(tokens);
+    const code = (fn: () => unknown): string => {
+      try {
+        fn();
+        return 'no error';
+      } catch (e) {
+        return (e as KvflowError).code;
+      }
+    };
+    expect(code(() => store.loadLayer(hit.chunks, 3, dst, blocks, stream))).toBe('ERR_OUT_OF_RANGE');
+    expect(code(() => store.loadLayer(hit.chunks, 0, dst, blocks.slice(1), stream))).toBe('ERR_INVALID_ARG');
+    expect(code(() => store.loadLayer(hit.chunks, 0, dst, [...blocks.slice(1), blocks[0]! + 1000], stream))).toBe('ERR_OUT_OF_RANGE');
+    expect(code(() => store.loadLayer(hit.chunks, 0, dst, [blocks[0]!, ...blocks.slice(0, -1)], stream))).toBe('ERR_INVALID_ARG');
+    expect(code(() => store.loadLayer([{ key: 'x', index: 0, tier: 'dram' }], 0, dst, blocks.slice(0, BPC), stream))).toBe('ERR_INVALID_ARG');
+    expect(code(() => store.lookup([1.5]))).toBe('ERR_INVALID_ARG');
+    expect(code(() => store.lookup([-1]))).toBe('ERR_INVALID_ARG');
+    const other = dev.allocKvCache({ ...SPEC, headDim: 16 });
+    expect(code(() => store.loadLayer(hit.chunks, 0, other, blocks, stream))).toBe('ERR_INVALID_ARG');
+    await other.dispose();
+    hit.release();
+    expect(code(() => store.loadLayer(hit.chunks, 0, dst, blocks, stream))).toBe('ERR_INVALID_ARG');
+    await expect(KvStore.open({ device: dev, layout, fingerprint: FP, dir: storeDir(), chunkTokens: 6 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await expect(KvStore.open({ device: dev, layout, fingerprint: { model: '' }, dir: storeDir(), chunkTokens: CHUNK })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await expect(openStore(store.dir, { layout: new KvLayout({ ...SPEC, headDim: 256 }) })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await store.close();
+    expect(code(() => store.lookup(tokens))).toBe('ERR_DISPOSED');
+  });
+
+  it.skipIf(skip)('store files are 0600 in a 0700 directory; a default store lives in a temp directory removed by close', async () => {
+    const store = await openStore(storeDir());
+    expect(statSync(store.dir).mode & 0o777).toBe(0o700);
+    for (const f of ['index.mdb', 'slab-0000.kv']) expect(statSync(path.join(store.dir, f)).mode & 0o777).toBe(0o600);
+    await store.close();
+    const temp = await KvStore.open({ device: dev, layout, fingerprint: FP, chunkTokens: CHUNK, nvmeBytes: 4 * 12288, dramBytes: 2 * 12288 });
+    const tdir = temp.dir;
+    expect(statSync(tdir).isDirectory()).toBe(true);
+    await temp.close();
+    expect(() => statSync(tdir)).toThrow();
+  });
+});
