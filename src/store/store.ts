@@ -213,6 +213,8 @@ export class KvStore {
   readonly #reading = new Map<number, number>();
   readonly #inflight = new Map<DramChunk, Map<number, Event>>();
   readonly #loads = new Set<Promise<unknown>>();
+  /** Promotions whose hit was released while reads into them were in flight. */
+  readonly #abandoned = new Set<DramChunk>();
   readonly #local: Record<string, number> = {
     lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, checksumFailures: 0,
     puts: 0, putSkipped: 0, demoted: 0, demoteDropped: 0, writeErrors: 0,
@@ -383,8 +385,12 @@ export class KvStore {
 
   #releaseHit(hit: StoreHit): void {
     for (const c of hit.pinned) {
-      // A promotion that did not receive every layer is dropped with its hit.
-      if (c.state === 'filling' && !c.dead && !this.#inflight.get(c)?.size) this.#dram.discard(c);
+      // A promotion that did not receive every layer is dropped with its hit
+      // (once the reads in flight into it have landed).
+      if (c.state === 'filling' && !c.dead) {
+        if (this.#inflight.get(c)?.size) this.#abandoned.add(c);
+        else this.#dram.discard(c);
+      }
       this.#dram.unpin(c);
     }
     hit.pinned.length = 0;
@@ -565,9 +571,17 @@ export class KvStore {
       }
       if (o.chunk.state === 'filling' && this.#dram.fill(o.chunk, li)) {
         o.chunk.state = 'ready';
+        this.#abandoned.delete(o.chunk);
         if (!this.#closed) this.#catalog.touch(o.ref.key, true);
       }
     });
+    for (const c of this.#abandoned) {
+      if (c.dead || c.state === 'ready') this.#abandoned.delete(c);
+      else if (!this.#inflight.get(c)?.size) {
+        this.#abandoned.delete(c);
+        this.#dram.discard(c);
+      }
+    }
   }
 
   #track(p: Promise<unknown>): void {

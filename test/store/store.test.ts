@@ -177,6 +177,26 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     await store.close();
   });
 
+  it.skipIf(skip)('a promotion that did not receive every layer is dropped with its hit and frees its DRAM slot', async () => {
+    const dir = storeDir();
+    const tokens = randomTokens(CHUNK * 2);
+    const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
+    let store = await openStore(dir);
+    await store.put(tokens, src, blocks, stream, { durable: true });
+    await store.close();
+    store = await openStore(dir, { dramBytes: 2 * 12288 });
+    const hit = store.lookup(tokens);
+    await store.loadLayer(hit.chunks, 0, dst, randomBlocks(2 * BPC, SPEC.numBlocks), stream).done();
+    expect(store.stats().dram.usedBytes).toBe(2 * 12288); // two promotions filling
+    hit.release();
+    await store.flush();
+    expect(store.stats().dram).toMatchObject({ usedBytes: 0, chunks: 0 });
+    expect(store.lookup(tokens).nvme).toBe(2);
+    await loadAndCheck(store, tokens, blocks, 2);
+    expect(store.stats().dram.chunks).toBe(2);
+    await store.close();
+  });
+
   it.skipIf(skip)('admission: a chunk goes to NVMe once hit or committed twice, in the background', async () => {
     const store = await openStore(storeDir());
     const tokens = randomTokens(CHUNK);
