@@ -20,6 +20,11 @@ const store = await KvStore.open({
   nvmeBytes: NVME_BYTES, dramBytes: 8 * 12288,
 });
 console.log('ready');
+// With KVFLOW_TEST_BARRIER, start only once that file exists (writers start together).
+if (process.env.KVFLOW_TEST_BARRIER) {
+  const { existsSync } = await import('node:fs');
+  while (!existsSync(process.env.KVFLOW_TEST_BARRIER)) await new Promise((r) => setTimeout(r, 2));
+}
 
 async function writeChunk(j) {
   for (let l = 0; l < SPEC.layers; l++) {
