@@ -125,24 +125,45 @@ export async function runDemo(args: string[]): Promise<number> {
     const coldMs = await loadAll(store, hit, cache, second, stream, compute);
     hit.release();
     say(`load NVMe    ${hit.chunks.length} chunks x 32 layers in ${coldMs.toFixed(0)} ms (${(bytes / coldMs / 1e6).toFixed(2)} GB/s; the page cache may serve part of it)`);
-    const after = await copyAll(dev, stream, cache, undefined);
-    let wrong = 0;
-    for (let layer = 0; layer < layout.layers; layer++) {
-      for (let i = 0; i < second.length; i++) {
-        for (const kv of [0, 1] as const) {
-          const a = layout.piece(layer, kv, first[i]!);
-          const b = layout.piece(layer, kv, second[i]!);
-          const want = data[a.buffer]!.subarray(a.offset, a.offset + layout.pieceBytes);
-          const have = after[b.buffer]!.subarray(b.offset, b.offset + layout.pieceBytes);
-          if (Buffer.compare(want, have) !== 0) wrong++;
+    const differing = async (): Promise<number> => {
+      const after = await copyAll(dev, stream, cache, undefined);
+      let wrong = 0;
+      for (let layer = 0; layer < layout.layers; layer++) {
+        for (let i = 0; i < second.length; i++) {
+          for (const kv of [0, 1] as const) {
+            const a = layout.piece(layer, kv, first[i]!);
+            const b = layout.piece(layer, kv, second[i]!);
+            const want = data[a.buffer]!.subarray(a.offset, a.offset + layout.pieceBytes);
+            const have = after[b.buffer]!.subarray(b.offset, b.offset + layout.pieceBytes);
+            if (Buffer.compare(want, have) !== 0) wrong++;
+          }
         }
       }
-    }
+      return wrong;
+    };
+    const scrub = async (): Promise<void> => {
+      // Overwrite the target blocks, so the next load must bring every byte again.
+      await copyAll(dev, stream, cache, cache.buffers.map((_, i) => {
+        const a = data[i]!.slice();
+        for (let layer = 0; layer < layout.layers; layer++) {
+          for (const blk of second) {
+            for (const kv of [0, 1] as const) {
+              const at = layout.piece(layer, kv, blk);
+              if (at.buffer === i) a.fill(0x5a, at.offset, at.offset + layout.pieceBytes);
+            }
+          }
+        }
+        return a;
+      }));
+    };
+    let wrong = await differing();
+    await scrub();
     hit = store.lookup(next);
     const warmMs = await loadAll(store, hit, cache, second, stream, compute);
     say(`load DRAM    ${hit.dram} chunks x 32 layers in ${warmMs.toFixed(0)} ms (${(bytes / warmMs / 1e6).toFixed(2)} GB/s)`);
     hit.release();
-    say(`verified     ${wrong === 0 ? 'every byte loaded equals the byte stored' : `${wrong} pieces differ`}`);
+    wrong += await differing();
+    say(`verified     ${wrong === 0 ? 'every byte of both loads equals the byte stored' : `${wrong} pieces differ`}`);
     await store.flush();
     await store.close();
     say(formatReport(Catalog.inspect(dir)).trimEnd().replace(/^/gm, '  '));

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 
 import { KvflowError, describe, fail } from '../errors.js';
+import { safeRank, lruRank, type EvictionRank } from './dram.js';
 import { STORE_FORMAT_VERSION } from './keys.js';
 
 /** The geometry a store directory is created with; fixed for its life. */
@@ -39,6 +40,10 @@ export interface CatalogEntry {
   t: number;
   /** Loads served from NVMe. */
   hits: number;
+  /** Entered, ms since the epoch. */
+  at: number;
+  /** Eviction rank (lowest first), the key of its by-use record. */
+  r: number;
 }
 
 interface Reservation {
@@ -58,6 +63,8 @@ export interface StoreReport {
   fingerprints: Record<string, number>;
   reservations: { slot: number; pid: number; alive: boolean; at: number }[];
   counters: CatalogCounters;
+  /** Slot accounting problems (none: []). */
+  problems: string[];
 }
 
 /** Counters shared by the processes of a store. */
@@ -99,9 +106,11 @@ export class Catalog {
   /** Last-use updates not yet written: key -> time. */
   readonly #touched = new Map<string, number>();
   readonly #counterDelta = new Map<string, number>();
+  readonly #rank: EvictionRank;
   #closed = false;
 
-  private constructor(root: RootDatabase, geometry: StoreGeometry, instance: string) {
+  private constructor(root: RootDatabase, geometry: StoreGeometry, instance: string, rank: EvictionRank = lruRank) {
+    this.#rank = rank;
     this.root = root;
     this.#entries = root.openDB<CatalogEntry, string>({ name: 'entries' });
     this.#byUse = root.openDB<number, [number, string]>({ name: 'by-use' });
@@ -117,11 +126,13 @@ export class Catalog {
    * Opens (creating with `wanted` where new) the index in `dir`. An existing
    * store keeps its geometry; `wanted` must then agree on the record shape.
    */
-  static open(dir: string, wanted: StoreGeometry): Catalog {
+  static open(dir: string, wanted: StoreGeometry, rank: EvictionRank = lruRank): Catalog {
     const file = path.join(dir, 'index.mdb');
     let root: RootDatabase;
     try {
-      root = open({ path: file, maxDbs: 12, noSubdir: true });
+      // overlappingSync off: a write transaction returns once it is on disk,
+      // so a chunk reported durable survives a power loss too.
+      root = open({ path: file, maxDbs: 12, noSubdir: true, overlappingSync: false });
     } catch (e) {
       throw catalogError(e, `opening ${file}`);
     }
@@ -150,7 +161,7 @@ export class Catalog {
     }
     const instance = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
     liveInstances.add(instance);
-    const catalog = new Catalog(root, geometry, instance);
+    const catalog = new Catalog(root, geometry, instance, rank);
     catalog.recover();
     return catalog;
   }
@@ -177,7 +188,7 @@ export class Catalog {
       for (const { key, value } of c.#reserved.getRange()) reservations.push({ slot: key, pid: value.pid, alive: pidAlive(value.pid), at: value.at });
       const counters: CatalogCounters = {};
       for (const { key, value } of c.#counters.getRange()) counters[key] = value;
-      return { dir, geometry, ...summary, reservations, counters };
+      return { dir, geometry, ...summary, reservations, counters, problems: c.check() };
     } finally {
       void root.close();
     }
@@ -247,6 +258,7 @@ export class Catalog {
           const [, chunk] = key;
           this.#byUse.removeSync(key);
           this.#entries.removeSync(chunk);
+          this.#touched.delete(chunk);
           evicted.push(chunk);
           take(slot);
         }
@@ -263,21 +275,31 @@ export class Catalog {
    * writer entered meanwhile keeps its slot; ours goes back to the free list.
    * Returns the keys entered.
    */
-  commit(written: { key: string; slot: number; fp: string; crc: number[] }[], unused: number[] = []): string[] {
+  commit(written: { key: string; slot: number; fp: string; crc: number[]; index: number }[], unused: number[] = []): string[] {
     const now = Date.now();
     return this.#write('entering chunks', () => {
       const entered: string[] = [];
       for (const w of written) {
+        if (!this.#owns(w.slot)) {
+          // Our reservation was taken back (recovery by a process that
+          // thought us dead): the slot is someone else's now.
+          this.#bump('lostReservations', 1);
+          continue;
+        }
         this.#reserved.removeSync(w.slot);
         if (this.#entries.get(w.key) !== undefined) {
           this.#free.putSync(w.slot, true);
+          entered.push(w.key); // present: written by another process meanwhile
           continue;
         }
-        this.#entries.putSync(w.key, { slot: w.slot, fp: w.fp, crc: w.crc, t: now, hits: 0 });
-        this.#byUse.putSync([now, w.key], w.slot);
+        const t = now - w.index;
+        const r = safeRank(this.#rank, { lastUse: t, hits: 0, created: now });
+        this.#entries.putSync(w.key, { slot: w.slot, fp: w.fp, crc: w.crc, t, hits: 0, at: now, r });
+        this.#byUse.putSync([r, w.key], w.slot);
         entered.push(w.key);
       }
       for (const slot of unused) {
+        if (!this.#owns(slot)) continue;
         this.#reserved.removeSync(slot);
         this.#free.putSync(slot, true);
       }
@@ -287,22 +309,31 @@ export class Catalog {
     });
   }
 
+  #owns(slot: number): boolean {
+    const r = this.#reserved.get(slot);
+    return r !== undefined && r.inst === this.instance;
+  }
+
   /** Drops `key` if it still maps to `slot` (a checksum failure): its slot becomes free. */
   drop(key: string, slot: number): boolean {
     return this.#write('dropping a chunk', () => {
       const e = this.#entries.get(key);
       if (e === undefined || e.slot !== slot) return false;
       this.#entries.removeSync(key);
-      this.#byUse.removeSync([e.t, key]);
+      this.#byUse.removeSync([e.r, key]);
       this.#free.putSync(slot, true);
       this.#touched.delete(key);
       return true;
     });
   }
 
-  /** Records a use of `key` (written with the next batch). */
-  touch(key: string, hit: boolean): void {
-    this.#touched.set(key, Date.now());
+  /**
+   * Records a use of `key` (written with the next batch). Chunk `index` of a
+   * prompt counts as used `index` ms earlier, so that among chunks used
+   * together the tail of a prefix goes first and its head stays usable.
+   */
+  touch(key: string, hit: boolean, index = 0): void {
+    this.#touched.set(key, Date.now() - index);
     if (hit) this.count('nvmeHits');
   }
 
@@ -329,10 +360,11 @@ export class Catalog {
       for (const [key, t] of touched) {
         const e = this.#entries.get(key);
         if (e === undefined || e.t >= t) continue;
-        this.#byUse.removeSync([e.t, key]);
+        this.#byUse.removeSync([e.r, key]);
         const hits = e.hits + 1;
-        this.#entries.putSync(key, { ...e, t, hits });
-        this.#byUse.putSync([t, key], e.slot);
+        const r = safeRank(this.#rank, { lastUse: t, hits, created: e.at });
+        this.#entries.putSync(key, { ...e, t, hits, r });
+        this.#byUse.putSync([r, key], e.slot);
       }
       this.#flushCountersLocked();
     });
@@ -360,6 +392,35 @@ export class Catalog {
       nextSlot: (this.#meta.get('next-slot') as number | undefined) ?? 0,
       fingerprints,
     };
+  }
+
+  /**
+   * Slot accounting: every slot below the never-used tail is in exactly one
+   * of entries, free and reserved. Returns the problems found (none: []).
+   */
+  check(): string[] {
+    const problems: string[] = [];
+    const owner = new Map<number, string>();
+    const claim = (slot: number, by: string): void => {
+      const prev = owner.get(slot);
+      if (prev !== undefined) problems.push(`slot ${slot} is both ${prev} and ${by}`);
+      else owner.set(slot, by);
+    };
+    for (const { key, value } of this.#entries.getRange()) claim(value.slot, `chunk ${key.slice(0, 12)}`);
+    for (const slot of this.#free.getKeys()) claim(slot, 'free');
+    for (const slot of this.#reserved.getKeys()) claim(slot, 'reserved');
+    const next = (this.#meta.get('next-slot') as number | undefined) ?? 0;
+    for (let slot = 0; slot < next; slot++) if (!owner.has(slot)) problems.push(`slot ${slot} is lost (in no table)`);
+    for (const slot of owner.keys()) if (slot >= next) problems.push(`slot ${slot} is beyond the used range ${next}`);
+    let uses = 0;
+    for (const { key, value: slot } of this.#byUse.getRange()) {
+      uses++;
+      const e = this.#entries.get(key[1]);
+      if (e === undefined || e.slot !== slot || e.r !== key[0]) problems.push(`by-use record of ${key[1].slice(0, 12)} is stale`);
+    }
+    const entries = this.#entries.getCount();
+    if (uses !== entries) problems.push(`${entries} entries but ${uses} by-use records`);
+    return problems;
   }
 
   /** Every entry (for checks and inspect). */

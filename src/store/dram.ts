@@ -21,6 +21,16 @@ export type EvictionRank = (use: ChunkUse) => number;
 
 export const lruRank: EvictionRank = (u) => u.lastUse;
 
+/** A rank that cannot throw or return a non-number: a failing policy evicts nothing first. */
+export function safeRank(rank: EvictionRank, use: ChunkUse): number {
+  try {
+    const r = rank(use);
+    return typeof r === 'number' && !Number.isNaN(r) ? r : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
 /** A slot of the arena: `bytes` at `offset` of `buffer`. */
 export interface DramSlot {
   segment: number;
@@ -30,6 +40,10 @@ export interface DramSlot {
 
 export interface DramChunk {
   key: string;
+  /** Position of the chunk in the prompt that made it (later chunks are evicted first among equals). */
+  index: number;
+  /** `put`: filled by a prefill (only its put writes it); `promotion`: filled from NVMe by loads. */
+  kind: 'put' | 'promotion';
   slot: DramSlot;
   /** `filling`: layers still arriving (a put, or a promotion from NVMe); not visible to lookups. */
   state: 'filling' | 'ready';
@@ -46,6 +60,8 @@ export interface DramChunk {
   demoting: boolean;
   /** Discarded: its slot returns once the last pin goes. */
   dead: boolean;
+  /** Its slot went back to the free list (exactly once). */
+  freed: boolean;
 }
 
 export class DramTier {
@@ -101,7 +117,7 @@ export class DramTier {
     let best = Infinity;
     for (const c of this.chunks.values()) {
       if (c.state !== 'ready' || c.pins > 0 || c.demoting) continue;
-      const r = this.#rank({ lastUse: c.lastUse, hits: c.hits, created: c.created });
+      const r = safeRank(this.#rank, { lastUse: c.lastUse - c.index, hits: c.hits, created: c.created });
       if (r < best) {
         best = r;
         victim = c;
@@ -109,6 +125,8 @@ export class DramTier {
     }
     if (!victim) return undefined;
     this.chunks.delete(victim.key);
+    victim.dead = true;
+    victim.freed = true; // handed straight to its next owner
     this.evictions++;
     return victim.slot;
   }
@@ -117,14 +135,14 @@ export class DramTier {
    * A new filling chunk for `key` with one pin, or undefined when every slot
    * is in use (the caller goes without: the tier never blocks).
    */
-  begin(key: string, layers: number): DramChunk | undefined {
+  begin(key: string, layers: number, kind: 'put' | 'promotion', index: number): DramChunk | undefined {
     if (this.chunks.has(key)) return undefined;
     const slot = this.#slot();
     if (!slot) return undefined;
     const now = Date.now();
     const c: DramChunk = {
-      key, slot, state: 'filling', layers: new Uint8Array(layers), present: 0, pins: 1, hits: 0,
-      lastUse: now, created: now, onNvme: false, demoting: false, dead: false,
+      key, index, kind, slot, state: 'filling', layers: new Uint8Array(layers), present: 0, pins: 1, hits: 0,
+      lastUse: now, created: now, onNvme: false, demoting: false, dead: false, freed: false,
     };
     this.chunks.set(key, c);
     return c;
@@ -147,16 +165,25 @@ export class DramTier {
     if (c.dead) return;
     c.dead = true;
     if (this.chunks.get(c.key) === c) this.chunks.delete(c.key);
-    if (c.pins === 0) this.#free.push(c.slot);
+    this.#release(c);
+  }
+
+  #release(c: DramChunk): void {
+    if (c.dead && c.pins === 0 && !c.freed) {
+      c.freed = true;
+      this.#free.push(c.slot);
+    }
   }
 
   pin(c: DramChunk): void {
+    if (c.freed) throw new Error('kvflow internal error: pinning a DRAM chunk whose slot was freed');
     c.pins++;
   }
 
   unpin(c: DramChunk): void {
-    if (c.pins > 0) c.pins--;
-    if (c.dead && c.pins === 0) this.#free.push(c.slot);
+    if (c.pins === 0) throw new Error('kvflow internal error: unpinning a DRAM chunk that holds no pin');
+    c.pins--;
+    this.#release(c);
   }
 
   use(c: DramChunk): void {
@@ -165,7 +192,13 @@ export class DramTier {
 
   /** Frees every slot (the buffers stay for reuse). */
   clear(): void {
-    for (const c of this.chunks.values()) this.#free.push(c.slot);
+    for (const c of this.chunks.values()) {
+      c.dead = true;
+      if (!c.freed) {
+        c.freed = true;
+        this.#free.push(c.slot);
+      }
+    }
     this.chunks.clear();
   }
 }

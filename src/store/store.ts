@@ -97,11 +97,16 @@ export class StoreHit {
   readonly nvme: number;
   /** @internal */
   readonly pinned: DramChunk[] = [];
+  /** @internal NVMe slots of the hit's chunks: kept from eviction by this process until release. */
+  readonly slots: number[] = [];
+  /** @internal */
+  readonly owner: object;
   #release: (hit: StoreHit) => void;
   #released = false;
 
   /** @internal */
-  constructor(chunks: RefState[], chunkTokens: number, release: (hit: StoreHit) => void) {
+  constructor(owner: object, chunks: RefState[], chunkTokens: number, release: (hit: StoreHit) => void) {
+    this.owner = owner;
     for (const c of chunks) c.hit = this;
     this.chunks = Object.freeze(chunks);
     this.tokens = chunks.length * chunkTokens;
@@ -146,9 +151,14 @@ export class PendingPut {
   readonly events: Event[] = [];
   /** @internal */
   state: 'open' | 'committing' | 'done' = 'open';
+  /** @internal Settles when a commit in progress ends. */
+  committing: Promise<unknown> | undefined;
+  /** @internal */
+  readonly owner: object;
 
   /** @internal */
-  constructor(parts: PendingChunk[], chunkCount: number, layers: number) {
+  constructor(owner: object, parts: PendingChunk[], chunkCount: number, layers: number) {
+    this.owner = owner;
     this.parts = parts;
     this.chunks = Object.freeze(parts.map(({ index, key }) => ({ index, key })));
     this.chunkCount = chunkCount;
@@ -168,8 +178,9 @@ export interface KvStoreStats {
 
 interface Demotion {
   chunk: DramChunk;
-  resolve: () => void;
-  reject: (e: unknown) => void;
+  /** A durable put waits on it: failing to write it is an error, not a drop. */
+  force: boolean;
+  waiters: { resolve: () => void; reject: (e: unknown) => void }[];
 }
 
 function positive(value: unknown, name: string, fallback: number): number {
@@ -178,6 +189,13 @@ function positive(value: unknown, name: string, fallback: number): number {
     fail('ERR_INVALID_ARG', `expected a positive integer for ${name}, got ${describe(value)}`);
   }
   return value;
+}
+
+/** Waits for every promise, then rejects with the first failure, if any. */
+async function settleAll(promises: readonly Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
 function settle(event: Event): Promise<void> {
@@ -211,13 +229,15 @@ export class KvStore {
   readonly #queue: Demotion[] = [];
   #writer: Promise<void> | undefined;
   readonly #reading = new Map<number, number>();
+  /** NVMe slots of unreleased hits of this process: never evicted by it. */
+  readonly #hitSlots = new Map<number, number>();
   readonly #inflight = new Map<DramChunk, Map<number, Event>>();
   readonly #loads = new Set<Promise<unknown>>();
   /** Promotions whose hit was released while reads into them were in flight. */
   readonly #abandoned = new Set<DramChunk>();
   readonly #local: Record<string, number> = {
     lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, checksumFailures: 0,
-    puts: 0, putSkipped: 0, demoted: 0, demoteDropped: 0, writeErrors: 0,
+    puts: 0, putSkipped: 0, demoted: 0, demoteDropped: 0, writeErrors: 0, admitErrors: 0,
   };
   readonly #timer: NodeJS.Timeout;
   #closed = false;
@@ -378,12 +398,24 @@ export class KvStore {
     this.#catalog.count('lookups');
     this.#catalog.count('hitChunks', refs.length);
     this.#catalog.count('missChunks', keys.length - refs.length);
-    const hit = new StoreHit(refs, this.chunkTokens, (h) => this.#releaseHit(h));
+    const hit = new StoreHit(this, refs, this.chunkTokens, (h) => this.#releaseHit(h));
     hit.pinned.push(...pinned);
+    for (const r of refs) {
+      if (r.entry) {
+        hit.slots.push(r.entry.slot);
+        this.#hitSlots.set(r.entry.slot, (this.#hitSlots.get(r.entry.slot) ?? 0) + 1);
+      }
+    }
     return hit;
   }
 
   #releaseHit(hit: StoreHit): void {
+    for (const slot of hit.slots) {
+      const n = (this.#hitSlots.get(slot) ?? 1) - 1;
+      if (n <= 0) this.#hitSlots.delete(slot);
+      else this.#hitSlots.set(slot, n);
+    }
+    hit.slots.length = 0;
     for (const c of hit.pinned) {
       // A promotion that did not receive every layer is dropped with its hit
       // (once the reads in flight into it have landed).
@@ -451,8 +483,8 @@ export class KvStore {
     const bpc = this.#blocksOf(blockTable, chunks.length, kvCache, true);
     const refs = chunks as readonly RefState[];
     refs.forEach((r, i) => {
-      if (typeof r !== 'object' || r === null || !(r.hit instanceof StoreHit)) {
-        fail('ERR_INVALID_ARG', `expected chunks from store.lookup() at chunks[${i}], got ${describe(r)}`);
+      if (typeof r !== 'object' || r === null || !(r.hit instanceof StoreHit) || r.hit.owner !== this) {
+        fail('ERR_INVALID_ARG', `expected chunks from this store's lookup() at chunks[${i}], got ${describe(r)}`);
       }
       if (r.hit.released) fail('ERR_INVALID_ARG', `expected chunks of a hit not yet released at chunks[${i}]`);
     });
@@ -465,29 +497,49 @@ export class KvStore {
     const temps: PinnedBuffer[] = [];
     // Reads grouped by (file, destination buffer): one checked read each.
     const groups = new Map<string, { file: KvFile; buffer: PinnedBuffer; pieces: { dstOffset: number; fileOffset: number; bytes: number; seed: number; crc: number }[]; owners: { ref: RefState; chunk: DramChunk | undefined; slot: number }[] }>();
+    // A chunk named twice in one call (prompts sharing a prefix) is staged once.
+    const staged = new Map<string, { buffer: PinnedBuffer; offset: number }>();
     try {
       for (let i = 0; i < refs.length; i++) {
         const ref = refs[i]!;
         const blocks = Array.prototype.slice.call(blockTable, i * bpc, (i + 1) * bpc) as number[];
+        const twice = staged.get(ref.key);
+        if (twice) {
+          records.push({ blocks, staging: twice.buffer, stagingOffset: twice.offset });
+          continue;
+        }
         let c = this.#dram.chunks.get(ref.key);
-        if (c && !c.dead && (c.state === 'ready' || c.layers[li] === 1 || this.#inflight.get(c)?.has(li))) {
+        const present = c !== undefined && !c.dead &&
+          (c.state === 'ready' || (c.kind === 'promotion' && (c.layers[li] === 1 || this.#inflight.get(c)?.has(li) === true)));
+        if (c && present) {
           const pending = this.#inflight.get(c)?.get(li);
           if (pending) waits.push(pending);
           this.#dram.pin(c);
           pins.push(c);
           this.#dram.use(c);
-          c.hits += li === 0 ? 1 : 0;
-          records.push({ blocks, staging: c.slot.buffer, stagingOffset: c.slot.offset + li * extent });
+          const offset = c.slot.offset + li * extent;
+          records.push({ blocks, staging: c.slot.buffer, stagingOffset: offset });
+          staged.set(ref.key, { buffer: c.slot.buffer, offset });
           this.#local.dramLoads!++;
-          if (li === 0) this.#consider(c);
+          if (li === 0 && c.state === 'ready') {
+            c.hits++;
+            if (c.onNvme) {
+              // Another process may have evicted it from NVMe: then it is a candidate again.
+              if (this.#catalog.has(c.key)) this.#catalog.touch(c.key, false, ref.index);
+              else c.onNvme = false;
+            }
+            this.#consider(c);
+          }
           continue;
         }
-        const entry = ref.entry ?? this.#catalog.get(ref.key);
-        if (entry === undefined || entry.fp !== this.fingerprint) {
+        // From NVMe: the index entry as it is now (another process may have rewritten or evicted it).
+        const entry = this.#catalog.get(ref.key);
+        if (entry === undefined || entry.fp !== this.fingerprint || entry.crc.length !== this.layers.count) {
           fail('ERR_INVALID_ARG', `chunk ${ref.index} (${ref.key.slice(0, 12)}...) is no longer cached; look the prompt up again`);
         }
-        if (!c || c.dead) {
-          c = this.#dram.begin(ref.key, this.layers.count);
+        if (c && (c.dead || c.kind !== 'promotion')) c = undefined; // a prefill's own slot is never read into
+        else if (!c) {
+          c = this.#dram.begin(ref.key, this.layers.count, 'promotion', ref.index);
           if (c) {
             c.onNvme = true;
             ref.hit.pinned.push(c); // the promotion's pin, released with the hit
@@ -505,6 +557,7 @@ export class KvStore {
           temps.push(buffer);
           offset = 0;
         }
+        staged.set(ref.key, { buffer, offset });
         const place = this.#slotPlace(entry.slot);
         const id = `${place.fileIndex}:${c ? c.slot.segment : `t${temps.length}`}`;
         let g = groups.get(id);
@@ -564,6 +617,7 @@ export class KvStore {
         this.#catalog.count('checksumFailures');
         if (!this.#closed) this.#catalog.drop(o.ref.key, o.slot);
       }
+      if (!bad && li === 0 && !this.#closed) this.#catalog.touch(o.ref.key, true, o.ref.index);
       if (!o.chunk) return;
       if (bad) {
         this.#dram.discard(o.chunk);
@@ -572,7 +626,6 @@ export class KvStore {
       if (o.chunk.state === 'filling' && this.#dram.fill(o.chunk, li)) {
         o.chunk.state = 'ready';
         this.#abandoned.delete(o.chunk);
-        if (!this.#closed) this.#catalog.touch(o.ref.key, true);
       }
     });
     for (const c of this.#abandoned) {
@@ -602,18 +655,20 @@ export class KvStore {
       if (this.#dram.chunks.has(key)) return;
       const e = this.#catalog.get(key);
       if (e !== undefined && e.fp === this.fingerprint) return;
-      const dram = this.#dram.begin(key, this.layers.count);
+      const dram = this.#dram.begin(key, this.layers.count, 'put', index);
       if (!dram) {
         this.#local.putSkipped!++;
         return;
       }
       parts.push({ index, key, dram });
     });
-    return new PendingPut(parts, keys.length, this.layers.count);
+    return new PendingPut(this, parts, keys.length, this.layers.count);
   }
 
   #checkPending(pending: PendingPut): void {
-    if (!(pending instanceof PendingPut)) fail('ERR_INVALID_ARG', `expected a PendingPut from store.beginPut(), got ${describe(pending)}`);
+    if (!(pending instanceof PendingPut) || pending.owner !== this) {
+      fail('ERR_INVALID_ARG', `expected a PendingPut from this store's beginPut(), got ${describe(pending)}`);
+    }
     if (pending.state !== 'open') fail('ERR_INVALID_ARG', 'expected an open put, got one already committed or aborted');
   }
 
@@ -685,7 +740,7 @@ export class KvStore {
         const d = this.#dram.ready(key);
         if (d && !d.onNvme) more.push(this.#demote(d, true));
       }
-      await Promise.all(more);
+      await settleAll(more);
     }
     return result;
   }
@@ -700,6 +755,12 @@ export class KvStore {
     this.#live();
     this.#checkPending(pending);
     pending.state = 'committing';
+    const done = this.#commit(pending, options);
+    pending.committing = done.catch(() => undefined);
+    return done;
+  }
+
+  async #commit(pending: PendingPut, options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
     const results = await Promise.allSettled(pending.events.map((e) => e.done()));
     const failed = results.find((r) => r.status === 'rejected');
     const missing = [...pending.layersPut].findIndex((v) => v === 0);
@@ -727,13 +788,23 @@ export class KvStore {
       if (options.durable) durable.push(this.#demote(c, true));
       else this.#consider(c);
     }
-    await Promise.all(durable);
+    await settleAll(durable);
     return { added: keys.length, keys };
   }
 
-  /** Drops a put: nothing becomes visible; slots return once the copies in flight completed. */
+  /**
+   * Drops a put: nothing becomes visible; slots return once the copies in
+   * flight completed. Too late once commit() was called: it then waits for
+   * the commit to end and leaves its outcome alone.
+   */
   async abort(pending: PendingPut): Promise<void> {
-    if (!(pending instanceof PendingPut)) fail('ERR_INVALID_ARG', `expected a PendingPut from store.beginPut(), got ${describe(pending)}`);
+    if (!(pending instanceof PendingPut) || pending.owner !== this) {
+      fail('ERR_INVALID_ARG', `expected a PendingPut from this store's beginPut(), got ${describe(pending)}`);
+    }
+    if (pending.state === 'committing') {
+      await pending.committing;
+      return;
+    }
     if (pending.state === 'done') return;
     pending.state = 'done';
     await Promise.all(pending.events.map(settle));
@@ -753,29 +824,38 @@ export class KvStore {
     if (c.onNvme || c.demoting || c.state !== 'ready') return;
     const info: AdmissionInfo = { key: c.key, hits: c.hits, seen: this.#seen.get(c.key) ?? 0 };
     const a = this.#admit;
-    const admitted = a === 'always' || (a === 'hit-or-twice' && (info.hits > 0 || info.seen >= 2)) || (typeof a === 'function' && a(info));
+    let admitted: boolean;
+    try {
+      admitted = a === 'always' || (a === 'hit-or-twice' && (info.hits > 0 || info.seen >= 2)) || (typeof a === 'function' && a(info) === true);
+    } catch {
+      this.#local.admitErrors!++;
+      admitted = false; // a failing policy admits nothing
+    }
     if (admitted) void this.#demote(c, false).catch(() => undefined);
   }
 
-  /** Queues a chunk for NVMe; resolves once written and entered. */
+  /**
+   * Queues a chunk for NVMe. Resolves once it is entered in the index; a
+   * forced (durable) demotion that could not be written rejects, an
+   * admitted one that could not is only counted.
+   */
   #demote(c: DramChunk, force: boolean): Promise<void> {
     if (c.onNvme) return Promise.resolve();
+    const existing = this.#queue.find((d) => d.chunk === c);
+    if (existing) {
+      existing.force ||= force;
+      return new Promise<void>((resolve, reject) => existing.waiters.push({ resolve, reject }));
+    }
     if (this.#queue.length >= this.#backlog && !force) {
       this.#local.demoteDropped!++;
       return Promise.resolve();
     }
-    const existing = this.#queue.find((d) => d.chunk === c);
     return new Promise<void>((resolve, reject) => {
-      if (existing) {
-        const { resolve: r0, reject: j0 } = existing;
-        existing.resolve = () => { r0(); resolve(); };
-        existing.reject = (e) => { j0(e); reject(e); };
-        return;
-      }
-      c.demoting = true;
       this.#dram.pin(c);
-      this.#queue.push({ chunk: c, resolve, reject });
-      this.#writer ??= this.#drain().finally(() => {
+      c.demoting = true;
+      this.#queue.push({ chunk: c, force, waiters: [{ resolve, reject }] });
+      // Started a microtask later, so that the chunks of one commit go in one batch.
+      this.#writer ??= Promise.resolve().then(() => this.#drain()).finally(() => {
         this.#writer = undefined;
       });
     });
@@ -784,28 +864,41 @@ export class KvStore {
   async #drain(): Promise<void> {
     while (this.#queue.length > 0 && !this.#closed) {
       const batch = this.#queue.splice(0, 8);
+      let failures: Map<DramChunk, unknown>;
       try {
-        await this.#writeBatch(batch.map((d) => d.chunk));
-        for (const d of batch) d.resolve();
+        failures = await this.#writeBatch(batch.map((d) => d.chunk));
       } catch (e) {
-        this.#local.writeErrors!++;
-        for (const d of batch) d.reject(e);
-      } finally {
-        for (const d of batch) {
-          d.chunk.demoting = false;
-          this.#dram.unpin(d.chunk);
+        failures = new Map(batch.map((d) => [d.chunk, e]));
+      }
+      for (const d of batch) {
+        d.chunk.demoting = false;
+        this.#dram.unpin(d.chunk);
+        const failure = failures.get(d.chunk);
+        if (failure !== undefined) {
+          if (d.force) this.#local.writeErrors!++;
+          else this.#local.demoteDropped!++;
+        }
+        for (const w of d.waiters) {
+          if (failure === undefined || !d.force) w.resolve();
+          else w.reject(failure);
         }
       }
     }
     for (const d of this.#queue.splice(0)) {
       d.chunk.demoting = false;
       this.#dram.unpin(d.chunk);
-      d.reject(new KvflowError('the store was closed before the chunk was written', 'ERR_ABORTED'));
+      const closed = new KvflowError('the store was closed before the chunk was written', 'ERR_ABORTED');
+      for (const w of d.waiters) (d.force ? w.reject(closed) : w.resolve());
     }
   }
 
-  /** Writes chunks to NVMe slots and enters them: reserve, write with checksums, fsync, commit. */
-  async #writeBatch(chunks: DramChunk[]): Promise<void> {
+  /**
+   * Writes chunks to NVMe slots and enters them: reserve, write with
+   * checksums, fsync, commit. Every write is settled before any slot is
+   * released or entered. Returns the chunks not entered, with why.
+   */
+  async #writeBatch(chunks: DramChunk[]): Promise<Map<DramChunk, unknown>> {
+    const failures = new Map<DramChunk, unknown>();
     const todo = chunks.filter((c) => {
       if (c.onNvme) return false;
       const e = this.#catalog.get(c.key);
@@ -815,38 +908,54 @@ export class KvStore {
       }
       return true;
     });
-    if (todo.length === 0) return;
-    const { slots, evicted } = this.#catalog.reserve(todo.length, new Set(this.#reading.keys()));
+    if (todo.length === 0) return failures;
+    const busy = new Set([...this.#reading.keys(), ...this.#hitSlots.keys()]);
+    const { slots, evicted } = this.#catalog.reserve(todo.length, busy);
     for (const key of evicted) {
       const d = this.#dram.chunks.get(key);
       if (d) d.onNvme = false;
     }
-    const written: { key: string; slot: number; fp: string; crc: number[] }[] = [];
-    try {
-      const files = new Set<KvFile>();
-      await Promise.all(todo.slice(0, slots.length).map(async (c, i) => {
-        const slot = slots[i]!;
-        const place = this.#slotPlace(slot);
-        const pieces = [];
-        for (let li = 0; li < this.layers.count; li++) {
-          pieces.push({ srcOffset: c.slot.offset + li * this.extentBytes, fileOffset: place.offset + li * this.extentBytes, bytes: this.extentBytes, seed: extentSeed(c.key, li) });
-        }
-        const sums = await place.file.writeSummed(c.slot.buffer, pieces);
-        files.add(place.file);
-        written.push({ key: c.key, slot, fp: this.fingerprint, crc: [...sums] });
-      }));
-      await Promise.all([...files].map((f) => f.sync()));
-    } catch (e) {
-      this.#catalog.commit([], slots);
-      throw e;
+    const placed = todo.slice(0, slots.length);
+    for (const c of todo.slice(slots.length)) {
+      failures.set(c, new KvflowError('no NVMe slot could be taken: every slot is being read or written', 'ERR_NO_SPACE'));
     }
-    const used = new Set(written.map((w) => w.slot));
-    this.#catalog.commit(written, slots.filter((s) => !used.has(s)));
-    for (const c of todo.slice(0, slots.length)) c.onNvme = true;
-    this.#local.demoted! += written.length;
-    if (slots.length < todo.length) {
-      this.#local.demoteDropped! += todo.length - slots.length;
+    const results = await Promise.allSettled(placed.map(async (c, i) => {
+      const place = this.#slotPlace(slots[i]!);
+      const pieces = [];
+      for (let li = 0; li < this.layers.count; li++) {
+        pieces.push({ srcOffset: c.slot.offset + li * this.extentBytes, fileOffset: place.offset + li * this.extentBytes, bytes: this.extentBytes, seed: extentSeed(c.key, li) });
+      }
+      return { place, sums: await place.file.writeSummed(c.slot.buffer, pieces) };
+    }));
+    const written: { key: string; slot: number; fp: string; crc: number[]; index: number }[] = [];
+    const unused: number[] = [];
+    const files = new Set<KvFile>();
+    results.forEach((r, i) => {
+      const c = placed[i]!;
+      if (r.status === 'fulfilled') {
+        files.add(r.value.place.file);
+        written.push({ key: c.key, slot: slots[i]!, fp: this.fingerprint, crc: [...r.value.sums], index: c.index });
+      } else {
+        failures.set(c, r.reason);
+        unused.push(slots[i]!);
+      }
+    });
+    const synced = await Promise.allSettled([...files].map((f) => f.sync()));
+    const syncError = synced.find((r) => r.status === 'rejected');
+    if (syncError) {
+      for (const w of written) {
+        failures.set(placed.find((c) => c.key === w.key)!, (syncError as PromiseRejectedResult).reason);
+        unused.push(w.slot);
+      }
+      written.length = 0;
     }
+    const entered = new Set(this.#catalog.commit(written, unused));
+    for (const c of placed) {
+      if (entered.has(c.key)) c.onNvme = true;
+      else if (!failures.has(c)) failures.set(c, new KvflowError('the chunk\'s NVMe slot was taken back before it was entered', 'ERR_IO'));
+    }
+    this.#local.demoted! += entered.size;
+    return failures;
   }
 
   /** Resolves once every chunk queued for NVMe was written (or failed) and uses are recorded. */
@@ -913,6 +1022,11 @@ export class KvStore {
     if (!e) return undefined;
     const p = this.#slotPlace(e.slot);
     return { file: p.file, offset: p.offset, slot: e.slot };
+  }
+
+  /** @internal Test hook: slot accounting problems of the index ([] when consistent). */
+  indexProblems(): string[] {
+    return this.#catalog.check();
   }
 
   /** @internal Test hook: drops the DRAM tier's chunks (as a restart would). */

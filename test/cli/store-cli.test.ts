@@ -21,7 +21,7 @@ describe('kvflow demo and inspect', () => {
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/next turn +812 tokens: 512 cached \(2 chunks on NVMe, 0 in DRAM\), 300 to compute/);
       expect(r.stdout).toMatch(/load DRAM +2 chunks/);
-      expect(r.stdout).toContain('verified     every byte loaded equals the byte stored');
+      expect(r.stdout).toContain('verified     every byte of both loads equals the byte stored');
       const text = kvflow(['inspect', dir]);
       expect(text.status).toBe(0);
       expect(text.stdout).toMatch(/used +64\.0 MiB: 2 chunks on NVMe, 0 slots being written/);

@@ -74,6 +74,8 @@ const count = Number(countArg);
 if (flag === '--check') {
   // Verify mode: "ok j" / "miss j" for each j.
   for (let j = first; j < first + count; j++) console.log(`${(await verifyChunk(j)) ? 'ok' : 'miss'} ${j}`);
+  const problems = store.indexProblems();
+  console.log(problems.length === 0 ? 'accounting ok' : `accounting: ${problems.join('; ')}`);
 } else {
   for (let j = first; j < first + count; j++) {
     await writeChunk(j);

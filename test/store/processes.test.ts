@@ -75,6 +75,8 @@ describe('KvStore across processes (cpu)', () => {
       expect(c.stderr, `round ${round} check`).toBe('');
       const bad = c.lines.filter((l) => l.startsWith('mismatch') || l.startsWith('load-error'));
       expect(bad, `round ${round}`).toEqual([]);
+      // Every slot is in exactly one of entries, free and reserved: the dead writer's reservations were freed.
+      expect(c.lines.filter((l) => l.startsWith('accounting')), `round ${round}`).toEqual(['accounting ok']);
       const ok = new Set(c.lines.filter((l) => l.startsWith('ok ')).map((l) => Number(l.slice(3))));
       for (const j of got) expect(ok.has(j), `durable chunk ${j} of round ${round}`).toBe(true);
     }
@@ -108,5 +110,6 @@ describe('KvStore across processes (cpu)', () => {
     expect([a, b].map((r) => r.lines.filter((l) => l.startsWith('verified ')).length).reduce((x, y) => x + y)).toBeGreaterThan(0);
     const c = await run([dir, '0', '225', '--check']);
     expect(c.lines.filter((l) => l.startsWith('ok '))).toHaveLength(225);
+    expect(c.lines.filter((l) => l.startsWith('accounting'))).toEqual(['accounting ok']);
   }, 120_000);
 });
