@@ -52,16 +52,17 @@ struct CheckedRequest {
 /// that does not match, or whose read failed, has its bytes in `dst` zeroed
 /// before the event completes. Destination ranges must not overlap. Throws
 /// (nothing read) for bad arguments. The event gets `event_id` and is posted
-/// to `completer` when watched.
+/// to `completer` when watched. Every piece is a request of `priority`.
 [[nodiscard]] CheckedRequest read_checked(Engine& engine, const FilePtr& file, const BufferPtr& dst,
                                           std::vector<CheckedPiece> pieces, Completer& completer,
-                                          std::uint64_t event_id);
+                                          std::uint64_t event_id, Priority priority = Priority::kHigh);
 
 /// Writes every piece of `src` to `file` on `engine`; once a piece is
 /// written, an IO thread computes CRC32C(seed, its bytes in `src`) into the
 /// report. The event fails with the lowest-indexed piece's IO failure, if any.
+/// Every piece is a request of `priority`.
 [[nodiscard]] CheckedRequest write_summed(Engine& engine, const FilePtr& file, const BufferPtr& src,
                                           std::vector<CheckedPiece> pieces, Completer& completer,
-                                          std::uint64_t event_id);
+                                          std::uint64_t event_id, Priority priority = Priority::kLow);
 
 }  // namespace kvflow::io

@@ -120,17 +120,37 @@ struct EngineProbe {
 /// kernel.io_uring_disabled); the reason says which.
 [[nodiscard]] EngineProbe probe_io_uring();
 
+/// Which of an engine's queued tasks start first. A KV store shares one
+/// engine between latency-critical reads (a prefill waiting on NVMe) and
+/// background writes (demotion); without priorities a backlog of writes
+/// delays every read queued behind it.
+///
+/// Tasks of high-priority requests start before queued tasks of low-priority
+/// ones; within a priority, in submission order. A task already started is
+/// never interrupted. So that lows still progress under a steady stream of
+/// highs, after kHighTasksPerLow high tasks in a row have started while a low
+/// task waited, the oldest low task starts next.
+enum class Priority : int { kHigh = 0, kLow = 1 };
+
+/// High tasks that may start in a row while a low task waits (see Priority).
+inline constexpr unsigned kHighTasksPerLow = 8;
+
+[[nodiscard]] const char* priority_name(Priority priority) noexcept;
+
 /// Bytes an engine moved, by path: what the tests check and metrics will read.
 struct EngineStats {
   std::uint64_t direct_bytes = 0;    // through O_DIRECT
   std::uint64_t buffered_bytes = 0;  // through the page cache
   std::uint64_t failed_tasks = 0;    // tasks that ended in an error (injected ones included)
+  std::uint64_t high_tasks = 0;      // tasks of high-priority requests taken from the queue
+  std::uint64_t low_tasks = 0;       // tasks of low-priority requests taken from the queue
 };
 
 /// Moves bytes between host buffers and files. Requests are split into tasks
-/// of at most task_size bytes that run in parallel; a request's event
-/// completes once, when its last task has finished, with the first task's
-/// failure if any (tasks not started after a failure are skipped).
+/// of at most task_size bytes that run in parallel, high-priority requests'
+/// tasks first (see Priority); a request's event completes once, when its
+/// last task has finished, with the first task's failure if any (tasks not
+/// started after a failure are skipped).
 class Engine {
  public:
   using IdSource = std::function<std::uint64_t()>;
@@ -145,11 +165,15 @@ class Engine {
 
   /// Reads `bytes` bytes of `file` at `file_offset` into `dst` at `dst_offset`.
   /// Any thread; returns at once. Reading past the end of the file fails.
+  /// High priority unless told otherwise.
   [[nodiscard]] EventPtr read(const FilePtr& file, const BufferPtr& dst, std::size_t dst_offset,
-                              std::uint64_t file_offset, std::size_t bytes, Done done = {});
+                              std::uint64_t file_offset, std::size_t bytes, Done done = {},
+                              Priority priority = Priority::kHigh);
   /// Writes `bytes` bytes of `src` at `src_offset` to `file` at `file_offset`.
+  /// Low priority unless told otherwise.
   [[nodiscard]] EventPtr write(const FilePtr& file, std::uint64_t file_offset, const BufferPtr& src,
-                               std::size_t src_offset, std::size_t bytes, Done done = {});
+                               std::size_t src_offset, std::size_t bytes, Done done = {},
+                               Priority priority = Priority::kLow);
   /// Runs blocking host work (open, fsync, fallocate) on the engine's own
   /// thread; its exception, if any, becomes the event's error.
   [[nodiscard]] EventPtr run(std::function<void()> work);
@@ -182,7 +206,7 @@ class Engine {
 
  private:
   EventPtr submit(bool is_read, const FilePtr& file, const BufferPtr& buffer, std::size_t buffer_offset,
-                  std::uint64_t file_offset, std::size_t bytes, Done done);
+                  std::uint64_t file_offset, std::size_t bytes, Done done, Priority priority);
 };
 
 using EnginePtr = std::shared_ptr<Engine>;

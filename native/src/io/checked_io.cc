@@ -131,8 +131,12 @@ void check_pieces(const FilePtr& file, const BufferPtr& buffer, const std::vecto
 }
 
 CheckedRequest submit(bool is_read, Engine& engine, const FilePtr& file, const BufferPtr& buffer,
-                      std::vector<CheckedPiece> pieces, Completer& completer, std::uint64_t event_id) {
+                      std::vector<CheckedPiece> pieces, Completer& completer, std::uint64_t event_id,
+                      Priority priority) {
   check_pieces(file, buffer, pieces, is_read);
+  // Checked here too: a piece refused by the engine would fail the request late instead of throwing now.
+  KVFLOW_CHECK(priority == Priority::kHigh || priority == Priority::kLow, kInvalidArg,
+               "expected high or low for priority, got " + std::to_string(static_cast<int>(priority)));
   auto batch = std::make_shared<Batch>();
   const std::size_t n = pieces.size();
   batch->is_read = is_read;
@@ -157,9 +161,9 @@ CheckedRequest submit(bool is_read, Engine& engine, const FilePtr& file, const B
       const CheckedPiece& p = batch->pieces[i];
       Engine::Done done = [batch, i](const ErrorPtr& e) { batch->piece_done(i, e); };
       if (is_read) {
-        (void)engine.read(file, buffer, p.buffer_offset, p.file_offset, p.bytes, std::move(done));
+        (void)engine.read(file, buffer, p.buffer_offset, p.file_offset, p.bytes, std::move(done), priority);
       } else {
-        (void)engine.write(file, p.file_offset, buffer, p.buffer_offset, p.bytes, std::move(done));
+        (void)engine.write(file, p.file_offset, buffer, p.buffer_offset, p.bytes, std::move(done), priority);
       }
     }
   } catch (...) {
@@ -178,13 +182,15 @@ CheckedRequest submit(bool is_read, Engine& engine, const FilePtr& file, const B
 }  // namespace
 
 CheckedRequest read_checked(Engine& engine, const FilePtr& file, const BufferPtr& dst,
-                            std::vector<CheckedPiece> pieces, Completer& completer, std::uint64_t event_id) {
-  return submit(true, engine, file, dst, std::move(pieces), completer, event_id);
+                            std::vector<CheckedPiece> pieces, Completer& completer, std::uint64_t event_id,
+                            Priority priority) {
+  return submit(true, engine, file, dst, std::move(pieces), completer, event_id, priority);
 }
 
 CheckedRequest write_summed(Engine& engine, const FilePtr& file, const BufferPtr& src,
-                            std::vector<CheckedPiece> pieces, Completer& completer, std::uint64_t event_id) {
-  return submit(false, engine, file, src, std::move(pieces), completer, event_id);
+                            std::vector<CheckedPiece> pieces, Completer& completer, std::uint64_t event_id,
+                            Priority priority) {
+  return submit(false, engine, file, src, std::move(pieces), completer, event_id, priority);
 }
 
 }  // namespace kvflow::io

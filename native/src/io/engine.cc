@@ -21,6 +21,10 @@ constexpr unsigned kMaxThreads = 1024;
 constexpr unsigned kMaxQueueDepth = 4096;
 }  // namespace
 
+const char* priority_name(Priority priority) noexcept {
+  return priority == Priority::kLow ? "low" : "high";
+}
+
 const char* engine_kind_name(EngineKind kind) noexcept {
   switch (kind) {
     case EngineKind::kPosix: return "posix";
@@ -164,20 +168,26 @@ void join_thread(std::thread& thread) noexcept {
 
 bool Engine::State::take(Task& out, bool wait) {
   std::unique_lock<std::mutex> lock(mutex);
-  auto ready = [this] { return (!queue.empty() && (holds == 0 || stopping)) || (stopping && (abandon || queue.empty())); };
+  auto ready = [this] { return (queued() && (holds == 0 || stopping)) || (stopping && (abandon || !queued())); };
   if (wait) {
     cv.wait(lock, ready);
   }
-  if (queue.empty() || (holds > 0 && !stopping) || (stopping && abandon)) return false;
-  out = std::move(queue.front());
-  queue.pop_front();
+  if (!queued() || (holds > 0 && !stopping) || (stopping && abandon)) return false;
+  // Highs first, but a waiting low gets its turn after kHighTasksPerLow highs
+  // in a row, so demotion keeps moving while reads never stop coming.
+  const bool take_low = high.empty() || (!low.empty() && high_streak >= kHighTasksPerLow);
+  std::deque<Task>& from = take_low ? low : high;
+  out = std::move(from.front());
+  from.pop_front();
+  high_streak = take_low || low.empty() ? 0 : high_streak + 1;
+  (take_low ? counters.low_tasks : counters.high_tasks).fetch_add(1, std::memory_order_relaxed);
   if (fault_countdown > 0 && --fault_countdown == 0) out.fault = fault_errno;
   return true;
 }
 
 bool Engine::State::drained() {
   std::lock_guard<std::mutex> lock(mutex);
-  return stopping && (abandon || queue.empty());
+  return stopping && (abandon || !queued());
 }
 
 void Engine::State::control_loop() noexcept {
@@ -223,19 +233,21 @@ Engine::~Engine() {
 }
 
 EventPtr Engine::read(const FilePtr& file, const BufferPtr& dst, std::size_t dst_offset, std::uint64_t file_offset,
-                      std::size_t bytes, Done done) {
-  return submit(true, file, dst, dst_offset, file_offset, bytes, std::move(done));
+                      std::size_t bytes, Done done, Priority priority) {
+  return submit(true, file, dst, dst_offset, file_offset, bytes, std::move(done), priority);
 }
 
 EventPtr Engine::write(const FilePtr& file, std::uint64_t file_offset, const BufferPtr& src, std::size_t src_offset,
-                       std::size_t bytes, Done done) {
-  return submit(false, file, src, src_offset, file_offset, bytes, std::move(done));
+                       std::size_t bytes, Done done, Priority priority) {
+  return submit(false, file, src, src_offset, file_offset, bytes, std::move(done), priority);
 }
 
 EventPtr Engine::submit(bool is_read, const FilePtr& file, const BufferPtr& buffer, std::size_t buffer_offset,
-                        std::uint64_t file_offset, std::size_t bytes, Done done) {
+                        std::uint64_t file_offset, std::size_t bytes, Done done, Priority priority) {
   const char* side = is_read ? "destination" : "source";
   KVFLOW_CHECK(file != nullptr, kInvalidArg, "expected an open file, got none");
+  KVFLOW_CHECK(priority == Priority::kHigh || priority == Priority::kLow, kInvalidArg,
+               "expected high or low for priority, got " + std::to_string(static_cast<int>(priority)));
   // The engine has no device of its own: the glue checked the buffer's device, this checks the rest.
   check_range(buffer.get(), buffer ? buffer->owner() : nullptr, buffer_offset, bytes, side);
   KVFLOW_CHECK(buffer->kind() != MemoryKind::kDevice, kInvalidArg,
@@ -247,6 +259,7 @@ EventPtr Engine::submit(bool is_read, const FilePtr& file, const BufferPtr& buff
 
   auto request = std::make_shared<Request>();
   request->is_read = is_read;
+  request->priority = priority;
   request->file = file;
   request->buffer = buffer;
   request->offset = file_offset;
@@ -264,7 +277,8 @@ EventPtr Engine::submit(bool is_read, const FilePtr& file, const BufferPtr& buff
   {
     std::lock_guard<std::mutex> lock(state_->mutex);
     KVFLOW_CHECK(!state_->stopping, kDisposed, "IO engine is closed");
-    for (Task& t : tasks) state_->queue.push_back(std::move(t));
+    std::deque<Task>& queue = priority == Priority::kLow ? state_->low : state_->high;
+    for (Task& t : tasks) queue.push_back(std::move(t));
   }
   wake();
   return event;
@@ -284,7 +298,8 @@ EventPtr Engine::run(std::function<void()> work) {
 EngineStats Engine::stats() const noexcept {
   const Counters& c = state_->counters;
   return {c.direct_bytes.load(std::memory_order_relaxed), c.buffered_bytes.load(std::memory_order_relaxed),
-          c.failed_tasks.load(std::memory_order_relaxed)};
+          c.failed_tasks.load(std::memory_order_relaxed), c.high_tasks.load(std::memory_order_relaxed),
+          c.low_tasks.load(std::memory_order_relaxed)};
 }
 
 std::function<void()> Engine::hold() {
@@ -319,17 +334,23 @@ void Engine::inject_fault(std::uint64_t nth, int err) {
 }
 
 void Engine::close(bool abandon) {
-  std::deque<Task> dropped;
+  std::deque<Task> dropped_high;
+  std::deque<Task> dropped_low;
   {
     std::lock_guard<std::mutex> lock(state_->mutex);
     if (state_->stopping) return;
     state_->stopping = true;
     state_->abandon = abandon;
-    if (abandon) dropped.swap(state_->queue);
+    if (abandon) {
+      dropped_high.swap(state_->high);
+      dropped_low.swap(state_->low);
+    }
   }
   const auto closed = std::make_shared<const Error>(ErrorCode::kAborted, "the IO engine was closed before this request ran");
-  for (Task& t : dropped) t.request->finish_task(closed);
-  dropped.clear();
+  for (std::deque<Task>* dropped : {&dropped_high, &dropped_low}) {
+    for (Task& t : *dropped) t.request->finish_task(closed);
+    dropped->clear();
+  }
   wake();
   join();
   std::deque<State::Job> jobs;

@@ -1,6 +1,6 @@
 // What the engines share: requests and the tasks they are split into, the
-// queue of tasks not yet started (with the test hooks' hold and fault), and
-// the thread that runs blocking host work.
+// queues of tasks not yet started, one per priority (with the test hooks'
+// hold and fault), and the thread that runs blocking host work.
 #pragma once
 
 #include <atomic>
@@ -22,6 +22,7 @@ namespace kvflow::io {
 /// the event, exactly once, with the first failure.
 struct Request {
   bool is_read = true;
+  Priority priority = Priority::kHigh;
   FilePtr file;
   BufferPtr buffer;
   std::uint64_t offset = 0;  // in the file
@@ -61,6 +62,8 @@ struct Counters {
   std::atomic<std::uint64_t> direct_bytes{0};
   std::atomic<std::uint64_t> buffered_bytes{0};
   std::atomic<std::uint64_t> failed_tasks{0};
+  std::atomic<std::uint64_t> high_tasks{0};
+  std::atomic<std::uint64_t> low_tasks{0};
 
   void moved(bool direct, std::size_t bytes) noexcept {
     (direct ? direct_bytes : buffered_bytes).fetch_add(bytes, std::memory_order_relaxed);
@@ -90,7 +93,9 @@ struct Engine::State {
 
   std::mutex mutex;
   std::condition_variable cv;  // posix workers wait here for tasks
-  std::deque<Task> queue;
+  std::deque<Task> high;       // tasks of high-priority requests, oldest first
+  std::deque<Task> low;        // tasks of low-priority requests, oldest first
+  unsigned high_streak = 0;    // high tasks taken in a row while a low one waited
   unsigned holds = 0;
   bool stopping = false;
   bool abandon = false;
@@ -107,12 +112,16 @@ struct Engine::State {
   bool jobs_stopping = false;
   std::thread control;
 
-  /// Takes the next task that may start, marking an injected fault on it.
-  /// With `wait`, blocks until one may start; returns false once stopping
-  /// and nothing is left to run. Without, returns false when none may start now.
+  /// Takes the next task that may start (the oldest high one, or the oldest
+  /// low one when no high one is queued or kHighTasksPerLow highs went
+  /// first), marking an injected fault on it. With `wait`, blocks until one
+  /// may start; returns false once stopping and nothing is left to run.
+  /// Without, returns false when none may start now.
   bool take(Task& out, bool wait);
-  /// True once stopping and the queue holds nothing more to run.
+  /// True once stopping and the queues hold nothing more to run.
   bool drained();
+  /// Whether any task is queued. Call with `mutex` held.
+  [[nodiscard]] bool queued() const noexcept { return !high.empty() || !low.empty(); }
   void control_loop() noexcept;
 };
 

@@ -14,6 +14,20 @@ struct FileInit {
   io::EnginePtr engine;
   std::shared_ptr<FileSlot> slot;
 };
+
+/// 'high' or 'low'; `fallback` (the request's default) when absent.
+io::Priority arg_priority(const Napi::CallbackInfo& info, std::size_t index, io::Priority fallback) {
+  const Napi::Value v = info[index];
+  if (v.IsUndefined()) return fallback;
+  std::string got = "something else";
+  if (v.IsString()) {
+    const std::string s = v.As<Napi::String>().Utf8Value();
+    if (s == "high") return io::Priority::kHigh;
+    if (s == "low") return io::Priority::kLow;
+    got = "'" + s.substr(0, 40) + "'";
+  }
+  throw make_error(info.Env(), ErrorCode::kInvalidArg, "expected 'high' or 'low' for priority, got " + got);
+}
 }  // namespace
 
 Napi::Function FileWrap::Init(Napi::Env env) {
@@ -70,9 +84,10 @@ Napi::Value FileWrap::Read(const Napi::CallbackInfo& info) {
     const std::size_t dst_offset = arg_size(info, 1, "dstOffset");
     const std::size_t file_offset = arg_size(info, 2, "fileOffset");
     const std::size_t bytes = arg_size(info, 3, "bytes");
+    const io::Priority priority = arg_priority(info, 4, io::Priority::kHigh);
     const BufferPtr& d = dst->buffer(env);
     check_range(d.get(), device_->device.get(), dst_offset, bytes, "destination");
-    return event(env, engine_->read(f, d, dst_offset, file_offset, bytes));
+    return event(env, engine_->read(f, d, dst_offset, file_offset, bytes, {}, priority));
   });
 }
 
@@ -84,9 +99,10 @@ Napi::Value FileWrap::Write(const Napi::CallbackInfo& info) {
     auto* src = arg_wrap<BufferWrap>(info, 1, addon_data(env).buffer_ctor, "buffer");
     const std::size_t src_offset = arg_size(info, 2, "srcOffset");
     const std::size_t bytes = arg_size(info, 3, "bytes");
+    const io::Priority priority = arg_priority(info, 4, io::Priority::kLow);
     const BufferPtr& s = src->buffer(env);
     check_range(s.get(), device_->device.get(), src_offset, bytes, "source");
-    return event(env, engine_->write(f, file_offset, s, src_offset, bytes));
+    return event(env, engine_->write(f, file_offset, s, src_offset, bytes, {}, priority));
   });
 }
 
@@ -136,7 +152,7 @@ std::vector<io::CheckedPiece> parse_pieces(const Napi::CallbackInfo& info, std::
 
 }  // namespace
 
-/// readChecked(dst, pieces: Float64Array of [dstOffset, fileOffset, bytes, seed, crc] * n)
+/// readChecked(dst, pieces: Float64Array of [dstOffset, fileOffset, bytes, seed, crc] * n, priority?)
 /// -> { event, mismatched(): number[] | undefined (until the event completed) }
 Napi::Value FileWrap::ReadChecked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -144,10 +160,12 @@ Napi::Value FileWrap::ReadChecked(const Napi::CallbackInfo& info) {
     io::FilePtr f = file(env);
     auto* dst = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
     std::vector<io::CheckedPiece> pieces = parse_pieces(info, 1, 5);
+    const io::Priority priority = arg_priority(info, 2, io::Priority::kHigh);
     const BufferPtr& d = dst->buffer(env);
     check_range(d.get(), device_->device.get(), 0, 0, "destination");
     Device& dev = *device_->device;
-    io::CheckedRequest request = io::read_checked(*engine_, f, d, std::move(pieces), dev.completer(), dev.next_id());
+    io::CheckedRequest request =
+        io::read_checked(*engine_, f, d, std::move(pieces), dev.completer(), dev.next_id(), priority);
     Napi::Object out = Napi::Object::New(env);
     out.Set("event", event(env, request.event));
     out.Set("mismatched", Napi::Function::New(env, [request](const Napi::CallbackInfo& i) -> Napi::Value {
@@ -161,7 +179,7 @@ Napi::Value FileWrap::ReadChecked(const Napi::CallbackInfo& info) {
   });
 }
 
-/// writeSummed(src, pieces: Float64Array of [srcOffset, fileOffset, bytes, seed] * n)
+/// writeSummed(src, pieces: Float64Array of [srcOffset, fileOffset, bytes, seed] * n, priority?)
 /// -> { event, sums(): Uint32Array | undefined (until the event completed) }
 Napi::Value FileWrap::WriteSummed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -169,10 +187,12 @@ Napi::Value FileWrap::WriteSummed(const Napi::CallbackInfo& info) {
     io::FilePtr f = file(env);
     auto* src = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
     std::vector<io::CheckedPiece> pieces = parse_pieces(info, 1, 4);
+    const io::Priority priority = arg_priority(info, 2, io::Priority::kLow);
     const BufferPtr& s = src->buffer(env);
     check_range(s.get(), device_->device.get(), 0, 0, "source");
     Device& dev = *device_->device;
-    io::CheckedRequest request = io::write_summed(*engine_, f, s, std::move(pieces), dev.completer(), dev.next_id());
+    io::CheckedRequest request =
+        io::write_summed(*engine_, f, s, std::move(pieces), dev.completer(), dev.next_id(), priority);
     Napi::Object out = Napi::Object::New(env);
     out.Set("event", event(env, request.event));
     out.Set("sums", Napi::Function::New(env, [request](const Napi::CallbackInfo& i) -> Napi::Value {

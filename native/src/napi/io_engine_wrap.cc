@@ -123,6 +123,8 @@ Napi::Value IoEngineWrap::Stats(const Napi::CallbackInfo& info) {
     o.Set("directBytes", static_cast<double>(s.direct_bytes));
     o.Set("bufferedBytes", static_cast<double>(s.buffered_bytes));
     o.Set("failedTasks", static_cast<double>(s.failed_tasks));
+    o.Set("highTasks", static_cast<double>(s.high_tasks));
+    o.Set("lowTasks", static_cast<double>(s.low_tasks));
     return o;
   });
 }
