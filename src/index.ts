@@ -21,6 +21,7 @@ export { KvCache, type PagedEngine, type PagedTransfer, type StagingRecord } fro
 export { planPieces, type LayerRange, type PiecePlan } from './layout/pieces.js';
 export { KvFile, type FileInfo, type FileIoBuffer, type IoEngineKind, type OpenFileOptions } from './io/file.js';
 export { crc32c } from './io/crc32c.js';
+export type { IoPriority, IoRequestOptions } from './io/priority.js';
 export { MAX_CHECKED_PIECES, type CheckedPiece, type CheckedRead, type SummedPiece } from './io/checked.js';
 export {
   KvStore,

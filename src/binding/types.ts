@@ -89,13 +89,20 @@ export interface NativeFileInfo {
   gdsReason: string;
 }
 
+/** A request's priority on its engine; absent: high for reads, low for writes. */
+export type NativeIoPriority = 'high' | 'low';
+
 export interface NativeFile {
-  read(dst: NativeBuffer, dstOffset: number, fileOffset: number, bytes: number): NativeEvent;
-  write(fileOffset: number, src: NativeBuffer, srcOffset: number, bytes: number): NativeEvent;
+  read(dst: NativeBuffer, dstOffset: number, fileOffset: number, bytes: number, priority?: NativeIoPriority): NativeEvent;
+  write(fileOffset: number, src: NativeBuffer, srcOffset: number, bytes: number, priority?: NativeIoPriority): NativeEvent;
   /** pieces: [dstOffset, fileOffset, bytes, seed, crc] per piece; mismatched() is undefined until the event completed. */
-  readChecked(dst: NativeBuffer, pieces: Float64Array): { event: NativeEvent; mismatched(): number[] | undefined };
+  readChecked(
+    dst: NativeBuffer,
+    pieces: Float64Array,
+    priority?: NativeIoPriority,
+  ): { event: NativeEvent; mismatched(): number[] | undefined };
   /** pieces: [srcOffset, fileOffset, bytes, seed] per piece; sums() is undefined until the event completed. */
-  writeSummed(src: NativeBuffer, pieces: Float64Array): { event: NativeEvent; sums(): Uint32Array | undefined };
+  writeSummed(src: NativeBuffer, pieces: Float64Array, priority?: NativeIoPriority): { event: NativeEvent; sums(): Uint32Array | undefined };
   preallocate(bytes: number): NativeEvent;
   sync(): NativeEvent;
   size(): number;
@@ -113,7 +120,8 @@ export interface NativeIoEngine {
   readonly taskSize: number;
   /** The file is usable once the event completed without error. */
   open(path: string, create: boolean, direct: NativeDirectMode, size: number, gds: NativeDirectMode): [NativeFile, NativeEvent];
-  stats(): { directBytes: number; bufferedBytes: number; failedTasks: number };
+  /** highTasks/lowTasks: tasks of each priority taken from the queue. */
+  stats(): { directBytes: number; bufferedBytes: number; failedTasks: number; highTasks: number; lowTasks: number };
   hold(): () => void;
   injectFault(nth: number, errno: number): void;
   close(abandon: boolean): void;

@@ -7,6 +7,7 @@ import type { Completions } from '../device/completions.js';
 import { Event } from '../device/stream.js';
 import { checkRange, checkSize } from '../device/validate.js';
 import { checkedReadTable, summedWriteTable, type CheckedPiece, type CheckedRead, type SummedPiece } from './checked.js';
+import { requestPriority, type IoRequestOptions } from './priority.js';
 
 /** The engine kinds that move a file's bytes. */
 export type IoEngineKind = 'posix' | 'io_uring';
@@ -68,7 +69,10 @@ export type FileIoBuffer = PinnedBuffer | HostBuffer;
  * tasks that run in parallel, and return Promises that settle once. Buffers
  * and files are 4 KiB aligned at their start; requests whose offsets or
  * length are not still work (their unaligned edges go through the page
- * cache) and never disturb neighbouring bytes.
+ * cache) and never disturb neighbouring bytes. The engine is shared by the
+ * device's files: tasks of `high`-priority requests (reads, by default)
+ * start before queued tasks of `low` ones (writes, by default); see
+ * `IoPriority`.
  */
 export class KvFile {
   #native: NativeFile | undefined;
@@ -121,30 +125,34 @@ export class KvFile {
    * Reads `bytes` bytes at `fileOffset` into `dst` at `dstOffset` (destination
    * first). Reading past the end of the file rejects with ERR_IO ("short
    * read"), never zeros; the destination's contents are then undefined.
+   * Priority `high` unless `options.priority` says otherwise.
    */
-  async read(dst: FileIoBuffer, dstOffset: number, fileOffset: number, bytes: number): Promise<void> {
+  async read(dst: FileIoBuffer, dstOffset: number, fileOffset: number, bytes: number, options?: IoRequestOptions): Promise<void> {
     const native = this.#live;
     const d = ioBuffer(dst, 'dst');
     checkSize(dstOffset, 'dstOffset');
     checkSize(fileOffset, 'fileOffset');
     checkSize(bytes, 'bytes');
     checkRange(dstOffset, bytes, dst.byteLength, 'destination');
-    return this.#track(native.read(d, dstOffset, fileOffset, bytes));
+    const priority = requestPriority(options, 'high');
+    return this.#track(native.read(d, dstOffset, fileOffset, bytes, priority));
   }
 
   /**
    * Writes `bytes` bytes of `src` at `srcOffset` to the file at `fileOffset`,
    * growing it as needed. ERR_NO_SPACE when the filesystem is full, ERR_IO
    * (with `errno`) for other failures; the range's contents are then undefined.
+   * Priority `low` unless `options.priority` says otherwise.
    */
-  async write(fileOffset: number, src: FileIoBuffer, srcOffset: number, bytes: number): Promise<void> {
+  async write(fileOffset: number, src: FileIoBuffer, srcOffset: number, bytes: number, options?: IoRequestOptions): Promise<void> {
     const native = this.#live;
     const s = ioBuffer(src, 'src');
     checkSize(fileOffset, 'fileOffset');
     checkSize(srcOffset, 'srcOffset');
     checkSize(bytes, 'bytes');
     checkRange(srcOffset, bytes, src.byteLength, 'source');
-    return this.#track(native.write(fileOffset, s, srcOffset, bytes));
+    const priority = requestPriority(options, 'low');
+    return this.#track(native.write(fileOffset, s, srcOffset, bytes, priority));
   }
 
   /**
@@ -154,13 +162,15 @@ export class KvFile {
    * its `crc` has its destination bytes zeroed before the request completes,
    * so they never reach a stream that waits on `event`; so does a piece whose
    * read failed. Destination ranges must not overlap. Bad arguments throw
-   * (ERR_INVALID_ARG, ERR_OUT_OF_RANGE) and nothing is read.
+   * (ERR_INVALID_ARG, ERR_OUT_OF_RANGE) and nothing is read. Priority
+   * `high` unless `options.priority` says otherwise.
    */
-  readChecked(dst: FileIoBuffer, pieces: readonly CheckedPiece[]): CheckedRead {
+  readChecked(dst: FileIoBuffer, pieces: readonly CheckedPiece[], options?: IoRequestOptions): CheckedRead {
     const native = this.#live;
     const d = ioBuffer(dst, 'dst');
     const table = checkedReadTable(pieces, dst.byteLength);
-    const request = native.readChecked(d, table);
+    const priority = requestPriority(options, 'high');
+    const request = native.readChecked(d, table, priority);
     const event = new Event(request.event, undefined, this.#owner.completions);
     const done = this.#remember(event.done());
     const verified = done.then(
@@ -180,13 +190,15 @@ export class KvFile {
    * Writes each piece of `src` to the file and resolves with each piece's
    * CRC32C(seed, bytes written), computed on an IO thread once the piece is
    * written (so `src` must not change meanwhile). ERR_NO_SPACE and ERR_IO as
-   * `write`; the contents of the ranges are then undefined.
+   * `write`; the contents of the ranges are then undefined. Priority `low`
+   * unless `options.priority` says otherwise.
    */
-  async writeSummed(src: FileIoBuffer, pieces: readonly SummedPiece[]): Promise<Uint32Array> {
+  async writeSummed(src: FileIoBuffer, pieces: readonly SummedPiece[], options?: IoRequestOptions): Promise<Uint32Array> {
     const native = this.#live;
     const s = ioBuffer(src, 'src');
     const table = summedWriteTable(pieces, src.byteLength);
-    const request = native.writeSummed(s, table);
+    const priority = requestPriority(options, 'low');
+    const request = native.writeSummed(s, table, priority);
     await this.#track(request.event);
     const sums = request.sums();
     if (!sums) fail('ERR_IO', 'summed write completed without its checksums');

@@ -15,7 +15,10 @@ export function injectIoFault(file: KvFile, nth: number, errno: number): void {
   file.engine.injectFault(nth, errno);
 }
 
-/** Bytes `file`'s engine moved through O_DIRECT and through the page cache, and tasks that failed, since it was made. */
-export function ioStats(file: KvFile): { directBytes: number; bufferedBytes: number; failedTasks: number } {
+/**
+ * Bytes `file`'s engine moved through O_DIRECT and through the page cache,
+ * tasks that failed, and tasks of each priority started, since it was made.
+ */
+export function ioStats(file: KvFile): { directBytes: number; bufferedBytes: number; failedTasks: number; highTasks: number; lowTasks: number } {
   return file.engine.stats();
 }
