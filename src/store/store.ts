@@ -263,11 +263,8 @@ export class KvStore {
     this.#admit = init.admit;
     this.#backlog = init.backlog;
     this.#timer = setInterval(() => {
-      try {
-        this.#catalog.flushTouches();
-      } catch {
-        // Counted on the next batch; uses are hints.
-      }
+      // Uses are hints: a failed batch is not retried.
+      this.#track(this.#catalog.flushTouches());
     }, 1000);
     this.#timer.unref();
   }
@@ -615,7 +612,7 @@ export class KvStore {
       if (failed !== undefined && failed.has(i)) {
         this.#local.checksumFailures!++;
         this.#catalog.count('checksumFailures');
-        if (!this.#closed) this.#catalog.drop(o.ref.key, o.slot);
+        if (!this.#closed) this.#track(this.#catalog.drop(o.ref.key, o.slot));
       }
       if (!bad && li === 0 && !this.#closed) this.#catalog.touch(o.ref.key, true, o.ref.index);
       if (!o.chunk) return;
@@ -910,7 +907,7 @@ export class KvStore {
     });
     if (todo.length === 0) return failures;
     const busy = new Set([...this.#reading.keys(), ...this.#hitSlots.keys()]);
-    const { slots, evicted } = this.#catalog.reserve(todo.length, busy);
+    const { slots, evicted } = await this.#catalog.reserve(todo.length, busy);
     for (const key of evicted) {
       const d = this.#dram.chunks.get(key);
       if (d) d.onNvme = false;
@@ -949,7 +946,7 @@ export class KvStore {
       }
       written.length = 0;
     }
-    const entered = new Set(this.#catalog.commit(written, unused));
+    const entered = new Set(await this.#catalog.commit(written, unused));
     for (const c of placed) {
       if (entered.has(c.key)) c.onNvme = true;
       else if (!failures.has(c)) failures.set(c, new KvflowError('the chunk\'s NVMe slot was taken back before it was entered', 'ERR_IO'));
@@ -963,7 +960,7 @@ export class KvStore {
     this.#live();
     while (this.#writer) await this.#writer;
     await Promise.all([...this.#loads]);
-    this.#catalog.flushTouches();
+    await this.#catalog.flushTouches();
   }
 
   stats(): KvStoreStats {

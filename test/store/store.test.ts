@@ -55,6 +55,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     for (let layer = 0; layer < SPEC.layers; layer++) events.push(store.loadLayer(hit.chunks, layer, dst, blocks, stream));
     await Promise.all(events.map((e) => e.done()));
     hit.release();
+    await store.flush(); // promotions and use records settle in the background
     const got = await readCache(dev, stream, dst);
     for (let layer = 0; layer < SPEC.layers; layer++) {
       for (let i = 0; i < blocks.length; i++) {
@@ -357,6 +358,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
       for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer([...ha.chunks, ...hb.chunks], layer, dst, to, stream).done();
       ha.release();
       hb.release();
+      await store.flush();
       const got = await readCache(dev, stream, dst);
       const from = [...ta, ...tb];
       for (let layer = 0; layer < SPEC.layers; layer++) {
@@ -410,6 +412,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     await store.loadLayer(hit.chunks, 1, dst, blocks, stream).done();
     await store.loadLayer(hit.chunks, 2, dst, blocks, stream).done();
     hit.release();
+    await store.flush();
     expect(store.stats().local.checksumFailures).toBe(0);
     store.dropDram();
     await store.put(b, src, blocks.slice(0, BPC), stream, { durable: true });

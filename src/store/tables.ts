@@ -1,0 +1,309 @@
+/**
+ * The index's tables and every transaction on them, synchronous, on one
+ * LMDB environment. The JS thread uses it for reads (and the recovery at
+ * open); the store's index thread (index-worker.ts) for every write, so that
+ * write transactions, flushed to disk before they return, never block the
+ * event loop.
+ *
+ * Tables: entries (key -> slot, fingerprint, CRC32C per layer extent, last
+ * use, hits, rank), by-use ([rank, key] -> slot: the eviction order), free
+ * (slot), reserved (slot -> the writer holding it), meta (geometry, the
+ * never-used tail), counters (shared by the processes of the directory).
+ */
+import type { Database, RootDatabase } from 'lmdb';
+
+import { KvflowError } from '../errors.js';
+
+/** The geometry a store directory is created with; fixed for its life. */
+export interface StoreGeometry {
+  version: number;
+  /** Bytes per NVMe slot (one chunk record), a multiple of 4096. */
+  slotBytes: number;
+  /** Slots in the NVMe tier. */
+  slotCount: number;
+  /** Slots per slab file. */
+  slotsPerFile: number;
+  /** Layer extents per record the checksums cover. */
+  layers: number;
+  /** Bytes of one layer extent (4 KiB aligned). */
+  extentBytes: number;
+}
+
+/** An NVMe-tier chunk as the index records it. */
+export interface CatalogEntry {
+  slot: number;
+  /** Fingerprint the chunk was stored under. */
+  fp: string;
+  /** CRC32C per layer extent, seeded per chunk and layer. */
+  crc: number[];
+  /** Last use, ms since the epoch (updated in batches). */
+  t: number;
+  /** Loads served from NVMe. */
+  hits: number;
+  /** Entered, ms since the epoch. */
+  at: number;
+  /** Eviction rank (lowest first), the key of its by-use record. */
+  r: number;
+}
+
+/** Who holds a reserved slot. */
+export interface Reservation {
+  pid: number;
+  inst: string;
+  at: number;
+}
+
+/** A chunk to enter, with its rank computed by the caller. */
+export interface Entering {
+  key: string;
+  slot: number;
+  fp: string;
+  crc: number[];
+  t: number;
+  at: number;
+  r: number;
+}
+
+/** A use to record: applied where the entry's last use is older than `t`. */
+export interface TouchUpdate {
+  key: string;
+  t: number;
+  /** Rank after the use (hits + 1). */
+  r: number;
+}
+
+export type CounterDeltas = Record<string, number>;
+
+/** Maps an lmdb failure to a KvflowError (a full disk is ERR_NO_SPACE). */
+export function catalogError(e: unknown, what: string): KvflowError {
+  if (e instanceof KvflowError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  const full = /MDB_MAP_FULL|ENOSPC|No space left/i.test(message);
+  return new KvflowError(`store index: ${what} failed: ${message}`, full ? 'ERR_NO_SPACE' : 'ERR_IO');
+}
+
+/** LMDB options every opener of a store index uses. */
+export const INDEX_OPTIONS = {
+  maxDbs: 12,
+  noSubdir: true,
+  // A write transaction returns once it is on disk, so a chunk reported
+  // durable survives a power loss too.
+  overlappingSync: false,
+} as const;
+
+export class IndexTables {
+  readonly root: RootDatabase;
+  readonly entries: Database<CatalogEntry, string>;
+  readonly byUse: Database<number, [number, string]>;
+  readonly free: Database<boolean, number>;
+  readonly reserved: Database<Reservation, number>;
+  readonly meta: Database<unknown, string>;
+  readonly counterTable: Database<number, string>;
+
+  constructor(root: RootDatabase) {
+    this.root = root;
+    this.entries = root.openDB<CatalogEntry, string>({ name: 'entries' });
+    this.byUse = root.openDB<number, [number, string]>({ name: 'by-use' });
+    this.free = root.openDB<boolean, number>({ name: 'free' });
+    this.reserved = root.openDB<Reservation, number>({ name: 'reserved' });
+    this.meta = root.openDB<unknown, string>({ name: 'meta' });
+    this.counterTable = root.openDB<number, string>({ name: 'counters' });
+  }
+
+  tx<T>(what: string, action: () => T): T {
+    try {
+      return this.root.transactionSync(action);
+    } catch (e) {
+      throw catalogError(e, what);
+    }
+  }
+
+  #addCounters(deltas: CounterDeltas): void {
+    for (const [name, n] of Object.entries(deltas)) {
+      if (n !== 0) this.counterTable.putSync(name, (this.counterTable.get(name) ?? 0) + n);
+    }
+  }
+
+  /** The geometry, written by the first opener. */
+  geometry(wanted: StoreGeometry | undefined): StoreGeometry | undefined {
+    return this.tx('reading the store geometry', () => {
+      const existing = this.meta.get('geometry') as StoreGeometry | undefined;
+      if (existing || !wanted) return existing;
+      this.meta.putSync('geometry', wanted);
+      return wanted;
+    });
+  }
+
+  /** Frees the reservations `stale` says belong to dead writers. */
+  recover(stale: (r: Reservation) => boolean): number {
+    return this.tx('recovering reserved slots', () => {
+      let freed = 0;
+      for (const { key, value } of this.reserved.getRange()) {
+        if (stale(value)) {
+          this.reserved.removeSync(key);
+          this.free.putSync(key, true);
+          freed++;
+        }
+      }
+      return freed;
+    });
+  }
+
+  /**
+   * Reserves up to `count` slots for `owner`: free ones first, then the
+   * never-used tail, then the lowest-ranked entries (removed from the index
+   * in the same transaction, so no entry points at a slot being rewritten),
+   * skipping `busy` slots.
+   */
+  reserve(count: number, busy: readonly number[], owner: Reservation, slotCount: number, deltas: CounterDeltas): { slots: number[]; evicted: string[] } {
+    return this.tx('reserving slots', () => {
+      const skip = new Set(busy);
+      const slots: number[] = [];
+      const evicted: string[] = [];
+      const take = (slot: number): void => {
+        this.reserved.putSync(slot, owner);
+        slots.push(slot);
+      };
+      for (const slot of this.free.getKeys({ limit: count })) {
+        this.free.removeSync(slot);
+        take(slot);
+      }
+      let next = (this.meta.get('next-slot') as number | undefined) ?? 0;
+      while (slots.length < count && next < slotCount) take(next++);
+      this.meta.putSync('next-slot', next);
+      if (slots.length < count) {
+        for (const { key, value: slot } of this.byUse.getRange()) {
+          if (slots.length >= count) break;
+          if (skip.has(slot)) continue;
+          this.byUse.removeSync(key);
+          this.entries.removeSync(key[1]);
+          evicted.push(key[1]);
+          take(slot);
+        }
+      }
+      this.#addCounters({ ...deltas, evictions: (deltas.evictions ?? 0) + evicted.length });
+      return { slots, evicted };
+    });
+  }
+
+  #owns(slot: number, inst: string): boolean {
+    const r = this.reserved.get(slot);
+    return r !== undefined && r.inst === inst;
+  }
+
+  /**
+   * Enters written chunks whose slots `inst` still holds and releases its
+   * `unused` reservations, in one transaction. A key entered by another
+   * writer meanwhile keeps its slot; ours goes back to the free list. Returns
+   * the keys present afterwards.
+   */
+  commit(entering: readonly Entering[], unused: readonly number[], inst: string, deltas: CounterDeltas): string[] {
+    return this.tx('entering chunks', () => {
+      const entered: string[] = [];
+      let lost = 0;
+      let writes = 0;
+      for (const w of entering) {
+        if (!this.#owns(w.slot, inst)) {
+          lost++; // taken back by a recovery that thought this writer dead
+          continue;
+        }
+        this.reserved.removeSync(w.slot);
+        if (this.entries.get(w.key) !== undefined) {
+          this.free.putSync(w.slot, true);
+          entered.push(w.key);
+          continue;
+        }
+        this.entries.putSync(w.key, { slot: w.slot, fp: w.fp, crc: w.crc, t: w.t, hits: 0, at: w.at, r: w.r });
+        this.byUse.putSync([w.r, w.key], w.slot);
+        entered.push(w.key);
+        writes++;
+      }
+      for (const slot of unused) {
+        if (!this.#owns(slot, inst)) continue;
+        this.reserved.removeSync(slot);
+        this.free.putSync(slot, true);
+      }
+      this.#addCounters({ ...deltas, writes: (deltas.writes ?? 0) + writes, lostReservations: (deltas.lostReservations ?? 0) + lost });
+      return entered;
+    });
+  }
+
+  /** Drops `key` if it still maps to `slot`: its slot becomes free. */
+  drop(key: string, slot: number, deltas: CounterDeltas): boolean {
+    return this.tx('dropping a chunk', () => {
+      this.#addCounters(deltas);
+      const e = this.entries.get(key);
+      if (e === undefined || e.slot !== slot) return false;
+      this.entries.removeSync(key);
+      this.byUse.removeSync([e.r, key]);
+      this.free.putSync(slot, true);
+      return true;
+    });
+  }
+
+  /** Records uses (newer than the entry's) and counters in one transaction. */
+  record(touches: readonly TouchUpdate[], deltas: CounterDeltas): void {
+    this.tx('recording uses', () => {
+      for (const u of touches) {
+        const e = this.entries.get(u.key);
+        if (e === undefined || e.t >= u.t) continue;
+        this.byUse.removeSync([e.r, u.key]);
+        this.entries.putSync(u.key, { ...e, t: u.t, hits: e.hits + 1, r: u.r });
+        this.byUse.putSync([u.r, u.key], e.slot);
+      }
+      this.#addCounters(deltas);
+    });
+  }
+
+  counters(): CounterDeltas {
+    const out: CounterDeltas = {};
+    for (const { key, value } of this.counterTable.getRange()) out[key] = value;
+    return out;
+  }
+
+  summary(): { chunks: number; reserved: number; free: number; nextSlot: number; fingerprints: Record<string, number> } {
+    const fingerprints: Record<string, number> = {};
+    let chunks = 0;
+    for (const { value } of this.entries.getRange()) {
+      chunks++;
+      fingerprints[value.fp] = (fingerprints[value.fp] ?? 0) + 1;
+    }
+    return {
+      chunks,
+      reserved: this.reserved.getCount(),
+      free: this.free.getCount(),
+      nextSlot: (this.meta.get('next-slot') as number | undefined) ?? 0,
+      fingerprints,
+    };
+  }
+
+  /**
+   * Slot accounting: every slot below the never-used tail is in exactly one
+   * of entries, free and reserved, and by-use mirrors entries. Returns the
+   * problems found (none: []).
+   */
+  check(): string[] {
+    const problems: string[] = [];
+    const owner = new Map<number, string>();
+    const claim = (slot: number, by: string): void => {
+      const prev = owner.get(slot);
+      if (prev !== undefined) problems.push(`slot ${slot} is both ${prev} and ${by}`);
+      else owner.set(slot, by);
+    };
+    for (const { key, value } of this.entries.getRange()) claim(value.slot, `chunk ${key.slice(0, 12)}`);
+    for (const slot of this.free.getKeys()) claim(slot, 'free');
+    for (const slot of this.reserved.getKeys()) claim(slot, 'reserved');
+    const next = (this.meta.get('next-slot') as number | undefined) ?? 0;
+    for (let slot = 0; slot < next; slot++) if (!owner.has(slot)) problems.push(`slot ${slot} is lost (in no table)`);
+    for (const slot of owner.keys()) if (slot >= next) problems.push(`slot ${slot} is beyond the used range ${next}`);
+    let uses = 0;
+    for (const { key, value: slot } of this.byUse.getRange()) {
+      uses++;
+      const e = this.entries.get(key[1]);
+      if (e === undefined || e.slot !== slot || e.r !== key[0]) problems.push(`by-use record of ${key[1].slice(0, 12)} is stale`);
+    }
+    const entries = this.entries.getCount();
+    if (uses !== entries) problems.push(`${entries} entries but ${uses} by-use records`);
+    return problems;
+  }
+}
