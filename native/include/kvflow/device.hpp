@@ -15,9 +15,17 @@
 
 namespace kvflow {
 
+/// How a CUDA stream waits on a Gate (KVFLOW_CUDA_GATE). kHost blocks a
+/// host function (cudaLaunchHostFunc) until the gate opens; kWaitValue makes
+/// the GPU wait for a flag in mapped host memory (cuStreamWaitValue32) that
+/// opening the gate sets; kAuto is kWaitValue where it works, else kHost.
+/// The CPU backend ignores it.
+enum class CudaGate : int { kHost = 0, kWaitValue = 1, kAuto = 2 };
+
 struct DeviceOptions {
   int ordinal = 0;
   std::uint64_t max_pinned_bytes = 0;  // 0: no limit but the system's
+  CudaGate cuda_gate = CudaGate::kHost;
 };
 
 struct DeviceInfo {
@@ -40,6 +48,8 @@ struct DeviceInfo {
   int runtime_version = 0;
   int cores = 0;            // host CPU cores
   std::uint64_t host_memory = 0;
+  std::string cuda_gate;         // "host" | "wait-value"; empty on the CPU backend
+  std::string cuda_gate_reason;  // why that one
 };
 
 /// What the CUDA backend can do on this host, and why not when it cannot.
@@ -50,6 +60,13 @@ struct CudaProbe {
   int device_count = 0;
   int driver_version = 0;
   int runtime_version = 0;
+};
+
+/// Whether CUDA device `ordinal` can wait on gates with cuStreamWaitValue32,
+/// and why not when it cannot.
+struct CudaGateProbe {
+  bool available = false;
+  std::string reason;
 };
 
 class Device {
@@ -89,6 +106,8 @@ class Device {
 /// Throws kUnsupported with CudaProbe::reason when no device can be opened.
 [[nodiscard]] std::unique_ptr<Device> open_cuda_device(const DeviceOptions& options);
 [[nodiscard]] CudaProbe probe_cuda();
+/// Never throws; creates the device's CUDA context to try a wait.
+[[nodiscard]] CudaGateProbe probe_cuda_gate(int ordinal);
 
 /// Host facts shared by both backends' info().
 [[nodiscard]] int host_cores() noexcept;

@@ -21,4 +21,10 @@ CudaProbe probe_cuda() {
 
 std::unique_ptr<Device> open_cuda_device(const DeviceOptions&) { KVFLOW_FAIL(kUnsupported, kReason); }
 
+CudaGateProbe probe_cuda_gate(int) {
+  CudaGateProbe probe;
+  probe.reason = kReason;
+  return probe;
+}
+
 }  // namespace kvflow

@@ -57,7 +57,8 @@ std::string describe(const cudaPointerAttributes& attr) {
 
 CudaDevice::CudaDevice(const DeviceOptions& options)
     : Device(options.max_pinned_bytes, pinned_alloc(options.ordinal), pinned_free(options.ordinal)),
-      ordinal_(options.ordinal) {
+      ordinal_(options.ordinal),
+      gate_(choose_gate(options.ordinal, options.cuda_gate)) {
   set_device(ordinal_);
   events_ = std::make_shared<EventPool>(ordinal_);
   poller_ = std::make_shared<Poller>(ordinal_, completer(), events_);
@@ -101,6 +102,8 @@ DeviceInfo CudaDevice::info() {
   (void)cudaGetLastError();
   info.cores = host_cores();
   info.host_memory = host_memory_bytes();
+  info.cuda_gate = gate_.wait_value ? "wait-value" : "host";
+  info.cuda_gate_reason = gate_.reason;
   return info;
 }
 
@@ -163,12 +166,12 @@ BufferPtr CudaDevice::wrap_device(std::uintptr_t address, std::size_t bytes) {
 
 std::unique_ptr<Stream> CudaDevice::create_stream(int priority) {
   check_open();
-  return CudaStream::create(*this, ordinal_, priority, events_, poller_);
+  return CudaStream::create(*this, ordinal_, priority, events_, poller_, gate_.flags);
 }
 
 std::unique_ptr<Stream> CudaDevice::wrap_stream(std::uintptr_t handle) {
   check_open();
-  return CudaStream::wrap(*this, ordinal_, handle, events_, poller_);
+  return CudaStream::wrap(*this, ordinal_, handle, events_, poller_, gate_.flags);
 }
 
 void CudaDevice::close() {

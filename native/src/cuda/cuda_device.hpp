@@ -10,6 +10,7 @@
 #include "event_pool.hpp"
 #include "kvflow/device.hpp"
 #include "poller.hpp"
+#include "wait_value.hpp"
 
 namespace kvflow::cuda {
 
@@ -36,6 +37,7 @@ class CudaDevice final : public Device {
   void check_device_address(std::uintptr_t address, const char* which) const;
 
   const int ordinal_;
+  const GateChoice gate_;  // how streams wait on gates (KVFLOW_CUDA_GATE)
   std::shared_ptr<EventPool> events_;
   std::shared_ptr<Poller> poller_;
   std::atomic<bool> closed_{false};

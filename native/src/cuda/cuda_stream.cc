@@ -68,7 +68,7 @@ std::size_t bounce_chunk(std::size_t bytes) noexcept {
 }
 
 std::unique_ptr<Stream> CudaStream::create(Device& device, int ordinal, int priority, std::shared_ptr<EventPool> events,
-                                           std::shared_ptr<Poller> poller) {
+                                           std::shared_ptr<Poller> poller, std::shared_ptr<FlagPool> flags) {
   KVFLOW_CHECK(priority == 0 || priority == 1, kInvalidArg,
                "expected stream priority 0 (normal) or 1 (high), got " + std::to_string(priority));
   set_device(ordinal);
@@ -79,7 +79,8 @@ std::unique_ptr<Stream> CudaStream::create(Device& device, int ordinal, int prio
   // Non-blocking: kvflow's copies must not serialize with the legacy default stream.
   KVFLOW_CUDA(cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, priority == 1 ? greatest : least));
   try {
-    auto core = std::make_shared<StreamCore>(ordinal, stream, true, std::move(events), std::move(poller));
+    auto core =
+        std::make_shared<StreamCore>(ordinal, stream, true, std::move(events), std::move(poller), std::move(flags));
     return std::make_unique<CudaStream>(device, std::move(core));
   } catch (...) {
     (void)cudaStreamDestroy(stream);
@@ -88,7 +89,8 @@ std::unique_ptr<Stream> CudaStream::create(Device& device, int ordinal, int prio
 }
 
 std::unique_ptr<Stream> CudaStream::wrap(Device& device, int ordinal, std::uintptr_t handle,
-                                         std::shared_ptr<EventPool> events, std::shared_ptr<Poller> poller) {
+                                         std::shared_ptr<EventPool> events, std::shared_ptr<Poller> poller,
+                                         std::shared_ptr<FlagPool> flags) {
   // Only a live handle can be checked: a dangling one may crash inside the
   // driver, which is why the JS entry point is named ...Unsafe.
   const auto stream = reinterpret_cast<cudaStream_t>(handle);
@@ -116,7 +118,8 @@ std::unique_ptr<Stream> CudaStream::wrap(Device& device, int ordinal, std::uintp
   } else {
     (void)cudaGetLastError();
   }
-  auto core = std::make_shared<StreamCore>(ordinal, stream, false, std::move(events), std::move(poller));
+  auto core =
+      std::make_shared<StreamCore>(ordinal, stream, false, std::move(events), std::move(poller), std::move(flags));
   return std::make_unique<CudaStream>(device, std::move(core));
 }
 
@@ -264,6 +267,10 @@ void CudaStream::wait_gate(const GatePtr& gate) {
   std::lock_guard<std::mutex> lock(c.mutex);
   const std::uint64_t seq = begin_op_locked();
   if (seq == 0) return;
+  if (c.flags) {
+    wait_flag_locked(seq, gate);
+    return;
+  }
   std::erase_if(c.gates, [](const GatePtr& g) { return g->is_open(); });
   c.gates.push_back(gate);
   c.retained.push_back(StreamCore::Retained{seq, {gate}});  // the host function uses the raw pointer

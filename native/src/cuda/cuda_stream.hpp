@@ -18,6 +18,7 @@
 namespace kvflow::cuda {
 
 class EventPool;
+class FlagPool;
 
 /// Pageable <-> device copies bounce through one pinned staging buffer, in
 /// chunks of at least kBounceMinChunk and at most kBounceMaxChunks per copy.
@@ -36,13 +37,17 @@ inline constexpr std::chrono::seconds kStreamCloseWait{10};
 class CudaStream final : public Stream {
  public:
   /// A new non-blocking stream; priority 0 is normal, 1 is high.
+  /// With `flags`, gates are waited on with cuStreamWaitValue32 on flags from
+  /// it; without, by host functions.
   [[nodiscard]] static std::unique_ptr<Stream> create(Device& device, int ordinal, int priority,
                                                       std::shared_ptr<EventPool> events,
-                                                      std::shared_ptr<Poller> poller);
+                                                      std::shared_ptr<Poller> poller,
+                                                      std::shared_ptr<FlagPool> flags);
   /// A stream kvflow uses but never destroys; 0 is the legacy default stream.
   [[nodiscard]] static std::unique_ptr<Stream> wrap(Device& device, int ordinal, std::uintptr_t handle,
                                                     std::shared_ptr<EventPool> events,
-                                                    std::shared_ptr<Poller> poller);
+                                                    std::shared_ptr<Poller> poller,
+                                                    std::shared_ptr<FlagPool> flags);
 
   CudaStream(Device& device, std::shared_ptr<StreamCore> core);
   ~CudaStream() override;
@@ -68,6 +73,8 @@ class CudaStream final : public Stream {
   [[nodiscard]] std::uint64_t begin_op_locked();
   // Waits, bounded, for the work enqueued so far; true when it finished.
   [[nodiscard]] bool drain(std::chrono::milliseconds budget) noexcept;
+  // stream_gate.cc: wait_gate() on a flag (cuStreamWaitValue32), mutex held.
+  void wait_flag_locked(std::uint64_t seq, const GatePtr& gate);
 
   // cuda_batch.cc: the two engines of copy_batch, with the mutex held.
   void batch_dma_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,

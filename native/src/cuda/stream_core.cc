@@ -9,12 +9,13 @@
 namespace kvflow::cuda {
 
 StreamCore::StreamCore(int ordinal_in, cudaStream_t stream_in, bool owned_in, std::shared_ptr<EventPool> events_in,
-                       std::shared_ptr<Poller> poller_in)
+                       std::shared_ptr<Poller> poller_in, std::shared_ptr<FlagPool> flags_in)
     : ordinal(ordinal_in),
       stream(stream_in),
       owned(owned_in),
       events(std::move(events_in)),
-      poller(std::move(poller_in)) {}
+      poller(std::move(poller_in)),
+      flags(std::move(flags_in)) {}
 
 void StreamCore::on_completed(std::uint64_t covers, bool sweep) noexcept {
   std::list<Retained> done;  // destroyed after unlocking: freeing buffers may call CUDA

@@ -18,6 +18,7 @@
 namespace kvflow::cuda {
 
 class EventPool;
+class FlagPool;
 
 /// The part of a stream the poller shares: held by shared_ptr from the stream
 /// and from the poller's entries, so a stream closed and destroyed while the
@@ -25,7 +26,7 @@ class EventPool;
 class StreamCore : public std::enable_shared_from_this<StreamCore> {
  public:
   StreamCore(int ordinal, cudaStream_t stream, bool owned, std::shared_ptr<EventPool> events,
-             std::shared_ptr<Poller> poller);
+             std::shared_ptr<Poller> poller, std::shared_ptr<FlagPool> flags);
 
   /// Poller thread: the event recorded after operation `covers` completed.
   /// Releases what those operations held and, for a sweep, records the next
@@ -43,6 +44,7 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   const bool owned;  // false for a wrapped stream, which kvflow never destroys
   const std::shared_ptr<EventPool> events;
   const std::shared_ptr<Poller> poller;
+  const std::shared_ptr<FlagPool> flags;  // set: gates are waited on with cuStreamWaitValue32
 
   std::mutex mutex;  // guards everything below; the JS thread and the poller take it
   std::uint64_t op_seq = 0;            // sequence number of the last operation enqueued
