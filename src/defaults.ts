@@ -18,6 +18,16 @@ export type IoEngineRequest = 'auto' | 'posix' | 'io_uring';
  */
 export type DirectRequest = 'auto' | 'on' | 'off';
 
+/**
+ * How a CUDA stream waits for a host-side gate (a file read landing, say):
+ * `host` blocks a CUDA host function until the gate opens; `wait-value` has
+ * the GPU wait on a flag in mapped host memory (cuStreamWaitValue32) that
+ * opening the gate sets, so no CUDA host thread is held and enqueuing never
+ * blocks on pending host functions; `auto` uses wait-value where the device
+ * takes it, else host. The CPU backend ignores it.
+ */
+export type CudaGateRequest = 'host' | 'wait-value' | 'auto';
+
 /** Defaults in force, after environment overrides. */
 export interface KvflowDefaults {
   /** `KVFLOW_BACKEND`: backend that {@link openDevice} uses when none is given. */
@@ -63,6 +73,13 @@ export interface KvflowDefaults {
   gds: DirectRequest;
   /** `KVFLOW_PAGED_ENGINE`: how paged gathers and scatters move on CUDA (see KvCache). */
   pagedEngine: 'dma' | 'kernel';
+  /**
+   * `KVFLOW_CUDA_GATE`: how CUDA streams of devices opened without a
+   * `cudaGate` option wait on gates. `host` until wait-value has been
+   * measured on the GPU box; `wait-value` fails to open a device that cannot
+   * take it, `auto` says in `info().cudaGateReason` why it fell back.
+   */
+  cudaGate: CudaGateRequest;
 }
 
 const MiB = 1 << 20;
@@ -80,6 +97,7 @@ const BUILT_IN: KvflowDefaults = {
   ioBounceSlots: 4,
   gds: 'auto',
   pagedEngine: 'dma',
+  cudaGate: 'host',
 };
 
 function envInteger(name: string, fallback: number): number {
@@ -138,5 +156,6 @@ export function defaults(): KvflowDefaults {
     ioBounceChunk: checkTaskSize(envInteger('KVFLOW_IO_BOUNCE_CHUNK', BUILT_IN.ioBounceChunk), 'KVFLOW_IO_BOUNCE_CHUNK'),
     ioBounceSlots: envCount('KVFLOW_IO_BOUNCE_SLOTS', BUILT_IN.ioBounceSlots, 64),
     gds: envChoice('KVFLOW_GDS', BUILT_IN.gds, ['auto', 'on', 'off'] as const),
+    cudaGate: envChoice('KVFLOW_CUDA_GATE', BUILT_IN.cudaGate, ['host', 'wait-value', 'auto'] as const),
   };
 }

@@ -3,7 +3,14 @@
  * host memory and NVMe, asynchronously on streams.
  */
 export { KvflowError, type KvflowErrorCode } from './errors.js';
-export { defaults, type BackendRequest, type DirectRequest, type IoEngineRequest, type KvflowDefaults } from './defaults.js';
+export {
+  defaults,
+  type BackendRequest,
+  type CudaGateRequest,
+  type DirectRequest,
+  type IoEngineRequest,
+  type KvflowDefaults,
+} from './defaults.js';
 export {
   Device,
   openDevice,

@@ -34,6 +34,10 @@ export interface NativeDeviceInfo {
   runtimeVersion: number;
   cores: number;
   hostMemory: number;
+  /** How streams wait on host-side gates: '' on the CPU backend. */
+  cudaGate: '' | 'host' | 'wait-value';
+  /** Why that one ('' on the CPU backend). */
+  cudaGateReason: string;
 }
 
 export interface NativePoolStats {
@@ -75,7 +79,8 @@ export interface NativeStream {
   waitEvent(event: NativeEvent): void;
   idle(): boolean;
   readonly handle: bigint;
-  hold(): () => void;
+  /** The returned function opens the gate; with (code, message), with that failure. */
+  hold(): (code?: string, message?: string) => void;
   injectFailure(code: string, message: string): void;
   close(abandon: boolean): void;
 }
@@ -148,9 +153,13 @@ export interface NativeBinding {
     ordinal: number,
     maxPinnedBytes: number,
     onCompletions: (ids: number[]) => void,
+    /** 0 host functions, 1 wait-value, 2 auto; the CPU backend ignores it. */
+    cudaGate: number,
   ) => NativeDevice;
   setErrorClass(cls: new (message: string, code: string) => Error): void;
   probeCuda(): NativeCudaProbe;
+  /** Whether CUDA device `ordinal` takes wait-value gates; creates its context to try one. */
+  probeCudaGate(ordinal: number): { available: boolean; reason: string };
   probeIoUring(): { available: boolean; reason: string };
   /** Blocking: creates, writes, reads and removes a probe file in `dir`. */
   probeDirect(dir: string): { supported: boolean; reason: string; alignment: number };

@@ -1,7 +1,7 @@
 /** Opening a device (CUDA GPU or the CPU stand-in), allocating memory and making streams. */
 import { loadBinding } from '../binding/load.js';
 import type { NativeDevice, NativeDeviceInfo } from '../binding/types.js';
-import { defaults, type BackendRequest } from '../defaults.js';
+import { defaults, type BackendRequest, type CudaGateRequest } from '../defaults.js';
 import { KvflowError, describe, fail } from '../errors.js';
 import { DeviceIo } from '../io/engine.js';
 import type { KvFile, OpenFileOptions } from '../io/file.js';
@@ -23,6 +23,12 @@ export interface OpenDeviceOptions {
   ordinal?: number;
   /** Cap on pinned host memory held by this device (in use plus pooled), 0 for no cap but the system's. */
   maxPinnedBytes?: number;
+  /**
+   * How CUDA streams wait on host-side gates (see {@link CudaGateRequest});
+   * `info().cudaGate` says which is in use and `cudaGateReason` why. The CPU
+   * backend ignores it.
+   */
+  cudaGate?: CudaGateRequest;
 }
 
 /** Which backend was chosen, and why. */
@@ -65,6 +71,9 @@ export function selectBackend(requested: BackendRequest): BackendSelection {
   return { requested, backend: 'cpu', reason: `no usable CUDA device: ${probe.reason}` };
 }
 
+/** Native gate modes, by index. */
+const CUDA_GATE_MODES: readonly CudaGateRequest[] = ['host', 'wait-value', 'auto'];
+
 /**
  * Opens a device. Synchronous: creating a CUDA context takes a moment once.
  * Close it with `dispose()` (or `await using`).
@@ -77,8 +86,13 @@ export function openDevice(options: OpenDeviceOptions = {}): Device {
   }
   const ordinal = checkSize(options.ordinal ?? d.ordinal, 'ordinal');
   const maxPinnedBytes = checkSize(options.maxPinnedBytes ?? d.maxPinnedBytes, 'maxPinnedBytes');
+  const cudaGate = options.cudaGate ?? d.cudaGate;
+  const gateMode = CUDA_GATE_MODES.indexOf(cudaGate);
+  if (gateMode < 0) {
+    fail('ERR_INVALID_ARG', `expected 'host', 'wait-value' or 'auto' for cudaGate, got ${describe(cudaGate)}`);
+  }
   const selection = selectBackend(requested);
-  return new Device(selection, ordinal, maxPinnedBytes);
+  return new Device(selection, ordinal, maxPinnedBytes, gateMode);
 }
 
 /**
@@ -98,11 +112,11 @@ export class Device {
   readonly selection: BackendSelection;
 
   /** @internal Use {@link openDevice}. */
-  constructor(selection: BackendSelection, ordinal: number, maxPinnedBytes: number) {
+  constructor(selection: BackendSelection, ordinal: number, maxPinnedBytes: number, cudaGate: number) {
     const { binding } = loadBinding();
     this.selection = selection;
     this.backend = selection.backend;
-    this.#native = new binding.Device(selection.backend, ordinal, maxPinnedBytes, this.completions.onBatch);
+    this.#native = new binding.Device(selection.backend, ordinal, maxPinnedBytes, this.completions.onBatch, cudaGate);
     this.completions.attach(this.#native);
   }
 

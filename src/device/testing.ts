@@ -6,9 +6,14 @@
 import type { KvflowErrorCode } from '../errors.js';
 import type { Stream } from './stream.js';
 
-/** Work enqueued on `stream` after this waits until the returned function is called. */
-export function holdStream(stream: Stream): () => void {
-  return stream.native.hold();
+/**
+ * Work enqueued on `stream` after this waits until the returned function is
+ * called; called with a failure, the gate opens with it (the stream's next
+ * event fails with it, as when a file read it waited on failed).
+ */
+export function holdStream(stream: Stream): (failure?: { code: KvflowErrorCode; message: string }) => void {
+  const open = stream.native.hold();
+  return (failure) => (failure ? open(failure.code, failure.message) : open());
 }
 
 /** The next operation enqueued on `stream` fails with `code` and does nothing. */

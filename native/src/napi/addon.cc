@@ -32,6 +32,17 @@ static Napi::Value ProbeCuda(const Napi::CallbackInfo& info) {
   return o;
 }
 
+static Napi::Value ProbeCudaGate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const CudaGateProbe p = probe_cuda_gate(static_cast<int>(arg_size(info, 0, "ordinal")));
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("available", p.available);
+    o.Set("reason", p.reason);
+    return o;
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData(data);
@@ -49,12 +60,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Event", event);
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda));
+  exports.Set("probeCudaGate", Napi::Function::New(env, ProbeCudaGate));
   exports.Set("probeIoUring", Napi::Function::New(env, ProbeIoUring));
   exports.Set("probeDirect", Napi::Function::New(env, ProbeDirect));
   exports.Set("probeGds", Napi::Function::New(env, ProbeGds));
   exports.Set("crc32c", Napi::Function::New(env, Crc32c));
   exports.Set("crc32cImplementation", Napi::String::New(env, crc32c_implementation()));
-  exports.Set("abiVersion", Napi::Number::New(env, 2));
+  exports.Set("abiVersion", Napi::Number::New(env, 3));
 #ifdef KVFLOW_WITH_CUDA
   exports.Set("cudaCompiled", Napi::Boolean::New(env, true));
 #else

@@ -35,6 +35,9 @@ DeviceWrap::DeviceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Device
     options.ordinal = static_cast<int>(arg_size(info, 1, "ordinal"));
     options.max_pinned_bytes = arg_size(info, 2, "maxPinnedBytes");
     if (!info[3].IsFunction()) throw make_error(env, ErrorCode::kInvalidArg, "expected a completion callback");
+    const std::size_t gate = arg_size(info, 4, "cudaGate");
+    if (gate > 2) throw make_error(env, ErrorCode::kInvalidArg, "expected a CUDA gate mode 0, 1 or 2");
+    options.cuda_gate = static_cast<CudaGate>(gate);  // the CPU backend ignores it
     std::unique_ptr<Device> device;
     if (backend == "cpu") {
       device = open_cpu_device(options);
@@ -109,6 +112,8 @@ Napi::Value DeviceWrap::Info(const Napi::CallbackInfo& info) {
     o.Set("runtimeVersion", d.runtime_version);
     o.Set("cores", d.cores);
     o.Set("hostMemory", static_cast<double>(d.host_memory));
+    o.Set("cudaGate", d.cuda_gate);
+    o.Set("cudaGateReason", d.cuda_gate_reason);
     return o;
   });
 }

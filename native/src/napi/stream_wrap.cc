@@ -266,15 +266,24 @@ Napi::Value StreamWrap::Handle(const Napi::CallbackInfo& info) {
   });
 }
 
-/// Test hook: holds the stream until the returned function is called.
+/// Test hook: holds the stream until the returned function is called; called
+/// with (code, message), it opens the gate with that failure.
 Napi::Value StreamWrap::Hold(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     auto gate = std::make_shared<Gate>();
     stream(env).wait_gate(gate);
-    return Napi::Function::New(env, [gate](const Napi::CallbackInfo& i) {
-      gate->open();
-      return i.Env().Undefined();
+    return Napi::Function::New(env, [gate](const Napi::CallbackInfo& i) -> Napi::Value {
+      Napi::Env e = i.Env();
+      return guarded(e, [&]() -> Napi::Value {
+        ErrorPtr failure;
+        if (i.Length() >= 2) {
+          failure = std::make_shared<const kvflow::Error>(parse_code(e, arg_string(i, 0, "code")),
+                                                          arg_string(i, 1, "message"));
+        }
+        gate->open(std::move(failure));
+        return e.Undefined();
+      });
     });
   });
 }
