@@ -2,7 +2,7 @@
 import os from 'node:os';
 
 import { loadBinding } from '../binding/load.js';
-import type { NativeBinding } from '../binding/types.js';
+import type { NativeBinding, NativeDeviceInfo } from '../binding/types.js';
 import { defaults, type KvflowDefaults } from '../defaults.js';
 import { openDevice, selectBackend } from '../device/device.js';
 import { probeDirectIo, probeIoUring } from '../io/probe.js';
@@ -71,6 +71,32 @@ function gdsCheck(binding: NativeBinding, cuda: boolean): DoctorCheck {
   };
 }
 
+/**
+ * How CUDA streams wait on gates: the mode in force and why, and whether
+ * wait-value works on the device (why not, when it does not). A forced
+ * `wait-value` that cannot work is the failing case.
+ */
+function cudaGateCheck(
+  d: KvflowDefaults,
+  info: NativeDeviceInfo,
+  probe: { available: boolean; reason: string } | undefined,
+): DoctorCheck {
+  const setting = `KVFLOW_CUDA_GATE=${d.cudaGate}`;
+  if (info.backend !== 'cuda' || probe === undefined) {
+    return { name: 'cuda gate', ok: true, detail: `not used: the CPU backend waits on gates on its own threads (${setting})` };
+  }
+  if (d.cudaGate === 'wait-value' && !probe.available) {
+    return {
+      name: 'cuda gate',
+      ok: false,
+      detail: `${setting} cannot be used: ${probe.reason}; devices fail to open with ERR_UNSUPPORTED (this report used host functions)`,
+    };
+  }
+  const mode = info.cudaGate === 'wait-value' ? 'wait-value' : 'host functions';
+  const wv = probe.available ? 'available' : `unavailable: ${probe.reason}`;
+  return { name: 'cuda gate', ok: true, detail: `${mode} (${setting}: ${info.cudaGateReason}); wait-value: ${wv}` };
+}
+
 /** Runs the checks; never throws for a missing capability (it reports it). */
 export async function doctor(): Promise<DoctorReport> {
   const checks: DoctorCheck[] = [];
@@ -101,7 +127,10 @@ export async function doctor(): Promise<DoctorReport> {
   checks.push(ioCheck(d));
   checks.push(crcCheck(loaded.binding));
   checks.push(gdsCheck(loaded.binding, selection.backend === 'cuda'));
-  const device = openDevice({ backend: selection.backend });
+  // A forced wait-value gate that cannot work is reported, not thrown.
+  const gateProbe = selection.backend === 'cuda' ? loaded.binding.probeCudaGate(d.ordinal) : undefined;
+  const cudaGate = d.cudaGate === 'wait-value' && gateProbe?.available === false ? 'host' : d.cudaGate;
+  const device = openDevice({ backend: selection.backend, cudaGate });
   try {
     const info = device.info();
     if (info.backend === 'cuda') {
@@ -120,6 +149,7 @@ export async function doctor(): Promise<DoctorReport> {
     } else {
       checks.push({ name: 'cpu', ok: true, detail: `${info.name}, ${info.cores} cores, ${gib(info.hostMemory)} memory` });
     }
+    checks.push(cudaGateCheck(d, info, gateProbe));
     // Pin a small buffer to prove pinned memory works here.
     const probeBuf = device.allocPinned(1 << 20);
     await probeBuf.dispose();

@@ -43,6 +43,48 @@ describe('kvflow doctor', () => {
     expect(io?.detail).toContain(
       `KVFLOW_IO_DIRECT=${d.ioDirect} KVFLOW_IO_THREADS=${d.ioThreads} KVFLOW_IO_TASK_SIZE=${d.ioTaskSize / 2 ** 20} MiB`,
     );
+    const gate = byName.get('cuda gate');
+    if (report.info.backend === 'cpu') {
+      expect(gate).toEqual({
+        name: 'cuda gate',
+        ok: true,
+        detail: `not used: the CPU backend waits on gates on its own threads (KVFLOW_CUDA_GATE=${d.cudaGate})`,
+      });
+    } else {
+      expect(gate?.detail).toMatch(
+        new RegExp(`^(wait-value|host functions) \\(KVFLOW_CUDA_GATE=${d.cudaGate}: .+\\); wait-value: (available|unavailable: .+)$`),
+      );
+    }
+  });
+
+  it('cuda gate reports KVFLOW_CUDA_GATE=wait-value, and whether it can work here', () => {
+    const r = spawnSync(process.execPath, [cli, 'doctor', '--json'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, KVFLOW_CUDA_GATE: 'wait-value' },
+    });
+    expect(r.status).toBe(0);
+    const report = JSON.parse(r.stdout) as { checks: Check[]; info: { backend: string } };
+    const gate = report.checks.find((c) => c.name === 'cuda gate');
+    expect(gate?.detail).toContain('KVFLOW_CUDA_GATE=wait-value');
+    if (report.info.backend === 'cpu') {
+      expect(gate?.ok).toBe(true);
+      expect(gate?.detail).toMatch(/^not used: the CPU backend/);
+    } else if (gate?.ok) {
+      expect(gate.detail).toMatch(/^wait-value \(KVFLOW_CUDA_GATE=wait-value: wait-value was requested and works on CUDA device \d+\); wait-value: available$/);
+    } else {
+      expect(gate?.detail).toMatch(/^KVFLOW_CUDA_GATE=wait-value cannot be used: .+; devices fail to open with ERR_UNSUPPORTED/);
+    }
+  });
+
+  it('a bad KVFLOW_CUDA_GATE is ERR_INVALID_ARG, naming the variable', () => {
+    const r = spawnSync(process.execPath, [cli, 'doctor'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, KVFLOW_CUDA_GATE: 'spin' },
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`expected 'host', 'wait-value', 'auto' for KVFLOW_CUDA_GATE, got "spin" [ERR_INVALID_ARG]`);
   });
 
   it('nvme io says why io_uring cannot run when KVFLOW_IO_ENGINE asks for it where it cannot', () => {
