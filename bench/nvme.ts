@@ -798,6 +798,8 @@ async function main(): Promise<void> {
         device: info.name,
         config: {
           backend: home.backend,
+          cuda_gate: info.cudaGate,
+          cuda_gate_reason: info.cudaGateReason,
           quick,
           dir,
           file: filePath,
