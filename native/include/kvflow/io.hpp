@@ -135,8 +135,6 @@ enum class Priority : int { kHigh = 0, kLow = 1 };
 /// High tasks that may start in a row while a low task waits (see Priority).
 inline constexpr unsigned kHighTasksPerLow = 8;
 
-[[nodiscard]] const char* priority_name(Priority priority) noexcept;
-
 /// Bytes an engine moved, by path: what the tests check and metrics will read.
 struct EngineStats {
   std::uint64_t direct_bytes = 0;    // through O_DIRECT

@@ -21,10 +21,6 @@ constexpr unsigned kMaxThreads = 1024;
 constexpr unsigned kMaxQueueDepth = 4096;
 }  // namespace
 
-const char* priority_name(Priority priority) noexcept {
-  return priority == Priority::kLow ? "low" : "high";
-}
-
 const char* engine_kind_name(EngineKind kind) noexcept {
   switch (kind) {
     case EngineKind::kPosix: return "posix";
