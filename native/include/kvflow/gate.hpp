@@ -26,7 +26,8 @@ class Gate {
  private:
   std::mutex mutex_;
   std::condition_variable cv_;
-  bool open_ = false;
+  bool opening_ = false;  // the first open() won
+  bool open_ = false;     // set once the event is complete: waiters see its error
   EventPtr event_;
 };
 

@@ -7,11 +7,16 @@ Gate::Gate() : event_(std::make_shared<EventState>(0)) {}
 void Gate::open(ErrorPtr error) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (open_) return;
+    if (opening_) return;
+    opening_ = true;
+  }
+  // The event completes before the gate reads as open, so whoever sees the
+  // wait over sees the error too.
+  (void)event_->complete(std::move(error));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
     open_ = true;
   }
-  // Completed before the wait ends, so whoever sees the wait over sees the error.
-  (void)event_->complete(std::move(error));
   cv_.notify_all();
 }
 

@@ -45,6 +45,9 @@ void CpuStream::wait(const EventPtr& event) { push(Op{WaitOp{event}, nullptr}); 
 void CpuStream::wait_gate(const GatePtr& gate) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    // Only gates still closed matter to close(abandon): a long-lived stream
+    // waiting on many IO events must not keep every gate it ever had.
+    std::erase_if(gates_, [](const GatePtr& g) { return g->is_open(); });
     gates_.push_back(gate);
   }
   push(Op{GateOp{gate}, nullptr});
@@ -129,7 +132,9 @@ void CpuStream::close(bool abandon) {
   }
   if (abandon) {
     abandon_.store(true, std::memory_order_release);
-    for (auto& gate : gates) gate->open();
+    // The work behind an abandoned wait runs, but its events say the wait never ended.
+    const auto aborted = std::make_shared<const Error>(ErrorCode::kAborted, "the stream was closed while it waited");
+    for (auto& gate : gates) gate->open(aborted);
   }
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();

@@ -353,7 +353,9 @@ void CudaStream::close(bool abandon) {
       c.injected.reset();
     }
     if (abandon) {
-      for (const GatePtr& gate : gates) gate->open();
+      // The work behind an abandoned wait runs, but its events say the wait never ended.
+      const auto aborted = std::make_shared<const Error>(ErrorCode::kAborted, "the stream was closed while it waited");
+      for (const GatePtr& gate : gates) gate->open(aborted);
     }
     const bool finished = drain(kStreamCloseWait);
     std::list<StreamCore::Retained> released;  // freed after unlocking

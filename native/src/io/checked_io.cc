@@ -169,8 +169,12 @@ CheckedRequest submit(bool is_read, Engine& engine, const FilePtr& file, const B
   } catch (...) {
     // The engine closed (or memory ran out) part way: pieces already submitted
     // finish on their own; the rest fail without IO, and so does the request.
+    if (i == 0) throw;  // nothing was submitted: nothing read, say so at once
     const ErrorPtr error = capture_current_exception();
     for (; i < n; ++i) {
+      // A failed piece of a read is zeroed, as the contract says, never left holding stale bytes.
+      const CheckedPiece& p = batch->pieces[i];
+      if (is_read && p.bytes != 0) std::memset(batch->base + p.buffer_offset, 0, p.bytes);
       batch->errors[i] = error;
       batch->count_down();
     }

@@ -1,4 +1,5 @@
 // Registers the wrapped classes; nothing else lives here.
+#include <climits>
 #include <napi.h>
 
 #include "buffer_wrap.hpp"
@@ -35,7 +36,11 @@ static Napi::Value ProbeCuda(const Napi::CallbackInfo& info) {
 static Napi::Value ProbeCudaGate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    const CudaGateProbe p = probe_cuda_gate(static_cast<int>(arg_size(info, 0, "ordinal")));
+    const std::size_t ordinal = arg_size(info, 0, "ordinal");
+    if (ordinal > static_cast<std::size_t>(INT_MAX)) {
+      throw make_error(env, ErrorCode::kOutOfRange, "expected a device ordinal below 2^31, got " + std::to_string(ordinal));
+    }
+    const CudaGateProbe p = probe_cuda_gate(static_cast<int>(ordinal));
     Napi::Object o = Napi::Object::New(env);
     o.Set("available", p.available);
     o.Set("reason", p.reason);

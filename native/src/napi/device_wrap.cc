@@ -1,3 +1,4 @@
+#include <climits>
 #include "device_wrap.hpp"
 
 #include <string>
@@ -32,7 +33,11 @@ DeviceWrap::DeviceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Device
   guarded(env, [&] {
     const std::string backend = arg_string(info, 0, "backend");
     DeviceOptions options;
-    options.ordinal = static_cast<int>(arg_size(info, 1, "ordinal"));
+    const std::size_t ordinal = arg_size(info, 1, "ordinal");
+    if (ordinal > static_cast<std::size_t>(INT_MAX)) {
+      throw make_error(env, ErrorCode::kOutOfRange, "expected a device ordinal below 2^31, got " + std::to_string(ordinal));
+    }
+    options.ordinal = static_cast<int>(ordinal);
     options.max_pinned_bytes = arg_size(info, 2, "maxPinnedBytes");
     if (!info[3].IsFunction()) throw make_error(env, ErrorCode::kInvalidArg, "expected a completion callback");
     const std::size_t gate = arg_size(info, 4, "cudaGate");
