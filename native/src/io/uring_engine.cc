@@ -76,6 +76,10 @@ class UringEngine final : public Engine {
   void release(unsigned index, ErrorPtr error) noexcept;
   void fail_everything(int err) noexcept;
 
+  // Memory and files of tasks failed while the kernel may still move their
+  // bytes (a broken ring): declared before the ring so that they are freed
+  // only after it is closed. Written by the ring thread only.
+  std::vector<std::shared_ptr<const void>> kept_;
   Ring ring_;
   int wake_fd_ = -1;
   std::thread thread_;
@@ -188,7 +192,15 @@ void UringEngine::fail_everything(int err) noexcept {
       ErrorCode::kIo, "io_uring_enter failed: " + errno_text(err) + "; the io_uring engine cannot continue (use 'posix')",
       __FILE__, __LINE__, err);
   for (unsigned i = 0; i < slots_.size(); ++i) {
-    if (slots_[i].task.request) release(i, broken);
+    const std::shared_ptr<Request>& r = slots_[i].task.request;
+    if (!r) continue;
+    try {
+      kept_.push_back(r->buffer);
+      kept_.push_back(r->file);
+    } catch (...) {
+      // Out of memory here: the request still fails; its memory may then be reused early.
+    }
+    release(i, broken);
   }
   again_.clear();
   in_ring_ = 0;
