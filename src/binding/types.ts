@@ -166,6 +166,12 @@ export interface NativeBinding {
   probeGds(): { available: boolean; reason: string };
   /** CRC32C of `data` continuing from `seed`, on the calling thread. */
   crc32c(data: Uint8Array, seed: number): number;
+  /** Creates `path` (0600) and holds an exclusive flock on it; returns the fd. ERR_BUSY when held elsewhere. */
+  holdLock(path: string): number;
+  /** Unlocks and closes a lock taken by holdLock. */
+  releaseLock(fd: number): void;
+  /** Whether an exclusive flock is held on `path` (false when it does not exist). */
+  lockHeld(path: string): boolean;
   /** 'sse4.2', 'armv8-crc' or 'table'. */
   readonly crc32cImplementation: string;
   readonly abiVersion: number;

@@ -9,13 +9,14 @@
  * the store's index thread (index-worker.ts), since each is flushed to disk
  * before it returns and may wait for another process's write lock.
  */
-import { chmodSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 
 import { open, type RootDatabase } from 'lmdb';
 
+import { loadBinding } from '../binding/load.js';
 import { KvflowError, fail } from '../errors.js';
 import { lruRank, safeRank, type EvictionRank } from './dram.js';
 import { STORE_FORMAT_VERSION } from './keys.js';
@@ -48,15 +49,33 @@ export interface StoreReport {
   problems: string[];
 }
 
-/** Instances of stores open in this process (reservations of others in this process are stale). */
-const liveInstances = new Set<string>();
+/**
+ * Writers are told apart by instance: each open store holds an exclusive
+ * flock on `writers/<instance>.lock` in the store directory, which the kernel
+ * drops when its process dies, however it dies and in whatever PID
+ * namespace it runs. A reservation whose instance's lock is not held is stale.
+ */
+function lockPath(dir: string, instance: string): string {
+  return path.join(dir, 'writers', `${instance}.lock`);
+}
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+function writerAlive(dir: string, instance: string): boolean {
+  return loadBinding().binding.lockHeld(lockPath(dir, instance));
+}
+
+/** Removes lock files of writers that are gone. */
+function sweepLocks(dir: string): void {
+  const writers = path.join(dir, 'writers');
+  for (const name of readdirSync(writers)) {
+    if (!name.endsWith('.lock')) continue;
+    const instance = name.slice(0, -5);
+    if (!writerAlive(dir, instance)) {
+      try {
+        unlinkSync(path.join(writers, name));
+      } catch {
+        // Another process swept it first.
+      }
+    }
   }
 }
 
@@ -133,19 +152,22 @@ export class Catalog {
   readonly instance: string;
   readonly #thread: IndexThread;
   readonly #rank: EvictionRank;
+  readonly #dir: string;
+  readonly #lockFd: number;
   /** Uses not yet written: key -> time. */
   readonly #touched = new Map<string, number>();
   #deltas: CounterDeltas = {};
   #closed = false;
 
-  private constructor(root: RootDatabase, tables: IndexTables, geometry: StoreGeometry, file: string, rank: EvictionRank) {
+  private constructor(root: RootDatabase, tables: IndexTables, geometry: StoreGeometry, dir: string, instance: string, lockFd: number, rank: EvictionRank) {
     this.root = root;
     this.tables = tables;
     this.geometry = geometry;
     this.#rank = rank;
-    this.instance = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
-    liveInstances.add(this.instance);
-    this.#thread = new IndexThread(file);
+    this.#dir = dir;
+    this.instance = instance;
+    this.#lockFd = lockFd;
+    this.#thread = new IndexThread(path.join(dir, 'index.mdb'));
   }
 
   /**
@@ -172,8 +194,17 @@ export class Catalog {
         fail('ERR_INVALID_ARG', `expected records of ${wanted.layers} layer extents of ${wanted.extentBytes} bytes for the store at ${dir}, ` +
           `but it holds ${geometry.layers} extents of ${geometry.extentBytes} bytes (open it with the layout and chunkTokens it was created with)`);
       }
-      tables.recover((r: Reservation) => (r.pid === process.pid ? !liveInstances.has(r.inst) : !pidAlive(r.pid)));
-      return new Catalog(root, tables, geometry, file, rank);
+      const instance = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+      mkdirSync(path.join(dir, 'writers'), { recursive: true, mode: 0o700 });
+      const lockFd = loadBinding().binding.holdLock(lockPath(dir, instance));
+      try {
+        tables.recover((r: Reservation) => !writerAlive(dir, r.inst));
+        sweepLocks(dir);
+        return new Catalog(root, tables, geometry, dir, instance, lockFd, rank);
+      } catch (e) {
+        loadBinding().binding.releaseLock(lockFd);
+        throw e;
+      }
     } catch (e) {
       void root.close();
       throw e;
@@ -198,7 +229,7 @@ export class Catalog {
       const geometry = tables.meta.get('geometry') as StoreGeometry | undefined;
       if (!geometry) fail('ERR_INVALID_ARG', `the index at ${file} has no store geometry`);
       const reservations: StoreReport['reservations'] = [];
-      for (const { key, value } of tables.reserved.getRange()) reservations.push({ slot: key, pid: value.pid, alive: pidAlive(value.pid), at: value.at });
+      for (const { key, value } of tables.reserved.getRange()) reservations.push({ slot: key, pid: value.pid, alive: writerAlive(dir, value.inst), at: value.at });
       return { dir, geometry, ...tables.summary(), reservations, counters: tables.counters(), problems: tables.check() };
     } finally {
       void root.close();
@@ -315,9 +346,15 @@ export class Catalog {
       await this.flushTouches();
     } finally {
       this.#closed = true;
-      liveInstances.delete(this.instance);
       await this.#thread.close().catch(() => undefined);
       await this.root.close();
+      // Reservations still held (writes abandoned by close) become stale with the lock.
+      loadBinding().binding.releaseLock(this.#lockFd);
+      try {
+        unlinkSync(lockPath(this.#dir, this.instance));
+      } catch {
+        // Swept already.
+      }
     }
   }
 }

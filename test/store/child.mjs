@@ -71,6 +71,14 @@ async function verifyChunk(j) {
 
 const first = Number(firstArg);
 const count = Number(countArg);
+if (flag === '--hold') {
+  // A writer stuck mid-put: its slot stays reserved until it dies.
+  const { holdIo } = await import(new URL('io/testing.js', entry).href);
+  holdIo(store.files[0]);
+  void writeChunk(first).catch(() => undefined);
+  console.log('holding');
+  await new Promise(() => setInterval(() => undefined, 1000));
+}
 if (flag === '--check') {
   // Verify mode: "ok j" / "miss j" for each j.
   for (let j = first; j < first + count; j++) console.log(`${(await verifyChunk(j)) ? 'ok' : 'miss'} ${j}`);

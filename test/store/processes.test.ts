@@ -9,6 +9,8 @@ import { pathToFileURL } from 'node:url';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { Catalog } from '../../src/store/catalog.js';
+
 const root = path.resolve(import.meta.dirname, '..', '..');
 const entry = pathToFileURL(path.join(root, 'dist', 'src', 'index.js')).href;
 const child = path.join(import.meta.dirname, 'child.mjs');
@@ -87,6 +89,37 @@ describe('KvStore across processes (cpu)', () => {
     for (const j of reported) expect(ok.has(j), `durable chunk ${j}`).toBe(true);
     expect(killedMidway).toBeGreaterThan(25);
   }, 240_000);
+
+  it('a live writer keeps its reservation when another process opens the store; once it is killed, the next open frees it', async () => {
+    const dir = path.join(base, 'liveness');
+    const proc = spawn(process.execPath, [child, entry, dir, '7', '1', '--hold'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        proc.stdout.setEncoding('utf8');
+        proc.stdout.on('data', (d: string) => d.includes('holding') && resolve());
+        proc.on('exit', () => reject(new Error('the writer exited early')));
+      });
+      let report = Catalog.inspect(dir);
+      for (let i = 0; i < 200 && report.reserved === 0; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        report = Catalog.inspect(dir);
+      }
+      expect(report.reserved).toBe(1);
+      expect(report.reservations[0]!.alive).toBe(true);
+      // Another process opens the store (recovery runs): the live writer's slot stays reserved.
+      const c = await run([dir, '0', '1', '--check']);
+      expect(c.lines).toContain('accounting ok');
+      expect(Catalog.inspect(dir).reserved).toBe(1);
+    } finally {
+      proc.kill('SIGKILL');
+      await new Promise((r) => proc.once('close', r));
+    }
+    expect(Catalog.inspect(dir).reservations[0]!.alive).toBe(false);
+    const c = await run([dir, '0', '1', '--check']);
+    expect(c.lines).toContain('accounting ok');
+    const after = Catalog.inspect(dir);
+    expect([after.reserved, after.free]).toEqual([0, 1]);
+  }, 60_000);
 
   it('two processes writing and reading one store at once: no lost index updates, no chunk mixed up', async () => {
     const dir = path.join(base, 'shared');

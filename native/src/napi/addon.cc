@@ -11,6 +11,7 @@
 #include "kvflow/crc32c.hpp"
 #include "kvflow/device.hpp"
 #include "stream_wrap.hpp"
+#include "writer_lock.hpp"
 
 namespace kvflow::napi {
 
@@ -70,6 +71,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probeDirect", Napi::Function::New(env, ProbeDirect));
   exports.Set("probeGds", Napi::Function::New(env, ProbeGds));
   exports.Set("crc32c", Napi::Function::New(env, Crc32c));
+  exports.Set("holdLock", Napi::Function::New(env, HoldLock));
+  exports.Set("releaseLock", Napi::Function::New(env, ReleaseLock));
+  exports.Set("lockHeld", Napi::Function::New(env, LockHeld));
   exports.Set("crc32cImplementation", Napi::String::New(env, crc32c_implementation()));
   exports.Set("abiVersion", Napi::Number::New(env, 3));
 #ifdef KVFLOW_WITH_CUDA
