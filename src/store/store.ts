@@ -95,6 +95,14 @@ export class StoreHit {
   /** Chunks found in DRAM and on NVMe. */
   readonly dram: number;
   readonly nvme: number;
+  /**
+   * Positions (ChunkRef.index) of this hit's chunks whose bytes failed their
+   * checksum in a load, ascending: when a batched load rejects with
+   * ERR_CHECKSUM, each request learns here whether it was hit, and how much
+   * of its prefix is still good (`validTokens`). Filled once the failing
+   * read has been handled (`store.flush()` waits for it).
+   */
+  readonly failed: number[] = [];
   /** @internal */
   readonly pinned: DramChunk[] = [];
   /** @internal NVMe slots of the hit's chunks: kept from eviction by this process until release. */
@@ -119,6 +127,20 @@ export class StoreHit {
     return this.#released;
   }
 
+  /** Tokens of the prefix before the first chunk that failed its checksum. */
+  get validTokens(): number {
+    if (this.failed.length === 0) return this.tokens;
+    const first = this.chunks.findIndex((c) => c.index === this.failed[0]);
+    return first * (this.tokens / this.chunks.length);
+  }
+
+  /** @internal */
+  markFailed(index: number): void {
+    if (this.failed.includes(index)) return;
+    this.failed.push(index);
+    this.failed.sort((a, b) => a - b);
+  }
+
   /** Unpins the chunks (loads already enqueued keep theirs until they complete). Idempotent. */
   release(): void {
     if (this.#released) return;
@@ -129,6 +151,14 @@ export class StoreHit {
   [Symbol.dispose](): void {
     this.release();
   }
+}
+
+/** A chunk a checked read fills, and the refs of the call that share it. */
+interface ReadOwner {
+  ref: RefState;
+  chunk: DramChunk | undefined;
+  slot: number;
+  also: RefState[];
 }
 
 interface PendingChunk {
@@ -493,15 +523,16 @@ export class KvStore {
     const waits: Event[] = [];
     const temps: PinnedBuffer[] = [];
     // Reads grouped by (file, destination buffer): one checked read each.
-    const groups = new Map<string, { file: KvFile; buffer: PinnedBuffer; pieces: { dstOffset: number; fileOffset: number; bytes: number; seed: number; crc: number }[]; owners: { ref: RefState; chunk: DramChunk | undefined; slot: number }[] }>();
+    const groups = new Map<string, { file: KvFile; buffer: PinnedBuffer; pieces: { dstOffset: number; fileOffset: number; bytes: number; seed: number; crc: number }[]; owners: ReadOwner[] }>();
     // A chunk named twice in one call (prompts sharing a prefix) is staged once.
-    const staged = new Map<string, { buffer: PinnedBuffer; offset: number }>();
+    const staged = new Map<string, { buffer: PinnedBuffer; offset: number; owner?: ReadOwner }>();
     try {
       for (let i = 0; i < refs.length; i++) {
         const ref = refs[i]!;
         const blocks = Array.prototype.slice.call(blockTable, i * bpc, (i + 1) * bpc) as number[];
         const twice = staged.get(ref.key);
         if (twice) {
+          twice.owner?.also.push(ref);
           records.push({ blocks, staging: twice.buffer, stagingOffset: twice.offset });
           continue;
         }
@@ -554,7 +585,8 @@ export class KvStore {
           temps.push(buffer);
           offset = 0;
         }
-        staged.set(ref.key, { buffer, offset });
+        const owner: ReadOwner = { ref, chunk: c, slot: entry.slot, also: [] };
+        staged.set(ref.key, { buffer, offset, owner });
         const place = this.#slotPlace(entry.slot);
         const id = `${place.fileIndex}:${c ? c.slot.segment : `t${temps.length}`}`;
         let g = groups.get(id);
@@ -563,7 +595,7 @@ export class KvStore {
           groups.set(id, g);
         }
         g.pieces.push({ dstOffset: offset, fileOffset: place.offset + li * extent, bytes: extent, seed: extentSeed(ref.key, li), crc: entry.crc[li]! });
-        g.owners.push({ ref, chunk: c, slot: entry.slot });
+        g.owners.push(owner);
         records.push({ blocks, staging: buffer, stagingOffset: offset });
         this.#local.nvmeLoads!++;
       }
@@ -600,7 +632,7 @@ export class KvStore {
   }
 
   /** After a checked read: promote what verified, drop what did not (failed: undefined for an IO error). */
-  #afterRead(owners: { ref: RefState; chunk: DramChunk | undefined; slot: number }[], li: number, event: Event, failed: Set<number> | undefined): void {
+  #afterRead(owners: ReadOwner[], li: number, event: Event, failed: Set<number> | undefined): void {
     owners.forEach((o, i) => {
       const n = (this.#reading.get(o.slot) ?? 1) - 1;
       if (n <= 0) this.#reading.delete(o.slot);
@@ -610,6 +642,7 @@ export class KvStore {
       if (m && m.size === 0) this.#inflight.delete(o.chunk!);
       const bad = failed === undefined || failed.has(i);
       if (failed !== undefined && failed.has(i)) {
+        for (const r of [o.ref, ...o.also]) r.hit.markFailed(r.index);
         this.#local.checksumFailures!++;
         this.#catalog.count('checksumFailures');
         if (!this.#closed) this.#track(this.#catalog.drop(o.ref.key, o.slot));

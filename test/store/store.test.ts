@@ -278,6 +278,9 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     expect(err).toBeInstanceOf(KvflowError);
     expect((err as KvflowError).code).toBe('ERR_CHECKSUM');
     await store.flush();
+    // The hit says which of its chunks failed, and how much of its prefix is still good.
+    expect(hit.failed).toEqual([1]);
+    expect(hit.validTokens).toBe(CHUNK);
     hit.release();
     const got = await readCache(dev, stream, dst);
     for (let i = 0; i < 3; i++) {
