@@ -53,7 +53,29 @@ export class Event {
    * or in an event its stream waited on).
    */
   done(): Promise<void> {
-    this.#done ??= this.#completions.settle(this.#native);
+    if (this.#done) return this.#done;
+    const own = this.#completions.settle(this.#native);
+    const stream = this.stream;
+    const id = this.#native.id;
+    // Events of one stream settle in stream order: one found complete at once
+    // waits for a done() of an earlier event of its stream that is still on
+    // its way (complete too, since the stream runs in order; its notice is
+    // only not delivered yet).
+    const earlier = stream?.pendingDone;
+    if (earlier && earlier.id < id) {
+      own.catch(() => undefined); // handled below, once the earlier one settled
+      this.#done = earlier.promise.then(() => own, () => own);
+    } else {
+      this.#done = own;
+    }
+    if (stream && (!stream.pendingDone || stream.pendingDone.id < id)) {
+      const entry = { id, promise: this.#done };
+      stream.pendingDone = entry;
+      const clear = (): void => {
+        if (stream.pendingDone === entry) stream.pendingDone = undefined;
+      };
+      this.#done.then(clear, clear);
+    }
     return this.#done;
   }
 }
@@ -70,6 +92,8 @@ export interface StreamOptions {
  * make another stream wait on.
  */
 export class Stream {
+  /** @internal The latest done() of an event of this stream still pending: later events settle after it. */
+  pendingDone: { id: number; promise: Promise<void> } | undefined;
   #native: NativeStream | undefined;
   readonly #owner: StreamOwner;
   #disposing: Promise<void> | undefined;

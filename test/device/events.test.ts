@@ -68,6 +68,24 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
     await s.dispose();
   });
 
+  it.skipIf(skip)('events of one stream settle in stream order even when a later one is found complete first', async () => {
+    const s = dev.createStream();
+    const release = holdStream(s);
+    const a = s.record();
+    const b = s.record();
+    const order: string[] = [];
+    const pa = a.done().then(() => order.push('a')); // a is pending: its notice comes in a later batch
+    release();
+    // Spin without yielding, so that no completion batch is delivered meanwhile.
+    const until = Date.now() + 10_000;
+    while (b.status() === 'pending' && Date.now() < until);
+    expect(b.status()).toBe('ok');
+    const pb = b.done().then(() => order.push('b')); // b is complete already
+    await Promise.all([pa, pb]);
+    expect(order).toEqual(['a', 'b']);
+    await s.dispose();
+  });
+
   it.skipIf(skip)('done() settles once and returns the same promise', async () => {
     const s = dev.createStream();
     const e = s.record();
