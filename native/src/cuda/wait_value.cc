@@ -121,7 +121,14 @@ std::string try_wait_value(int ordinal, FlagPool& pool) {
     return "a cuStreamWaitValue32 on " + device_text(ordinal) + " did not see its flag in mapped host memory set within " +
            std::to_string(kCheckWait.count()) + " s";
   }
-  if (status != cudaSuccess) return "a cuStreamWaitValue32 on " + device_text(ordinal) + " failed: " + cuda_error_text(status);
+  if (status != cudaSuccess) {
+    // Not a verdict on wait-value: the context itself failed (a sticky error
+    // stays), so no gate mode can work; opening the device fails with it.
+    throw Error(ErrorCode::kCuda,
+                "the CUDA context of " + device_text(ordinal) + " failed during the wait-value check: " +
+                    cuda_error_text(status),
+                __FILE__, __LINE__, 0, static_cast<int>(status));
+  }
   return {};
 }
 
@@ -149,6 +156,7 @@ GateChoice choose_gate(int ordinal, CudaGate requested) {
   try {
     why = try_wait_value(ordinal, *pool);
   } catch (const Error& e) {
+    if (e.code() == ErrorCode::kCuda) throw;  // a failed context: no fallback can help
     why = e.what();
   }
   const bool forced = requested == CudaGate::kWaitValue;
