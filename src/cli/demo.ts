@@ -109,7 +109,11 @@ export async function runDemo(args: string[]): Promise<number> {
     });
     await copyAll(dev, stream, cache, data);
 
-    const options = { device: dev, layout, fingerprint: { model: 'kvflow/demo-llama-3-8b-shape' }, dir, chunkTokens, nvmeBytes: (chunks + 4) * 32 * (1 << 20) * 1, dramBytes: (chunks + 2) * 32 * (1 << 20) };
+    const record = layout.stagingBytes(chunkTokens);
+    const options = {
+      device: dev, layout, fingerprint: { model: 'kvflow/demo-llama-3-8b-shape' }, dir, chunkTokens,
+      nvmeBytes: (chunks + 4) * record, dramBytes: (chunks + 2) * record,
+    };
     let store = await KvStore.open(options);
     let t0 = performance.now();
     await store.put(tokens, cache, first, stream, { durable: true });

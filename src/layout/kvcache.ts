@@ -115,14 +115,11 @@ export class KvCache {
     }
     const stagings: (PinnedBuffer | DeviceBuffer)[] = [];
     const plans: { plan: ReturnType<typeof planPieces>; staging: number; offset: number }[] = [];
-    if (direction === 'scatter' && records.length > 1) {
-      const all: number[] = [];
-      for (const r of records) for (let i = 0; i < (r?.blocks?.length ?? 0); i++) all.push(r.blocks[i] as number);
-      checkBlocks(layout, all, true);
-    }
+    // A scatter writes each block once across all its records: two writes to one block would race.
+    const seen = direction === 'scatter' ? new Set<number>() : undefined;
     for (const r of records) {
       if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a staging record, got ${describe(r)}`);
-      checkBlocks(layout, r.blocks, direction === 'scatter');
+      checkBlocks(layout, r.blocks, seen !== undefined, seen);
       if (!(r.staging instanceof PinnedBuffer) && !(r.staging instanceof DeviceBuffer)) {
         fail('ERR_INVALID_ARG', `expected a PinnedBuffer or DeviceBuffer for staging, got ${describe(r.staging)}`);
       }

@@ -40,12 +40,16 @@ export function layerRange(layout: KvLayout, layers: number | LayerRange | undef
   return { first: layers.first, count: layers.count };
 }
 
-/** Checks block ids (and, for scatters, that none repeats: two writes to one block would race). */
-export function checkBlocks(layout: KvLayout, blocks: ArrayLike<number>, unique: boolean): void {
+/**
+ * Checks block ids (and, for scatters, that none repeats: two writes to one
+ * block would race). `seen` carries the ids of earlier records of one
+ * transfer, so that the check spans them all.
+ */
+export function checkBlocks(layout: KvLayout, blocks: ArrayLike<number>, unique: boolean,
+  seen: Set<number> | undefined = unique ? new Set<number>() : undefined): void {
   if (blocks === null || typeof blocks !== 'object' || typeof blocks.length !== 'number') {
     fail('ERR_INVALID_ARG', `expected an array of block ids for blocks, got ${describe(blocks)}`);
   }
-  const seen = unique ? new Set<number>() : undefined;
   for (let i = 0; i < blocks.length; i++) {
     const b = blocks[i] as number;
     layout.checkBlock(b, `blocks[${i}]`);

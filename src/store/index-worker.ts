@@ -21,29 +21,24 @@ const root = open({ path: file, ...INDEX_OPTIONS });
 const tables = new IndexTables(root);
 const port = parentPort!;
 
+// The write transactions, each synchronous on this thread (see IndexTables).
+const ops: Record<Exclude<Request['op'], 'close'>, (...args: never[]) => unknown> = {
+  reserve: tables.reserve.bind(tables),
+  commit: tables.commit.bind(tables),
+  drop: tables.drop.bind(tables),
+  record: tables.record.bind(tables),
+};
+
 port.on('message', (m: Request) => {
+  if (m.op === 'close') {
+    void root.close().then(
+      () => port.postMessage({ id: m.id, ok: true }),
+      (e: unknown) => port.postMessage({ id: m.id, ok: false, message: String(e), code: 'ERR_IO' }),
+    );
+    return;
+  }
   try {
-    let value: unknown;
-    switch (m.op) {
-      case 'reserve':
-        value = (tables.reserve as (...a: unknown[]) => unknown)(...m.args);
-        break;
-      case 'commit':
-        value = (tables.commit as (...a: unknown[]) => unknown)(...m.args);
-        break;
-      case 'drop':
-        value = (tables.drop as (...a: unknown[]) => unknown)(...m.args);
-        break;
-      case 'record':
-        value = (tables.record as (...a: unknown[]) => unknown)(...m.args);
-        break;
-      case 'close':
-        void root.close().then(
-          () => port.postMessage({ id: m.id, ok: true }),
-          (e: unknown) => port.postMessage({ id: m.id, ok: false, message: String(e), code: 'ERR_IO' }),
-        );
-        return;
-    }
+    const value = (ops[m.op] as (...args: unknown[]) => unknown)(...m.args);
     port.postMessage({ id: m.id, ok: true, value });
   } catch (e) {
     const k = e instanceof KvflowError ? e : catalogError(e, m.op);

@@ -23,7 +23,6 @@ import { Catalog, type CatalogEntry, type StoreGeometry } from './catalog.js';
 import { DramTier, lruRank, type DramChunk, type EvictionRank } from './dram.js';
 import { STORE_FORMAT_VERSION, chunkKeys, extentSeed, fingerprintOf, type FingerprintSpec } from './keys.js';
 
-const MiB = 1 << 20;
 const GiB = 1 << 30;
 
 /** What an admission policy sees of a chunk that could be written to NVMe. */
@@ -1065,4 +1064,3 @@ export class KvStore {
   }
 }
 
-export { MiB };

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvflowError, KvLayout, type Device, type KvArrangement, type KvCache, type KvDtype, type PinnedBuffer, type Stream } from '../../src/index.js';
 import { backends, open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
+import { fillCache, readCache } from '../helpers/cache.js';
 
 interface Shape {
   layers: number;
@@ -50,30 +51,12 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
 
   /** Fills the cache with random bytes; returns a host copy per buffer. */
   async function fill(cache: KvCache): Promise<Uint8Array[]> {
-    const copies: Uint8Array[] = [];
-    for (const b of cache.buffers) {
-      const host = dev.allocPinned(b.byteLength);
-      const data = randomBytes(b.byteLength);
-      host.array.set(data);
-      stream.copy(b, 0, host, 0, b.byteLength);
-      await stream.synchronize();
-      await host.dispose();
-      copies.push(data);
-    }
-    return copies;
+    const data = cache.buffers.map((b) => randomBytes(b.byteLength));
+    await fillCache(dev, stream, cache, data);
+    return data;
   }
 
-  async function readBack(cache: KvCache): Promise<Uint8Array[]> {
-    const out: Uint8Array[] = [];
-    for (const b of cache.buffers) {
-      const host = dev.allocPinned(b.byteLength);
-      stream.copy(host, 0, b, 0, b.byteLength);
-      await stream.synchronize();
-      out.push(host.array.slice());
-      await host.dispose();
-    }
-    return out;
-  }
+  const readBack = (cache: KvCache): Promise<Uint8Array[]> => readCache(dev, stream, cache);
 
   describe.each(ARRANGEMENTS)('%s', (arrangement) => {
     it.skipIf(skip).each(
@@ -188,6 +171,8 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
       ['ERR_INVALID_ARG', () => cache.scatter(stream, { blocks: [0, 1], staging: host as never })],
       ['ERR_INVALID_ARG', () => cache.scatter(stream, { blocks: [0, 1], staging, engine: 'magic' as never })],
       ['ERR_INVALID_ARG', () => cache.scatter(stream, { blocks: 'ab' as never, staging })],
+      // A block in two records of one scatter is refused too, before either moves.
+      ['ERR_INVALID_ARG', () => cache.moveRecords(stream, 'scatter', [{ blocks: [0, 5], staging }, { blocks: [2, 5], staging, stagingOffset: 4096 }], 0)],
     ];
     for (const [want, fn] of cases) {
       let got = 'no error';
@@ -201,6 +186,7 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     }
     // a gather of blocks repeated is fine (reads only)
     cache.gather(stream, { blocks: [3, 3], staging });
+    cache.moveRecords(stream, 'gather', [{ blocks: [4], staging }, { blocks: [4], staging, stagingOffset: 4096 }], 0);
     await stream.synchronize();
     const after = await readBack(cache);
     after.forEach((b, i) => expect(sameBytes(b, original[i]!)).toBe('equal'));

@@ -46,6 +46,20 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     return KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 64 * 12288, dramBytes: 16 * 12288, ...extra });
   }
 
+  /**
+   * A prompt of `chunks` chunks put durably into a fresh store directory,
+   * then that store reopened (an empty DRAM tier) with `reopen` options.
+   */
+  async function storedOnNvme(chunks: number, reopen: Partial<Parameters<typeof KvStore.open>[0]> = {}, create: Partial<Parameters<typeof KvStore.open>[0]> = {}) {
+    const dir = storeDir();
+    const tokens = randomTokens(CHUNK * chunks);
+    const blocks = randomBlocks(chunks * BPC, SPEC.numBlocks);
+    const first = await openStore(dir, create);
+    await first.put(tokens, src, blocks, stream, { durable: true });
+    await first.close();
+    return { store: await openStore(dir, reopen), tokens, blocks };
+  }
+
   /** Loads every layer of `hit` into `blocks` of dst and checks the bytes against src's `srcBlocks`. */
   async function loadAndCheck(store: KvStore, tokens: number[], srcBlocks: number[], expectChunks: number): Promise<void> {
     const hit = store.lookup(tokens);
@@ -160,13 +174,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('durable chunks survive close and reopen, load from NVMe, and are promoted to DRAM', async () => {
-    const dir = storeDir();
-    const tokens = randomTokens(CHUNK * 3);
-    const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
-    let store = await openStore(dir);
-    await store.put(tokens, src, blocks, stream, { durable: true });
-    await store.close();
-    store = await openStore(dir);
+    const { store, tokens, blocks } = await storedOnNvme(3);
     const hit = store.lookup(tokens);
     expect([hit.dram, hit.nvme]).toEqual([0, 3]);
     hit.release();
@@ -179,13 +187,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('a promotion that did not receive every layer is dropped with its hit and frees its DRAM slot', async () => {
-    const dir = storeDir();
-    const tokens = randomTokens(CHUNK * 2);
-    const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
-    let store = await openStore(dir);
-    await store.put(tokens, src, blocks, stream, { durable: true });
-    await store.close();
-    store = await openStore(dir, { dramBytes: 2 * 12288 });
+    const { store, tokens, blocks } = await storedOnNvme(2, { dramBytes: 2 * 12288 });
     const hit = store.lookup(tokens);
     await store.loadLayer(hit.chunks, 0, dst, randomBlocks(2 * BPC, SPEC.numBlocks), stream).done();
     expect(store.stats().dram.usedBytes).toBe(2 * 12288); // two promotions filling
@@ -374,13 +376,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('with DRAM full, NVMe chunks load through temporary pinned memory', async () => {
-    const dir = storeDir();
-    const tokens = randomTokens(CHUNK * 3);
-    const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
-    let store = await openStore(dir);
-    await store.put(tokens, src, blocks, stream, { durable: true });
-    await store.close();
-    store = await openStore(dir, { dramBytes: 12288 });
+    const { store, tokens, blocks } = await storedOnNvme(3, { dramBytes: 12288 });
     await loadAndCheck(store, tokens, blocks, 3);
     expect(store.stats().dram.chunks).toBe(1); // one promoted, two loaded without a slot
     await store.close();
@@ -401,13 +397,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('NVMe slots of unreleased hits are not evicted by their own process', async () => {
-    const dir = storeDir();
-    const a = randomTokens(CHUNK * 2);
-    const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
-    let store = await openStore(dir, { nvmeBytes: 2 * 12288 });
-    await store.put(a, src, blocks, stream, { durable: true });
-    await store.close();
-    store = await openStore(dir);
+    const { store, tokens: a, blocks } = await storedOnNvme(2, {}, { nvmeBytes: 2 * 12288 });
     const hit = store.lookup(a);
     await store.loadLayer(hit.chunks, 0, dst, blocks, stream).done();
     const b = randomTokens(CHUNK);
