@@ -134,40 +134,35 @@ export class KvCache {
     if (plans.length === 0) return;
     const cache = this.buffers.map((b) => b.native);
     const chosen = engine === 'auto' ? defaults().pagedEngine : engine;
-    // The kernel engine moves the span of staging its pieces touch in one
-    // DMA: one call per record, so that a gather never writes the bytes
-    // between two records (another chunk's, in a store's arena).
-    const groups = chosen === 'kernel' ? plans.map((p) => [p]) : [plans];
-    for (const group of groups) {
-      const count = group.reduce((n, p) => n + p.plan.count, 0);
-      const used = [...new Set(group.map((p) => p.staging))];
-      const staging = used.map((i) => stagings[i]!.native);
-      const table = new Float64Array(count * 5);
-      let o = 0;
-      for (const { plan, staging: si, offset } of group) {
-        const sIndex = used.indexOf(si);
-        for (let i = 0; i < plan.count; i++, o += 5) {
-          const cacheBuffer = plan.table[i * 4]!;
-          const cacheOffset = plan.table[i * 4 + 1]!;
-          const stagingAt = offset + plan.table[i * 4 + 2]!;
-          if (direction === 'gather') {
-            table[o] = sIndex;
-            table[o + 1] = stagingAt;
-            table[o + 2] = cacheBuffer;
-            table[o + 3] = cacheOffset;
-          } else {
-            table[o] = cacheBuffer;
-            table[o + 1] = cacheOffset;
-            table[o + 2] = sIndex;
-            table[o + 3] = stagingAt;
-          }
-          table[o + 4] = plan.table[i * 4 + 3]!;
+    // One native call moves every record: the kernel engine DMAs each run of
+    // touching staging bytes (never the bytes between two records of a gather,
+    // another chunk's in a store's arena) and moves all pieces with one kernel.
+    const count = plans.reduce((n, p) => n + p.plan.count, 0);
+    const staging = stagings.map((b) => b.native);
+    const table = new Float64Array(count * 5);
+    let o = 0;
+    for (const { plan, staging: sIndex, offset } of plans) {
+      for (let i = 0; i < plan.count; i++, o += 5) {
+        const cacheBuffer = plan.table[i * 4]!;
+        const cacheOffset = plan.table[i * 4 + 1]!;
+        const stagingAt = offset + plan.table[i * 4 + 2]!;
+        if (direction === 'gather') {
+          table[o] = sIndex;
+          table[o + 1] = stagingAt;
+          table[o + 2] = cacheBuffer;
+          table[o + 3] = cacheOffset;
+        } else {
+          table[o] = cacheBuffer;
+          table[o + 1] = cacheOffset;
+          table[o + 2] = sIndex;
+          table[o + 3] = stagingAt;
         }
+        table[o + 4] = plan.table[i * 4 + 3]!;
       }
-      const code = chosen === 'kernel' ? 1 : 0;
-      if (direction === 'gather') native.copyBatch(staging, cache, table, code);
-      else native.copyBatch(cache, staging, table, code);
     }
+    const code = chosen === 'kernel' ? 1 : 0;
+    if (direction === 'gather') native.copyBatch(staging, cache, table, code);
+    else native.copyBatch(cache, staging, table, code);
   }
 
   /** Frees the buffers kvflow allocated (wrapped ones stay the runtime's), after work in flight. */

@@ -16,7 +16,7 @@ import type { PinnedBuffer } from '../device/buffer.js';
 import type { Event, Stream } from '../device/stream.js';
 import { KvflowError, describe, fail } from '../errors.js';
 import type { KvFile, OpenFileOptions } from '../io/file.js';
-import { KvCache, type StagingRecord } from '../layout/kvcache.js';
+import { KvCache, type PagedEngine, type StagingRecord } from '../layout/kvcache.js';
 import { KvLayout, type KvLayoutSpec } from '../layout/layout.js';
 import { checkBlocks, type LayerRange } from '../layout/pieces.js';
 import { Catalog, type CatalogEntry, type StoreGeometry } from './catalog.js';
@@ -24,6 +24,7 @@ import { DramTier, lruRank, type DramChunk, type EvictionRank } from './dram.js'
 import { STORE_FORMAT_VERSION, chunkKeys, extentSeed, fingerprintOf, type FingerprintSpec } from './keys.js';
 
 const GiB = 1 << 30;
+const MiB = 1 << 20;
 
 /** What an admission policy sees of a chunk that could be written to NVMe. */
 export interface AdmissionInfo {
@@ -68,6 +69,13 @@ export interface KvStoreOptions {
   demoteBacklog?: number;
   /** IO engine and direct IO of the slab files (see `device.openFile`). */
   file?: Pick<OpenFileOptions, 'engine' | 'direct'>;
+  /**
+   * How loads and puts move between the DRAM tier and the KV cache on CUDA
+   * (see `KvCache.gather`). Default `auto` (`KVFLOW_PAGED_ENGINE`, else
+   * `dma`: copy engines only, which a busy GPU does not starve); `kernel`
+   * moves small blocks faster when the SMs are free.
+   */
+  pagedEngine?: PagedEngine;
 }
 
 /** A chunk of a hit. */
@@ -270,10 +278,12 @@ export class KvStore {
   };
   readonly #timer: NodeJS.Timeout;
   #closed = false;
+  readonly #engine: PagedEngine;
 
   private constructor(init: {
     device: Device; layout: KvLayout; dir: string; temporary: boolean; chunkTokens: number; layers: LayerRange;
     fingerprint: string; catalog: Catalog; files: KvFile[]; dram: DramTier; admit: AdmissionPolicy; backlog: number;
+    engine: PagedEngine;
   }) {
     this.device = init.device;
     this.layout = init.layout;
@@ -291,6 +301,7 @@ export class KvStore {
     this.#dram = init.dram;
     this.#admit = init.admit;
     this.#backlog = init.backlog;
+    this.#engine = init.engine;
     this.#timer = setInterval(() => {
       // Uses are hints: a failed batch is not retried.
       this.#track(this.#catalog.flushTouches());
@@ -327,6 +338,10 @@ export class KvStore {
     const admit = options.admit ?? 'hit-or-twice';
     if (typeof admit !== 'function' && admit !== 'hit-or-twice' && admit !== 'always' && admit !== 'never') {
       fail('ERR_INVALID_ARG', `expected 'hit-or-twice', 'always', 'never' or a function for admit, got ${describe(admit)}`);
+    }
+    const engine = options.pagedEngine ?? 'auto';
+    if (engine !== 'auto' && engine !== 'dma' && engine !== 'kernel') {
+      fail('ERR_INVALID_ARG', `expected 'auto', 'dma' or 'kernel' for pagedEngine, got ${describe(engine)}`);
     }
     const rank = options.evictionRank ?? lruRank;
     if (typeof rank !== 'function') fail('ERR_INVALID_ARG', `expected a function for evictionRank, got ${describe(rank)}`);
@@ -379,7 +394,7 @@ export class KvStore {
       throw e;
     }
     const dram = new DramTier(recordBytes, dramBytes, (bytes) => device.allocPinned(bytes), rank);
-    return new KvStore({ device, layout, dir, temporary, chunkTokens, layers, fingerprint, catalog, files, dram, admit, backlog });
+    return new KvStore({ device, layout, dir, temporary, chunkTokens, layers, fingerprint, catalog, files, dram, admit, backlog, engine });
   }
 
   get closed(): boolean {
@@ -616,7 +631,7 @@ export class KvStore {
         ));
       }
       for (const w of waits) stream.waitEvent(w);
-      kvCache.moveRecords(stream, 'scatter', records, layer);
+      kvCache.moveRecords(stream, 'scatter', records, layer, this.#engine);
     } catch (e) {
       for (const c of pins) this.#dram.unpin(c);
       for (const t of temps) void t.dispose();
@@ -727,7 +742,7 @@ export class KvStore {
         records.push({ blocks, staging: part.dram.slot.buffer, stagingOffset: part.dram.slot.offset + li * this.extentBytes });
       }
     });
-    kvCache.moveRecords(stream, 'gather', records, layer);
+    kvCache.moveRecords(stream, 'gather', records, layer, this.#engine);
     const event = stream.record();
     for (const p of puts) {
       p.events.push(event);
@@ -754,7 +769,7 @@ export class KvStore {
         staging: p.dram!.slot.buffer,
         stagingOffset: p.dram!.slot.offset,
       }));
-      kvCache.moveRecords(stream, 'gather', records, this.layers);
+      kvCache.moveRecords(stream, 'gather', records, this.layers, this.#engine);
     } catch (e) {
       await this.abort(pending);
       throw e;
@@ -892,7 +907,10 @@ export class KvStore {
 
   async #drain(): Promise<void> {
     while (this.#queue.length > 0 && !this.#closed) {
-      const batch = this.#queue.splice(0, 8);
+      // One batch is one fsync and one index commit: up to 512 MiB of records,
+      // so a large durable put is not cut into batches that leave the disk idle
+      // while each one syncs.
+      const batch = this.#queue.splice(0, Math.max(1, Math.min(64, Math.floor(512 * MiB / this.recordBytes))));
       let failures: Map<DramChunk, unknown>;
       try {
         failures = await this.#writeBatch(batch.map((d) => d.chunk));

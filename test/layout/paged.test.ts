@@ -114,6 +114,57 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     });
   });
 
+  it.skipIf(skip).each(ENGINES)('%s engine: records in several staging buffers move in one batch; a gather writes nothing between records', async (engine) => {
+    const layout = new KvLayout({ ...SHAPES[3]!, numBlocks: 24 });
+    const cache = dev.allocKvCache(layout);
+    await fill(cache);
+    const per = layout.stagingBytes(2 * layout.blockTokens, 1);
+    const a = dev.allocPinned(4 * per + 8192);
+    const b = dev.allocPinned(per + 8192);
+    // A@0 and A@per+4096+per sit apart by a gap; A@per+4096 touches the last one (one span);
+    // B at an odd offset (no 16-byte accesses on its span).
+    const records = [
+      { blocks: [3, 17], staging: a, stagingOffset: 0 },
+      { blocks: [8, 1], staging: b, stagingOffset: 8191 },
+      { blocks: [22, 0], staging: a, stagingOffset: 2 * per + 4096 },
+      { blocks: [5, 11], staging: a, stagingOffset: per + 4096 },
+    ];
+    poison(a.array);
+    poison(b.array);
+    const sentinelA = a.array.slice();
+    const sentinelB = b.array.slice();
+    cache.moveRecords(stream, 'gather', records, 2, engine);
+    await stream.synchronize();
+    // Each record as a gather of its own blocks alone puts it (verified against the layout's reference above).
+    const one = dev.allocPinned(per);
+    const touched = [new Uint8Array(a.byteLength), new Uint8Array(b.byteLength)];
+    for (const r of records) {
+      cache.gather(stream, { blocks: r.blocks, staging: one, layers: 2, engine: 'dma' });
+      await stream.synchronize();
+      const got = r.staging.array.subarray(r.stagingOffset, r.stagingOffset + per);
+      expect(sameBytes(got, one.array), `record at ${r.stagingOffset}`).toBe('equal');
+      touched[r.staging === a ? 0 : 1]!.fill(1, r.stagingOffset, r.stagingOffset + per);
+    }
+    [[a, sentinelA, touched[0]!], [b, sentinelB, touched[1]!]].forEach(([buf, sentinel, t]) => {
+      const arr = (buf as PinnedBuffer).array;
+      for (let i = 0; i < arr.length; i++) {
+        if ((t as Uint8Array)[i] === 0 && arr[i] !== (sentinel as Uint8Array)[i]) expect.fail(`byte ${i} outside every record changed`);
+      }
+    });
+    // Scatter them back into other blocks, then each target's gather equals its record.
+    const targets = [[2, 4], [6, 7], [9, 10], [12, 13]];
+    cache.moveRecords(stream, 'scatter', records.map((r, i) => ({ ...r, blocks: targets[i]! })), 2, engine);
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!;
+      poison(one.array);
+      cache.gather(stream, { blocks: targets[i]!, staging: one, layers: 2, engine: 'dma' });
+      await stream.synchronize();
+      expect(sameBytes(one.array, r.staging.array.subarray(r.stagingOffset, r.stagingOffset + per)), `target ${i}`).toBe('equal');
+    }
+    await Promise.all([a.dispose(), b.dispose(), one.dispose()]);
+    await cache.dispose();
+  });
+
   it.skipIf(skip)('device staging works too', async () => {
     const layout = new KvLayout({ ...SHAPES[3]!, numBlocks: 16 });
     const cache = dev.allocKvCache(layout);

@@ -115,6 +115,14 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     await store.close();
   });
 
+  it.skipIf(skip).each(['dma', 'kernel'] as const)('pagedEngine %s: puts and loads from DRAM and NVMe round-trip', async (pagedEngine) => {
+    const { store, tokens, blocks } = await storedOnNvme(4, { pagedEngine }, { pagedEngine });
+    await loadAndCheck(store, tokens, blocks, 4); // from NVMe, promoted
+    await loadAndCheck(store, tokens, blocks, 4); // from DRAM
+    await store.close();
+    await expect(openStore(storeDir(), { pagedEngine: 'fast' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+  });
+
   it.skipIf(skip)('per-layer putLayer is invisible until commit; abort and missing layers add nothing', async () => {
     const store = await openStore(storeDir());
     const tokens = randomTokens(CHUNK * 2 + 3);
