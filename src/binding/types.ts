@@ -137,6 +137,8 @@ export interface NativeDevice {
   alloc(kind: NativeKind, bytes: number): NativeBuffer;
   wrap(address: bigint, bytes: number): NativeBuffer;
   createStream(priority: number): NativeStream;
+  /** Test hook: completed work is not noticed (CUDA: the poller stops) until the returned function is called. */
+  holdCompletions(): () => void;
   wrapStream(handle: bigint): NativeStream;
   createIoEngine(kind: NativeIoEngineKind, threads: number, taskSize: number, queueDepth: number): NativeIoEngine;
   poolStats(): NativePoolStats;

@@ -226,6 +226,11 @@ export class Device {
     this.#live.trimPool();
   }
 
+  /** @internal Test hook (see device/testing.ts). */
+  holdCompletions(): () => void {
+    return this.#live.holdCompletions();
+  }
+
   /** @internal */
   forget(child: object): void {
     this.#children.delete(child as KvBuffer | Stream);

@@ -4,7 +4,17 @@
  * are tested without clocks.
  */
 import type { KvflowErrorCode } from '../errors.js';
+import type { Device } from './device.js';
 import type { Stream } from './stream.js';
+
+/**
+ * The thread that notices completed device work (CUDA: the completion
+ * poller) stops until the returned function is called: events stay pending,
+ * while the device's streams keep running. The CPU backend has no such thread.
+ */
+export function holdCompletions(device: Device): () => void {
+  return device.holdCompletions();
+}
 
 /**
  * Work enqueued on `stream` after this waits until the returned function is

@@ -1,12 +1,14 @@
 // stream.readFile / stream.writeFile: files <-> any buffer in stream order
 // through the pinned bounce ring, on every backend (CUDA on the GPU box).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import os from 'node:os';
 import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { Device, KvBuffer, MemoryKind, Stream } from '../../src/index.js';
+import { holdCompletions } from '../../src/device/testing.js';
 import { holdIo, injectIoFault } from '../../src/io/testing.js';
 import { backends, codeOf, open, poison, randomBytes, sameBytes, ticks } from '../helpers/backends.js';
 
@@ -86,6 +88,45 @@ describe.each(backends)('stream file transfers on $backend', ({ backend, skip })
     await e.done();
     expect(sameBytes(out.array, data)).toBe('equal');
     await Promise.all([file.dispose(), d.dispose(), out.dispose()]);
+  });
+
+  it.skipIf(skip)('a read and a write round the ring finish while completions go unnoticed and this thread allocates memory', async () => {
+    // Each slot's reuse must not wait for an event to be noticed: on CUDA the
+    // poller that notices them can stall behind an allocation's implicit
+    // synchronisation, which itself waits for this stream.
+    const bytes = 4 * MiB; // 16 chunks through 3 slots, each way
+    const data = randomBytes(bytes);
+    const p = path.join(dir, 'unnoticed');
+    writeFileSync(p, data);
+    const input = await dev.openFile(p);
+    const outPath = path.join(dir, 'unnoticed-out');
+    const output = await dev.openFile(outPath, { create: true });
+    const d = dev.allocDevice(bytes);
+    const check = dev.allocPinned(bytes);
+    poison(check.array);
+    const extra: KvBuffer[] = [];
+    const release = holdCompletions(dev);
+    try {
+      stream.readFile(d, 0, input, 0, bytes);
+      stream.copy(check, 0, d, 0, bytes);
+      stream.writeFile(output, 0, d, 0, bytes);
+      for (let i = 0; i < 4; i++) extra.push(dev.allocPinned(5 * MiB + (i + 1) * 69632), dev.allocDevice(MiB + i));
+      // No event can complete while held: watch the bytes themselves.
+      const arrived = async (probe: () => boolean): Promise<boolean> => {
+        for (const end = Date.now() + 30_000; Date.now() < end; await sleep(10)) if (probe()) return true;
+        return false;
+      };
+      expect(await arrived(() => sameBytes(check.array, data) === 'equal'), 'read into device memory, then copied out').toBe(true);
+      const fileDone = (): boolean => {
+        const got = readFileSync(outPath);
+        return got.byteLength >= bytes && sameBytes(got.subarray(0, bytes), data) === 'equal';
+      };
+      expect(await arrived(fileDone), 'written back to the file').toBe(true);
+    } finally {
+      release();
+    }
+    await stream.synchronize();
+    await Promise.all([input.dispose(), output.dispose(), d.dispose(), check.dispose(), ...extra.map((b) => b.dispose())]);
   });
 
   it.skipIf(skip)('a failed disk read fails the next event with ERR_IO, and the stream goes on', async () => {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -85,6 +86,13 @@ class Device {
   /// the thread to its ordinal; the CPU backend needs nothing). IO threads
   /// that hand device memory to other libraries (cuFile) call it first.
   virtual void bind_thread() {}
+  /// Test hook: the thread that notices completed device work (CUDA: the
+  /// completion poller) stops noticing until the returned function is called.
+  /// The CPU backend has no such thread (its streams complete their own
+  /// events): nothing to hold.
+  [[nodiscard]] virtual std::function<void()> hold_completions() {
+    return [] {};
+  }
   /// Stops the device's own threads. Streams are closed by their owners first.
   virtual void close() = 0;
 

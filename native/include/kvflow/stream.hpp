@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "kvflow/buffer.hpp"
@@ -61,6 +62,15 @@ class Stream {
 
   /// Work enqueued after this waits until `gate` is opened by a host thread.
   virtual void wait_gate(const GatePtr& gate) = 0;
+  /// Runs `fn` on a host thread in stream order, once the work enqueued
+  /// before it ran (on CUDA, a host function). `fn` must neither block nor
+  /// call CUDA: work that must keep a stream moving (a bounce ring's next disk
+  /// read, say) goes here rather than behind an event, whose completion is
+  /// noticed by a thread that calls CUDA and so can stall behind another
+  /// thread's implicit synchronisation (cudaHostAlloc, cudaFree) that waits
+  /// for this very stream. Not a user operation: an injected failure does not
+  /// skip it, and it runs after failed work too (unless the context is lost).
+  virtual void host_call(std::function<void()> fn) = 0;
   /// Test hook: the next operation enqueued fails with `error` and does nothing.
   virtual void inject_failure(ErrorPtr error) = 0;
 

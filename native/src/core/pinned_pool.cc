@@ -19,6 +19,13 @@ struct PinnedPool::State {
   PinnedPoolStats stats;
   bool closed = false;  // pool destroyed: returned blocks are freed, not cached
 
+  /// Moves every cached block into `out` (to be freed outside the lock).
+  void take_cached(std::multimap<std::size_t, void*>& out) {
+    out.merge(cached);
+    cached.clear();
+    stats.cached_bytes = 0;
+  }
+
   void release_all_cached() {
     for (auto& [size, ptr] : cached) free(ptr, size);
     cached.clear();
@@ -58,10 +65,20 @@ BufferPtr PinnedPool::acquire(std::size_t bytes) {
   KVFLOW_CHECK(bytes <= (std::size_t{1} << 52), kOutOfMemory,
                "pinned allocation of " + std::to_string(bytes) + " bytes is larger than any host");
   const std::size_t cls = size_class(bytes);
+  // Pinning and unpinning run outside the pool's lock: on CUDA both are
+  // implicit synchronisations that can wait for streams, and those streams'
+  // progress may need a buffer returned to this pool meanwhile.
+  State& st = *state_;
+  std::multimap<std::size_t, void*> unpin;
+  const auto free_all = [&st](std::multimap<std::size_t, void*>& blocks) {
+    for (auto& [size, p] : blocks) st.free(p, size);
+    blocks.clear();
+  };
   void* ptr = nullptr;
+  bool over_limit = false;
+  std::uint64_t in_use = 0;
   {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    auto& st = *state_;
+    std::lock_guard<std::mutex> lock(st.mutex);
     auto it = st.cached.find(cls);
     if (it != st.cached.end()) {
       ptr = it->second;
@@ -69,23 +86,38 @@ BufferPtr PinnedPool::acquire(std::size_t bytes) {
       st.stats.cached_bytes -= cls;
       ++st.stats.reuses;
     } else {
-      if (st.limit != 0 && st.stats.in_use_bytes + st.stats.cached_bytes + cls > st.limit) st.release_all_cached();
-      KVFLOW_CHECK(st.limit == 0 || st.stats.in_use_bytes + cls <= st.limit, kOutOfMemory,
-                   "pinned memory limit of " + std::to_string(st.limit) + " bytes reached: " +
-                       std::to_string(st.stats.in_use_bytes) + " in use, " + std::to_string(cls) +
-                       " more requested (raise maxPinnedBytes or KVFLOW_MAX_PINNED_BYTES)");
-      ptr = st.alloc(cls);
-      if (ptr == nullptr && !st.cached.empty()) {
-        st.release_all_cached();
+      if (st.limit != 0 && st.stats.in_use_bytes + st.stats.cached_bytes + cls > st.limit) st.take_cached(unpin);
+      over_limit = st.limit != 0 && st.stats.in_use_bytes + cls > st.limit;
+      in_use = st.stats.in_use_bytes;
+    }
+    if (!over_limit) st.stats.in_use_bytes += cls;  // reserved while pinning
+  }
+  if (over_limit) {
+    free_all(unpin);
+    KVFLOW_FAIL(kOutOfMemory, "pinned memory limit of " + std::to_string(st.limit) + " bytes reached: " +
+                                  std::to_string(in_use) + " in use, " + std::to_string(cls) +
+                                  " more requested (raise maxPinnedBytes or KVFLOW_MAX_PINNED_BYTES)");
+  }
+  if (ptr == nullptr) {
+    free_all(unpin);
+    ptr = st.alloc(cls);
+    if (ptr == nullptr) {
+      {
+        std::lock_guard<std::mutex> lock(st.mutex);
+        st.take_cached(unpin);
+      }
+      if (!unpin.empty()) {
+        free_all(unpin);
         ptr = st.alloc(cls);
       }
-      KVFLOW_CHECK(ptr != nullptr, kOutOfMemory,
-                   "the system refused to pin " + std::to_string(cls) + " bytes of host memory");
-      ++st.stats.allocations;
     }
-    st.stats.in_use_bytes += cls;
+    std::lock_guard<std::mutex> lock(st.mutex);
+    if (ptr == nullptr) {
+      st.stats.in_use_bytes -= cls;
+      KVFLOW_FAIL(kOutOfMemory, "the system refused to pin " + std::to_string(cls) + " bytes of host memory");
+    }
+    ++st.stats.allocations;
   }
-  std::weak_ptr<State> weak = state_;
   std::shared_ptr<State> keep = state_;  // the pool's free functions outlive the pool object
   return std::make_shared<Buffer>(state_->kind, state_->owner, ptr, bytes,
                                   [keep = std::move(keep), cls](void* p, std::size_t) {

@@ -11,11 +11,11 @@ CpuStream::CpuStream(Completer& completer, IdSource next_id)
 
 CpuStream::~CpuStream() { close(true); }
 
-void CpuStream::push(Op op) {
+void CpuStream::push(Op op, bool user) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     KVFLOW_CHECK(!stopping_, kDisposed, "stream is disposed");
-    if (next_failure_) op.injected = std::exchange(next_failure_, nullptr);
+    if (user && next_failure_) op.injected = std::exchange(next_failure_, nullptr);
     queue_.push_back(std::move(op));
     ++pending_;
   }
@@ -53,6 +53,8 @@ void CpuStream::wait_gate(const GatePtr& gate) {
   push(Op{GateOp{gate}, nullptr});
 }
 
+void CpuStream::host_call(std::function<void()> fn) { push(Op{CallOp{std::move(fn)}, nullptr}, false); }
+
 void CpuStream::inject_failure(ErrorPtr error) {
   std::lock_guard<std::mutex> lock(mutex_);
   next_failure_ = std::move(error);
@@ -88,6 +90,13 @@ void CpuStream::execute(Op& op) {
   if (auto* mark = std::get_if<MarkOp>(&op.body)) {
     if (op.injected && !span_error_) span_error_ = op.injected;
     if (mark->event->complete(std::exchange(span_error_, nullptr))) completer_.post(mark->event->id());
+    return;
+  }
+  if (auto* call = std::get_if<CallOp>(&op.body)) {
+    try {
+      call->fn();
+    } catch (...) {
+    }
     return;
   }
   if (op.injected) {

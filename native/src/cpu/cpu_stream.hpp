@@ -31,6 +31,7 @@ class CpuStream final : public Stream {
   [[nodiscard]] bool idle() override;
   [[nodiscard]] std::uintptr_t handle() const noexcept override;
   void wait_gate(const GatePtr& gate) override;
+  void host_call(std::function<void()> fn) override;
   void inject_failure(ErrorPtr error) override;
   void close(bool abandon) override;
 
@@ -59,12 +60,15 @@ class CpuStream final : public Stream {
   struct GateOp {
     GatePtr gate;
   };
+  struct CallOp {
+    std::function<void()> fn;
+  };
   struct Op {
-    std::variant<CopyOp, BatchOp, BusyOp, MarkOp, WaitOp, GateOp> body;
+    std::variant<CopyOp, BatchOp, BusyOp, MarkOp, WaitOp, GateOp, CallOp> body;
     ErrorPtr injected;  // set: the op fails with this and does nothing
   };
 
-  void push(Op op);
+  void push(Op op, bool user = true);  // user: an injected failure applies to it
   void run();
   void execute(Op& op);
 

@@ -29,6 +29,7 @@ class CudaDevice final : public Device {
   [[nodiscard]] std::unique_ptr<Stream> create_stream(int priority) override;
   [[nodiscard]] std::unique_ptr<Stream> wrap_stream(std::uintptr_t handle) override;
   void bind_thread() override { (void)cudaSetDevice(ordinal_); }
+  [[nodiscard]] std::function<void()> hold_completions() override { return poller_->hold(); }
   void close() override;
 
  private:

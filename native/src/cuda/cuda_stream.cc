@@ -41,6 +41,13 @@ void CUDART_CB run_gate_wait(void* data) noexcept {
   }
 }
 
+void CUDART_CB run_host_call(void* data) noexcept {
+  try {
+    (*static_cast<std::function<void()>*>(data))();
+  } catch (...) {
+  }
+}
+
 void set_device(int ordinal) { KVFLOW_CUDA(cudaSetDevice(ordinal)); }
 
 void launch_host_copy(cudaStream_t stream, HostCopy* job) {
@@ -278,6 +285,26 @@ void CudaStream::wait_gate(const GatePtr& gate) {
   try {
     set_device(c.ordinal);
     KVFLOW_CUDA(cudaLaunchHostFunc(c.stream, &run_gate_wait, gate.get()));
+  } catch (...) {
+    c.arm_sweep_locked();
+    throw;
+  }
+  c.arm_sweep_locked();
+}
+
+void CudaStream::host_call(std::function<void()> fn) {
+  StreamCore& c = *core_;
+  std::lock_guard<std::mutex> lock(c.mutex);
+  KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
+  const std::uint64_t seq = ++c.op_seq;  // not a user operation: an injected failure is left for the next one
+  auto call = std::make_shared<std::function<void()>>(std::move(fn));
+  // Freed by the sweep once an event after it completed, never by the host
+  // function itself (whose captures may own pinned memory, and a host
+  // function must not call CUDA).
+  c.retained.push_back(StreamCore::Retained{seq, {call}});
+  try {
+    set_device(c.ordinal);
+    KVFLOW_CUDA(cudaLaunchHostFunc(c.stream, &run_host_call, call.get()));
   } catch (...) {
     c.arm_sweep_locked();
     throw;

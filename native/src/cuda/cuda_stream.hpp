@@ -65,6 +65,7 @@ class CudaStream final : public Stream {
   [[nodiscard]] bool idle() override;
   [[nodiscard]] std::uintptr_t handle() const noexcept override;
   void wait_gate(const GatePtr& gate) override;
+  void host_call(std::function<void()> fn) override;
   void inject_failure(ErrorPtr error) override;
   void close(bool abandon) override;
 

@@ -65,6 +65,14 @@ void Poller::stop(std::chrono::milliseconds budget) noexcept {
   }
 }
 
+std::function<void()> Poller::hold() {
+  held_->fetch_add(1, std::memory_order_acq_rel);
+  auto once = std::make_shared<std::atomic<bool>>(false);
+  return [held = held_, once] {
+    if (!once->exchange(true)) held->fetch_sub(1, std::memory_order_acq_rel);
+  };
+}
+
 void Poller::run() noexcept {
   // Threads are not bound to a device: bind this one once, for its queries and
   // the sweeps it records.
@@ -99,6 +107,10 @@ void Poller::run() noexcept {
         abort_all(active);
         active.clear();
         continue;  // then exit once nothing new came in
+      }
+      if (held_->load(std::memory_order_acquire) > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
       }
       if (poll_once(active)) {
         idle_rounds = 0;

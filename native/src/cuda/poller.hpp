@@ -7,9 +7,11 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -48,6 +50,8 @@ class Poller {
 
   /// Any thread. Throws kDisposed once the poller stopped.
   void add(PollEntry entry);
+  /// Test hook: nothing is polled until the returned function is called.
+  [[nodiscard]] std::function<void()> hold();
 
   /// Completes what is outstanding, waiting at most `budget`; what is still
   /// pending then is completed with ERR_ABORTED. Idempotent; joins the thread.
@@ -71,6 +75,7 @@ class Poller {
   std::condition_variable cv_;
   std::vector<PollEntry> incoming_;
   bool stopping_ = false;
+  std::shared_ptr<std::atomic<int>> held_ = std::make_shared<std::atomic<int>>(0);
   bool stopped_ = false;
   Clock::time_point deadline_{};
   std::thread thread_;

@@ -87,8 +87,7 @@ struct Job : std::enable_shared_from_this<Job> {
     }
   }
 
-  void write_chunk(std::size_t i, const ErrorPtr& copy_error) {
-    if (copy_error) (void)fail(copy_error);
+  void write_chunk(std::size_t i) {
     if (ErrorPtr e = failure()) {
       written(i, e);
       return;
@@ -150,17 +149,10 @@ void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const 
   for (std::size_t i = 0; i < plan.count; ++i) job->gates.push_back(std::make_shared<Gate>());
   job->done = std::make_shared<Gate>();
   job->remaining = plan.count;
-  EventPtr before;
-  try {
-    before = stream.record();  // device memory is touched only after earlier work
-    for (auto& gate : job->gates) stream.wait_gate(gate);
-  } catch (...) {
-    job->abandon(capture_current_exception());
-    throw;
-  }
   Device* owner = &device;
-  before->then([job, dev, dev_offset, owner, is_read](const ErrorPtr& e) {
-    if (e) (void)job->fail(e);
+  // Device memory is touched only after earlier work: the chunks start from a
+  // host call in stream order.
+  auto start = [job, dev, dev_offset, owner, is_read] {
     const std::shared_ptr<CuFileHandle> gds = job->file->gds();
     for (std::size_t i = 0; i < job->plan.count; ++i) {
       if (ErrorPtr failed = job->failure()) {
@@ -181,7 +173,14 @@ void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const 
         job->gates[i]->open(job->fail(capture_current_exception()));
       }
     }
-  });
+  };
+  try {
+    stream.host_call(std::move(start));
+    for (auto& gate : job->gates) stream.wait_gate(gate);
+  } catch (...) {
+    job->abandon(capture_current_exception());
+    throw;
+  }
 }
 
 bool use_gds(const FilePtr& file, const BufferPtr& buffer) {
@@ -200,20 +199,22 @@ void enqueue_read_file(Device& device, Stream& stream, const EnginePtr& engine, 
   }
   const Plan plan = plan_of(bytes, options);
   auto job = make_job(device, engine, file, file_offset, plan);
-  // The first reads start before anything is enqueued, and each "slot free"
-  // event chains the next read as soon as it is recorded: CUDA can block the
+  // The first reads start before anything is enqueued (CUDA can block the
   // enqueuing thread once many host functions are pending on a stream, and
-  // the stream must be able to make progress meanwhile. The events recorded
-  // here take over failures of the stream's current span, so they feed the
-  // job, and a last gate hands its first failure to the next event.
+  // the stream must be able to make progress meanwhile), and a host call after
+  // each copy starts the read that reuses its slot. Host calls, not events:
+  // noticing an event takes a thread that calls CUDA, which can stall behind
+  // another thread's implicit synchronisation (cudaHostAlloc, cudaFree) that
+  // waits for this very stream, and then neither would ever finish. Failures
+  // of the stream's work stay with the stream and fail its next event; a
+  // failed read fails the job, whose last gate hands it on too.
   for (std::size_t i = 0; i < plan.slots; ++i) job->read_chunk(i);
   try {
     for (std::size_t i = 0; i < plan.count; ++i) {
       stream.wait_gate(job->gates[i]);
       stream.copy(dst, dst_offset + i * plan.chunk, job->slots[i % plan.slots], 0, plan.length(i));
       const std::size_t next = i + plan.slots;
-      stream.record()->then([job, next](const ErrorPtr& e) {
-        if (e) (void)job->fail(e);
+      stream.host_call([job, next] {
         if (next < job->plan.count) job->read_chunk(next);
         job->count_down();
       });
@@ -239,8 +240,9 @@ void enqueue_write_file(Device& device, Stream& stream, const EnginePtr& engine,
     for (std::size_t i = 0; i < plan.count; ++i) {
       if (i >= plan.slots) stream.wait_gate(job->gates[i - plan.slots]);
       stream.copy(job->slots[i % plan.slots], 0, src, src_offset + i * plan.chunk, plan.length(i));
-      // Chained at once (see enqueue_read_file): the write starts while later chunks are still being enqueued.
-      stream.record()->then([job, i](const ErrorPtr& e) { job->write_chunk(i, e); });
+      // A host call (see enqueue_read_file): the disk write starts once the
+      // copy is done, while later chunks are still being enqueued.
+      stream.host_call([job, i] { job->write_chunk(i); });
     }
     stream.wait_gate(job->done);
   } catch (...) {

@@ -21,6 +21,7 @@ Napi::Function DeviceWrap::Init(Napi::Env env) {
                          InstanceMethod<&DeviceWrap::CreateIoEngine>("createIoEngine"),
                          InstanceMethod<&DeviceWrap::PoolStats>("poolStats"),
                          InstanceMethod<&DeviceWrap::TrimPool>("trimPool"),
+                         InstanceMethod<&DeviceWrap::HoldCompletions>("holdCompletions"),
                          InstanceMethod<&DeviceWrap::Ref>("ref"),
                          InstanceMethod<&DeviceWrap::Unref>("unref"),
                          InstanceMethod<&DeviceWrap::NextId>("nextId"),
@@ -199,6 +200,18 @@ Napi::Value DeviceWrap::TrimPool(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] { open_handle(env).device->pinned_pool().trim(); });
   return env.Undefined();
+}
+
+/// Test hook: completed device work is not noticed until the returned function is called.
+Napi::Value DeviceWrap::HoldCompletions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    std::function<void()> release = open_handle(env).device->hold_completions();
+    return Napi::Function::New(env, [release](const Napi::CallbackInfo& i) {
+      release();
+      return i.Env().Undefined();
+    });
+  });
 }
 
 Napi::Value DeviceWrap::Ref(const Napi::CallbackInfo& info) {

@@ -24,6 +24,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
   Napi::Value CreateIoEngine(const Napi::CallbackInfo& info);
   Napi::Value PoolStats(const Napi::CallbackInfo& info);
   Napi::Value TrimPool(const Napi::CallbackInfo& info);
+  Napi::Value HoldCompletions(const Napi::CallbackInfo& info);
   Napi::Value Ref(const Napi::CallbackInfo& info);
   Napi::Value Unref(const Napi::CallbackInfo& info);
   Napi::Value NextId(const Napi::CallbackInfo& info);
