@@ -18,6 +18,8 @@ export interface Baseline {
   direct: boolean | undefined;
   readBest: RawPoint | undefined;
   writeBest: RawPoint | undefined;
+  /** GB/s of raw_io's first write of its file (8 threads x 4 MiB + fsync): blocks never written before. */
+  createGbps: number | undefined;
   /** `read:8:4194304` -> GB/s of that sweep point. */
   sweep: Map<string, number>;
 }
@@ -34,6 +36,7 @@ export function loadBaseline(file: string): Baseline {
     direct: typeof config.direct === 'boolean' ? config.direct : undefined,
     readBest: undefined,
     writeBest: undefined,
+    createGbps: typeof config.create_gbps === 'number' ? config.create_gbps : undefined,
     sweep: new Map(),
   };
   for (const e of raw.results as Array<Record<string, unknown>>) {
