@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { Device, KvBuffer, MemoryKind, Stream } from '../../src/index.js';
-import { holdCompletions } from '../../src/device/testing.js';
+import { holdCompletions, injectFailure } from '../../src/device/testing.js';
 import { holdIo, injectIoFault } from '../../src/io/testing.js';
 import { backends, codeOf, open, poison, randomBytes, sameBytes, ticks } from '../helpers/backends.js';
 
@@ -127,6 +127,28 @@ describe.each(backends)('stream file transfers on $backend', ({ backend, skip })
     }
     await stream.synchronize();
     await Promise.all([input.dispose(), output.dispose(), d.dispose(), check.dispose(), ...extra.map((b) => b.dispose())]);
+  });
+
+  it.skipIf(skip)('a failure injected into a transfer fails its event but never stalls the ring; the stream goes on', async () => {
+    const bytes = 2 * MiB + 5; // several chunks through 3 slots
+    const data = randomBytes(bytes);
+    const p = path.join(dir, 'injected');
+    writeFileSync(p, data);
+    const file = await dev.openFile(p);
+    const d = dev.allocDevice(bytes);
+    const out = dev.allocPinned(bytes);
+    for (const direction of ['read', 'write'] as const) {
+      injectFailure(stream, 'ERR_IO', 'injected');
+      if (direction === 'read') stream.readFile(d, 0, file, 0, bytes);
+      else stream.writeFile(file, 0, d, 0, bytes);
+      await expect(stream.record().done()).rejects.toMatchObject({ code: 'ERR_IO', message: 'injected' });
+    }
+    poison(out.array);
+    stream.readFile(d, 0, file, 0, bytes);
+    stream.copy(out, 0, d, 0, bytes);
+    await stream.synchronize();
+    expect(sameBytes(out.array, data)).toBe('equal');
+    await Promise.all([file.dispose(), d.dispose(), out.dispose()]);
   });
 
   it.skipIf(skip)('a failed disk read fails the next event with ERR_IO, and the stream goes on', async () => {

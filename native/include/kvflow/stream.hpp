@@ -35,6 +35,12 @@ struct CopyPiece {
 /// The CPU backend moves every piece with memcpy whatever is asked.
 enum class BatchEngine : int { kDma = 0, kKernel = 1 };
 
+/// Work a stream runs on a host thread in stream order (Stream::host_call):
+/// `failed` is the first failure known on the host among the stream's work
+/// since its last recorded event (an injected failure, a gate opened with an
+/// error, an event waited on that failed), or null.
+using HostCall = std::function<void(const ErrorPtr& failed)>;
+
 class Stream {
  public:
   virtual ~Stream() = default;
@@ -61,7 +67,10 @@ class Stream {
   [[nodiscard]] virtual std::uintptr_t handle() const noexcept = 0;
 
   /// Work enqueued after this waits until `gate` is opened by a host thread.
-  virtual void wait_gate(const GatePtr& gate) = 0;
+  /// `before`, when given, runs on a host thread in stream order just before
+  /// the wait, as host_call() would (on CUDA with host-function gates, in the
+  /// same host function: a chain of transfers pends half as many).
+  virtual void wait_gate(const GatePtr& gate, HostCall before = nullptr) = 0;
   /// Runs `fn` on a host thread in stream order, once the work enqueued
   /// before it ran (on CUDA, a host function). `fn` must neither block nor
   /// call CUDA: work that must keep a stream moving (a bounce ring's next disk
@@ -70,7 +79,7 @@ class Stream {
   /// thread's implicit synchronisation (cudaHostAlloc, cudaFree) that waits
   /// for this very stream. Not a user operation: an injected failure does not
   /// skip it, and it runs after failed work too (unless the context is lost).
-  virtual void host_call(std::function<void()> fn) = 0;
+  virtual void host_call(HostCall fn) = 0;
   /// Test hook: the next operation enqueued fails with `error` and does nothing.
   virtual void inject_failure(ErrorPtr error) = 0;
 

@@ -42,7 +42,7 @@ EventPtr CpuStream::record() {
 
 void CpuStream::wait(const EventPtr& event) { push(Op{WaitOp{event}, nullptr}); }
 
-void CpuStream::wait_gate(const GatePtr& gate) {
+void CpuStream::wait_gate(const GatePtr& gate, HostCall before) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     // Only gates still closed matter to close(abandon): a long-lived stream
@@ -50,10 +50,10 @@ void CpuStream::wait_gate(const GatePtr& gate) {
     std::erase_if(gates_, [](const GatePtr& g) { return g->is_open(); });
     gates_.push_back(gate);
   }
-  push(Op{GateOp{gate}, nullptr});
+  push(Op{GateOp{gate, std::move(before)}, nullptr});
 }
 
-void CpuStream::host_call(std::function<void()> fn) { push(Op{CallOp{std::move(fn)}, nullptr}, false); }
+void CpuStream::host_call(HostCall fn) { push(Op{CallOp{std::move(fn)}, nullptr}, false); }
 
 void CpuStream::inject_failure(ErrorPtr error) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -94,10 +94,16 @@ void CpuStream::execute(Op& op) {
   }
   if (auto* call = std::get_if<CallOp>(&op.body)) {
     try {
-      call->fn();
+      call->fn(span_error_);
     } catch (...) {
     }
     return;
+  }
+  if (auto* g = std::get_if<GateOp>(&op.body); g != nullptr && g->before) {
+    try {
+      g->before(span_error_);
+    } catch (...) {
+    }
   }
   if (op.injected) {
     if (!span_error_) span_error_ = op.injected;

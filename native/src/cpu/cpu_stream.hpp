@@ -30,8 +30,8 @@ class CpuStream final : public Stream {
   void wait(const EventPtr& event) override;
   [[nodiscard]] bool idle() override;
   [[nodiscard]] std::uintptr_t handle() const noexcept override;
-  void wait_gate(const GatePtr& gate) override;
-  void host_call(std::function<void()> fn) override;
+  void wait_gate(const GatePtr& gate, HostCall before = nullptr) override;
+  void host_call(HostCall fn) override;
   void inject_failure(ErrorPtr error) override;
   void close(bool abandon) override;
 
@@ -59,9 +59,10 @@ class CpuStream final : public Stream {
   };
   struct GateOp {
     GatePtr gate;
+    HostCall before;  // runs even when the op fails
   };
   struct CallOp {
-    std::function<void()> fn;
+    HostCall fn;
   };
   struct Op {
     std::variant<CopyOp, BatchOp, BusyOp, MarkOp, WaitOp, GateOp, CallOp> body;

@@ -29,24 +29,50 @@ void CUDART_CB run_host_copy(void* data) noexcept {
   std::memmove(job->dst, job->src, job->bytes);  // memmove: a copy within one buffer may overlap
 }
 
+/// A host call with the failure sources of its span as they were when it
+/// was enqueued; evaluated when it runs, by which time the gates among them
+/// were passed (so are open), and events waited on may have completed.
+struct HostCallData {
+  HostCall fn;
+  std::vector<FailureSource> sources;
+
+  void run() const noexcept {
+    if (!fn) return;
+    ErrorPtr failed;
+    for (const FailureSource& s : sources) {
+      if (s.error) failed = s.error;
+      else if (s.event && s.event->status() == EventStatus::kFailed) failed = s.event->error();
+      if (failed) break;
+    }
+    try {
+      fn(failed);
+    } catch (...) {
+    }
+  }
+};
+
+/// A host-function gate: runs its `before` (a host call folded in), then waits.
+struct GateCall {
+  Gate* gate;
+  HostCallData before;
+};
+
 // Holds the stream until the gate opens. It occupies CUDA's host-function
 // thread meanwhile, and CUDA runs the host functions of all streams on that
 // one thread (seen on an H200 with driver 580): host-to-host and pageable
 // copies on other streams wait behind a closed gate too. Tests use it to hold
 // a stream deterministically; close(abandon) opens the gate so work drains.
+
 void CUDART_CB run_gate_wait(void* data) noexcept {
+  auto* call = static_cast<GateCall*>(data);
+  call->before.run();
   try {
-    static_cast<Gate*>(data)->wait();
+    call->gate->wait();
   } catch (...) {
   }
 }
 
-void CUDART_CB run_host_call(void* data) noexcept {
-  try {
-    (*static_cast<std::function<void()>*>(data))();
-  } catch (...) {
-  }
-}
+void CUDART_CB run_host_call(void* data) noexcept { static_cast<const HostCallData*>(data)->run(); }
 
 void set_device(int ordinal) { KVFLOW_CUDA(cudaSetDevice(ordinal)); }
 
@@ -268,10 +294,17 @@ void CudaStream::wait(const EventPtr& event) {
   c.failures.push_back(FailureSource{nullptr, event});
 }
 
-void CudaStream::wait_gate(const GatePtr& gate) {
+void CudaStream::wait_gate(const GatePtr& gate, HostCall before) {
   KVFLOW_CHECK(gate != nullptr, kInvalidArg, "expected a gate to wait on, got none");
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
+  KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
+  // `before` runs whatever happens to the wait: a host call of its own where
+  // the wait is no host function (a flag wait) or is skipped (an injected failure).
+  if (before && (c.flags || c.injected)) {
+    host_call_locked(std::move(before));
+    before = nullptr;
+  }
   const std::uint64_t seq = begin_op_locked();
   if (seq == 0) return;
   if (c.flags) {
@@ -280,11 +313,13 @@ void CudaStream::wait_gate(const GatePtr& gate) {
   }
   std::erase_if(c.gates, [](const GatePtr& g) { return g->is_open(); });
   c.gates.push_back(gate);
-  c.retained.push_back(StreamCore::Retained{seq, {gate}});  // the host function uses the raw pointer
+  auto call = std::make_shared<GateCall>(GateCall{gate.get(), HostCallData{std::move(before), {}}});
+  if (call->before.fn) call->before.sources = c.failures;
+  c.retained.push_back(StreamCore::Retained{seq, {gate, call}});  // the host function uses raw pointers
   c.failures.push_back(FailureSource{nullptr, gate->event()});  // a gate opened with an error fails the next event
   try {
     set_device(c.ordinal);
-    KVFLOW_CUDA(cudaLaunchHostFunc(c.stream, &run_gate_wait, gate.get()));
+    KVFLOW_CUDA(cudaLaunchHostFunc(c.stream, &run_gate_wait, call.get()));
   } catch (...) {
     c.arm_sweep_locked();
     throw;
@@ -292,12 +327,16 @@ void CudaStream::wait_gate(const GatePtr& gate) {
   c.arm_sweep_locked();
 }
 
-void CudaStream::host_call(std::function<void()> fn) {
+void CudaStream::host_call(HostCall fn) {
+  std::lock_guard<std::mutex> lock(core_->mutex);
+  host_call_locked(std::move(fn));
+}
+
+void CudaStream::host_call_locked(HostCall fn) {
   StreamCore& c = *core_;
-  std::lock_guard<std::mutex> lock(c.mutex);
   KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
   const std::uint64_t seq = ++c.op_seq;  // not a user operation: an injected failure is left for the next one
-  auto call = std::make_shared<std::function<void()>>(std::move(fn));
+  auto call = std::make_shared<HostCallData>(HostCallData{std::move(fn), c.failures});
   // Freed by the sweep once an event after it completed, never by the host
   // function itself (whose captures may own pinned memory, and a host
   // function must not call CUDA).

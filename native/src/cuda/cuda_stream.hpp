@@ -64,8 +64,8 @@ class CudaStream final : public Stream {
   void wait(const EventPtr& event) override;
   [[nodiscard]] bool idle() override;
   [[nodiscard]] std::uintptr_t handle() const noexcept override;
-  void wait_gate(const GatePtr& gate) override;
-  void host_call(std::function<void()> fn) override;
+  void wait_gate(const GatePtr& gate, HostCall before = nullptr) override;
+  void host_call(HostCall fn) override;
   void inject_failure(ErrorPtr error) override;
   void close(bool abandon) override;
 
@@ -77,6 +77,8 @@ class CudaStream final : public Stream {
   [[nodiscard]] bool drain(std::chrono::milliseconds budget) noexcept;
   // stream_gate.cc: wait_gate() on a flag (cuStreamWaitValue32), mutex held.
   void wait_flag_locked(std::uint64_t seq, const GatePtr& gate);
+  // host_call() with the mutex held.
+  void host_call_locked(HostCall fn);
 
   // cuda_batch.cc: the two engines of copy_batch, with the mutex held.
   void batch_dma_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -87,7 +88,8 @@ struct Job : std::enable_shared_from_this<Job> {
     }
   }
 
-  void write_chunk(std::size_t i) {
+  void write_chunk(std::size_t i, const ErrorPtr& copy_error) {
+    if (copy_error) (void)fail(copy_error);
     if (ErrorPtr e = failure()) {
       written(i, e);
       return;
@@ -151,8 +153,9 @@ void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const 
   job->remaining = plan.count;
   Device* owner = &device;
   // Device memory is touched only after earlier work: the chunks start from a
-  // host call in stream order.
-  auto start = [job, dev, dev_offset, owner, is_read] {
+  // host call in stream order, folded into the first wait.
+  HostCall start = [job, dev, dev_offset, owner, is_read](const ErrorPtr& failed) {
+    if (failed) (void)job->fail(failed);
     const std::shared_ptr<CuFileHandle> gds = job->file->gds();
     for (std::size_t i = 0; i < job->plan.count; ++i) {
       if (ErrorPtr failed = job->failure()) {
@@ -175,8 +178,7 @@ void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const 
     }
   };
   try {
-    stream.host_call(std::move(start));
-    for (auto& gate : job->gates) stream.wait_gate(gate);
+    for (std::size_t i = 0; i < plan.count; ++i) stream.wait_gate(job->gates[i], i == 0 ? std::move(start) : nullptr);
   } catch (...) {
     job->abandon(capture_current_exception());
     throw;
@@ -201,25 +203,30 @@ void enqueue_read_file(Device& device, Stream& stream, const EnginePtr& engine, 
   auto job = make_job(device, engine, file, file_offset, plan);
   // The first reads start before anything is enqueued (CUDA can block the
   // enqueuing thread once many host functions are pending on a stream, and
-  // the stream must be able to make progress meanwhile), and a host call after
-  // each copy starts the read that reuses its slot. Host calls, not events:
-  // noticing an event takes a thread that calls CUDA, which can stall behind
-  // another thread's implicit synchronisation (cudaHostAlloc, cudaFree) that
-  // waits for this very stream, and then neither would ever finish. Failures
-  // of the stream's work stay with the stream and fail its next event; a
-  // failed read fails the job, whose last gate hands it on too.
+  // the stream must be able to make progress meanwhile). Once a chunk's copy
+  // is done, a host call in stream order starts the read that reuses its
+  // slot: folded into the next wait (one host function per chunk with
+  // host-function gates). Host calls, not events: noticing an event takes a
+  // thread that calls CUDA, which can stall behind another thread's implicit
+  // synchronisation (cudaHostAlloc, cudaFree) that waits for this very
+  // stream, and then neither would ever finish. A host call learns of the
+  // failures of the stream's work since its last event, and the job then
+  // reads no more; they stay with the stream too and fail its next event, as
+  // a failed read does through the job's last gate.
   for (std::size_t i = 0; i < plan.slots; ++i) job->read_chunk(i);
+  const auto copied = [&job](std::size_t i) -> HostCall {
+    return [job, i](const ErrorPtr& failed) {
+      if (failed) (void)job->fail(failed);  // then the remaining chunks are not read
+      if (i + job->plan.slots < job->plan.count) job->read_chunk(i + job->plan.slots);
+      job->count_down();
+    };
+  };
   try {
     for (std::size_t i = 0; i < plan.count; ++i) {
-      stream.wait_gate(job->gates[i]);
+      stream.wait_gate(job->gates[i], i > 0 ? copied(i - 1) : nullptr);
       stream.copy(dst, dst_offset + i * plan.chunk, job->slots[i % plan.slots], 0, plan.length(i));
-      const std::size_t next = i + plan.slots;
-      stream.host_call([job, next] {
-        if (next < job->plan.count) job->read_chunk(next);
-        job->count_down();
-      });
     }
-    stream.wait_gate(job->done);
+    stream.wait_gate(job->done, copied(plan.count - 1));
   } catch (...) {
     job->abandon(capture_current_exception());
     throw;
@@ -236,15 +243,24 @@ void enqueue_write_file(Device& device, Stream& stream, const EnginePtr& engine,
   }
   const Plan plan = plan_of(bytes, options);
   auto job = make_job(device, engine, file, file_offset, plan);
+  // Once a chunk's copy into its slot is done, a host call in stream order
+  // (see enqueue_read_file) starts its disk write, folded into the next wait
+  // where there is one; the last wait is for every write.
+  // A failure before the copy (the copy itself skipped, say) means the slot
+  // does not hold the source: nothing more is written.
+  const auto copied = [&job](std::size_t i) -> HostCall {
+    return [job, i](const ErrorPtr& failed) { job->write_chunk(i, failed); };
+  };
   try {
     for (std::size_t i = 0; i < plan.count; ++i) {
-      if (i >= plan.slots) stream.wait_gate(job->gates[i - plan.slots]);
+      if (i >= plan.slots) {
+        stream.wait_gate(job->gates[i - plan.slots], copied(i - 1));
+      } else if (i > 0) {
+        stream.host_call(copied(i - 1));
+      }
       stream.copy(job->slots[i % plan.slots], 0, src, src_offset + i * plan.chunk, plan.length(i));
-      // A host call (see enqueue_read_file): the disk write starts once the
-      // copy is done, while later chunks are still being enqueued.
-      stream.host_call([job, i] { job->write_chunk(i); });
     }
-    stream.wait_gate(job->done);
+    stream.wait_gate(job->done, copied(plan.count - 1));
   } catch (...) {
     job->abandon(capture_current_exception());
     throw;
