@@ -237,14 +237,21 @@ async function withSetting<T>(
   backend: 'auto' | 'cuda' | 'cpu',
   s: Setting,
   fn: (dev: Device) => Promise<T>,
+  phases?: Record<string, number>,
 ): Promise<T> {
   Object.assign(process.env, s.env);
   let dev: Device | undefined;
+  let t = now();
   try {
     dev = openDevice({ backend });
+    if (phases) phases.open_device = since(t);
+    t = now();
     return await fn(dev);
   } finally {
+    if (phases) phases.work = since(t);
+    t = now();
     await dev?.dispose();
+    if (phases) phases.dispose_device = since(t);
     for (const v of IO_VARS) delete process.env[v];
   }
 }
@@ -583,10 +590,17 @@ async function main(): Promise<void> {
           const s = sweepSetting(engine, depth, task, def);
           if (unsupported[engine] !== undefined) continue;
           const offset = (index++ % regions) * sweepBytes;
+          // Where a point's time goes (seconds), beyond the timed read and write:
+          // kept in the JSON, since a point took far longer on the GPU box than its IO.
+          const phases: Record<string, number> = {};
           try {
             await withSetting(backend, s, async (dev) => {
+              let t = now();
               const r = await openRig(dev, s, files, sweepBytes, gds, drop);
+              phases.open_rig = since(t);
+              t = now();
               await warmUp(r, s, sweepBytes, 'both');
+              phases.warm_up = since(t);
               const rd = await readHbm(r, offset, sweepBytes);
               const wr = await writeHbm(r, offset, sweepBytes); // writes back what it read: the file stays `expected`
               const common = {
@@ -597,6 +611,7 @@ async function main(): Promise<void> {
                 engine_used: r.file.info.engine,
                 path_used: r.path,
                 direct: r.file.info.direct,
+                phases_s: phases,
               };
               const rg = sweepBytes / rd.seconds / 1e9;
               const wg = sweepBytes / wr.seconds / 1e9;
@@ -625,8 +640,11 @@ async function main(): Promise<void> {
                 ratio_same_in_flight: ratioOf(wg, same('write')),
               });
               console.error(`${s.name.padEnd(20)} read ${rg.toFixed(3)} GB/s  write ${wg.toFixed(3)} GB/s`);
+              t = now();
               await closeRig(r);
-            });
+              phases.close_rig = since(t);
+            }, phases);
+            console.error(`  ${Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(', ')}`);
           } catch (e) {
             if (e instanceof KvflowError && e.code === 'ERR_UNSUPPORTED') {
               unsupported[engine] = e.message;
