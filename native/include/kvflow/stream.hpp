@@ -80,7 +80,8 @@ class Stream {
   /// for this very stream. Not a user operation: an injected failure does not
   /// skip it, and it runs after failed work too (unless the context is lost).
   virtual void host_call(HostCall fn) = 0;
-  /// Test hook: the next operation enqueued fails with `error` and does nothing.
+  /// Test hook: the next operation enqueued fails with `error` and does nothing
+  /// (a gate wait still waits: only its failure is injected).
   virtual void inject_failure(ErrorPtr error) = 0;
 
   /// Teardown: waits (bounded) for enqueued work, then frees what the stream

@@ -44,6 +44,12 @@ void throw_error(ErrorCode code, const std::string& message, const char* file, i
   throw Error(code, message, file, line);
 }
 
+namespace {
+// Made at load: when even an Error cannot be allocated, a failure is still
+// reported as one (never as a null error, which reads as success).
+const ErrorPtr out_of_memory = std::make_shared<const Error>(ErrorCode::kOutOfMemory, "out of host memory");
+}  // namespace
+
 ErrorPtr capture_current_exception() noexcept {
   try {
     try {
@@ -58,7 +64,7 @@ ErrorPtr capture_current_exception() noexcept {
       return std::make_shared<const Error>(ErrorCode::kIo, "unknown native exception");
     }
   } catch (...) {
-    return nullptr;  // allocation of the error itself failed
+    return out_of_memory;  // allocation of the error itself failed
   }
 }
 

@@ -1,6 +1,7 @@
 #include "kvflow/pinned_pool.hpp"
 
 #include <bit>
+#include <condition_variable>
 #include <string>
 #include <utility>
 
@@ -17,19 +18,34 @@ struct PinnedPool::State {
   std::mutex mutex;
   std::multimap<std::size_t, void*> cached;  // size class -> block
   PinnedPoolStats stats;
-  bool closed = false;  // pool destroyed: returned blocks are freed, not cached
+  std::uint64_t unpinning = 0;  // bytes taken from the cache, being unpinned outside the lock
+  std::condition_variable unpinned;  // unpinning fell
+  bool closed = false;          // pool destroyed: returned blocks are freed, not cached
 
-  /// Moves every cached block into `out` (to be freed outside the lock).
+  /// Moves every cached block into `out`, to be unpinned outside the lock
+  /// with unpin(): on CUDA unpinning is an implicit synchronisation that can
+  /// wait for streams, whose progress may need a buffer returned to this pool
+  /// (which takes the lock) meanwhile. Counted against the limit until done.
   void take_cached(std::multimap<std::size_t, void*>& out) {
+    unpinning += stats.cached_bytes;
     out.merge(cached);
     cached.clear();
     stats.cached_bytes = 0;
   }
 
-  void release_all_cached() {
-    for (auto& [size, ptr] : cached) free(ptr, size);
-    cached.clear();
-    stats.cached_bytes = 0;
+  /// Unpins blocks taken by take_cached(); the lock must not be held.
+  void unpin(std::multimap<std::size_t, void*>& blocks) noexcept {
+    std::uint64_t bytes = 0;
+    for (auto& [size, p] : blocks) {
+      free(p, size);
+      bytes += size;
+    }
+    blocks.clear();
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      unpinning -= bytes;
+    }
+    unpinned.notify_all();
   }
 };
 
@@ -55,9 +71,13 @@ PinnedPool::PinnedPool(RawAlloc alloc, RawFree free, std::uint64_t limit_bytes, 
 }
 
 PinnedPool::~PinnedPool() {
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  state_->closed = true;
-  state_->release_all_cached();
+  std::multimap<std::size_t, void*> unpin;
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->closed = true;
+    state_->take_cached(unpin);
+  }
+  state_->unpin(unpin);
 }
 
 BufferPtr PinnedPool::acquire(std::size_t bytes) {
@@ -65,51 +85,59 @@ BufferPtr PinnedPool::acquire(std::size_t bytes) {
   KVFLOW_CHECK(bytes <= (std::size_t{1} << 52), kOutOfMemory,
                "pinned allocation of " + std::to_string(bytes) + " bytes is larger than any host");
   const std::size_t cls = size_class(bytes);
-  // Pinning and unpinning run outside the pool's lock: on CUDA both are
-  // implicit synchronisations that can wait for streams, and those streams'
-  // progress may need a buffer returned to this pool meanwhile.
+  // Pinning and unpinning run outside the pool's lock (see take_cached).
   State& st = *state_;
   std::multimap<std::size_t, void*> unpin;
-  const auto free_all = [&st](std::multimap<std::size_t, void*>& blocks) {
-    for (auto& [size, p] : blocks) st.free(p, size);
-    blocks.clear();
-  };
   void* ptr = nullptr;
-  bool over_limit = false;
-  std::uint64_t in_use = 0;
-  {
-    std::lock_guard<std::mutex> lock(st.mutex);
+  for (;;) {
+    std::unique_lock<std::mutex> lock(st.mutex);
     auto it = st.cached.find(cls);
     if (it != st.cached.end()) {
       ptr = it->second;
       st.cached.erase(it);
       st.stats.cached_bytes -= cls;
+      st.stats.in_use_bytes += cls;
       ++st.stats.reuses;
-    } else {
-      if (st.limit != 0 && st.stats.in_use_bytes + st.stats.cached_bytes + cls > st.limit) st.take_cached(unpin);
-      over_limit = st.limit != 0 && st.stats.in_use_bytes + cls > st.limit;
-      in_use = st.stats.in_use_bytes;
+      break;
     }
-    if (!over_limit) st.stats.in_use_bytes += cls;  // reserved while pinning
-  }
-  if (over_limit) {
-    free_all(unpin);
+    // Pinned memory is what is in use, cached, and still being unpinned: the
+    // limit holds for all of it at every moment.
+    const std::uint64_t pinned = st.stats.in_use_bytes + st.stats.cached_bytes + st.unpinning;
+    if (st.limit == 0 || pinned + cls <= st.limit) {
+      st.stats.in_use_bytes += cls;  // reserved while pinning
+      break;
+    }
+    if (!st.cached.empty()) {
+      st.take_cached(unpin);
+      lock.unlock();
+      st.unpin(unpin);
+      continue;
+    }
+    if (st.unpinning > 0) {
+      st.unpinned.wait(lock, [&st] { return st.unpinning == 0; });
+      continue;
+    }
     KVFLOW_FAIL(kOutOfMemory, "pinned memory limit of " + std::to_string(st.limit) + " bytes reached: " +
-                                  std::to_string(in_use) + " in use, " + std::to_string(cls) +
+                                  std::to_string(st.stats.in_use_bytes) + " in use, " + std::to_string(cls) +
                                   " more requested (raise maxPinnedBytes or KVFLOW_MAX_PINNED_BYTES)");
   }
   if (ptr == nullptr) {
-    free_all(unpin);
-    ptr = st.alloc(cls);
-    if (ptr == nullptr) {
-      {
-        std::lock_guard<std::mutex> lock(st.mutex);
-        st.take_cached(unpin);
+    try {
+      ptr = st.alloc(cls);
+      if (ptr == nullptr) {
+        {
+          std::lock_guard<std::mutex> lock(st.mutex);
+          st.take_cached(unpin);
+        }
+        if (!unpin.empty()) {
+          st.unpin(unpin);
+          ptr = st.alloc(cls);
+        }
       }
-      if (!unpin.empty()) {
-        free_all(unpin);
-        ptr = st.alloc(cls);
-      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(st.mutex);
+      st.stats.in_use_bytes -= cls;
+      throw;
     }
     std::lock_guard<std::mutex> lock(st.mutex);
     if (ptr == nullptr) {
@@ -119,22 +147,33 @@ BufferPtr PinnedPool::acquire(std::size_t bytes) {
     ++st.stats.allocations;
   }
   std::shared_ptr<State> keep = state_;  // the pool's free functions outlive the pool object
-  return std::make_shared<Buffer>(state_->kind, state_->owner, ptr, bytes,
-                                  [keep = std::move(keep), cls](void* p, std::size_t) {
-                                    std::lock_guard<std::mutex> lock(keep->mutex);
-                                    keep->stats.in_use_bytes -= cls;
-                                    if (keep->closed) {
-                                      keep->free(p, cls);
-                                    } else {
-                                      keep->cached.emplace(cls, p);
-                                      keep->stats.cached_bytes += cls;
-                                    }
-                                  });
+  auto give_back = [keep = std::move(keep), cls](void* p, std::size_t) {
+    {
+      std::lock_guard<std::mutex> lock(keep->mutex);
+      keep->stats.in_use_bytes -= cls;
+      if (!keep->closed) {
+        keep->cached.emplace(cls, p);
+        keep->stats.cached_bytes += cls;
+        return;
+      }
+    }
+    keep->free(p, cls);  // the pool is gone: unpinned at once, outside the lock
+  };
+  try {
+    return std::make_shared<Buffer>(state_->kind, state_->owner, ptr, bytes, give_back);
+  } catch (...) {
+    give_back(ptr, bytes);
+    throw;
+  }
 }
 
 void PinnedPool::trim() {
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  state_->release_all_cached();
+  std::multimap<std::size_t, void*> unpin;
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->take_cached(unpin);
+  }
+  state_->unpin(unpin);
 }
 
 PinnedPoolStats PinnedPool::stats() {

@@ -99,11 +99,23 @@ void CpuStream::execute(Op& op) {
     }
     return;
   }
-  if (auto* g = std::get_if<GateOp>(&op.body); g != nullptr && g->before) {
-    try {
-      g->before(span_error_);
-    } catch (...) {
+  if (auto* g = std::get_if<GateOp>(&op.body)) {
+    // A failed wait still waits: what follows it (a bounce slot's reuse, say)
+    // must never run before the gate opens.
+    if (op.injected && !span_error_) span_error_ = op.injected;
+    if (g->before) {
+      try {
+        g->before(span_error_);
+      } catch (...) {
+      }
     }
+    try {
+      g->gate->wait();
+    } catch (...) {
+      if (!span_error_) span_error_ = capture_current_exception();
+    }
+    if (ErrorPtr error = g->gate->event()->error(); error && !span_error_) span_error_ = error;
+    return;
   }
   if (op.injected) {
     if (!span_error_) span_error_ = op.injected;
@@ -127,9 +139,6 @@ void CpuStream::execute(Op& op) {
         if (abandon_.load(std::memory_order_acquire)) return;
       }
       if (w->event->status() == EventStatus::kFailed && !span_error_) span_error_ = w->event->error();
-    } else if (auto* g = std::get_if<GateOp>(&op.body)) {
-      g->gate->wait();
-      if (ErrorPtr error = g->gate->event()->error(); error && !span_error_) span_error_ = error;
     }
   } catch (...) {
     if (!span_error_) span_error_ = capture_current_exception();

@@ -136,6 +136,11 @@ void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const s
   // A gather's spans never cover bytes no piece names (another record's, in a
   // shared arena); a scatter may read across a small gap to save a DMA.
   const auto& host_side = gather ? dsts : srcs;
+  KVFLOW_CHECK(std::none_of(host_side.begin(), host_side.end(),
+                            [](const BufferPtr& b) { return b->kind() == MemoryKind::kDevice; }),
+               kInvalidArg,
+               "expected only pinned staging on the host side of a kernel-engine batch, got device memory among it; use "
+               "engine 'dma'");
   constexpr std::size_t kReadGap = 64 * 1024;
   struct Span {
     std::uint32_t buffer;

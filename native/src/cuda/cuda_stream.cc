@@ -32,18 +32,33 @@ void CUDART_CB run_host_copy(void* data) noexcept {
 /// A host call with the failure sources of its span as they were when it
 /// was enqueued; evaluated when it runs, by which time the gates among them
 /// were passed (so are open), and events waited on may have completed.
+/// The first failure among `chain`'s sources, judged on the host now. By
+/// the time a host call runs, the gates among them are open and the events
+/// waited on have finished on the GPU; an event the poller has not completed
+/// yet is judged by its own sources (GPU faults are sticky: they fail
+/// everything after them anyway).
+ErrorPtr first_failure(const StreamCore::FailureChain* chain) noexcept {
+  for (const StreamCore::FailureChain* seg = chain; seg != nullptr; seg = seg->prev.get()) {
+    for (const FailureSource& s : seg->items) {
+      if (s.error) return s.error;
+      if (!s.event) continue;
+      const EventStatus status = s.event->status();
+      if (status == EventStatus::kFailed) return s.event->error();
+      if (status == EventStatus::kPending && s.early) {
+        if (ErrorPtr e = first_failure(static_cast<const StreamCore::FailureChain*>(s.early.get()))) return e;
+      }
+    }
+  }
+  return nullptr;
+}
+
 struct HostCallData {
   HostCall fn;
-  std::vector<FailureSource> sources;
+  std::shared_ptr<const StreamCore::FailureChain> sources;
 
   void run() const noexcept {
     if (!fn) return;
-    ErrorPtr failed;
-    for (const FailureSource& s : sources) {
-      if (s.error) failed = s.error;
-      else if (s.event && s.event->status() == EventStatus::kFailed) failed = s.event->error();
-      if (failed) break;
-    }
+    const ErrorPtr failed = first_failure(sources.get());
     try {
       fn(failed);
     } catch (...) {
@@ -263,8 +278,17 @@ EventPtr CudaStream::record() {
   entry.covers = c.op_seq;
   entry.failures = c.failures;  // a copy: kept for the next event if add() throws
   if (c.injected) entry.failures.push_back(FailureSource{c.injected, nullptr});
+  // What can fail it, for host calls of streams that wait on it before it completes.
+  std::shared_ptr<const StreamCore::FailureChain> sources = c.failures_so_far_locked();
+  if (c.injected) {
+    auto seg = std::make_shared<StreamCore::FailureChain>();
+    seg->items.push_back(FailureSource{c.injected, nullptr});
+    seg->prev = std::move(sources);
+    sources = std::move(seg);
+  }
+  if (sources) c.events->set_sources(event.get(), std::move(sources));
   c.poller->add(std::move(entry));
-  c.failures.clear();
+  c.clear_failures_locked();
   c.injected.reset();
   ++c.events_outstanding;
   return event;
@@ -291,7 +315,7 @@ void CudaStream::wait(const EventPtr& event) {
   // The wait captures the event's current record; the EventPtr kept below
   // lets this stream's next event inherit the waited event's failure.
   KVFLOW_CUDA(cudaStreamWaitEvent(c.stream, *cuda_event, cudaEventWaitDefault));
-  c.failures.push_back(FailureSource{nullptr, event});
+  c.failures.push_back(FailureSource{nullptr, event, c.events->sources(event.get())});
 }
 
 void CudaStream::wait_gate(const GatePtr& gate, HostCall before) {
@@ -299,22 +323,23 @@ void CudaStream::wait_gate(const GatePtr& gate, HostCall before) {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
   KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
-  // `before` runs whatever happens to the wait: a host call of its own where
-  // the wait is no host function (a flag wait) or is skipped (an injected failure).
-  if (before && (c.flags || c.injected)) {
-    host_call_locked(std::move(before));
-    before = nullptr;
-  }
-  const std::uint64_t seq = begin_op_locked();
-  if (seq == 0) return;
+  // An injected failure fails the span but the wait still happens: what
+  // follows it (a bounce slot's reuse, say) must never run before the gate opens.
+  if (c.injected) c.failures.push_back(FailureSource{std::exchange(c.injected, nullptr), nullptr});
+  // With a flag wait, `before` is a host call of its own, whose captures the
+  // wait's entry holds too: they live until the stream passed the wait, as
+  // they do when folded into a host-function gate.
+  std::shared_ptr<const void> before_hold;
+  if (before && c.flags) before_hold = host_call_locked(std::move(before));
+  const std::uint64_t seq = ++c.op_seq;
   if (c.flags) {
-    wait_flag_locked(seq, gate);
+    wait_flag_locked(seq, gate, std::move(before_hold));
     return;
   }
   std::erase_if(c.gates, [](const GatePtr& g) { return g->is_open(); });
   c.gates.push_back(gate);
   auto call = std::make_shared<GateCall>(GateCall{gate.get(), HostCallData{std::move(before), {}}});
-  if (call->before.fn) call->before.sources = c.failures;
+  if (call->before.fn) call->before.sources = c.failures_so_far_locked();
   c.retained.push_back(StreamCore::Retained{seq, {gate, call}});  // the host function uses raw pointers
   c.failures.push_back(FailureSource{nullptr, gate->event()});  // a gate opened with an error fails the next event
   try {
@@ -329,14 +354,14 @@ void CudaStream::wait_gate(const GatePtr& gate, HostCall before) {
 
 void CudaStream::host_call(HostCall fn) {
   std::lock_guard<std::mutex> lock(core_->mutex);
-  host_call_locked(std::move(fn));
+  (void)host_call_locked(std::move(fn));
 }
 
-void CudaStream::host_call_locked(HostCall fn) {
+std::shared_ptr<const void> CudaStream::host_call_locked(HostCall fn) {
   StreamCore& c = *core_;
   KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
   const std::uint64_t seq = ++c.op_seq;  // not a user operation: an injected failure is left for the next one
-  auto call = std::make_shared<HostCallData>(HostCallData{std::move(fn), c.failures});
+  auto call = std::make_shared<HostCallData>(HostCallData{std::move(fn), c.failures_so_far_locked()});
   // Freed by the sweep once an event after it completed, never by the host
   // function itself (whose captures may own pinned memory, and a host
   // function must not call CUDA).
@@ -349,6 +374,7 @@ void CudaStream::host_call_locked(HostCall fn) {
     throw;
   }
   c.arm_sweep_locked();
+  return call;
 }
 
 void CudaStream::inject_failure(ErrorPtr error) {
@@ -435,7 +461,7 @@ void CudaStream::close(bool abandon) {
         auto* kept = new std::list<StreamCore::Retained>();
         kept->swap(c.retained);
       }
-      c.failures.clear();
+      c.clear_failures_locked();
     }
     if (c.owned) {
       // Safe even with work pending: CUDA frees the stream once it drained.

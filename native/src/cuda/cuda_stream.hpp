@@ -76,9 +76,11 @@ class CudaStream final : public Stream {
   // Waits, bounded, for the work enqueued so far; true when it finished.
   [[nodiscard]] bool drain(std::chrono::milliseconds budget) noexcept;
   // stream_gate.cc: wait_gate() on a flag (cuStreamWaitValue32), mutex held.
-  void wait_flag_locked(std::uint64_t seq, const GatePtr& gate);
+  // `hold` stays alive until the stream passed the wait.
+  void wait_flag_locked(std::uint64_t seq, const GatePtr& gate, std::shared_ptr<const void> hold = nullptr);
   // host_call() with the mutex held.
-  void host_call_locked(HostCall fn);
+  // Returns what the host function uses (retained until it ran).
+  std::shared_ptr<const void> host_call_locked(HostCall fn);
 
   // cuda_batch.cc: the two engines of copy_batch, with the mutex held.
   void batch_dma_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,

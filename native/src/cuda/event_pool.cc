@@ -70,9 +70,26 @@ std::optional<cudaEvent_t> EventPool::find(const EventState* state) {
   return it->second;
 }
 
+void EventPool::set_sources(const EventState* state, std::shared_ptr<const void> sources) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (owners_.count(state) != 0) sources_[state] = std::move(sources);
+}
+
+std::shared_ptr<const void> EventPool::sources(const EventState* state) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = sources_.find(state);
+  return it == sources_.end() ? nullptr : it->second;
+}
+
 void EventPool::forget(const EventState* state) noexcept {
+  std::shared_ptr<const void> dropped;  // released after the lock: it may hold other events of this pool
   std::lock_guard<std::mutex> lock(mutex_);
   owners_.erase(state);
+  const auto it = sources_.find(state);
+  if (it != sources_.end()) {
+    dropped = std::move(it->second);
+    sources_.erase(it);
+  }
 }
 
 void EventPool::close() noexcept {

@@ -36,6 +36,12 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   [[nodiscard]] EventPtr adopt(std::uint64_t id, cudaEvent_t event);
   /// The cudaEvent_t behind an EventState made by adopt(), if it is one of ours.
   [[nodiscard]] std::optional<cudaEvent_t> find(const EventState* state);
+  /// What can fail an event of ours, as its stream knew when it was recorded
+  /// (StreamCore::FailureChain, opaque here): a stream that waits on the
+  /// event while it is pending lets its host calls judge it before the
+  /// poller completes it. Dropped with the event.
+  void set_sources(const EventState* state, std::shared_ptr<const void> sources);
+  [[nodiscard]] std::shared_ptr<const void> sources(const EventState* state);
 
   /// Destroys the pooled events; events still owned are destroyed when released.
   void close() noexcept;
@@ -53,6 +59,7 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   std::mutex mutex_;
   std::vector<cudaEvent_t> free_;
   std::unordered_map<const EventState*, cudaEvent_t> owners_;
+  std::unordered_map<const EventState*, std::shared_ptr<const void>> sources_;
   bool closed_ = false;
 };
 

@@ -31,6 +31,9 @@ class StreamCore;
 struct FailureSource {
   ErrorPtr error;
   EventPtr event;
+  // For a pending event waited on: its own sources (a StreamCore::FailureChain)
+  // so that host calls can judge it before the poller completes it.
+  std::shared_ptr<const void> early = nullptr;
 };
 
 struct PollEntry {

@@ -53,6 +53,32 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   std::uint64_t events_outstanding = 0;  // recorded EventStates not completed yet
   ErrorPtr injected;                   // the next operation fails with it and does nothing
   std::vector<FailureSource> failures; // since the last record(), in operation order
+  // failures[0, chained) as segments shared by the host calls of this span:
+  // each host call holds the chain as it was, without copying the list.
+  struct FailureChain {
+    std::vector<FailureSource> items;
+    std::shared_ptr<const FailureChain> prev;
+  };
+  std::shared_ptr<const FailureChain> failure_chain;
+  std::size_t chained = 0;
+
+  /// The span's failures so far, shared; call with the mutex held.
+  std::shared_ptr<const FailureChain> failures_so_far_locked() {
+    if (chained < failures.size()) {
+      auto seg = std::make_shared<FailureChain>();
+      seg->items.assign(failures.begin() + static_cast<std::ptrdiff_t>(chained), failures.end());
+      seg->prev = std::move(failure_chain);
+      failure_chain = std::move(seg);
+      chained = failures.size();
+    }
+    return failure_chain;
+  }
+  /// Ends the span: failures were moved to an event (or dropped).
+  void clear_failures_locked() {
+    failures.clear();
+    failure_chain.reset();
+    chained = 0;
+  }
   std::vector<GatePtr> gates;          // gates waited on, opened by close(abandon)
   bool closed = false;
 

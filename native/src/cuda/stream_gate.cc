@@ -13,7 +13,7 @@
 
 namespace kvflow::cuda {
 
-void CudaStream::wait_flag_locked(std::uint64_t seq, const GatePtr& gate) {
+void CudaStream::wait_flag_locked(std::uint64_t seq, const GatePtr& gate, std::shared_ptr<const void> hold) {
   StreamCore& c = *core_;
   FlagPtr flag = c.flags->acquire();
   std::erase_if(c.gates, [](const GatePtr& g) { return g->is_open(); });
@@ -23,6 +23,7 @@ void CudaStream::wait_flag_locked(std::uint64_t seq, const GatePtr& gate) {
   // (ran, or can never run): it is never reused while a wait or a late open
   // can still touch it.
   c.retained.push_back(StreamCore::Retained{seq, {gate, flag}});
+  if (hold) c.retained.back().hold.push_back(std::move(hold));
   try {
     c.failures.push_back(FailureSource{nullptr, gate->event()});  // a gate opened with an error fails the next event
     // Whoever opens the gate (an IO thread, a test hook, close(abandon)) sets

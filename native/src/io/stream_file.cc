@@ -153,8 +153,13 @@ void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const 
   job->remaining = plan.count;
   Device* owner = &device;
   // Device memory is touched only after earlier work: the chunks start from a
-  // host call in stream order, folded into the first wait.
-  HostCall start = [job, dev, dev_offset, owner, is_read](const ErrorPtr& failed) {
+  // host call in stream order, folded into the first wait. The engine's
+  // threads see the buffer by address only: the waits hold it (the first
+  // through `start`, the last through a keep-alive), so it is never freed on
+  // an engine thread, where cudaFree's implicit synchronisation would wait
+  // for this stream, which waits for that thread's next gate.
+  Buffer* const raw = dev.get();
+  HostCall start = [job, dev, raw, dev_offset, owner, is_read](const ErrorPtr& failed) {
     if (failed) (void)job->fail(failed);
     const std::shared_ptr<CuFileHandle> gds = job->file->gds();
     for (std::size_t i = 0; i < job->plan.count; ++i) {
@@ -166,10 +171,10 @@ void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const 
       const std::size_t off = dev_offset + i * job->plan.chunk;
       const std::size_t len = job->plan.length(i);
       try {
-        EventPtr ran = job->engine->run([gds, dev, off, at, len, owner, is_read] {
+        EventPtr ran = job->engine->run([gds, raw, off, at, len, owner, is_read] {
           owner->bind_thread();
-          if (is_read) gds->read(dev->ptr(), off, at, len);
-          else gds->write(dev->ptr(), off, at, len);
+          if (is_read) gds->read(raw->ptr(), off, at, len);
+          else gds->write(raw->ptr(), off, at, len);
         });
         ran->then([job, i](const ErrorPtr& err) { job->gates[i]->open(err ? job->fail(err) : nullptr); });
       } catch (...) {
@@ -178,7 +183,12 @@ void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const 
     }
   };
   try {
-    for (std::size_t i = 0; i < plan.count; ++i) stream.wait_gate(job->gates[i], i == 0 ? std::move(start) : nullptr);
+    for (std::size_t i = 0; i < plan.count; ++i) {
+      HostCall before;
+      if (i == 0) before = std::move(start);
+      else if (i + 1 == plan.count) before = [dev](const ErrorPtr&) {};  // holds the buffer until the last wait passed
+      stream.wait_gate(job->gates[i], std::move(before));
+    }
   } catch (...) {
     job->abandon(capture_current_exception());
     throw;
@@ -216,8 +226,12 @@ void enqueue_read_file(Device& device, Stream& stream, const EnginePtr& engine, 
   for (std::size_t i = 0; i < plan.slots; ++i) job->read_chunk(i);
   const auto copied = [&job](std::size_t i) -> HostCall {
     return [job, i](const ErrorPtr& failed) {
-      if (failed) (void)job->fail(failed);  // then the remaining chunks are not read
-      if (i + job->plan.slots < job->plan.count) job->read_chunk(i + job->plan.slots);
+      try {
+        if (failed) (void)job->fail(failed);  // then the remaining chunks are not read
+        if (i + job->plan.slots < job->plan.count) job->read_chunk(i + job->plan.slots);
+      } catch (...) {
+        job->abandon(capture_current_exception());  // every gate opens: nothing waits forever
+      }
       job->count_down();
     };
   };
@@ -249,7 +263,13 @@ void enqueue_write_file(Device& device, Stream& stream, const EnginePtr& engine,
   // A failure before the copy (the copy itself skipped, say) means the slot
   // does not hold the source: nothing more is written.
   const auto copied = [&job](std::size_t i) -> HostCall {
-    return [job, i](const ErrorPtr& failed) { job->write_chunk(i, failed); };
+    return [job, i](const ErrorPtr& failed) {
+      try {
+        job->write_chunk(i, failed);
+      } catch (...) {
+        job->abandon(capture_current_exception());  // every gate opens: nothing waits forever
+      }
+    };
   };
   try {
     for (std::size_t i = 0; i < plan.count; ++i) {
