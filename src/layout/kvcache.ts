@@ -134,6 +134,9 @@ export class KvCache {
     if (plans.length === 0) return;
     const cache = this.buffers.map((b) => b.native);
     const chosen = engine === 'auto' ? defaults().pagedEngine : engine;
+    if (chosen === 'kernel' && stagings.some((b) => b instanceof DeviceBuffer) && stagings.some((b) => b instanceof PinnedBuffer)) {
+      fail('ERR_INVALID_ARG', "expected staging of one kind (pinned or device) in a kernel-engine batch, got both; use engine 'dma' or separate calls");
+    }
     // One native call moves every record: the kernel engine DMAs each run of
     // touching staging bytes (never the bytes between two records of a gather,
     // another chunk's in a store's arena) and moves all pieces with one kernel.

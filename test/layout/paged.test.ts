@@ -210,6 +210,7 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     const staging = dev.allocPinned(layout.stagingBytes(8));
     staging.array.set(randomBytes(staging.byteLength));
     const host = dev.allocHost(staging.byteLength);
+    const devStaging = dev.allocDevice(staging.byteLength);
     const cases: Array<[string, () => void]> = [
       ['ERR_OUT_OF_RANGE', () => cache.scatter(stream, { blocks: [0, 8], staging })],
       ['ERR_OUT_OF_RANGE', () => cache.scatter(stream, { blocks: [-1, 0], staging })],
@@ -224,6 +225,8 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
       ['ERR_INVALID_ARG', () => cache.scatter(stream, { blocks: 'ab' as never, staging })],
       // A block in two records of one scatter is refused too, before either moves.
       ['ERR_INVALID_ARG', () => cache.moveRecords(stream, 'scatter', [{ blocks: [0, 5], staging }, { blocks: [2, 5], staging, stagingOffset: 4096 }], 0)],
+      // The kernel engine takes staging of one kind per batch, on every backend.
+      ['ERR_INVALID_ARG', () => cache.moveRecords(stream, 'gather', [{ blocks: [1], staging }, { blocks: [2], staging: devStaging }], 0, 'kernel')],
     ];
     for (const [want, fn] of cases) {
       let got = 'no error';
