@@ -20,7 +20,11 @@
 # The box gets the working tree without .git: pass the commit in, e.g.
 #   KVFLOW_COMMIT=<hash> bash bench/run-gpu.sh
 #   KVFLOW_COMMIT=<hash> BENCH=nvme NVME_GIB=2 bash bench/run-gpu.sh
-# Extra arguments (e.g. --quick) go to every program.
+# Extra arguments (e.g. --quick) go to every program. SWEEP_GIB sets nvme's
+# bytes per sweep point (--sweep-gib; 0.25 keeps a full nvme run within one
+# 10-minute device call). LIMIT_S runs each kvflow program under
+# bench/tools/watchdog.sh with that many seconds: at the limit it records what
+# every thread is doing in $OUT/stacks.txt and kills the program.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./bench-out}"
@@ -39,6 +43,21 @@ done
 source .device/env.sh
 
 nvidia-smi -L
+
+# A kvflow program, under the watchdog when LIMIT_S is set (its output then
+# goes to $OUT/NAME.log, and is printed after).
+guarded() {
+  local name=$1
+  shift
+  if [ -z "${LIMIT_S:-}" ]; then
+    "$@"
+    return
+  fi
+  local rc=0
+  bash bench/tools/watchdog.sh "$name" "$LIMIT_S" "$@" || rc=$?
+  cat "$OUT/$name.log"
+  return "$rc"
+}
 # Each baseline first and alone, so nothing of kvflow's competes with it; its
 # JSON is the --baseline of the kvflow run that follows in the same call (the
 # paged one also hands over its seed, block tables and busy-kernel iterations).
@@ -46,11 +65,13 @@ for bench in $BENCH; do
   case "$bench" in
     copy | paged)
       "build-bench/${bench}_baseline" "$@" > "$OUT/${bench}_baseline.json"
-      node "dist/bench/${bench}.js" --backend cuda --baseline "$OUT/${bench}_baseline.json" --json "$OUT/${bench}.json" "$@"
+      guarded "$bench" node "dist/bench/${bench}.js" --backend cuda --baseline "$OUT/${bench}_baseline.json" --json "$OUT/${bench}.json" "$@"
       ;;
     nvme)
       nvme_args=(--dir "$NVME_DIR")
       if [ -n "${NVME_GIB:-}" ]; then nvme_args+=(--gib "$NVME_GIB"); fi
+      sweep_args=()
+      if [ -n "${SWEEP_GIB:-}" ]; then sweep_args+=(--sweep-gib "$SWEEP_GIB"); fi
       # A run cut off midway must not leave gigabytes behind (unless --keep).
       case " $* " in
         *" --keep "*) ;;
@@ -66,8 +87,8 @@ for bench in $BENCH; do
         echo "run-gpu.sh: the torch.load peer failed; nvme runs without vs_torch_load" >&2
         rm -f "$OUT/torch_load.json"
       fi
-      node dist/bench/nvme.js --backend cuda --baseline "$OUT/raw_io.json" ${torch_args[@]+"${torch_args[@]}"} \
-        "${nvme_args[@]}" --json "$OUT/nvme.json" "$@"
+      guarded nvme node dist/bench/nvme.js --backend cuda --baseline "$OUT/raw_io.json" ${torch_args[@]+"${torch_args[@]}"} \
+        "${nvme_args[@]}" ${sweep_args[@]+"${sweep_args[@]}"} --json "$OUT/nvme.json" "$@"
       ;;
     store)
       # The raw O_DIRECT figures of the same disk: nvme's run when it ran in this call, else its own.
@@ -75,7 +96,7 @@ for bench in $BENCH; do
       if [ ! -f "$OUT/raw_io.json" ]; then
         build-bench/raw_io --dir "$NVME_DIR" --gib "${NVME_GIB:-2}" > "$OUT/raw_io.json"
       fi
-      node dist/bench/store.js --backend cuda --baseline "$OUT/raw_io.json" --dir "$NVME_DIR/store" --json "$OUT/store.json"
+      guarded store node dist/bench/store.js --backend cuda --baseline "$OUT/raw_io.json" --dir "$NVME_DIR/store" --json "$OUT/store.json"
       ;;
   esac
 done

@@ -19,9 +19,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 pid=$!
 for ((i = 0; i < limit; i++)); do
   if ! kill -0 "$pid" 2>/dev/null; then
-    wait "$pid"
-    echo "$name: exit $? after ${i}s" | tee -a "$OUT/$name.log"
-    exit 0
+    rc=0
+    wait "$pid" || rc=$?
+    echo "$name: exit $rc after ${i}s" >> "$OUT/$name.log"
+    exit "$rc"
   fi
   sleep 1
 done
