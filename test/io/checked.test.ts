@@ -258,6 +258,43 @@ describe.each(engines)('checked file IO on the $engine engine', ({ engine, skip 
     await src.dispose();
   });
 
+  it.skipIf(skip)('contiguous pieces (moved as one request) are still checked one by one; an IO failure fails each piece of its run', async () => {
+    // Eight 40 KiB pieces back to back in memory and in the file (as a record's layer extents), then one apart.
+    const piece = 40 * 1024;
+    const run = Array.from({ length: 8 }, (_, i) => ({ offset: i * piece, seed: 1000 + i }));
+    const all = [...run, { offset: 8 * piece + 4096, seed: 2000 }];
+    const bytes = 9 * piece + 4096;
+    const src = io.dev.allocPinned(bytes);
+    src.array.set(randomBytes(bytes));
+    const base = 1 << 20; // a file range of its own
+    const sums = await file.writeSummed(src, all.map((p) => ({ srcOffset: p.offset, fileOffset: base + p.offset, bytes: piece, seed: p.seed })));
+    expect(Array.from(sums)).toEqual(all.map((p) => crc32c(src.array.subarray(p.offset, p.offset + piece), p.seed)));
+    const pieces = all.map((p, i) => ({ dstOffset: p.offset, fileOffset: base + p.offset, bytes: piece, seed: p.seed, crc: sums[i]! }));
+    // Corrupt piece 5 on disk: only it is reported and zeroed.
+    const fd = openSync(file.path, 'r+');
+    try {
+      writeSync(fd, Buffer.from(src.array.subarray(5 * piece + 7, 5 * piece + 9)).map((v) => v ^ 0xff), 0, 2, base + 5 * piece + 7);
+    } finally {
+      closeSync(fd);
+    }
+    const dst = io.dev.allocPinned(bytes);
+    poison(dst.array);
+    expect(await file.readChecked(dst, pieces).verified).toEqual([5]);
+    all.forEach((p, i) => {
+      const got = dst.array.subarray(p.offset, p.offset + piece);
+      if (i === 5) expect(got.every((v) => v === 0)).toBe(true);
+      else expect(sameBytes(got, src.array.subarray(p.offset, p.offset + piece)), `piece ${i}`).toBe('equal');
+    });
+    // An IO failure of the first task: the whole run of eight fails and is zeroed; the piece apart arrives.
+    poison(dst.array);
+    injectIoFault(file, 1, 5);
+    const read = file.readChecked(dst, pieces);
+    expect(await rejection(read.verified)).toMatchObject({ code: 'ERR_IO', errno: 5 });
+    for (let i = 0; i < 8; i++) expect(dst.array.subarray(i * piece, (i + 1) * piece).every((v) => v === 0), `piece ${i}`).toBe(true);
+    expect(sameBytes(dst.array.subarray(all[8]!.offset, all[8]!.offset + piece), src.array.subarray(all[8]!.offset, all[8]!.offset + piece))).toBe('equal');
+    await Promise.all([src.dispose(), dst.dispose()]);
+  });
+
   it.skipIf(skip)('using only the event, or only verified, leaves no unhandled rejection', async () => {
     const { src, sums } = await writeAll(io.dev, file);
     corrupt(file, src.array, 2);

@@ -1,6 +1,7 @@
 // Checked reads and summed writes (see checked_io.hpp): one engine request
-// per piece, whose Done callback (on the IO thread that finished the piece)
-// checksums it; the last piece to finish completes the request's event.
+// per run of contiguous pieces, whose Done callback (on the IO thread that
+// finished it) checksums each of its pieces; the last piece to finish
+// completes the request's event.
 #include "kvflow/checked_io.hpp"
 
 #include <algorithm>
@@ -155,16 +156,36 @@ CheckedRequest submit(bool is_read, Engine& engine, const FilePtr& file, const B
   // meanwhile never complete the request early.
   batch->remaining.store(n + 1, std::memory_order_relaxed);
   CheckedRequest out{batch->event, batch->report};
+  // Pieces that follow each other in both the buffer and the file (a
+  // record's layer extents, say) go to the engine as one request of up to
+  // kMergeBytes, which it splits into tasks as any request; each piece is
+  // still checksummed on its own, by the thread that completes the request.
+  // An IO failure of a merged request fails each of its pieces.
+  constexpr std::size_t kMergeBytes = std::size_t{16} << 20;
   std::size_t i = 0;
   try {
-    for (; i < n; ++i) {
-      const CheckedPiece& p = batch->pieces[i];
-      Engine::Done done = [batch, i](const ErrorPtr& e) { batch->piece_done(i, e); };
-      if (is_read) {
-        (void)engine.read(file, buffer, p.buffer_offset, p.file_offset, p.bytes, std::move(done), priority);
-      } else {
-        (void)engine.write(file, p.file_offset, buffer, p.buffer_offset, p.bytes, std::move(done), priority);
+    while (i < n) {
+      const CheckedPiece& first = batch->pieces[i];
+      std::size_t end = i + 1;
+      std::size_t bytes = first.bytes;
+      while (first.bytes != 0 && end < n) {
+        const CheckedPiece& next = batch->pieces[end];
+        if (next.bytes == 0 || bytes + next.bytes > kMergeBytes || next.buffer_offset != first.buffer_offset + bytes ||
+            next.file_offset != first.file_offset + bytes) {
+          break;
+        }
+        bytes += next.bytes;
+        ++end;
       }
+      Engine::Done done = [batch, from = i, to = end](const ErrorPtr& e) {
+        for (std::size_t k = from; k < to; ++k) batch->piece_done(k, e);
+      };
+      if (is_read) {
+        (void)engine.read(file, buffer, first.buffer_offset, first.file_offset, bytes, std::move(done), priority);
+      } else {
+        (void)engine.write(file, first.file_offset, buffer, first.buffer_offset, bytes, std::move(done), priority);
+      }
+      i = end;
     }
   } catch (...) {
     // The engine closed (or memory ran out) part way: pieces already submitted
