@@ -45,9 +45,11 @@ void throw_error(ErrorCode code, const std::string& message, const char* file, i
 }
 
 namespace {
-// Made at load: when even an Error cannot be allocated, a failure is still
-// reported as one (never as a null error, which reads as success).
-const ErrorPtr out_of_memory = std::make_shared<const Error>(ErrorCode::kOutOfMemory, "out of host memory");
+// Made at load and never destroyed (threads may outlive static destruction):
+// when even an Error cannot be allocated, a failure is still reported as one
+// (never as a null error, which reads as success).
+const ErrorPtr* const out_of_memory =
+    new ErrorPtr(std::make_shared<const Error>(ErrorCode::kOutOfMemory, "out of host memory"));
 }  // namespace
 
 ErrorPtr capture_current_exception() noexcept {
@@ -64,7 +66,7 @@ ErrorPtr capture_current_exception() noexcept {
       return std::make_shared<const Error>(ErrorCode::kIo, "unknown native exception");
     }
   } catch (...) {
-    return out_of_memory;  // allocation of the error itself failed
+    return *out_of_memory;  // allocation of the error itself failed
   }
 }
 

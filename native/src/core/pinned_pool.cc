@@ -107,13 +107,15 @@ BufferPtr PinnedPool::acquire(std::size_t bytes) {
       st.stats.in_use_bytes += cls;  // reserved while pinning
       break;
     }
-    if (!st.cached.empty()) {
+    // What is in use alone leaves no room: dropping the cache would not help.
+    const bool hopeless = st.stats.in_use_bytes + cls > st.limit;
+    if (!hopeless && !st.cached.empty()) {
       st.take_cached(unpin);
       lock.unlock();
       st.unpin(unpin);
       continue;
     }
-    if (st.unpinning > 0) {
+    if (!hopeless && st.unpinning > 0) {
       st.unpinned.wait(lock, [&st] { return st.unpinning == 0; });
       continue;
     }

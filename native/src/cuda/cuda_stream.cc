@@ -38,15 +38,27 @@ void CUDART_CB run_host_copy(void* data) noexcept {
 /// yet is judged by its own sources (GPU faults are sticky: they fail
 /// everything after them anyway).
 ErrorPtr first_failure(const StreamCore::FailureChain* chain) noexcept {
-  for (const StreamCore::FailureChain* seg = chain; seg != nullptr; seg = seg->prev.get()) {
-    for (const FailureSource& s : seg->items) {
+  // Segments link newest to oldest; the first failure in operation order is
+  // the one the stream's next event reports, so walk them oldest first.
+  std::vector<const StreamCore::FailureChain*> segments;
+  try {
+    for (const StreamCore::FailureChain* seg = chain; seg != nullptr; seg = seg->prev.get()) segments.push_back(seg);
+  } catch (...) {
+    return capture_current_exception();  // cannot judge: fail closed
+  }
+  for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
+    for (const FailureSource& s : (*it)->items) {
       if (s.error) return s.error;
       if (!s.event) continue;
-      const EventStatus status = s.event->status();
-      if (status == EventStatus::kFailed) return s.event->error();
-      if (status == EventStatus::kPending && s.early) {
-        if (ErrorPtr e = first_failure(static_cast<const StreamCore::FailureChain*>(s.early.get()))) return e;
+      EventStatus status = s.event->status();
+      if (status == EventStatus::kPending) {
+        if (const std::shared_ptr<const void> early = s.early.lock()) {
+          if (ErrorPtr e = first_failure(static_cast<const StreamCore::FailureChain*>(early.get()))) return e;
+          continue;
+        }
+        status = s.event->status();  // its sources went with its completion
       }
+      if (status == EventStatus::kFailed) return s.event->error();
     }
   }
   return nullptr;

@@ -81,6 +81,16 @@ std::shared_ptr<const void> EventPool::sources(const EventState* state) {
   return it == sources_.end() ? nullptr : it->second;
 }
 
+void EventPool::drop_sources(const EventState* state) noexcept {
+  std::shared_ptr<const void> dropped;  // released after the lock: it may hold other events of this pool
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = sources_.find(state);
+  if (it != sources_.end()) {
+    dropped = std::move(it->second);
+    sources_.erase(it);
+  }
+}
+
 void EventPool::forget(const EventState* state) noexcept {
   std::shared_ptr<const void> dropped;  // released after the lock: it may hold other events of this pool
   std::lock_guard<std::mutex> lock(mutex_);

@@ -42,6 +42,8 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   /// poller completes it. Dropped with the event.
   void set_sources(const EventState* state, std::shared_ptr<const void> sources);
   [[nodiscard]] std::shared_ptr<const void> sources(const EventState* state);
+  /// Drops an event's sources once it completed (call after complete()).
+  void drop_sources(const EventState* state) noexcept;
 
   /// Destroys the pooled events; events still owned are destroyed when released.
   void close() noexcept;

@@ -187,6 +187,7 @@ void Poller::finish(PollEntry& entry, ErrorPtr error) noexcept {
     } catch (...) {
       // post() failed to allocate: the watcher cannot be told.
     }
+    events_->drop_sources(entry.user.get());  // complete: host calls read its status now
   } else {
     events_->release(entry.event);
   }
@@ -209,6 +210,7 @@ void Poller::abort_all(std::vector<PollEntry>& entries) noexcept {
         if (entry.user->complete(aborted)) completer_.post(entry.user->id());
       } catch (...) {
       }
+      events_->drop_sources(entry.user.get());
     } else if (entry.event != nullptr) {
       events_->release(entry.event);
     }

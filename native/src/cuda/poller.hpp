@@ -32,8 +32,9 @@ struct FailureSource {
   ErrorPtr error;
   EventPtr event;
   // For a pending event waited on: its own sources (a StreamCore::FailureChain)
-  // so that host calls can judge it before the poller completes it.
-  std::shared_ptr<const void> early = nullptr;
+  // so that host calls can judge it before the poller completes it. Weak: the
+  // event pool drops them when the event completes (then its status says).
+  std::weak_ptr<const void> early{};
 };
 
 struct PollEntry {

@@ -153,13 +153,14 @@ void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const 
   job->remaining = plan.count;
   Device* owner = &device;
   // Device memory is touched only after earlier work: the chunks start from a
-  // host call in stream order, folded into the first wait. The engine's
-  // threads see the buffer by address only: the waits hold it (the first
-  // through `start`, the last through a keep-alive), so it is never freed on
-  // an engine thread, where cudaFree's implicit synchronisation would wait
-  // for this stream, which waits for that thread's next gate.
-  Buffer* const raw = dev.get();
-  HostCall start = [job, dev, raw, dev_offset, owner, is_read](const ErrorPtr& failed) {
+  // host call in stream order, folded into the first wait. The last wait
+  // holds the buffer too (a keep-alive), so that normally its last reference
+  // goes with the stream's sweep, not on an engine thread (where cudaFree's
+  // implicit synchronisation could wait for work behind that thread). When
+  // the waits end early (close(abandon), a failed enqueue) the engine jobs
+  // still hold it: it may then be freed on the engine thread, never used
+  // after it was freed.
+  HostCall start = [job, dev, dev_offset, owner, is_read](const ErrorPtr& failed) {
     if (failed) (void)job->fail(failed);
     const std::shared_ptr<CuFileHandle> gds = job->file->gds();
     for (std::size_t i = 0; i < job->plan.count; ++i) {
@@ -171,10 +172,10 @@ void enqueue_gds(Device& device, Stream& stream, const EnginePtr& engine, const 
       const std::size_t off = dev_offset + i * job->plan.chunk;
       const std::size_t len = job->plan.length(i);
       try {
-        EventPtr ran = job->engine->run([gds, raw, off, at, len, owner, is_read] {
+        EventPtr ran = job->engine->run([gds, dev, off, at, len, owner, is_read] {
           owner->bind_thread();
-          if (is_read) gds->read(raw->ptr(), off, at, len);
-          else gds->write(raw->ptr(), off, at, len);
+          if (is_read) gds->read(dev->ptr(), off, at, len);
+          else gds->write(dev->ptr(), off, at, len);
         });
         ran->then([job, i](const ErrorPtr& err) { job->gates[i]->open(err ? job->fail(err) : nullptr); });
       } catch (...) {
