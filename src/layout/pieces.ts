@@ -50,9 +50,11 @@ export function checkBlocks(layout: KvLayout, blocks: ArrayLike<number>, unique:
   if (blocks === null || typeof blocks !== 'object' || typeof blocks.length !== 'number') {
     fail('ERR_INVALID_ARG', `expected an array of block ids for blocks, got ${describe(blocks)}`);
   }
+  const limit = layout.numBlocks;
   for (let i = 0; i < blocks.length; i++) {
     const b = blocks[i] as number;
-    layout.checkBlock(b, `blocks[${i}]`);
+    // The common case without building a name; checkBlock says what is wrong.
+    if (!Number.isSafeInteger(b) || b < 0 || b >= limit) layout.checkBlock(b, `blocks[${i}]`);
     if (seen) {
       if (seen.has(b)) fail('ERR_INVALID_ARG', `expected distinct block ids in a scatter, got block ${b} twice`);
       seen.add(b);
@@ -67,31 +69,44 @@ export function checkBlocks(layout: KvLayout, blocks: ArrayLike<number>, unique:
  */
 export function planPieces(layout: KvLayout, blocks: ArrayLike<number>, range: LayerRange): PiecePlan {
   const n = blocks.length;
+  for (let i = 0; i < n; i++) {
+    const b = blocks[i] as number;
+    if (!Number.isSafeInteger(b) || b < 0 || b >= layout.numBlocks) layout.checkBlock(b, `blocks[${i}]`);
+  }
+  layout.checkLayer(range.first, 'layers.first');
+  layout.checkLayer(range.first + range.count - 1, 'last layer');
   const piece = layout.pieceBytes;
   const extent = layout.extentBytes(n * layout.blockTokens);
   const table = new Float64Array(range.count * 2 * n * 4);
+  // Where (layer, kv, block) lives, as KvLayout.piece() defines it, without
+  // its checks and object per piece (done above, once).
+  const layerMajor = layout.arrangement === 'layer-major';
+  const numBlocks = layout.numBlocks;
+  const layers = layout.layers;
   let count = 0;
   let lastBuffer = -1;
   let lastCacheEnd = -1;
   let lastStagingEnd = -1;
   for (let li = 0; li < range.count; li++) {
     const layer = range.first + li;
-    for (const kv of [0, 1] as const) {
+    for (let kv = 0; kv < 2; kv++) {
       let staging = li * extent + kv * n * piece;
       for (let i = 0; i < n; i++, staging += piece) {
-        const at = layout.piece(layer, kv, blocks[i] as number);
-        if (at.buffer === lastBuffer && at.offset === lastCacheEnd && staging === lastStagingEnd) {
+        const block = blocks[i] as number;
+        const buffer = layerMajor ? layer : 0;
+        const offset = layerMajor ? (kv * numBlocks + block) * piece : ((block * layers + layer) * 2 + kv) * piece;
+        if (buffer === lastBuffer && offset === lastCacheEnd && staging === lastStagingEnd) {
           table[(count - 1) * 4 + 3]! += piece;
         } else {
           const o = count * 4;
-          table[o] = at.buffer;
-          table[o + 1] = at.offset;
+          table[o] = buffer;
+          table[o + 1] = offset;
           table[o + 2] = staging;
           table[o + 3] = piece;
           count++;
         }
-        lastBuffer = at.buffer;
-        lastCacheEnd = at.offset + piece;
+        lastBuffer = buffer;
+        lastCacheEnd = offset + piece;
         lastStagingEnd = staging + piece;
       }
     }
