@@ -8,7 +8,7 @@ import { DeviceBuffer, KvBuffer, PinnedBuffer } from '../device/buffer.js';
 import type { Stream } from '../device/stream.js';
 import { checkRange, checkSize } from '../device/validate.js';
 import { KvLayout } from './layout.js';
-import { checkBlocks, layerRange, planPieces, type LayerRange } from './pieces.js';
+import { checkBlocks, layerRange, planCheckedPieces, type LayerRange } from './pieces.js';
 
 /**
  * How paged pieces move on CUDA. `dma`: one cudaMemcpyBatchAsync of the
@@ -114,7 +114,7 @@ export class KvCache {
       fail('ERR_INVALID_ARG', `expected 'auto', 'dma' or 'kernel' for engine, got ${describe(engine)}`);
     }
     const stagings: (PinnedBuffer | DeviceBuffer)[] = [];
-    const plans: { plan: ReturnType<typeof planPieces>; staging: number; offset: number }[] = [];
+    const plans: { plan: ReturnType<typeof planCheckedPieces>; staging: number; offset: number }[] = [];
     // A scatter writes each block once across all its records: two writes to one block would race.
     const seen = direction === 'scatter' ? new Set<number>() : undefined;
     for (const r of records) {
@@ -125,7 +125,7 @@ export class KvCache {
       }
       const offset = checkSize(r.stagingOffset ?? 0, 'stagingOffset');
       if (r.blocks.length === 0) continue;
-      const plan = planPieces(layout, r.blocks, range);
+      const plan = planCheckedPieces(layout, r.blocks, range);
       checkRange(offset, plan.stagingBytes, r.staging.byteLength, 'staging');
       let index = stagings.indexOf(r.staging);
       if (index < 0) index = stagings.push(r.staging) - 1;

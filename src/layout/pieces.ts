@@ -68,18 +68,18 @@ export function checkBlocks(layout: KvLayout, blocks: ArrayLike<number>, unique:
  * A piece that continues the previous one on both sides is merged into it.
  */
 export function planPieces(layout: KvLayout, blocks: ArrayLike<number>, range: LayerRange): PiecePlan {
+  checkBlocks(layout, blocks, false);
+  return planCheckedPieces(layout, blocks, layerRange(layout, range));
+}
+
+/** planPieces() of blocks and a range already checked (by checkBlocks and layerRange). */
+export function planCheckedPieces(layout: KvLayout, blocks: ArrayLike<number>, range: LayerRange): PiecePlan {
   const n = blocks.length;
-  for (let i = 0; i < n; i++) {
-    const b = blocks[i] as number;
-    if (!Number.isSafeInteger(b) || b < 0 || b >= layout.numBlocks) layout.checkBlock(b, `blocks[${i}]`);
-  }
-  layout.checkLayer(range.first, 'layers.first');
-  layout.checkLayer(range.first + range.count - 1, 'last layer');
   const piece = layout.pieceBytes;
   const extent = layout.extentBytes(n * layout.blockTokens);
   const table = new Float64Array(range.count * 2 * n * 4);
   // Where (layer, kv, block) lives, as KvLayout.piece() defines it, without
-  // its checks and object per piece (done above, once).
+  // its checks (done by the caller) and its object per piece.
   const layerMajor = layout.arrangement === 'layer-major';
   const numBlocks = layout.numBlocks;
   const layers = layout.layers;

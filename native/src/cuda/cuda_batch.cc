@@ -3,7 +3,6 @@
 // only, which disturbs concurrent compute least) and a gather/scatter kernel
 // through device scratch plus one contiguous DMA over PCIe.
 #include <algorithm>
-#include <functional>
 #include <string>
 
 #include "cuda_error.hpp"
@@ -14,7 +13,7 @@ namespace kvflow::cuda {
 
 namespace {
 
-// cudaMemcpyBatchAsync takes any count; bounded so the pointer arrays stay small.
+// Copies per cudaMemcpyBatchAsync call (it takes any count; one call stays bounded).
 constexpr std::size_t kBatchLimit = 65536;
 
 bool all_device(const std::vector<BufferPtr>& buffers) {
@@ -27,6 +26,42 @@ cudaMemcpyKind direction_of(const Buffer& dst, const Buffer& src) {
     return src.kind() == MemoryKind::kDevice ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
   }
   return src.kind() == MemoryKind::kDevice ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost;
+}
+
+/// The copies of one batch, as the CUDA calls take them.
+struct Copies {
+  std::vector<void*> to;
+  std::vector<const void*> from;
+  std::vector<std::size_t> sizes;
+  std::vector<cudaMemcpyKind> kinds;  // for copies made one by one
+
+  void add(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+    to.push_back(dst);
+    from.push_back(src);
+    sizes.push_back(bytes);
+    kinds.push_back(kind);
+  }
+};
+
+/// Enqueues the copies with cudaMemcpyBatchAsync (copy engines, preferring
+/// overlap with compute), or one by one for a single copy and on the legacy
+/// default stream, which refuses batches.
+void enqueue_copies(const Copies& c, cudaStream_t stream) {
+  const std::size_t count = c.to.size();
+  if (count == 1 || stream == nullptr) {
+    for (std::size_t k = 0; k < count; ++k) KVFLOW_CUDA(cudaMemcpyAsync(c.to[k], c.from[k], c.sizes[k], c.kinds[k], stream));
+    return;
+  }
+  cudaMemcpyAttributes attr{};
+  attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;  // sources are written by earlier work on this stream
+  attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+  std::size_t attr_index = 0;
+  for (std::size_t first = 0; first < count; first += kBatchLimit) {
+    const std::size_t n = std::min(kBatchLimit, count - first);
+    // The API takes non-const arrays it does not write.
+    KVFLOW_CUDA(cudaMemcpyBatchAsync(const_cast<void**>(c.to.data()) + first, const_cast<const void**>(c.from.data()) + first,
+                                     const_cast<std::size_t*>(c.sizes.data()) + first, n, &attr, &attr_index, 1, stream));
+  }
 }
 
 }  // namespace
@@ -72,41 +107,14 @@ void CudaStream::copy_batch(const std::vector<BufferPtr>& dsts, const std::vecto
 
 void CudaStream::batch_dma_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
                                   const std::vector<CopyPiece>& pieces) {
-  const cudaStream_t stream = core_->stream;
-  if (stream == nullptr) {
-    // The legacy default stream refuses batches: one copy per piece.
-    for (const CopyPiece& p : pieces) {
-      const Buffer& d = *dsts[p.dst];
-      const Buffer& s = *srcs[p.src];
-      KVFLOW_CUDA(cudaMemcpyAsync(static_cast<char*>(d.ptr()) + p.dst_offset,
-                                  static_cast<const char*>(s.ptr()) + p.src_offset, p.bytes, direction_of(d, s), stream));
-    }
-    return;
+  Copies copies;
+  for (const CopyPiece& p : pieces) {
+    const Buffer& d = *dsts[p.dst];
+    const Buffer& s = *srcs[p.src];
+    copies.add(static_cast<char*>(d.ptr()) + p.dst_offset, static_cast<const char*>(s.ptr()) + p.src_offset, p.bytes,
+               direction_of(d, s));
   }
-  std::vector<void*> to;
-  std::vector<const void*> from;
-  std::vector<std::size_t> sizes;
-  const std::size_t n = std::min(pieces.size(), kBatchLimit);
-  to.reserve(n);
-  from.reserve(n);
-  sizes.reserve(n);
-  cudaMemcpyAttributes attr{};
-  attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;  // sources are written by earlier work on this stream
-  attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-  std::size_t attr_index = 0;
-  for (std::size_t first = 0; first < pieces.size(); first += kBatchLimit) {
-    const std::size_t count = std::min(kBatchLimit, pieces.size() - first);
-    to.clear();
-    from.clear();
-    sizes.clear();
-    for (std::size_t i = first; i < first + count; ++i) {
-      const CopyPiece& p = pieces[i];
-      to.push_back(static_cast<char*>(dsts[p.dst]->ptr()) + p.dst_offset);
-      from.push_back(static_cast<const char*>(srcs[p.src]->ptr()) + p.src_offset);
-      sizes.push_back(p.bytes);
-    }
-    KVFLOW_CUDA(cudaMemcpyBatchAsync(to.data(), from.data(), sizes.data(), count, &attr, &attr_index, 1, stream));
-  }
+  enqueue_copies(copies, core_->stream);
 }
 
 void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
@@ -191,52 +199,18 @@ void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const s
       work.push_back({static_cast<char*>(dsts[p.dst]->ptr()) + p.dst_offset, in_scratch, p.bytes});
     }
   }
+  Copies copies;
+  for (const Span& sp : spans) {
+    char* host = static_cast<char*>(host_side[sp.buffer]->ptr()) + sp.lo;
+    if (gather) copies.add(host, scratch + sp.at, sp.hi - sp.lo, cudaMemcpyDeviceToHost);
+    else copies.add(scratch + sp.at, host, sp.hi - sp.lo, cudaMemcpyHostToDevice);
+  }
   if (gather) {
     check_cuda(launch_piece_copy(work.data(), work.size(), sm_count(), stream), "gather kernel", __FILE__, __LINE__);
-    move_spans_locked(spans.size(), [&](std::size_t k, void*& to, const void*& from, std::size_t& bytes) {
-      const Span& sp = spans[k];
-      to = static_cast<char*>(host_side[sp.buffer]->ptr()) + sp.lo;
-      from = scratch + sp.at;
-      bytes = sp.hi - sp.lo;
-    }, cudaMemcpyDeviceToHost);
+    enqueue_copies(copies, stream);
   } else {
-    move_spans_locked(spans.size(), [&](std::size_t k, void*& to, const void*& from, std::size_t& bytes) {
-      const Span& sp = spans[k];
-      to = scratch + sp.at;
-      from = static_cast<const char*>(host_side[sp.buffer]->ptr()) + sp.lo;
-      bytes = sp.hi - sp.lo;
-    }, cudaMemcpyHostToDevice);
+    enqueue_copies(copies, stream);
     check_cuda(launch_piece_copy(work.data(), work.size(), sm_count(), stream), "scatter kernel", __FILE__, __LINE__);
-  }
-}
-
-void CudaStream::move_spans_locked(std::size_t count,
-                                   const std::function<void(std::size_t, void*&, const void*&, std::size_t&)>& span,
-                                   cudaMemcpyKind kind) {
-  const cudaStream_t stream = core_->stream;
-  if (count == 1 || stream == nullptr) {
-    // One DMA, or the legacy default stream (which refuses batches): one copy per span.
-    for (std::size_t k = 0; k < count; ++k) {
-      void* to = nullptr;
-      const void* from = nullptr;
-      std::size_t bytes = 0;
-      span(k, to, from, bytes);
-      KVFLOW_CUDA(cudaMemcpyAsync(to, from, bytes, kind, stream));
-    }
-    return;
-  }
-  std::vector<void*> to(count);
-  std::vector<const void*> from(count);
-  std::vector<std::size_t> sizes(count);
-  for (std::size_t k = 0; k < count; ++k) span(k, to[k], from[k], sizes[k]);
-  cudaMemcpyAttributes attr{};
-  attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
-  attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
-  std::size_t attr_index = 0;
-  for (std::size_t first = 0; first < count; first += kBatchLimit) {
-    const std::size_t n = std::min(kBatchLimit, count - first);
-    KVFLOW_CUDA(cudaMemcpyBatchAsync(to.data() + first, from.data() + first, sizes.data() + first, n, &attr,
-                                     &attr_index, 1, stream));
   }
 }
 

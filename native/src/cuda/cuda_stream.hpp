@@ -85,10 +85,6 @@ class CudaStream final : public Stream {
   // cuda_batch.cc: the two engines of copy_batch, with the mutex held.
   void batch_dma_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
                         const std::vector<CopyPiece>& pieces);
-  // DMAs `count` spans (span(k) names the k-th) in one batch where the stream allows it.
-  void move_spans_locked(std::size_t count,
-                         const std::function<void(std::size_t, void*&, const void*&, std::size_t&)>& span,
-                         cudaMemcpyKind kind);
   void batch_kernel_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
                            const std::vector<CopyPiece>& pieces, std::vector<std::shared_ptr<const void>>& hold);
   [[nodiscard]] int sm_count();

@@ -84,22 +84,22 @@ std::shared_ptr<const void> EventPool::sources(const EventState* state) {
 void EventPool::drop_sources(const EventState* state) noexcept {
   std::shared_ptr<const void> dropped;  // released after the lock: it may hold other events of this pool
   std::lock_guard<std::mutex> lock(mutex_);
+  dropped = take_sources_locked(state);
+}
+
+std::shared_ptr<const void> EventPool::take_sources_locked(const EventState* state) noexcept {
   const auto it = sources_.find(state);
-  if (it != sources_.end()) {
-    dropped = std::move(it->second);
-    sources_.erase(it);
-  }
+  if (it == sources_.end()) return nullptr;
+  std::shared_ptr<const void> taken = std::move(it->second);
+  sources_.erase(it);
+  return taken;
 }
 
 void EventPool::forget(const EventState* state) noexcept {
-  std::shared_ptr<const void> dropped;  // released after the lock: it may hold other events of this pool
+  std::shared_ptr<const void> dropped;  // as in drop_sources
   std::lock_guard<std::mutex> lock(mutex_);
   owners_.erase(state);
-  const auto it = sources_.find(state);
-  if (it != sources_.end()) {
-    dropped = std::move(it->second);
-    sources_.erase(it);
-  }
+  dropped = take_sources_locked(state);
 }
 
 void EventPool::close() noexcept {

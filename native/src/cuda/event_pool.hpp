@@ -56,6 +56,8 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
     void operator()(EventState* state) const noexcept;
   };
   void forget(const EventState* state) noexcept;
+  // Removes and returns an event's sources; the caller drops them after the lock.
+  std::shared_ptr<const void> take_sources_locked(const EventState* state) noexcept;
 
   const int ordinal_;
   std::mutex mutex_;
