@@ -9,15 +9,18 @@
  *
  *   node dist/bench/nvme.js [--json out.json] [--baseline raw_io.json] [--torch torch_load.json]
  *                           [--backend auto|cuda|cpu] [--gds auto|on|off] [--dir DIR] [--gib N]
- *                           [--sweep-gib N] [--samples N] [--keep] [--quick]
+ *                           [--sweep-gib N] [--samples N] [--pairs N] [--raw-io PATH] [--keep] [--quick]
  *
  * --dir: folder of the test file (default bench-out/nvme-data under the repo
  * root, as raw_io and torch_load.py); --gib: file size, 1-8 (default 4), moved
  * whole by the headline figures; --sweep-gib: bytes per sweep point (default
- * 1); --samples: timed samples of each headline figure (default 3); --keep:
- * leave the file behind; --quick: 64 MiB file, 16 MiB sweep points, 2 samples;
- * --gds: the files' `gds` option (default auto: cuFile where it registers
- * the file, else the bounce path; off: the bounce path always).
+ * 1); --samples: timed samples of each headline figure (default 3); --pairs:
+ * pairs of the paired figures below (default 5; 0: none); --raw-io: the
+ * raw_io program they run (default build-bench/raw_io under the repo root);
+ * --keep: leave the files behind; --quick: 64 MiB file, 16 MiB sweep points,
+ * 2 samples, 2 pairs; --gds: the files' `gds` option (default auto: cuFile
+ * where it registers the file, else the bounce path; off: the bounce path
+ * always).
  *
  * What runs, in order:
  * - the file is written once (random bytes, file.write from host memory), and
@@ -33,7 +36,19 @@
  *   writes, and kvflow's defaults (skipped where they equal the fastest point),
  *   each as the median of `samples`; reads also host-side into pinned memory;
  *   every headline read is checked byte for byte, every headline write read
- *   back and checked.
+ *   back and checked;
+ * - paired (read_hbm_default_paired, write_hbm_default_paired), because the
+ *   GPU box's disk drifts by +-30% over minutes, so raw_io's figures from the
+ *   start of the call are a poor yardstick for kvflow's minutes later: P pairs
+ *   over the whole file, each one `raw_io --pass` sample (with raw_io.json's
+ *   raw_read_best / raw_write_best threads and IO size) and one sample of
+ *   kvflow's defaults, back to back, in ABBA order (raw, kvflow, kvflow, raw,
+ *   ...); reads of the measured file by both (the first kvflow read checked),
+ *   writes by kvflow over it and by raw_io into nvme-raw-write.bin beside it
+ *   (written once untimed first, deleted after unless --keep); value and
+ *   baseline are the medians of the kvflow and raw samples, ratio the median
+ *   of the per-pair ratios. Skipped, with the reason in the config, without
+ *   --baseline, with --pairs 0 or where the raw_io program is missing.
  *
  * Timing: host clock; reads from an enqueue after `sync; echo 3 >
  * /proc/sys/vm/drop_caches` (root only: the config says whether it worked) to
@@ -41,6 +56,9 @@
  * event's done() followed by file.sync() (fsync), inside the timed region, as
  * raw_io's writes end with an fsync. CPU: process.cpuUsage() user + system of
  * the whole process (its IO threads included) over the same region, per GB.
+ * The paired section's raw samples are timed by raw_io itself, the same way
+ * (its clock and getrusage, from its parked threads' release to the last join,
+ * writes + fsync); process start-up is outside the timed region.
  *
  * Path: with --gds auto, device-memory transfers go through cuFile where it
  * registers the file, else through the bounce path (disk -> pinned ring ->
@@ -51,8 +69,8 @@
  * backend runs it too (no GPU: "HBM" is host memory, the bounce path always),
  * so it can be smoke-tested anywhere.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, realpathSync, rmSync, statfsSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { accessSync, constants, mkdirSync, readFileSync, realpathSync, rmSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -450,6 +468,66 @@ function loadTorch(file: string): TorchPeer {
   };
 }
 
+// ---------------------------------------------------------------- paired samples
+
+/** What one `raw_io --pass` printed. */
+interface RawPass {
+  gbps: number;
+  seconds: number;
+  cpuPerGb: number;
+  direct: boolean;
+  /** Reads: whether raw_io could drop the page cache first (root only); writes: null. */
+  cacheDropped: boolean | null;
+}
+
+/** raw_io --pass failed or printed something else: the paired section gives up, the run goes on. */
+class RawIoError extends Error {}
+
+/**
+ * One timed pass of raw_io (bench/native/raw_io.cc --pass) over the first
+ * `bytes` of `file` with the raw setting `p` (T threads x S bytes): reads
+ * after its own sync + drop_caches, writes timed up to its fsync, as its
+ * figures in raw_io.json are taken. Run as a child process, so kvflow's
+ * threads, idle meanwhile, share nothing with it.
+ */
+function rawPass(rawIo: string, pass: 'read' | 'write', file: string, p: RawPoint, bytes: number): Promise<RawPass> {
+  const argv = ['--pass', pass, '--file', file, '--threads', String(p.threads), '--io-bytes', String(p.ioBytes)];
+  argv.push('--bytes', String(bytes));
+  const what = `${rawIo} ${argv.join(' ')}`;
+  return new Promise((resolve, reject) => {
+    execFile(rawIo, argv, { encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err) {
+        const code = err.code;
+        const why = typeof code === 'number' ? `exit ${code}` : err.signal ? `killed by ${err.signal}` : err.message;
+        reject(new RawIoError(`${what}: ${stderr.trim() || why}`));
+        return;
+      }
+      if (stderr.trim() !== '') process.stderr.write(stderr); // raw_io's warnings (e.g. O_DIRECT refused)
+      let o: Record<string, unknown>;
+      try {
+        o = JSON.parse(stdout) as Record<string, unknown>;
+      } catch {
+        reject(new RawIoError(`${what}: expected one JSON object, got ${JSON.stringify(stdout.slice(0, 200))}`));
+        return;
+      }
+      const { gbps, seconds, cpu_s_per_gb: cpu, direct, cache_dropped: dropped } = o;
+      const numbers = typeof gbps === 'number' && typeof seconds === 'number' && typeof cpu === 'number';
+      if (!numbers || typeof direct !== 'boolean') {
+        reject(new RawIoError(`${what}: no gbps, seconds, cpu_s_per_gb, direct in ${stdout.trim()}`));
+        return;
+      }
+      resolve({ gbps, seconds, cpuPerGb: cpu, direct, cacheDropped: typeof dropped === 'boolean' ? dropped : null });
+    });
+  });
+}
+
+/** The median proper: the mean of the two middle values for an even count (measure.ts's median takes the upper). */
+function midpoint(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 === 1 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}
+
 // ---------------------------------------------------------------- main
 
 function sizeArg(value: string | undefined, fallback: number, name: string): number {
@@ -474,6 +552,8 @@ async function main(): Promise<void> {
       gib: { type: 'string' },
       'sweep-gib': { type: 'string' },
       samples: { type: 'string' },
+      pairs: { type: 'string' },
+      'raw-io': { type: 'string' },
       keep: { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
     },
@@ -486,6 +566,10 @@ async function main(): Promise<void> {
   const samples = args.samples === undefined ? (quick ? 2 : 3) : Number(args.samples);
   if (!Number.isSafeInteger(samples) || samples < 1) {
     throw new Error(`--samples: expected a positive integer, got ${args.samples}`);
+  }
+  const pairs = args.pairs === undefined ? (quick ? 2 : 5) : Number(args.pairs);
+  if (!Number.isSafeInteger(pairs) || pairs < 0) {
+    throw new Error(`--pairs: expected an integer >= 0, got ${args.pairs}`);
   }
   const regions = Math.floor(fileBytes / sweepBytes);
   const base = args.baseline === undefined ? undefined : loadBaseline(args.baseline);
@@ -500,6 +584,7 @@ async function main(): Promise<void> {
 
   // The repo root: dist/bench/nvme.js -> ../..
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const rawIo = path.resolve(args['raw-io'] ?? path.join(root, 'build-bench', 'raw_io'));
   const dirArg = args.dir ?? path.join(root, 'bench-out', 'nvme-data');
   mkdirSync(dirArg, { recursive: true });
   const dir = realpathSync(dirArg);
@@ -797,6 +882,147 @@ async function main(): Promise<void> {
       }
     }
 
+    // ---- paired: raw_io --pass and kvflow's defaults in turns over the whole file, ABBA, ratio per pair.
+    // The disk's throughput drifts by tens of percent over minutes: a raw figure from the start of the
+    // call against a kvflow figure minutes later is mostly that drift. Each pair is two samples taken
+    // back to back; alternating which goes first cancels a steady drift within the pairs.
+    const rawWritePath = path.join(dir, 'nvme-raw-write.bin');
+    const pairedConfig: Extra = {
+      pairs,
+      raw_io: rawIo,
+      raw_write_file: rawWritePath,
+      skipped: null,
+      error: null,
+    };
+    let pairedSkip: string | null = null;
+    if (pairs === 0) pairedSkip = '--pairs 0';
+    else if (base?.readBest === undefined || base.writeBest === undefined) {
+      pairedSkip = 'no --baseline (raw_io.json): no raw setting to run';
+    } else {
+      try {
+        accessSync(rawIo, constants.X_OK);
+      } catch (e) {
+        const why = (e as Error).message;
+        pairedSkip = `no raw_io program at ${rawIo} (bench/native/build.sh builds it; --raw-io PATH): ${why}`;
+      }
+    }
+    const rawRead = base?.readBest;
+    const rawWrite = base?.writeBest;
+    if (pairedSkip !== null || rawRead === undefined || rawWrite === undefined) {
+      pairedConfig.skipped = pairedSkip;
+      console.error(`paired samples skipped: ${pairedSkip ?? 'no raw setting'}`);
+    } else {
+      const rawSetting = (p: RawPoint, metric: string): Extra => ({
+        threads: p.threads,
+        io_bytes: p.ioBytes,
+        from: `${metric} of ${args.baseline ?? '--baseline'}`,
+      });
+      pairedConfig.raw_read_setting = rawSetting(rawRead, 'raw_read_best');
+      pairedConfig.raw_write_setting = rawSetting(rawWrite, 'raw_write_best');
+      type Side = 'raw' | 'kvflow';
+      interface Paired {
+        kv: Figure;
+        raw: RawPass[];
+        order: Side[];
+      }
+      const pairedRead: Paired = { kv: { gbps: [], cpuPerGb: [] }, raw: [], order: [] };
+      const pairedWrite: Paired = { kv: { gbps: [], cpuPerGb: [] }, raw: [], order: [] };
+      /** Pair i: raw then kvflow when i is even, kvflow then raw when odd (raw, kvflow, kvflow, raw, ...). */
+      type Take = () => Promise<RawPass>;
+      const runPairs = async (p: Paired, raw: Take, kv: (i: number) => Promise<void>): Promise<void> => {
+        for (let i = 0; i < pairs; i++) {
+          const sides: Side[] = i % 2 === 0 ? ['raw', 'kvflow'] : ['kvflow', 'raw'];
+          for (const side of sides) {
+            if (side === 'raw') p.raw.push(await raw());
+            else await kv(i);
+            p.order.push(side);
+          }
+          const k = p.kv.gbps[i]!;
+          const w = p.raw[i]!.gbps;
+          console.error(`  pair ${i + 1}/${pairs} (${sides[0]} first): kvflow ${k.toFixed(3)} GB/s, raw ` +
+            `${w.toFixed(3)} GB/s, ratio ${(k / w).toFixed(3)}`);
+        }
+      };
+      try {
+        await withSetting(backend, def, async (dev) => {
+          const r = await openRig(dev, def, files, fileBytes, gds, drop);
+          const staging = pieceSizes(fileBytes).map((n) => dev.allocPinned(n));
+          await warmUp(r, def, fileBytes, 'both');
+          pairedRead.kv.engine = pairedWrite.kv.engine = r.file.info.engine;
+          pairedRead.kv.direct = pairedWrite.kv.direct = r.file.info.direct;
+          pairedRead.kv.path = pairedWrite.kv.path = r.path;
+
+          console.error(`paired reads: ${pairs} pairs, raw_io T${rawRead.threads} x ${label(rawRead.ioBytes)} ` +
+            `against kvflow's defaults (${def.kind}, ${def.depth} in flight x ${label(def.task)}), the same file`);
+          await runPairs(
+            pairedRead,
+            () => rawPass(rawIo, 'read', filePath, rawRead, fileBytes),
+            async (i) => {
+              if (i === 0) await poisonDevice(r, staging);
+              addSample(pairedRead.kv, await readHbm(r, 0, fileBytes), fileBytes);
+              if (i === 0) await checkDevice(r, staging, expected, `read_hbm_default_paired (${def.name})`);
+            },
+          );
+
+          // The raw writes' file: written once untimed first, so that no timed raw write allocates blocks
+          // (kvflow's writes overwrite the measured file's, written long before).
+          const prefill = await rawPass(rawIo, 'write', rawWritePath, rawWrite, fileBytes);
+          pairedConfig.raw_write_prefill_gbps = prefill.gbps;
+          console.error(`paired writes: ${pairs} pairs, raw_io T${rawWrite.threads} x ${label(rawWrite.ioBytes)} ` +
+            `into ${path.basename(rawWritePath)} (written once untimed first at ${prefill.gbps.toFixed(3)} GB/s)`);
+          // kvflow writes the device buffer, which holds the file's bytes after the reads: the file stays `expected`.
+          await runPairs(
+            pairedWrite,
+            () => rawPass(rawIo, 'write', rawWritePath, rawWrite, fileBytes),
+            async () => addSample(pairedWrite.kv, await writeHbm(r, 0, fileBytes), fileBytes),
+          );
+          await closeRig(r);
+        });
+      } catch (e) {
+        if (!(e instanceof RawIoError)) throw e;
+        pairedConfig.error = e.message;
+        console.error(`paired samples abandoned: ${e.message}`);
+      } finally {
+        if (!(args.keep ?? false)) rmSync(rawWritePath, { force: true });
+      }
+      const pairedRow = (metric: string, p: Paired, raw: RawPoint): void => {
+        const n = Math.min(p.kv.gbps.length, p.raw.length);
+        if (n === 0) return;
+        const kvGbps = p.kv.gbps.slice(0, n);
+        const rawGbps = p.raw.slice(0, n).map((x) => x.gbps);
+        const ratios = kvGbps.map((k, i) => k / rawGbps[i]!);
+        const ratio = midpoint(ratios);
+        const value = midpoint(kvGbps);
+        const baseline = midpoint(rawGbps);
+        add(metric, value, 'GB/s', baseline, {
+          ratio,
+          ratio_is: 'median of per-pair ratios (kvflow / raw_io of the same pair)',
+          ratio_of_medians: ratioOf(value, baseline),
+          goal_ratio: 0.95,
+          ...settingJson(def),
+          bytes: fileBytes,
+          pairs: n,
+          order: p.order.slice(0, 2 * n),
+          samples_gbps: kvGbps,
+          baseline_samples_gbps: rawGbps,
+          pair_ratios: ratios,
+          spread_pct: spreadPct(kvGbps),
+          baseline_spread_pct: spreadPct(rawGbps),
+          cpu_s_per_gb: midpoint(p.kv.cpuPerGb.slice(0, n)),
+          baseline_cpu_s_per_gb: midpoint(p.raw.slice(0, n).map((x) => x.cpuPerGb)),
+          engine_used: p.kv.engine,
+          path_used: p.kv.path,
+          direct: p.kv.direct,
+          baseline_direct: p.raw.every((x) => x.direct),
+          raw_setting: { threads: raw.threads, io_bytes: raw.ioBytes },
+          ...(p.raw.some((x) => x.cacheDropped === false) ? { baseline_cache_dropped: false } : {}),
+        });
+        console.error(`  ${metric}: median of per-pair ratios ${ratio.toFixed(3)} (goal 0.95)`);
+      };
+      pairedRow('read_hbm_default_paired', pairedRead, rawRead);
+      pairedRow('write_hbm_default_paired', pairedWrite, rawWrite);
+    }
+
     if (!(args.keep ?? false)) rmSync(filePath, { force: true });
     rmSync(files.warmPath, { force: true });
 
@@ -854,6 +1080,21 @@ async function main(): Promise<void> {
             'of each is checked byte for byte after the device buffer was poisoned; each headline write writes new ' +
             'random bytes and is read back and checked; read_pinned: file.read into pinned memory, requested in ' +
             `${label(PIECE)} pieces at once (one engine queue), first sample checked`,
+          paired: {
+            ...pairedConfig,
+            method: 'read_hbm_default_paired / write_hbm_default_paired: `pairs` pairs over the whole file, each ' +
+              'pair one raw_io --pass sample (build-bench/raw_io, a separate process: its T x S work queue and ' +
+              'O_DIRECT handling, with the raw setting of raw_read_best / raw_write_best in --baseline) and one ' +
+              'kvflow sample with the built-in defaults, back to back, in ABBA order (pair i: raw first when i is ' +
+              'even, kvflow first when odd), so a steady drift of the disk within the run cancels; reads: both ' +
+              'read the measured file (raw_io drops the page cache itself), kvflow into the device buffer of one ' +
+              'device held for all pairs (warmed up once on the warm-up file), its first read checked byte for ' +
+              'byte after the buffer was poisoned; writes: raw_io writes raw_write_file (same size, written once ' +
+              'untimed first so no timed write allocates blocks; deleted after unless --keep), kvflow writes the ' +
+              'device buffer back over the measured file; value / baseline: medians of the kvflow / raw samples; ' +
+              'ratio: the median of the per-pair ratios (not value / baseline, kept as ratio_of_medians); ' +
+              'medians of an even count are the mean of the two middle values',
+          },
           defaults: settingJson(def),
           timing: {
             read: 'host clock from the enqueue of stream.readFile (after sync + drop_caches) to the done() of an ' +
@@ -861,14 +1102,19 @@ async function main(): Promise<void> {
             write: 'host clock from the enqueue of stream.writeFile (after a sync) to its event\'s done() and then ' +
               'file.sync() (fsync) resolving: durable, as raw_io\'s pwrites end with an fsync',
             read_pinned: 'host clock from the file.read calls (after sync + drop_caches) to their promises resolving',
+            paired: 'kvflow samples as read and write above; raw samples as raw_io times them: steady_clock from ' +
+              'releasing its parked threads to the last join (writes: + fsync), after its own sync + drop_caches ' +
+              '(reads) or sync (writes); process start-up is outside both',
             cpu: 'process.cpuUsage() user + system of the whole process (IO threads, CUDA threads) over the same ' +
               'region, per 1e9 bytes',
           },
           ratio: 'kvflow / raw_io best (raw_read_best for reads, raw_write_best for writes; the raw program\'s ' +
             'fastest T x S, remeasured over the whole file); ratio_same_in_flight: against raw_io\'s sweep point ' +
             'with T = in_flight and S = task size; vs_torch_load: against torch.load(file).cuda() of the same ' +
-            'bytes; cpu_* rows: above 1 means kvflow spends more CPU per GB',
-          goal: 'read_hbm and write_hbm >= 0.95 of the raw best in the same run, and read_hbm > torch.load().cuda()',
+            'bytes; cpu_* rows: above 1 means kvflow spends more CPU per GB; *_paired rows: the median of the ' +
+            'per-pair ratios kvflow / raw_io (see paired)',
+          goal: 'read_hbm and write_hbm >= 0.95 of the raw best in the same run, and read_hbm > torch.load().cuda(); ' +
+            'the *_paired rows give the drift-robust ratio (goal_ratio 0.95)',
           baseline_file: args.baseline ?? null,
           baseline_device: base?.device ?? null,
           baseline_direct: base?.direct ?? null,

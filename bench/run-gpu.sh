@@ -75,7 +75,7 @@ for bench in $BENCH; do
       # A run cut off midway must not leave gigabytes behind (unless --keep).
       case " $* " in
         *" --keep "*) ;;
-        *) trap 'rm -f "$NVME_DIR"/{raw_io.bin,torch_load.pt,nvme.bin,nvme-warm.bin}' EXIT ;;
+        *) trap 'rm -f "$NVME_DIR"/{raw_io.bin,torch_load.pt,nvme.bin,nvme-warm.bin,nvme-raw-write.bin}' EXIT ;;
       esac
       mkdir -p "$NVME_DIR"
       df -hT "$NVME_DIR" || true

@@ -22,6 +22,25 @@
 //   --keep       leave the file behind (default: deleted)
 //   --quick      64 MiB file, 16 MiB sweep points, 2 samples
 //
+// Single pass, for bench/nvme.ts's paired samples (raw IO and kvflow taken in
+// turns on the same file, because the disk's throughput drifts over minutes):
+//
+//   raw_io --pass read|write --file PATH --threads T --io-bytes S [--bytes N]
+//
+//   --pass       one timed read or write of bytes [0, N) of PATH, with the
+//                work queue, O_DIRECT fallback and page cache handling below
+//                (reads: the file must hold N bytes; writes: N bytes of the
+//                position-stamped, never-zero buffers, PATH created if missing,
+//                not truncated, timed up to the fsync)
+//   --file       the file
+//   --threads    T threads; --io-bytes: S bytes per piece (a multiple of 4096)
+//   --bytes      N, a multiple of 4096 (default: the file's size; a write to a
+//                missing or empty file needs it)
+//
+// It prints one JSON line on stdout: {"pass", "gbps", "seconds",
+// "cpu_s_per_gb", "direct", "bytes", "threads", "io_bytes", "cache_dropped"
+// (null for writes)}. The options of the full run above do not go with --pass.
+//
 // Page cache: before each read sample it runs sync() and writes 3 to
 // /proc/sys/vm/drop_caches (root only); the JSON says whether that worked.
 // O_DIRECT bypasses the page cache anyway; where the filesystem refuses
@@ -363,17 +382,24 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// One timed sample as every figure takes it: reads after sync + drop_caches
+// (a cold page cache), writes after a sync (earlier dirty pages are not this
+// sample's fsync's business).
+Sample coldSample(const File& f, bool write, uint64_t begin, uint64_t bytes, int threads, size_t io, Buffers& bufs) {
+  if (write) {
+    ::sync();
+  } else {
+    dropCaches();
+  }
+  return transfer(f, write, begin, bytes, threads, io, bufs);
+}
+
 Point measurePoint(const File& f, bool write, uint64_t begin, uint64_t bytes, int threads, size_t io, int samples,
                    Buffers& bufs, const std::string& metric) {
   Point p{metric, write, threads, io, bytes, {}, 0, 0, 0};
   std::vector<double> cpu;
   for (int s = 0; s < samples; ++s) {
-    if (write) {
-      ::sync();  // earlier dirty pages are not this sample's fsync's business
-    } else {
-      dropCaches();
-    }
-    Sample r = transfer(f, write, begin, bytes, threads, io, bufs);
+    Sample r = coldSample(f, write, begin, bytes, threads, io, bufs);
     p.gbps.push_back(static_cast<double>(bytes) / r.seconds / 1e9);
     cpu.push_back(r.cpu / (static_cast<double>(bytes) / 1e9));
   }
@@ -413,6 +439,69 @@ double argNumber(int& i, int argc, char** argv) {
   return v;
 }
 
+// A whole, non-negative number of bytes (or threads) after an option.
+uint64_t argCount(int& i, int argc, char** argv) {
+  const double v = argNumber(i, argc, argv);
+  if (!(v >= 0 && v <= 9007199254740992.0) || v != static_cast<double>(static_cast<uint64_t>(v))) {
+    die(std::string("expected a whole number >= 0 for ") + argv[i - 1] + ", got " + argv[i]);
+  }
+  return static_cast<uint64_t>(v);
+}
+
+// ---------------------------------------------------------------- single pass
+
+// --pass: one timed sample over [0, bytes) of one file with the work queue,
+// the O_DIRECT fallback and the cache handling of the figures above
+// (coldSample), printed as one JSON line. bench/nvme.ts runs it between its
+// own transfers of the same file, so that kvflow and raw IO are measured in
+// pairs close in time (the disk's throughput drifts over minutes).
+int runPass(const std::string& mode, const std::string& path, int threads, uint64_t io, uint64_t bytes,
+            bool bytesGiven) {
+  const bool write = mode == "write";
+  if (!write && mode != "read") die("--pass: expected read or write, got " + mode);
+  if (path.empty()) die("--pass needs --file PATH");
+  if (threads < 1 || threads > 1024) die("--threads: expected 1 to 1024, got " + std::to_string(threads));
+  if (io == 0 || io % kAlign != 0 || io > GiB) {
+    die("--io-bytes: expected a multiple of 4096 up to 1 GiB, got " + std::to_string(io));
+  }
+  uint64_t size = 0;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) die(path + ": not a regular file");
+    size = static_cast<uint64_t>(st.st_size);
+  } else if (errno != ENOENT || !write) {
+    die("stat " + path + ": " + errnoText(errno));
+  }
+  if (!bytesGiven) bytes = size;
+  if (bytes == 0) die(write ? path + " is empty or missing: give --bytes" : path + " is empty");
+  if (bytes % kAlign != 0) die("--bytes: expected a multiple of 4096 (O_DIRECT), got " + std::to_string(bytes));
+  if (!write && bytes > size) {
+    die("--bytes: " + path + " holds only " + std::to_string(size) + " bytes, " + std::to_string(bytes) + " asked");
+  }
+  File f = openFile(path);  // creates a missing file (write only: a missing one was refused above for reads)
+  if (write && bytes > size) {
+    struct statvfs vfs {};
+    if (::fstatvfs(f.fd, &vfs) != 0) die("fstatvfs " + path + ": " + errnoText(errno));
+    const uint64_t freeBytes = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    if (freeBytes < bytes - size + GiB / 4) {
+      die("not enough space for " + path + ": " + std::to_string(freeBytes) + " bytes free, " +
+          std::to_string(bytes - size) + " more needed");
+    }
+  }
+  Buffers bufs(threads, static_cast<size_t>(io));
+  const Sample r = coldSample(f, write, 0, bytes, threads, static_cast<size_t>(io), bufs);
+  ::close(f.fd);
+  const double gb = static_cast<double>(bytes) / 1e9;
+  const std::string dropped = write ? "null" : g_drop.failures == 0 ? "true" : "false";
+  std::printf(
+      "{\"pass\": \"%s\", \"gbps\": %s, \"seconds\": %s, \"cpu_s_per_gb\": %s, \"direct\": %s, \"bytes\": %llu, "
+      "\"threads\": %d, \"io_bytes\": %llu, \"cache_dropped\": %s}\n",
+      mode.c_str(), num(gb / r.seconds, "%.4f").c_str(), num(r.seconds, "%.6f").c_str(),
+      num(r.cpu / gb, "%.5f").c_str(), f.direct ? "true" : "false", static_cast<unsigned long long>(bytes), threads,
+      static_cast<unsigned long long>(io), dropped.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -420,6 +509,11 @@ int main(int argc, char** argv) {
   std::string dir = "bench-out/nvme-data";
   double gib = 4, sweepGib = 1;
   int samples = 0;
+  // --pass and its options; the others belong to the full run. Neither takes the other's.
+  std::string passMode, passFile, sweepOption, passOption;
+  int passThreads = 0;
+  uint64_t passIo = 0, passBytes = 0;
+  bool passBytesGiven = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") quick = true;
@@ -430,8 +524,32 @@ int main(int argc, char** argv) {
     } else if (a == "--gib") gib = argNumber(i, argc, argv);
     else if (a == "--sweep-gib") sweepGib = argNumber(i, argc, argv);
     else if (a == "--samples") samples = static_cast<int>(argNumber(i, argc, argv));
-    else die("unknown argument " + a + " (--dir, --gib, --sweep-gib, --samples, --keep, --quick)");
+    else if (a == "--pass") {
+      if (i + 1 >= argc) die("expected read or write after --pass");
+      passMode = argv[++i];
+    } else if (a == "--file") {
+      if (i + 1 >= argc) die("expected a path after --file");
+      passFile = argv[++i];
+    } else if (a == "--threads") passThreads = static_cast<int>(std::min<uint64_t>(argCount(i, argc, argv), INT_MAX));
+    else if (a == "--io-bytes") passIo = argCount(i, argc, argv);
+    else if (a == "--bytes") {
+      passBytes = argCount(i, argc, argv);
+      passBytesGiven = true;
+    } else {
+      die("unknown argument " + a + " (--dir, --gib, --sweep-gib, --samples, --keep, --quick;" +
+          " or --pass, --file, --threads, --io-bytes, --bytes)");
+    }
+    if (a == "--pass" || a == "--file" || a == "--threads" || a == "--io-bytes" || a == "--bytes") {
+      passOption = a;
+    } else {
+      sweepOption = a;
+    }
   }
+  if (!passMode.empty()) {
+    if (!sweepOption.empty()) die(sweepOption + " does not go with --pass");
+    return runPass(passMode, passFile, passThreads, passIo, passBytes, passBytesGiven);
+  }
+  if (!passOption.empty()) die(passOption + " needs --pass read|write");
   // Sizes in whole MiB, so every IO stays 4 KiB aligned.
   uint64_t fileBytes = quick ? 64 * MiB : static_cast<uint64_t>(gib * 1024) * MiB;
   uint64_t sweepBytes = quick ? 16 * MiB : static_cast<uint64_t>(sweepGib * 1024) * MiB;
