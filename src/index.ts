@@ -24,7 +24,7 @@ export {
 export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type DisposeOptions, type MemoryKind } from './device/buffer.js';
 export { Event, Stream, type EventStatus, type StreamOptions } from './device/stream.js';
 export { KvLayout, alignExtent, EXTENT_ALIGN, type KvArrangement, type KvDtype, type KvLayoutSpec, type PieceLocation } from './layout/layout.js';
-export { KvCache, type PagedEngine, type PagedTransfer, type StagingRecord } from './layout/kvcache.js';
+export { KvCache, PreparedTransfer, type PagedEngine, type PagedTransfer, type StagingRecord } from './layout/kvcache.js';
 export { planPieces, type LayerRange, type PiecePlan } from './layout/pieces.js';
 export { KvFile, type FileInfo, type FileIoBuffer, type IoEngineKind, type OpenFileOptions } from './io/file.js';
 export { crc32c } from './io/crc32c.js';

@@ -66,7 +66,7 @@ export function loadCandidates(list: Array<{ path: string; build: LoadedBinding[
     }
     try {
       const binding = require(c.path) as NativeBinding;
-      if (binding.abiVersion !== 3) {
+      if (binding.abiVersion !== 4) {
         tried.push(`${c.path}: built from another kvflow version (abi ${binding.abiVersion})`);
         continue;
       }

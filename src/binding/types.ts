@@ -68,10 +68,17 @@ export interface NativeEvent {
   error(): Error | undefined;
 }
 
+/** A batch checked once (prepareBatch); keeps its buffers alive until released. */
+export interface NativeBatch {
+  release(): void;
+}
+
 export interface NativeStream {
   copy(dst: NativeBuffer, dstOffset: number, src: NativeBuffer, srcOffset: number, bytes: number): void;
   /** pieces: [dst, dstOffset, src, srcOffset, bytes] per piece; engine 0 dma, 1 kernel. */
   copyBatch(dsts: NativeBuffer[], srcs: NativeBuffer[], pieces: Float64Array, engine: number): void;
+  /** The pieces of groups [firstGroup, firstGroup + groupCount) of a prepared batch. */
+  copyPrepared(batch: NativeBatch, firstGroup: number, groupCount: number, engine: number): void;
   busy(iterations: number): void;
   readFile(dst: NativeBuffer, dstOffset: number, file: NativeFile, fileOffset: number, bytes: number, chunk: number, slots: number): void;
   writeFile(file: NativeFile, fileOffset: number, src: NativeBuffer, srcOffset: number, bytes: number, chunk: number, slots: number): void;
@@ -169,6 +176,8 @@ export interface NativeBinding {
   /** CRC32C of `data` continuing from `seed`, on the calling thread. */
   crc32c(data: Uint8Array, seed: number): number;
   /** Creates `path` (0600) and holds an exclusive flock on it; returns the fd. ERR_BUSY when held elsewhere. */
+  /** Checks and keeps a batch (rows as copyBatch takes them) cut into groups at the row indices of `groups`. */
+  prepareBatch(dsts: NativeBuffer[], srcs: NativeBuffer[], pieces: Float64Array, groups: Uint32Array): NativeBatch;
   holdLock(path: string): number;
   /** Unlocks and closes a lock taken by holdLock. */
   releaseLock(fd: number): void;

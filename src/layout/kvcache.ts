@@ -8,7 +8,9 @@ import { DeviceBuffer, KvBuffer, PinnedBuffer } from '../device/buffer.js';
 import type { Stream } from '../device/stream.js';
 import { checkRange, checkSize } from '../device/validate.js';
 import { KvLayout } from './layout.js';
-import { checkBlocks, layerRange, planCheckedPieces, type LayerRange } from './pieces.js';
+import { loadBinding } from '../binding/load.js';
+import type { NativeBatch, NativeBuffer } from '../binding/types.js';
+import { checkBlocks, layerRange, planCheckedPieces, type LayerRange, type PiecePlan } from './pieces.js';
 
 /**
  * How paged pieces move on CUDA. `dma`: one cudaMemcpyBatchAsync of the
@@ -107,14 +109,85 @@ export class KvCache {
     engine: PagedEngine = 'auto',
   ): void {
     const native = stream.native;
+    const range = layerRange(this.layout, layers);
+    const checked = this.#checkRecords(direction, records, range, engine);
+    if (checked.records.length === 0) return;
+    // One native call moves every record: the kernel engine DMAs each run of
+    // touching staging bytes (never the bytes between two records of a gather,
+    // another chunk's in a store's arena) and moves all pieces with one kernel.
+    const plans = checked.records.map((r) => planCheckedPieces(this.layout, r.blocks, range));
+    const table = new Float64Array(plans.reduce((n, p) => n + p.count, 0) * 5);
+    let o = 0;
+    checked.records.forEach((r, i) => {
+      o = fillTable(table, o, direction, plans[i]!, r.staging, r.offset);
+    });
+    const cache = this.buffers.map((b) => b.native);
+    const staging = checked.stagings.map((b) => b.native);
+    if (direction === 'gather') native.copyBatch(staging, cache, table, checked.engine);
+    else native.copyBatch(cache, staging, table, checked.engine);
+  }
+
+  /**
+   * Plans a multi-record transfer once, to move it many times: a layer at a
+   * time as a prefill goes, or again for the next request with the same
+   * block table. Everything {@link moveRecords} checks is checked here; each
+   * {@link PreparedTransfer.move} then costs one native call that hands the
+   * planned pieces of its layers to the stream. The plan does not keep the
+   * cache or staging buffers alive: moving after one of them was disposed
+   * fails with ERR_DISPOSED. The bytes are read and written when moved, not
+   * when prepared.
+   */
+  prepare(
+    direction: 'gather' | 'scatter',
+    records: readonly StagingRecord[],
+    layers?: number | LayerRange,
+    engine: PagedEngine = 'auto',
+  ): PreparedTransfer {
+    const range = layerRange(this.layout, layers);
+    const checked = this.#checkRecords(direction, records, range, engine);
+    // Pieces grouped by layer (records in order within a layer), so that a
+    // move of a layer range hands the stream one run of the table.
+    const plans: { plan: PiecePlan; staging: number; offset: number }[] = [];
+    const groups = new Uint32Array(range.count + 1);
+    let pieces = 0;
+    for (let li = 0; li < range.count; li++) {
+      const one = { first: range.first + li, count: 1 };
+      for (const r of checked.records) {
+        const plan = planCheckedPieces(this.layout, r.blocks, one);
+        plans.push({ plan, staging: r.staging, offset: r.offset + li * r.extent });
+        pieces += plan.count;
+      }
+      groups[li + 1] = pieces;
+    }
+    const table = new Float64Array(pieces * 5);
+    let o = 0;
+    for (const p of plans) o = fillTable(table, o, direction, p.plan, p.staging, p.offset);
+    const cache = this.buffers.map((b) => b.native);
+    const staging = checked.stagings.map((b) => b.native);
+    // Nothing to move (no record names a block): a plan whose moves do nothing.
+    const native = pieces === 0 ? null : direction === 'gather'
+      ? this.#prepareNative(staging, cache, table, groups)
+      : this.#prepareNative(cache, staging, table, groups);
+    return new PreparedTransfer(this, direction, range, checked.engine, native);
+  }
+
+  #prepareNative(dsts: NativeBuffer[], srcs: NativeBuffer[], table: Float64Array, groups: Uint32Array): NativeBatch {
+    return loadBinding().binding.prepareBatch(dsts, srcs, table, groups);
+  }
+
+  /** The checks of moveRecords and prepare: records, staging kinds and sizes, the engine. */
+  #checkRecords(direction: 'gather' | 'scatter', records: readonly StagingRecord[], range: LayerRange, engine: PagedEngine): {
+    records: { blocks: ArrayLike<number>; staging: number; offset: number; extent: number }[];
+    stagings: (PinnedBuffer | DeviceBuffer)[];
+    engine: number;
+  } {
     const { layout } = this;
     if (!Array.isArray(records)) fail('ERR_INVALID_ARG', `expected an array of records, got ${describe(records)}`);
-    const range = layerRange(layout, layers);
     if (engine !== 'auto' && engine !== 'dma' && engine !== 'kernel') {
       fail('ERR_INVALID_ARG', `expected 'auto', 'dma' or 'kernel' for engine, got ${describe(engine)}`);
     }
     const stagings: (PinnedBuffer | DeviceBuffer)[] = [];
-    const plans: { plan: ReturnType<typeof planCheckedPieces>; staging: number; offset: number }[] = [];
+    const out: { blocks: ArrayLike<number>; staging: number; offset: number; extent: number }[] = [];
     // A scatter writes each block once across all its records: two writes to one block would race.
     const seen = direction === 'scatter' ? new Set<number>() : undefined;
     for (const r of records) {
@@ -125,47 +198,17 @@ export class KvCache {
       }
       const offset = checkSize(r.stagingOffset ?? 0, 'stagingOffset');
       if (r.blocks.length === 0) continue;
-      const plan = planCheckedPieces(layout, r.blocks, range);
-      checkRange(offset, plan.stagingBytes, r.staging.byteLength, 'staging');
+      const extent = layout.extentBytes(r.blocks.length * layout.blockTokens);
+      checkRange(offset, extent * range.count, r.staging.byteLength, 'staging');
       let index = stagings.indexOf(r.staging);
       if (index < 0) index = stagings.push(r.staging) - 1;
-      plans.push({ plan, staging: index, offset });
+      out.push({ blocks: r.blocks, staging: index, offset, extent });
     }
-    if (plans.length === 0) return;
-    const cache = this.buffers.map((b) => b.native);
     const chosen = engine === 'auto' ? defaults().pagedEngine : engine;
     if (chosen === 'kernel' && stagings.some((b) => b instanceof DeviceBuffer) && stagings.some((b) => b instanceof PinnedBuffer)) {
       fail('ERR_INVALID_ARG', "expected staging of one kind (pinned or device) in a kernel-engine batch, got both; use engine 'dma' or separate calls");
     }
-    // One native call moves every record: the kernel engine DMAs each run of
-    // touching staging bytes (never the bytes between two records of a gather,
-    // another chunk's in a store's arena) and moves all pieces with one kernel.
-    const count = plans.reduce((n, p) => n + p.plan.count, 0);
-    const staging = stagings.map((b) => b.native);
-    const table = new Float64Array(count * 5);
-    let o = 0;
-    for (const { plan, staging: sIndex, offset } of plans) {
-      for (let i = 0; i < plan.count; i++, o += 5) {
-        const cacheBuffer = plan.table[i * 4]!;
-        const cacheOffset = plan.table[i * 4 + 1]!;
-        const stagingAt = offset + plan.table[i * 4 + 2]!;
-        if (direction === 'gather') {
-          table[o] = sIndex;
-          table[o + 1] = stagingAt;
-          table[o + 2] = cacheBuffer;
-          table[o + 3] = cacheOffset;
-        } else {
-          table[o] = cacheBuffer;
-          table[o + 1] = cacheOffset;
-          table[o + 2] = sIndex;
-          table[o + 3] = stagingAt;
-        }
-        table[o + 4] = plan.table[i * 4 + 3]!;
-      }
-    }
-    const code = chosen === 'kernel' ? 1 : 0;
-    if (direction === 'gather') native.copyBatch(staging, cache, table, code);
-    else native.copyBatch(cache, staging, table, code);
+    return { records: out, stagings, engine: chosen === 'kernel' ? 1 : 0 };
   }
 
   /** Frees the buffers kvflow allocated (wrapped ones stay the runtime's), after work in flight. */
@@ -176,6 +219,88 @@ export class KvCache {
   /** `await using` support. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.dispose();
+  }
+}
+
+/** Writes a record's planned pieces as copyBatch rows (dst, dstOffset, src, srcOffset, bytes); returns the next row's index. */
+function fillTable(table: Float64Array, o: number, direction: 'gather' | 'scatter', plan: PiecePlan, staging: number, offset: number): number {
+  for (let i = 0; i < plan.count; i++, o += 5) {
+    const cacheBuffer = plan.table[i * 4]!;
+    const cacheOffset = plan.table[i * 4 + 1]!;
+    const stagingAt = offset + plan.table[i * 4 + 2]!;
+    if (direction === 'gather') {
+      table[o] = staging;
+      table[o + 1] = stagingAt;
+      table[o + 2] = cacheBuffer;
+      table[o + 3] = cacheOffset;
+    } else {
+      table[o] = cacheBuffer;
+      table[o + 1] = cacheOffset;
+      table[o + 2] = staging;
+      table[o + 3] = stagingAt;
+    }
+    table[o + 4] = plan.table[i * 4 + 3]!;
+  }
+  return o;
+}
+
+/**
+ * A paged transfer planned by {@link KvCache.prepare}: move it whole or a
+ * layer range at a time, as often as needed, on any stream of the cache's
+ * device.
+ */
+export class PreparedTransfer {
+  readonly cache: KvCache;
+  readonly direction: 'gather' | 'scatter';
+  /** The layers it was prepared for. */
+  readonly layers: Readonly<LayerRange>;
+  readonly #engine: number;
+  // null: nothing to move; undefined: disposed.
+  #native: NativeBatch | null | undefined;
+
+  /** @internal Use `kvCache.prepare`. */
+  constructor(cache: KvCache, direction: 'gather' | 'scatter', layers: LayerRange, engine: number, native: NativeBatch | null) {
+    this.cache = cache;
+    this.direction = direction;
+    this.layers = Object.freeze({ ...layers });
+    this.#engine = engine;
+    this.#native = native;
+  }
+
+  /**
+   * Enqueues on `stream` the move of `layers` (a layer or range within the
+   * prepared ones; default: all of them), with the engine chosen at prepare.
+   */
+  move(stream: Stream, layers?: number | LayerRange): void {
+    const native = this.#native;
+    if (native === undefined) fail('ERR_DISPOSED', 'prepared transfer is disposed');
+    const all = this.layers;
+    let first = all.first;
+    let count = all.count;
+    if (typeof layers === 'number' && Number.isSafeInteger(layers) && layers >= all.first && layers < all.first + all.count) {
+      first = layers; // the per-layer call of a prefill, without an object
+      count = 1;
+    } else if (layers !== undefined) {
+      const r = layerRange(this.cache.layout, layers);
+      if (r.first < all.first || r.first + r.count > all.first + all.count) {
+        fail('ERR_OUT_OF_RANGE', `expected layers within the prepared ${all.first}..${all.first + all.count - 1}, got ${r.first}..${r.first + r.count - 1}`);
+      }
+      first = r.first;
+      count = r.count;
+    }
+    const s = stream.native;
+    if (native !== null) s.copyPrepared(native, first - all.first, count, this.#engine);
+  }
+
+  /** True once `dispose()` was called. */
+  get disposed(): boolean {
+    return this.#native === undefined;
+  }
+
+  /** Frees the plan (transfers in flight are unaffected). Idempotent. */
+  dispose(): void {
+    this.#native?.release();
+    this.#native = undefined;
   }
 }
 

@@ -16,7 +16,7 @@ import type { PinnedBuffer } from '../device/buffer.js';
 import type { Event, Stream } from '../device/stream.js';
 import { KvflowError, describe, fail } from '../errors.js';
 import type { KvFile, OpenFileOptions } from '../io/file.js';
-import { KvCache, type PagedEngine, type StagingRecord } from '../layout/kvcache.js';
+import { KvCache, type PagedEngine, type PreparedTransfer, type StagingRecord } from '../layout/kvcache.js';
 import { KvLayout, type KvLayoutSpec } from '../layout/layout.js';
 import { checkBlocks, type LayerRange } from '../layout/pieces.js';
 import { Catalog, type CatalogEntry, type StoreGeometry } from './catalog.js';
@@ -94,6 +94,25 @@ interface RefState extends ChunkRef {
 }
 
 /** The longest cached prefix of a prompt. Chunks stay pinned in DRAM until release(). */
+/** Planned DRAM loads kept per store (each a prepared transfer of every layer). */
+const PREPARED_LOADS = 8;
+/** Larger loads plan per call (a plan's piece table grows with chunks x layers). */
+const PREPARED_MAX_CHUNKS = 1024;
+
+/** A DRAM load planned for all layers (KvStore#dramLoad). */
+interface PreparedLoad {
+  cache: KvCache;
+  blocks: number[];
+  dram: DramChunk[];
+  transfer: PreparedTransfer;
+}
+
+function sameBlocks(a: readonly number[], b: ArrayLike<number>): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export class StoreHit {
   /** The cached chunks, in prompt order. */
   readonly chunks: readonly ChunkRef[];
@@ -279,6 +298,8 @@ export class KvStore {
   readonly #timer: NodeJS.Timeout;
   #closed = false;
   readonly #engine: PagedEngine;
+  /** Planned DRAM loads (see #dramLoad), oldest first. */
+  readonly #prepared: PreparedLoad[] = [];
 
   private constructor(init: {
     device: Device; layout: KvLayout; dir: string; temporary: boolean; chunkTokens: number; layers: LayerRange;
@@ -519,6 +540,8 @@ export class KvStore {
   loadLayer(chunks: readonly ChunkRef[], layer: number, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream): Event {
     this.#live();
     const li = this.#extentIndex(layer);
+    const fromDram = this.#dramLoad(chunks, li, layer, kvCache, blockTable, stream);
+    if (fromDram) return fromDram;
     this.#checkCache(kvCache);
     if (!Array.isArray(chunks)) fail('ERR_INVALID_ARG', `expected an array of chunks (hit.chunks), got ${describe(chunks)}`);
     const bpc = this.#blocksOf(blockTable, chunks.length, kvCache, true);
@@ -556,22 +579,11 @@ export class KvStore {
         if (c && present) {
           const pending = this.#inflight.get(c)?.get(li);
           if (pending) waits.push(pending);
-          this.#dram.pin(c);
+          this.#dramHit(c, ref, li);
           pins.push(c);
-          this.#dram.use(c);
           const offset = c.slot.offset + li * extent;
           records.push({ blocks, staging: c.slot.buffer, stagingOffset: offset });
           staged.set(ref.key, { buffer: c.slot.buffer, offset });
-          this.#local.dramLoads!++;
-          if (li === 0 && c.state === 'ready') {
-            c.hits++;
-            if (c.onNvme) {
-              // Another process may have evicted it from NVMe: then it is a candidate again.
-              if (this.#catalog.has(c.key)) this.#catalog.touch(c.key, false, ref.index);
-              else c.onNvme = false;
-            }
-            this.#consider(c);
-          }
           continue;
         }
         // From NVMe: the index entry as it is now (another process may have rewritten or evicted it).
@@ -641,6 +653,73 @@ export class KvStore {
     this.#track(settle(event).then(() => {
       for (const c of pins) this.#dram.unpin(c);
       for (const t of temps) void t.dispose();
+    }));
+    return event;
+  }
+
+  /** A load of a chunk in DRAM: pinned until the load's event settles, used, and counted. */
+  #dramHit(c: DramChunk, ref: RefState, li: number): void {
+    this.#dram.pin(c);
+    this.#dram.use(c);
+    this.#local.dramLoads!++;
+    if (li === 0 && c.state === 'ready') {
+      c.hits++;
+      if (c.onNvme) {
+        // Another process may have evicted it from NVMe: then it is a candidate again.
+        if (this.#catalog.has(c.key)) this.#catalog.touch(c.key, false, ref.index);
+        else c.onNvme = false;
+      }
+      this.#consider(c);
+    }
+  }
+
+  /**
+   * loadLayer() when every chunk is ready in DRAM, each named once: the
+   * transfer of all the store's layers is planned once per (DRAM chunks,
+   * cache, block table), whichever lookup found the chunks, and each layer
+   * is then one native call. Returns undefined when the general path must
+   * run (it also reports bad input).
+   */
+  #dramLoad(chunks: readonly ChunkRef[], li: number, layer: number, kvCache: KvCache, blockTable: ArrayLike<number>,
+    stream: Stream): Event | undefined {
+    if (!Array.isArray(chunks) || chunks.length === 0 || chunks.length > PREPARED_MAX_CHUNKS) return undefined;
+    const refs = chunks as readonly RefState[];
+    const dram: DramChunk[] = [];
+    const keys = new Set<string>();
+    for (const r of refs) {
+      if (typeof r !== 'object' || r === null || !(r.hit instanceof StoreHit) || r.hit.owner !== this || r.hit.released) return undefined;
+      const c = this.#dram.chunks.get(r.key);
+      if (c === undefined || c.dead || c.state !== 'ready' || this.#inflight.get(c)?.has(li) === true || keys.has(r.key)) return undefined;
+      keys.add(r.key);
+      dram.push(c);
+    }
+    let entry = this.#prepared.find((e) => e.cache === kvCache && e.dram.length === dram.length && e.dram.every((c, i) => c === dram[i]) &&
+      sameBlocks(e.blocks, blockTable));
+    if (entry === undefined) {
+      this.#checkCache(kvCache);
+      const bpc = this.#blocksOf(blockTable, chunks.length, kvCache, true);
+      const records = dram.map((c, i) => ({
+        blocks: Array.prototype.slice.call(blockTable, i * bpc, (i + 1) * bpc) as number[],
+        staging: c.slot.buffer,
+        stagingOffset: c.slot.offset,
+      }));
+      const transfer = kvCache.prepare('scatter', records, this.layers, this.#engine);
+      entry = { cache: kvCache, blocks: Array.from(blockTable), dram, transfer };
+      this.#prepared.push(entry);
+      if (this.#prepared.length > PREPARED_LOADS) this.#prepared.shift()!.transfer.dispose();
+    }
+    const transfer = entry.transfer;
+    refs.forEach((r, i) => this.#dramHit(dram[i]!, r, li));
+    let event: Event;
+    try {
+      transfer.move(stream, layer);
+      event = stream.record();
+    } catch (e) {
+      for (const c of dram) this.#dram.unpin(c);
+      throw e;
+    }
+    this.#track(settle(event).then(() => {
+      for (const c of dram) this.#dram.unpin(c);
     }));
     return event;
   }
@@ -1044,6 +1123,7 @@ export class KvStore {
     clearInterval(this.#timer);
     while (this.#writer) await this.#writer;
     await Promise.all([...this.#loads]);
+    for (const e of this.#prepared.splice(0)) e.transfer.dispose();
     try {
       await this.#catalog.close();
     } finally {

@@ -218,6 +218,92 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     await cache.dispose();
   });
 
+  it.skipIf(skip).each(ENGINES)('%s engine: a prepared transfer moves layer by layer (any order) what moveRecords moves', async (engine) => {
+    const shape = { ...SHAPES[3]!, numBlocks: 64 };
+    const layout = new KvLayout(shape);
+    const cache = dev.allocKvCache(layout);
+    const original = await fill(cache);
+    const piece = layout.pieceBytes;
+    const order = shuffle(layout.numBlocks);
+    const recs = [order.slice(0, 3), order.slice(3, 8), order.slice(8, 9)];
+    const bytes = recs.map((b) => layout.stagingBytes(b.length * layout.blockTokens));
+    const a = dev.allocPinned(bytes[0]! + bytes[2]! + 4096);
+    const b = dev.allocPinned(bytes[1]! + 1);
+    const records = [
+      { blocks: recs[0]!, staging: a, stagingOffset: 0 },
+      { blocks: recs[1]!, staging: b, stagingOffset: 1 },
+      { blocks: recs[2]!, staging: a, stagingOffset: bytes[0]! + 4096 },
+    ];
+    poison(a.array);
+    poison(b.array);
+    const gather = cache.prepare('gather', records, undefined, engine);
+    expect(gather.layers).toEqual({ first: 0, count: layout.layers });
+    for (const layer of [3, 0, 2, 1]) gather.move(stream, layer);
+    await stream.synchronize();
+    records.forEach((r, k) => {
+      const extent = layout.extentBytes(r.blocks.length * layout.blockTokens);
+      for (let layer = 0; layer < layout.layers; layer++) {
+        for (let kv = 0; kv < 2; kv++) {
+          r.blocks.forEach((blk, i) => {
+            const [buf, off] = refOffset(shape, 'layer-major', layer, kv, blk, piece);
+            const o = r.stagingOffset + layer * extent + (kv * r.blocks.length + i) * piece;
+            expect(sameBytes(r.staging.array.subarray(o, o + piece), original[buf]!.subarray(off, off + piece)), `record ${k} layer ${layer} kv ${kv}`).toBe('equal');
+          });
+        }
+      }
+    });
+    // Scatter them into other blocks with a prepared range of layers 1..3, moved as 1 then 2..3.
+    const targets = [order.slice(20, 23), order.slice(23, 28), order.slice(28, 29)];
+    // A record of layers 1..3 starts where layer 1 sits in the staging written above.
+    const fromLayer1 = records.map((r) => ({ ...r, stagingOffset: r.stagingOffset + layout.extentBytes(r.blocks.length * layout.blockTokens) }));
+    const shifted = cache.prepare('scatter', fromLayer1.map((r, i) => ({ ...r, blocks: targets[i]! })), { first: 1, count: 3 }, engine);
+    shifted.move(stream, 1);
+    shifted.move(stream, { first: 2, count: 2 });
+    await stream.synchronize();
+    const after = await readBack(cache);
+    const expected = original.map((x) => x.slice());
+    for (let layer = 1; layer < layout.layers; layer++) {
+      for (let kv = 0; kv < 2; kv++) {
+        recs.forEach((blocks, k) => blocks.forEach((blk, i) => {
+          const [sb, so] = refOffset(shape, 'layer-major', layer, kv, blk, piece);
+          const [tb, to] = refOffset(shape, 'layer-major', layer, kv, targets[k]![i]!, piece);
+          expected[tb]!.set(original[sb]!.subarray(so, so + piece), to);
+        }));
+      }
+    }
+    after.forEach((x, i) => expect(sameBytes(x, expected[i]!), `buffer ${i}`).toBe('equal'));
+    // Errors: layers outside the prepared range, a disposed staging buffer, a disposed plan, another device.
+    const codeOf = (fn: () => void): string | undefined => {
+      try {
+        fn();
+      } catch (e) {
+        return (e as KvflowError).code;
+      }
+      return undefined;
+    };
+    expect(codeOf(() => shifted.move(stream, 0))).toBe('ERR_OUT_OF_RANGE');
+    expect(codeOf(() => shifted.move(stream, { first: 3, count: 2 }))).toBe('ERR_OUT_OF_RANGE');
+    expect(codeOf(() => cache.prepare('scatter', [{ blocks: [1, 1], staging: a }], 0, engine))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => cache.prepare('gather', [{ blocks: [1], staging: a, stagingOffset: a.byteLength }], 0, engine))).toBe('ERR_OUT_OF_RANGE');
+    const other = open(backend);
+    const otherStream = other.createStream();
+    expect(codeOf(() => gather.move(otherStream, 0))).toBe('ERR_INVALID_ARG');
+    await other.dispose();
+    const empty = cache.prepare('gather', [{ blocks: [], staging: a }], 0, engine);
+    empty.move(stream);
+    empty.dispose();
+    expect(codeOf(() => empty.move(stream))).toBe('ERR_DISPOSED');
+    await b.dispose();
+    expect(codeOf(() => shifted.move(stream, 1))).toBe('ERR_DISPOSED');
+    shifted.dispose();
+    shifted.dispose(); // idempotent
+    expect(shifted.disposed).toBe(true);
+    expect(codeOf(() => shifted.move(stream, 1))).toBe('ERR_DISPOSED');
+    gather.dispose();
+    await a.dispose();
+    await cache.dispose();
+  });
+
   it.skipIf(skip)('device staging works too', async () => {
     const layout = new KvLayout({ ...SHAPES[3]!, numBlocks: 16 });
     const cache = dev.allocKvCache(layout);

@@ -115,6 +115,36 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     await store.close();
   });
 
+  it.skipIf(skip)('DRAM loads follow a block table changed in place between layers, and a disposed cache is ERR_DISPOSED', async () => {
+    const store = await openStore(storeDir());
+    const tokens = randomTokens(CHUNK * 3);
+    const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
+    await store.put(tokens, src, blocks, stream);
+    const hit = store.lookup(tokens);
+    expect(hit.dram).toBe(3);
+    // One table object, rewritten before every other layer: each layer lands in the table it was called with.
+    const table = randomBlocks(3 * BPC, SPEC.numBlocks);
+    const used: number[][] = [];
+    for (let layer = 0; layer < SPEC.layers; layer++) {
+      if (layer % 2 === 1) table.splice(0, table.length, ...randomBlocks(3 * BPC, SPEC.numBlocks));
+      used.push([...table]);
+      await store.loadLayer(hit.chunks, layer, dst, table, stream).done();
+      const got = await readCache(dev, stream, dst);
+      for (let i = 0; i < table.length; i++) {
+        for (const kv of [0, 1] as const) {
+          expect(Buffer.compare(pieceOf(src, srcData, layer, kv, blocks[i]!), pieceOf(dst, got, layer, kv, table[i]!)), `layer ${layer} block ${i} kv ${kv}`).toBe(0);
+        }
+      }
+    }
+    expect(new Set(used.map((u) => u.join())).size).toBeGreaterThan(1);
+    const other = dev.allocKvCache(layout);
+    await store.loadLayer(hit.chunks, 0, other, table, stream).done();
+    await other.dispose();
+    expect(() => store.loadLayer(hit.chunks, 1, other, table, stream)).toThrow(expect.objectContaining({ code: 'ERR_DISPOSED' }));
+    hit.release();
+    await store.close();
+  });
+
   it.skipIf(skip).each(['dma', 'kernel'] as const)('pagedEngine %s: puts and loads from DRAM and NVMe round-trip', async (pagedEngine) => {
     const { store, tokens, blocks } = await storedOnNvme(4, { pagedEngine }, { pagedEngine });
     await loadAndCheck(store, tokens, blocks, 4); // from NVMe, promoted

@@ -60,6 +60,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->event_ctor = Napi::Persistent(event);
   data->io_engine_ctor = Napi::Persistent(IoEngineWrap::Init(env));
   data->file_ctor = Napi::Persistent(FileWrap::Init(env));
+  data->batch_ctor = Napi::Persistent(BatchWrap::Init(env));
   exports.Set("Device", DeviceWrap::Init(env));
   exports.Set("Buffer", buffer);
   exports.Set("Stream", stream);
@@ -71,11 +72,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probeDirect", Napi::Function::New(env, ProbeDirect));
   exports.Set("probeGds", Napi::Function::New(env, ProbeGds));
   exports.Set("crc32c", Napi::Function::New(env, Crc32c));
+  exports.Set("prepareBatch", Napi::Function::New(env, PrepareBatch));
   exports.Set("holdLock", Napi::Function::New(env, HoldLock));
   exports.Set("releaseLock", Napi::Function::New(env, ReleaseLock));
   exports.Set("lockHeld", Napi::Function::New(env, LockHeld));
   exports.Set("crc32cImplementation", Napi::String::New(env, crc32c_implementation()));
-  exports.Set("abiVersion", Napi::Number::New(env, 3));
+  exports.Set("abiVersion", Napi::Number::New(env, 4));
 #ifdef KVFLOW_WITH_CUDA
   exports.Set("cudaCompiled", Napi::Boolean::New(env, true));
 #else

@@ -22,6 +22,7 @@ struct AddonData {
   Napi::FunctionReference event_ctor;
   Napi::FunctionReference io_engine_ctor;
   Napi::FunctionReference file_ctor;
+  Napi::FunctionReference batch_ctor;
 };
 
 [[nodiscard]] AddonData& addon_data(Napi::Env env);

@@ -34,6 +34,7 @@ Napi::Function StreamWrap::Init(Napi::Env env) {
                      {
                          InstanceMethod<&StreamWrap::Copy>("copy"),
                          InstanceMethod<&StreamWrap::CopyBatch>("copyBatch"),
+                         InstanceMethod<&StreamWrap::CopyPrepared>("copyPrepared"),
                          InstanceMethod<&StreamWrap::Busy>("busy"),
                          InstanceMethod<&StreamWrap::ReadFile>("readFile"),
                          InstanceMethod<&StreamWrap::WriteFile>("writeFile"),
@@ -128,6 +129,55 @@ std::size_t piece_field(Napi::Env env, double value, const char* what) {
   return static_cast<std::size_t>(value);
 }
 
+
+/// The pieces of a batch as parsed from [dst, dstOffset, src, srcOffset, bytes] * n rows, each
+/// checked against its buffer; empty pieces are left out. `groups`, when given, holds row
+/// indices that cut the rows into runs; they are rewritten as indices into `pieces`.
+std::vector<CopyPiece> parse_pieces(Napi::Env env, const Napi::Float64Array& table, const std::vector<BufferPtr>& dsts,
+                                    const std::vector<BufferPtr>& srcs, const void* owner,
+                                    std::vector<std::size_t>* groups) {
+  if (table.ElementLength() % 5 != 0) throw make_error(env, ErrorCode::kInvalidArg, "expected 5 numbers per piece");
+  const std::size_t rows = table.ElementLength() / 5;
+  std::vector<CopyPiece> pieces;
+  pieces.reserve(rows);
+  std::size_t next_group = 0;
+  for (std::size_t row = 0; row < rows; ++row) {
+    while (groups != nullptr && next_group < groups->size() && (*groups)[next_group] == row) {
+      (*groups)[next_group++] = pieces.size();
+    }
+    const std::size_t i = row * 5;
+    CopyPiece p;
+    const std::size_t dst = piece_field(env, table[i], "destination");
+    const std::size_t src = piece_field(env, table[i + 2], "source");
+    if (dst >= dsts.size() || src >= srcs.size()) {
+      throw make_error(env, ErrorCode::kOutOfRange, "piece " + std::to_string(row) + " names a buffer past the lists");
+    }
+    p.dst = static_cast<std::uint32_t>(dst);
+    p.src = static_cast<std::uint32_t>(src);
+    p.dst_offset = piece_field(env, table[i + 1], "destination offset");
+    p.src_offset = piece_field(env, table[i + 3], "source offset");
+    p.bytes = piece_field(env, table[i + 4], "size");
+    check_range(dsts[p.dst].get(), owner, p.dst_offset, p.bytes, "destination");
+    check_range(srcs[p.src].get(), owner, p.src_offset, p.bytes, "source");
+    if (p.bytes != 0) pieces.push_back(p);
+  }
+  while (groups != nullptr && next_group < groups->size()) (*groups)[next_group++] = pieces.size();
+  return pieces;
+}
+
+std::size_t engine_arg(const Napi::CallbackInfo& info, std::size_t index) {
+  const std::size_t engine = arg_size(info, index, "engine");
+  if (engine > 1) throw make_error(info.Env(), ErrorCode::kInvalidArg, "expected engine 0 (dma) or 1 (kernel)");
+  return engine;
+}
+
+Napi::Float64Array table_arg(const Napi::CallbackInfo& info, std::size_t index) {
+  if (!info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw make_error(info.Env(), ErrorCode::kInvalidArg, "expected a Float64Array of pieces");
+  }
+  return info[index].As<Napi::Float64Array>();
+}
+
 }  // namespace
 
 /// copyBatch(dsts, srcs, pieces: Float64Array of [dst, dstOffset, src, srcOffset, bytes] * n, engine)
@@ -138,35 +188,110 @@ Napi::Value StreamWrap::CopyBatch(const Napi::CallbackInfo& info) {
     const void* owner = device_->device.get();
     std::vector<BufferPtr> dsts = batch_buffers(info, 0, owner, "destination");
     std::vector<BufferPtr> srcs = batch_buffers(info, 1, owner, "source");
-    if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-      throw make_error(env, ErrorCode::kInvalidArg, "expected a Float64Array of pieces");
-    }
-    Napi::Float64Array table = info[2].As<Napi::Float64Array>();
-    if (table.ElementLength() % 5 != 0) throw make_error(env, ErrorCode::kInvalidArg, "expected 5 numbers per piece");
-    const std::size_t engine = arg_size(info, 3, "engine");
-    if (engine > 1) throw make_error(env, ErrorCode::kInvalidArg, "expected engine 0 (dma) or 1 (kernel)");
-    std::vector<CopyPiece> pieces;
-    pieces.reserve(table.ElementLength() / 5);
-    for (std::size_t i = 0; i < table.ElementLength(); i += 5) {
-      CopyPiece p;
-      const std::size_t dst = piece_field(env, table[i], "destination");
-      const std::size_t src = piece_field(env, table[i + 2], "source");
-      if (dst >= dsts.size() || src >= srcs.size()) {
-        throw make_error(env, ErrorCode::kOutOfRange, "piece " + std::to_string(i / 5) + " names a buffer past the lists");
-      }
-      p.dst = static_cast<std::uint32_t>(dst);
-      p.src = static_cast<std::uint32_t>(src);
-      p.dst_offset = piece_field(env, table[i + 1], "destination offset");
-      p.src_offset = piece_field(env, table[i + 3], "source offset");
-      p.bytes = piece_field(env, table[i + 4], "size");
-      check_range(dsts[p.dst].get(), owner, p.dst_offset, p.bytes, "destination");
-      check_range(srcs[p.src].get(), owner, p.src_offset, p.bytes, "source");
-      if (p.bytes != 0) pieces.push_back(p);
-    }
+    const Napi::Float64Array table = table_arg(info, 2);
+    const std::size_t engine = engine_arg(info, 3);
+    std::vector<CopyPiece> pieces = parse_pieces(env, table, dsts, srcs, owner, nullptr);
     if (pieces.empty()) return;
     s.copy_batch(dsts, srcs, std::move(pieces), static_cast<BatchEngine>(engine));
   });
   return env.Undefined();
+}
+
+/// copyPrepared(batch, firstGroup, groupCount, engine): the pieces of those groups of a prepared batch.
+Napi::Value StreamWrap::CopyPrepared(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    Stream& s = stream(env);
+    if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(addon_data(env).batch_ctor.Value())) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected a prepared batch");
+    }
+    const auto& b = BatchWrap::Unwrap(info[0].As<Napi::Object>())->batch(env);
+    if (b->owner != device_->device.get()) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected a prepared transfer of this stream's device");
+    }
+    const std::size_t first = arg_size(info, 1, "firstGroup");
+    const std::size_t count = arg_size(info, 2, "groupCount");
+    const std::size_t groups = b->groups.size() - 1;
+    if (first > groups || count > groups - first) {
+      throw make_error(env, ErrorCode::kOutOfRange, "expected groups within the prepared " + std::to_string(groups));
+    }
+    const std::size_t engine = engine_arg(info, 3);
+    const std::size_t lo = b->groups[first];
+    const std::size_t hi = b->groups[first + count];
+    if (lo == hi) return;
+    const auto live = [&](const std::vector<std::weak_ptr<Buffer>>& weak) {
+      std::vector<BufferPtr> out;
+      out.reserve(weak.size());
+      for (const auto& w : weak) {
+        BufferPtr buffer = w.lock();
+        if (!buffer || buffer->retired()) throw make_error(env, ErrorCode::kDisposed, "a buffer of this prepared transfer is disposed");
+        out.push_back(std::move(buffer));
+      }
+      return out;
+    };
+    s.copy_batch(live(b->dsts), live(b->srcs), std::vector<CopyPiece>(b->pieces.begin() + lo, b->pieces.begin() + hi),
+                 static_cast<BatchEngine>(engine));
+  });
+  return env.Undefined();
+}
+
+Napi::Function BatchWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeBatch", {InstanceMethod<&BatchWrap::Release>("release")});
+}
+
+BatchWrap::BatchWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BatchWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw make_error(info.Env(), ErrorCode::kInvalidArg, "prepared batches are made by prepareBatch()");
+  }
+  batch_ = *info[0].As<Napi::External<std::shared_ptr<const PreparedBatch>>>().Data();
+}
+
+const std::shared_ptr<const PreparedBatch>& BatchWrap::batch(Napi::Env env) const {
+  if (!batch_) throw make_error(env, ErrorCode::kDisposed, "prepared transfer is disposed");
+  return batch_;
+}
+
+Napi::Value BatchWrap::Release(const Napi::CallbackInfo& info) {
+  batch_.reset();
+  return info.Env().Undefined();
+}
+
+/// prepareBatch(dsts, srcs, pieces: Float64Array as copyBatch takes, groups: Uint32Array of row
+/// indices, ascending, first 0 and last the row count): the checked pieces, and weak references to
+/// their buffers, for copyPrepared. Every buffer must be of one device.
+Napi::Value PrepareBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (!info[0].IsArray() || info[0].As<Napi::Array>().Length() == 0) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected a non-empty array of destination buffers");
+    }
+    Napi::Value first = info[0].As<Napi::Array>().Get(0u);
+    if (!first.IsObject() || !first.As<Napi::Object>().InstanceOf(addon_data(env).buffer_ctor.Value())) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected kvflow buffers in destination");
+    }
+    auto batch = std::make_shared<PreparedBatch>();
+    batch->owner = BufferWrap::Unwrap(first.As<Napi::Object>())->buffer(env)->owner();
+    const std::vector<BufferPtr> dsts = batch_buffers(info, 0, batch->owner, "destination");
+    const std::vector<BufferPtr> srcs = batch_buffers(info, 1, batch->owner, "source");
+    batch->dsts.assign(dsts.begin(), dsts.end());
+    batch->srcs.assign(srcs.begin(), srcs.end());
+    const Napi::Float64Array table = table_arg(info, 2);
+    if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected a Uint32Array of groups");
+    }
+    const Napi::Uint32Array groups = info[3].As<Napi::Uint32Array>();
+    const std::size_t rows = table.ElementLength() / 5;
+    if (groups.ElementLength() < 2 || groups[0] != 0 || groups[groups.ElementLength() - 1] != rows) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected groups from 0 to the piece count");
+    }
+    for (std::size_t g = 0; g < groups.ElementLength(); ++g) {
+      if (g > 0 && groups[g] < groups[g - 1]) throw make_error(env, ErrorCode::kInvalidArg, "expected ascending groups");
+      batch->groups.push_back(groups[g]);
+    }
+    batch->pieces = parse_pieces(env, table, dsts, srcs, batch->owner, &batch->groups);
+    std::shared_ptr<const PreparedBatch> done = std::move(batch);
+    return addon_data(env).batch_ctor.New({Napi::External<std::shared_ptr<const PreparedBatch>>::New(env, &done)});
+  });
 }
 
 namespace {

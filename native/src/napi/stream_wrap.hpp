@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <vector>
 
 #include "device_handle.hpp"
 #include "kvflow/stream.hpp"
@@ -19,6 +20,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
  private:
   Napi::Value Copy(const Napi::CallbackInfo& info);
   Napi::Value CopyBatch(const Napi::CallbackInfo& info);
+  Napi::Value CopyPrepared(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
   Napi::Value ReadFile(const Napi::CallbackInfo& info);
   Napi::Value WriteFile(const Napi::CallbackInfo& info);
@@ -57,5 +59,32 @@ class EventWrap : public Napi::ObjectWrap<EventWrap> {
   EventPtr event_;
   bool host_ = false;
 };
+
+/// A batch checked once and moved many times (KvCache.prepare): its pieces
+/// grouped into runs (a layer each), and the buffers they name. It does not
+/// keep them alive: a move after one was disposed is ERR_DISPOSED.
+struct PreparedBatch {
+  const void* owner = nullptr;
+  std::vector<std::weak_ptr<Buffer>> dsts;
+  std::vector<std::weak_ptr<Buffer>> srcs;
+  std::vector<CopyPiece> pieces;
+  std::vector<std::size_t> groups;  // group g is pieces[groups[g], groups[g + 1])
+};
+
+class BatchWrap : public Napi::ObjectWrap<BatchWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit BatchWrap(const Napi::CallbackInfo& info);
+  /// The batch, or ERR_DISPOSED once released.
+  [[nodiscard]] const std::shared_ptr<const PreparedBatch>& batch(Napi::Env env) const;
+
+ private:
+  Napi::Value Release(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<const PreparedBatch> batch_;
+};
+
+/// prepareBatch(dsts, srcs, pieces, groups) -> NativeBatch
+Napi::Value PrepareBatch(const Napi::CallbackInfo& info);
 
 }  // namespace kvflow::napi
