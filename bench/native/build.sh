@@ -30,3 +30,9 @@ nvcc -O2 -std=c++17 \
   -Xptxas -v \
   -o build-bench/paged_baseline bench/native/paged_baseline.cu
 echo "built build-bench/paged_baseline"
+nvcc -O2 -std=c++17 \
+  -gencode arch=compute_90,code=sm_90 \
+  -gencode arch=compute_90,code=compute_90 \
+  -cudart static \
+  -o build-bench/graph_probe bench/native/graph_probe.cu
+echo "built build-bench/graph_probe"

@@ -20,6 +20,7 @@ namespace kvflow::cuda {
 
 class EventPool;
 class FlagPool;
+class DmaHelper;  // cuda_batch.cc
 
 /// Pageable <-> device copies bounce through one pinned staging buffer, in
 /// chunks of at least kBounceMinChunk and at most kBounceMaxChunks per copy.
@@ -92,6 +93,9 @@ class CudaStream final : public Stream {
   Device& device_;  // for bounce buffers and event ids; used only while the stream is open
   std::shared_ptr<StreamCore> core_;
   BufferPtr scratch_;  // device scratch of the kernel engine, reused in stream order
+  // Enqueues half of a large DMA batch on a second stream from its own
+  // thread (cuda_batch.cc), made on first use, ended by close().
+  std::shared_ptr<DmaHelper> dma_helper_;
   int sm_count_ = 0;
 };
 
