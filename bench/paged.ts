@@ -14,7 +14,8 @@
  * kernel into device scratch + one contiguous copy):
  * - gather / scatter of one layer at 16, 32, 64, 128 and 256 tokens per block
  *   (about 14.4 MB each time), and a contiguous block table at 16 (blocks
- *   merge into 2 pieces);
+ *   merge into 2 pieces); at 16 also with each table's transfer planned once
+ *   by KvCache.prepare and moved per rep (`*_16tok_prepared`);
  * - duplex: a scatter into layer 1 on `load` while a gather of layer 0 runs on
  *   `store` (sum of both directions);
  * - contention: the busy kernel of src/device/testing.ts on `compute`, alone
@@ -174,6 +175,22 @@ function pagedRun(r: Rig, cache: KvCache, dir: Dir, engine: Engine, tables: read
     for (let i = 0; i < reps; i++) transfer(r, cache, dir, engine, stream, tables[i % TABLES]!, i % TABLES);
     await stream.record().done();
     return since(t0);
+  };
+}
+
+/** As pagedRun, with each table's transfer planned once (KvCache.prepare) and moved per rep. */
+function preparedRun(r: Rig, cache: KvCache, dir: Dir, engine: Engine, tables: readonly number[][]): { run: Run; dispose: () => void } {
+  const stream = streamOf(r, dir);
+  const plans = tables.slice(0, TABLES).map((blocks, t) =>
+    cache.prepare(dir, [{ blocks, staging: dir === 'gather' ? r.out : r.in, stagingOffset: t * r.stride }], 0, engine));
+  return {
+    run: async (reps) => {
+      const t0 = now();
+      for (let i = 0; i < reps; i++) plans[i % TABLES]!.move(stream, 0);
+      await stream.record().done();
+      return since(t0);
+    },
+    dispose: () => plans.forEach((p) => p.dispose()),
   };
 }
 
@@ -462,6 +479,17 @@ async function main(): Promise<void> {
         for (const engine of ENGINES) await measurePaged(cache, s, dir, engine, s.tables, `${dir}_${engine}_${s.blockTokens}tok`, false);
       }
       if (s.blockTokens === 16) {
+        // The same transfers planned once each (what a runtime moving a block table layer by layer does).
+        for (const dir of ['gather', 'scatter'] as const) {
+          for (const engine of ENGINES) {
+            const p = preparedRun(r, cache, dir, engine, s.tables);
+            const m = await measure(p.run, minSeconds, samples);
+            p.dispose();
+            add(`${dir}_${engine}_${s.blockTokens}tok_prepared`, (s.bytes * m.reps) / m.median / 1e9, 'GB/s', contigOf(dir, s.bytes), {
+              bytes: s.bytes, block_tokens: s.blockTokens, blocks: s.n, reps: m.reps, spread_pct: m.spreadPct,
+            });
+          }
+        }
         // Contiguous block tables: table r is blocks r*n .. r*n+n-1, which merge into one K and one V piece.
         const runs = Array.from({ length: TABLES }, (_, t) => Array.from({ length: s.n }, (_, i) => t * s.n + i));
         for (const engine of ENGINES) await verify(r, cache, s, runs[1]!, engine);
