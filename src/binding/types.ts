@@ -68,7 +68,7 @@ export interface NativeEvent {
   error(): Error | undefined;
 }
 
-/** A batch checked once (prepareBatch); keeps its buffers alive until released. */
+/** A batch checked once (prepareBatch); holds weak references to its buffers, checked at each copyPrepared. */
 export interface NativeBatch {
   release(): void;
 }
@@ -175,9 +175,9 @@ export interface NativeBinding {
   probeGds(): { available: boolean; reason: string };
   /** CRC32C of `data` continuing from `seed`, on the calling thread. */
   crc32c(data: Uint8Array, seed: number): number;
-  /** Creates `path` (0600) and holds an exclusive flock on it; returns the fd. ERR_BUSY when held elsewhere. */
   /** Checks and keeps a batch (rows as copyBatch takes them) cut into groups at the row indices of `groups`. */
   prepareBatch(dsts: NativeBuffer[], srcs: NativeBuffer[], pieces: Float64Array, groups: Uint32Array): NativeBatch;
+  /** Creates `path` (0600) and holds an exclusive flock on it; returns the fd. ERR_BUSY when held elsewhere. */
   holdLock(path: string): number;
   /** Unlocks and closes a lock taken by holdLock. */
   releaseLock(fd: number): void;

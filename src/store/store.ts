@@ -93,8 +93,7 @@ interface RefState extends ChunkRef {
   entry: CatalogEntry | undefined;
 }
 
-/** The longest cached prefix of a prompt. Chunks stay pinned in DRAM until release(). */
-/** Planned DRAM loads kept per store (each a prepared transfer of every layer). */
+/** Planned DRAM loads kept per store (each a prepared transfer of every layer), least recently used dropped first. */
 const PREPARED_LOADS = 8;
 /** Larger loads plan per call (a plan's piece table grows with chunks x layers). */
 const PREPARED_MAX_CHUNKS = 1024;
@@ -113,6 +112,7 @@ function sameBlocks(a: readonly number[], b: ArrayLike<number>): boolean {
   return true;
 }
 
+/** The longest cached prefix of a prompt. Chunks stay pinned in DRAM until release(). */
 export class StoreHit {
   /** The cached chunks, in prompt order. */
   readonly chunks: readonly ChunkRef[];
@@ -226,7 +226,12 @@ export class PendingPut {
 export interface KvStoreStats {
   dram: { capacityBytes: number; usedBytes: number; chunks: number; evictions: number };
   nvme: { capacityBytes: number; slotBytes: number; slots: number; chunks: number };
-  /** This process: lookups and the chunks they hit or missed, loads, checksum failures, NVMe writes. */
+  /**
+   * This process: lookups and the chunks they hit or missed, loads (per chunk
+   * and layer; `dramPlans`: DRAM loads planned for every layer at once,
+   * `dramPlannedLayers`: layer loads those plans served), checksum failures,
+   * NVMe writes.
+   */
   local: Record<string, number>;
   /** Every process of the directory (written in batches). */
   shared: Record<string, number>;
@@ -292,7 +297,7 @@ export class KvStore {
   /** Promotions whose hit was released while reads into them were in flight. */
   readonly #abandoned = new Set<DramChunk>();
   readonly #local: Record<string, number> = {
-    lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, checksumFailures: 0,
+    lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, dramPlans: 0, dramPlannedLayers: 0, checksumFailures: 0,
     puts: 0, putSkipped: 0, demoted: 0, demoteDropped: 0, writeErrors: 0, admitErrors: 0,
   };
   readonly #timer: NodeJS.Timeout;
@@ -676,13 +681,14 @@ export class KvStore {
   /**
    * loadLayer() when every chunk is ready in DRAM, each named once: the
    * transfer of all the store's layers is planned once per (DRAM chunks,
-   * cache, block table), whichever lookup found the chunks, and each layer
-   * is then one native call. Returns undefined when the general path must
-   * run (it also reports bad input).
+   * cache, block table), whichever lookup found the chunks, at the call for
+   * the first layer, and each layer is then one native call. Returns
+   * undefined when the general path must run (it also reports bad input).
    */
   #dramLoad(chunks: readonly ChunkRef[], li: number, layer: number, kvCache: KvCache, blockTable: ArrayLike<number>,
     stream: Stream): Event | undefined {
     if (!Array.isArray(chunks) || chunks.length === 0 || chunks.length > PREPARED_MAX_CHUNKS) return undefined;
+    if (blockTable === null || typeof blockTable !== 'object' || typeof blockTable.length !== 'number') return undefined;
     const refs = chunks as readonly RefState[];
     const dram: DramChunk[] = [];
     const keys = new Set<string>();
@@ -693,9 +699,16 @@ export class KvStore {
       keys.add(r.key);
       dram.push(c);
     }
-    let entry = this.#prepared.find((e) => e.cache === kvCache && e.dram.length === dram.length && e.dram.every((c, i) => c === dram[i]) &&
+    const at = this.#prepared.findIndex((e) => e.cache === kvCache && e.dram.length === dram.length && e.dram.every((c, i) => c === dram[i]) &&
       sameBlocks(e.blocks, blockTable));
-    if (entry === undefined) {
+    let entry = at < 0 ? undefined : this.#prepared[at]!;
+    if (entry !== undefined) {
+      if (at !== this.#prepared.length - 1) this.#prepared.push(...this.#prepared.splice(at, 1)); // most recently used last
+    } else if (li !== 0) {
+      // Planning every layer pays off over a layer-by-layer load, which starts at the first
+      // layer; a load that starts elsewhere (or whose plan was dropped) takes the general path.
+      return undefined;
+    } else {
       this.#checkCache(kvCache);
       const bpc = this.#blocksOf(blockTable, chunks.length, kvCache, true);
       const records = dram.map((c, i) => ({
@@ -707,9 +720,11 @@ export class KvStore {
       entry = { cache: kvCache, blocks: Array.from(blockTable), dram, transfer };
       this.#prepared.push(entry);
       if (this.#prepared.length > PREPARED_LOADS) this.#prepared.shift()!.transfer.dispose();
+      this.#local.dramPlans!++;
     }
     const transfer = entry.transfer;
     refs.forEach((r, i) => this.#dramHit(dram[i]!, r, li));
+    this.#local.dramPlannedLayers!++;
     let event: Event;
     try {
       transfer.move(stream, layer);

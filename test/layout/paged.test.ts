@@ -199,6 +199,15 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
       }
     };
     records.forEach((r, i) => expectRecord(r.staging.array, r.stagingOffset, r.blocks, `record ${i}`));
+    // The same records prepared and moved a layer at a time (192 pieces per layer) into a second staging.
+    const second = dev.allocPinned(records.length * recordBytes);
+    poison(second.array);
+    const plan = cache.prepare('gather', records.map((r, i) => ({ blocks: r.blocks, staging: second, stagingOffset: i * recordBytes })), undefined, engine);
+    for (let layer = layout.layers - 1; layer >= 0; layer--) plan.move(stream, layer);
+    await stream.synchronize();
+    plan.dispose();
+    records.forEach((r, i) => expectRecord(second.array, i * recordBytes, r.blocks, `prepared record ${i}`));
+    await second.dispose();
     bufs.forEach((b, k) => {
       const inRecord = new Uint8Array(b.byteLength);
       for (const r of records) if (r.staging === b) inRecord.fill(1, r.stagingOffset, r.stagingOffset + recordBytes);

@@ -137,6 +137,18 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
       }
     }
     expect(new Set(used.map((u) => u.join())).size).toBeGreaterThan(1);
+    // Layer 0 planned every layer; the table changed at layer 1, so later layers took the general path.
+    const local = store.stats().local;
+    expect(local.dramPlans).toBe(1);
+    expect(local.dramPlannedLayers).toBe(1);
+    // A second lookup of the same prompt with one table reuses one plan for every layer.
+    const again = store.lookup(tokens);
+    for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer(again.chunks, layer, dst, table, stream).done();
+    again.release();
+    expect(store.stats().local.dramPlans).toBe(2);
+    expect(store.stats().local.dramPlannedLayers).toBe(1 + SPEC.layers);
+    // A bad block table after a plan exists is still a typed error.
+    expect(() => store.loadLayer(hit.chunks, 0, dst, null as never, stream)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
     const other = dev.allocKvCache(layout);
     await store.loadLayer(hit.chunks, 0, other, table, stream).done();
     await other.dispose();

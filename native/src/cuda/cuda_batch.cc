@@ -94,7 +94,12 @@ class DmaHelper {
       destroy();
       throw_cuda(err, "cudaEventCreateWithFlags", __FILE__, __LINE__);
     }
-    thread_ = std::thread([this] { loop(); });
+    try {
+      thread_ = std::thread([this] { loop(); });
+    } catch (...) {
+      destroy();
+      throw;
+    }
   }
   DmaHelper(const DmaHelper&) = delete;
   DmaHelper& operator=(const DmaHelper&) = delete;
@@ -132,10 +137,19 @@ class DmaHelper {
       cv_.wait(lock, [this] { return done_; });
       there = failed_;
     }
-    // Joined whatever failed, so that the stream's later work and close() cover the helper's stream.
-    KVFLOW_CUDA(cudaStreamWaitEvent(stream, join_, 0));
+    // The stream waits for the helper's stream, so that its later work, the
+    // release of the batch's buffers and close() all come after the helper's
+    // copies. When that cannot be arranged (the helper failed, so its join
+    // may not be recorded, or the wait itself failed), the helper's stream is
+    // waited for here instead: no copy may outlive the buffers it uses.
+    const cudaError_t joined = there ? cudaErrorUnknown : cudaStreamWaitEvent(stream, join_, 0);
+    if (joined != cudaSuccess) {
+      (void)cudaStreamSynchronize(aux_);
+      (void)cudaGetLastError();
+    }
     if (here) std::rethrow_exception(here);
     if (there) std::rethrow_exception(there);
+    if (joined != cudaSuccess) throw_cuda(joined, "cudaStreamWaitEvent", __FILE__, __LINE__);
   }
 
  private:
@@ -243,7 +257,18 @@ void CudaStream::batch_dma_locked(const std::vector<BufferPtr>& dsts, const std:
     enqueue_copies(copies, stream);
     return;
   }
-  if (!dma_helper_) dma_helper_ = std::make_shared<DmaHelper>(core_->ordinal, stream);
+  if (!dma_helper_ && !dma_helper_failed_) {
+    try {
+      dma_helper_ = std::make_shared<DmaHelper>(core_->ordinal, stream);
+    } catch (...) {
+      dma_helper_failed_ = true;  // no second stream or thread: this stream enqueues alone, as before
+      (void)cudaGetLastError();
+    }
+  }
+  if (!dma_helper_) {
+    enqueue_copies(copies, stream);
+    return;
+  }
   // Halves of the batch (each batch's copies may run in any order, so two halves may too).
   const std::size_t half = copies.to.size() / 2;
   Copies theirs;

@@ -96,6 +96,7 @@ class CudaStream final : public Stream {
   // Enqueues half of a large DMA batch on a second stream from its own
   // thread (cuda_batch.cc), made on first use, ended by close().
   std::shared_ptr<DmaHelper> dma_helper_;
+  bool dma_helper_failed_ = false;  // making one failed: batches are enqueued by one thread
   int sm_count_ = 0;
 };
 
