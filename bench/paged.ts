@@ -17,9 +17,11 @@
  *   merge into 2 pieces); at 16 also with each table's transfer planned once
  *   by KvCache.prepare and moved per rep (`*_16tok_prepared`);
  * - duplex: a scatter into layer 1 on `load` while a gather of layer 0 runs on
- *   `store` (sum of both directions);
+ *   `store` (sum of both directions), planned per call with one engine, and
+ *   prepared with every pairing of engines (`duplex_prepared_<load>_<save>`);
  * - contention: the busy kernel of src/device/testing.ts on `compute`, alone
- *   and while gathers (then scatters) loop on another stream; one launch of
+ *   and while gathers (then scatters) loop on another stream (`dma` also
+ *   through prepared transfers: `*_dma_prepared_*`); one launch of
  *   ~80 ms, and the same work as 25 launches (a model's stream of kernels),
  *   where a copy kernel can slip in between launches.
  *
@@ -36,7 +38,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { KvLayout, openDevice, planPieces, type KvCache, type PinnedBuffer, type Stream } from '../src/index.js';
+import { KvLayout, openDevice, planPieces, type KvCache, type PinnedBuffer, type PreparedTransfer, type Stream } from '../src/index.js';
 import { busyKernel } from '../src/device/testing.js';
 import { fillRandom, measure, median, now, since, type Run } from './lib/measure.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
@@ -523,6 +525,30 @@ async function main(): Promise<void> {
       });
     }
 
+    // Duplex through prepared transfers, each direction with either engine
+    // (a load on copy engines beside a save by kernel, and the other way).
+    const plansOf = (dir: Dir, engine: Engine, layer: number): PreparedTransfer[] => s16.tables.slice(0, TABLES).map((blocks, t) =>
+      cache.prepare(dir, [{ blocks, staging: dir === 'gather' ? r.out : r.in, stagingOffset: t * r.stride }], layer, engine));
+    for (const loadEngine of ENGINES) {
+      for (const saveEngine of ENGINES) {
+        const loadPlans = plansOf('scatter', loadEngine, 1);
+        const savePlans = plansOf('gather', saveEngine, 0);
+        const m = await measure(async (reps) => {
+          const t0 = now();
+          for (let i = 0; i < reps; i++) {
+            loadPlans[i % TABLES]!.move(r.load, 1);
+            savePlans[i % TABLES]!.move(r.store, 0);
+          }
+          await Promise.all([r.load.record().done(), r.store.record().done()]);
+          return since(t0);
+        }, minSeconds, samples);
+        [...loadPlans, ...savePlans].forEach((p) => p.dispose());
+        add(`duplex_prepared_${loadEngine}_${saveEngine}`, (2 * s16.bytes * m.reps) / m.median / 1e9, 'GB/s', val('bidir_contig'), {
+          bytes: s16.bytes, direction: 'both (sum)', load_engine: loadEngine, save_engine: saveEngine, reps: m.reps, spread_pct: m.spreadPct,
+        });
+      }
+    }
+
     let loads: Load[] = [];
     if (!quick) {
       const iterations = base?.busyIterations ?? (await calibrate(r));
@@ -531,9 +557,10 @@ async function main(): Promise<void> {
         { name: 'split', iterations: Math.floor(iterations / SPLIT_LAUNCHES), launches: SPLIT_LAUNCHES },
       ];
       const variants = [
-        { engine: 'dma', stream: r.load, suffix: '' },
-        { engine: 'kernel', stream: r.load, suffix: '' },
-        { engine: 'kernel', stream: r.store, suffix: '_normalprio' },
+        { engine: 'dma', stream: r.load, suffix: '', prepared: false },
+        { engine: 'dma', stream: r.load, suffix: '_prepared', prepared: true },
+        { engine: 'kernel', stream: r.load, suffix: '', prepared: false },
+        { engine: 'kernel', stream: r.store, suffix: '_normalprio', prepared: false },
       ] as const;
       for (const l of loads) {
         const prefix = l.name === 'one' ? 'contention' : 'contention_split';
@@ -549,7 +576,10 @@ async function main(): Promise<void> {
         for (const dir of ['gather', 'scatter'] as const) {
           const key = `contention:${l.name}:${dir === 'gather' ? 'd2h' : 'h2d'}`;
           for (const v of variants) {
-            const op = (i: number): void => transfer(r, cache, dir, v.engine, v.stream, s16.tables[i % TABLES]!, i % TABLES);
+            const plans = v.prepared ? plansOf(dir, v.engine, 0) : [];
+            const op = v.prepared
+              ? (i: number): void => plans[i % TABLES]!.move(v.stream, 0)
+              : (i: number): void => transfer(r, cache, dir, v.engine, v.stream, s16.tables[i % TABLES]!, i % TABLES);
             await computeWithCopies(r, l, s16.bytes, op, v.stream); // warm-up
             const al: number[] = [];
             const wc: number[] = [];
@@ -574,6 +604,7 @@ async function main(): Promise<void> {
             };
             add(`${name}_slowdown_pct`, 100 * (median(wc) / median(al) - 1), '%', val(`${key}:slowdown_pct`), extra, false);
             add(`${name}_gbps`, median(gb), 'GB/s', val(`${key}:gbps`), { ...extra, min_transfers_in_window: minIn });
+            plans.forEach((p) => p.dispose());
           }
         }
       }
