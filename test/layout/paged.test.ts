@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvflowError, KvLayout, type Device, type KvArrangement, type KvCache, type KvDtype, type PinnedBuffer, type Stream } from '../../src/index.js';
 import { backends, open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
+import { loadBinding } from '../../src/binding/load.js';
 import { fillCache, readCache } from '../helpers/cache.js';
 
 interface Shape {
@@ -311,6 +312,44 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     gather.dispose();
     await a.dispose();
     await cache.dispose();
+  });
+
+  it.skipIf(skip)('a native prepared batch keeps its groups across empty rows and refuses bad groups', async () => {
+    const { binding } = loadBinding();
+    const src = dev.allocPinned(4096);
+    const dst = dev.allocDevice(4096);
+    const back = dev.allocPinned(4096);
+    src.array.set(randomBytes(4096));
+    // Rows (dst, dstOffset, src, srcOffset, bytes): group 0 = rows 0-1 (row 1 empty), group 1 = rows 2-3 (row 2 empty).
+    const table = new Float64Array([0, 0, 0, 0, 100, 0, 200, 0, 200, 0, 0, 300, 0, 300, 0, 0, 500, 0, 500, 77]);
+    const batch = binding.prepareBatch([dst.native], [src.native], table, new Uint32Array([0, 2, 4]));
+    poison(back.array);
+    stream.copy(dst, 0, back, 0, 4096); // dst poisoned
+    stream.native.copyPrepared(batch, 1, 1, 0); // only group 1: bytes 500..576
+    stream.copy(back, 0, dst, 0, 4096);
+    await stream.synchronize();
+    expect(sameBytes(back.array.subarray(500, 577), src.array.subarray(500, 577))).toBe('equal');
+    expect(back.array.subarray(0, 500).every((v) => v === 0xa5)).toBe(true);
+    stream.native.copyPrepared(batch, 0, 2, 0); // both groups
+    stream.copy(back, 0, dst, 0, 4096);
+    await stream.synchronize();
+    expect(sameBytes(back.array.subarray(0, 100), src.array.subarray(0, 100))).toBe('equal');
+    expect(back.array.subarray(100, 500).every((v) => v === 0xa5)).toBe(true);
+    const codeOf = (fn: () => unknown): string | undefined => {
+      try {
+        fn();
+      } catch (e) {
+        return (e as KvflowError).code;
+      }
+      return undefined;
+    };
+    expect(codeOf(() => stream.native.copyPrepared(batch, 1, 2, 0))).toBe('ERR_OUT_OF_RANGE');
+    expect(codeOf(() => binding.prepareBatch([dst.native], [src.native], table, new Uint32Array([0, 3, 2, 4])))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => binding.prepareBatch([dst.native], [src.native], table, new Uint32Array([0, 2])))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => binding.prepareBatch([dst.native], [src.native], new Float64Array([0, 0, 0, 4000, 200]), new Uint32Array([0, 1])))).toBe('ERR_OUT_OF_RANGE');
+    batch.release();
+    expect(codeOf(() => stream.native.copyPrepared(batch, 0, 1, 0))).toBe('ERR_DISPOSED');
+    await Promise.all([src.dispose(), dst.dispose(), back.dispose()]);
   });
 
   it.skipIf(skip)('device staging works too', async () => {
