@@ -180,11 +180,16 @@ function pagedRun(r: Rig, cache: KvCache, dir: Dir, engine: Engine, tables: read
   };
 }
 
-/** As pagedRun, with each table's transfer planned once (KvCache.prepare) and moved per rep. */
+/** The transfers of `tables` (one per staging region) and `layer`, each planned once by KvCache.prepare. */
+function prepareTables(r: Rig, cache: KvCache, dir: Dir, engine: Engine, tables: readonly number[][], layer: number): PreparedTransfer[] {
+  return tables.slice(0, TABLES).map((blocks, t) =>
+    cache.prepare(dir, [{ blocks, staging: dir === 'gather' ? r.out : r.in, stagingOffset: t * r.stride }], layer, engine));
+}
+
+/** As pagedRun, with each table's transfer planned once and moved per rep. */
 function preparedRun(r: Rig, cache: KvCache, dir: Dir, engine: Engine, tables: readonly number[][]): { run: Run; dispose: () => void } {
   const stream = streamOf(r, dir);
-  const plans = tables.slice(0, TABLES).map((blocks, t) =>
-    cache.prepare(dir, [{ blocks, staging: dir === 'gather' ? r.out : r.in, stagingOffset: t * r.stride }], 0, engine));
+  const plans = prepareTables(r, cache, dir, engine, tables, 0);
   return {
     run: async (reps) => {
       const t0 = now();
@@ -527,8 +532,7 @@ async function main(): Promise<void> {
 
     // Duplex through prepared transfers, each direction with either engine
     // (a load on copy engines beside a save by kernel, and the other way).
-    const plansOf = (dir: Dir, engine: Engine, layer: number): PreparedTransfer[] => s16.tables.slice(0, TABLES).map((blocks, t) =>
-      cache.prepare(dir, [{ blocks, staging: dir === 'gather' ? r.out : r.in, stagingOffset: t * r.stride }], layer, engine));
+    const plansOf = (dir: Dir, engine: Engine, layer: number): PreparedTransfer[] => prepareTables(r, cache, dir, engine, s16.tables, layer);
     for (const loadEngine of ENGINES) {
       for (const saveEngine of ENGINES) {
         const loadPlans = plansOf('scatter', loadEngine, 1);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the same-run baselines (bench/native/copy_baseline.cu,
-# paged_baseline.cu and raw_io.cc) into build-bench/ at the repo root, on the development
+# Builds the same-run baselines and probes (bench/native/copy_baseline.cu,
+# paged_baseline.cu, graph_probe.cu and raw_io.cc) into build-bench/ at the repo root, on the development
 # machine: the GPU box has nvcc too, but building here keeps its device time
 # for measuring. The CUDA runtime is linked statically so the binary only
 # needs the box's driver.
@@ -17,22 +17,18 @@ mkdir -p build-bench
 g++ -O2 -pthread -std=c++17 -Wall -Wextra -static-libstdc++ -static-libgcc \
   -o build-bench/raw_io bench/native/raw_io.cc
 echo "built build-bench/raw_io"
-nvcc -O2 -std=c++17 \
-  -gencode arch=compute_90,code=sm_90 \
-  -gencode arch=compute_90,code=compute_90 \
-  -cudart static \
-  -o build-bench/copy_baseline bench/native/copy_baseline.cu
-echo "built build-bench/copy_baseline"
-nvcc -O2 -std=c++17 \
-  -gencode arch=compute_90,code=sm_90 \
-  -gencode arch=compute_90,code=compute_90 \
-  -cudart static \
-  -Xptxas -v \
-  -o build-bench/paged_baseline bench/native/paged_baseline.cu
-echo "built build-bench/paged_baseline"
-nvcc -O2 -std=c++17 \
-  -gencode arch=compute_90,code=sm_90 \
-  -gencode arch=compute_90,code=compute_90 \
-  -cudart static \
-  -o build-bench/graph_probe bench/native/graph_probe.cu
-echo "built build-bench/graph_probe"
+# cuda NAME [nvcc flags...]: bench/native/NAME.cu into build-bench/NAME.
+cuda() {
+  local name=$1
+  shift
+  nvcc -O2 -std=c++17 \
+    -gencode arch=compute_90,code=sm_90 \
+    -gencode arch=compute_90,code=compute_90 \
+    -cudart static \
+    "$@" \
+    -o "build-bench/$name" "bench/native/$name.cu"
+  echo "built build-bench/$name"
+}
+cuda copy_baseline
+cuda paged_baseline -Xptxas -v
+cuda graph_probe

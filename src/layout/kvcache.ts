@@ -121,10 +121,8 @@ export class KvCache {
     checked.records.forEach((r, i) => {
       o = fillTable(table, o, direction, plans[i]!, r.staging, r.offset);
     });
-    const cache = this.buffers.map((b) => b.native);
-    const staging = checked.stagings.map((b) => b.native);
-    if (direction === 'gather') native.copyBatch(staging, cache, table, checked.engine);
-    else native.copyBatch(cache, staging, table, checked.engine);
+    const [dsts, srcs] = this.#sides(direction, checked.stagings);
+    native.copyBatch(dsts, srcs, table, checked.engine);
   }
 
   /**
@@ -162,17 +160,17 @@ export class KvCache {
     const table = new Float64Array(pieces * 5);
     let o = 0;
     for (const p of plans) o = fillTable(table, o, direction, p.plan, p.staging, p.offset);
-    const cache = this.buffers.map((b) => b.native);
-    const staging = checked.stagings.map((b) => b.native);
+    const [dsts, srcs] = this.#sides(direction, checked.stagings);
     // Nothing to move (no record names a block): a plan whose moves do nothing.
-    const native = pieces === 0 ? null : direction === 'gather'
-      ? this.#prepareNative(staging, cache, table, groups)
-      : this.#prepareNative(cache, staging, table, groups);
+    const native = pieces === 0 ? null : loadBinding().binding.prepareBatch(dsts, srcs, table, groups);
     return new PreparedTransfer(this, direction, range, checked.engine, native);
   }
 
-  #prepareNative(dsts: NativeBuffer[], srcs: NativeBuffer[], table: Float64Array, groups: Uint32Array): NativeBatch {
-    return loadBinding().binding.prepareBatch(dsts, srcs, table, groups);
+  /** The native destination and source buffer lists of a transfer. */
+  #sides(direction: 'gather' | 'scatter', stagings: readonly (PinnedBuffer | DeviceBuffer)[]): [NativeBuffer[], NativeBuffer[]] {
+    const cache = this.buffers.map((b) => b.native);
+    const staging = stagings.map((b) => b.native);
+    return direction === 'gather' ? [staging, cache] : [cache, staging];
   }
 
   /** The checks of moveRecords and prepare: records, staging kinds and sizes, the engine. */

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvflowError, KvLayout, type Device, type KvArrangement, type KvCache, type KvDtype, type PinnedBuffer, type Stream } from '../../src/index.js';
-import { backends, open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
+import { backends, codeOf, open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
 import { loadBinding } from '../../src/binding/load.js';
 import { fillCache, readCache } from '../helpers/cache.js';
 
@@ -27,6 +27,27 @@ const ENGINES = ['dma', 'kernel'] as const;
 function refOffset(s: Shape, arr: KvArrangement, layer: number, kv: number, block: number, piece: number): [number, number] {
   if (arr === 'layer-major') return [layer, (kv * s.numBlocks + block) * piece];
   return [0, (((block * s.layers + layer) * 2) + kv) * piece];
+}
+
+/**
+ * Expects `arr` at `at` to hold the staging record of `blocks` (a cache of
+ * `shape` in `arrangement`) for `count` layers from `first`, as `original`
+ * (the cache's buffers) holds them.
+ */
+function expectRecord(shape: Shape, original: Uint8Array[], arr: Uint8Array, at: number, blocks: readonly number[], label: string,
+  first = 0, count = shape.layers, arrangement: KvArrangement = 'layer-major'): void {
+  const layout = new KvLayout({ ...shape, arrangement });
+  const piece = layout.pieceBytes;
+  const extent = layout.extentBytes(blocks.length * shape.blockTokens);
+  for (let li = 0; li < count; li++) {
+    for (let kv = 0; kv < 2; kv++) {
+      blocks.forEach((b, i) => {
+        const [buf, off] = refOffset(shape, arrangement, first + li, kv, b, piece);
+        const o = at + li * extent + (kv * blocks.length + i) * piece;
+        expect(sameBytes(arr.subarray(o, o + piece), original[buf]!.subarray(off, off + piece)), `${label} layer ${first + li} kv ${kv} block ${b}`).toBe('equal');
+      });
+    }
+  }
 }
 
 function shuffle(n: number): number[] {
@@ -79,16 +100,7 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
         poison(staging.array);
         cache.gather(stream, { blocks, staging, stagingOffset, layers: range, engine });
         await stream.synchronize();
-        for (let li = 0; li < range.count; li++) {
-          for (let kv = 0; kv < 2; kv++) {
-            blocks.forEach((b, i) => {
-              const [buf, off] = refOffset(shape, arrangement, range.first + li, kv, b, piece);
-              const at = stagingOffset + li * extent + (kv * blocks.length + i) * piece;
-              expect(sameBytes(staging.array.subarray(at, at + piece), original[buf]!.subarray(off, off + piece)),
-                `layer ${range.first + li} kv ${kv} block ${b}`).toBe('equal');
-            });
-          }
-        }
+        expectRecord(shape, original, staging.array, stagingOffset, blocks, 'gathered', range.first, range.count, arrangement);
         expect(staging.array.subarray(0, stagingOffset).every((v) => v === 0xa5)).toBe(true);
         await staging.dispose();
       }
@@ -166,15 +178,13 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     await cache.dispose();
   });
 
-  it.skipIf(skip).each(ENGINES)('%s engine: a large batch (moved in overlapping parts on CUDA) lands exactly, and the next batch on the stream sees it', async (engine) => {
+  it.skipIf(skip).each(ENGINES)('%s engine: a large batch (enqueued by two threads on CUDA) lands exactly, and the next batch on the stream sees it', async (engine) => {
     const shape = { ...SHAPES[3]!, numBlocks: 200 };
     const layout = new KvLayout(shape);
     const cache = dev.allocKvCache(layout);
     const original = await fill(cache);
-    const piece = layout.pieceBytes;
     const perRecord = 8;
     const tokens = perRecord * layout.blockTokens;
-    const extent = layout.extentBytes(tokens);
     const recordBytes = layout.stagingBytes(tokens);
     const order = shuffle(layout.numBlocks);
     // 12 records (24 MiB with every layer) in three buffers, 4 KiB apart and at an odd offset.
@@ -188,18 +198,7 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     const sentinels = bufs.map((b) => b.array.slice());
     cache.moveRecords(stream, 'gather', records, undefined, engine);
     await stream.synchronize();
-    const expectRecord = (arr: Uint8Array, at: number, blocks: number[], label: string): void => {
-      for (let layer = 0; layer < layout.layers; layer++) {
-        for (let kv = 0; kv < 2; kv++) {
-          blocks.forEach((b, i) => {
-            const [buf, off] = refOffset(shape, 'layer-major', layer, kv, b, piece);
-            const o = at + layer * extent + (kv * blocks.length + i) * piece;
-            expect(sameBytes(arr.subarray(o, o + piece), original[buf]!.subarray(off, off + piece)), `${label} layer ${layer} kv ${kv} block ${b}`).toBe('equal');
-          });
-        }
-      }
-    };
-    records.forEach((r, i) => expectRecord(r.staging.array, r.stagingOffset, r.blocks, `record ${i}`));
+    records.forEach((r, i) => expectRecord(shape, original, r.staging.array, r.stagingOffset, r.blocks, `record ${i}`));
     // The same records prepared and moved a layer at a time (192 pieces per layer) into a second staging.
     const second = dev.allocPinned(records.length * recordBytes);
     poison(second.array);
@@ -207,7 +206,7 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     for (let layer = layout.layers - 1; layer >= 0; layer--) plan.move(stream, layer);
     await stream.synchronize();
     plan.dispose();
-    records.forEach((r, i) => expectRecord(second.array, i * recordBytes, r.blocks, `prepared record ${i}`));
+    records.forEach((r, i) => expectRecord(shape, original, second.array, i * recordBytes, r.blocks, `prepared record ${i}`));
     await second.dispose();
     bufs.forEach((b, k) => {
       const inRecord = new Uint8Array(b.byteLength);
@@ -223,7 +222,7 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     cache.moveRecords(stream, 'scatter', records.map((r, i) => ({ ...r, blocks: targets[i]! })), undefined, engine);
     cache.moveRecords(stream, 'gather', targets.map((blocks, i) => ({ blocks, staging: back, stagingOffset: i * recordBytes })), undefined, engine);
     await stream.synchronize();
-    records.forEach((r, i) => expectRecord(back.array, i * recordBytes, r.blocks, `scattered record ${i}`));
+    records.forEach((r, i) => expectRecord(shape, original, back.array, i * recordBytes, r.blocks, `scattered record ${i}`));
     await Promise.all([...bufs.map((b) => b.dispose()), back.dispose()]);
     await cache.dispose();
   });
@@ -250,18 +249,7 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     expect(gather.layers).toEqual({ first: 0, count: layout.layers });
     for (const layer of [3, 0, 2, 1]) gather.move(stream, layer);
     await stream.synchronize();
-    records.forEach((r, k) => {
-      const extent = layout.extentBytes(r.blocks.length * layout.blockTokens);
-      for (let layer = 0; layer < layout.layers; layer++) {
-        for (let kv = 0; kv < 2; kv++) {
-          r.blocks.forEach((blk, i) => {
-            const [buf, off] = refOffset(shape, 'layer-major', layer, kv, blk, piece);
-            const o = r.stagingOffset + layer * extent + (kv * r.blocks.length + i) * piece;
-            expect(sameBytes(r.staging.array.subarray(o, o + piece), original[buf]!.subarray(off, off + piece)), `record ${k} layer ${layer} kv ${kv}`).toBe('equal');
-          });
-        }
-      }
-    });
+    records.forEach((r, k) => expectRecord(shape, original, r.staging.array, r.stagingOffset, r.blocks, `record ${k}`));
     // Scatter them into other blocks with a prepared range of layers 1..3, moved as 1 then 2..3.
     const targets = [order.slice(20, 23), order.slice(23, 28), order.slice(28, 29)];
     // A record of layers 1..3 starts where layer 1 sits in the staging written above.
@@ -283,14 +271,6 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     }
     after.forEach((x, i) => expect(sameBytes(x, expected[i]!), `buffer ${i}`).toBe('equal'));
     // Errors: layers outside the prepared range, a disposed staging buffer, a disposed plan, another device.
-    const codeOf = (fn: () => void): string | undefined => {
-      try {
-        fn();
-      } catch (e) {
-        return (e as KvflowError).code;
-      }
-      return undefined;
-    };
     expect(codeOf(() => shifted.move(stream, 0))).toBe('ERR_OUT_OF_RANGE');
     expect(codeOf(() => shifted.move(stream, { first: 3, count: 2 }))).toBe('ERR_OUT_OF_RANGE');
     expect(codeOf(() => cache.prepare('scatter', [{ blocks: [1, 1], staging: a }], 0, engine))).toBe('ERR_INVALID_ARG');
@@ -335,14 +315,6 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     await stream.synchronize();
     expect(sameBytes(back.array.subarray(0, 100), src.array.subarray(0, 100))).toBe('equal');
     expect(back.array.subarray(100, 500).every((v) => v === 0xa5)).toBe(true);
-    const codeOf = (fn: () => unknown): string | undefined => {
-      try {
-        fn();
-      } catch (e) {
-        return (e as KvflowError).code;
-      }
-      return undefined;
-    };
     expect(codeOf(() => stream.native.copyPrepared(batch, 1, 2, 0))).toBe('ERR_OUT_OF_RANGE');
     expect(codeOf(() => binding.prepareBatch([dst.native], [src.native], table, new Uint32Array([0, 3, 2, 4])))).toBe('ERR_INVALID_ARG');
     expect(codeOf(() => binding.prepareBatch([dst.native], [src.native], table, new Uint32Array([0, 2])))).toBe('ERR_INVALID_ARG');
