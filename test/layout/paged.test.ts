@@ -227,6 +227,75 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     await cache.dispose();
   });
 
+  it.skipIf(skip).each(ENGINES)('%s engine: batches back to back on one stream see the batch before, and a copy between them', async (engine) => {
+    // On CUDA the kernel engine runs a batch's first stage on a side stream,
+    // ahead of the previous batch's second stage: these are the orders that
+    // must not change what lands.
+    const shape = { ...SHAPES[3]!, numBlocks: 96 };
+    const layout = new KvLayout(shape);
+    const cache = dev.allocKvCache(layout);
+    const original = await fill(cache);
+    const piece = layout.pieceBytes;
+    const order = shuffle(layout.numBlocks);
+    const sizes = [1, 6, 2, 9, 3, 5]; // the scratch grows and shrinks between batches
+    let next = 0;
+    const take = (n: number): number[] => order.slice(next, (next += n));
+    const xs = sizes.map(take);
+    const ys = sizes.map(take);
+    const zs = take(sizes[3]!);
+    const bytesOf = (n: number): number => layout.stagingBytes(n * layout.blockTokens);
+    const offsets = sizes.map((_, i) => sizes.slice(0, i).reduce((sum, n) => sum + bytesOf(n), 0));
+    const staging = dev.allocPinned(offsets[5]! + bytesOf(sizes[5]!));
+    const back = dev.allocPinned(staging.byteLength);
+    poison(staging.array);
+    poison(back.array);
+    // A record of other bytes, in device memory, for the copy between batches.
+    const fresh = randomBytes(bytesOf(sizes[3]!));
+    const freshDevice = dev.allocDevice(fresh.byteLength);
+    const freshPinned = dev.allocPinned(fresh.byteLength);
+    freshPinned.array.set(fresh);
+    stream.copy(freshDevice, 0, freshPinned, 0, fresh.byteLength);
+    await stream.synchronize();
+    // Gathers back to back (events recorded between some), then without waiting
+    // scatters into other blocks, the first of them reading what the last gather wrote.
+    xs.forEach((blocks, i) => {
+      cache.gather(stream, { blocks, staging, stagingOffset: offsets[i]!, engine });
+      if (i % 2 === 1) void stream.record();
+    });
+    for (let i = sizes.length - 1; i >= 0; i--) {
+      cache.scatter(stream, { blocks: ys[i]!, staging, stagingOffset: offsets[i]!, engine });
+      if (i % 2 === 0) void stream.record();
+    }
+    // A copy on the stream rewrites record 3's staging; the next scatter must read the new bytes.
+    stream.copy(staging, offsets[3]!, freshDevice, 0, fresh.byteLength);
+    cache.scatter(stream, { blocks: zs, staging, stagingOffset: offsets[3]!, engine });
+    // And gathers of the scattered blocks, right behind the scatters.
+    ys.forEach((blocks, i) => cache.gather(stream, { blocks, staging: back, stagingOffset: offsets[i]!, engine }));
+    await stream.synchronize();
+    xs.forEach((blocks, i) => expectRecord(shape, original, back.array, offsets[i]!, blocks, `record ${i} gathered back`));
+    expect(sameBytes(staging.array.subarray(offsets[3]!, offsets[3]! + fresh.byteLength), fresh)).toBe('equal');
+    const after = await readBack(cache);
+    const expected = original.map((x) => x.slice());
+    const extent = layout.extentBytes(zs.length * layout.blockTokens);
+    for (let layer = 0; layer < layout.layers; layer++) {
+      for (let kv = 0; kv < 2; kv++) {
+        xs.forEach((blocks, k) => blocks.forEach((blk, i) => {
+          const [sb, so] = refOffset(shape, 'layer-major', layer, kv, blk, piece);
+          const [tb, to] = refOffset(shape, 'layer-major', layer, kv, ys[k]![i]!, piece);
+          expected[tb]!.set(original[sb]!.subarray(so, so + piece), to);
+        }));
+        zs.forEach((blk, i) => {
+          const [tb, to] = refOffset(shape, 'layer-major', layer, kv, blk, piece);
+          const from = layer * extent + (kv * zs.length + i) * piece;
+          expected[tb]!.set(fresh.subarray(from, from + piece), to);
+        });
+      }
+    }
+    after.forEach((x, i) => expect(sameBytes(x, expected[i]!), `buffer ${i}`).toBe('equal'));
+    await Promise.all([staging.dispose(), back.dispose(), freshDevice.dispose(), freshPinned.dispose()]);
+    await cache.dispose();
+  });
+
   it.skipIf(skip).each(ENGINES)('%s engine: a prepared transfer moves layer by layer (any order) what moveRecords moves', async (engine) => {
     const shape = { ...SHAPES[3]!, numBlocks: 64 };
     const layout = new KvLayout(shape);

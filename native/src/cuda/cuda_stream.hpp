@@ -20,7 +20,8 @@ namespace kvflow::cuda {
 
 class EventPool;
 class FlagPool;
-class DmaHelper;  // cuda_batch.cc
+class DmaHelper;   // cuda_batch.cc
+class KernelPipe;  // cuda_batch.cc
 
 /// Pageable <-> device copies bounce through one pinned staging buffer, in
 /// chunks of at least kBounceMinChunk and at most kBounceMaxChunks per copy.
@@ -87,12 +88,17 @@ class CudaStream final : public Stream {
   void batch_dma_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
                         const std::vector<CopyPiece>& pieces);
   void batch_kernel_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
-                           const std::vector<CopyPiece>& pieces, std::vector<std::shared_ptr<const void>>& hold);
+                           const std::vector<CopyPiece>& pieces, std::vector<std::shared_ptr<const void>>& hold,
+                           std::uint64_t seq);
   [[nodiscard]] int sm_count();
 
   Device& device_;  // for bounce buffers and event ids; used only while the stream is open
   std::shared_ptr<StreamCore> core_;
-  BufferPtr scratch_;  // device scratch of the kernel engine, reused in stream order
+  BufferPtr scratch_;  // device scratch of the kernel engine without a side stream, reused in stream order
+  // The kernel engine's two stages on two streams (cuda_batch.cc), made on
+  // first use, ended by close().
+  std::shared_ptr<KernelPipe> kernel_pipe_;
+  bool kernel_pipe_failed_ = false;  // making one failed: both stages run on the stream
   // Enqueues half of a large DMA batch on a second stream from its own
   // thread (cuda_batch.cc), made on first use, ended by close().
   std::shared_ptr<DmaHelper> dma_helper_;
