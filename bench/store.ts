@@ -14,7 +14,16 @@
  * Every load is checked byte for byte.
  *
  *   node dist/bench/store.js [--json out.json] [--baseline raw_io.json] [--backend auto|cuda|cpu]
- *                            [--dir DIR] [--tokens N] [--samples N]
+ *                            [--dir DIR] [--tokens N] [--samples N] [--raw-io PATH]
+ *
+ * The disk's rate drifts by tens of percent over minutes, so each cold load
+ * is also paired with a raw O_DIRECT read of the same bytes of the store's
+ * slab file (`raw_io --pass read` at the baseline's best setting, its own
+ * cache drop first; --raw-io, default build-bench/raw_io), and each
+ * overwriting put with a raw O_DIRECT overwrite of as many bytes (a file
+ * beside --dir, written once untimed first), each taken right before or
+ * after its kvflow sample in alternating order: load_nvme_cold_*_paired and
+ * put_nvme_durable_paired, whose ratio is the median of the per-pair ratios.
  *
  * Loads run with each paged engine (`dma`, the default, as
  * load_*_3500_tokens; `kernel` as load_*_3500_tokens_kernel).
@@ -26,14 +35,14 @@
  * when it comes near the whole load's time, the load is bound by the CPU.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { KvLayout, KvStore, openDevice, type Device, type KvCache, type Stream } from '../src/index.js';
 import { fillRandom, median, now, since } from './lib/measure.js';
-import { loadBaseline } from './lib/raw-baseline.js';
+import { loadBaseline, midpoint, rawPass, RawIoError, type RawPass } from './lib/raw-baseline.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
 
 /** DRAM-tier loads timed per sample and engine, after the cold load that promotes the prefix. */
@@ -76,7 +85,8 @@ async function main(): Promise<void> {
       backend: { type: 'string', default: 'auto' },
       dir: { type: 'string', default: path.join(root, 'bench-out', 'store-data') },
       tokens: { type: 'string', default: '3500' },
-      samples: { type: 'string', default: '3' },
+      samples: { type: 'string', default: '4' },
+      'raw-io': { type: 'string', default: path.join(root, 'build-bench', 'raw_io') },
     },
   });
   const tokensCount = Number(values.tokens);
@@ -159,6 +169,68 @@ async function main(): Promise<void> {
   // Durable put (fresh store each sample), then per paged engine: cold NVMe
   // loads (page cache dropped; a fresh process-local DRAM tier), then DRAM loads.
   const engines = ['dma', 'kernel'] as const;
+  const raw = values.baseline ? loadBaseline(values.baseline) : undefined;
+  // Cold loads paired with raw reads of the slab file, overwriting puts with
+  // raw overwrites of a file of the same size (see the header).
+  const rawIo = values['raw-io']!;
+  let pairedSkip: string | null = null;
+  if (raw?.readBest === undefined || raw.writeBest === undefined) pairedSkip = 'no --baseline (raw_io.json): no raw setting';
+  else {
+    try {
+      accessSync(rawIo, constants.X_OK);
+    } catch (e) {
+      pairedSkip = `no raw_io program at ${rawIo}: ${(e as Error).message}`;
+    }
+  }
+  let pairedError: string | null = null;
+  interface Pairs { kv: number[]; raw: RawPass[]; order: string[]; rawBytes: number }
+  const pairs = new Map<string, Pairs>();
+  const pairsOf = (metric: string): Pairs => {
+    if (!pairs.has(metric)) pairs.set(metric, { kv: [], raw: [], order: [], rawBytes: 0 });
+    return pairs.get(metric)!;
+  };
+  const rawWriteFile = path.join(path.dirname(path.resolve(dir)), 'store-raw-write.bin');
+  /** One raw pass for the pair of `metric`: a read of the store's first slab file, or an overwrite of rawWriteFile. */
+  const rawTake = async (metric: string, pass: 'read' | 'write'): Promise<void> => {
+    if (pairedSkip !== null || pairedError !== null) return;
+    let file = rawWriteFile;
+    let n = bytes;
+    if (pass === 'read') {
+      const slab = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => /slab-\d+\.kv$/.test(f)).sort()[0];
+      if (slab === undefined) {
+        pairedError = `no slab file under ${dir}`;
+        return;
+      }
+      file = path.join(dir, slab);
+      n = Math.min(bytes, statSync(file).size);
+    }
+    try {
+      pairsOf(metric).raw.push(await rawPass(rawIo, pass, file, pass === 'read' ? raw!.readBest! : raw!.writeBest!, n));
+      pairsOf(metric).rawBytes = n;
+    } catch (e) {
+      if (!(e instanceof RawIoError)) throw e;
+      pairedError = e.message;
+    }
+  };
+  /** `kvflow` (GB/s) and a raw pass, in the order given; the pair's kvflow figure is what `kvflow` returned. */
+  const paired = async (metric: string, pass: 'read' | 'write', rawFirst: boolean, kvflow: () => Promise<number>): Promise<number> => {
+    const p = pairsOf(metric);
+    p.order.push(rawFirst ? 'raw first' : 'kvflow first');
+    if (rawFirst) await rawTake(metric, pass);
+    const gbps = await kvflow();
+    p.kv.push(gbps);
+    if (!rawFirst) await rawTake(metric, pass);
+    return gbps;
+  };
+  if (pairedSkip === null) {
+    // Written once untimed, so that no timed raw write allocates blocks (the puts it pairs with overwrite slots).
+    try {
+      await rawPass(rawIo, 'write', rawWriteFile, raw!.writeBest!, bytes);
+    } catch (e) {
+      if (!(e instanceof RawIoError)) throw e;
+      pairedError = e.message;
+    }
+  }
   const puts: number[] = [];
   const firstPuts: number[] = [];
   const cold = new Map<string, number[]>(engines.map((e) => [e, []]));
@@ -172,18 +244,24 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
     let store = await KvStore.open(options);
     spawnSync('sync');
-    let t0 = now();
+    const t0 = now();
     await store.put(randomTokens(), cache, from, stream, { durable: true });
     firstPuts.push(bytes / since(t0) / 1e9);
-    spawnSync('sync');
-    t0 = now();
-    await store.put(tokens, cache, from, stream, { durable: true });
-    puts.push(bytes / since(t0) / 1e9);
+    puts.push(await paired('put_nvme_durable_paired', 'write', i % 2 === 0, async () => {
+      spawnSync('sync');
+      const t = now();
+      await store.put(tokens, cache, from, stream, { durable: true });
+      return bytes / since(t) / 1e9;
+    }));
     await store.close();
-    for (const engine of engines) {
-      dropped = dropCaches();
-      store = await KvStore.open({ ...options, pagedEngine: engine });
-      cold.get(engine)!.push(bytes / (await loadAll(store, `${engine}_cold`)) / 1e9);
+    for (const [e, engine] of engines.entries()) {
+      // Per engine, raw first in every other sample (the engines start on opposite sides).
+      const metric = `load_nvme_cold_${tokensCount}_tokens${engine === 'dma' ? '' : `_${engine}`}_paired`;
+      cold.get(engine)!.push(await paired(metric, 'read', (i + e) % 2 === 0, async () => {
+        dropped = dropCaches();
+        store = await KvStore.open({ ...options, pagedEngine: engine });
+        return bytes / (await loadAll(store, `${engine}_cold`)) / 1e9;
+      }));
       await check();
       for (let w = 0; w < WARM_LOADS; w++) warm.get(engine)!.push(bytes / (await loadAll(store, engine)) / 1e9);
       await check();
@@ -191,8 +269,8 @@ async function main(): Promise<void> {
     }
   }
   rmSync(dir, { recursive: true, force: true });
+  rmSync(rawWriteFile, { force: true });
 
-  const raw = values.baseline ? loadBaseline(values.baseline) : undefined;
   const contiguousGbs = median(contiguous);
   const rawRead = raw?.readBest?.value ?? null;
   const results: Result[] = [];
@@ -206,6 +284,19 @@ async function main(): Promise<void> {
       { metric: `load_dram_${tokensCount}_tokens${suffix}_enqueue`, value: median(enqueued.get(engine)!), unit: 'ms', baseline: null, ratio: null, samples: enqueued.get(engine)!, engine },
     );
   }
+  for (const [metric, p] of pairs) {
+    const n = Math.min(p.kv.length, p.raw.length);
+    if (n === 0) continue;
+    const kv = p.kv.slice(0, n);
+    const rawGbps = p.raw.slice(0, n).map((r) => r.gbps);
+    const ratios = kv.map((k, i) => k / rawGbps[i]!);
+    results.push({
+      metric, value: midpoint(kv), unit: 'GB/s', baseline: midpoint(rawGbps), ratio: midpoint(ratios),
+      ratio_is: 'median of per-pair ratios (kvflow / raw_io pass of the same pair)', samples: kv, baseline_samples: rawGbps,
+      pair_ratios: ratios, order: p.order.slice(0, n), raw_bytes: p.rawBytes, raw_direct: p.raw.map((r) => r.direct),
+      raw_cache_dropped: p.raw.map((r) => r.cacheDropped), ...(metric.startsWith('load') ? { goal_ratio: 0.95 } : {}),
+    });
+  }
   results.push(
     { metric: 'put_nvme_durable', value: median(puts), unit: 'GB/s', baseline: raw?.writeBest?.value ?? null, ratio: ratioOf(median(puts), raw?.writeBest?.value ?? null), samples: puts, slots: 'overwritten' },
     { metric: 'put_nvme_durable_fresh_slots', value: median(firstPuts), unit: 'GB/s', baseline: raw?.createGbps ?? null, ratio: ratioOf(median(firstPuts), raw?.createGbps ?? null), samples: firstPuts, slots: 'never written' },
@@ -215,6 +306,11 @@ async function main(): Promise<void> {
     backend: info.backend, tokens: tokensCount, chunks, chunk_tokens: chunkTokens, bytes, record_bytes: recordBytes,
     layout: layout.toJSON(), samples, page_cache_dropped: dropped, dir,
     raw_baseline: values.baseline ?? null,
+    paired: {
+      raw_io: rawIo, skipped: pairedSkip, error: pairedError, raw_write_file: rawWriteFile,
+      raw_read_setting: raw?.readBest ? { threads: raw.readBest.threads, io_bytes: raw.readBest.ioBytes } : null,
+      raw_write_setting: raw?.writeBest ? { threads: raw.writeBest.threads, io_bytes: raw.writeBest.ioBytes } : null,
+    },
   };
   if (values.json) writeResult(values.json, { bench: 'store', device: info.name, config, results });
   printTable(results);

@@ -2,6 +2,7 @@
  * The raw O_DIRECT baseline (bench/native/raw_io.cc) as the NVMe-facing
  * benchmarks read it: its best read and write points and its sweep.
  */
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 export interface RawPoint {
@@ -54,3 +55,60 @@ export function loadBaseline(file: string): Baseline {
   return b;
 }
 
+/** What one `raw_io --pass` printed. */
+export interface RawPass {
+  gbps: number;
+  seconds: number;
+  cpuPerGb: number;
+  direct: boolean;
+  /** Reads: whether raw_io could drop the page cache first (root only); writes: null. */
+  cacheDropped: boolean | null;
+}
+
+/** raw_io --pass failed or printed something else: the paired section gives up, the run goes on. */
+export class RawIoError extends Error {}
+
+/**
+ * One timed pass of raw_io (bench/native/raw_io.cc --pass) over the first
+ * `bytes` of `file` with the raw setting `p` (T threads x S bytes): reads
+ * after its own sync + drop_caches, writes timed up to its fsync, as its
+ * figures in raw_io.json are taken. Run as a child process, so kvflow's
+ * threads, idle meanwhile, share nothing with it.
+ */
+export function rawPass(rawIo: string, pass: 'read' | 'write', file: string, p: RawPoint, bytes: number): Promise<RawPass> {
+  const argv = ['--pass', pass, '--file', file, '--threads', String(p.threads), '--io-bytes', String(p.ioBytes)];
+  argv.push('--bytes', String(bytes));
+  const what = `${rawIo} ${argv.join(' ')}`;
+  return new Promise((resolve, reject) => {
+    execFile(rawIo, argv, { encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err) {
+        const code = err.code;
+        const why = typeof code === 'number' ? `exit ${code}` : err.signal ? `killed by ${err.signal}` : err.message;
+        reject(new RawIoError(`${what}: ${stderr.trim() || why}`));
+        return;
+      }
+      if (stderr.trim() !== '') process.stderr.write(stderr); // raw_io's warnings (e.g. O_DIRECT refused)
+      let o: Record<string, unknown>;
+      try {
+        o = JSON.parse(stdout) as Record<string, unknown>;
+      } catch {
+        reject(new RawIoError(`${what}: expected one JSON object, got ${JSON.stringify(stdout.slice(0, 200))}`));
+        return;
+      }
+      const { gbps, seconds, cpu_s_per_gb: cpu, direct, cache_dropped: dropped } = o;
+      const numbers = typeof gbps === 'number' && typeof seconds === 'number' && typeof cpu === 'number';
+      if (!numbers || typeof direct !== 'boolean') {
+        reject(new RawIoError(`${what}: no gbps, seconds, cpu_s_per_gb, direct in ${stdout.trim()}`));
+        return;
+      }
+      resolve({ gbps, seconds, cpuPerGb: cpu, direct, cacheDropped: typeof dropped === 'boolean' ? dropped : null });
+    });
+  });
+}
+
+/** The median proper: the mean of the two middle values for an even count (measure.ts's median takes the upper). */
+export function midpoint(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const h = s.length >> 1;
+  return s.length % 2 === 1 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
+}

@@ -4,6 +4,7 @@ import { KvflowError, KvLayout, type Device, type KvArrangement, type KvCache, t
 import { backends, codeOf, open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
 import { loadBinding } from '../../src/binding/load.js';
 import { fillCache, readCache } from '../helpers/cache.js';
+import { holdStream } from '../../src/device/testing.js';
 
 interface Shape {
   layers: number;
@@ -256,6 +257,9 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     freshPinned.array.set(fresh);
     stream.copy(freshDevice, 0, freshPinned, 0, fresh.byteLength);
     await stream.synchronize();
+    // Everything below is enqueued before any of it runs (the stream is held),
+    // so a stage that ran too early would see old bytes.
+    const release = holdStream(stream);
     // Gathers back to back (events recorded between some), then without waiting
     // scatters into other blocks, the first of them reading what the last gather wrote.
     xs.forEach((blocks, i) => {
@@ -271,6 +275,7 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     cache.scatter(stream, { blocks: zs, staging, stagingOffset: offsets[3]!, engine });
     // And gathers of the scattered blocks, right behind the scatters.
     ys.forEach((blocks, i) => cache.gather(stream, { blocks, staging: back, stagingOffset: offsets[i]!, engine }));
+    release();
     await stream.synchronize();
     xs.forEach((blocks, i) => expectRecord(shape, original, back.array, offsets[i]!, blocks, `record ${i} gathered back`));
     expect(sameBytes(staging.array.subarray(offsets[3]!, offsets[3]! + fresh.byteLength), fresh)).toBe('equal');
