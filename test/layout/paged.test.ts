@@ -258,7 +258,12 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     stream.copy(freshDevice, 0, freshPinned, 0, fresh.byteLength);
     await stream.synchronize();
     // Everything below is enqueued before any of it runs (the stream is held),
-    // so a stage that ran too early would see old bytes.
+    // so a stage that ran too early would see old bytes. Two batches of the
+    // largest size first, so that no scratch is allocated while the stream is
+    // held (CUDA may wait for the device in an allocation).
+    for (let k = 0; k < 2; k++) cache.gather(stream, { blocks: xs[3]!, staging, engine });
+    await stream.synchronize();
+    poison(staging.array);
     const release = holdStream(stream);
     // Gathers back to back (events recorded between some), then without waiting
     // scatters into other blocks, the first of them reading what the last gather wrote.
