@@ -32,7 +32,9 @@
  * enqueued at once, as a pipeline with full lookahead does) to the last
  * layer's event; the put from the call to its resolution. The host time
  * of the 32 loadLayer calls alone is reported as load_dram_*_enqueue (ms):
- * when it comes near the whole load's time, the load is bound by the CPU.
+ * when it comes near the whole load's time, the load is bound by the CPU;
+ * that of the first call as load_dram_*_first_layer (ms): no copy starts
+ * before it returns.
  */
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -138,17 +140,24 @@ async function main(): Promise<void> {
   };
   // Seconds of a whole load, and of enqueuing it (host time spent in the 32 loadLayer calls).
   const enqueued = new Map<string, number[]>();
+  const firstLayer = new Map<string, number[]>(); // host ms of the first loadLayer call (the GPU idles until it returns)
   const loadAll = async (store: KvStore, engine: string): Promise<number> => {
     const hit = store.lookup(tokens);
     if (hit.chunks.length !== chunks) throw new Error(`store bench: expected ${chunks} chunks cached, found ${hit.chunks.length}`);
     const t0 = now();
-    for (let layer = 0; layer < layout.layers; layer++) compute.waitEvent(store.loadLayer(hit.chunks, layer, cache, to, stream));
+    let first = 0;
+    for (let layer = 0; layer < layout.layers; layer++) {
+      compute.waitEvent(store.loadLayer(hit.chunks, layer, cache, to, stream));
+      if (layer === 0) first = since(t0);
+    }
     const e = since(t0);
     await compute.record().done();
     const s = since(t0);
     hit.release();
     if (!enqueued.has(engine)) enqueued.set(engine, []);
     enqueued.get(engine)!.push(e * 1e3);
+    if (!firstLayer.has(engine)) firstLayer.set(engine, []);
+    firstLayer.get(engine)!.push(first * 1e3);
     return s;
   };
 
@@ -282,6 +291,7 @@ async function main(): Promise<void> {
       { metric: `load_dram_${tokensCount}_tokens${suffix}`, value: median(w), unit: 'GB/s', baseline: contiguousGbs, ratio: ratioOf(median(w), contiguousGbs), samples: w, engine, goal_gbs: 50, enqueue_ms: enqueued.get(engine) },
       { metric: `load_nvme_cold_${tokensCount}_tokens${suffix}`, value: median(c), unit: 'GB/s', baseline: rawRead, ratio: ratioOf(median(c), rawRead), samples: c, engine, goal_ratio: 0.95, enqueue_ms: enqueued.get(`${engine}_cold`) },
       { metric: `load_dram_${tokensCount}_tokens${suffix}_enqueue`, value: median(enqueued.get(engine)!), unit: 'ms', baseline: null, ratio: null, samples: enqueued.get(engine)!, engine },
+      { metric: `load_dram_${tokensCount}_tokens${suffix}_first_layer`, value: median(firstLayer.get(engine)!), unit: 'ms', baseline: null, ratio: null, samples: firstLayer.get(engine)!, engine },
     );
   }
   for (const [metric, p] of pairs) {

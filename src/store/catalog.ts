@@ -245,8 +245,10 @@ export class Catalog {
     return this.tables.entries.get(key);
   }
 
+  /** Whether `key` is in the index, without decoding its entry. */
   has(key: string): boolean {
-    return this.get(key) !== undefined;
+    this.#live();
+    return this.tables.entries.doesExist(key);
   }
 
   /** Writes on the index thread; reads here then see them at once (not only from the next event turn). */

@@ -663,8 +663,8 @@ export class KvStore {
   }
 
   /** A load of a chunk in DRAM: pinned until the load's event settles, used, and counted. */
-  #dramHit(c: DramChunk, ref: RefState, li: number): void {
-    this.#dram.pin(c);
+  #dramHit(c: DramChunk, ref: RefState, li: number, pin = true): void {
+    if (pin) this.#dram.pin(c);
     this.#dram.use(c);
     this.#local.dramLoads!++;
     if (li === 0 && c.state === 'ready') {
@@ -723,8 +723,7 @@ export class KvStore {
       this.#local.dramPlans!++;
     }
     const transfer = entry.transfer;
-    refs.forEach((r, i) => this.#dramHit(dram[i]!, r, li));
-    this.#local.dramPlannedLayers!++;
+    for (const c of dram) this.#dram.pin(c);
     let event: Event;
     try {
       transfer.move(stream, layer);
@@ -733,6 +732,10 @@ export class KvStore {
       for (const c of dram) this.#dram.unpin(c);
       throw e;
     }
+    // The rest of the hits' bookkeeping after the enqueue, so the copy starts
+    // sooner (at a load's first layer it reads and touches the index).
+    refs.forEach((r, i) => this.#dramHit(dram[i]!, r, li, false));
+    this.#local.dramPlannedLayers!++;
     this.#track(settle(event).then(() => {
       for (const c of dram) this.#dram.unpin(c);
     }));
