@@ -76,6 +76,8 @@ void enqueue_copies(const Copies& c, cudaStream_t stream) {
 // on two streams keep up (52-54 GB/s, 0.98 of a contiguous copy), and more
 // gain nothing.
 constexpr std::size_t kSplitCopies = 128;
+// Threads that enqueue shares of such a batch beside the caller.
+constexpr std::size_t kDmaHelpers = 1;
 
 }  // namespace
 
@@ -113,9 +115,9 @@ class DmaHelper {
     destroy();
   }
 
-  /// `mine` on `stream` here and `theirs` on the helper's stream there, both
-  /// after the work already on `stream`; `stream` then waits for both.
-  void run(const Copies& mine, const Copies& theirs, cudaStream_t stream) {
+  /// Starts enqueuing `theirs` on the helper's stream, after the work already
+  /// on `stream`; `theirs` must stay alive until finish() returned.
+  void start(const Copies& theirs, cudaStream_t stream) {
     KVFLOW_CUDA(cudaEventRecord(fork_, stream));
     KVFLOW_CUDA(cudaStreamWaitEvent(aux_, fork_, 0));
     {
@@ -125,12 +127,11 @@ class DmaHelper {
       failed_ = nullptr;
     }
     cv_.notify_all();
-    std::exception_ptr here;
-    try {
-      enqueue_copies(mine, stream);
-    } catch (...) {
-      here = std::current_exception();
-    }
+  }
+
+  /// Waits until the share is enqueued; `stream` then waits for it. Returns
+  /// the helper's failure, if any (the stream then does not wait for it).
+  std::exception_ptr finish(cudaStream_t stream) noexcept {
     std::exception_ptr there;
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -147,9 +148,15 @@ class DmaHelper {
       (void)cudaStreamSynchronize(aux_);
       (void)cudaGetLastError();
     }
-    if (here) std::rethrow_exception(here);
-    if (there) std::rethrow_exception(there);
-    if (joined != cudaSuccess) throw_cuda(joined, "cudaStreamWaitEvent", __FILE__, __LINE__);
+    if (there) return there;
+    if (joined != cudaSuccess) {
+      try {
+        throw_cuda(joined, "cudaStreamWaitEvent", __FILE__, __LINE__);
+      } catch (...) {
+        return std::current_exception();
+      }
+    }
+    return nullptr;
   }
 
  private:
@@ -355,30 +362,49 @@ void CudaStream::batch_dma_locked(const std::vector<BufferPtr>& dsts, const std:
     enqueue_copies(copies, stream);
     return;
   }
-  if (!dma_helper_ && !dma_helper_failed_) {
+  if (dma_helpers_.empty() && !dma_helper_failed_) {
     try {
-      dma_helper_ = std::make_shared<DmaHelper>(core_->ordinal, stream);
+      for (std::size_t i = 0; i < kDmaHelpers; ++i) dma_helpers_.push_back(std::make_shared<DmaHelper>(core_->ordinal, stream));
     } catch (...) {
+      dma_helpers_.clear();
       dma_helper_failed_ = true;  // no second stream or thread: this stream enqueues alone, as before
       (void)cudaGetLastError();
     }
   }
-  if (!dma_helper_) {
+  if (dma_helpers_.empty()) {
     enqueue_copies(copies, stream);
     return;
   }
-  // Halves of the batch (each batch's copies may run in any order, so two halves may too).
-  const std::size_t half = copies.to.size() / 2;
-  Copies theirs;
-  theirs.to.assign(copies.to.begin() + half, copies.to.end());
-  theirs.from.assign(copies.from.begin() + half, copies.from.end());
-  theirs.sizes.assign(copies.sizes.begin() + half, copies.sizes.end());
-  theirs.kinds.assign(copies.kinds.begin() + half, copies.kinds.end());
-  copies.to.resize(half);
-  copies.from.resize(half);
-  copies.sizes.resize(half);
-  copies.kinds.resize(half);
-  dma_helper_->run(copies, theirs, stream);
+  // Equal shares, the caller's first (each batch's copies may run in any
+  // order, so its shares may too).
+  const std::size_t parts = dma_helpers_.size() + 1;
+  const std::size_t share = (copies.to.size() + parts - 1) / parts;
+  std::vector<Copies> theirs(dma_helpers_.size());
+  for (std::size_t h = 0; h < theirs.size(); ++h) {
+    const std::size_t lo = std::min(copies.to.size(), share * (h + 1));
+    const std::size_t hi = std::min(copies.to.size(), share * (h + 2));
+    theirs[h].to.assign(copies.to.begin() + lo, copies.to.begin() + hi);
+    theirs[h].from.assign(copies.from.begin() + lo, copies.from.begin() + hi);
+    theirs[h].sizes.assign(copies.sizes.begin() + lo, copies.sizes.begin() + hi);
+    theirs[h].kinds.assign(copies.kinds.begin() + lo, copies.kinds.begin() + hi);
+  }
+  copies.to.resize(share);
+  copies.from.resize(share);
+  copies.sizes.resize(share);
+  copies.kinds.resize(share);
+  std::exception_ptr failed;
+  std::size_t started = 0;
+  try {
+    for (; started < theirs.size(); ++started) dma_helpers_[started]->start(theirs[started], stream);
+    enqueue_copies(copies, stream);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  for (std::size_t h = 0; h < started; ++h) {
+    std::exception_ptr there = dma_helpers_[h]->finish(stream);
+    if (!failed) failed = there;
+  }
+  if (failed) std::rethrow_exception(failed);
 }
 
 void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,

@@ -475,7 +475,7 @@ void CudaStream::close(bool abandon) {
       }
       c.clear_failures_locked();
     }
-    dma_helper_.reset();  // joins its thread; its stream's work is behind this stream's
+    dma_helpers_.clear();  // joins their threads; their streams' work is behind this stream's
     kernel_pipe_.reset();  // its side stream's work is behind this stream's too
     if (c.owned) {
       // Safe even with work pending: CUDA frees the stream once it drained.

@@ -99,9 +99,9 @@ class CudaStream final : public Stream {
   // first use, ended by close().
   std::shared_ptr<KernelPipe> kernel_pipe_;
   bool kernel_pipe_failed_ = false;  // making one failed: both stages run on the stream
-  // Enqueues half of a large DMA batch on a second stream from its own
-  // thread (cuda_batch.cc), made on first use, ended by close().
-  std::shared_ptr<DmaHelper> dma_helper_;
+  // Enqueue shares of a large DMA batch on streams of their own from threads
+  // of their own (cuda_batch.cc), made on first use, ended by close().
+  std::vector<std::shared_ptr<DmaHelper>> dma_helpers_;
   bool dma_helper_failed_ = false;  // making one failed: batches are enqueued by one thread
   int sm_count_ = 0;
 };
