@@ -9,6 +9,12 @@
 //   batch_Nthreads the layer's batch cut into N sub-batches, each enqueued by
 //              its own thread on its own stream (does the driver's per-copy
 //              enqueue cost parallelise?)
+//   batch_noflags / batch_any the batch without PreferOverlapWithCompute, or
+//              with SrcAccessOrderAny (does either make a copy cheaper to enqueue?)
+//   batch3d_kv one cudaMemcpy3DBatchAsync of 220 two-row copies: K and V of a
+//              block as one copy (the rows are the K-to-V distance apart on
+//              both sides), half as many copies
+//   memcpy2d_kv the same 220 two-row copies as cudaMemcpy2DAsync calls
 // in each direction. Host time: steady clock around the enqueue call(s) of
 // `reps` layers issued back to back; GB/s: CUDA events around those layers.
 // Prints one JSON object on stdout.
@@ -205,6 +211,48 @@ int main(int argc, char** argv) {
   print("batch_4threads_h2d", threaded(h2d, 4), first);
   print("batch_2threads_d2h", threaded(d2h, 2), first);
   print("batch_4threads_d2h", threaded(d2h, 4), first);
+  {
+    cudaMemcpyAttributes plain{};
+    plain.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+    cudaMemcpyAttributes any{};
+    any.srcAccessOrder = cudaMemcpySrcAccessOrderAny;
+    const auto with = [&](Pieces& p, cudaMemcpyAttributes& a) {
+      std::size_t ai = 0;
+      CK(cudaMemcpyBatchAsync(p.dst.data(), p.src.data(), p.size.data(), p.size.size(), &a, &ai, 1, s));
+    };
+    print("batch_noflags_h2d", timed(s, reps, bytes, [&] { with(h2d, plain); }), first);
+    print("batch_any_h2d", timed(s, reps, bytes, [&] { with(h2d, any); }), first);
+    // K and V of block i: rows kBlocks * kPiece apart in the cache, kUsed * kPiece apart in the staging.
+    const auto ops_of = [&](bool to_device) {
+      std::vector<cudaMemcpy3DBatchOp> ops(kUsed);
+      for (int i = 0; i < kUsed; ++i) {
+        cudaMemcpy3DBatchOp& o = ops[i];
+        o = cudaMemcpy3DBatchOp{};
+        cudaMemcpy3DOperand c{}, h{};
+        c.type = h.type = cudaMemcpyOperandTypePointer;
+        c.op.ptr.ptr = cache + static_cast<std::size_t>(order[i]) * kPiece;
+        c.op.ptr.rowLength = static_cast<std::size_t>(kBlocks) * kPiece;
+        h.op.ptr.ptr = pinned + static_cast<std::size_t>(i) * kPiece;
+        h.op.ptr.rowLength = static_cast<std::size_t>(kUsed) * kPiece;
+        o.src = to_device ? h : c;
+        o.dst = to_device ? c : h;
+        o.extent = make_cudaExtent(kPiece, 2, 1);
+        o.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+        o.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+      }
+      return ops;
+    };
+    std::vector<cudaMemcpy3DBatchOp> ops_h2d = ops_of(true), ops_d2h = ops_of(false);
+    print("batch3d_kv_h2d", timed(s, reps, bytes, [&] { CK(cudaMemcpy3DBatchAsync(ops_h2d.size(), ops_h2d.data(), 0, s)); }), first);
+    print("batch3d_kv_d2h", timed(s, reps, bytes, [&] { CK(cudaMemcpy3DBatchAsync(ops_d2h.size(), ops_d2h.data(), 0, s)); }), first);
+    print("memcpy2d_kv_h2d", timed(s, reps, bytes, [&] {
+      for (int i = 0; i < kUsed; ++i) {
+        CK(cudaMemcpy2DAsync(cache + static_cast<std::size_t>(order[i]) * kPiece, static_cast<std::size_t>(kBlocks) * kPiece,
+                             pinned + static_cast<std::size_t>(i) * kPiece, static_cast<std::size_t>(kUsed) * kPiece, kPiece, 2,
+                             cudaMemcpyHostToDevice, s));
+      }
+    }), first);
+  }
   std::string why_h2d, why_d2h;
   cudaGraphExec_t cap_h2d = captured(h2d, why_h2d);
   cudaGraphExec_t cap_d2h = captured(d2h, why_d2h);
