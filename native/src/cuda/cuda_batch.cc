@@ -1,7 +1,9 @@
 // CudaStream::copy_batch: many pieces in one operation. Two engines, both
 // measured in bench/paged: batched DMA (cudaMemcpyBatchAsync, copy engines
-// only, which disturbs concurrent compute least) and a gather/scatter kernel
-// through device scratch plus one contiguous DMA over PCIe.
+// only, which disturbs concurrent compute least; large batches enqueued by
+// more than one thread, DmaHelper) and a gather/scatter kernel through
+// device scratch plus one contiguous DMA over PCIe (consecutive batches
+// overlapping on two streams, KernelPipe).
 #include <algorithm>
 #include <condition_variable>
 #include <exception>
