@@ -23,7 +23,12 @@
  *   and while gathers (then scatters) loop on another stream (`dma` also
  *   through prepared transfers: `*_dma_prepared_*`); one launch of
  *   ~80 ms, and the same work as 25 launches (a model's stream of kernels),
- *   where a copy kernel can slip in between launches.
+ *   where a copy kernel can slip in between launches; and as long a run of
+ *   cuBLAS bf16 GEMMs of 8192 x 8192 x 8192 (`contention_gemm_*`; cuBLAS is
+ *   loaded at run time, KVFLOW_CUBLAS names it when the loader cannot find
+ *   it; skipped, and said so in the config, without it). The GEMM figures
+ *   have no C++ baseline: their slowdown is against the GEMMs alone,
+ *   interleaved, as for every load.
  *
  * The method mirrors the C++ program on purpose (same shapes, block tables,
  * rotation over 4 tables and staging regions, calibration), so the ratio
@@ -38,8 +43,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { KvLayout, openDevice, planPieces, type KvCache, type PinnedBuffer, type PreparedTransfer, type Stream } from '../src/index.js';
-import { busyKernel } from '../src/device/testing.js';
+import { KvflowError, KvLayout, openDevice, planPieces, type KvCache, type PinnedBuffer, type PreparedTransfer, type Stream } from '../src/index.js';
+import { busyKernel, gemmLoad } from '../src/device/testing.js';
 import { fillRandom, measure, median, now, since, type Run } from './lib/measure.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
 
@@ -52,6 +57,8 @@ const BLOCK_TOKENS = [16, 32, 64, 128, 256] as const;
 /** Op i of a timed loop uses block table i % TABLES and staging region i % TABLES. */
 const TABLES = 4;
 const SPLIT_LAUNCHES = 25;
+/** GEMM size of the cuBLAS load (n x n x n, bf16). */
+const GEMM_N = 8192;
 const COMPUTE_TARGET_S = 0.08;
 const CONTENTION_SAMPLES = 7;
 /** Transfers kept in flight by the contention loop (~1 ms of copying at 14.4 MB). */
@@ -257,18 +264,38 @@ async function verify(r: Rig, cache: KvCache, s: Shape, blocks: number[], engine
 // ---------------------------------------------------------------- contention
 
 interface Load {
-  name: 'one' | 'split';
-  /** Per launch. */
+  /** one: a single FMA launch; split: the same in SPLIT_LAUNCHES launches; gemm: cuBLAS bf16 GEMMs. */
+  name: 'one' | 'split' | 'gemm';
+  /** FMA rounds per launch; for gemm, the GEMM size n (n x n x n). */
   iterations: number;
   launches: number;
+}
+
+/** Enqueues the load on the compute stream. */
+function enqueueLoad(r: Rig, l: Load): void {
+  if (l.name === 'gemm') gemmLoad(r.compute, l.launches, l.iterations);
+  else for (let k = 0; k < l.launches; k++) busyKernel(r.compute, l.iterations);
 }
 
 /** The load alone: host clock from its enqueue to its event's done(). */
 async function computeOnce(r: Rig, l: Load): Promise<number> {
   const t0 = now();
-  for (let k = 0; k < l.launches; k++) busyKernel(r.compute, l.iterations);
+  enqueueLoad(r, l);
   await r.compute.record().done();
   return since(t0);
+}
+
+/** GEMMs of GEMM_N for about as long as the FMA load (~80 ms), or why there are none (no cuBLAS). */
+async function gemmLoadFor(r: Rig, seconds: number): Promise<Load | string> {
+  const probe: Load = { name: 'gemm', iterations: GEMM_N, launches: 4 };
+  try {
+    await computeOnce(r, probe);
+  } catch (e) {
+    if (e instanceof KvflowError && e.code === 'ERR_UNSUPPORTED') return e.message;
+    throw e;
+  }
+  const t = Math.min(...[await computeOnce(r, probe), await computeOnce(r, probe)]);
+  return { ...probe, launches: Math.max(1, Math.round((seconds / t) * probe.launches)) };
 }
 
 interface WithCopies {
@@ -297,7 +324,7 @@ async function computeWithCopies(r: Rig, l: Load, bytes: number, op: (i: number)
   issue();
   let t1: bigint | undefined;
   const t0 = now();
-  for (let k = 0; k < l.launches; k++) busyKernel(r.compute, l.iterations);
+  enqueueLoad(r, l);
   const computed = r.compute.record().done().then(() => {
     t1 = now();
   });
@@ -554,12 +581,21 @@ async function main(): Promise<void> {
     }
 
     let loads: Load[] = [];
+    let gemmSkipped: string | null = null;
     if (!quick) {
       const iterations = base?.busyIterations ?? (await calibrate(r));
       loads = [
         { name: 'one', iterations, launches: 1 },
         { name: 'split', iterations: Math.floor(iterations / SPLIT_LAUNCHES), launches: SPLIT_LAUNCHES },
       ];
+      const fma = await computeOnce(r, loads[0]!);
+      const gemm = await gemmLoadFor(r, fma);
+      if (typeof gemm === 'string') {
+        gemmSkipped = gemm;
+        console.error(`paged: no GEMM load: ${gemm}`);
+      } else {
+        loads.push(gemm);
+      }
       const variants = [
         { engine: 'dma', stream: r.load, suffix: '', prepared: false },
         { engine: 'dma', stream: r.load, suffix: '_prepared', prepared: true },
@@ -567,11 +603,11 @@ async function main(): Promise<void> {
         { engine: 'kernel', stream: r.store, suffix: '_normalprio', prepared: false },
       ] as const;
       for (const l of loads) {
-        const prefix = l.name === 'one' ? 'contention' : 'contention_split';
+        const prefix = l.name === 'one' ? 'contention' : `contention_${l.name}`;
         await computeOnce(r, l);
         const alone: number[] = [];
         for (let i = 0; i < CONTENTION_SAMPLES; i++) alone.push(await computeOnce(r, l));
-        add(`compute_alone${l.name === 'one' ? '' : '_split'}_ms`, 1e3 * median(alone), 'ms', val(`compute_alone:${l.name}`), {
+        add(`compute_alone${l.name === 'one' ? '' : `_${l.name}`}_ms`, 1e3 * median(alone), 'ms', val(`compute_alone:${l.name}`), {
           iterations: l.iterations,
           launches: l.launches,
           min_ms: 1e3 * Math.min(...alone),
@@ -654,7 +690,9 @@ async function main(): Promise<void> {
           load_source: quick ? null : base ? 'baseline busy_iterations' : 'calibrated here',
           load: 'busyKernel (src/device/testing.ts): SMs x 8 blocks of 256 threads of dependent FMAs: 2048 threads per ' +
             'SM, all a Hopper SM holds, in one wave; "one": one launch of ~80 ms, during which a copy kernel finds no ' +
-            'free SM slot; "split": the same work as 25 launches, between which one can slip in',
+            'free SM slot; "split": the same work as 25 launches, between which one can slip in; "gemm": cuBLAS ' +
+            'bf16 GEMMs of 8192^3 (gemmLoad, src/device/testing.ts), as many as take as long as "one" (iterations: n)',
+          gemm_skipped: gemmSkipped,
           ratio: 'kvflow / baseline (same direction, same bytes, contiguous cudaMemcpyAsync); null for _slowdown_pct, ' +
             'whose baseline is the slowdown contiguous copies cause; cuda_batch_gbps: the baseline\'s cudaMemcpyBatchAsync ' +
             'of the unmerged pieces, for context',

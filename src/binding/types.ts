@@ -80,6 +80,7 @@ export interface NativeStream {
   /** The pieces of groups [firstGroup, firstGroup + groupCount) of a prepared batch. */
   copyPrepared(batch: NativeBatch, firstGroup: number, groupCount: number, engine: number): void;
   busy(iterations: number): void;
+  busyGemm(count: number, n: number): void;
   readFile(dst: NativeBuffer, dstOffset: number, file: NativeFile, fileOffset: number, bytes: number, chunk: number, slots: number): void;
   writeFile(file: NativeFile, fileOffset: number, src: NativeBuffer, srcOffset: number, bytes: number, chunk: number, slots: number): void;
   record(): NativeEvent;

@@ -38,3 +38,14 @@ export function injectFailure(stream: Stream, code: KvflowErrorCode, message: st
 export function busyKernel(stream: Stream, iterations: number): void {
   stream.native.busy(iterations);
 }
+
+/**
+ * Enqueues `count` bf16 GEMMs of n x n x n (default 8192) from cuBLAS, loaded
+ * at run time (`KVFLOW_CUBLAS` names the library when it is not on the
+ * loader's path): a realistic compute load for contention benchmarks. The
+ * matrices' contents are meaningless. CUDA only: ERR_UNSUPPORTED on the CPU
+ * backend or without cuBLAS.
+ */
+export function gemmLoad(stream: Stream, count: number, n = 8192): void {
+  stream.native.busyGemm(count, n);
+}

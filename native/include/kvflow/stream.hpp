@@ -56,6 +56,14 @@ class Stream {
   /// A compute load for benchmarks: keeps every SM busy (the CPU backend: the
   /// stream's thread) for `iterations` rounds.
   virtual void busy(std::uint64_t iterations) = 0;
+  /// A compute load for benchmarks: `count` bf16 GEMMs of n x n x n from
+  /// cuBLAS, loaded at run time (CUDA only; ERR_UNSUPPORTED elsewhere or
+  /// without cuBLAS).
+  virtual void busy_gemm(std::uint32_t count, std::uint32_t n) {
+    (void)count;
+    (void)n;
+    KVFLOW_FAIL(kUnsupported, "a GEMM load needs the CUDA backend");
+  }
   /// Marks the current end of the stream; the event completes when all work
   /// enqueued before it has.
   [[nodiscard]] virtual EventPtr record() = 0;

@@ -62,6 +62,7 @@ class CudaStream final : public Stream {
   void copy_batch(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
                   std::vector<CopyPiece> pieces, BatchEngine engine) override;
   void busy(std::uint64_t iterations) override;
+  void busy_gemm(std::uint32_t count, std::uint32_t n) override;  // gemm_load.cc
   [[nodiscard]] EventPtr record() override;
   void wait(const EventPtr& event) override;
   [[nodiscard]] bool idle() override;

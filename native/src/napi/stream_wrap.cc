@@ -36,6 +36,7 @@ Napi::Function StreamWrap::Init(Napi::Env env) {
                          InstanceMethod<&StreamWrap::CopyBatch>("copyBatch"),
                          InstanceMethod<&StreamWrap::CopyPrepared>("copyPrepared"),
                          InstanceMethod<&StreamWrap::Busy>("busy"),
+                         InstanceMethod<&StreamWrap::BusyGemm>("busyGemm"),
                          InstanceMethod<&StreamWrap::ReadFile>("readFile"),
                          InstanceMethod<&StreamWrap::WriteFile>("writeFile"),
                          InstanceMethod<&StreamWrap::Record>("record"),
@@ -352,6 +353,19 @@ Napi::Value StreamWrap::WriteFile(const Napi::CallbackInfo& info) {
 Napi::Value StreamWrap::Busy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] { stream(env).busy(arg_size(info, 0, "iterations")); });
+  return env.Undefined();
+}
+
+Napi::Value StreamWrap::BusyGemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, [&] {
+    const std::size_t count = arg_size(info, 0, "count");
+    const std::size_t n = arg_size(info, 1, "n");
+    KVFLOW_CHECK(count <= 1000000 && n <= 32768, kInvalidArg,
+                 "expected at most 1000000 GEMMs of size at most 32768, got " + std::to_string(count) + " of " +
+                     std::to_string(n));
+    stream(env).busy_gemm(static_cast<std::uint32_t>(count), static_cast<std::uint32_t>(n));
+  });
   return env.Undefined();
 }
 

@@ -22,6 +22,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value CopyBatch(const Napi::CallbackInfo& info);
   Napi::Value CopyPrepared(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
+  Napi::Value BusyGemm(const Napi::CallbackInfo& info);
   Napi::Value ReadFile(const Napi::CallbackInfo& info);
   Napi::Value WriteFile(const Napi::CallbackInfo& info);
   Napi::Value Record(const Napi::CallbackInfo& info);
