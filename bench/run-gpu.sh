@@ -44,6 +44,18 @@ source .device/env.sh
 
 nvidia-smi -L
 
+# bench/paged's GEMM load loads cuBLAS at run time; name the toolkit's copy
+# when the caller did not.
+if [ -z "${KVFLOW_CUBLAS:-}" ]; then
+  for lib in /usr/local/cuda/lib64/libcublas.so.13 /usr/local/cuda/lib64/libcublas.so.12; do
+    if [ -e "$lib" ]; then
+      export KVFLOW_CUBLAS="$lib"
+      export LD_LIBRARY_PATH="$(dirname "$lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+      break
+    fi
+  done
+fi
+
 # A kvflow program, under the watchdog when LIMIT_S is set (its output then
 # goes to $OUT/NAME.log, and is printed after).
 guarded() {
