@@ -4,7 +4,7 @@ import { KvflowError, KvLayout, type Device, type KvArrangement, type KvCache, t
 import { backends, codeOf, open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
 import { loadBinding } from '../../src/binding/load.js';
 import { fillCache, readCache } from '../helpers/cache.js';
-import { holdStream } from '../../src/device/testing.js';
+import { holdStream, injectFailure } from '../../src/device/testing.js';
 
 interface Shape {
   layers: number;
@@ -303,6 +303,40 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     }
     after.forEach((x, i) => expect(sameBytes(x, expected[i]!), `buffer ${i}`).toBe('equal'));
     await Promise.all([staging.dispose(), back.dispose(), freshDevice.dispose(), freshPinned.dispose()]);
+    await cache.dispose();
+  });
+
+  it.skipIf(skip).each(ENGINES)('%s engine: a failed batch between batches fails its event, does nothing, and the batches around it land', async (engine) => {
+    const shape = { ...SHAPES[3]!, numBlocks: 64 };
+    const layout = new KvLayout(shape);
+    const cache = dev.allocKvCache(layout);
+    const original = await fill(cache);
+    const order = shuffle(layout.numBlocks);
+    const blocks = [order.slice(0, 4), order.slice(4, 10), order.slice(10, 13)];
+    const bytes = layout.stagingBytes(6 * layout.blockTokens);
+    const staging = blocks.map(() => dev.allocPinned(bytes));
+    staging.forEach((b) => poison(b.array));
+    const s = dev.createStream({ priority: 'high' });
+    // Scratch and side streams made before the hold (making them may wait for the device).
+    for (let k = 0; k < 2; k++) cache.gather(s, { blocks: blocks[1]!, staging: staging[1]!, engine });
+    await s.synchronize();
+    poison(staging[1]!.array);
+    const untouched = staging[1]!.array.slice();
+    const release = holdStream(s); // all enqueued before any of it runs
+    cache.gather(s, { blocks: blocks[0]!, staging: staging[0]!, engine });
+    injectFailure(s, 'ERR_IO', 'injected batch failure');
+    cache.gather(s, { blocks: blocks[1]!, staging: staging[1]!, engine }); // fails, moves nothing
+    const failed = s.record();
+    cache.gather(s, { blocks: blocks[2]!, staging: staging[2]!, engine });
+    const after = s.record();
+    release();
+    await expect(failed.done()).rejects.toMatchObject({ code: 'ERR_IO', message: 'injected batch failure' });
+    await expect(after.done()).resolves.toBeUndefined();
+    expectRecord(shape, original, staging[0]!.array, 0, blocks[0]!, 'before the failure');
+    expect(sameBytes(staging[1]!.array, untouched)).toBe('equal');
+    expectRecord(shape, original, staging[2]!.array, 0, blocks[2]!, 'after the failure');
+    await s.dispose();
+    await Promise.all(staging.map((b) => b.dispose()));
     await cache.dispose();
   });
 
