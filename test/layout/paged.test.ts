@@ -340,6 +340,40 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     await cache.dispose();
   });
 
+  it.skipIf(skip || backend !== 'cuda')('kernel engine: work enqueued through the stream\'s handle between two batches comes before the second', async () => {
+    const shape = { ...SHAPES[3]!, numBlocks: 64 };
+    const layout = new KvLayout(shape);
+    const cache = dev.allocKvCache(layout);
+    const original = await fill(cache);
+    const order = shuffle(layout.numBlocks);
+    const first = order.slice(0, 8);
+    const target = order[20]!;
+    const s = dev.createStream({ priority: 'high' });
+    const w = dev.wrapStreamUnsafe(s.handle); // the same CUDA stream, as a runtime would hold it
+    const a = dev.allocPinned(layout.stagingBytes(8 * layout.blockTokens));
+    const b = dev.allocPinned(layout.stagingBytes(8 * layout.blockTokens));
+    for (let k = 0; k < 2; k++) cache.gather(s, { blocks: first, staging: a, engine: 'kernel' }); // scratch made before the hold
+    await s.synchronize();
+    poison(a.array);
+    poison(b.array);
+    const fresh = randomBytes(layout.pieceBytes);
+    const src = dev.allocPinned(fresh.byteLength);
+    src.array.set(fresh);
+    const at = layout.piece(0, 0, target);
+    const release = holdStream(s);
+    cache.gather(s, { blocks: first, staging: a, engine: 'kernel' });
+    w.copy(cache.buffers[at.buffer]!, at.offset, src, 0, fresh.byteLength); // layer 0, K of `target`
+    cache.gather(s, { blocks: [target], staging: b, layers: 0, engine: 'kernel' });
+    release();
+    await s.synchronize();
+    expectRecord(shape, original, a.array, 0, first, 'first gather', 0, 4);
+    expect(sameBytes(b.array.subarray(0, fresh.byteLength), fresh)).toBe('equal');
+    await w.dispose();
+    await s.dispose();
+    await Promise.all([a.dispose(), b.dispose(), src.dispose()]);
+    await cache.dispose();
+  });
+
   it.skipIf(skip).each(ENGINES)('%s engine: a prepared transfer moves layer by layer (any order) what moveRecords moves', async (engine) => {
     const shape = { ...SHAPES[3]!, numBlocks: 64 };
     const layout = new KvLayout(shape);

@@ -135,17 +135,19 @@ class DmaHelper {
   /// the helper's failure, if any (the stream then does not wait for it).
   std::exception_ptr finish(cudaStream_t stream) noexcept {
     std::exception_ptr there;
+    bool recorded = false;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       cv_.wait(lock, [this] { return done_; });
       there = failed_;
+      recorded = join_recorded_;
     }
     // The stream waits for the helper's stream, so that its later work, the
     // release of the batch's buffers and close() all come after the helper's
-    // copies. When that cannot be arranged (the helper failed, so its join
-    // may not be recorded, or the wait itself failed), the helper's stream is
-    // waited for here instead: no copy may outlive the buffers it uses.
-    const cudaError_t joined = there ? cudaErrorUnknown : cudaStreamWaitEvent(stream, join_, 0);
+    // copies, whether its share was enqueued whole or not. Only when that
+    // cannot be arranged (no join recorded, or the wait failed) is the
+    // helper's stream waited for here: no copy may outlive the buffers it uses.
+    const cudaError_t joined = recorded ? cudaStreamWaitEvent(stream, join_, 0) : cudaErrorUnknown;
     if (joined != cudaSuccess) {
       (void)cudaStreamSynchronize(aux_);
       (void)cudaGetLastError();
@@ -187,6 +189,7 @@ class DmaHelper {
       }
       lock.lock();
       failed_ = failed;
+      join_recorded_ = recorded == cudaSuccess;
       done_ = true;
       cv_.notify_all();
     }
@@ -209,6 +212,7 @@ class DmaHelper {
   std::condition_variable cv_;
   const Copies* job_ = nullptr;
   bool done_ = false;
+  bool join_recorded_ = false;  // the helper's stream's work so far is behind join_
   bool stop_ = false;
   std::exception_ptr failed_;
 };
@@ -254,12 +258,15 @@ class KernelPipe {
 
   /// Enqueues one batch: `first` on the side stream, `second` on `stream`.
   /// `seq` is the batch's operation number on `stream`; `gather` its direction.
+  /// `may_chain` false when work kvflow does not see may be enqueued on the
+  /// stream (a wrapped stream, or one whose handle was handed out): every
+  /// batch then forks afresh.
   template <typename First, typename Second>
-  void run(cudaStream_t stream, std::uint64_t seq, bool gather, First&& first, Second&& second) {
+  void run(cudaStream_t stream, std::uint64_t seq, bool gather, bool may_chain, First&& first, Second&& second) {
     const int slot = next_;
     next_ ^= 1;
     const int dir = gather ? 1 : 2;
-    const bool chained = dir_ == dir && seq == seq_ + 1;
+    const bool chained = may_chain && dir_ == dir && seq == seq_ + 1;
     dir_ = 0;  // until this batch is fully enqueued
     bool side_used = false;
     try {
@@ -276,10 +283,15 @@ class KernelPipe {
       second(stream);
       KVFLOW_CUDA(cudaEventRecord(slot_free_[slot], stream));
     } catch (...) {
-      // The side stream's work may not be behind the stream's: wait for it, so
-      // nothing it does outlives the buffers the batch holds. A later batch
-      // starts afresh (a new fork, slots waited for by a synchronised stream).
-      if (side_used) (void)cudaStreamSynchronize(side_);
+      // The side stream's work may not be behind the stream's. Put it there
+      // (the stream waits for it, so nothing it does outlives the buffers the
+      // batch holds); only if that fails, wait for it here (which, behind a
+      // held stream, waits for the hold). A later batch starts afresh.
+      if (side_used) {
+        const bool joined = cudaEventRecord(first_done_, side_) == cudaSuccess &&
+                            cudaStreamWaitEvent(stream, first_done_, 0) == cudaSuccess;
+        if (!joined) (void)cudaStreamSynchronize(side_);
+      }
       (void)cudaGetLastError();
       slot_used_[0] = slot_used_[1] = false;
       throw;
@@ -520,8 +532,9 @@ void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const s
   };
   const auto dma = [&](cudaStream_t on) { enqueue_copies(copies, on); };
   if (stream != nullptr && kernel_pipe_) {
-    if (gather) kernel_pipe_->run(stream, seq, true, kernel, dma);
-    else kernel_pipe_->run(stream, seq, false, dma, kernel);
+    const bool may_chain = core_->owned && !handle_shared_.load(std::memory_order_relaxed);
+    if (gather) kernel_pipe_->run(stream, seq, true, may_chain, kernel, dma);
+    else kernel_pipe_->run(stream, seq, false, may_chain, dma, kernel);
   } else if (gather) {
     kernel(stream);
     dma(stream);

@@ -410,7 +410,10 @@ bool CudaStream::idle() {
   return true;
 }
 
-std::uintptr_t CudaStream::handle() const noexcept { return reinterpret_cast<std::uintptr_t>(core_->stream); }
+std::uintptr_t CudaStream::handle() const noexcept {
+  handle_shared_.store(true, std::memory_order_relaxed);
+  return reinterpret_cast<std::uintptr_t>(core_->stream);
+}
 
 bool CudaStream::drain(std::chrono::milliseconds budget) noexcept {
   StreamCore& c = *core_;

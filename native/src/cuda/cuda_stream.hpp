@@ -6,6 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -100,6 +101,9 @@ class CudaStream final : public Stream {
   // first use, ended by close().
   std::shared_ptr<KernelPipe> kernel_pipe_;
   bool kernel_pipe_failed_ = false;  // making one failed: both stages run on the stream
+  // Set once handle() was read: work kvflow does not see may then be enqueued
+  // on the stream, so kernel-engine batches no longer share a fork.
+  mutable std::atomic<bool> handle_shared_{false};
   // Enqueue shares of a large DMA batch on streams of their own from threads
   // of their own (cuda_batch.cc), made on first use, ended by close().
   std::vector<std::shared_ptr<DmaHelper>> dma_helpers_;

@@ -27,6 +27,7 @@ constexpr int kOpN = 0;            // CUBLAS_OP_N
 constexpr int kBf16 = 14;          // CUDA_R_16BF
 constexpr int kCompute32F = 68;    // CUBLAS_COMPUTE_32F
 constexpr int kGemmDefault = -1;   // CUBLAS_GEMM_DEFAULT
+constexpr std::uint32_t kMaxGemms = 4096;  // per call
 
 struct Cublas {
   CublasCreate create = nullptr;
@@ -80,17 +81,13 @@ std::map<int, GemmState> gemm_states;
 
 }  // namespace
 
-void CudaStream::busy_gemm(std::uint32_t count, std::uint32_t n) {
-  KVFLOW_CHECK(n >= 16 && n <= 32768 && n % 16 == 0, kInvalidArg,
-               "expected a GEMM size from 16 to 32768, a multiple of 16, got " + std::to_string(n));
-  const Cublas& lib = cublas();
-  KVFLOW_CHECK(lib.missing.empty(), kUnsupported, lib.missing);
-  StreamCore& c = *core_;
-  std::lock_guard<std::mutex> lock(c.mutex);
-  if (begin_op_locked() == 0 || count == 0) return;
-  KVFLOW_CUDA(cudaSetDevice(c.ordinal));
-  std::lock_guard<std::mutex> g(gemm_mutex);
-  GemmState& s = gemm_states[c.ordinal];
+namespace {
+
+/// The device's handle and matrices of at least n x n, made first when needed.
+/// Called without the stream's lock: making them may wait for the device,
+/// which a held stream would never let finish.
+GemmState& gemm_state_locked(const Cublas& lib, int ordinal, std::uint32_t n) {
+  GemmState& s = gemm_states[ordinal];
   if (s.handle == nullptr) {
     const int status = lib.create(&s.handle);
     if (status != 0) {
@@ -102,14 +99,49 @@ void CudaStream::busy_gemm(std::uint32_t count, std::uint32_t n) {
     // Never freed (see GemmState): a larger size takes new matrices.
     const std::size_t bytes = std::size_t{n} * n * 2;
     void* m[3] = {nullptr, nullptr, nullptr};
-    for (void*& p : m) KVFLOW_CUDA(cudaMalloc(&p, bytes));
+    for (void*& p : m) {
+      const cudaError_t err = cudaMalloc(&p, bytes);
+      if (err != cudaSuccess) {
+        for (void* q : m) {
+          if (q != nullptr) (void)cudaFree(q);
+        }
+        throw_cuda(err, "cudaMalloc", __FILE__, __LINE__);
+      }
+    }
     // bf16 0x3c3c (about 0.0115) everywhere: finite, non-zero operands.
-    for (void* p : m) KVFLOW_CUDA(cudaMemsetAsync(p, 0x3c, bytes, c.stream));
+    for (void* p : m) KVFLOW_CUDA(cudaMemset(p, 0x3c, bytes));
     s.a = m[0];
     s.b = m[1];
     s.c = m[2];
     s.n = n;
   }
+  return s;
+}
+
+}  // namespace
+
+void CudaStream::busy_gemm(std::uint32_t count, std::uint32_t n) {
+  KVFLOW_CHECK(n >= 16 && n <= 32768 && n % 16 == 0, kInvalidArg,
+               "expected a GEMM size from 16 to 32768, a multiple of 16, got " + std::to_string(n));
+  // Enqueuing blocks once CUDA's launch queue is full; keep one call bounded.
+  KVFLOW_CHECK(count <= kMaxGemms, kInvalidArg,
+               "expected at most " + std::to_string(kMaxGemms) + " GEMMs per call, got " + std::to_string(count));
+  const Cublas& lib = cublas();
+  KVFLOW_CHECK(lib.missing.empty(), kUnsupported, lib.missing);
+  StreamCore& c = *core_;
+  {
+    KVFLOW_CUDA(cudaSetDevice(c.ordinal));
+    std::lock_guard<std::mutex> g(gemm_mutex);
+    (void)gemm_state_locked(lib, c.ordinal, n);
+  }
+  std::lock_guard<std::mutex> lock(c.mutex);
+  if (begin_op_locked() == 0 || count == 0) return;
+  KVFLOW_CUDA(cudaSetDevice(c.ordinal));
+  std::lock_guard<std::mutex> g(gemm_mutex);
+  GemmState& s = gemm_state_locked(lib, c.ordinal, n);  // made above: nothing is made here
+  // One handle serves every stream of the device; cublasSetStream puts it on
+  // its default workspace, which GEMMs in flight on two streams may share.
+  // The load's results are never read, so that is harmless here.
   const int status = lib.set_stream(s.handle, c.stream);
   KVFLOW_CHECK(status == 0, kCuda, "cublasSetStream failed with status " + std::to_string(status));
   const float alpha = 1.0f;

@@ -361,8 +361,8 @@ Napi::Value StreamWrap::BusyGemm(const Napi::CallbackInfo& info) {
   guarded(env, [&] {
     const std::size_t count = arg_size(info, 0, "count");
     const std::size_t n = arg_size(info, 1, "n");
-    KVFLOW_CHECK(count <= 1000000 && n <= 32768, kInvalidArg,
-                 "expected at most 1000000 GEMMs of size at most 32768, got " + std::to_string(count) + " of " +
+    KVFLOW_CHECK(count <= 4096 && n <= 32768, kInvalidArg,
+                 "expected at most 4096 GEMMs of size at most 32768, got " + std::to_string(count) + " of " +
                      std::to_string(n));
     stream(env).busy_gemm(static_cast<std::uint32_t>(count), static_cast<std::uint32_t>(n));
   });
