@@ -261,7 +261,11 @@ export class Device {
 
   async #teardown(native: NativeDevice): Promise<void> {
     const children = [...this.#children];
-    await Promise.all(children.filter((c) => c instanceof Stream).map((s) => s.dispose()));
+    const streams = children.filter((c) => c instanceof Stream);
+    // Wrapped streams first: one may wrap the handle of a stream of this device,
+    // which must not be destroyed while the wrap still waits on it.
+    await Promise.all(streams.filter((s) => !s.owned).map((s) => s.dispose()));
+    await Promise.all(streams.filter((s) => s.owned).map((s) => s.dispose()));
     await this.#io?.dispose();
     await Promise.all(children.filter((c) => c instanceof KvBuffer).map((b) => b.dispose()));
     native.close(false);

@@ -68,6 +68,22 @@ dev.dispose().then(() => console.log('disposed', last.status()));`,
     expect(r.status).toBe(0);
   });
 
+  it.skipIf(skip || backend !== 'cuda')('dispose() closes a wrap of one of the device\'s own streams before that stream', () => {
+    const r = runChild(
+      `const dev = openDevice({ backend });
+const s = dev.createStream();
+const w = dev.wrapStreamUnsafe(s.handle);
+const a = dev.allocPinned(16 << 20), d = dev.allocDevice(16 << 20);
+for (let i = 0; i < 4; i++) { s.copy(d, 0, a, 0, 16 << 20); w.copy(a, 0, d, 0, 16 << 20); }
+const last = w.record();
+dev.dispose().then(() => console.log('disposed', last.status()));`,
+      backend,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('disposed ok');
+    expect(r.status).toBe(0);
+  });
+
   it.skipIf(skip)('the process exits when work is left in flight and nothing waits on it', () => {
     const r = runChild(
       `const dev = openDevice({ backend });
