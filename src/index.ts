@@ -39,6 +39,7 @@ export {
   type ChunkRef,
   type KvStoreOptions,
   type KvStoreStats,
+  type LayerMoveOptions,
 } from './store/store.js';
 export { chunkKeys, fingerprintOf, STORE_FORMAT_VERSION, type FingerprintSpec } from './store/keys.js';
 export { lruRank, type ChunkUse, type EvictionRank } from './store/dram.js';

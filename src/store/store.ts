@@ -78,6 +78,16 @@ export interface KvStoreOptions {
   pagedEngine?: PagedEngine;
 }
 
+/** Options of one `loadLayer` or `putLayer` call. */
+export interface LayerMoveOptions {
+  /**
+   * The paged engine of this call, over the store's `pagedEngine`: a
+   * scheduler that knows the GPU is idle right now (say, loading the first
+   * layers before any compute) can take `kernel` there and `dma` elsewhere.
+   */
+  engine?: PagedEngine;
+}
+
 /** A chunk of a hit. */
 export interface ChunkRef {
   readonly key: string;
@@ -104,6 +114,7 @@ interface PreparedLoad {
   blocks: number[];
   dram: DramChunk[];
   transfer: PreparedTransfer;
+  engine: PagedEngine;
 }
 
 function sameBlocks(a: readonly number[], b: ArrayLike<number>): boolean {
@@ -542,10 +553,12 @@ export class KvStore {
    * its blocks hold zeros, never the bad bytes; look the prompt up again to
    * learn the new hit.
    */
-  loadLayer(chunks: readonly ChunkRef[], layer: number, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream): Event {
+  loadLayer(chunks: readonly ChunkRef[], layer: number, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
+    options: LayerMoveOptions = {}): Event {
     this.#live();
     const li = this.#extentIndex(layer);
-    const fromDram = this.#dramLoad(chunks, li, layer, kvCache, blockTable, stream);
+    const engine = this.#engineOf(options);
+    const fromDram = this.#dramLoad(chunks, li, layer, kvCache, blockTable, stream, engine);
     if (fromDram) return fromDram;
     this.#checkCache(kvCache);
     if (!Array.isArray(chunks)) fail('ERR_INVALID_ARG', `expected an array of chunks (hit.chunks), got ${describe(chunks)}`);
@@ -648,7 +661,7 @@ export class KvStore {
         ));
       }
       for (const w of waits) stream.waitEvent(w);
-      kvCache.moveRecords(stream, 'scatter', records, layer, this.#engine);
+      kvCache.moveRecords(stream, 'scatter', records, layer, engine);
     } catch (e) {
       for (const c of pins) this.#dram.unpin(c);
       for (const t of temps) void t.dispose();
@@ -685,8 +698,18 @@ export class KvStore {
    * the first layer, and each layer is then one native call. Returns
    * undefined when the general path must run (it also reports bad input).
    */
+  /** The engine of one call: its option, else the store's. */
+  #engineOf(options: LayerMoveOptions): PagedEngine {
+    if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object, got ${describe(options)}`);
+    const engine = options.engine ?? this.#engine;
+    if (engine !== 'auto' && engine !== 'dma' && engine !== 'kernel') {
+      fail('ERR_INVALID_ARG', `expected 'auto', 'dma' or 'kernel' for engine, got ${describe(engine)}`);
+    }
+    return engine;
+  }
+
   #dramLoad(chunks: readonly ChunkRef[], li: number, layer: number, kvCache: KvCache, blockTable: ArrayLike<number>,
-    stream: Stream): Event | undefined {
+    stream: Stream, engine: PagedEngine): Event | undefined {
     if (!Array.isArray(chunks) || chunks.length === 0 || chunks.length > PREPARED_MAX_CHUNKS) return undefined;
     if (blockTable === null || typeof blockTable !== 'object' || typeof blockTable.length !== 'number') return undefined;
     const refs = chunks as readonly RefState[];
@@ -699,7 +722,7 @@ export class KvStore {
       keys.add(r.key);
       dram.push(c);
     }
-    const at = this.#prepared.findIndex((e) => e.cache === kvCache && e.dram.length === dram.length && e.dram.every((c, i) => c === dram[i]) &&
+    const at = this.#prepared.findIndex((e) => e.cache === kvCache && e.engine === engine && e.dram.length === dram.length && e.dram.every((c, i) => c === dram[i]) &&
       sameBlocks(e.blocks, blockTable));
     let entry = at < 0 ? undefined : this.#prepared[at]!;
     if (entry !== undefined) {
@@ -716,8 +739,8 @@ export class KvStore {
         staging: c.slot.buffer,
         stagingOffset: c.slot.offset,
       }));
-      const transfer = kvCache.prepare('scatter', records, this.layers, this.#engine);
-      entry = { cache: kvCache, blocks: Array.from(blockTable), dram, transfer };
+      const transfer = kvCache.prepare('scatter', records, this.layers, engine);
+      entry = { cache: kvCache, blocks: Array.from(blockTable), dram, transfer, engine };
       this.#prepared.push(entry);
       if (this.#prepared.length > PREPARED_LOADS) this.#prepared.shift()!.transfer.dispose();
       this.#local.dramPlans!++;
@@ -820,9 +843,10 @@ export class KvStore {
    * call (arrays of puts and block tables): one batch moves them all.
    */
   putLayer(pending: PendingPut | readonly PendingPut[], layer: number, kvCache: KvCache,
-    blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream): Event {
+    blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
     this.#live();
     const li = this.#extentIndex(layer);
+    const engine = this.#engineOf(options);
     this.#checkCache(kvCache);
     const puts = Array.isArray(pending) ? (pending as readonly PendingPut[]) : [pending as PendingPut];
     const tables = Array.isArray(pending) ? (blockTable as readonly ArrayLike<number>[]) : [blockTable as ArrayLike<number>];
@@ -839,7 +863,7 @@ export class KvStore {
         records.push({ blocks, staging: part.dram.slot.buffer, stagingOffset: part.dram.slot.offset + li * this.extentBytes });
       }
     });
-    kvCache.moveRecords(stream, 'gather', records, layer, this.#engine);
+    kvCache.moveRecords(stream, 'gather', records, layer, engine);
     const event = stream.record();
     for (const p of puts) {
       p.events.push(event);

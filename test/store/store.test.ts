@@ -192,6 +192,39 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     await store.close();
   });
 
+  it.skipIf(skip)('a per-call engine overrides the store\'s for putLayer and loadLayer; DRAM plans are kept per engine', async () => {
+    const store = await openStore(storeDir());
+    const tokens = randomTokens(CHUNK * 3);
+    const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
+    const p = store.beginPut(tokens);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(p, layer, src, blocks, stream, { engine: layer % 2 === 0 ? 'kernel' : 'dma' });
+    expect((await store.commit(p)).added).toBe(3);
+    const table = randomBlocks(3 * BPC, SPEC.numBlocks);
+    for (const engine of ['kernel', 'dma', 'kernel'] as const) {
+      const hit = store.lookup(tokens);
+      for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer(hit.chunks, layer, dst, table, stream, { engine }).done();
+      hit.release();
+      const got = await readCache(dev, stream, dst);
+      for (let layer = 0; layer < SPEC.layers; layer++) {
+        for (let i = 0; i < table.length; i++) {
+          for (const kv of [0, 1] as const) {
+            expect(Buffer.compare(pieceOf(src, srcData, layer, kv, blocks[i]!), pieceOf(dst, got, layer, kv, table[i]!)), `${engine} layer ${layer} block ${i} kv ${kv}`).toBe(0);
+          }
+        }
+      }
+    }
+    // One plan per engine: the third load reused the first's.
+    expect(store.stats().local.dramPlans).toBe(2);
+    const hit = store.lookup(tokens);
+    expect(() => store.loadLayer(hit.chunks, 0, dst, table, stream, { engine: 'fast' as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => store.loadLayer(hit.chunks, 0, dst, table, stream, null as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    hit.release();
+    const p2 = store.beginPut(randomTokens(CHUNK));
+    expect(() => store.putLayer(p2, 0, src, blocks.slice(0, BPC), stream, { engine: 7 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    await store.abort(p2);
+    await store.close();
+  });
+
   it.skipIf(skip)('puts of several requests go in one putLayer call', async () => {
     const store = await openStore(storeDir());
     const ta = randomTokens(CHUNK * 2);
