@@ -92,7 +92,7 @@ import {
 } from '../src/index.js';
 import { fillRandom, median, now, since, spreadPct } from './lib/measure.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
-import { loadBaseline, midpoint, rawPass, RawIoError, type Baseline, type RawPass, type RawPoint } from './lib/raw-baseline.js';
+import { loadBaseline, midpoint, pairedFigure, rawPass, RawIoError, type Baseline, type RawPass, type RawPoint } from './lib/raw-baseline.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -926,14 +926,9 @@ async function main(): Promise<void> {
         if (!(args.keep ?? false)) rmSync(rawWritePath, { force: true });
       }
       const pairedRow = (metric: string, p: Paired, raw: RawPoint): void => {
-        const n = Math.min(p.kv.gbps.length, p.raw.length);
-        if (n === 0) return;
-        const kvGbps = p.kv.gbps.slice(0, n);
-        const rawGbps = p.raw.slice(0, n).map((x) => x.gbps);
-        const ratios = kvGbps.map((k, i) => k / rawGbps[i]!);
-        const ratio = midpoint(ratios);
-        const value = midpoint(kvGbps);
-        const baseline = midpoint(rawGbps);
+        const f = pairedFigure(p.kv.gbps, p.raw.map((x) => x.gbps));
+        if (f === undefined) return;
+        const { n, kv: kvGbps, raw: rawGbps, ratios, ratio, value, baseline } = f;
         add(metric, value, 'GB/s', baseline, {
           ratio,
           ratio_is: 'median of per-pair ratios (kvflow / raw_io of the same pair)',

@@ -44,7 +44,7 @@ import { parseArgs } from 'node:util';
 
 import { KvLayout, KvStore, openDevice, type Device, type KvCache, type Stream } from '../src/index.js';
 import { fillRandom, median, now, since } from './lib/measure.js';
-import { loadBaseline, midpoint, rawPass, RawIoError, type RawPass } from './lib/raw-baseline.js';
+import { loadBaseline, pairedFigure, rawPass, RawIoError, type RawPass } from './lib/raw-baseline.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
 
 /** DRAM-tier loads timed per sample and engine, after the cold load that promotes the prefix. */
@@ -295,15 +295,12 @@ async function main(): Promise<void> {
     );
   }
   for (const [metric, p] of pairs) {
-    const n = Math.min(p.kv.length, p.raw.length);
-    if (n === 0) continue;
-    const kv = p.kv.slice(0, n);
-    const rawGbps = p.raw.slice(0, n).map((r) => r.gbps);
-    const ratios = kv.map((k, i) => k / rawGbps[i]!);
+    const f = pairedFigure(p.kv, p.raw.map((r) => r.gbps));
+    if (f === undefined) continue;
     results.push({
-      metric, value: midpoint(kv), unit: 'GB/s', baseline: midpoint(rawGbps), ratio: midpoint(ratios),
-      ratio_is: 'median of per-pair ratios (kvflow / raw_io pass of the same pair)', samples: kv, baseline_samples: rawGbps,
-      pair_ratios: ratios, order: p.order.slice(0, n), raw_bytes: p.rawBytes, raw_direct: p.raw.map((r) => r.direct),
+      metric, value: f.value, unit: 'GB/s', baseline: f.baseline, ratio: f.ratio,
+      ratio_is: 'median of per-pair ratios (kvflow / raw_io pass of the same pair)', samples: f.kv, baseline_samples: f.raw,
+      pair_ratios: f.ratios, order: p.order.slice(0, f.n), raw_bytes: p.rawBytes, raw_direct: p.raw.map((r) => r.direct),
       raw_cache_dropped: p.raw.map((r) => r.cacheDropped), ...(metric.startsWith('load') ? { goal_ratio: 0.95 } : {}),
     });
   }

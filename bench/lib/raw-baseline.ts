@@ -112,3 +112,27 @@ export function midpoint(values: readonly number[]): number {
   const h = s.length >> 1;
   return s.length % 2 === 1 ? s[h]! : (s[h - 1]! + s[h]!) / 2;
 }
+
+/** Pairs of kvflow and raw_io samples taken back to back, as the paired figures report them. */
+export interface PairedFigure {
+  /** Complete pairs. */
+  n: number;
+  kv: number[];
+  raw: number[];
+  /** kvflow / raw of each pair. */
+  ratios: number[];
+  /** midpoint of kv, of raw, and of the per-pair ratios (the figure's ratio). */
+  value: number;
+  baseline: number;
+  ratio: number;
+}
+
+/** The paired figure of the first min(kv, raw) samples of each side; undefined without a pair. */
+export function pairedFigure(kvGbps: readonly number[], rawGbps: readonly number[]): PairedFigure | undefined {
+  const n = Math.min(kvGbps.length, rawGbps.length);
+  if (n === 0) return undefined;
+  const kv = kvGbps.slice(0, n);
+  const raw = rawGbps.slice(0, n);
+  const ratios = kv.map((k, i) => k / raw[i]!);
+  return { n, kv, raw, ratios, value: midpoint(kv), baseline: midpoint(raw), ratio: midpoint(ratios) };
+}

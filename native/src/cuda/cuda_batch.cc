@@ -5,6 +5,7 @@
 // device scratch plus one contiguous DMA over PCIe (consecutive batches
 // overlapping on two streams, KernelPipe).
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -83,28 +84,52 @@ constexpr std::size_t kDmaHelpers = 1;
 
 }  // namespace
 
+/// A CUDA stream beside a kvflow stream, with its priority, and N events that
+/// order the two: made together, destroyed together (safe with work pending).
+template <std::size_t N>
+class SideStream {
+ public:
+  SideStream(int ordinal, cudaStream_t like) : ordinal_(ordinal) {
+    int priority = 0;
+    KVFLOW_CUDA(cudaStreamGetPriority(like, &priority));
+    KVFLOW_CUDA(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, priority));
+    for (cudaEvent_t& e : events_) {
+      const cudaError_t err = cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
+      if (err != cudaSuccess) {
+        destroy();
+        throw_cuda(err, "cudaEventCreateWithFlags", __FILE__, __LINE__);
+      }
+    }
+  }
+  SideStream(const SideStream&) = delete;
+  SideStream& operator=(const SideStream&) = delete;
+  ~SideStream() { destroy(); }
+
+  [[nodiscard]] cudaStream_t stream() const noexcept { return stream_; }
+  [[nodiscard]] cudaEvent_t event(std::size_t i) const noexcept { return events_[i]; }
+  [[nodiscard]] int ordinal() const noexcept { return ordinal_; }
+
+ private:
+  void destroy() noexcept {
+    (void)cudaSetDevice(ordinal_);
+    for (cudaEvent_t e : events_) {
+      if (e != nullptr) (void)cudaEventDestroy(e);
+    }
+    if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+    (void)cudaGetLastError();
+  }
+
+  int ordinal_;
+  cudaStream_t stream_ = nullptr;
+  std::array<cudaEvent_t, N> events_{};
+};
+
 /// Enqueues a share of a batch on its own stream, from its own thread, while
 /// the caller enqueues the rest; the caller's stream then waits for it. The
 /// caller holds its stream's mutex throughout, as for any CUDA call it makes.
 class DmaHelper {
  public:
-  DmaHelper(int ordinal, cudaStream_t like) : ordinal_(ordinal) {
-    int priority = 0;
-    KVFLOW_CUDA(cudaStreamGetPriority(like, &priority));
-    KVFLOW_CUDA(cudaStreamCreateWithPriority(&aux_, cudaStreamNonBlocking, priority));
-    cudaError_t err = cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming);
-    if (err == cudaSuccess) err = cudaEventCreateWithFlags(&join_, cudaEventDisableTiming);
-    if (err != cudaSuccess) {
-      destroy();
-      throw_cuda(err, "cudaEventCreateWithFlags", __FILE__, __LINE__);
-    }
-    try {
-      thread_ = std::thread([this] { loop(); });
-    } catch (...) {
-      destroy();
-      throw;
-    }
-  }
+  DmaHelper(int ordinal, cudaStream_t like) : side_(ordinal, like) { thread_ = std::thread([this] { loop(); }); }
   DmaHelper(const DmaHelper&) = delete;
   DmaHelper& operator=(const DmaHelper&) = delete;
   ~DmaHelper() {
@@ -114,14 +139,13 @@ class DmaHelper {
     }
     cv_.notify_all();
     if (thread_.joinable()) thread_.join();
-    destroy();
   }
 
   /// Starts enqueuing `theirs` on the helper's stream, after the work already
   /// on `stream`; `theirs` must stay alive until finish() returned.
   void start(const Copies& theirs, cudaStream_t stream) {
-    KVFLOW_CUDA(cudaEventRecord(fork_, stream));
-    KVFLOW_CUDA(cudaStreamWaitEvent(aux_, fork_, 0));
+    KVFLOW_CUDA(cudaEventRecord(side_.event(kFork), stream));
+    KVFLOW_CUDA(cudaStreamWaitEvent(side_.stream(), side_.event(kFork), 0));
     {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &theirs;
@@ -147,9 +171,9 @@ class DmaHelper {
     // copies, whether its share was enqueued whole or not. Only when that
     // cannot be arranged (no join recorded, or the wait failed) is the
     // helper's stream waited for here: no copy may outlive the buffers it uses.
-    const cudaError_t joined = recorded ? cudaStreamWaitEvent(stream, join_, 0) : cudaErrorUnknown;
+    const cudaError_t joined = recorded ? cudaStreamWaitEvent(stream, side_.event(kJoin), 0) : cudaErrorUnknown;
     if (joined != cudaSuccess) {
-      (void)cudaStreamSynchronize(aux_);
+      (void)cudaStreamSynchronize(side_.stream());
       (void)cudaGetLastError();
     }
     if (there) return there;
@@ -165,7 +189,7 @@ class DmaHelper {
 
  private:
   void loop() {
-    (void)cudaSetDevice(ordinal_);
+    (void)cudaSetDevice(side_.ordinal());
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       cv_.wait(lock, [this] { return stop_ || job_ != nullptr; });
@@ -175,11 +199,11 @@ class DmaHelper {
       lock.unlock();
       std::exception_ptr failed;
       try {
-        enqueue_copies(*job, aux_);
+        enqueue_copies(*job, side_.stream());
       } catch (...) {
         failed = std::current_exception();
       }
-      const cudaError_t recorded = cudaEventRecord(join_, aux_);
+      const cudaError_t recorded = cudaEventRecord(side_.event(kJoin), side_.stream());
       if (!failed && recorded != cudaSuccess) {
         try {
           throw_cuda(recorded, "cudaEventRecord", __FILE__, __LINE__);
@@ -195,24 +219,15 @@ class DmaHelper {
     }
   }
 
-  void destroy() noexcept {
-    (void)cudaSetDevice(ordinal_);
-    if (join_ != nullptr) (void)cudaEventDestroy(join_);
-    if (fork_ != nullptr) (void)cudaEventDestroy(fork_);
-    if (aux_ != nullptr) (void)cudaStreamDestroy(aux_);  // safe with work pending
-    (void)cudaGetLastError();
-  }
-
-  int ordinal_;
-  cudaStream_t aux_ = nullptr;
-  cudaEvent_t fork_ = nullptr;
-  cudaEvent_t join_ = nullptr;
+  static constexpr std::size_t kFork = 0;
+  static constexpr std::size_t kJoin = 1;
+  SideStream<2> side_;  // destroyed last, after the thread was joined
   std::thread thread_;
   std::mutex mutex_;
   std::condition_variable cv_;
   const Copies* job_ = nullptr;
   bool done_ = false;
-  bool join_recorded_ = false;  // the helper's stream's work so far is behind join_
+  bool join_recorded_ = false;  // the helper's stream's work so far is behind its join event
   bool stop_ = false;
   std::exception_ptr failed_;
 };
@@ -233,21 +248,9 @@ class DmaHelper {
 /// H200: bench/paged).
 class KernelPipe {
  public:
-  KernelPipe(int ordinal, cudaStream_t like) : ordinal_(ordinal) {
-    int priority = 0;
-    KVFLOW_CUDA(cudaStreamGetPriority(like, &priority));
-    KVFLOW_CUDA(cudaStreamCreateWithPriority(&side_, cudaStreamNonBlocking, priority));
-    for (cudaEvent_t* e : {&fork_, &first_done_, &slot_free_[0], &slot_free_[1]}) {
-      const cudaError_t err = cudaEventCreateWithFlags(e, cudaEventDisableTiming);
-      if (err != cudaSuccess) {
-        destroy();
-        throw_cuda(err, "cudaEventCreateWithFlags", __FILE__, __LINE__);
-      }
-    }
-  }
+  KernelPipe(int ordinal, cudaStream_t like) : side_(ordinal, like) {}
   KernelPipe(const KernelPipe&) = delete;
   KernelPipe& operator=(const KernelPipe&) = delete;
-  ~KernelPipe() { destroy(); }
 
   /// The scratch slot of the next batch, at least `bytes` long.
   BufferPtr& next_slot(Device& device, std::size_t bytes) {
@@ -271,26 +274,26 @@ class KernelPipe {
     bool side_used = false;
     try {
       if (!chained) {
-        KVFLOW_CUDA(cudaEventRecord(fork_, stream));
-        KVFLOW_CUDA(cudaStreamWaitEvent(side_, fork_, 0));
+        KVFLOW_CUDA(cudaEventRecord(side_.event(kFork), stream));
+        KVFLOW_CUDA(cudaStreamWaitEvent(side_.stream(), side_.event(kFork), 0));
       }
-      if (slot_used_[slot]) KVFLOW_CUDA(cudaStreamWaitEvent(side_, slot_free_[slot], 0));
+      if (slot_used_[slot]) KVFLOW_CUDA(cudaStreamWaitEvent(side_.stream(), side_.event(kSlotFree + slot), 0));
       side_used = true;
-      first(side_);
-      KVFLOW_CUDA(cudaEventRecord(first_done_, side_));
-      KVFLOW_CUDA(cudaStreamWaitEvent(stream, first_done_, 0));
+      first(side_.stream());
+      KVFLOW_CUDA(cudaEventRecord(side_.event(kFirstDone), side_.stream()));
+      KVFLOW_CUDA(cudaStreamWaitEvent(stream, side_.event(kFirstDone), 0));
       side_used = false;  // the stream now waits for the side stream's work
       second(stream);
-      KVFLOW_CUDA(cudaEventRecord(slot_free_[slot], stream));
+      KVFLOW_CUDA(cudaEventRecord(side_.event(kSlotFree + slot), stream));
     } catch (...) {
       // The side stream's work may not be behind the stream's. Put it there
       // (the stream waits for it, so nothing it does outlives the buffers the
       // batch holds); only if that fails, wait for it here (which, behind a
       // held stream, waits for the hold). A later batch starts afresh.
       if (side_used) {
-        const bool joined = cudaEventRecord(first_done_, side_) == cudaSuccess &&
-                            cudaStreamWaitEvent(stream, first_done_, 0) == cudaSuccess;
-        if (!joined) (void)cudaStreamSynchronize(side_);
+        const bool joined = cudaEventRecord(side_.event(kFirstDone), side_.stream()) == cudaSuccess &&
+                            cudaStreamWaitEvent(stream, side_.event(kFirstDone), 0) == cudaSuccess;
+        if (!joined) (void)cudaStreamSynchronize(side_.stream());
       }
       (void)cudaGetLastError();
       slot_used_[0] = slot_used_[1] = false;
@@ -302,20 +305,10 @@ class KernelPipe {
   }
 
  private:
-  void destroy() noexcept {
-    (void)cudaSetDevice(ordinal_);
-    for (cudaEvent_t e : {fork_, first_done_, slot_free_[0], slot_free_[1]}) {
-      if (e != nullptr) (void)cudaEventDestroy(e);
-    }
-    if (side_ != nullptr) (void)cudaStreamDestroy(side_);  // safe with work pending
-    (void)cudaGetLastError();
-  }
-
-  int ordinal_;
-  cudaStream_t side_ = nullptr;
-  cudaEvent_t fork_ = nullptr;
-  cudaEvent_t first_done_ = nullptr;
-  cudaEvent_t slot_free_[2] = {nullptr, nullptr};
+  static constexpr std::size_t kFork = 0;
+  static constexpr std::size_t kFirstDone = 1;
+  static constexpr std::size_t kSlotFree = 2;  // and 3: one per scratch slot
+  SideStream<4> side_;
   BufferPtr slots_[2];
   bool slot_used_[2] = {false, false};
   int next_ = 0;
