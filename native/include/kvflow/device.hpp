@@ -12,6 +12,7 @@
 #include "kvflow/buffer.hpp"
 #include "kvflow/completer.hpp"
 #include "kvflow/pinned_pool.hpp"
+#include "kvflow/reference.hpp"
 #include "kvflow/stream.hpp"
 
 namespace kvflow {
@@ -82,6 +83,12 @@ class Device {
   [[nodiscard]] virtual BufferPtr wrap_device(std::uintptr_t address, std::size_t bytes) = 0;
   [[nodiscard]] virtual std::unique_ptr<Stream> create_stream(int priority) = 0;
   [[nodiscard]] virtual std::unique_ptr<Stream> wrap_stream(std::uintptr_t handle) = 0;
+  /// The reference transformer on this device (reference.hpp); weights are
+  /// made from shape.seed on the device.
+  [[nodiscard]] virtual std::unique_ptr<ReferenceModel> create_reference(const ModelShape& shape) {
+    (void)shape;
+    KVFLOW_FAIL(kUnsupported, "this backend has no reference model");
+  }
   /// Makes the calling thread's device calls go to this device (CUDA binds
   /// the thread to its ordinal; the CPU backend needs nothing). IO threads
   /// that hand device memory to other libraries (cuFile) call it first.

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "kvflow/buffer.hpp"
@@ -63,6 +64,17 @@ class Stream {
     (void)count;
     (void)n;
     KVFLOW_FAIL(kUnsupported, "a GEMM load needs the CUDA backend");
+  }
+  /// Compute in stream order (the reference model's kernels): on CUDA `fn`
+  /// runs at once on the calling thread with the cudaStream_t and enqueues
+  /// its kernels there (an operation like any other: it takes a sequence
+  /// number, an injected failure skips it); on the CPU backend `fn` runs on
+  /// the stream's worker, in order, with 0 and does the work itself. `hold`
+  /// stays alive until an event recorded after this completed.
+  virtual void launch(std::function<void(std::uintptr_t stream)> fn, std::vector<std::shared_ptr<const void>> hold) {
+    (void)fn;
+    (void)hold;
+    KVFLOW_FAIL(kUnsupported, "this stream cannot run compute");
   }
   /// Marks the current end of the stream; the event completes when all work
   /// enqueued before it has.
