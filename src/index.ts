@@ -43,3 +43,19 @@ export {
 } from './store/store.js';
 export { chunkKeys, fingerprintOf, STORE_FORMAT_VERSION, type FingerprintSpec } from './store/keys.js';
 export { lruRank, type ChunkUse, type EvictionRank } from './store/dram.js';
+export {
+  BandwidthMeter,
+  ComputeModel,
+  PRIOR_BYTES_PER_MS,
+  attentionPairs,
+  layerModelMs,
+  planPrefill,
+  type ComputeSample,
+  type ComputeTerms,
+  type HitSpan,
+  type PlanRequest,
+  type PrefillPlan,
+  type PrefillPolicy,
+  type SplitPrediction,
+  type TierBandwidth,
+} from './model/index.js';

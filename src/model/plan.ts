@@ -1,0 +1,184 @@
+/**
+ * Load or recompute: how much of a cached prefix a prefill loads (DESIGN.md
+ * sections 1 and 5). The per-layer model of a prefill that loads the first
+ * `b` tokens and computes the rest is
+ * `L * max(load, compute) + min(load, compute)`, with `load` the time to
+ * bring one layer of the loaded tokens in (tier by tier) and `compute` the
+ * calibrated `C(n_new, start)` of one layer; the first layer's shorter side
+ * cannot hide. `adaptive` tries every chunk boundary of the hit and keeps the
+ * fastest prediction, so it is never predicted slower than `recompute` (no
+ * load) or `load-all` (the whole hit): both are among the candidates.
+ */
+import { describe, fail } from '../errors.js';
+import type { BandwidthMeter } from './bandwidth.js';
+import type { ComputeModel } from './compute.js';
+
+/** `adaptive` balances IO and compute; `load-all` loads every cached token; `recompute` loads nothing. */
+export type PrefillPolicy = 'adaptive' | 'load-all' | 'recompute';
+
+/** A run of cached tokens in one tier, in prompt order. */
+export interface HitSpan {
+  tier: string;
+  tokens: number;
+}
+
+/** What the planner needs to know of one prefill. */
+export interface PlanRequest {
+  policy: PrefillPolicy;
+  /** Layers of the model. */
+  layers: number;
+  /** KV bytes of one token in one layer (K and V). */
+  bytesPerTokenPerLayer: number;
+  /** Tokens in the prompt. */
+  promptTokens: number;
+  /** Tokens at the start of the prompt already in HBM: neither loaded nor computed. */
+  heldTokens?: number;
+  /** Chunk size of the store: loads start and end on its multiples. */
+  chunkTokens: number;
+  /** Cached tokens from token 0, tier by tier in prompt order (the lookup's hit). */
+  hit: readonly HitSpan[];
+  /** `C(n, start)` of one layer. */
+  compute: ComputeModel | ((newTokens: number, start: number) => number);
+  /** Read bandwidth of a tier in bytes per millisecond. */
+  bandwidth: BandwidthMeter | ((tier: string) => number);
+  /** Prefills loading at once, which share each tier's bandwidth (default 1). */
+  sharing?: number;
+}
+
+/** A prediction of one candidate split, per layer and whole. */
+export interface SplitPrediction {
+  /** Tokens loaded (from the first chunk not wholly held). */
+  loadTokens: number;
+  /** First token computed. */
+  computeFrom: number;
+  loadMsPerLayer: number;
+  computeMsPerLayer: number;
+  /** Predicted prefill time. */
+  ms: number;
+}
+
+/** The chosen split and what it was weighed against. */
+export interface PrefillPlan extends SplitPrediction {
+  policy: PrefillPolicy;
+  /** First token loaded (a chunk boundary at or below the held tokens). */
+  loadFrom: number;
+  /** Tokens loaded per tier, in prompt order (tiers with none left out). */
+  loaded: HitSpan[];
+  /** Tokens computed: `promptTokens - computeFrom`. */
+  computeTokens: number;
+  /** Predicted time of computing everything not held. */
+  recomputeMs: number;
+  /** Predicted time of loading the whole hit. */
+  loadAllMs: number;
+  /** Whether the figures rest on measurements or priors, and what was chosen why. */
+  reason: string;
+}
+
+function int(value: unknown, name: string, min: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    fail('ERR_INVALID_ARG', `expected an integer >= ${min} for ${name}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** The per-layer model of DESIGN.md section 5 for uniform layers. */
+export function layerModelMs(layers: number, loadMs: number, computeMs: number): number {
+  return layers * Math.max(loadMs, computeMs) + Math.min(loadMs, computeMs);
+}
+
+/** Plans one prefill: how many cached tokens to load, from which tiers, and where compute starts. */
+export function planPrefill(req: PlanRequest): PrefillPlan {
+  if (typeof req !== 'object' || req === null) fail('ERR_INVALID_ARG', `expected a plan request, got ${describe(req)}`);
+  const policy = req.policy;
+  if (policy !== 'adaptive' && policy !== 'load-all' && policy !== 'recompute') {
+    fail('ERR_INVALID_ARG', `expected 'adaptive', 'load-all' or 'recompute' for policy, got ${describe(policy)}`);
+  }
+  const layers = int(req.layers, 'layers', 1);
+  const n = int(req.promptTokens, 'promptTokens', 1);
+  const held = Math.min(int(req.heldTokens ?? 0, 'heldTokens', 0), n - 1);
+  const chunk = int(req.chunkTokens, 'chunkTokens', 1);
+  if (!(req.bytesPerTokenPerLayer > 0)) fail('ERR_INVALID_ARG', `expected a positive number for bytesPerTokenPerLayer, got ${describe(req.bytesPerTokenPerLayer)}`);
+  if (!Array.isArray(req.hit)) fail('ERR_INVALID_ARG', `expected an array for hit, got ${describe(req.hit)}`);
+  const spans: HitSpan[] = [];
+  let hitTokens = 0;
+  req.hit.forEach((s, i) => {
+    if (typeof s?.tier !== 'string') fail('ERR_INVALID_ARG', `expected a tier name for hit[${i}].tier, got ${describe(s?.tier)}`);
+    const t = int(s.tokens, `hit[${i}].tokens`, 0);
+    if (t % chunk !== 0) fail('ERR_INVALID_ARG', `expected a multiple of ${chunk} for hit[${i}].tokens, got ${t}`);
+    if (t > 0) spans.push({ tier: s.tier, tokens: t });
+    hitTokens += t;
+  });
+  // Only what lies in the prompt counts; at least one token is computed.
+  hitTokens = Math.min(hitTokens, Math.ceil(n / chunk) * chunk);
+  const sharing = Math.max(1, req.sharing ?? 1);
+  const compute = typeof req.compute === 'function' ? req.compute : req.compute.predict.bind(req.compute);
+  const meter = req.bandwidth;
+  const bw = typeof meter === 'function' ? (t: string) => meter(t) / sharing : (t: string) => meter.share(t, sharing);
+  const loadFrom = Math.floor(held / chunk) * chunk;
+
+  // Tokens of [loadFrom, end) per tier.
+  const perTier = (end: number): HitSpan[] => {
+    const out: HitSpan[] = [];
+    let at = 0;
+    for (const s of spans) {
+      const lo = Math.max(at, loadFrom);
+      const hi = Math.min(at + s.tokens, end);
+      if (hi > lo) {
+        const last = out[out.length - 1];
+        if (last?.tier === s.tier) last.tokens += hi - lo;
+        else out.push({ tier: s.tier, tokens: hi - lo });
+      }
+      at += s.tokens;
+    }
+    return out;
+  };
+  const predict = (end: number): SplitPrediction => {
+    if (end <= held) {
+      const c = compute(n - held, held);
+      return { loadTokens: 0, computeFrom: held, loadMsPerLayer: 0, computeMsPerLayer: c, ms: layerModelMs(layers, 0, c) };
+    }
+    const computeFrom = Math.min(end, n - 1);
+    const loadMs = perTier(end).reduce((a, s) => a + (s.tokens * req.bytesPerTokenPerLayer) / bw(s.tier), 0);
+    const c = compute(n - computeFrom, computeFrom);
+    return { loadTokens: end - loadFrom, computeFrom, loadMsPerLayer: loadMs, computeMsPerLayer: c, ms: layerModelMs(layers, loadMs, c) };
+  };
+
+  const recompute = predict(held);
+  const loadAll = predict(hitTokens);
+  let chosen: SplitPrediction;
+  if (policy === 'recompute' || hitTokens <= held) chosen = recompute;
+  else if (policy === 'load-all') chosen = loadAll;
+  else {
+    chosen = recompute;
+    for (let end = loadFrom + chunk; end <= hitTokens; end += chunk) {
+      if (end <= held) continue;
+      const p = predict(end);
+      // Strictly faster only: of equal predictions the one that loads less wins.
+      if (p.ms < chosen.ms * (1 - 1e-9)) chosen = p;
+    }
+  }
+  const basis = describeBasis(req);
+  const why = policy !== 'adaptive' ? `policy ${policy}`
+    : chosen.loadTokens === 0 ? (hitTokens <= held ? 'nothing cached beyond what is held' : 'recomputing is predicted fastest')
+    : chosen.computeFrom >= Math.min(hitTokens, n - 1) ? 'loading the whole hit is predicted fastest'
+    : `loading ${chosen.loadTokens} of ${hitTokens - loadFrom} cached tokens balances IO and compute`;
+  return {
+    ...chosen,
+    policy,
+    loadFrom: chosen.loadTokens === 0 ? held : loadFrom,
+    loaded: chosen.loadTokens === 0 ? [] : perTier(loadFrom + chosen.loadTokens),
+    computeTokens: n - chosen.computeFrom,
+    recomputeMs: recompute.ms,
+    loadAllMs: loadAll.ms,
+    reason: `${why}; ${basis}`,
+  };
+}
+
+function describeBasis(req: PlanRequest): string {
+  const c = req.compute;
+  const compute = typeof c === 'function' ? 'compute given' : `compute ${c.terms.basis === 'none' ? 'not measured (no layer timed yet)' : c.terms.basis === 'per-token' ? 'from one prompt shape' : 'calibrated'}`;
+  const m = req.bandwidth;
+  if (typeof m === 'function') return `${compute}, bandwidth given`;
+  const tiers = [...new Set(req.hit.map((s) => s.tier))].map((t) => `${t} ${m.get(t).basis}`);
+  return `${compute}, bandwidth ${tiers.length ? tiers.join(', ') : 'unused'}`;
+}
