@@ -59,3 +59,13 @@ export {
   type SplitPrediction,
   type TierBandwidth,
 } from './model/index.js';
+export {
+  LayerPipeline,
+  type LayerCompute,
+  type LayerPipelineOptions,
+  type LayerTiming,
+  type PrefillRequest,
+  type PrefillRestart,
+  type PrefillResult,
+  type PrefillWork,
+} from './pipeline/index.js';

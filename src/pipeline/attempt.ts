@@ -1,0 +1,219 @@
+/**
+ * One attempt of a prefill: every layer's load, compute and save, enqueued
+ * with device-side waits; the host waits only to pace loads `lookahead`
+ * layers ahead of finished compute. An attempt ends `ok` (committed), or
+ * `failed-load` (nothing committed, the caller plans again), or throws the
+ * compute's own error or ERR_ABORTED (nothing committed).
+ */
+import type { Event, Stream } from '../device/stream.js';
+import { KvflowError, type KvflowErrorCode } from '../errors.js';
+import type { KvCache } from '../layout/kvcache.js';
+import type { PrefillPlan } from '../model/plan.js';
+import type { PendingPut, StoreHit, KvStore } from '../store/store.js';
+import type { LayerCompute } from './pipeline.js';
+
+/** What happened in one layer, in milliseconds from the prefill's start (host clock: when the host learned of it). */
+export interface LayerTiming {
+  layer: number;
+  /** When its load was issued and seen landed; null without a load. */
+  loadIssuedMs: number | null;
+  loadLandedMs: number | null;
+  /** When its compute was enqueued and seen finished. */
+  computeEnqueuedMs: number;
+  computeEndMs: number;
+  /** Time the load occupied its stream (from issue or the previous load's landing). */
+  loadMs: number;
+  /** Time the compute ran (from the later of the previous compute's end and its load's landing). */
+  computeMs: number;
+  /** Time the compute stream waited for this layer's load after the previous layer's compute. */
+  stallMs: number;
+  /** Host time spent enqueuing the layer (store and compute calls included). */
+  hostMs: number;
+}
+
+export type AttemptOutcome =
+  | { kind: 'ok'; layers: LayerTiming[]; saved: number }
+  | { kind: 'failed-load'; layer: number; code: KvflowErrorCode | 'ERR_UNKNOWN'; message: string; validTokens: number };
+
+export interface AttemptArgs {
+  store: KvStore;
+  cache: KvCache;
+  hit: StoreHit;
+  plan: PrefillPlan;
+  attempt: number;
+  t0: number;
+  tokens: number[];
+  blocks: number[];
+  compute: LayerCompute;
+  save: boolean;
+  signal: AbortSignal | undefined;
+  lookahead: number;
+  streams: { compute: Stream; load: Stream; save: Stream };
+}
+
+interface Watched {
+  event: Event;
+  at: number;
+  error: unknown;
+  settled: Promise<void>;
+}
+
+function watch(event: Event, t0: number): Watched {
+  const w: Watched = { event, at: Number.NaN, error: undefined, settled: Promise.resolve() };
+  w.settled = event.done().then(
+    () => void (w.at = performance.now() - t0),
+    (e: unknown) => {
+      w.at = performance.now() - t0;
+      w.error = e ?? new Error('failed');
+    },
+  );
+  return w;
+}
+
+function aborted(): KvflowError {
+  return new KvflowError('the prefill was aborted', 'ERR_ABORTED');
+}
+
+function codeOf(e: unknown): KvflowErrorCode | 'ERR_UNKNOWN' {
+  return e instanceof KvflowError ? e.code : 'ERR_UNKNOWN';
+}
+
+export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
+  const { store, cache, plan, t0, streams } = a;
+  const layers = cache.layout.layers;
+  const bpc = store.blocksPerChunk;
+  const ct = store.chunkTokens;
+  const first = plan.loadFrom / ct;
+  const last = (plan.loadFrom + plan.loadTokens) / ct;
+  const loadChunks = plan.loadTokens > 0 ? a.hit.chunks.slice(first, last) : [];
+  const loadBlocks = a.blocks.slice(first * bpc, last * bpc);
+  // Saving per layer: the put is begun before any load (it must not count
+  // chunks the loads are about to bring as new).
+  let put: PendingPut | undefined = a.save ? store.beginPut(a.tokens) : undefined;
+  if (put && put.chunks.length === 0) {
+    await store.abort(put);
+    put = undefined;
+  }
+  const putBlocks = put ? a.blocks.slice(0, put.chunkCount * bpc) : [];
+
+  const loads: (Watched | undefined)[] = new Array(layers).fill(undefined);
+  const issued: number[] = new Array(layers).fill(Number.NaN);
+  const computed: Watched[] = [];
+  const enqueued: number[] = [];
+  const hostMs: number[] = new Array(layers).fill(0);
+  const saves: Watched[] = [];
+  let syncFailure: { layer: number; error: unknown } | undefined;
+  let computeError: unknown;
+  let next = 0; // next layer whose load is to be issued
+
+  const issue = async (j: number): Promise<boolean> => {
+    if (j >= a.lookahead) {
+      // Pacing: the load of layer j waits until compute of layer j - lookahead finished.
+      await computed[j - a.lookahead]!.settled;
+      if (computed[j - a.lookahead]!.error !== undefined) return false;
+    }
+    if (a.signal?.aborted) return false;
+    const h = performance.now();
+    try {
+      // Before any compute of this prefill the device is idle: the kernel
+      // engine moves fastest there; beside compute, DMA costs compute nothing.
+      const engine = computed.length === 0 ? 'kernel' : 'dma';
+      issued[j] = h - t0;
+      loads[j] = watch(store.loadLayer(loadChunks, j, cache, loadBlocks, streams.load, { engine }), t0);
+    } catch (e) {
+      syncFailure = { layer: j, error: e };
+      return false;
+    } finally {
+      hostMs[j] = (hostMs[j] ?? 0) + performance.now() - h;
+    }
+    return true;
+  };
+
+  try {
+    for (let l = 0; l < layers; l++) {
+      if (loadChunks.length > 0) {
+        while (next < Math.min(layers, l + a.lookahead)) {
+          if (!(await issue(next))) break;
+          next++;
+        }
+        if (next <= l) break; // a load could not be issued (failure or abort)
+      }
+      if (a.signal?.aborted) break;
+      const h = performance.now();
+      const load = loads[l];
+      if (load) streams.compute.waitEvent(load.event);
+      try {
+        a.compute(l, { stream: streams.compute, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
+      } catch (e) {
+        computeError = e;
+        break;
+      }
+      enqueued[l] = performance.now() - t0;
+      const done = streams.compute.record();
+      computed.push(watch(done, t0));
+      if (put) {
+        streams.save.waitEvent(done);
+        saves.push(watch(store.putLayer(put, l, cache, putBlocks, streams.save, { engine: 'dma' }), t0));
+      }
+      hostMs[l] = (hostMs[l] ?? 0) + performance.now() - h;
+    }
+  } finally {
+    // Whatever happened, nothing enqueued is left behind unobserved.
+    await Promise.all([...loads, ...computed, ...saves].map((w) => w?.settled));
+  }
+
+  const failedLoad = loads.findIndex((w) => w?.error !== undefined);
+  const discard = async (): Promise<void> => {
+    if (put) await store.abort(put);
+  };
+  if (failedLoad >= 0 || syncFailure) {
+    await discard();
+    const layer = failedLoad >= 0 ? failedLoad : syncFailure!.layer;
+    const error = failedLoad >= 0 ? loads[failedLoad]!.error : syncFailure!.error;
+    // The store reports which chunks failed their check once the read was handled.
+    await store.flush();
+    const failedAt = a.hit.failed.length > 0 ? a.hit.validTokens : plan.loadFrom;
+    return { kind: 'failed-load', layer, code: codeOf(error), message: error instanceof Error ? error.message : String(error), validTokens: failedAt };
+  }
+  if (computeError !== undefined) {
+    await discard();
+    throw computeError;
+  }
+  const failedCompute = computed.find((w) => w.error !== undefined);
+  if (failedCompute) {
+    await discard();
+    throw failedCompute.error;
+  }
+  if (a.signal?.aborted || computed.length < layers) {
+    await discard();
+    throw aborted();
+  }
+  let saved = 0;
+  if (put) {
+    try {
+      saved = (await store.commit(put)).added;
+    } catch {
+      saved = 0; // the prefill's result stands; only its saving failed (the store counts it)
+    }
+  }
+  const timings: LayerTiming[] = [];
+  for (let l = 0; l < layers; l++) {
+    const load = loads[l];
+    const prevEnd = l > 0 ? computed[l - 1]!.at : 0;
+    const landed = load ? load.at : null;
+    const startBound = Math.max(prevEnd, landed ?? 0, enqueued[l]!);
+    const prevLanded = l > 0 && loads[l - 1] ? loads[l - 1]!.at : 0;
+    timings.push({
+      layer: l,
+      loadIssuedMs: load ? issued[l]! : null,
+      loadLandedMs: landed,
+      computeEnqueuedMs: enqueued[l]!,
+      computeEndMs: computed[l]!.at,
+      loadMs: load ? Math.max(0, landed! - Math.max(issued[l]!, prevLanded)) : 0,
+      computeMs: Math.max(0, computed[l]!.at - startBound),
+      stallMs: landed === null ? 0 : Math.max(0, landed - Math.max(prevEnd, enqueued[l]!)),
+      hostMs: hostMs[l]!,
+    });
+  }
+  return { kind: 'ok', layers: timings, saved };
+}

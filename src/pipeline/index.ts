@@ -1,0 +1,11 @@
+/** LayerPipeline: per-layer load / compute / save scheduling with the load-or-recompute policy. */
+export {
+  LayerPipeline,
+  type LayerCompute,
+  type LayerPipelineOptions,
+  type LayerTiming,
+  type PrefillRequest,
+  type PrefillRestart,
+  type PrefillResult,
+  type PrefillWork,
+} from './pipeline.js';

@@ -1,0 +1,280 @@
+/**
+ * LayerPipeline: one prefill's loads, compute and saves, layer by layer
+ * (DESIGN.md section 4). It looks the prompt up, plans how much of the hit to
+ * load (src/model), then per layer issues the load up to `lookahead` layers
+ * ahead of compute, makes the compute stream wait for it on the device (no
+ * host wait), calls the runtime's `compute`, and saves the layer's new chunks
+ * behind it. The new chunks are committed only when every layer finished
+ * cleanly. A failed load restarts the prefill from layer 0 with the hit cut
+ * before the failed chunk; the runtime never computes on missing or wrong KV
+ * without being called again.
+ */
+import type { Stream } from '../device/stream.js';
+import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js';
+import type { KvCache } from '../layout/kvcache.js';
+import { BandwidthMeter } from '../model/bandwidth.js';
+import { ComputeModel } from '../model/compute.js';
+import { planPrefill, type PrefillPlan, type PrefillPolicy } from '../model/plan.js';
+import type { KvStore } from '../store/store.js';
+import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
+
+export type { LayerTiming } from './attempt.js';
+
+/** What `compute` is told of the layer it enqueues. */
+export interface PrefillWork {
+  /** Enqueue the layer's kernels here: loads the layer needs are already waited for on it. */
+  stream: Stream;
+  /** The prompt. */
+  tokens: ArrayLike<number>;
+  /** The request's block table for the whole prompt. */
+  blocks: ArrayLike<number>;
+  /** Compute tokens [computeFrom, tokens.length); positions below are in the cache. */
+  computeFrom: number;
+  /** The plan of this attempt. */
+  plan: PrefillPlan;
+  /** 0, then 1, 2, ... after restarts (compute starts again from layer 0). */
+  attempt: number;
+}
+
+/** Enqueues one layer of the runtime's compute on `work.stream`; must not wait for the device. */
+export type LayerCompute = (layer: number, work: PrefillWork) => void;
+
+/** One prefill. */
+export interface PrefillRequest {
+  tokens: ArrayLike<number>;
+  /** Block table of the whole prompt: token t lives in block `blocks[t / blockTokens]`. */
+  blocks: ArrayLike<number>;
+  compute: LayerCompute;
+  /** Tokens at the start already in the cache (the runtime's own prefix cache): neither loaded nor computed. */
+  heldTokens?: number;
+  /** Default `adaptive`. */
+  policy?: PrefillPolicy;
+  /** Save the prompt's new chunks into the store (default true). */
+  save?: boolean;
+  signal?: AbortSignal;
+}
+
+/** A restart after a failed load. */
+export interface PrefillRestart {
+  /** Layer whose load failed first. */
+  layer: number;
+  code: KvflowErrorCode | 'ERR_UNKNOWN';
+  message: string;
+  /** Cached tokens still trusted after the failure (the next attempt's hit). */
+  validTokens: number;
+}
+
+/** What a prefill did. */
+export interface PrefillResult {
+  /** The plan of the attempt that finished. */
+  plan: PrefillPlan;
+  /** Tokens looked up as cached (before any failure). */
+  hitTokens: number;
+  restarts: PrefillRestart[];
+  /** Per layer of the attempt that finished (milliseconds from the prefill's start, host clock). */
+  layers: LayerTiming[];
+  /** Chunks the prefill added to the store. */
+  saved: number;
+  /** Wall time of the whole prefill, from the call to the last layer computed and saved. */
+  ms: number;
+  /** Host time spent enqueuing per layer, store and compute calls included. */
+  hostMsPerLayer: number;
+}
+
+type CheckedRequest = Required<Omit<PrefillRequest, 'signal' | 'tokens' | 'blocks'>> & {
+  tokens: number[];
+  blocks: number[];
+  signal: AbortSignal | undefined;
+};
+
+/** Options of a pipeline. */
+export interface LayerPipelineOptions {
+  store: KvStore;
+  cache: KvCache;
+  /** Stream for the runtime's compute; default: one the pipeline creates. */
+  computeStream?: Stream;
+  /** Layers whose loads may be in flight ahead of compute (default 4). */
+  lookahead?: number;
+  /** Restarts after failed loads before the prefill recomputes everything (default 2). */
+  maxRestarts?: number;
+  /** Shared calibration; default: a new one per pipeline. */
+  computeModel?: ComputeModel;
+  bandwidth?: BandwidthMeter;
+}
+
+function intOption(value: unknown, name: string, min: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    fail('ERR_INVALID_ARG', `expected an integer >= ${min} for ${name}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** Schedules prefills over one store and KV cache. */
+export class LayerPipeline {
+  readonly store: KvStore;
+  readonly cache: KvCache;
+  readonly computeModel: ComputeModel;
+  readonly bandwidth: BandwidthMeter;
+  readonly lookahead: number;
+  readonly maxRestarts: number;
+  readonly #computeStream: Stream;
+  readonly #loadStream: Stream;
+  readonly #saveStream: Stream;
+  readonly #ownsCompute: boolean;
+  #inFlight = 0;
+  #disposed = false;
+  readonly #running = new Set<Promise<unknown>>();
+
+  constructor(options: LayerPipelineOptions) {
+    if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected pipeline options, got ${describe(options)}`);
+    const { store, cache } = options;
+    if (typeof store?.lookup !== 'function') fail('ERR_INVALID_ARG', `expected a KvStore for store, got ${describe(store)}`);
+    if (typeof cache?.layout !== 'object') fail('ERR_INVALID_ARG', `expected a KvCache for cache, got ${describe(cache)}`);
+    if (!cache.layout.equals(store.layout)) fail('ERR_INVALID_ARG', 'expected a cache with the store\'s layout');
+    if (store.layers.first !== 0 || store.layers.count !== cache.layout.layers) {
+      fail('ERR_INVALID_ARG', `expected a store of every layer (0-${cache.layout.layers - 1}) for a pipeline, got layers ${store.layers.first}-${store.layers.first + store.layers.count - 1}`);
+    }
+    this.lookahead = intOption(options.lookahead, 'lookahead', 1, 4);
+    this.maxRestarts = intOption(options.maxRestarts, 'maxRestarts', 0, 2);
+    this.store = store;
+    this.cache = cache;
+    this.computeModel = options.computeModel ?? new ComputeModel();
+    this.bandwidth = options.bandwidth ?? new BandwidthMeter();
+    this.#ownsCompute = options.computeStream === undefined;
+    this.#computeStream = options.computeStream ?? store.device.createStream();
+    this.#loadStream = store.device.createStream({ priority: 'high' });
+    this.#saveStream = store.device.createStream();
+  }
+
+  /** Prefills in progress. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /**
+   * Runs one prefill: resolves when every layer was computed and the new
+   * chunks committed; rejects with the compute's own error, or ERR_ABORTED
+   * when `signal` aborted it (nothing of it is committed then).
+   */
+  prefill(request: PrefillRequest): Promise<PrefillResult> {
+    if (this.#disposed) fail('ERR_DISPOSED', 'the pipeline was disposed');
+    const req = this.#check(request);
+    const run = this.#prefill(req);
+    this.#running.add(run);
+    const forget = (): void => void this.#running.delete(run);
+    run.then(forget, forget);
+    return run;
+  }
+
+  #check(r: PrefillRequest): CheckedRequest {
+    if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a prefill request, got ${describe(r)}`);
+    const n = r.tokens?.length;
+    if (typeof n !== 'number' || n < 1) fail('ERR_INVALID_ARG', `expected at least one token for tokens, got ${describe(r.tokens)}`);
+    const layout = this.cache.layout;
+    const needBlocks = Math.ceil(n / layout.blockTokens);
+    if (typeof r.blocks?.length !== 'number' || r.blocks.length < needBlocks) {
+      fail('ERR_INVALID_ARG', `expected a block table of at least ${needBlocks} blocks for ${n} tokens, got ${r.blocks?.length ?? describe(r.blocks)}`);
+    }
+    for (let i = 0; i < needBlocks; i++) layout.checkBlock(r.blocks[i]!, `blocks[${i}]`);
+    if (typeof r.compute !== 'function') fail('ERR_INVALID_ARG', `expected a function for compute, got ${describe(r.compute)}`);
+    const held = intOption(r.heldTokens, 'heldTokens', 0, 0);
+    if (held >= n) fail('ERR_OUT_OF_RANGE', `expected heldTokens below the ${n} tokens of the prompt, got ${held}`);
+    const policy = r.policy ?? 'adaptive';
+    if (policy !== 'adaptive' && policy !== 'load-all' && policy !== 'recompute') {
+      fail('ERR_INVALID_ARG', `expected 'adaptive', 'load-all' or 'recompute' for policy, got ${describe(policy)}`);
+    }
+    if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) fail('ERR_INVALID_ARG', `expected an AbortSignal for signal, got ${describe(r.signal)}`);
+    if (r.save !== undefined && typeof r.save !== 'boolean') fail('ERR_INVALID_ARG', `expected a boolean for save, got ${describe(r.save)}`);
+    return {
+      tokens: Array.from(r.tokens), blocks: Array.from(r.blocks), compute: r.compute, heldTokens: held, policy,
+      save: r.save ?? true, signal: r.signal,
+    };
+  }
+
+  async #prefill(req: CheckedRequest): Promise<PrefillResult> {
+    const t0 = performance.now();
+    this.#inFlight++;
+    try {
+      const restarts: PrefillRestart[] = [];
+      let cut = Number.POSITIVE_INFINITY; // cached tokens still trusted
+      let hitTokens = -1;
+      for (let attempt = 0; ; attempt++) {
+        if (req.signal?.aborted) throw new KvflowError('the prefill was aborted', 'ERR_ABORTED');
+        const hit = this.store.lookup(req.tokens);
+        if (hitTokens < 0) hitTokens = hit.tokens;
+        try {
+          const usable = attempt > this.maxRestarts ? 0 : Math.min(hit.tokens, cut);
+          const plan = this.#plan(req, hit.chunks.slice(0, usable / this.store.chunkTokens), attempt);
+          const outcome: AttemptOutcome = await runAttempt({
+            store: this.store, cache: this.cache, hit, plan, attempt, t0,
+            tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, signal: req.signal,
+            lookahead: this.lookahead, streams: { compute: this.#computeStream, load: this.#loadStream, save: this.#saveStream },
+          });
+          if (outcome.kind === 'failed-load') {
+            cut = Math.min(cut, outcome.validTokens);
+            restarts.push({ layer: outcome.layer, code: outcome.code, message: outcome.message, validTokens: cut });
+            continue;
+          }
+          this.#learn(plan, outcome.layers);
+          const host = outcome.layers.reduce((a, l) => a + l.hostMs, 0) / Math.max(1, outcome.layers.length);
+          return { plan, hitTokens, restarts, layers: outcome.layers, saved: outcome.saved, ms: performance.now() - t0, hostMsPerLayer: host };
+        } finally {
+          hit.release();
+        }
+      }
+    } finally {
+      this.#inFlight--;
+    }
+  }
+
+  #plan(req: CheckedRequest, chunks: readonly { tier: 'dram' | 'nvme' }[], attempt: number): PrefillPlan {
+    const hit: { tier: string; tokens: number }[] = [];
+    for (const c of chunks) {
+      const last = hit[hit.length - 1];
+      if (last?.tier === c.tier) last.tokens += this.store.chunkTokens;
+      else hit.push({ tier: c.tier, tokens: this.store.chunkTokens });
+    }
+    return planPrefill({
+      policy: attempt > this.maxRestarts ? 'recompute' : req.policy,
+      layers: this.cache.layout.layers,
+      bytesPerTokenPerLayer: this.cache.layout.bytesPerTokenPerLayer,
+      promptTokens: req.tokens.length,
+      heldTokens: req.heldTokens,
+      chunkTokens: this.store.chunkTokens,
+      hit,
+      compute: this.computeModel,
+      bandwidth: this.bandwidth,
+      sharing: this.#inFlight,
+    });
+  }
+
+  /** Calibrates compute and bandwidth from the layers of a finished attempt (medians: robust to a slow first layer). */
+  #learn(plan: PrefillPlan, layers: LayerTiming[]): void {
+    const median = (xs: number[]): number => {
+      const s = xs.filter((x) => Number.isFinite(x) && x > 0).sort((a, b) => a - b);
+      return s.length === 0 ? Number.NaN : s[Math.floor(s.length / 2)]!;
+    };
+    const c = median(layers.map((l) => l.computeMs));
+    if (plan.computeTokens > 0 && Number.isFinite(c)) this.computeModel.observe({ newTokens: plan.computeTokens, start: plan.computeFrom, ms: c });
+    if (plan.loadTokens > 0 && plan.loaded.length === 1) {
+      const l = median(layers.map((x) => x.loadMs));
+      const bytes = plan.loadTokens * this.cache.layout.bytesPerTokenPerLayer;
+      if (Number.isFinite(l)) this.bandwidth.observe(plan.loaded[0]!.tier, bytes, l, Math.max(1, this.#inFlight));
+    }
+  }
+
+  /** Waits for prefills in progress, then frees the pipeline's streams. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    await Promise.allSettled([...this.#running]);
+    await this.#loadStream.dispose();
+    await this.#saveStream.dispose();
+    if (this.#ownsCompute) await this.#computeStream.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}

@@ -1,0 +1,371 @@
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import {
+  ComputeModel,
+  KvLayout,
+  KvStore,
+  LayerPipeline,
+  type Device,
+  type KvCache,
+  type LayerCompute,
+  type PinnedBuffer,
+  type Stream,
+} from '../../src/index.js';
+import { holdStream, injectFailure } from '../../src/device/testing.js';
+import { backends, open } from '../helpers/backends.js';
+import { readCache } from '../helpers/cache.js';
+import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
+
+const SPEC = { layers: 4, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 512 };
+const CHUNK = 8;
+const BPC = CHUNK / SPEC.blockTokens;
+
+/** The K (kv 0) or V (kv 1) bytes a layer's compute writes for the token at `pos` of `tokens`: a hash, never zeros. */
+function expected(tokens: readonly number[], pos: number, layer: number, kv: number, tokenBytes: number): Uint8Array {
+  const out = new Uint8Array(tokenBytes);
+  let h = (tokens[pos]! * 2654435761) ^ (pos * 40503) ^ (layer * 97 + kv * 13);
+  for (let i = 0; i < tokenBytes; i++) {
+    h = Math.imul(h ^ (h >>> 15), 2246822507) ^ i;
+    out[i] = (h & 0xff) | 1;
+  }
+  return out;
+}
+
+/**
+ * A runtime's compute, for tests: writes each computed token's K and V (a
+ * function of token, position and layer) into the cache with stream copies,
+ * and logs the call order.
+ */
+class PatternCompute {
+  readonly log: string[] = [];
+  readonly calls: { layer: number; computeFrom: number; attempt: number }[] = [];
+  #host = new Map<string, PinnedBuffer>();
+  constructor(readonly dev: Device, readonly cache: KvCache) {}
+
+  fn(): LayerCompute {
+    return (layer, work) => {
+      this.log.push(`compute ${layer}`);
+      this.calls.push({ layer, computeFrom: work.computeFrom, attempt: work.attempt });
+      const layout = this.cache.layout;
+      const tb = layout.tokenBytes;
+      const tokens = Array.from(work.tokens);
+      const key = `${tokens.length}:${tokens[0]}:${tokens[tokens.length - 1]}:${layer}`;
+      let host = this.#host.get(key);
+      if (!host) {
+        host = this.dev.allocPinned(2 * tokens.length * tb);
+        for (let kv = 0; kv < 2; kv++) {
+          for (let p = 0; p < tokens.length; p++) host.array.set(expected(tokens, p, layer, kv, tb), (kv * tokens.length + p) * tb);
+        }
+        this.#host.set(key, host);
+      }
+      for (let p = work.computeFrom; p < tokens.length; p++) {
+        const block = work.blocks[Math.floor(p / layout.blockTokens)]!;
+        for (let kv = 0 as 0 | 1; kv < 2; kv++) {
+          const at = layout.piece(layer, kv as 0 | 1, block);
+          work.stream.copy(this.cache.buffers[at.buffer]!, at.offset + (p % layout.blockTokens) * tb, host, (kv * tokens.length + p) * tb, tb);
+        }
+      }
+    };
+  }
+
+  async dispose(): Promise<void> {
+    for (const h of this.#host.values()) await h.dispose();
+  }
+}
+
+describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
+  let dev: Device;
+  let cache: KvCache;
+  let side: Stream;
+  let root: string;
+  const layout = new KvLayout(SPEC);
+
+  beforeAll(() => {
+    if (skip) return;
+    dev = open(backend);
+    cache = dev.allocKvCache(layout);
+    side = dev.createStream();
+    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-pipeline-'));
+  });
+  afterAll(async () => {
+    if (skip) return;
+    await dev.dispose();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  let dirs = 0;
+  const openStore = (extra: Partial<Parameters<typeof KvStore.open>[0]> = {}) =>
+    KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192, ...extra });
+
+  /** Every token of the prompt holds what the compute writes for it, in every layer (byte for byte). */
+  async function expectExact(tokens: number[], blocks: number[]): Promise<void> {
+    const data = await readCache(dev, side, cache);
+    for (let layer = 0; layer < SPEC.layers; layer++) {
+      for (let p = 0; p < tokens.length; p++) {
+        for (let kv = 0 as 0 | 1; kv < 2; kv++) {
+          const at = layout.piece(layer, kv as 0 | 1, blocks[Math.floor(p / SPEC.blockTokens)]!);
+          const off = at.offset + (p % SPEC.blockTokens) * layout.tokenBytes;
+          const have = data[at.buffer]!.subarray(off, off + layout.tokenBytes);
+          const want = expected(tokens, p, layer, kv, layout.tokenBytes);
+          if (Buffer.compare(have, want) !== 0) throw new Error(`layer ${layer} token ${p} ${kv ? 'V' : 'K'} differs`);
+        }
+      }
+    }
+  }
+
+  /** Runs a first prefill of `tokens` (everything computed and saved) and returns what it saved. */
+  async function warm(pipe: LayerPipeline, compute: PatternCompute, tokens: number[]): Promise<number> {
+    const blocks = randomBlocks(Math.ceil(tokens.length / SPEC.blockTokens), SPEC.numBlocks);
+    const r = await pipe.prefill({ tokens, blocks, compute: compute.fn(), policy: 'recompute' });
+    return r.saved;
+  }
+
+  it.skipIf(skip)('loads the cached prefix, computes the rest, saves the new chunks: the cache is exact', async () => {
+    const store = await openStore();
+    const pipe = new LayerPipeline({ store, cache, lookahead: 2 });
+    const compute = new PatternCompute(dev, cache);
+    const prompt = randomTokens(CHUNK * 6 + 3);
+    expect(await warm(pipe, compute, prompt.slice(0, CHUNK * 4))).toBe(4);
+    for (const policy of ['load-all', 'recompute', 'adaptive'] as const) {
+      const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
+      compute.calls.length = 0;
+      const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy });
+      expect(r.hitTokens).toBe(policy === 'load-all' ? CHUNK * 4 : CHUNK * 6); // the first prefill saved chunks 4 and 5
+      if (policy === 'load-all') {
+        expect(r.plan.loadTokens).toBe(CHUNK * 4);
+        expect(r.plan.loaded).toEqual([{ tier: 'dram', tokens: CHUNK * 4 }]);
+        expect(r.plan.computeFrom).toBe(CHUNK * 4);
+        expect(r.saved).toBe(2); // chunks 4 and 5; the partial chunk is never stored
+      }
+      if (policy === 'recompute') expect(r.plan.loadTokens).toBe(0);
+      expect(compute.calls.map((c) => c.layer)).toEqual([0, 1, 2, 3]);
+      expect(compute.calls.every((c) => c.computeFrom === r.plan.computeFrom)).toBe(true);
+      expect(r.restarts).toEqual([]);
+      expect(r.layers).toHaveLength(SPEC.layers);
+      await expectExact(prompt, blocks);
+    }
+    expect(store.lookup(prompt).chunks).toHaveLength(6);
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('issues the load of layer l+1 before the compute of layer l, and saves each layer behind its compute', async () => {
+    const store = await openStore();
+    const pipe = new LayerPipeline({ store, cache, lookahead: 2 });
+    const compute = new PatternCompute(dev, cache);
+    const prompt = randomTokens(CHUNK * 5);
+    await warm(pipe, compute, prompt.slice(0, CHUNK * 3));
+    // Log the store calls in order with the compute calls.
+    const load = store.loadLayer.bind(store);
+    const putLayer = store.putLayer.bind(store);
+    store.loadLayer = (chunks, layer, ...rest) => {
+      compute.log.push(`load ${layer}`);
+      return load(chunks, layer, ...rest);
+    };
+    store.putLayer = (p, layer, ...rest) => {
+      compute.log.push(`save ${layer}`);
+      return putLayer(p, layer, ...rest);
+    };
+    compute.log.length = 0;
+    const blocks = randomBlocks(prompt.length / SPEC.blockTokens, SPEC.numBlocks);
+    const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
+    const at = (s: string) => compute.log.indexOf(s);
+    for (let l = 0; l < SPEC.layers; l++) {
+      expect(at(`load ${l}`)).toBeGreaterThanOrEqual(0);
+      if (l + 1 < SPEC.layers) expect(at(`load ${l + 1}`)).toBeLessThan(at(`compute ${l}`));
+      expect(at(`save ${l}`)).toBeGreaterThan(at(`compute ${l}`));
+    }
+    expect(r.saved).toBe(2);
+    await expectExact(prompt, blocks);
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('a compute stream held back keeps the prefill pending: the host never waits on a layer it need not', async () => {
+    const store = await openStore();
+    const compute = new PatternCompute(dev, cache);
+    const stream = dev.createStream();
+    const pipe = new LayerPipeline({ store, cache, computeStream: stream, lookahead: 8 });
+    const prompt = randomTokens(CHUNK * 3);
+    await warm(pipe, compute, prompt.slice(0, CHUNK * 2));
+    const release = holdStream(stream);
+    compute.calls.length = 0;
+    const blocks = randomBlocks(prompt.length / SPEC.blockTokens, SPEC.numBlocks);
+    let settled = false;
+    const run = pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' }).finally(() => (settled = true));
+    for (let i = 0; i < 50 && compute.calls.length < SPEC.layers; i++) await new Promise((r) => setImmediate(r));
+    // Every layer was enqueued (loads ahead, compute waiting on the device), none has run.
+    expect(compute.calls.map((c) => c.layer)).toEqual([0, 1, 2, 3]);
+    expect(settled).toBe(false);
+    release();
+    const r = await run;
+    expect(r.plan.loadTokens).toBe(CHUNK * 2);
+    await expectExact(prompt, blocks);
+    await pipe.dispose();
+    await stream.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('a failed load restarts from layer 0 without the failed chunk: nothing of the failed attempt is committed', async () => {
+    const store = await openStore();
+    const compute = new PatternCompute(dev, cache);
+    const pipe = new LayerPipeline({ store, cache, lookahead: 1 });
+    const prompt = randomTokens(CHUNK * 5);
+    await warm(pipe, compute, prompt.slice(0, CHUNK * 3));
+    // The load stream's next operation (layer 0's load) fails, as an IO error would.
+    const load = store.loadLayer.bind(store);
+    let armed = true;
+    store.loadLayer = (chunks, layer, c, b, stream, o) => {
+      if (armed && layer === 2) {
+        armed = false;
+        injectFailure(stream, 'ERR_IO', 'injected read failure');
+      }
+      return load(chunks, layer, c, b, stream, o);
+    };
+    compute.calls.length = 0;
+    const before = store.stats().local;
+    const blocks = randomBlocks(prompt.length / SPEC.blockTokens, SPEC.numBlocks);
+    const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
+    expect(r.restarts).toHaveLength(1);
+    expect(r.restarts[0]).toMatchObject({ layer: 2, code: 'ERR_IO', validTokens: 0 });
+    // The second attempt computed everything from layer 0 (the failing chunk is not known: nothing loaded is trusted).
+    expect(compute.calls.filter((c) => c.attempt === 1).map((c) => [c.layer, c.computeFrom])).toEqual([[0, 0], [1, 0], [2, 0], [3, 0]]);
+    expect(r.plan.loadTokens).toBe(0);
+    expect(r.saved).toBe(2);
+    expect(store.stats().local.puts).toBe(before.puts! + 2);
+    await expectExact(prompt, blocks);
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('a checksum failure on NVMe cuts the hit before the bad chunk and recomputes from there', async () => {
+    let store = await openStore({ admit: 'always' });
+    const compute = new PatternCompute(dev, cache);
+    const prompt = randomTokens(CHUNK * 4);
+    let pipe = new LayerPipeline({ store, cache });
+    await warm(pipe, compute, prompt.slice(0, CHUNK * 3));
+    await store.flush();
+    const bad = store.keys(prompt)[1]!;
+    const loc = store.nvmeLocation(bad)!;
+    const file = loc.file.path;
+    const sdir = store.dir;
+    await pipe.dispose();
+    await store.close();
+    const fd = openSync(file, 'r+');
+    const at = loc.offset + 2 * store.extentBytes + 10; // layer 2 of chunk 1
+    const buf = Buffer.alloc(8);
+    readSync(fd, buf, 0, 8, at);
+    for (let i = 0; i < 8; i++) buf[i] = buf[i]! ^ 0x3c;
+    writeSync(fd, buf, 0, 8, at);
+    closeSync(fd);
+
+    store = await openStore({ dir: sdir });
+    pipe = new LayerPipeline({ store, cache, computeModel: ComputeModel.fromTerms({ floorMs: 0, perTokenMs: 1, perPairMs: 0 }) });
+    compute.calls.length = 0;
+    const blocks = randomBlocks(prompt.length / SPEC.blockTokens, SPEC.numBlocks);
+    const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
+    expect(r.hitTokens).toBe(CHUNK * 3);
+    expect(r.restarts).toHaveLength(1);
+    expect(r.restarts[0]).toMatchObject({ code: 'ERR_CHECKSUM', validTokens: CHUNK });
+    expect(r.plan.loadTokens).toBe(CHUNK);
+    expect(r.plan.computeFrom).toBe(CHUNK);
+    await expectExact(prompt, blocks);
+    expect(store.lookup(prompt).chunks.length).toBeGreaterThanOrEqual(1);
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('abort: ERR_ABORTED, nothing committed, the store and the pipeline stay usable', async () => {
+    const store = await openStore();
+    const compute = new PatternCompute(dev, cache);
+    const pipe = new LayerPipeline({ store, cache, lookahead: 1 });
+    const prompt = randomTokens(CHUNK * 4);
+    const ac = new AbortController();
+    const fn = compute.fn();
+    const blocks = randomBlocks(prompt.length / SPEC.blockTokens, SPEC.numBlocks);
+    await expect(pipe.prefill({
+      tokens: prompt, blocks, policy: 'recompute', signal: ac.signal,
+      compute: (l, w) => {
+        fn(l, w);
+        if (l === 1) ac.abort();
+      },
+    })).rejects.toMatchObject({ code: 'ERR_ABORTED' });
+    expect(store.lookup(prompt).chunks).toHaveLength(0);
+    const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn() });
+    expect(r.saved).toBe(4);
+    await expectExact(prompt, blocks);
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('a compute that throws rejects the prefill with its error and commits nothing', async () => {
+    const store = await openStore();
+    const pipe = new LayerPipeline({ store, cache });
+    const prompt = randomTokens(CHUNK * 2);
+    const blocks = randomBlocks(prompt.length / SPEC.blockTokens, SPEC.numBlocks);
+    await expect(pipe.prefill({ tokens: prompt, blocks, compute: (l) => { if (l === 2) throw new RangeError('kernel launch failed'); } }))
+      .rejects.toThrow('kernel launch failed');
+    expect(store.lookup(prompt).chunks).toHaveLength(0);
+    await pipe.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('32 prefills at once on one pipeline: all finish, all exact', async () => {
+    const store = await openStore({ dramBytes: 512 * 8192 });
+    const compute = new PatternCompute(dev, cache);
+    const pipe = new LayerPipeline({ store, cache, lookahead: 2 });
+    const shared = randomTokens(CHUNK * 2);
+    await warm(pipe, compute, shared);
+    const all = randomBlocks(SPEC.numBlocks, SPEC.numBlocks);
+    const reqs = Array.from({ length: 32 }, (_, i) => {
+      const tokens = [...shared, ...randomTokens(CHUNK + 3)];
+      const nb = Math.ceil(tokens.length / SPEC.blockTokens);
+      return { tokens, blocks: all.slice(i * nb, (i + 1) * nb) };
+    });
+    const results = await Promise.all(reqs.map((q, i) => pipe.prefill({ ...q, compute: compute.fn(), policy: i % 2 ? 'load-all' : 'adaptive' })));
+    expect(pipe.inFlight).toBe(0);
+    for (const [i, r] of results.entries()) {
+      expect(r.layers).toHaveLength(SPEC.layers);
+      await expectExact(reqs[i]!.tokens, reqs[i]!.blocks);
+    }
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('rejects bad requests with codes and changes nothing', async () => {
+    const store = await openStore();
+    const pipe = new LayerPipeline({ store, cache });
+    const t = randomTokens(CHUNK);
+    const b = randomBlocks(2, SPEC.numBlocks);
+    const f = () => undefined;
+    const cases: [unknown, string][] = [
+      [null, 'ERR_INVALID_ARG'],
+      [{ tokens: [], blocks: b, compute: f }, 'ERR_INVALID_ARG'],
+      [{ tokens: t, blocks: [1], compute: f }, 'ERR_INVALID_ARG'],
+      [{ tokens: t, blocks: [0, 99999], compute: f }, 'ERR_OUT_OF_RANGE'],
+      [{ tokens: t, blocks: b, compute: 'x' }, 'ERR_INVALID_ARG'],
+      [{ tokens: t, blocks: b, compute: f, policy: 'fast' }, 'ERR_INVALID_ARG'],
+      [{ tokens: t, blocks: b, compute: f, heldTokens: CHUNK }, 'ERR_OUT_OF_RANGE'],
+      [{ tokens: t, blocks: b, compute: f, signal: {} }, 'ERR_INVALID_ARG'],
+    ];
+    for (const [req, code] of cases) {
+      expect(() => pipe.prefill(req as never), JSON.stringify(req)).toThrow(expect.objectContaining({ code }));
+    }
+    expect(() => new LayerPipeline({ store, cache, lookahead: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(store.stats().local.lookups).toBe(0);
+    await pipe.dispose();
+    expect(() => pipe.prefill({ tokens: t, blocks: b, compute: f })).toThrow(expect.objectContaining({ code: 'ERR_DISPOSED' }));
+    await store.close();
+  });
+});
