@@ -68,4 +68,8 @@ export {
   type PrefillRestart,
   type PrefillResult,
   type PrefillWork,
+  ConnectorRequest,
+  KvConnector,
+  type KvConnectorOptions,
+  type LoadOutcome,
 } from './pipeline/index.js';

@@ -9,3 +9,4 @@ export {
   type PrefillResult,
   type PrefillWork,
 } from './pipeline.js';
+export { ConnectorRequest, KvConnector, type KvConnectorOptions, type LoadOutcome } from './connector.js';

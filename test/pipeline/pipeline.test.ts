@@ -11,71 +11,16 @@ import {
   LayerPipeline,
   type Device,
   type KvCache,
-  type LayerCompute,
-  type PinnedBuffer,
   type Stream,
 } from '../../src/index.js';
 import { holdStream, injectFailure } from '../../src/device/testing.js';
 import { backends, open } from '../helpers/backends.js';
-import { readCache } from '../helpers/cache.js';
+import { PatternCompute, expectPattern } from '../helpers/pattern.js';
 import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
 
 const SPEC = { layers: 4, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 512 };
 const CHUNK = 8;
 const BPC = CHUNK / SPEC.blockTokens;
-
-/** The K (kv 0) or V (kv 1) bytes a layer's compute writes for the token at `pos` of `tokens`: a hash, never zeros. */
-function expected(tokens: readonly number[], pos: number, layer: number, kv: number, tokenBytes: number): Uint8Array {
-  const out = new Uint8Array(tokenBytes);
-  let h = (tokens[pos]! * 2654435761) ^ (pos * 40503) ^ (layer * 97 + kv * 13);
-  for (let i = 0; i < tokenBytes; i++) {
-    h = Math.imul(h ^ (h >>> 15), 2246822507) ^ i;
-    out[i] = (h & 0xff) | 1;
-  }
-  return out;
-}
-
-/**
- * A runtime's compute, for tests: writes each computed token's K and V (a
- * function of token, position and layer) into the cache with stream copies,
- * and logs the call order.
- */
-class PatternCompute {
-  readonly log: string[] = [];
-  readonly calls: { layer: number; computeFrom: number; attempt: number }[] = [];
-  #host = new Map<string, PinnedBuffer>();
-  constructor(readonly dev: Device, readonly cache: KvCache) {}
-
-  fn(): LayerCompute {
-    return (layer, work) => {
-      this.log.push(`compute ${layer}`);
-      this.calls.push({ layer, computeFrom: work.computeFrom, attempt: work.attempt });
-      const layout = this.cache.layout;
-      const tb = layout.tokenBytes;
-      const tokens = Array.from(work.tokens);
-      const key = `${tokens.length}:${tokens[0]}:${tokens[tokens.length - 1]}:${layer}`;
-      let host = this.#host.get(key);
-      if (!host) {
-        host = this.dev.allocPinned(2 * tokens.length * tb);
-        for (let kv = 0; kv < 2; kv++) {
-          for (let p = 0; p < tokens.length; p++) host.array.set(expected(tokens, p, layer, kv, tb), (kv * tokens.length + p) * tb);
-        }
-        this.#host.set(key, host);
-      }
-      for (let p = work.computeFrom; p < tokens.length; p++) {
-        const block = work.blocks[Math.floor(p / layout.blockTokens)]!;
-        for (let kv = 0 as 0 | 1; kv < 2; kv++) {
-          const at = layout.piece(layer, kv as 0 | 1, block);
-          work.stream.copy(this.cache.buffers[at.buffer]!, at.offset + (p % layout.blockTokens) * tb, host, (kv * tokens.length + p) * tb, tb);
-        }
-      }
-    };
-  }
-
-  async dispose(): Promise<void> {
-    for (const h of this.#host.values()) await h.dispose();
-  }
-}
 
 describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
   let dev: Device;
@@ -101,21 +46,7 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
   const openStore = (extra: Partial<Parameters<typeof KvStore.open>[0]> = {}) =>
     KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192, ...extra });
 
-  /** Every token of the prompt holds what the compute writes for it, in every layer (byte for byte). */
-  async function expectExact(tokens: number[], blocks: number[]): Promise<void> {
-    const data = await readCache(dev, side, cache);
-    for (let layer = 0; layer < SPEC.layers; layer++) {
-      for (let p = 0; p < tokens.length; p++) {
-        for (let kv = 0 as 0 | 1; kv < 2; kv++) {
-          const at = layout.piece(layer, kv as 0 | 1, blocks[Math.floor(p / SPEC.blockTokens)]!);
-          const off = at.offset + (p % SPEC.blockTokens) * layout.tokenBytes;
-          const have = data[at.buffer]!.subarray(off, off + layout.tokenBytes);
-          const want = expected(tokens, p, layer, kv, layout.tokenBytes);
-          if (Buffer.compare(have, want) !== 0) throw new Error(`layer ${layer} token ${p} ${kv ? 'V' : 'K'} differs`);
-        }
-      }
-    }
-  }
+  const expectExact = (tokens: number[], blocks: number[]) => expectPattern(dev, side, cache, tokens, blocks);
 
   /** Runs a first prefill of `tokens` (everything computed and saved) and returns what it saved. */
   async function warm(pipe: LayerPipeline, compute: PatternCompute, tokens: number[]): Promise<number> {

@@ -1,0 +1,282 @@
+/**
+ * KvConnector: the verbs of vLLM's KV connector in a Node shape, for runtimes
+ * that drive layers themselves. A lookup returns the loadable tokens with a
+ * lease (its chunks stay loadable until the request finishes); loads are
+ * issued for every layer at once on the connector's load stream, and the
+ * runtime's compute stream waits for a layer on the device; saves go behind
+ * the runtime's compute on the save stream and are committed by
+ * `waitForSave`. A failed load is reported per request with the tokens still
+ * good, so the runtime recomputes exactly the rest; it never fails another
+ * request.
+ */
+import type { Event, Stream } from '../device/stream.js';
+import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js';
+import type { KvCache, PagedEngine } from '../layout/kvcache.js';
+import type { KvStore, PendingPut, StoreHit } from '../store/store.js';
+
+/** The outcome of a request's loads. */
+export interface LoadOutcome {
+  ok: boolean;
+  /** Tokens loaded and good (from the first loaded token): recompute from here when !ok. */
+  validTokens: number;
+  code?: KvflowErrorCode | 'ERR_UNKNOWN';
+  message?: string;
+}
+
+/** One request known to the connector, from lookup to requestFinished. */
+export class ConnectorRequest {
+  readonly id: number;
+  readonly tokens: readonly number[];
+  /** Cached tokens that can be loaded (whole chunks, at most all but the last token). */
+  readonly loadableTokens: number;
+  /** @internal */ hit: StoreHit;
+  /** @internal */ loads: Event[] = [];
+  /** @internal */ loadTokens = 0;
+  /** @internal */ put: PendingPut | undefined;
+  /** @internal */ putBlocks: number[] = [];
+  /** @internal */ saves: Event[] = [];
+  /** @internal */ loadDone: Promise<LoadOutcome> | undefined;
+  /** @internal Known once the loads finished. */ outcome: LoadOutcome | undefined;
+  #finished = false;
+
+  /** @internal */
+  constructor(id: number, tokens: number[], hit: StoreHit, loadable: number) {
+    this.id = id;
+    this.tokens = Object.freeze(tokens);
+    this.hit = hit;
+    this.loadableTokens = loadable;
+  }
+
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /** @internal */
+  finish(): boolean {
+    if (this.#finished) return false;
+    this.#finished = true;
+    return true;
+  }
+}
+
+/** Options of a connector. */
+export interface KvConnectorOptions {
+  store: KvStore;
+  cache: KvCache;
+  /** Stream the loads run on (default: a high-priority one the connector creates). */
+  loadStream?: Stream;
+  /** Stream the saves run on (default: one the connector creates). */
+  saveStream?: Stream;
+}
+
+/** vLLM-style connector verbs over a KvStore and a KvCache. */
+export class KvConnector {
+  readonly store: KvStore;
+  readonly cache: KvCache;
+  readonly #load: Stream;
+  readonly #save: Stream;
+  readonly #owned: Stream[] = [];
+  readonly #requests = new Set<ConnectorRequest>();
+  readonly #finishedLoads: { request: ConnectorRequest; outcome: LoadOutcome }[] = [];
+  #nextId = 1;
+  #disposed = false;
+
+  constructor(options: KvConnectorOptions) {
+    if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected connector options, got ${describe(options)}`);
+    const { store, cache } = options;
+    if (typeof store?.lookup !== 'function') fail('ERR_INVALID_ARG', `expected a KvStore for store, got ${describe(store)}`);
+    if (typeof cache?.layout !== 'object' || !cache.layout.equals(store.layout)) fail('ERR_INVALID_ARG', 'expected a KvCache with the store\'s layout for cache');
+    this.store = store;
+    this.cache = cache;
+    this.#load = options.loadStream ?? this.#own(store.device.createStream({ priority: 'high' }));
+    this.#save = options.saveStream ?? this.#own(store.device.createStream());
+  }
+
+  #own(s: Stream): Stream {
+    this.#owned.push(s);
+    return s;
+  }
+
+  #live(): void {
+    if (this.#disposed) fail('ERR_DISPOSED', 'the connector was disposed');
+  }
+
+  #check(request: ConnectorRequest): void {
+    if (!(request instanceof ConnectorRequest) || !this.#requests.has(request)) {
+      fail('ERR_INVALID_ARG', `expected a request of this connector's lookup(), got ${describe(request)}`);
+    }
+  }
+
+  /**
+   * How many tokens of `tokens` can be loaded, with a lease that keeps them
+   * loadable until requestFinished(). Changes nothing in the store beyond the lease.
+   */
+  lookup(tokens: ArrayLike<number>): ConnectorRequest {
+    this.#live();
+    if (typeof tokens?.length !== 'number' || tokens.length < 1) fail('ERR_INVALID_ARG', `expected at least one token, got ${describe(tokens)}`);
+    const list = Array.from(tokens);
+    const hit = this.store.lookup(list);
+    // The last token is always computed (its output is the first token's logits).
+    const ct = this.store.chunkTokens;
+    const loadable = Math.min(hit.tokens, Math.floor((list.length - 1) / ct) * ct);
+    const r = new ConnectorRequest(this.#nextId++, list, hit, loadable);
+    this.#requests.add(r);
+    return r;
+  }
+
+  /**
+   * Issues the loads of the first `tokens` loadable tokens (default all) of
+   * every layer into `blocks` (the request's block table from token 0). The
+   * outcome arrives through finished() and loadResult().
+   */
+  startLoad(request: ConnectorRequest, blocks: ArrayLike<number>, options: { tokens?: number; engine?: PagedEngine } = {}): void {
+    this.#live();
+    this.#check(request);
+    if (request.loadDone) fail('ERR_INVALID_ARG', `request ${request.id}'s loads were started already`);
+    const tokens = options.tokens ?? request.loadableTokens;
+    const ct = this.store.chunkTokens;
+    if (!Number.isSafeInteger(tokens) || tokens < 0 || tokens > request.loadableTokens || tokens % ct !== 0) {
+      fail('ERR_INVALID_ARG', `expected a multiple of ${ct} in [0, ${request.loadableTokens}] for tokens, got ${describe(tokens)}`);
+    }
+    const chunks = tokens / ct;
+    const bpc = this.store.blocksPerChunk;
+    if (typeof blocks?.length !== 'number' || blocks.length < chunks * bpc) {
+      fail('ERR_INVALID_ARG', `expected a block table of at least ${chunks * bpc} blocks, got ${blocks?.length ?? describe(blocks)}`);
+    }
+    const table = Array.prototype.slice.call(blocks, 0, chunks * bpc) as number[];
+    const refs = request.hit.chunks.slice(0, chunks);
+    const events: Event[] = [];
+    let thrown: unknown;
+    if (chunks > 0) {
+      for (let l = 0; l < this.cache.layout.layers; l++) {
+        try {
+          events.push(this.store.loadLayer(refs, l, this.cache, table, this.#load, { engine: options.engine }));
+        } catch (e) {
+          thrown = e;
+          break;
+        }
+      }
+    }
+    request.loads = events;
+    request.loadTokens = tokens;
+    request.loadDone = this.#outcome(request, events, thrown);
+  }
+
+  async #outcome(request: ConnectorRequest, events: Event[], thrown: unknown): Promise<LoadOutcome> {
+    const results = await Promise.allSettled(events.map((e) => e.done()));
+    const bad = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    const error = bad?.reason ?? thrown;
+    let outcome: LoadOutcome;
+    if (error === undefined) outcome = { ok: true, validTokens: request.loadTokens };
+    else {
+      await this.store.flush();
+      const valid = request.hit.failed.length > 0 ? Math.min(request.hit.validTokens, request.loadTokens) : 0;
+      outcome = {
+        ok: false, validTokens: valid,
+        code: error instanceof KvflowError ? error.code : 'ERR_UNKNOWN',
+        message: error instanceof Error ? error.message : String(error),
+      };
+    }
+    request.outcome = outcome;
+    this.#finishedLoads.push({ request, outcome });
+    return outcome;
+  }
+
+  /** Resolves once the request's loads finished (never rejects: a failure is in the outcome). */
+  loadResult(request: ConnectorRequest): Promise<LoadOutcome> {
+    this.#check(request);
+    return request.loadDone ?? Promise.resolve({ ok: true, validTokens: 0 });
+  }
+
+  /**
+   * Makes `stream` wait, on the device, for layer `layer` of the request's
+   * loads. A failed load still releases the wait, and its failure carries
+   * into `stream`'s next event (the layer holds zeros for failed chunks).
+   * Once the outcome is known (finished() or loadResult()), a failed
+   * request's layers are not waited for: the runtime recomputes them from
+   * `validTokens` on a clean stream.
+   */
+  waitForLayerLoad(request: ConnectorRequest, layer: number, stream: Stream): void {
+    this.#live();
+    this.#check(request);
+    this.cache.layout.checkLayer(layer);
+    if (request.outcome?.ok === false) return;
+    const ev = request.loads[layer];
+    if (ev) stream.waitEvent(ev);
+  }
+
+  /**
+   * Saves layer `layer` of the request's new chunks behind the work enqueued
+   * on `stream` so far. `blocks` is the request's whole block table. Call for
+   * every layer, then waitForSave().
+   */
+  saveLayer(request: ConnectorRequest, layer: number, stream: Stream, blocks: ArrayLike<number>): void {
+    this.#live();
+    this.#check(request);
+    this.cache.layout.checkLayer(layer);
+    if (!request.put) {
+      const put = this.store.beginPut(request.tokens);
+      const need = put.chunkCount * this.store.blocksPerChunk;
+      if (typeof blocks?.length !== 'number' || blocks.length < need) {
+        void this.store.abort(put);
+        fail('ERR_INVALID_ARG', `expected a block table of at least ${need} blocks, got ${blocks?.length ?? describe(blocks)}`);
+      }
+      request.put = put;
+      request.putBlocks = Array.prototype.slice.call(blocks, 0, need) as number[];
+    }
+    if (request.put.chunks.length === 0) return;
+    this.#save.waitEvent(stream.record());
+    request.saves.push(this.store.putLayer(request.put, layer, this.cache, request.putBlocks, this.#save, { engine: 'dma' }));
+  }
+
+  /**
+   * Commits the request's saved chunks once every layer was saved and the
+   * copies finished; resolves with the chunks added. A load that failed in
+   * this request means its saves hold recomputed data only if the runtime
+   * recomputed before saving: commit only what was computed on good KV.
+   */
+  async waitForSave(request: ConnectorRequest): Promise<{ saved: number }> {
+    this.#check(request);
+    const put = request.put;
+    if (!put) return { saved: 0 };
+    if (put.chunks.length === 0) {
+      await this.store.abort(put);
+      return { saved: 0 };
+    }
+    const { added } = await this.store.commit(put);
+    return { saved: added };
+  }
+
+  /** Loads that finished since the last call, with their outcomes (vLLM's get_finished). */
+  finished(): { request: ConnectorRequest; outcome: LoadOutcome }[] {
+    return this.#finishedLoads.splice(0);
+  }
+
+  /**
+   * The request is done: its lease is released and a put not committed is
+   * dropped. Resolves once its loads and saves in flight completed (its
+   * blocks may be reused then). Idempotent.
+   */
+  async requestFinished(request: ConnectorRequest): Promise<void> {
+    if (request instanceof ConnectorRequest && request.finished) return;
+    this.#check(request);
+    if (!request.finish()) return;
+    await Promise.allSettled([...request.loads, ...request.saves].map((e) => e.done()));
+    if (request.loadDone) await request.loadDone;
+    if (request.put) await this.store.abort(request.put);
+    request.hit.release();
+    this.#requests.delete(request);
+  }
+
+  /** Finishes every request still open, then frees the connector's streams. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    await Promise.all([...this.#requests].map((r) => this.requestFinished(r)));
+    for (const s of this.#owned) await s.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}

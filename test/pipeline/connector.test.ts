@@ -1,0 +1,163 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { KvConnector, KvLayout, KvStore, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { injectFailure } from '../../src/device/testing.js';
+import { backends, open } from '../helpers/backends.js';
+import { PatternCompute, expectPattern } from '../helpers/pattern.js';
+import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
+
+const SPEC = { layers: 3, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 256 };
+const CHUNK = 8;
+
+describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
+  let dev: Device;
+  let cache: KvCache;
+  let compute: Stream;
+  let root: string;
+  const layout = new KvLayout(SPEC);
+
+  beforeAll(() => {
+    if (skip) return;
+    dev = open(backend);
+    cache = dev.allocKvCache(layout);
+    compute = dev.createStream();
+    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-connector-'));
+  });
+  afterAll(async () => {
+    if (skip) return;
+    await dev.dispose();
+    rmSync(root, { recursive: true, force: true });
+  });
+  let dirs = 0;
+  const openStore = () => KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 128 * 8192, dramBytes: 64 * 8192 });
+
+  /** What a runtime's forward does with the connector: wait per layer on the device, compute, save. */
+  function forward(conn: KvConnector, req: ReturnType<KvConnector['lookup']>, blocks: number[], from: number, pattern: PatternCompute): void {
+    const fn = pattern.fn();
+    for (let l = 0; l < SPEC.layers; l++) {
+      conn.waitForLayerLoad(req, l, compute);
+      fn(l, { stream: compute, tokens: req.tokens, blocks, computeFrom: from, plan: undefined as never, attempt: 0 });
+      conn.saveLayer(req, l, compute, blocks);
+    }
+  }
+
+  it.skipIf(skip)('lookup, startLoad, per-layer waits, saves, waitForSave, requestFinished: the cache is exact', async () => {
+    const store = await openStore();
+    const conn = new KvConnector({ store, cache });
+    const pattern = new PatternCompute(dev, cache);
+    const prompt = randomTokens(CHUNK * 4 + 5);
+    // Turn 1: nothing cached; compute everything and save.
+    const first = conn.lookup(prompt.slice(0, CHUNK * 3));
+    expect(first.loadableTokens).toBe(0);
+    const b1 = randomBlocks(6, SPEC.numBlocks);
+    conn.startLoad(first, b1);
+    forward(conn, first, b1, 0, pattern);
+    expect(await conn.waitForSave(first)).toEqual({ saved: 3 });
+    await conn.requestFinished(first);
+    await conn.requestFinished(first); // idempotent
+    // Turn 2: the first three chunks load, the rest computes.
+    const req = conn.lookup(prompt);
+    expect(req.loadableTokens).toBe(CHUNK * 3);
+    const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
+    conn.startLoad(req, blocks);
+    forward(conn, req, blocks, req.loadableTokens, pattern);
+    expect(await conn.waitForSave(req)).toEqual({ saved: 1 });
+    expect(await conn.loadResult(req)).toEqual({ ok: true, validTokens: CHUNK * 3 });
+    expect(conn.finished().map((f) => [f.request.id, f.outcome.ok])).toEqual([[first.id, true], [req.id, true]]);
+    await conn.requestFinished(req);
+    await expectPattern(dev, compute, cache, prompt, blocks);
+    await conn.dispose();
+    await pattern.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('the last token is never counted loadable, even when every chunk is cached', async () => {
+    const store = await openStore();
+    const conn = new KvConnector({ store, cache });
+    const pattern = new PatternCompute(dev, cache);
+    const prompt = randomTokens(CHUNK * 2);
+    const r = conn.lookup(prompt);
+    const b = randomBlocks(4, SPEC.numBlocks);
+    conn.startLoad(r, b);
+    forward(conn, r, b, 0, pattern);
+    await conn.waitForSave(r);
+    await conn.requestFinished(r);
+    const again = conn.lookup(prompt);
+    expect(again.loadableTokens).toBe(CHUNK);
+    await conn.dispose();
+    await pattern.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('a failed load is reported for its request only, with the tokens still good; the runtime recomputes and stays exact', async () => {
+    const store = await openStore();
+    const conn = new KvConnector({ store, cache });
+    const pattern = new PatternCompute(dev, cache);
+    const a = randomTokens(CHUNK * 3);
+    const c = randomTokens(CHUNK * 3);
+    for (const t of [a, c]) {
+      const r = conn.lookup(t);
+      const b = randomBlocks(6, SPEC.numBlocks);
+      conn.startLoad(r, b);
+      forward(conn, r, b, 0, pattern);
+      await conn.waitForSave(r);
+      await conn.requestFinished(r);
+    }
+    const blocks = randomBlocks(12, SPEC.numBlocks);
+    const ra = conn.lookup(a);
+    const rc = conn.lookup(c);
+    // The load of request a's first layer fails (an IO error on its stream).
+    const load = store.loadLayer.bind(store);
+    let armed = true;
+    store.loadLayer = (chunks, layer, k, bt, s, o) => {
+      if (armed) {
+        armed = false;
+        injectFailure(s, 'ERR_IO', 'injected read failure');
+      }
+      return load(chunks, layer, k, bt, s, o);
+    };
+    conn.startLoad(ra, blocks.slice(0, 6));
+    conn.startLoad(rc, blocks.slice(6));
+    const oa = await conn.loadResult(ra);
+    const oc = await conn.loadResult(rc);
+    expect(oa).toMatchObject({ ok: false, validTokens: 0, code: 'ERR_IO' });
+    expect(oc).toEqual({ ok: true, validTokens: CHUNK * 2 });
+    // The runtime recomputes request a from its first bad token and c's suffix.
+    forward(conn, ra, blocks.slice(0, 6), oa.validTokens, pattern);
+    forward(conn, rc, blocks.slice(6), oc.validTokens, pattern);
+    await conn.waitForSave(ra);
+    await conn.waitForSave(rc);
+    await expectPattern(dev, compute, cache, a, blocks.slice(0, 6));
+    await expectPattern(dev, compute, cache, c, blocks.slice(6));
+    await conn.dispose();
+    await pattern.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('a request finished without waitForSave commits nothing; bad calls carry codes', async () => {
+    const store = await openStore();
+    const conn = new KvConnector({ store, cache });
+    const pattern = new PatternCompute(dev, cache);
+    const t = randomTokens(CHUNK * 2);
+    const r = conn.lookup(t);
+    const b = randomBlocks(4, SPEC.numBlocks);
+    expect(() => conn.startLoad(r, b, { tokens: CHUNK })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    conn.startLoad(r, b);
+    expect(() => conn.startLoad(r, b)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => conn.waitForLayerLoad(r, 99, compute)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => conn.saveLayer(r, 0, compute, [1])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    forward(conn, r, b, 0, pattern);
+    await conn.requestFinished(r);
+    expect(store.lookup(t).chunks).toHaveLength(0);
+    expect(() => conn.lookup([])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    await expect(conn.waitForSave(r)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await conn.dispose();
+    expect(() => conn.lookup(t)).toThrow(expect.objectContaining({ code: 'ERR_DISPOSED' }));
+    await pattern.dispose();
+    await store.close();
+  });
+});
