@@ -34,8 +34,8 @@ mkdir -p "$OUT"
 
 for bench in $BENCH; do
   case "$bench" in
-    copy | paged | nvme | store) ;;
-    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme, store)" >&2; exit 2 ;;
+    copy | paged | nvme | store | pipeline) ;;
+    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme, store, pipeline)" >&2; exit 2 ;;
   esac
 done
 
@@ -109,6 +109,9 @@ for bench in $BENCH; do
         build-bench/raw_io --dir "$NVME_DIR" --gib "${NVME_GIB:-2}" > "$OUT/raw_io.json"
       fi
       guarded store node dist/bench/store.js --backend cuda --baseline "$OUT/raw_io.json" --dir "$NVME_DIR/store" --json "$OUT/store.json"
+      ;;
+    pipeline)
+      guarded pipeline node dist/bench/pipeline.js --backend cuda --json "$OUT/pipeline.json" "$@"
       ;;
   esac
 done
