@@ -70,6 +70,12 @@ function watch(event: Event, t0: number): Watched {
   return w;
 }
 
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
 function aborted(): KvflowError {
   return new KvflowError('the prefill was aborted', 'ERR_ABORTED');
 }
@@ -104,15 +110,15 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const saves: Watched[] = [];
   let syncFailure: { layer: number; error: unknown } | undefined;
   let computeError: unknown;
-  let next = 0; // next layer whose load is to be issued
-
-  const issue = async (j: number): Promise<boolean> => {
-    if (j >= a.lookahead) {
-      // Pacing: the load of layer j waits until compute of layer j - lookahead finished.
-      await computed[j - a.lookahead]!.settled;
-      if (computed[j - a.lookahead]!.error !== undefined) return false;
-    }
-    if (a.signal?.aborted) return false;
+  // Loads run ahead of compute on their own task: the load of layer j is
+  // issued once compute of layer j - lookahead finished (so at most
+  // `lookahead` layers of loads are in flight beyond finished compute), and
+  // compute of layer l is enqueued as soon as its load was issued, so the
+  // compute stream always has the layers whose loads are in flight queued.
+  const computeSettled = Array.from({ length: layers }, () => deferred<void>());
+  const loadIssued = Array.from({ length: layers }, () => deferred<boolean>());
+  let stop = false;
+  const issue = (j: number): boolean => {
     const h = performance.now();
     try {
       // Before any compute of this prefill the device is idle: the kernel
@@ -120,24 +126,29 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
       const engine = computed.length === 0 ? 'kernel' : 'dma';
       issued[j] = h - t0;
       loads[j] = watch(store.loadLayer(loadChunks, j, cache, loadBlocks, streams.load, { engine }), t0);
+      return true;
     } catch (e) {
       syncFailure = { layer: j, error: e };
       return false;
     } finally {
       hostMs[j] = (hostMs[j] ?? 0) + performance.now() - h;
     }
-    return true;
   };
+  const issuer = loadChunks.length === 0 ? Promise.resolve() : (async () => {
+    for (let j = 0; j < layers; j++) {
+      if (j >= a.lookahead) await computeSettled[j - a.lookahead]!.promise;
+      const ok = !stop && !a.signal?.aborted && (j < a.lookahead || computed[j - a.lookahead]?.error === undefined) && issue(j);
+      loadIssued[j]!.resolve(ok);
+      if (!ok) {
+        for (let k = j + 1; k < layers; k++) loadIssued[k]!.resolve(false);
+        return;
+      }
+    }
+  })();
 
   try {
     for (let l = 0; l < layers; l++) {
-      if (loadChunks.length > 0) {
-        while (next < Math.min(layers, l + a.lookahead)) {
-          if (!(await issue(next))) break;
-          next++;
-        }
-        if (next <= l) break; // a load could not be issued (failure or abort)
-      }
+      if (loadChunks.length > 0 && !(await loadIssued[l]!.promise)) break; // failure or abort
       if (a.signal?.aborted) break;
       const h = performance.now();
       const load = loads[l];
@@ -150,7 +161,9 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
       }
       enqueued[l] = performance.now() - t0;
       const done = streams.compute.record();
-      computed.push(watch(done, t0));
+      const w = watch(done, t0);
+      computed.push(w);
+      void w.settled.then(() => computeSettled[l]!.resolve());
       if (put) {
         streams.save.waitEvent(done);
         saves.push(watch(store.putLayer(put, l, cache, putBlocks, streams.save, { engine: 'dma' }), t0));
@@ -158,7 +171,10 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
       hostMs[l] = (hostMs[l] ?? 0) + performance.now() - h;
     }
   } finally {
-    // Whatever happened, nothing enqueued is left behind unobserved.
+    // Whatever happened, the issuer ends and nothing enqueued is left behind unobserved.
+    stop = true;
+    for (let l = computed.length; l < layers; l++) computeSettled[l]!.resolve();
+    await issuer;
     await Promise.all([...loads, ...computed, ...saves].map((w) => w?.settled));
   }
 
