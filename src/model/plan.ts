@@ -6,8 +6,9 @@
  * bring one layer of the loaded tokens in (tier by tier) and `compute` the
  * calibrated `C(n_new, start)` of one layer; the first layer's shorter side
  * cannot hide. `adaptive` tries every chunk boundary of the hit and keeps the
- * fastest prediction, so it is never predicted slower than `recompute` (no
- * load) or `load-all` (the whole hit): both are among the candidates.
+ * fastest prediction (a split between the ends only when it beats both by
+ * `margin`), so it is never predicted slower than `recompute` (no load) or
+ * `load-all` (the whole hit).
  */
 import { describe, fail } from '../errors.js';
 import type { BandwidthMeter } from './bandwidth.js';
@@ -43,6 +44,12 @@ export interface PlanRequest {
   bandwidth: BandwidthMeter | ((tier: string) => number);
   /** Prefills loading at once, which share each tier's bandwidth (default 1). */
   sharing?: number;
+  /**
+   * `adaptive` picks a split between recomputing and loading the whole hit
+   * only when it is predicted faster than both by more than this fraction
+   * (default 0.03).
+   */
+  margin?: number;
 }
 
 /** A prediction of one candidate split, per layer and whole. */
@@ -111,6 +118,7 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
   // Only what lies in the prompt counts; at least one token is computed.
   hitTokens = Math.min(hitTokens, Math.ceil(n / chunk) * chunk);
   const sharing = Math.max(1, req.sharing ?? 1);
+  if (req.margin !== undefined && !(req.margin >= 0 && req.margin < 1)) fail('ERR_INVALID_ARG', `expected a number in [0, 1) for margin, got ${describe(req.margin)}`);
   const compute = typeof req.compute === 'function' ? req.compute : req.compute.predict.bind(req.compute);
   const meter = req.bandwidth;
   const bw = typeof meter === 'function' ? (t: string) => meter(t) / sharing : (t: string) => meter.share(t, sharing);
@@ -149,13 +157,19 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
   if (policy === 'recompute' || hitTokens <= held) chosen = recompute;
   else if (policy === 'load-all') chosen = loadAll;
   else {
-    chosen = recompute;
-    for (let end = loadFrom + chunk; end <= hitTokens; end += chunk) {
+    // The better of the two ends, then a split between them only when it is
+    // predicted faster by more than `margin`: a split rests on both the
+    // compute curve and the bandwidth estimate, so a small predicted gain is
+    // within their error and not worth the risk of being wrong.
+    chosen = loadAll.ms < recompute.ms * (1 - 1e-9) ? loadAll : recompute;
+    const margin = req.margin ?? 0.03;
+    let best: SplitPrediction | undefined;
+    for (let end = loadFrom + chunk; end < hitTokens; end += chunk) {
       if (end <= held) continue;
       const p = predict(end);
-      // Strictly faster only: of equal predictions the one that loads less wins.
-      if (p.ms < chosen.ms * (1 - 1e-9)) chosen = p;
+      if (p.ms < (best?.ms ?? Number.POSITIVE_INFINITY) * (1 - 1e-9)) best = p;
     }
+    if (best && best.ms < chosen.ms * (1 - margin)) chosen = best;
   }
   const basis = describeBasis(req);
   const why = policy !== 'adaptive' ? `policy ${policy}`

@@ -156,9 +156,11 @@ describe('planPrefill', () => {
             hit: [{ tier: 'dram', tokens: hitTokens }],
             compute: (newTokens) => newTokens * t,
             bandwidth: () => 1000 / (t / e), // one token's layer loads in t/e ms
+            margin: 0.01,
           });
           const b = (n * e) / (1 + e);
-          if (hitTokens > b + chunk) expect(Math.abs(plan.loadTokens - b)).toBeLessThanOrEqual(chunk);
+          // Past the balance point by more than the margin a split wins; nearer, loading the whole hit is within 3%.
+          if (hitTokens > b * 1.05 + chunk) expect(Math.abs(plan.loadTokens - b)).toBeLessThanOrEqual(chunk);
           else if (hitTokens < b - chunk) expect(plan.loadTokens).toBe(hitTokens);
           // Measured against the talk's closed forms: N*T/(1+e) when IO and compute balance.
           const total = n * t * layers;
