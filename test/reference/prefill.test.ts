@@ -126,6 +126,15 @@ describe.each(backends)('reference prefill on $backend', ({ backend, skip }) => 
     }
   });
 
+  it.skipIf(skip)('one model serves several streams at once', async () => {
+    const streams = [dev.createStream(), dev.createStream(), dev.createStream()];
+    const caches = streams.map(() => newCache());
+    const outs = streams.map((s, i) => model.prefill(s, { tokens, cache: caches[i]!.cache, blocks: caches[i]!.blocks }));
+    await Promise.all(streams.map((s) => s.synchronize()));
+    for (const out of outs) expect(relErr(await outRows(out, N), full)).toBeLessThanOrEqual(tol);
+    await Promise.all([...streams.map((s) => s.dispose()), ...caches.map((c) => c.cache.dispose())]);
+  });
+
   it.skipIf(skip)('block-major caches give the same prefill as layer-major ones', async () => {
     const cache = dev.allocKvCache(model.kvLayout({ blockTokens: BLOCK, numBlocks: NUM_BLOCKS, arrangement: 'block-major' }));
     const out = model.prefill(stream, { tokens, cache, blocks: fullBlocks });
