@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvLayout, type Device, type DeviceBuffer, type KvCache, type Stream } from '../../src/index.js';
 import { loadBinding } from '../../src/binding/load.js';
 import type { NativeModelShape, NativePagedKv, NativeReferenceModel } from '../../src/binding/types.js';
-import { injectFailure } from '../../src/device/testing.js';
+import { holdStream, injectFailure } from '../../src/device/testing.js';
 import { ReferenceModel, presets } from '../../src/reference/index.js';
 import { backends, codeOf, open, randomBytes } from '../helpers/backends.js';
 import { fillCache, readCache } from '../helpers/cache.js';
@@ -195,6 +195,24 @@ describe.each(backends)('reference model errors on $backend', ({ backend, skip }
     expect(codeOf(() => m.allocHidden(1))).toBe('ERR_DISPOSED');
     await m.dispose(); // idempotent
     await Promise.all([expected.dispose(), out.dispose(), c.dispose()]);
+  });
+
+  it.skipIf(skip)('a queued layer keeps its buffers alive; disposing them waits for it', async () => {
+    const h = model.allocHidden(8);
+    const c = dev.allocKvCache(model.kvLayout({ blockTokens: BLOCK, numBlocks: 4 }));
+    const open = holdStream(stream);
+    model.embed(stream, h, [1, 2, 3, 4, 5, 6, 7, 8]);
+    model.layer(stream, 0, { hidden: h, cache: c, blocks: [2, 0], start: 0, count: 8 });
+    expect(h.inFlight()).toBe(true);
+    expect(c.buffers[0]!.inFlight()).toBe(true);
+    let released = false;
+    const disposed = Promise.all([h.dispose(), c.dispose()]).then(() => (released = true));
+    await new Promise((r) => setImmediate(r));
+    expect(released).toBe(false);
+    open();
+    await stream.synchronize();
+    await disposed;
+    expect(released).toBe(true);
   });
 
   it.skipIf(skip)('a disposed device disposes its models', async () => {
