@@ -12,6 +12,7 @@
 // own. The KV cache's dtype is the backend's (f32 on CPU, bf16 on CUDA).
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -88,6 +89,39 @@ class ReferenceModel {
   virtual void close() = 0;
 };
 
+/// Weight tensor ids: the `tensor` argument of reference_weight(). Every
+/// backend builds the same weights from them, so CPU and CUDA results compare.
+/// A matrix is [out][in] row-major as a linear layer keeps it (y = W x):
+/// element (o, i) has index o * in + i. Scales keep activations O(1):
+/// - matrices: reference_weight(...) / sqrt(in) (reference_matrix_weight);
+/// - norm weights: 1 + kNormNoise * reference_weight(...) (reference_norm_weight);
+/// - the embedding table: reference_weight(...) unscaled.
+/// Weight set s (layer l uses s = l % weight_layers) uses the ids
+/// layer_tensor(s, kAttnNorm) ... layer_tensor(s, kDown).
+namespace reference_tensor {
+inline constexpr std::uint32_t kEmbed = 0;      // [vocab][hidden]
+inline constexpr std::uint32_t kFinalNorm = 1;  // [hidden]
+inline constexpr std::uint32_t kLayerBase = 16;
+inline constexpr std::uint32_t kLayerStride = 16;
+// Offsets within a weight set.
+inline constexpr std::uint32_t kAttnNorm = 0;  // [hidden]
+inline constexpr std::uint32_t kWq = 1;        // [heads * head_dim][hidden]
+inline constexpr std::uint32_t kWk = 2;        // [kv_heads * head_dim][hidden]
+inline constexpr std::uint32_t kWv = 3;        // [kv_heads * head_dim][hidden]
+inline constexpr std::uint32_t kWo = 4;        // [hidden][heads * head_dim]
+inline constexpr std::uint32_t kQNorm = 5;     // [head_dim], shared by all heads (qk_norm only)
+inline constexpr std::uint32_t kKNorm = 6;     // [head_dim], shared by all heads (qk_norm only)
+inline constexpr std::uint32_t kMlpNorm = 7;   // [hidden]
+inline constexpr std::uint32_t kGate = 8;      // [intermediate][hidden]
+inline constexpr std::uint32_t kUp = 9;        // [intermediate][hidden]
+inline constexpr std::uint32_t kDown = 10;     // [hidden][intermediate]
+inline constexpr float kNormNoise = 0.1f;
+/// The id of tensor `offset` of weight set `set`.
+[[nodiscard]] constexpr std::uint32_t layer_tensor(std::uint32_t set, std::uint32_t offset) noexcept {
+  return kLayerBase + set * kLayerStride + offset;
+}
+}  // namespace reference_tensor
+
 /// The value of element `index` of weight tensor `tensor` for `seed`: uniform
 /// in [-1, 1), the same on every backend (a counter-based hash), so weights
 /// need no storage to reproduce and backends can be compared. The model scales
@@ -99,6 +133,17 @@ class ReferenceModel {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   z ^= z >> 31;
   return static_cast<float>(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+/// Element `index` of a matrix with `fan_in` inputs (see reference_tensor).
+[[nodiscard]] inline float reference_matrix_weight(std::uint64_t seed, std::uint32_t tensor, std::uint64_t index,
+                                                   std::uint32_t fan_in) noexcept {
+  return reference_weight(seed, tensor, index) / std::sqrt(static_cast<float>(fan_in));
+}
+
+/// Element `index` of a norm's weight vector (see reference_tensor).
+[[nodiscard]] inline float reference_norm_weight(std::uint64_t seed, std::uint32_t tensor, std::uint64_t index) noexcept {
+  return 1.0f + reference_tensor::kNormNoise * reference_weight(seed, tensor, index);
 }
 
 }  // namespace kvflow
