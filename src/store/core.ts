@@ -9,12 +9,21 @@ import { KvCache } from '../layout/kvcache.js';
 import { checkBlocks } from '../layout/pieces.js';
 import type { DramChunk } from './arena.js';
 import type { StoreConfig } from './config.js';
-import type { Demoter } from './demoter.js';
 import type { DramTier } from './dram.js';
-import type { RefState } from './hit.js';
 import type { NvmeTier } from './nvme.js';
-import type { PlanCache } from './plan-cache.js';
 import type { Tier } from './tier.js';
+
+/** Admission and demotion as the other modules call them (demoter.ts). */
+export interface Admission {
+  /** Applies the admission policy to a ready DRAM chunk not yet in the demotion tier. */
+  consider(c: DramChunk): void;
+  /** Queues a chunk for the demotion tier; resolves once it is written there (see Demoter). */
+  demote(c: DramChunk, force: boolean): Promise<void>;
+  /** This process committed `key` once more. */
+  committed(key: string): void;
+  /** Resolves once nothing is queued or being written. */
+  idle(): Promise<void>;
+}
 
 /** Counters of this process (KvStoreStats.local). */
 export type LocalCounters = Record<string, number>;
@@ -37,8 +46,7 @@ export class StoreCore {
   /** Loads and their bookkeeping in flight (flush and close wait for them). */
   readonly loads = new Set<Promise<unknown>>();
   closed = false;
-  demoter!: Demoter;
-  plans!: PlanCache;
+  demoter!: Admission;
 
   constructor(config: StoreConfig, dram: DramTier, nvme: NvmeTier, tiers: readonly Tier[]) {
     if (tiers[0] !== dram) fail('ERR_INVALID_ARG', 'expected the DRAM tier first in the store\'s tiers');
@@ -105,14 +113,14 @@ export class StoreCore {
    * the caller pinned it), used, and counted; at the first layer its hit
    * counts for admission and keeps the demotion tier's copy warm.
    */
-  dramHit(c: DramChunk, ref: RefState, li: number, pin = true): void {
+  dramHit(c: DramChunk, index: number, li: number, pin = true): void {
     if (pin) this.dram.pin(c);
     this.dram.arena.use(c);
     this.local.dramLoads!++;
     if (li === 0 && c.state === 'ready') {
       c.hits++;
       // Another process may have evicted it from the tier below: then it is a candidate again.
-      if (c.stored && !this.demoteTo?.touch(c.key, ref.index, false)) c.stored = false;
+      if (c.stored && !this.demoteTo?.touch(c.key, index, false)) c.stored = false;
       this.demoter.consider(c);
     }
   }

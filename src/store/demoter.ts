@@ -6,7 +6,7 @@
 import { KvflowError } from '../errors.js';
 import type { DramChunk } from './arena.js';
 import type { AdmissionInfo } from './config.js';
-import type { StoreCore } from './core.js';
+import type { Admission, StoreCore } from './core.js';
 import { RefCount } from './refcount.js';
 
 const MiB = 1 << 20;
@@ -27,7 +27,7 @@ export async function settleAll(promises: readonly Promise<unknown>[]): Promise<
   if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
-export class Demoter {
+export class Demoter implements Admission {
   readonly #core: StoreCore;
   readonly #queue: Demotion[] = [];
   readonly #seen = new RefCount<string>();

@@ -14,7 +14,7 @@ import type { DramChunk } from './arena.js';
 import { engineOf, type LayerMoveOptions } from './config.js';
 import { settle, type StoreCore } from './core.js';
 import { checkRefs, hitState, markFailed, type ChunkRef, type RefState } from './hit.js';
-import { dramLoad } from './plan-cache.js';
+import { dramLoad, type PlanCache } from './plan-cache.js';
 import type { ReadOutcome, Staging, Tier, TierRead } from './tier.js';
 
 /** A chunk a read fills, and the refs of the call that share it. */
@@ -34,12 +34,12 @@ interface TierReads {
 }
 
 /** KvStore.loadLayer (see there). */
-export function loadLayer(core: StoreCore, chunks: readonly ChunkRef[], layer: number, kvCache: KvCache,
+export function loadLayer(core: StoreCore, plans: PlanCache, chunks: readonly ChunkRef[], layer: number, kvCache: KvCache,
   blockTable: ArrayLike<number>, stream: Stream, options: LayerMoveOptions): Event {
   core.live();
   const li = core.extentIndex(layer);
   const engine = engineOf(options, core.config.engine);
-  const fromDram = dramLoad(core, chunks, li, layer, kvCache, blockTable, stream, engine);
+  const fromDram = dramLoad(core, plans, chunks, li, layer, kvCache, blockTable, stream, engine);
   if (fromDram) return fromDram;
   core.checkCache(kvCache);
   if (!Array.isArray(chunks)) fail('ERR_INVALID_ARG', `expected an array of chunks (hit.chunks), got ${describe(chunks)}`);
@@ -69,7 +69,7 @@ export function loadLayer(core: StoreCore, chunks: readonly ChunkRef[], layer: n
       const src = dram.source(ref.key, li);
       if (src) {
         if (src.pending) waits.push(src.pending);
-        core.dramHit(src.chunk, ref, li);
+        core.dramHit(src.chunk, ref.index, li);
         pins.push(src.chunk);
         records.push({ blocks, staging: src.staging.buffer, stagingOffset: src.staging.offset });
         staged.set(ref.key, { staging: src.staging });

@@ -61,7 +61,7 @@ export class PlanCache {
  * module comment). Returns undefined when the general path must run (which
  * also reports bad input).
  */
-export function dramLoad(core: StoreCore, chunks: readonly ChunkRef[], li: number, layer: number, kvCache: KvCache,
+export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly ChunkRef[], li: number, layer: number, kvCache: KvCache,
   blockTable: ArrayLike<number>, stream: Stream, engine: PagedEngine): Event | undefined {
   if (!Array.isArray(chunks) || chunks.length === 0 || chunks.length > PREPARED_MAX_CHUNKS) return undefined;
   if (blockTable === null || typeof blockTable !== 'object' || typeof blockTable.length !== 'number') return undefined;
@@ -76,7 +76,7 @@ export function dramLoad(core: StoreCore, chunks: readonly ChunkRef[], li: numbe
     keys.add(r.key);
     dram.push(c);
   }
-  let entry = core.plans.find(kvCache, engine, dram, blockTable);
+  let entry = plans.find(kvCache, engine, dram, blockTable);
   if (entry === undefined) {
     // Planning every layer pays off over a layer-by-layer load, which starts at the first
     // layer; a load that starts elsewhere (or whose plan was dropped) takes the general path.
@@ -90,7 +90,7 @@ export function dramLoad(core: StoreCore, chunks: readonly ChunkRef[], li: numbe
     }));
     const transfer = kvCache.prepare('scatter', records, core.config.layers, engine);
     entry = { cache: kvCache, blocks: Array.from(blockTable), dram, transfer, engine };
-    core.plans.add(entry);
+    plans.add(entry);
     core.local.dramPlans!++;
   }
   const transfer = entry.transfer;
@@ -105,7 +105,7 @@ export function dramLoad(core: StoreCore, chunks: readonly ChunkRef[], li: numbe
   }
   // The rest of the hits' bookkeeping after the enqueue, so the copy starts
   // sooner (at a load's first layer it reads and touches the index).
-  refs.forEach((r, i) => core.dramHit(dram[i]!, r, li, false));
+  refs.forEach((r, i) => core.dramHit(dram[i]!, r.index, li, false));
   core.local.dramPlannedLayers!++;
   core.track(settle(event).then(() => {
     for (const c of dram) tier.unpin(c);

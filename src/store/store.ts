@@ -74,6 +74,7 @@ export class KvStore {
   readonly recordBytes: number;
   readonly geometry: StoreGeometry;
   readonly #core: StoreCore;
+  readonly #plans = new PlanCache();
   readonly #temporary: boolean;
 
   static {
@@ -134,7 +135,7 @@ export class KvStore {
    */
   loadLayer(chunks: readonly ChunkRef[], layer: number, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
     options: LayerMoveOptions = {}): Event {
-    return loadLayer(this.#core, chunks, layer, kvCache, blockTable, stream, options);
+    return loadLayer(this.#core, this.#plans, chunks, layer, kvCache, blockTable, stream, options);
   }
 
   /**
@@ -197,7 +198,7 @@ export class KvStore {
     core.live();
     await core.demoter.idle();
     await Promise.all([...core.loads]);
-    for (const tier of core.tiers) await tier.flush();
+    for (const tier of withNvme(core)) await tier.flush();
   }
 
   stats(): KvStoreStats {
@@ -223,9 +224,9 @@ export class KvStore {
     core.closed = true;
     await core.demoter.idle();
     await Promise.all([...core.loads]);
-    core.plans.clear();
+    this.#plans.clear();
     try {
-      await closeAll(core.lower);
+      await closeAll(withNvme(core).filter((t) => t !== core.dram));
     } finally {
       await core.dram.close();
       if (this.#temporary) rmSync(this.dir, { recursive: true, force: true });
@@ -237,7 +238,12 @@ export class KvStore {
   }
 }
 
-/** Closes every tier, then throws the first failure, if any. */
+/** The store's tiers, and its NVMe tier where they leave it out: the index lives there. */
+function withNvme(core: StoreCore): Tier[] {
+  return core.tiers.includes(core.nvme) ? [...core.tiers] : [...core.tiers, core.nvme];
+}
+
+/** Closes every tier, last first, then throws the first failure, if any. */
 async function closeAll(tiers: readonly Tier[]): Promise<void> {
   let first: { error: unknown } | undefined;
   for (const tier of [...tiers].reverse()) {
@@ -276,6 +282,5 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     throw e;
   }
   core.demoter = new Demoter(core);
-  core.plans = new PlanCache();
   return construct(core, dir, temporary);
 }
