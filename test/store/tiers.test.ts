@@ -8,10 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { KvLayout, type Device, type KvCache, type KvStore, type KvStoreOptions, type Stream } from '../../src/index.js';
-import { dropDram, openStoreWithTiers, storeTiers } from '../../src/store/testing.js';
+import { dropDram, openStoreWithTiers, storeFiles, storeTiers } from '../../src/store/testing.js';
 import { backends, open, poison, randomBytes } from '../helpers/backends.js';
 import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
 import { MemoryTier } from './memory-tier.js';
@@ -158,6 +158,31 @@ describe.each(backends)('store tiers on $backend', ({ backend, skip }) => {
     }
     hit.release();
     expect(store.lookup(tokens).chunks.length).toBe(1);
+    await store.close();
+  });
+
+  it.skipIf(skip)('a layer load is one checked read per slab file and DRAM segment, and one batched scatter', async () => {
+    const store = await openStoreWithTiers(options(), (dram, nvme) => [dram, nvme]);
+    const tokens = randomTokens(CHUNK * 4);
+    const blocks = randomBlocks(4 * BPC, SPEC.numBlocks);
+    await store.put(tokens, src, blocks, stream, { durable: true });
+    dropDram(store);
+    const reads = vi.spyOn(storeFiles(store)[0]!, 'readChecked');
+    const scatters = vi.spyOn(dst, 'moveRecords');
+    try {
+      // Chunk 0 named twice (prompts sharing a prefix): staged once.
+      const hit = store.lookup(tokens);
+      const chunks = [hit.chunks[0]!, ...hit.chunks];
+      const to = randomBlocks(5 * BPC, SPEC.numBlocks);
+      for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer(chunks, layer, dst, to, stream).done();
+      expect(reads).toHaveBeenCalledTimes(SPEC.layers);
+      expect(reads.mock.calls.map((c) => c[1].length)).toEqual(Array(SPEC.layers).fill(4));
+      expect(scatters).toHaveBeenCalledTimes(SPEC.layers);
+      hit.release();
+    } finally {
+      reads.mockRestore();
+      scatters.mockRestore();
+    }
     await store.close();
   });
 });
