@@ -10,6 +10,7 @@ import { DramArena, type DramChunk } from './arena.js';
 import type { EvictionRank } from './eviction.js';
 import type { ReadBatch, Staging, Tier, TierRead } from './tier.js';
 
+// The package entry point exports the eviction rank from here.
 export { lruRank, type ChunkUse, type EvictionRank } from './eviction.js';
 export type { DramChunk } from './arena.js';
 

@@ -14,7 +14,7 @@ export interface ChunkRef {
   readonly key: string;
   /** Position of the chunk in the prompt. */
   readonly index: number;
-  /** Where it was found by lookup. */
+  /** Where it was found by lookup (a tier arranged through store/testing.ts gives its own name). */
   readonly tier: 'dram' | 'nvme';
 }
 

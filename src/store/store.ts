@@ -279,6 +279,7 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     core = new StoreCore(config, dram, nvme, arrange ? arrange(dram, nvme) : [dram, nvme]);
   } catch (e) {
     await nvme.close();
+    if (temporary) rmSync(dir, { recursive: true, force: true });
     throw e;
   }
   core.demoter = new Demoter(core);

@@ -83,7 +83,7 @@ export interface Tier<C = unknown> {
    * Posts the reads of layer extent `li` (0-based within the store's range)
    * of `reads`' chunks into their destinations, batched as the tier can
    * (NVMe: one checked read per slab file and destination buffer). Throws
-   * before posting anything when a read cannot be made.
+   * (a KvflowError) when a read cannot be posted.
    */
   readLayer(reads: readonly TierRead<C>[], li: number): ReadBatch[];
   /**

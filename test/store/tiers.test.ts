@@ -185,4 +185,10 @@ describe.each(backends)('store tiers on $backend', ({ backend, skip }) => {
     }
     await store.close();
   });
+
+  it.skipIf(skip)('tiers must start with DRAM and have distinct names', async () => {
+    await expect(openStoreWithTiers(options(), (dram, nvme) => [nvme, dram])).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    const twin = new MemoryTier(EXTENT, SPEC.layers);
+    await expect(openStoreWithTiers(options(), (dram, nvme) => [dram, twin, nvme, new MemoryTier(EXTENT, SPEC.layers)])).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+  });
 });
