@@ -18,7 +18,7 @@ import { open, type RootDatabase } from 'lmdb';
 
 import { loadBinding } from '../binding/load.js';
 import { KvflowError, fail } from '../errors.js';
-import { lruRank, safeRank, type EvictionRank } from './dram.js';
+import { lruRank, safeRank, type EvictionRank } from './eviction.js';
 import { STORE_FORMAT_VERSION } from './keys.js';
 import {
   INDEX_OPTIONS,

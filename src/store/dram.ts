@@ -1,204 +1,173 @@
 /**
- * The DRAM tier: a per-process arena of pinned memory cut into chunk slots,
- * grown segment by segment up to its capacity, with an eviction order given by
- * the store's rank function (LRU by default). Slots in use (pinned by a hit,
- * a load or a write in flight, or still filling) are never evicted.
+ * The DRAM tier: chunk records in this process's pinned arena. It is the
+ * store's first tier and its staging: the cache's scatter reads DRAM chunks
+ * where they sit, and a chunk read from a lower tier lands in a DRAM slot
+ * (a promotion, ready once every layer arrived) when one is free.
  */
 import type { PinnedBuffer } from '../device/buffer.js';
+import type { Event } from '../device/stream.js';
+import { DramArena, type DramChunk } from './arena.js';
+import type { EvictionRank } from './eviction.js';
+import type { ReadBatch, Staging, Tier, TierRead } from './tier.js';
 
-/** Facts an eviction rank is computed from. */
-export interface ChunkUse {
-  /** Last use, ms since the epoch. */
-  lastUse: number;
-  /** Loads served. */
-  hits: number;
-  /** When the chunk entered the tier, ms since the epoch. */
-  created: number;
+// The package entry point exports the eviction rank from here.
+export { lruRank, type ChunkUse, type EvictionRank } from './eviction.js';
+export type { DramChunk } from './arena.js';
+
+/** A DRAM chunk a load can scatter from: its extent, and the read still filling it (a promotion), if any. */
+export interface DramSource {
+  chunk: DramChunk;
+  staging: Staging;
+  pending: Event | undefined;
 }
 
-/** Lower ranks are evicted first. The default, LRU, is `(u) => u.lastUse`. */
-export type EvictionRank = (use: ChunkUse) => number;
+export class DramTier implements Tier<DramChunk> {
+  readonly name = 'dram';
+  readonly arena: DramArena;
+  readonly #extentBytes: number;
+  /** Reads in flight into promotions, by chunk and layer extent. */
+  readonly #inflight = new Map<DramChunk, Map<number, Event>>();
+  /** Promotions whose hit was released while reads into them were in flight. */
+  readonly #abandoned = new Set<DramChunk>();
 
-export const lruRank: EvictionRank = (u) => u.lastUse;
-
-/** A rank that cannot throw or return a non-number: a failing policy evicts nothing first. */
-export function safeRank(rank: EvictionRank, use: ChunkUse): number {
-  try {
-    const r = rank(use);
-    return typeof r === 'number' && !Number.isNaN(r) ? r : Infinity;
-  } catch {
-    return Infinity;
-  }
-}
-
-/** A slot of the arena: `bytes` at `offset` of `buffer`. */
-export interface DramSlot {
-  segment: number;
-  buffer: PinnedBuffer;
-  offset: number;
-}
-
-export interface DramChunk {
-  key: string;
-  /** Position of the chunk in the prompt that made it (later chunks are evicted first among equals). */
-  index: number;
-  /** `put`: filled by a prefill (only its put writes it); `promotion`: filled from NVMe by loads. */
-  kind: 'put' | 'promotion';
-  slot: DramSlot;
-  /** `filling`: layers still arriving (a put, or a promotion from NVMe); not visible to lookups. */
-  state: 'filling' | 'ready';
-  /** Layers present, by extent index (used while filling). */
-  layers: Uint8Array;
-  present: number;
-  pins: number;
-  hits: number;
-  lastUse: number;
-  created: number;
-  /** Known to be entered in the NVMe tier. */
-  onNvme: boolean;
-  /** Queued for or being written to NVMe. */
-  demoting: boolean;
-  /** Discarded: its slot returns once the last pin goes. */
-  dead: boolean;
-  /** Its slot went back to the free list (exactly once). */
-  freed: boolean;
-}
-
-export class DramTier {
-  readonly slotBytes: number;
-  readonly capacitySlots: number;
-  readonly slotsPerSegment: number;
-  readonly #alloc: (bytes: number) => PinnedBuffer;
-  readonly #rank: EvictionRank;
-  readonly segments: PinnedBuffer[] = [];
-  readonly #free: DramSlot[] = [];
-  readonly chunks = new Map<string, DramChunk>();
-  #slots = 0;
-  evictions = 0;
-
-  constructor(slotBytes: number, capacityBytes: number, alloc: (bytes: number) => PinnedBuffer, rank: EvictionRank) {
-    this.slotBytes = slotBytes;
-    this.capacitySlots = Math.floor(capacityBytes / slotBytes);
-    // Segments of up to 256 MiB (at least one slot): pinning is slow, so the
-    // arena grows in steps, and one file read can fill many slots of a segment.
-    this.slotsPerSegment = Math.max(1, Math.min(this.capacitySlots, Math.floor((256 << 20) / slotBytes)));
-    this.#alloc = alloc;
-    this.#rank = rank;
+  constructor(extentBytes: number, layers: number, capacityBytes: number, alloc: (bytes: number) => PinnedBuffer, rank: EvictionRank) {
+    this.#extentBytes = extentBytes;
+    this.arena = new DramArena(extentBytes * layers, capacityBytes, alloc, rank);
   }
 
-  get usedSlots(): number {
-    return this.chunks.size;
+  contains(key: string): DramChunk | undefined {
+    return this.arena.ready(key);
   }
 
-  /** Ready chunk for `key`, or undefined. */
-  ready(key: string): DramChunk | undefined {
-    const c = this.chunks.get(key);
-    return c?.state === 'ready' ? c : undefined;
+  pin(chunk: DramChunk): void {
+    this.arena.pin(chunk);
   }
 
-  #slot(): DramSlot | undefined {
-    const free = this.#free.pop();
-    if (free) return free;
-    if (this.#slots < this.capacitySlots) {
-      const segment = Math.floor(this.#slots / this.slotsPerSegment);
-      if (segment === this.segments.length) {
-        const slots = Math.min(this.slotsPerSegment, this.capacitySlots - this.#slots);
-        this.segments.push(this.#alloc(slots * this.slotBytes));
-      }
-      const index = this.#slots % this.slotsPerSegment;
-      this.#slots++;
-      return { segment, buffer: this.segments[segment]!, offset: index * this.slotBytes };
+  unpin(chunk: DramChunk): void {
+    this.arena.unpin(chunk);
+  }
+
+  /** Host copies from the chunks' slots (the store scatters from DRAM directly; this serves a DRAM tier placed lower). */
+  readLayer(reads: readonly TierRead<DramChunk>[], li: number): ReadBatch[] {
+    const bytes = this.#extentBytes;
+    for (const r of reads) {
+      const from = r.chunk.slot.offset + li * bytes;
+      r.dst.buffer.array.set(r.chunk.slot.buffer.array.subarray(from, from + bytes), r.dst.offset);
     }
-    return this.#evictOne();
+    return [{ event: undefined, reads: reads.map((_, i) => i), outcome: Promise.resolve(reads.map(() => 'ok' as const)) }];
   }
 
-  #evictOne(): DramSlot | undefined {
-    let victim: DramChunk | undefined;
-    let best = Infinity;
-    for (const c of this.chunks.values()) {
-      if (c.state !== 'ready' || c.pins > 0 || c.demoting) continue;
-      const r = safeRank(this.#rank, { lastUse: c.lastUse - c.index, hits: c.hits, created: c.created });
-      if (r < best) {
-        best = r;
-        victim = c;
-      }
-    }
-    if (!victim) return undefined;
-    this.chunks.delete(victim.key);
-    victim.dead = true;
-    victim.freed = true; // handed straight to its next owner
-    this.evictions++;
-    return victim.slot;
+  touch(key: string): boolean {
+    const c = this.arena.ready(key);
+    if (c) this.arena.use(c);
+    return c !== undefined;
+  }
+
+  async remove(key: string, chunk: DramChunk): Promise<boolean> {
+    if (this.arena.chunks.get(key) !== chunk) return false;
+    this.arena.discard(chunk);
+    return true;
+  }
+
+  stats(): { capacityBytes: number; usedBytes: number; chunks: number; evictions: number } {
+    const a = this.arena;
+    let chunks = 0;
+    for (const c of a.chunks.values()) if (c.state === 'ready') chunks++;
+    return { capacityBytes: a.capacitySlots * a.slotBytes, usedBytes: a.usedSlots * a.slotBytes, chunks, evictions: a.evictions };
+  }
+
+  async flush(): Promise<void> {}
+
+  async close(): Promise<void> {
+    this.arena.clear();
+    await Promise.all(this.arena.segments.map((s) => s.dispose()));
   }
 
   /**
-   * A new filling chunk for `key` with one pin, or undefined when every slot
-   * is in use (the caller goes without: the tier never blocks).
+   * Where a load finds extent `li` of `key` in DRAM: a ready chunk, or a
+   * promotion whose extent arrived or is on its way (`pending`: the read to
+   * wait for). Undefined when DRAM cannot serve it.
    */
-  begin(key: string, layers: number, kind: 'put' | 'promotion', index: number): DramChunk | undefined {
-    if (this.chunks.has(key)) return undefined;
-    const slot = this.#slot();
-    if (!slot) return undefined;
-    const now = Date.now();
-    const c: DramChunk = {
-      key, index, kind, slot, state: 'filling', layers: new Uint8Array(layers), present: 0, pins: 1, hits: 0,
-      lastUse: now, created: now, onNvme: false, demoting: false, dead: false, freed: false,
-    };
-    this.chunks.set(key, c);
-    return c;
+  source(key: string, li: number): DramSource | undefined {
+    const c = this.arena.chunks.get(key);
+    if (c === undefined || c.dead) return undefined;
+    const pending = this.#inflight.get(c)?.get(li);
+    if (c.state !== 'ready' && !(c.kind === 'promotion' && (c.layers[li] === 1 || pending !== undefined))) return undefined;
+    return { chunk: c, staging: { buffer: c.slot.buffer, offset: c.slot.offset + li * this.#extentBytes }, pending };
   }
 
-  /** Marks extent `li` of a filling chunk present; true once every layer is. */
-  fill(c: DramChunk, li: number): boolean {
-    if (c.layers[li] === 0) {
-      c.layers[li] = 1;
-      c.present++;
-    }
-    return c.present === c.layers.length;
+  /** True when a read into extent `li` of `c` is in flight. */
+  filling(c: DramChunk, li: number): boolean {
+    return this.#inflight.get(c)?.has(li) === true;
   }
 
   /**
-   * Drops a chunk (a failed fill or an aborted put): lookups stop seeing it
-   * at once; its slot is reused once no pin (work in flight) holds it.
+   * The promotion a read of `key` from a lower tier lands in, pinned for the
+   * read; undefined when none can be had (every slot in use, or the key's
+   * slot is a prefill's own, which only its put writes). `fresh` promotions
+   * carry a second pin: the lease of the hit that caused them.
    */
-  discard(c: DramChunk): void {
-    if (c.dead) return;
-    c.dead = true;
-    if (this.chunks.get(c.key) === c) this.chunks.delete(c.key);
-    this.#release(c);
+  promotion(key: string, index: number, layers: number): { chunk: DramChunk; fresh: boolean } | undefined {
+    let c = this.arena.chunks.get(key);
+    let fresh = false;
+    if (c && (c.dead || c.kind !== 'promotion')) return undefined;
+    if (!c) {
+      c = this.arena.begin(key, layers, 'promotion', index);
+      if (!c) return undefined;
+      fresh = true;
+    }
+    this.arena.pin(c);
+    return { chunk: c, fresh };
   }
 
-  #release(c: DramChunk): void {
-    if (c.dead && c.pins === 0 && !c.freed) {
-      c.freed = true;
-      this.#free.push(c.slot);
+  /** A read into extent `li` of promotion `c` was posted. */
+  reading(c: DramChunk, li: number, event: Event | undefined): void {
+    if (event === undefined) return;
+    let m = this.#inflight.get(c);
+    if (!m) this.#inflight.set(c, (m = new Map()));
+    m.set(li, event);
+  }
+
+  /** A read into extent `li` of promotion `c` landed: a good one fills it (ready at the last layer), a bad one drops it. */
+  landed(c: DramChunk, li: number, event: Event | undefined, ok: boolean): void {
+    const m = this.#inflight.get(c);
+    if (m && m.get(li) === event) m.delete(li);
+    if (m && m.size === 0) this.#inflight.delete(c);
+    if (!ok) {
+      this.arena.discard(c);
+      return;
+    }
+    if (c.state === 'filling' && this.arena.fill(c, li)) {
+      c.state = 'ready';
+      this.#abandoned.delete(c);
     }
   }
 
-  pin(c: DramChunk): void {
-    if (c.freed) throw new Error('kvflow internal error: pinning a DRAM chunk whose slot was freed');
-    c.pins++;
-  }
-
-  unpin(c: DramChunk): void {
-    if (c.pins === 0) throw new Error('kvflow internal error: unpinning a DRAM chunk that holds no pin');
-    c.pins--;
-    this.#release(c);
-  }
-
-  use(c: DramChunk): void {
-    c.lastUse = Date.now();
-  }
-
-  /** Frees every slot (the buffers stay for reuse). */
-  clear(): void {
-    for (const c of this.chunks.values()) {
-      c.dead = true;
-      if (!c.freed) {
-        c.freed = true;
-        this.#free.push(c.slot);
+  /** Drops abandoned promotions whose reads have all landed. */
+  sweep(): void {
+    for (const c of this.#abandoned) {
+      if (c.dead || c.state === 'ready') this.#abandoned.delete(c);
+      else if (!this.#inflight.get(c)?.size) {
+        this.#abandoned.delete(c);
+        this.arena.discard(c);
       }
     }
-    this.chunks.clear();
+  }
+
+  /**
+   * Ends a hit's lease on `c`. A promotion that did not receive every layer
+   * is dropped with its hit (once the reads in flight into it have landed).
+   */
+  release(c: DramChunk): void {
+    if (c.state === 'filling' && !c.dead) {
+      if (this.#inflight.get(c)?.size) this.#abandoned.add(c);
+      else this.arena.discard(c);
+    }
+    this.arena.unpin(c);
+  }
+
+  /** Drops every chunk no one holds (as a restart would). */
+  dropIdle(): void {
+    for (const c of [...this.arena.chunks.values()]) if (c.pins === 0 && !c.demoting) this.arena.discard(c);
   }
 }

@@ -6,6 +6,7 @@
 // Usage: node child.mjs <dist index url> <dir> <first> <count> [--verify a b | --check]
 const [entry, dir, firstArg, countArg, flag, vFirst, vCount] = process.argv.slice(2);
 const { openDevice, KvStore, KvLayout } = await import(entry);
+const { storeFiles, indexProblems } = await import(new URL('store/testing.js', entry).href);
 
 const { SPEC, CHUNK, BPC, FINGERPRINT, NVME_BYTES, tokensOf, pieceBytes: bytesOf } = await import('./chunks.mjs');
 const layout = new KvLayout(SPEC);
@@ -74,7 +75,7 @@ const count = Number(countArg);
 if (flag === '--hold') {
   // A writer stuck mid-put: its slot stays reserved until it dies.
   const { holdIo } = await import(new URL('io/testing.js', entry).href);
-  holdIo(store.files[0]);
+  holdIo(storeFiles(store)[0]);
   void writeChunk(first).catch(() => undefined);
   console.log('holding');
   await new Promise(() => setInterval(() => undefined, 1000));
@@ -82,7 +83,7 @@ if (flag === '--hold') {
 if (flag === '--check') {
   // Verify mode: "ok j" / "miss j" for each j.
   for (let j = first; j < first + count; j++) console.log(`${(await verifyChunk(j)) ? 'ok' : 'miss'} ${j}`);
-  const problems = store.indexProblems();
+  const problems = indexProblems(store);
   console.log(problems.length === 0 ? 'accounting ok' : `accounting: ${problems.join('; ')}`);
 } else {
   for (let j = first; j < first + count; j++) {

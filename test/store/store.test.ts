@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvflowError, KvStore, KvLayout, type Device, type KvCache, type Stream } from '../../src/index.js';
 import { injectIoFault } from '../../src/io/testing.js';
+import { dropDram, indexProblems, nvmeLocation, storeFiles } from '../../src/store/testing.js';
 import { backends, open, randomBytes } from '../helpers/backends.js';
 import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
 
@@ -304,12 +305,12 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
       await store.put(t, src, blocks, stream, { durable: true });
       await new Promise((r) => setTimeout(r, 5));
     }
-    store.dropDram();
+    dropDram(store);
     // Use the first chunk again: the second becomes the least recently used.
     await loadAndCheck(store, prompts[0]!, blocks, 1);
     await store.flush();
     await store.put(prompts[3]!, src, blocks, stream, { durable: true });
-    store.dropDram();
+    dropDram(store);
     expect(prompts.map((t) => store.lookup(t).chunks.length)).toEqual([1, 0, 1, 1]);
     expect(store.stats().shared.evictions).toBe(1);
     await store.close();
@@ -338,7 +339,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
     await store.put(tokens, src, blocks, stream, { durable: true });
     const bad = store.keys(tokens)[1]!;
-    const loc = store.nvmeLocation(bad)!;
+    const loc = nvmeLocation(store, bad)!;
     const file = loc.file.path;
     await store.close();
     // Flip bytes inside layer 1's extent of chunk 1.
@@ -387,24 +388,24 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const store = await openStore(storeDir());
     const tokens = randomTokens(CHUNK);
     const blocks = randomBlocks(BPC, SPEC.numBlocks);
-    injectIoFault(store.files[0]!, 1, 28 /* ENOSPC */);
+    injectIoFault(storeFiles(store)[0]!, 1, 28 /* ENOSPC */);
     await expect(store.put(tokens, src, blocks, stream, { durable: true })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
     expect(store.stats().nvme.chunks).toBe(0);
-    expect(store.indexProblems()).toEqual([]);
+    expect(indexProblems(store)).toEqual([]);
     // A batch where one chunk of three fails: the other two are entered, the failed one's slot is free again.
     const three = randomTokens(CHUNK * 3);
     const b3 = randomBlocks(3 * BPC, SPEC.numBlocks);
-    injectIoFault(store.files[0]!, 2, 28);
+    injectIoFault(storeFiles(store)[0]!, 2, 28);
     await expect(store.put(three, src, b3, stream, { durable: true })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
     expect(store.stats().nvme.chunks).toBe(2);
-    expect(store.indexProblems()).toEqual([]);
-    store.dropDram();
-    const present = store.keys(three).map((k) => store.nvmeLocation(k) !== undefined);
+    expect(indexProblems(store)).toEqual([]);
+    dropDram(store);
+    const present = store.keys(three).map((k) => nvmeLocation(store, k) !== undefined);
     expect(present.filter(Boolean)).toHaveLength(2);
     const t2 = randomTokens(CHUNK);
     await store.put(t2, src, blocks, stream, { durable: true });
     expect(store.stats().nvme.chunks).toBe(3);
-    store.dropDram();
+    dropDram(store);
     await loadAndCheck(store, t2, blocks, 1);
     await store.close();
   });
@@ -422,7 +423,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     await store.put(prompts[1]!, src, tables[1]!, stream);
     await store.put(prompts[2]!, src, tables[2]!, stream);
     for (let i = 0; i < 3; i++) await loadAndCheck(store, prompts[i]!, tables[i]!, 1);
-    expect(store.indexProblems()).toEqual([]);
+    expect(indexProblems(store)).toEqual([]);
     await store.close();
   });
 
@@ -472,7 +473,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     await store.put(tokens, src, blocks, stream);
     await store.flush();
     expect(store.stats().nvme.chunks).toBe(0);
-    store.dropDram();
+    dropDram(store);
     await store.put(tokens, src, blocks, stream);
     await store.flush();
     expect(store.stats().nvme.chunks).toBe(1);
@@ -490,10 +491,10 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     hit.release();
     await store.flush();
     expect(store.stats().local.checksumFailures).toBe(0);
-    store.dropDram();
+    dropDram(store);
     await store.put(b, src, blocks.slice(0, BPC), stream, { durable: true });
-    expect(store.nvmeLocation(store.keys(b)[0]!)).toBeDefined();
-    expect(store.indexProblems()).toEqual([]);
+    expect(nvmeLocation(store, store.keys(b)[0]!)).toBeDefined();
+    expect(indexProblems(store)).toEqual([]);
     await store.close();
   });
 

@@ -1,0 +1,135 @@
+/**
+ * What the store's modules share: the resolved config, the tiers in order,
+ * this process's counters, the work in flight, and the checks every call
+ * makes. The KvStore facade owns one; hit, load, put and the demoter read it.
+ */
+import { describe, fail } from '../errors.js';
+import type { Event } from '../device/stream.js';
+import { KvCache } from '../layout/kvcache.js';
+import { checkBlocks } from '../layout/pieces.js';
+import type { DramChunk } from './arena.js';
+import type { StoreConfig } from './config.js';
+import type { DramTier } from './dram.js';
+import type { NvmeTier } from './nvme.js';
+import type { Tier } from './tier.js';
+
+/** Admission and demotion as the other modules call them (demoter.ts). */
+export interface Admission {
+  /** Applies the admission policy to a ready DRAM chunk not yet in the demotion tier. */
+  consider(c: DramChunk): void;
+  /** Queues a chunk for the demotion tier; resolves once it is written there (see Demoter). */
+  demote(c: DramChunk, force: boolean): Promise<void>;
+  /** This process committed `key` once more. */
+  committed(key: string): void;
+  /** Resolves once nothing is queued or being written. */
+  idle(): Promise<void>;
+}
+
+/** Counters of this process (KvStoreStats.local). */
+export type LocalCounters = Record<string, number>;
+
+export class StoreCore {
+  readonly config: StoreConfig;
+  readonly dram: DramTier;
+  /** The store's index and its counters shared by every process of the directory live with the NVMe tier. */
+  readonly nvme: NvmeTier;
+  /** Every tier, in lookup order; the first is the DRAM tier. */
+  readonly tiers: readonly Tier[];
+  /** The tiers after DRAM, in order: where loads read from when DRAM has no copy. */
+  readonly lower: readonly Tier[];
+  /** The first lower tier that can be written: where chunks are demoted to. */
+  readonly demoteTo: Tier | undefined;
+  readonly local: LocalCounters = {
+    lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, dramPlans: 0, dramPlannedLayers: 0, checksumFailures: 0,
+    puts: 0, putSkipped: 0, demoted: 0, demoteDropped: 0, writeErrors: 0, admitErrors: 0,
+  };
+  /** Loads and their bookkeeping in flight (flush and close wait for them). */
+  readonly loads = new Set<Promise<unknown>>();
+  closed = false;
+  demoter!: Admission;
+
+  constructor(config: StoreConfig, dram: DramTier, nvme: NvmeTier, tiers: readonly Tier[]) {
+    if (tiers[0] !== dram) fail('ERR_INVALID_ARG', 'expected the DRAM tier first in the store\'s tiers');
+    const names = new Set(tiers.map((t) => t.name));
+    if (names.size !== tiers.length) fail('ERR_INVALID_ARG', `expected tiers of distinct names, got ${tiers.map((t) => t.name).join(', ')}`);
+    this.config = config;
+    this.dram = dram;
+    this.nvme = nvme;
+    this.tiers = Object.freeze([...tiers]);
+    this.lower = this.tiers.slice(1);
+    this.demoteTo = this.lower.find((t) => typeof t.write === 'function');
+  }
+
+  live(): void {
+    if (this.closed) fail('ERR_DISPOSED', 'the store is closed');
+  }
+
+  track(p: Promise<unknown>): void {
+    const q = p.catch(() => undefined).finally(() => this.loads.delete(q));
+    this.loads.add(q);
+  }
+
+  /** Counts `n` under `name` for every process of the directory (written in batches). */
+  countShared(name: string, n = 1): void {
+    this.nvme.catalog.count(name, n);
+  }
+
+  checkCache(kvCache: KvCache): void {
+    if (!(kvCache instanceof KvCache)) fail('ERR_INVALID_ARG', `expected a KvCache for kvCache, got ${describe(kvCache)}`);
+    const l = kvCache.layout;
+    const { layout, layers, chunkTokens } = this.config;
+    if (l.kvHeads !== layout.kvHeads || l.headDim !== layout.headDim || l.dtype !== layout.dtype ||
+      l.layers < layers.first + layers.count || chunkTokens % l.blockTokens !== 0) {
+      fail('ERR_INVALID_ARG', `expected a KvCache of ${layout.kvHeads} KV heads x ${layout.headDim} ${layout.dtype} ` +
+        `covering layers ${layers.first}..${layers.first + layers.count - 1}, got ${l.kvHeads} x ${l.headDim} ${l.dtype}, ${l.layers} layers`);
+    }
+  }
+
+  /** The extent index (0-based within the store's range) of `layer`. */
+  extentIndex(layer: number): number {
+    const { layers } = this.config;
+    if (!Number.isSafeInteger(layer) || layer < layers.first || layer >= layers.first + layers.count) {
+      fail(Number.isSafeInteger(layer) ? 'ERR_OUT_OF_RANGE' : 'ERR_INVALID_ARG',
+        `expected a layer in [${layers.first}, ${layers.first + layers.count}) for layer, got ${describe(layer)}`);
+    }
+    return layer - layers.first;
+  }
+
+  /** Checks a block table of `chunks` chunks for `kvCache`; returns its blocks per chunk. */
+  blocksOf(blockTable: ArrayLike<number>, chunks: number, kvCache: KvCache, unique: boolean): number {
+    const bpc = this.config.chunkTokens / kvCache.layout.blockTokens;
+    if (blockTable === null || typeof blockTable !== 'object' || typeof blockTable.length !== 'number') {
+      fail('ERR_INVALID_ARG', `expected an array of block ids for blockTable, got ${describe(blockTable)}`);
+    }
+    if (blockTable.length !== chunks * bpc) {
+      fail('ERR_INVALID_ARG', `expected ${chunks * bpc} block ids in blockTable (${chunks} chunks x ${bpc} blocks), got ${blockTable.length}`);
+    }
+    checkBlocks(kvCache.layout, blockTable, unique);
+    return bpc;
+  }
+
+  /**
+   * A load of a chunk in DRAM: pinned until the load's event settles (unless
+   * the caller pinned it), used, and counted; at the first layer its hit
+   * counts for admission and keeps the demotion tier's copy warm.
+   */
+  dramHit(c: DramChunk, index: number, li: number, pin = true): void {
+    if (pin) this.dram.pin(c);
+    this.dram.arena.use(c);
+    this.local.dramLoads!++;
+    if (li === 0 && c.state === 'ready') {
+      c.hits++;
+      // Another process may have evicted it from the tier below: then it is a candidate again.
+      if (c.stored && !this.demoteTo?.touch(c.key, index, false)) c.stored = false;
+      this.demoter.consider(c);
+    }
+  }
+}
+
+/** Settles when `event` does, whatever its outcome. */
+export function settle(event: Event): Promise<void> {
+  return event.done().then(
+    () => undefined,
+    () => undefined,
+  );
+}

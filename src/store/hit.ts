@@ -1,0 +1,178 @@
+/**
+ * Hits: a lookup walks the tiers in order for each chunk of a prompt and
+ * stops at the first chunk no tier holds; the hit leases what it counted
+ * (DRAM chunks pinned, lower tiers' copies kept from this process's
+ * eviction) until it is released.
+ */
+import { describe, fail } from '../errors.js';
+import type { DramChunk } from './arena.js';
+import type { StoreCore } from './core.js';
+import type { Tier } from './tier.js';
+
+/** A chunk of a hit. */
+export interface ChunkRef {
+  readonly key: string;
+  /** Position of the chunk in the prompt. */
+  readonly index: number;
+  /** Where it was found by lookup (a tier arranged through store/testing.ts gives its own name). */
+  readonly tier: 'dram' | 'nvme';
+}
+
+/** A chunk of a hit as the store keeps it: the hit, and the tier and handle lookup found. */
+export interface RefState extends ChunkRef {
+  hit: StoreHit;
+  /** The lower tier that held the chunk at lookup (undefined for DRAM). */
+  source: Tier | undefined;
+  /** That tier's handle of the chunk. */
+  entry: unknown;
+}
+
+/** What the store keeps of a hit beside its public face. */
+export interface HitState {
+  readonly owner: StoreCore;
+  /** DRAM chunks the hit holds a pin on (its own and the promotions its loads began). */
+  readonly pinned: DramChunk[];
+  /** Lower tiers' chunks the hit holds (kept from eviction by this process until release). */
+  readonly leases: { tier: Tier; chunk: unknown }[];
+}
+
+let stateOf: (hit: StoreHit) => HitState;
+let makeHit: (state: HitState, chunks: RefState[], chunkTokens: number, release: (hit: StoreHit) => void) => StoreHit;
+
+/** The longest cached prefix of a prompt. Chunks stay pinned in DRAM until release(). */
+export class StoreHit {
+  /** The cached chunks, in prompt order. */
+  readonly chunks: readonly ChunkRef[];
+  /** Tokens the chunks cover. */
+  readonly tokens: number;
+  /** Chunks found in DRAM and on NVMe. */
+  readonly dram: number;
+  readonly nvme: number;
+  /**
+   * Positions (ChunkRef.index) of this hit's chunks whose bytes failed their
+   * checksum in a load, ascending: when a batched load rejects with
+   * ERR_CHECKSUM, each request learns here whether it was hit, and how much
+   * of its prefix is still good (`validTokens`). Filled once the failing
+   * read has been handled (`store.flush()` waits for it).
+   */
+  readonly failed: number[] = [];
+  readonly #state: HitState;
+  readonly #release: (hit: StoreHit) => void;
+  #released = false;
+
+  static {
+    stateOf = (hit) => hit.#state;
+    makeHit = (state, chunks, chunkTokens, release) => new StoreHit(state, chunks, chunkTokens, release);
+  }
+
+  private constructor(state: HitState, chunks: RefState[], chunkTokens: number, release: (hit: StoreHit) => void) {
+    this.#state = state;
+    for (const c of chunks) c.hit = this;
+    this.chunks = Object.freeze(chunks);
+    this.tokens = chunks.length * chunkTokens;
+    this.dram = chunks.filter((c) => c.tier === 'dram').length;
+    this.nvme = chunks.filter((c) => c.tier === 'nvme').length;
+    this.#release = release;
+  }
+
+  get released(): boolean {
+    return this.#released;
+  }
+
+  /** Tokens of the prefix before the first chunk that failed its checksum. */
+  get validTokens(): number {
+    if (this.failed.length === 0) return this.tokens;
+    const first = this.chunks.findIndex((c) => c.index === this.failed[0]);
+    return first * (this.tokens / this.chunks.length);
+  }
+
+  /** Unpins the chunks (loads already enqueued keep theirs until they complete). Idempotent. */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#release(this);
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+}
+
+/** The store's side of `hit`. */
+export function hitState(hit: StoreHit): HitState {
+  return stateOf(hit);
+}
+
+/** Records that chunk `index` of `hit` failed its checksum. */
+export function markFailed(hit: StoreHit, index: number): void {
+  if (hit.failed.includes(index)) return;
+  hit.failed.push(index);
+  hit.failed.sort((a, b) => a - b);
+}
+
+/** `chunks` as refs of an unreleased hit of this store, or ERR_INVALID_ARG. */
+export function checkRefs(core: StoreCore, chunks: readonly ChunkRef[]): readonly RefState[] {
+  const refs = chunks as readonly RefState[];
+  refs.forEach((r, i) => {
+    if (typeof r !== 'object' || r === null || !(r.hit instanceof StoreHit) || stateOf(r.hit).owner !== core) {
+      fail('ERR_INVALID_ARG', `expected chunks from this store's lookup() at chunks[${i}], got ${describe(r)}`);
+    }
+    if (r.hit.released) fail('ERR_INVALID_ARG', `expected chunks of a hit not yet released at chunks[${i}]`);
+  });
+  return refs;
+}
+
+/** True when `r` is a ref of an unreleased hit of this store (the DRAM fast path's check, which never throws). */
+export function isLiveRef(core: StoreCore, r: unknown): r is RefState {
+  if (typeof r !== 'object' || r === null) return false;
+  const hit = (r as RefState).hit;
+  return hit instanceof StoreHit && stateOf(hit).owner === core && !hit.released;
+}
+
+/** The longest cached prefix of the chunks under `keys` (see KvStore.lookup). */
+export function lookup(core: StoreCore, keys: readonly string[]): StoreHit {
+  const refs: RefState[] = [];
+  const state: HitState = { owner: core, pinned: [], leases: [] };
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    const d = core.dram.contains(key);
+    if (d) {
+      core.dram.pin(d);
+      state.pinned.push(d);
+      refs.push({ key, index: i, tier: 'dram', source: undefined, entry: undefined, hit: undefined as unknown as StoreHit });
+      continue;
+    }
+    let found = false;
+    for (const tier of core.lower) {
+      const entry = tier.contains(key);
+      if (entry === undefined) continue;
+      refs.push({ key, index: i, tier: tier.name as ChunkRef['tier'], source: tier, entry, hit: undefined as unknown as StoreHit });
+      found = true;
+      break;
+    }
+    if (!found) break;
+  }
+  const local = core.local;
+  local.lookups!++;
+  local.hitChunks! += refs.length;
+  local.missChunks! += keys.length - refs.length;
+  core.countShared('lookups');
+  core.countShared('hitChunks', refs.length);
+  core.countShared('missChunks', keys.length - refs.length);
+  const hit = makeHit(state, refs, core.config.chunkTokens, releaseHit);
+  for (const r of refs) {
+    if (r.source) {
+      r.source.pin(r.entry);
+      state.leases.push({ tier: r.source, chunk: r.entry });
+    }
+  }
+  return hit;
+}
+
+function releaseHit(hit: StoreHit): void {
+  const state = stateOf(hit);
+  for (const { tier, chunk } of state.leases) tier.unpin(chunk);
+  state.leases.length = 0;
+  for (const c of state.pinned) state.owner.dram.release(c);
+  state.pinned.length = 0;
+}

@@ -1,0 +1,154 @@
+/**
+ * Loads: layer `layer` of a batch of hit chunks into a KV cache's blocks,
+ * enqueued on a stream. Chunks in DRAM are scattered from their slots
+ * (through the plan cache when every chunk is); the others are read from the
+ * first lower tier that holds them into a DRAM promotion (or a temporary
+ * pinned buffer when DRAM is full), one batch per tier, and the whole layer
+ * is then one batched scatter after the reads' events.
+ */
+import type { PinnedBuffer } from '../device/buffer.js';
+import type { Event, Stream } from '../device/stream.js';
+import { describe, fail } from '../errors.js';
+import type { KvCache, StagingRecord } from '../layout/kvcache.js';
+import type { DramChunk } from './arena.js';
+import { engineOf, type LayerMoveOptions } from './config.js';
+import { settle, type StoreCore } from './core.js';
+import { checkRefs, hitState, markFailed, type ChunkRef, type RefState } from './hit.js';
+import { dramLoad, type PlanCache } from './plan-cache.js';
+import type { ReadOutcome, Staging, Tier, TierRead } from './tier.js';
+
+/** A chunk a read fills, and the refs of the call that share it. */
+interface ReadOwner {
+  ref: RefState;
+  /** The tier's handle of the chunk, as the load found it. */
+  entry: unknown;
+  /** The promotion it lands in (undefined: a temporary buffer). */
+  chunk: DramChunk | undefined;
+  also: RefState[];
+}
+
+/** The reads of one call from one tier. */
+interface TierReads {
+  reads: TierRead<unknown>[];
+  owners: ReadOwner[];
+}
+
+/** KvStore.loadLayer (see there). */
+export function loadLayer(core: StoreCore, plans: PlanCache, chunks: readonly ChunkRef[], layer: number, kvCache: KvCache,
+  blockTable: ArrayLike<number>, stream: Stream, options: LayerMoveOptions): Event {
+  core.live();
+  const li = core.extentIndex(layer);
+  const engine = engineOf(options, core.config.engine);
+  const fromDram = dramLoad(core, plans, chunks, li, layer, kvCache, blockTable, stream, engine);
+  if (fromDram) return fromDram;
+  core.checkCache(kvCache);
+  if (!Array.isArray(chunks)) fail('ERR_INVALID_ARG', `expected an array of chunks (hit.chunks), got ${describe(chunks)}`);
+  const bpc = core.blocksOf(blockTable, chunks.length, kvCache, true);
+  const refs = checkRefs(core, chunks);
+  if (chunks.length === 0) return stream.record();
+
+  const { dram, local } = core;
+  const { extentBytes: extent, layers } = core.config;
+  const records: StagingRecord[] = [];
+  const pins: DramChunk[] = [];
+  const waits: Event[] = [];
+  const temps: PinnedBuffer[] = [];
+  const byTier = new Map<Tier, TierReads>();
+  // A chunk named twice in one call (prompts sharing a prefix) is staged once.
+  const staged = new Map<string, { staging: Staging; owner?: ReadOwner }>();
+  try {
+    for (let i = 0; i < refs.length; i++) {
+      const ref = refs[i]!;
+      const blocks = Array.prototype.slice.call(blockTable, i * bpc, (i + 1) * bpc) as number[];
+      const twice = staged.get(ref.key);
+      if (twice) {
+        twice.owner?.also.push(ref);
+        records.push({ blocks, staging: twice.staging.buffer, stagingOffset: twice.staging.offset });
+        continue;
+      }
+      const src = dram.source(ref.key, li);
+      if (src) {
+        if (src.pending) waits.push(src.pending);
+        core.dramHit(src.chunk, ref.index, li);
+        pins.push(src.chunk);
+        records.push({ blocks, staging: src.staging.buffer, stagingOffset: src.staging.offset });
+        staged.set(ref.key, { staging: src.staging });
+        continue;
+      }
+      // From the first lower tier that holds the chunk now (another process may have rewritten or evicted it).
+      let tier: Tier | undefined;
+      let entry: unknown;
+      for (const t of core.lower) {
+        entry = t.contains(ref.key);
+        if (entry !== undefined) {
+          tier = t;
+          break;
+        }
+      }
+      if (tier === undefined) {
+        fail('ERR_INVALID_ARG', `chunk ${ref.index} (${ref.key.slice(0, 12)}...) is no longer cached; look the prompt up again`);
+      }
+      const promotion = dram.promotion(ref.key, ref.index, layers.count);
+      let dst: Staging;
+      if (promotion) {
+        const c = promotion.chunk;
+        if (promotion.fresh) {
+          c.stored = tier === core.demoteTo;
+          hitState(ref.hit).pinned.push(c); // the promotion's pin, released with the hit
+        }
+        pins.push(c);
+        dst = { buffer: c.slot.buffer, offset: c.slot.offset + li * extent };
+      } else {
+        const buffer = core.config.device.allocPinned(extent);
+        temps.push(buffer);
+        dst = { buffer, offset: 0 };
+      }
+      const owner: ReadOwner = { ref, entry, chunk: promotion?.chunk, also: [] };
+      staged.set(ref.key, { staging: dst, owner });
+      let group = byTier.get(tier);
+      if (!group) byTier.set(tier, (group = { reads: [], owners: [] }));
+      group.reads.push({ key: ref.key, chunk: entry, dst });
+      group.owners.push(owner);
+      records.push({ blocks, staging: dst.buffer, stagingOffset: dst.offset });
+      local[`${tier.name}Loads`] = (local[`${tier.name}Loads`] ?? 0) + 1;
+    }
+    // Everything is checked: from here work is enqueued.
+    for (const [tier, group] of byTier) {
+      for (const batch of tier.readLayer(group.reads, li)) {
+        const owners = batch.reads.map((r) => group.owners[r]!);
+        for (const o of owners) if (o.chunk) dram.reading(o.chunk, li, batch.event);
+        if (batch.event) stream.waitEvent(batch.event);
+        const event = batch.event;
+        core.track(batch.outcome.then((outcome) => afterRead(core, tier, owners, li, event, outcome)));
+      }
+    }
+    for (const w of waits) stream.waitEvent(w);
+    kvCache.moveRecords(stream, 'scatter', records, layer, engine);
+  } catch (e) {
+    for (const c of pins) dram.unpin(c);
+    for (const t of temps) void t.dispose();
+    throw e;
+  }
+  const event = stream.record();
+  core.track(settle(event).then(() => {
+    for (const c of pins) dram.unpin(c);
+    for (const t of temps) void t.dispose();
+  }));
+  return event;
+}
+
+/** After a tier's read: promote what verified, drop what did not. */
+function afterRead(core: StoreCore, tier: Tier, owners: ReadOwner[], li: number, event: Event | undefined, outcome: ReadOutcome[]): void {
+  owners.forEach((o, i) => {
+    const result = outcome[i];
+    if (result === 'checksum') {
+      for (const r of [o.ref, ...o.also]) markFailed(r.hit, r.index);
+      core.local.checksumFailures!++;
+      core.countShared('checksumFailures');
+      if (!core.closed) core.track(tier.remove(o.ref.key, o.entry));
+    }
+    if (result === 'ok' && li === 0 && !core.closed) tier.touch(o.ref.key, o.ref.index, true);
+    if (o.chunk) core.dram.landed(o.chunk, li, event, result === 'ok');
+  });
+  core.dram.sweep();
+}

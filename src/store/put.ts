@@ -1,0 +1,209 @@
+/**
+ * Puts: a prefill's new chunks get DRAM slots (never blocking: a chunk with
+ * no free slot is skipped), are filled layer by layer from the KV cache, and
+ * become visible only at commit, once every layer's copy completed. Admission
+ * (or a durable put) then sends them to the demotion tier.
+ */
+import type { Event, Stream } from '../device/stream.js';
+import { describe, fail } from '../errors.js';
+import type { KvCache, StagingRecord } from '../layout/kvcache.js';
+import type { DramChunk } from './arena.js';
+import { engineOf, type LayerMoveOptions } from './config.js';
+import { settle, type StoreCore } from './core.js';
+import { settleAll } from './demoter.js';
+
+interface PendingChunk {
+  index: number;
+  key: string;
+  dram: DramChunk | undefined;
+}
+
+/** What the store keeps of a put beside its public face. */
+interface PutState {
+  readonly owner: StoreCore;
+  readonly parts: PendingChunk[];
+  readonly layersPut: Uint8Array;
+  readonly events: Event[];
+  state: 'open' | 'committing' | 'done';
+  /** Settles when a commit in progress ends. */
+  committing: Promise<unknown> | undefined;
+}
+
+let stateOf: (put: PendingPut) => PutState;
+let makePut: (state: PutState, chunkCount: number) => PendingPut;
+
+/** A prefill's new chunks, filled layer by layer, visible only after commit(). */
+export class PendingPut {
+  /** Chunks this put will add (the prompt's full chunks not cached yet). */
+  readonly chunks: readonly { index: number; key: string }[];
+  /** Full chunks of the prompt (the block table covers these). */
+  readonly chunkCount: number;
+  readonly #state: PutState;
+
+  static {
+    stateOf = (put) => put.#state;
+    makePut = (state, chunkCount) => new PendingPut(state, chunkCount);
+  }
+
+  private constructor(state: PutState, chunkCount: number) {
+    this.#state = state;
+    this.chunks = Object.freeze(state.parts.map(({ index, key }) => ({ index, key })));
+    this.chunkCount = chunkCount;
+  }
+}
+
+function stateOfOwn(core: StoreCore, pending: PendingPut): PutState {
+  if (!(pending instanceof PendingPut) || stateOf(pending).owner !== core) {
+    fail('ERR_INVALID_ARG', `expected a PendingPut from this store's beginPut(), got ${describe(pending)}`);
+  }
+  return stateOf(pending);
+}
+
+function openState(core: StoreCore, pending: PendingPut): PutState {
+  const s = stateOfOwn(core, pending);
+  if (s.state !== 'open') fail('ERR_INVALID_ARG', 'expected an open put, got one already committed or aborted');
+  return s;
+}
+
+/** KvStore.beginPut (see there). */
+export function beginPut(core: StoreCore, keys: readonly string[]): PendingPut {
+  const parts: PendingChunk[] = [];
+  const layers = core.config.layers.count;
+  keys.forEach((key, index) => {
+    if (core.dram.arena.chunks.has(key)) return;
+    if (core.lower.some((t) => t.contains(key) !== undefined)) return;
+    const dram = core.dram.arena.begin(key, layers, 'put', index);
+    if (!dram) {
+      core.local.putSkipped!++;
+      return;
+    }
+    parts.push({ index, key, dram });
+  });
+  return makePut({ owner: core, parts, layersPut: new Uint8Array(layers), events: [], state: 'open', committing: undefined }, keys.length);
+}
+
+/** KvStore.putLayer (see there). */
+export function putLayer(core: StoreCore, pending: PendingPut | readonly PendingPut[], layer: number, kvCache: KvCache,
+  blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions): Event {
+  core.live();
+  const li = core.extentIndex(layer);
+  const engine = engineOf(options, core.config.engine);
+  core.checkCache(kvCache);
+  const puts = Array.isArray(pending) ? (pending as readonly PendingPut[]) : [pending as PendingPut];
+  const tables = Array.isArray(pending) ? (blockTable as readonly ArrayLike<number>[]) : [blockTable as ArrayLike<number>];
+  if (!Array.isArray(tables) || tables.length !== puts.length) {
+    fail('ERR_INVALID_ARG', `expected one block table per put (${puts.length}), got ${describe(blockTable)}`);
+  }
+  const extent = core.config.extentBytes;
+  const records: StagingRecord[] = [];
+  const states = puts.map((p, i) => {
+    const s = openState(core, p);
+    const bpc = core.blocksOf(tables[i]!, p.chunkCount, kvCache, false);
+    for (const part of s.parts) {
+      if (!part.dram) continue;
+      const blocks = Array.prototype.slice.call(tables[i]!, part.index * bpc, (part.index + 1) * bpc) as number[];
+      records.push({ blocks, staging: part.dram.slot.buffer, stagingOffset: part.dram.slot.offset + li * extent });
+    }
+    return s;
+  });
+  kvCache.moveRecords(stream, 'gather', records, layer, engine);
+  const event = stream.record();
+  for (const s of states) {
+    s.events.push(event);
+    s.layersPut[li] = 1;
+  }
+  return event;
+}
+
+/** KvStore.put (see there). */
+export async function put(core: StoreCore, keys: readonly string[], kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
+  options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+  const pending = beginPut(core, keys);
+  const s = stateOf(pending);
+  try {
+    const bpc = core.blocksOf(blockTable, pending.chunkCount, kvCache, false);
+    const records: StagingRecord[] = s.parts.filter((p) => p.dram).map((p) => ({
+      blocks: Array.prototype.slice.call(blockTable, p.index * bpc, (p.index + 1) * bpc) as number[],
+      staging: p.dram!.slot.buffer,
+      stagingOffset: p.dram!.slot.offset,
+    }));
+    kvCache.moveRecords(stream, 'gather', records, core.config.layers, core.config.engine);
+  } catch (e) {
+    await abort(core, pending);
+    throw e;
+  }
+  s.events.push(stream.record());
+  s.layersPut.fill(1);
+  const result = await commit(core, pending, options);
+  if (options.durable) {
+    // Chunks of the prompt that were in DRAM already become durable too.
+    const more: Promise<void>[] = [];
+    for (const key of keys) {
+      const d = core.dram.arena.ready(key);
+      if (d && !d.stored) more.push(core.demoter.demote(d, true));
+    }
+    await settleAll(more);
+  }
+  return result;
+}
+
+/** KvStore.commit (see there). */
+export function commit(core: StoreCore, pending: PendingPut, options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+  const s = openState(core, pending);
+  s.state = 'committing';
+  const done = commitParts(core, s, options);
+  s.committing = done.catch(() => undefined);
+  return done;
+}
+
+async function commitParts(core: StoreCore, s: PutState, options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+  const results = await Promise.allSettled(s.events.map((e) => e.done()));
+  const failed = results.find((r) => r.status === 'rejected');
+  const missing = [...s.layersPut].findIndex((v) => v === 0);
+  if (failed || missing >= 0 || core.closed) {
+    discardParts(core, s);
+    s.state = 'done';
+    if (core.closed) fail('ERR_DISPOSED', 'the store was closed before the put committed');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    fail('ERR_INVALID_ARG', `expected every layer to be put before commit, layer ${core.config.layers.first + missing} was not`);
+  }
+  s.state = 'done';
+  const keys: string[] = [];
+  const durable: Promise<void>[] = [];
+  for (const part of s.parts) {
+    const c = part.dram;
+    if (!c || c.dead) continue;
+    c.state = 'ready';
+    c.layers.fill(1);
+    c.present = c.layers.length;
+    core.dram.unpin(c);
+    keys.push(part.key);
+    core.local.puts!++;
+    core.demoter.committed(part.key);
+    if (options.durable) durable.push(core.demoter.demote(c, true));
+    else core.demoter.consider(c);
+  }
+  await settleAll(durable);
+  return { added: keys.length, keys };
+}
+
+/** KvStore.abort (see there). */
+export async function abort(core: StoreCore, pending: PendingPut): Promise<void> {
+  const s = stateOfOwn(core, pending);
+  if (s.state === 'committing') {
+    await s.committing;
+    return;
+  }
+  if (s.state === 'done') return;
+  s.state = 'done';
+  await Promise.all(s.events.map(settle));
+  discardParts(core, s);
+}
+
+function discardParts(core: StoreCore, s: PutState): void {
+  for (const part of s.parts) {
+    if (!part.dram) continue;
+    core.dram.unpin(part.dram);
+    core.dram.arena.discard(part.dram);
+  }
+}
