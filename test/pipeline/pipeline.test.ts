@@ -14,6 +14,7 @@ import {
   type Stream,
 } from '../../src/index.js';
 import { holdStream, injectFailure } from '../../src/device/testing.js';
+import { nvmeLocation } from '../../src/store/testing.js';
 import { backends, open } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
 import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
@@ -193,7 +194,7 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
     await warm(pipe, compute, prompt.slice(0, CHUNK * 3));
     await store.flush();
     const bad = store.keys(prompt)[1]!;
-    const loc = store.nvmeLocation(bad)!;
+    const loc = nvmeLocation(store, bad)!;
     const file = loc.file.path;
     const sdir = store.dir;
     await pipe.dispose();
