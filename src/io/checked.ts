@@ -1,8 +1,7 @@
 /** The pieces of checksummed file IO (`file.readChecked`, `file.writeSummed`) and their checks. */
 import { describe, fail } from '../errors.js';
-import type { Event } from '../device/stream.js';
-import { checkRange, checkSize } from '../device/validate.js';
-import { checkU32 } from './crc32c.js';
+import type { Event } from '../device/event.js';
+import { checkRange, checkSize, checkU32 } from '../util/validate.js';
 
 /** The most pieces one checked read or summed write may have. */
 export const MAX_CHECKED_PIECES = 65536;

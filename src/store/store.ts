@@ -13,7 +13,8 @@ import path from 'node:path';
 
 import type { Device } from '../device/device.js';
 import type { PinnedBuffer } from '../device/buffer.js';
-import type { Event, Stream } from '../device/stream.js';
+import type { Event } from '../device/event.js';
+import type { Stream } from '../device/stream.js';
 import { KvflowError, describe, fail } from '../errors.js';
 import type { KvFile, OpenFileOptions } from '../io/file.js';
 import { KvCache, type PagedEngine, type PreparedTransfer, type StagingRecord } from '../layout/kvcache.js';

@@ -84,7 +84,7 @@ describe('kvflow doctor', () => {
       env: { ...process.env, KVFLOW_CUDA_GATE: 'spin' },
     });
     expect(r.status).toBe(1);
-    expect(r.stderr).toContain(`expected 'host', 'wait-value', 'auto' for KVFLOW_CUDA_GATE, got "spin" [ERR_INVALID_ARG]`);
+    expect(r.stderr).toContain(`expected 'host', 'wait-value' or 'auto' for KVFLOW_CUDA_GATE, got "spin" [ERR_INVALID_ARG]`);
   });
 
   it('nvme io says why io_uring cannot run when KVFLOW_IO_ENGINE asks for it where it cannot', () => {
