@@ -1,9 +1,9 @@
 /** Streams order work on a device. */
 import type { NativeStream } from '../binding/types.js';
 import type { KvflowDefaults } from '../defaults.js';
-import { describe, fail } from '../errors.js';
+import { fail } from '../errors.js';
 import { Disposable } from '../util/disposable.js';
-import { checkRange, checkSize } from '../util/validate.js';
+import { checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { KvBuffer } from './buffer.js';
 import type { Completions } from './completions.js';
 import { Event, type EventOrder } from './event.js';
@@ -95,8 +95,7 @@ export class Stream extends Disposable implements EventOrder {
    */
   waitEvent(event: Event): void {
     const native = this.native;
-    if (!(event instanceof Event)) fail('ERR_INVALID_ARG', `expected an Event for event, got ${describe(event)}`);
-    native.waitEvent(event.native);
+    native.waitEvent(checkInstance(event, 'event', 'an Event', Event).native);
   }
 
   /** Resolves when all work enqueued so far completed (rejects with its failure). */
@@ -136,6 +135,5 @@ export class Stream extends Disposable implements EventOrder {
 
 /** @internal The native buffer of a kvflow buffer argument, or ERR_INVALID_ARG naming it. */
 export function bufferArg(value: unknown, name: string) {
-  if (!(value instanceof KvBuffer)) fail('ERR_INVALID_ARG', `expected a kvflow buffer for ${name}, got ${describe(value)}`);
-  return value.native;
+  return checkInstance(value, name, 'a kvflow buffer', KvBuffer).native;
 }

@@ -1,13 +1,13 @@
 /** Files of the NVMe tier: reads into and writes from pinned or host memory on an IO engine. */
 import type { NativeEvent, NativeFile, NativeIoEngine } from '../binding/types.js';
 import type { DirectRequest, IoEngineRequest } from '../defaults.js';
-import { KvflowError, describe, fail } from '../errors.js';
+import { KvflowError, fail } from '../errors.js';
 import { HostBuffer, PinnedBuffer } from '../device/buffer.js';
 import type { Completions } from '../device/completions.js';
 import { Event } from '../device/event.js';
 import type { Choice } from '../util/choice.js';
 import { Disposable } from '../util/disposable.js';
-import { checkRange, checkSize } from '../util/validate.js';
+import { checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { checkedReadTable, summedWriteTable, type CheckedPiece, type CheckedRead, type SummedPiece } from './checked.js';
 import { requestPriority, type IoRequestOptions } from './priority.js';
 
@@ -262,8 +262,5 @@ export class KvFile extends Disposable {
 }
 
 function ioBuffer(value: unknown, name: string) {
-  if (!(value instanceof PinnedBuffer) && !(value instanceof HostBuffer)) {
-    fail('ERR_INVALID_ARG', `expected a PinnedBuffer or HostBuffer for ${name}, got ${describe(value)}`);
-  }
-  return value.native;
+  return checkInstance<FileIoBuffer>(value, name, 'a PinnedBuffer or HostBuffer', PinnedBuffer, HostBuffer).native;
 }

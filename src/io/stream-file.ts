@@ -3,9 +3,8 @@
  * pinned bounce buffers (or cuFile). The io layer adds them to Stream, so
  * the device layer never imports io. Loaded by the package entry point.
  */
-import { describe, fail } from '../errors.js';
 import { Stream, bufferArg } from '../device/stream.js';
-import { checkRange, checkSize } from '../util/validate.js';
+import { checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { KvFile } from './file.js';
 import type { KvBuffer } from '../device/buffer.js';
 
@@ -33,8 +32,7 @@ declare module '../device/stream.js' {
 }
 
 function fileArg(value: unknown) {
-  if (!(value instanceof KvFile)) fail('ERR_INVALID_ARG', `expected a KvFile for file, got ${describe(value)}`);
-  return value.native;
+  return checkInstance(value, 'file', 'a KvFile', KvFile).native;
 }
 
 Stream.prototype.readFile = function readFile(

@@ -7,7 +7,7 @@ import { describe, fail } from '../errors.js';
 import { DeviceBuffer, KvBuffer, PinnedBuffer } from '../device/buffer.js';
 import type { Stream } from '../device/stream.js';
 import { Disposable, DisposeOrder } from '../util/disposable.js';
-import { checkChoice, checkRange, checkSize } from '../util/validate.js';
+import { checkChoice, checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { KvLayout } from './layout.js';
 import { loadBinding } from '../binding/load.js';
 import type { NativeBatch, NativeBuffer } from '../binding/types.js';
@@ -77,7 +77,7 @@ export class KvCache extends Disposable {
         Array.isArray(buffers) ? buffers.length : describe(buffers)}`);
     }
     buffers.forEach((b, i) => {
-      if (!(b instanceof DeviceBuffer)) fail('ERR_INVALID_ARG', `expected a DeviceBuffer for buffers[${i}], got ${describe(b)}`);
+      checkInstance(b, `buffers[${i}]`, 'a DeviceBuffer', DeviceBuffer);
       if (b.byteLength < layout.bufferBytes) {
         fail('ERR_INVALID_ARG', `expected at least ${layout.bufferBytes} bytes in buffers[${i}] for this layout, got ${b.byteLength}`);
       }
@@ -200,9 +200,7 @@ export class KvCache extends Disposable {
     for (const r of records) {
       if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a staging record, got ${describe(r)}`);
       checkBlocks(layout, r.blocks, seen !== undefined, seen);
-      if (!(r.staging instanceof PinnedBuffer) && !(r.staging instanceof DeviceBuffer)) {
-        fail('ERR_INVALID_ARG', `expected a PinnedBuffer or DeviceBuffer for staging, got ${describe(r.staging)}`);
-      }
+      checkInstance(r.staging, 'staging', 'a PinnedBuffer or DeviceBuffer', PinnedBuffer, DeviceBuffer);
       const offset = checkSize(r.stagingOffset ?? 0, 'stagingOffset');
       if (r.blocks.length === 0) continue;
       const extent = layout.extentBytes(r.blocks.length * layout.blockTokens);

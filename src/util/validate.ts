@@ -38,6 +38,18 @@ export const is = {
   nonEmptyString: (value: unknown): value is string => typeof value === 'string' && value.length > 0,
 } as const;
 
+/** An instance of one of `classes` (described as `expected`, e.g. "a KvFile"). */
+export function checkInstance<T>(value: unknown, name: string, expected: string, ...classes: Array<abstract new (...args: never[]) => T>): T {
+  if (!classes.some((c) => value instanceof c)) throw invalidParameterError(name, expected, value);
+  return value as T;
+}
+
+/** A positive safe integer up to `max`. */
+export function checkPositiveInteger(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (!is.inRange(value, 1, max)) throw invalidParameterError(name, 'a positive integer', value);
+  return value;
+}
+
 /** One of `choices`, or ERR_INVALID_ARG naming them. */
 export function checkChoice<T extends string>(value: unknown, name: string, choices: readonly T[]): T {
   if (!is.oneOf(value, choices)) throw invalidParameterError(name, choiceList(choices), value);
