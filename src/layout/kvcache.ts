@@ -172,8 +172,9 @@ export class KvCache extends Disposable {
     // Nothing to move (no record names a block): a plan whose moves do nothing.
     const native = pieces === 0 ? null : loadBinding().binding.prepareBatch(dsts, srcs, table, groups);
     const transfer = new PreparedTransfer(this, direction, range, checked.engine, native);
-    // The plan goes before the buffers it names.
-    this.own(transfer, DisposeOrder.caches);
+    // Disposed before the buffers it names; held weakly, so plans made and
+    // dropped without dispose() do not pile up under the cache.
+    this.ownWeakly(transfer, DisposeOrder.caches);
     return transfer;
   }
 

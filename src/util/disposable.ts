@@ -52,6 +52,8 @@ export type Detach = () => void;
 export abstract class Disposable {
   #disposing: Promise<void> | undefined;
   readonly #children = new Map<Child, number>();
+  /** Children held weakly: disposed with this object if still alive, never kept alive by it. */
+  readonly #weak = new Set<{ ref: WeakRef<Disposable>; order: number }>();
   #detach: Detach | undefined;
   #sealed = false;
 
@@ -89,6 +91,7 @@ export abstract class Disposable {
   busy(): boolean {
     if (this.busySelf()) return true;
     for (const child of this.#children.keys()) if (child instanceof Disposable && child.busy()) return true;
+    for (const { ref } of this.#weak) if (ref.deref()?.busy()) return true;
     return false;
   }
 
@@ -106,6 +109,22 @@ export abstract class Disposable {
     };
     if (child instanceof Disposable) child.#detach = detach;
     return detach;
+  }
+
+  /**
+   * As {@link Disposable.own}, but without keeping `child` alive: one the
+   * program dropped without disposing is left to its finalizer (many small
+   * plans made and forgotten must not pile up under a long-lived parent).
+   */
+  protected ownWeakly(child: Disposable, order: number): void {
+    if (this.#sealed) throw new KvflowError(`${this.resourceName} is disposed`, 'ERR_DISPOSED');
+    const entry = { ref: new WeakRef(child), order };
+    this.#weak.add(entry);
+    forgetWhenCollected.register(child, () => this.#weak.delete(entry), entry);
+    child.#detach = () => {
+      this.#weak.delete(entry);
+      forgetWhenCollected.unregister(entry);
+    };
   }
 
   /**
@@ -132,7 +151,7 @@ export abstract class Disposable {
     const before = this.prepareDispose();
     // With nothing to wait for, disposeSelf starts synchronously: a buffer's
     // views are detached before dispose() returns.
-    if (before === undefined && this.#children.size === 0) {
+    if (before === undefined && this.#children.size === 0 && this.#weak.size === 0) {
       this.#sealed = true;
       return this.#finish(undefined);
     }
@@ -140,10 +159,15 @@ export abstract class Disposable {
       await before;
       this.#sealed = true;
       const ranks = new Map<number, Child[]>();
-      for (const [child, order] of this.#children) {
+      const add = (child: Child, order: number): void => {
         const rank = ranks.get(order);
         if (rank) rank.push(child);
         else ranks.set(order, [child]);
+      };
+      for (const [child, order] of this.#children) add(child, order);
+      for (const { ref, order } of this.#weak) {
+        const child = ref.deref();
+        if (child) add(child, order);
       }
       let failure: { error: unknown } | undefined;
       for (const order of [...ranks.keys()].sort((a, b) => a - b)) {
@@ -159,12 +183,16 @@ export abstract class Disposable {
       await this.disposeSelf();
     } finally {
       this.#children.clear();
+      this.#weak.clear();
       this.#detach?.();
       this.#detach = undefined;
     }
     if (failure) throw failure.error;
   }
 }
+
+/** Drops a weak child's entry once the child is collected. */
+const forgetWhenCollected = new FinalizationRegistry<() => void>((forget) => forget());
 
 function disposeChild(child: Child): PromiseLike<void> {
   return child instanceof Disposable ? child.dispose() : child[Symbol.asyncDispose]();
