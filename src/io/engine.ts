@@ -1,7 +1,7 @@
 /**
  * The IO engines of one device and the files opened on them: engines are
  * made on first use with the device's config, shared by every file of the
- * device, and closed with it (after its files).
+ * device, and closed with it (after its files and streams).
  */
 import type { NativeDevice, NativeDirectMode, NativeIoEngine } from '../binding/types.js';
 import type { DirectRequest, IoEngineRequest, KvflowDefaults } from '../defaults.js';
@@ -178,8 +178,11 @@ export class DeviceIo extends Disposable {
     return this.#opening.size === 0 ? undefined : Promise.allSettled([...this.#opening]);
   }
 
-  /** Closes the engines, after every file. */
-  protected disposeSelf(): void {
+  /** Nothing of its own: the engines close later, after the device's streams (see {@link deviceIo}). */
+  protected disposeSelf(): void {}
+
+  /** Closes the engines, waiting for the tasks they have queued. */
+  closeEngines(): void {
     for (const entry of this.#engines.values()) entry.native.close(false);
     this.#engines.clear();
   }
@@ -191,9 +194,13 @@ const ios = new WeakMap<object, DeviceIo>();
 export function deviceIo(device: IoDevice & { attach(child: DeviceIo, order: number): unknown }): DeviceIo {
   let io = ios.get(device);
   if (!io || io.disposed) {
-    io = new DeviceIo(device);
-    device.attach(io, DisposeOrder.files);
-    ios.set(device, io);
+    const made = new DeviceIo(device);
+    // Files go before the streams; the engines after them, since a stream's
+    // readFile/writeFile in flight still runs on them.
+    device.attach(made, DisposeOrder.files);
+    device.attach({ [Symbol.asyncDispose]: async () => made.closeEngines() }, DisposeOrder.engines);
+    ios.set(device, made);
+    io = made;
   }
   return io;
 }

@@ -23,12 +23,14 @@ export const DisposeOrder = Object.freeze({
   adopted: 0,
   /** KV caches and their prepared transfers. */
   caches: 10,
-  /** Files and the IO engines under them. */
+  /** Files (a file's descriptors stay open while a request in flight holds them). */
   files: 20,
   /** Streams wrapped from a runtime: one may wait on a stream of the device. */
   wrappedStreams: 30,
   /** Streams kvflow made. */
   streams: 40,
+  /** IO engines: after the streams, whose file reads and writes in flight run on them. */
+  engines: 45,
   /** Memory. */
   buffers: 50,
 });
