@@ -8,7 +8,7 @@ import type { DirectRequest, IoEngineRequest, KvflowDefaults } from '../defaults
 import { KvflowError, fail } from '../errors.js';
 import type { Completions } from '../device/completions.js';
 import { choice, type Choice } from '../util/choice.js';
-import { Disposable, DisposeOrder } from '../util/disposable.js';
+import { Disposable, DisposeOrder, type AsyncDisposableLike } from '../util/disposable.js';
 import { checkBoolean, checkChoice, checkOptions, checkSize, invalidParameterError, is } from '../util/validate.js';
 import { KvFile, type IoEngineKind, type OpenFileOptions } from './file.js';
 
@@ -191,7 +191,7 @@ export class DeviceIo extends Disposable {
 const ios = new WeakMap<object, DeviceIo>();
 
 /** The IO of `device` (made at first use, then disposed with the device before its streams). */
-export function deviceIo(device: IoDevice & { attach(child: DeviceIo, order: number): unknown }): DeviceIo {
+export function deviceIo(device: IoDevice & { attach(child: AsyncDisposableLike, order: number): unknown }): DeviceIo {
   let io = ios.get(device);
   if (!io || io.disposed) {
     const made = new DeviceIo(device);
