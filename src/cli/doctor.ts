@@ -162,7 +162,7 @@ export async function doctor(): Promise<DoctorReport> {
     await probeBuf.dispose();
     const pool = device.pinnedStats();
     checks.push({ name: 'pinned memory', ok: true, detail: `allocated and pooled 1 MiB (limit ${pool.limitBytes || 'none'})` });
-    return { checks, info: { ...info, config: device.config } };
+    return { checks, info: { ...info } };
   } finally {
     await device.dispose();
   }

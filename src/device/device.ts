@@ -49,6 +49,8 @@ export interface DeviceInfo extends NativeDeviceInfo {
   pinned: PinnedPoolStats;
   /** The addon in use. */
   addon: { path: string; build: string; cudaCompiled: boolean };
+  /** The configuration the device runs with (`device.config`). */
+  config: KvflowDefaults;
 }
 
 /** Pinned pool usage of one device. */
@@ -156,6 +158,7 @@ export class Device extends Disposable {
       selection: this.selection,
       pinned: native.poolStats(),
       addon: { path, build, cudaCompiled: binding.cudaCompiled },
+      config: this.config,
     };
   }
 

@@ -17,6 +17,7 @@ import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import { KvflowError, describe, fail } from '../errors.js';
 import type { KvFile, OpenFileOptions } from '../io/file.js';
+import '../io/open-file.js';
 import { KvCache, type PagedEngine, type PreparedTransfer, type StagingRecord } from '../layout/kvcache.js';
 import { KvLayout, type KvLayoutSpec } from '../layout/layout.js';
 import { checkBlocks, type LayerRange } from '../layout/pieces.js';

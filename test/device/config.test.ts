@@ -38,6 +38,10 @@ describe('device.config', () => {
       expect(dev.config.store).toEqual(BUILT_IN_DEFAULTS.store);
       expect(Object.isFrozen(dev.config)).toBe(true);
       expect(Object.isFrozen(dev.config.store)).toBe(true);
+      expect(dev.info().config).toBe(dev.config);
+      // Each decision as requested / chosen / why.
+      expect(dev.selection).toMatchObject({ requested: 'cpu', chosen: 'cpu', backend: 'cpu', reason: 'the CPU backend was requested' });
+      expect(dev.cudaGate()).toEqual({ requested: 'host', chosen: 'none', reason: 'the CPU backend waits on gates on its own threads' });
       // Later changes of the environment do not reach an open device.
       setEnv('KVFLOW_IO_THREADS', '5');
       expect(dev.config.ioThreads).toBe(3);
