@@ -1,9 +1,10 @@
 /**
- * Every default in one place. Options passed to an API win over `KVFLOW_*`
- * environment variables, which win over these values; `kvflow doctor` and
- * `device.info()` echo what is in force.
+ * Every default in one place ({@link BUILT_IN_DEFAULTS}). The environment
+ * (`KVFLOW_*`) is read and validated once per device, when it opens, into a
+ * frozen config (`device.config`); options passed to an API win over it for
+ * the object they make. `kvflow doctor` prints the config in force.
  */
-import { describe, fail } from './errors.js';
+import { checkBlockMultiple, checkChoice, checkInteger, invalidParameterError } from './util/validate.js';
 
 /** The requested backend: `auto` picks CUDA when a device can be opened, else the CPU backend. */
 export type BackendRequest = 'auto' | 'cuda' | 'cpu';
@@ -28,63 +29,96 @@ export type DirectRequest = 'auto' | 'on' | 'off';
  */
 export type CudaGateRequest = 'host' | 'wait-value' | 'auto';
 
-/** Defaults in force, after environment overrides. */
+/** Defaults of a KvStore (see `KvStoreOptions`); no variable sets them: options do, per store. */
+export interface StoreDefaults {
+  /** Tokens per chunk, a multiple of the layout's blockTokens. */
+  readonly chunkTokens: number;
+  /** Pinned DRAM tier capacity in bytes (grown on demand). */
+  readonly dramBytes: number;
+  /** NVMe tier capacity in bytes, used when the directory is created. */
+  readonly nvmeBytes: number;
+  /** Largest slab file, in bytes. */
+  readonly slabFileBytes: number;
+  /** Which chunks go to NVMe. */
+  readonly admit: 'hit-or-twice' | 'always' | 'never';
+  /** Chunks queued for NVMe at most; more are not written (counted as `demoteDropped`). */
+  readonly demoteBacklog: number;
+  /** Planned DRAM loads kept per store (each a prepared transfer of every layer), least recently used dropped first. */
+  readonly preparedLoads: number;
+  /** Loads of more chunks than this are planned per call (a plan's piece table grows with chunks x layers). */
+  readonly preparedMaxChunks: number;
+  /** Chunks written to NVMe in one batch (one fsync, one index commit) at most. */
+  readonly writeBatchChunks: number;
+  /** Bytes written to NVMe in one batch at most (at least one chunk is). */
+  readonly writeBatchBytes: number;
+  /** Milliseconds between flushes of chunk uses to the index (uses are hints). */
+  readonly touchFlushMs: number;
+}
+
+/** The configuration in force: built-in values with `KVFLOW_*` variables over them. Frozen. */
 export interface KvflowDefaults {
   /** `KVFLOW_BACKEND`: backend that {@link openDevice} uses when none is given. */
-  backend: BackendRequest;
+  readonly backend: BackendRequest;
   /** `KVFLOW_DEVICE`: CUDA device ordinal. */
-  ordinal: number;
+  readonly ordinal: number;
   /** `KVFLOW_MAX_PINNED_BYTES`: cap on pinned host memory per device, 0 for none but the system's. */
-  maxPinnedBytes: number;
+  readonly maxPinnedBytes: number;
   /**
    * `KVFLOW_IO_ENGINE`: engine of files opened without one. `posix` by
    * default: it works on every kernel and in every container, and with
    * large tasks it is disk-bound, not syscall-bound; io_uring saves threads
    * and syscalls (ask for it, or `auto`).
    */
-  ioEngine: IoEngineRequest;
+  readonly ioEngine: IoEngineRequest;
   /** `KVFLOW_IO_DIRECT`: direct IO of files opened without a `direct` option. */
-  ioDirect: DirectRequest;
+  readonly ioDirect: DirectRequest;
   /**
    * `KVFLOW_IO_THREADS` (1-1024): threads of the posix engine, i.e. tasks in
    * flight. 8 x 4 MiB keeps 32 MiB queued; the kernel splits each task into
    * many device requests, so that is a deep queue for one drive, while the
    * threads sleep in the kernel and cost no CPU. Not yet tuned on the GPU box.
    */
-  ioThreads: number;
+  readonly ioThreads: number;
   /**
    * `KVFLOW_IO_TASK_SIZE` (a multiple of 4096 up to 1 GiB): the largest piece
    * of a request one task moves. 4 MiB (kvikio's default too): a syscall's
    * few microseconds are about 1% of the 420 us such a task takes at 10 GB/s,
    * and a layer's extent of a few chunks still spreads over several threads.
    */
-  ioTaskSize: number;
+  readonly ioTaskSize: number;
   /** `KVFLOW_IO_QUEUE_DEPTH` (1-4096): io_uring tasks in flight; 32 x 4 MiB = 128 MiB queued at most. */
-  ioQueueDepth: number;
+  readonly ioQueueDepth: number;
   /**
-   * `KVFLOW_IO_BOUNCE_CHUNK` (a multiple of 4096): bytes per pinned bounce
-   * buffer of `stream.readFile`/`writeFile`. 8 MiB: two engine tasks, large
-   * enough that the per-chunk hop costs under 1% at disk speed.
+   * `KVFLOW_IO_BOUNCE_CHUNK` (a multiple of 4096 up to 1 GiB): bytes per
+   * pinned bounce buffer of `stream.readFile`/`writeFile`. 8 MiB: two engine
+   * tasks, large enough that the per-chunk hop costs under 1% at disk speed.
    */
-  ioBounceChunk: number;
+  readonly ioBounceChunk: number;
   /** `KVFLOW_IO_BOUNCE_SLOTS` (1-64): bounce buffers in the ring; 4 keeps disk and copies both busy. */
-  ioBounceSlots: number;
+  readonly ioBounceSlots: number;
   /** `KVFLOW_GDS`: GPUDirect Storage of files opened without a `gds` option. */
-  gds: DirectRequest;
+  readonly gds: DirectRequest;
   /** `KVFLOW_PAGED_ENGINE`: how paged gathers and scatters move on CUDA (see KvCache). */
-  pagedEngine: 'dma' | 'kernel';
+  readonly pagedEngine: 'dma' | 'kernel';
   /**
    * `KVFLOW_CUDA_GATE`: how CUDA streams of devices opened without a
    * `cudaGate` option wait on gates. `host` until wait-value has been
    * measured on the GPU box; `wait-value` fails to open a device that cannot
    * take it, `auto` says in `info().cudaGateReason` why it fell back.
    */
-  cudaGate: CudaGateRequest;
+  readonly cudaGate: CudaGateRequest;
+  /** Defaults of a KvStore opened on the device. */
+  readonly store: StoreDefaults;
 }
 
 const MiB = 1 << 20;
+const GiB = 1 << 30;
 
-const BUILT_IN: KvflowDefaults = {
+/** Limits the native IO engines enforce too (`native/src/io/engine.cc`). */
+export const IO_LIMITS = Object.freeze({ maxThreads: 1024, maxQueueDepth: 4096, maxTaskSize: GiB, maxBounceSlots: 64 });
+
+/** Every built-in default, in one literal. */
+export const BUILT_IN_DEFAULTS: KvflowDefaults = deepFreeze({
   backend: 'auto',
   ordinal: 0,
   maxPinnedBytes: 0,
@@ -98,64 +132,75 @@ const BUILT_IN: KvflowDefaults = {
   gds: 'auto',
   pagedEngine: 'dma',
   cudaGate: 'host',
-};
+  store: {
+    chunkTokens: 256,
+    dramBytes: GiB,
+    nvmeBytes: 4 * GiB,
+    slabFileBytes: 4 * GiB,
+    admit: 'hit-or-twice',
+    demoteBacklog: 64,
+    preparedLoads: 8,
+    preparedMaxChunks: 1024,
+    writeBatchChunks: 64,
+    writeBatchBytes: 512 * MiB,
+    touchFlushMs: 1000,
+  },
+});
 
-function envInteger(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isSafeInteger(value) || value < 0) {
-    fail('ERR_INVALID_ARG', `expected a non-negative integer for ${name}, got ${describe(raw)}`);
-  }
-  return value;
+function deepFreeze<T extends object>(value: T): T {
+  for (const v of Object.values(value)) if (typeof v === 'object' && v !== null) deepFreeze(v as object);
+  return Object.freeze(value);
 }
 
-function envCount(name: string, fallback: number, max: number): number {
-  const value = envInteger(name, fallback);
-  if (value < 1 || value > max) fail('ERR_INVALID_ARG', `expected an integer from 1 to ${max} for ${name}, got ${value}`);
-  return value;
-}
+/** The environment a config is read from. */
+export type Environment = Readonly<Record<string, string | undefined>>;
 
-function envChoice<T extends string>(name: string, fallback: T, choices: readonly T[]): T {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  if (!(choices as readonly string[]).includes(raw)) {
-    fail('ERR_INVALID_ARG', `expected ${choices.map((c) => `'${c}'`).join(', ')} for ${name}, got ${describe(raw)}`);
-  }
-  return raw as T;
-}
-
-/** A task size the engines accept: a positive multiple of 4096 up to 1 GiB. */
-function checkTaskSize(value: number, name: string): number {
-  if (value < 4096 || value > 1024 * MiB || value % 4096 !== 0) {
-    fail('ERR_INVALID_ARG', `expected a multiple of 4096 from 4096 to 1073741824 for ${name}, got ${value}`);
-  }
-  return value;
-}
-
-/** The defaults in force now (environment read at each call). */
-export function defaults(): KvflowDefaults {
-  const backend = process.env.KVFLOW_BACKEND ?? BUILT_IN.backend;
-  if (backend !== 'auto' && backend !== 'cuda' && backend !== 'cpu') {
-    fail('ERR_INVALID_ARG', `expected 'auto', 'cuda' or 'cpu' for KVFLOW_BACKEND, got ${describe(backend)}`);
-  }
-  const pagedEngine = process.env.KVFLOW_PAGED_ENGINE || BUILT_IN.pagedEngine;
-  if (pagedEngine !== 'dma' && pagedEngine !== 'kernel') {
-    fail('ERR_INVALID_ARG', `expected 'dma' or 'kernel' for KVFLOW_PAGED_ENGINE, got ${describe(pagedEngine)}`);
-  }
-  return {
-    backend,
-    pagedEngine,
-    ordinal: envInteger('KVFLOW_DEVICE', BUILT_IN.ordinal),
-    maxPinnedBytes: envInteger('KVFLOW_MAX_PINNED_BYTES', BUILT_IN.maxPinnedBytes),
-    ioEngine: envChoice('KVFLOW_IO_ENGINE', BUILT_IN.ioEngine, ['auto', 'posix', 'io_uring'] as const),
-    ioDirect: envChoice('KVFLOW_IO_DIRECT', BUILT_IN.ioDirect, ['auto', 'on', 'off'] as const),
-    ioThreads: envCount('KVFLOW_IO_THREADS', BUILT_IN.ioThreads, 1024),
-    ioTaskSize: checkTaskSize(envInteger('KVFLOW_IO_TASK_SIZE', BUILT_IN.ioTaskSize), 'KVFLOW_IO_TASK_SIZE'),
-    ioQueueDepth: envCount('KVFLOW_IO_QUEUE_DEPTH', BUILT_IN.ioQueueDepth, 4096),
-    ioBounceChunk: checkTaskSize(envInteger('KVFLOW_IO_BOUNCE_CHUNK', BUILT_IN.ioBounceChunk), 'KVFLOW_IO_BOUNCE_CHUNK'),
-    ioBounceSlots: envCount('KVFLOW_IO_BOUNCE_SLOTS', BUILT_IN.ioBounceSlots, 64),
-    gds: envChoice('KVFLOW_GDS', BUILT_IN.gds, ['auto', 'on', 'off'] as const),
-    cudaGate: envChoice('KVFLOW_CUDA_GATE', BUILT_IN.cudaGate, ['host', 'wait-value', 'auto'] as const),
+/**
+ * Reads and validates `KVFLOW_*` variables of `env` over the built-in
+ * defaults into a frozen config. A bad variable is a KvflowError
+ * (ERR_INVALID_ARG) that names it.
+ */
+export function readConfig(env: Environment = process.env): KvflowDefaults {
+  const raw = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v === '' ? undefined : v;
   };
+  const integer = (name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number => {
+    const v = raw(name);
+    if (v === undefined) return fallback;
+    const n = /^[0-9]+$/.test(v.trim()) ? Number(v) : NaN;
+    if (!Number.isSafeInteger(n)) throw invalidParameterError(name, 'a non-negative integer', v);
+    return checkInteger(n, name, min, max);
+  };
+  const choice = <T extends string>(name: string, fallback: T, choices: readonly T[]): T => {
+    const v = raw(name);
+    return v === undefined ? fallback : checkChoice(v, name, choices);
+  };
+  const b = BUILT_IN_DEFAULTS;
+  return deepFreeze({
+    backend: choice('KVFLOW_BACKEND', b.backend, ['auto', 'cuda', 'cpu'] as const),
+    ordinal: integer('KVFLOW_DEVICE', b.ordinal),
+    maxPinnedBytes: integer('KVFLOW_MAX_PINNED_BYTES', b.maxPinnedBytes),
+    ioEngine: choice('KVFLOW_IO_ENGINE', b.ioEngine, ['auto', 'posix', 'io_uring'] as const),
+    ioDirect: choice('KVFLOW_IO_DIRECT', b.ioDirect, ['auto', 'on', 'off'] as const),
+    ioThreads: integer('KVFLOW_IO_THREADS', b.ioThreads, 1, IO_LIMITS.maxThreads),
+    ioTaskSize: checkBlockMultiple(integer('KVFLOW_IO_TASK_SIZE', b.ioTaskSize), 'KVFLOW_IO_TASK_SIZE', IO_LIMITS.maxTaskSize),
+    ioQueueDepth: integer('KVFLOW_IO_QUEUE_DEPTH', b.ioQueueDepth, 1, IO_LIMITS.maxQueueDepth),
+    ioBounceChunk: checkBlockMultiple(integer('KVFLOW_IO_BOUNCE_CHUNK', b.ioBounceChunk), 'KVFLOW_IO_BOUNCE_CHUNK', IO_LIMITS.maxTaskSize),
+    ioBounceSlots: integer('KVFLOW_IO_BOUNCE_SLOTS', b.ioBounceSlots, 1, IO_LIMITS.maxBounceSlots),
+    gds: choice('KVFLOW_GDS', b.gds, ['auto', 'on', 'off'] as const),
+    pagedEngine: choice('KVFLOW_PAGED_ENGINE', b.pagedEngine, ['dma', 'kernel'] as const),
+    cudaGate: choice('KVFLOW_CUDA_GATE', b.cudaGate, ['host', 'wait-value', 'auto'] as const),
+    store: { ...b.store },
+  });
 }
+
+/**
+ * The defaults the environment gives now (read and validated at each call;
+ * ERR_INVALID_ARG names a bad variable). Devices read it once, when they
+ * open: use `device.config` for what a device runs with.
+ */
+export function defaults(): KvflowDefaults {
+  return readConfig(process.env);
+}
+

@@ -3,8 +3,17 @@
  * host memory and NVMe, asynchronously on streams.
  */
 export { KvflowError, type KvflowErrorCode } from './errors.js';
+// The io and layout layers add their methods to Device and Stream
+// (openFile, readFile/writeFile, allocKvCache/wrapKvCache).
+import './io/open-file.js';
+import './io/stream-file.js';
+import './layout/device-cache.js';
 export {
+  BUILT_IN_DEFAULTS,
   defaults,
+  readConfig,
+  type Environment,
+  type StoreDefaults,
   type BackendRequest,
   type CudaGateRequest,
   type DirectRequest,
@@ -17,12 +26,16 @@ export {
   selectBackend,
   type Backend,
   type BackendSelection,
+  type CudaGateChoice,
   type DeviceInfo,
   type OpenDeviceOptions,
   type PinnedPoolStats,
 } from './device/device.js';
-export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type DisposeOptions, type MemoryKind } from './device/buffer.js';
-export { Event, Stream, type EventStatus, type StreamOptions } from './device/stream.js';
+export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type MemoryKind } from './device/buffer.js';
+export { Event, type EventStatus } from './device/event.js';
+export { Stream, type StreamOptions } from './device/stream.js';
+export { Disposable, DisposeOrder, type AsyncDisposableLike, type Child, type Detach, type DisposeOptions } from './util/disposable.js';
+export { choice, type Choice } from './util/choice.js';
 export { KvLayout, alignExtent, EXTENT_ALIGN, type KvArrangement, type KvDtype, type KvLayoutSpec, type PieceLocation } from './layout/layout.js';
 export { KvCache, PreparedTransfer, type PagedEngine, type PagedTransfer, type StagingRecord } from './layout/kvcache.js';
 export { planPieces, type LayerRange, type PiecePlan } from './layout/pieces.js';

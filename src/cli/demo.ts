@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { openDevice } from '../device/device.js';
+import { openDevice } from '../index.js';
 import type { Device } from '../device/device.js';
 import type { Stream } from '../device/stream.js';
 import { fail } from '../errors.js';

@@ -4,7 +4,7 @@ import os from 'node:os';
 import { loadBinding } from '../binding/load.js';
 import type { NativeBinding, NativeDeviceInfo } from '../binding/types.js';
 import { defaults, type KvflowDefaults } from '../defaults.js';
-import { openDevice, selectBackend } from '../device/device.js';
+import { openDevice, selectBackend } from '../index.js';
 import { probeDirectIo, probeIoUring } from '../io/probe.js';
 
 /** One line of the report. */
@@ -60,8 +60,7 @@ function crcCheck(binding: NativeBinding): DoctorCheck {
 }
 
 /** GPUDirect Storage: whether cuFile loads here (each file is still registered before use). */
-function gdsCheck(binding: NativeBinding, cuda: boolean): DoctorCheck {
-  const d = defaults();
+function gdsCheck(d: KvflowDefaults, binding: NativeBinding, cuda: boolean): DoctorCheck {
   if (!cuda) return { name: 'gds', ok: false, detail: `not used: GPUDirect Storage needs the CUDA backend (KVFLOW_GDS=${d.gds})` };
   const p = binding.probeGds();
   return {
@@ -97,6 +96,13 @@ function cudaGateCheck(
   return { name: 'cuda gate', ok: true, detail: `${mode} (${setting}: ${info.cudaGateReason}); wait-value: ${wv}` };
 }
 
+/** Every setting a device opened here runs with (built-in defaults, `KVFLOW_*` over them), store defaults included. */
+function configCheck(config: KvflowDefaults): DoctorCheck {
+  const flat = (o: object, prefix: string): string[] =>
+    Object.entries(o).flatMap(([k, v]) => (typeof v === 'object' && v !== null ? flat(v as object, `${prefix}${k}.`) : [`${prefix}${k}=${String(v)}`]));
+  return { name: 'config', ok: true, detail: flat(config, '').join(' ') };
+}
+
 /** Runs the checks; never throws for a missing capability (it reports it). */
 export async function doctor(): Promise<DoctorReport> {
   const checks: DoctorCheck[] = [];
@@ -126,7 +132,7 @@ export async function doctor(): Promise<DoctorReport> {
   });
   checks.push(ioCheck(d));
   checks.push(crcCheck(loaded.binding));
-  checks.push(gdsCheck(loaded.binding, selection.backend === 'cuda'));
+  checks.push(gdsCheck(d, loaded.binding, selection.backend === 'cuda'));
   // A forced wait-value gate that cannot work is reported, not thrown.
   const gateProbe = selection.backend === 'cuda' ? loaded.binding.probeCudaGate(d.ordinal) : undefined;
   const cudaGate = d.cudaGate === 'wait-value' && gateProbe?.available === false ? 'host' : d.cudaGate;
@@ -150,6 +156,7 @@ export async function doctor(): Promise<DoctorReport> {
       checks.push({ name: 'cpu', ok: true, detail: `${info.name}, ${info.cores} cores, ${gib(info.hostMemory)} memory` });
     }
     checks.push(cudaGateCheck(d, info, gateProbe));
+    checks.push(configCheck(device.config));
     // Pin a small buffer to prove pinned memory works here.
     const probeBuf = device.allocPinned(1 << 20);
     await probeBuf.dispose();

@@ -1,30 +1,26 @@
 /** Memory that streams copy between: device memory, pinned host memory and pageable host memory. */
 import type { NativeBuffer } from '../binding/types.js';
-import { KvflowError, fail } from '../errors.js';
+import { fail } from '../errors.js';
+import { Disposable } from '../util/disposable.js';
 import type { Completions } from './completions.js';
+
+export type { DisposeOptions } from '../util/disposable.js';
 
 /** Where a buffer's memory lives. */
 export type MemoryKind = 'device' | 'pinned' | 'host';
 
 const KINDS: readonly MemoryKind[] = ['device', 'pinned', 'host'];
 
-/** Options of `dispose()`. */
-export interface DisposeOptions {
-  /** Wait for operations in flight (default). With `false`, reject with ERR_BUSY instead when work is in flight. */
-  wait?: boolean;
-}
-
 /** Internal: what a buffer needs from its device. */
 export interface BufferOwner {
   readonly completions: Completions;
-  forget(child: object): void;
 }
 
 /** Base of every buffer. Operations in flight keep the memory alive; `dispose()` waits for them. */
-export abstract class KvBuffer {
+export abstract class KvBuffer extends Disposable {
   #native: NativeBuffer | undefined;
   readonly #owner: BufferOwner;
-  #disposing: Promise<void> | undefined;
+  protected readonly resourceName: string;
   /** Size in bytes. */
   readonly byteLength: number;
   /** Where the memory lives. */
@@ -34,27 +30,25 @@ export abstract class KvBuffer {
 
   /** @internal */
   constructor(native: NativeBuffer, owner: BufferOwner, owned: boolean) {
+    super();
     this.#native = native;
     this.#owner = owner;
     this.byteLength = native.bytes;
     this.kind = KINDS[native.kind] ?? 'host';
+    this.resourceName = `${this.kind} buffer`;
     this.owned = owned;
   }
 
   /** @internal The native handle, or ERR_DISPOSED. */
   get native(): NativeBuffer {
-    if (!this.#native || this.#disposing) fail('ERR_DISPOSED', `${this.kind} buffer is disposed`);
+    this.assertLive();
+    if (!this.#native) fail('ERR_DISPOSED', `${this.kind} buffer is disposed`);
     return this.#native;
-  }
-
-  /** True once `dispose()` was called. */
-  get disposed(): boolean {
-    return this.#disposing !== undefined;
   }
 
   /** True while an operation enqueued on a stream still uses this buffer. */
   inFlight(): boolean {
-    return this.#native !== undefined && !this.#disposing && this.#native.inFlight();
+    return this.#native !== undefined && !this.disposed && this.#native.inFlight();
   }
 
   /**
@@ -65,27 +59,20 @@ export abstract class KvBuffer {
     return this.native.address;
   }
 
-  /**
-   * Frees the memory (pinned memory returns to the pool) once operations in
-   * flight complete; JS views are detached at once. Idempotent.
-   */
-  dispose(options: DisposeOptions = {}): Promise<void> {
-    if (this.#disposing) return this.#disposing;
-    const native = this.#native;
-    if (!native) return Promise.resolve();
-    if (options.wait === false && native.inFlight()) {
-      return Promise.reject(new KvflowError(`${this.kind} buffer is in use by operations in flight`, 'ERR_BUSY'));
-    }
-    const ticket = native.release();
-    this.#native = undefined;
-    this.#owner.forget(this);
-    this.#disposing = ticket === 0 ? Promise.resolve() : this.#owner.completions.wait(ticket);
-    return this.#disposing;
+  protected override busySelf(): boolean {
+    return this.inFlight();
   }
 
-  /** `await using` support. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.dispose();
+  /**
+   * Frees the memory (pinned memory returns to the pool) once operations in
+   * flight complete; JS views are detached at once.
+   */
+  protected disposeSelf(): Promise<void> {
+    const native = this.#native;
+    if (!native) return Promise.resolve();
+    const ticket = native.release();
+    this.#native = undefined;
+    return ticket === 0 ? Promise.resolve() : this.#owner.completions.wait(ticket);
   }
 }
 

@@ -1,16 +1,19 @@
-/** Opening a device (CUDA GPU or the CPU stand-in), allocating memory and making streams. */
+/**
+ * Opening a device (CUDA GPU or the CPU stand-in), allocating memory and
+ * making streams. Files (`device.openFile`) and KV caches
+ * (`device.allocKvCache`) are made by the io and layout layers, which add
+ * those methods to Device.
+ */
 import { loadBinding } from '../binding/load.js';
 import type { NativeDevice, NativeDeviceInfo } from '../binding/types.js';
-import { defaults, type BackendRequest, type CudaGateRequest } from '../defaults.js';
-import { KvflowError, describe, fail } from '../errors.js';
-import { DeviceIo } from '../io/engine.js';
-import type { KvFile, OpenFileOptions } from '../io/file.js';
-import { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type DisposeOptions } from './buffer.js';
+import { readConfig, type BackendRequest, type CudaGateRequest, type KvflowDefaults } from '../defaults.js';
+import { fail } from '../errors.js';
+import { choice, type Choice } from '../util/choice.js';
+import { Disposable, DisposeOrder, type AsyncDisposableLike, type Detach } from '../util/disposable.js';
+import { checkAddress, checkChoice, checkOptions, checkPositiveSize, checkSize } from '../util/validate.js';
+import { DeviceBuffer, HostBuffer, PinnedBuffer } from './buffer.js';
 import { Completions } from './completions.js';
 import { Stream, type StreamOptions } from './stream.js';
-import { KvLayout, type KvLayoutSpec } from '../layout/layout.js';
-import { KvCache, allocKvCache, wrapKvCache } from '../layout/kvcache.js';
-import { checkAddress, checkPositiveSize, checkSize } from './validate.js';
 
 /** The backend a device runs on. */
 export type Backend = 'cuda' | 'cpu';
@@ -31,12 +34,13 @@ export interface OpenDeviceOptions {
   cudaGate?: CudaGateRequest;
 }
 
-/** Which backend was chosen, and why. */
-export interface BackendSelection {
-  requested: BackendRequest;
-  backend: Backend;
-  reason: string;
+/** Which backend was chosen, and why; `backend` repeats `chosen`. */
+export interface BackendSelection extends Choice<Backend, BackendRequest> {
+  readonly backend: Backend;
 }
+
+/** How CUDA streams of a device wait on gates, and why; `chosen` is `none` on the CPU backend. */
+export type CudaGateChoice = Choice<'host' | 'wait-value' | 'none', CudaGateRequest>;
 
 /** What `device.info()` reports. Fields that do not apply are 0 or empty. */
 export interface DeviceInfo extends NativeDeviceInfo {
@@ -45,6 +49,8 @@ export interface DeviceInfo extends NativeDeviceInfo {
   pinned: PinnedPoolStats;
   /** The addon in use. */
   addon: { path: string; build: string; cudaCompiled: boolean };
+  /** The configuration the device runs with (`device.config`). */
+  config: KvflowDefaults;
 }
 
 /** Pinned pool usage of one device. */
@@ -57,18 +63,26 @@ export interface PinnedPoolStats {
 }
 
 /** Decides the backend for a request; `auto` never throws for a missing GPU. */
+const BACKENDS: readonly BackendRequest[] = ['auto', 'cuda', 'cpu'];
+
+function selection(requested: BackendRequest, backend: Backend, reason: string): BackendSelection {
+  return Object.freeze({ ...choice(requested, backend, reason), backend });
+}
+
+/** Decides the backend for a request; `auto` never throws for a missing GPU. */
 export function selectBackend(requested: BackendRequest): BackendSelection {
+  checkChoice(requested, 'backend', BACKENDS);
   const { binding } = loadBinding();
-  if (requested === 'cpu') return { requested, backend: 'cpu', reason: 'the CPU backend was requested' };
+  if (requested === 'cpu') return selection(requested, 'cpu', 'the CPU backend was requested');
   const probe = binding.probeCuda();
   if (requested === 'cuda') {
     if (!probe.available) fail('ERR_UNSUPPORTED', `the CUDA backend cannot be used: ${probe.reason}`);
-    return { requested, backend: 'cuda', reason: 'the CUDA backend was requested' };
+    return selection(requested, 'cuda', 'the CUDA backend was requested');
   }
   if (probe.available) {
-    return { requested, backend: 'cuda', reason: `a CUDA device is available (${probe.deviceCount} visible)` };
+    return selection(requested, 'cuda', `a CUDA device is available (${probe.deviceCount} visible)`);
   }
-  return { requested, backend: 'cpu', reason: `no usable CUDA device: ${probe.reason}` };
+  return selection(requested, 'cpu', `no usable CUDA device: ${probe.reason}`);
 }
 
 /** Native gate modes, by index. */
@@ -76,88 +90,101 @@ const CUDA_GATE_MODES: readonly CudaGateRequest[] = ['host', 'wait-value', 'auto
 
 /**
  * Opens a device. Synchronous: creating a CUDA context takes a moment once.
- * Close it with `dispose()` (or `await using`).
+ * The environment (`KVFLOW_*`) is read and validated here, once: a bad
+ * variable throws ERR_INVALID_ARG naming it, and the device runs with the
+ * frozen result (`device.config`), options winning over it. Close the
+ * device with `dispose()` (or `await using`).
  */
 export function openDevice(options: OpenDeviceOptions = {}): Device {
-  const d = defaults();
-  const requested = options.backend ?? d.backend;
-  if (requested !== 'auto' && requested !== 'cuda' && requested !== 'cpu') {
-    fail('ERR_INVALID_ARG', `expected 'auto', 'cuda' or 'cpu' for backend, got ${describe(requested)}`);
-  }
-  const ordinal = checkSize(options.ordinal ?? d.ordinal, 'ordinal');
-  const maxPinnedBytes = checkSize(options.maxPinnedBytes ?? d.maxPinnedBytes, 'maxPinnedBytes');
-  const cudaGate = options.cudaGate ?? d.cudaGate;
-  const gateMode = CUDA_GATE_MODES.indexOf(cudaGate);
-  if (gateMode < 0) {
-    fail('ERR_INVALID_ARG', `expected 'host', 'wait-value' or 'auto' for cudaGate, got ${describe(cudaGate)}`);
-  }
-  const selection = selectBackend(requested);
-  return new Device(selection, ordinal, maxPinnedBytes, gateMode);
+  checkOptions(options);
+  const env = readConfig(process.env);
+  const backend = checkChoice(options.backend ?? env.backend, 'backend', BACKENDS);
+  const ordinal = checkSize(options.ordinal ?? env.ordinal, 'ordinal');
+  const maxPinnedBytes = checkSize(options.maxPinnedBytes ?? env.maxPinnedBytes, 'maxPinnedBytes');
+  const cudaGate = checkChoice(options.cudaGate ?? env.cudaGate, 'cudaGate', CUDA_GATE_MODES);
+  const config: KvflowDefaults = Object.freeze({ ...env, backend, ordinal, maxPinnedBytes, cudaGate });
+  return new Device(selectBackend(backend), config);
 }
 
 /**
- * A GPU (or the CPU stand-in). Owns its streams and buffers: disposing the
- * device disposes them, waiting for work in flight.
+ * A GPU (or the CPU stand-in). Owns what is made on it: disposing the device
+ * disposes, in order, objects adopted with {@link Device.adopt} (stores), KV
+ * caches and prepared transfers, files, streams (after their work) and
+ * buffers, then the device itself.
  */
-export class Device {
+export class Device extends Disposable {
   #native: NativeDevice | undefined;
-  readonly #children = new Set<KvBuffer | Stream>();
-  #io: DeviceIo | undefined;
   /** @internal */
   readonly completions = new Completions();
-  #disposing: Promise<void> | undefined;
+  protected readonly resourceName = 'device';
   /** The backend in use. */
   readonly backend: Backend;
   /** What was asked for, what was chosen, and why. */
   readonly selection: BackendSelection;
+  /**
+   * The configuration this device runs with: built-in defaults, the
+   * `KVFLOW_*` environment read once when the device opened, and the
+   * options of {@link openDevice} over both. Frozen. Objects made on the
+   * device (files, caches, stores) take their defaults from it; their own
+   * options win for them.
+   */
+  readonly config: KvflowDefaults;
 
   /** @internal Use {@link openDevice}. */
-  constructor(selection: BackendSelection, ordinal: number, maxPinnedBytes: number, cudaGate: number) {
+  constructor(selection: BackendSelection, config: KvflowDefaults) {
+    super();
     const { binding } = loadBinding();
     this.selection = selection;
     this.backend = selection.backend;
-    this.#native = new binding.Device(selection.backend, ordinal, maxPinnedBytes, this.completions.onBatch, cudaGate);
+    this.config = config;
+    const gate = CUDA_GATE_MODES.indexOf(config.cudaGate);
+    this.#native = new binding.Device(selection.backend, config.ordinal, config.maxPinnedBytes, this.completions.onBatch, gate);
     this.completions.attach(this.#native);
   }
 
-  get #live(): NativeDevice {
-    if (!this.#native || this.#disposing) fail('ERR_DISPOSED', 'device is disposed');
+  /** @internal The native device, or ERR_DISPOSED (for the io and layout layers). */
+  get native(): NativeDevice {
+    this.assertLive();
+    if (!this.#native) fail('ERR_DISPOSED', 'device is disposed');
     return this.#native;
-  }
-
-  /** True once `dispose()` was called. */
-  get disposed(): boolean {
-    return this.#disposing !== undefined;
   }
 
   /** Device facts: name, memory, compute capability, PCIe link, versions (CPU: cores, memory). */
   info(): DeviceInfo {
-    const native = this.#live;
+    const native = this.native;
     const { path, build, binding } = loadBinding();
     return {
       ...native.info(),
       selection: this.selection,
       pinned: native.poolStats(),
       addon: { path, build, cudaCompiled: binding.cudaCompiled },
+      config: this.config,
     };
+  }
+
+  /** How this device's CUDA streams wait on gates: what was asked for, what is used, and why. */
+  cudaGate(): CudaGateChoice {
+    const info = this.native.info();
+    if (info.cudaGate === '') return choice(this.config.cudaGate, 'none', 'the CPU backend waits on gates on its own threads');
+    return choice(this.config.cudaGate, info.cudaGate, info.cudaGateReason);
   }
 
   /** Device memory of `bytes` bytes (contents undefined). ERR_OUT_OF_MEMORY when it cannot be had. */
   allocDevice(bytes: number): DeviceBuffer {
     checkPositiveSize(bytes, 'bytes');
-    return this.#adopt(new DeviceBuffer(this.#live.alloc(0, bytes), this, true));
+    return this.#buffer(new DeviceBuffer(this.native.alloc(0, bytes), this, true));
   }
 
   /** Pinned host memory from the pool (reused across dispose/alloc; contents undefined). */
   allocPinned(bytes: number): PinnedBuffer {
     checkPositiveSize(bytes, 'bytes');
-    return this.#adopt(new PinnedBuffer(this.#live.alloc(1, bytes), this, true));
+    return this.#buffer(new PinnedBuffer(this.native.alloc(1, bytes), this, true));
   }
 
   /** Pageable host memory, 4 KiB aligned (contents undefined). */
   allocHost(bytes: number): HostBuffer {
     checkPositiveSize(bytes, 'bytes');
-    return this.#adopt(new HostBuffer(this.#live.alloc(2, bytes), this, true));
+    return this.#buffer(new HostBuffer(this.native.alloc(2, bytes), this, true));
   }
 
   /**
@@ -169,31 +196,15 @@ export class Device {
   wrapUnsafe(address: bigint, bytes: number): DeviceBuffer {
     checkAddress(address, 'address');
     checkPositiveSize(bytes, 'bytes');
-    return this.#adopt(new DeviceBuffer(this.#live.wrap(address, bytes), this, false));
-  }
-
-  /** A KV cache in device memory for `layout` (a KvLayout or its spec): one buffer per layer, or one for block-major. */
-  allocKvCache(layout: KvLayout | KvLayoutSpec): KvCache {
-    void this.#live;
-    return allocKvCache(this, layout instanceof KvLayout ? layout : new KvLayout(layout));
-  }
-
-  /**
-   * A runtime's own KV cache: its buffers (from {@link Device.wrapUnsafe}) plus
-   * the layout, so every block access is checked against both.
-   */
-  wrapKvCache(layout: KvLayout | KvLayoutSpec, buffers: DeviceBuffer[]): KvCache {
-    void this.#live;
-    return wrapKvCache(layout instanceof KvLayout ? layout : new KvLayout(layout), buffers);
+    return this.#buffer(new DeviceBuffer(this.native.wrap(address, bytes), this, false));
   }
 
   /** A new stream owned by kvflow. */
   createStream(options: StreamOptions = {}): Stream {
-    const priority = options.priority ?? 'normal';
-    if (priority !== 'normal' && priority !== 'high') {
-      fail('ERR_INVALID_ARG', `expected 'normal' or 'high' for priority, got ${describe(priority)}`);
-    }
-    return this.#adopt(new Stream(this.#live.createStream(priority === 'high' ? 1 : 0), this, priority, true));
+    const priority = checkChoice(options.priority ?? 'normal', 'priority', ['normal', 'high'] as const);
+    const stream = new Stream(this.native.createStream(priority === 'high' ? 1 : 0), this, priority, true);
+    this.own(stream, DisposeOrder.streams);
+    return stream;
   }
 
   /**
@@ -202,78 +213,65 @@ export class Device {
    */
   wrapStreamUnsafe(handle: bigint): Stream {
     checkAddress(handle, 'handle');
-    return this.#adopt(new Stream(this.#live.wrapStream(handle), this, 'normal', false));
-  }
-
-  /**
-   * Opens (or, with `create`, creates with mode 0600) a file for the NVMe
-   * tier, once its engine is running and O_DIRECT was probed in its
-   * directory; `file.info` says what was chosen and why.
-   */
-  async openFile(path: string, options: OpenFileOptions = {}): Promise<KvFile> {
-    const native = this.#live;
-    this.#io ??= new DeviceIo(native, this.completions, this.backend);
-    return this.#io.open(path, options);
+    const stream = new Stream(this.native.wrapStream(handle), this, 'normal', false);
+    // Disposed before the device's own streams: it may wrap the handle of
+    // one, which must not be destroyed while the wrap still waits on it.
+    this.own(stream, DisposeOrder.wrappedStreams);
+    return stream;
   }
 
   /** Pinned pool usage. */
   pinnedStats(): PinnedPoolStats {
-    return this.#live.poolStats();
+    return this.native.poolStats();
   }
 
   /** Releases pinned memory the pool keeps for reuse. */
   trimPinned(): void {
-    this.#live.trimPool();
+    this.native.trimPool();
   }
 
   /** @internal Test hook (see device/testing.ts). */
   holdCompletions(): () => void {
-    return this.#live.holdCompletions();
-  }
-
-  /** @internal */
-  forget(child: object): void {
-    this.#children.delete(child as KvBuffer | Stream);
-  }
-
-  #adopt<T extends KvBuffer | Stream>(child: T): T {
-    this.#children.add(child);
-    return child;
+    return this.native.holdCompletions();
   }
 
   /**
-   * Disposes every stream (after its work completes), then every file (after
-   * its IO), then every buffer, then the device. With `wait: false`, rejects
-   * with ERR_BUSY and disposes nothing when work is in flight. Idempotent.
+   * Makes `child` part of this device: `device.dispose()` disposes it
+   * (`child[Symbol.asyncDispose]()`, or `dispose()` for kvflow objects)
+   * before anything else of the device, and waits for it. Call the returned
+   * function when the child closes on its own, so the device lets go of it.
+   * A KvStore registers itself this way. ERR_DISPOSED once the device is
+   * disposed.
    */
-  dispose(options: DisposeOptions = {}): Promise<void> {
-    if (this.#disposing) return this.#disposing;
-    const native = this.#native;
-    if (!native) return Promise.resolve();
-    if (options.wait === false) {
-      const busy =
-        [...this.#children].some((c) => (c instanceof Stream ? !c.idle() : c.inFlight())) || this.#io?.busy() === true;
-      if (busy) return Promise.reject(new KvflowError('device has work in flight', 'ERR_BUSY'));
+  adopt(child: AsyncDisposableLike): Detach {
+    if (typeof child !== 'object' || child === null || typeof child[Symbol.asyncDispose] !== 'function') {
+      fail('ERR_INVALID_ARG', 'expected an object with a [Symbol.asyncDispose]() method for child');
     }
-    this.#disposing = this.#teardown(native);
-    return this.#disposing;
+    this.assertLive();
+    return this.own(child, DisposeOrder.adopted);
   }
 
-  async #teardown(native: NativeDevice): Promise<void> {
-    const children = [...this.#children];
-    const streams = children.filter((c) => c instanceof Stream);
-    // Wrapped streams first: one may wrap the handle of a stream of this device,
-    // which must not be destroyed while the wrap still waits on it.
-    await Promise.all(streams.filter((s) => !s.owned).map((s) => s.dispose()));
-    await Promise.all(streams.filter((s) => s.owned).map((s) => s.dispose()));
-    await this.#io?.dispose();
-    await Promise.all(children.filter((c) => c instanceof KvBuffer).map((b) => b.dispose()));
-    native.close(false);
+  /**
+   * @internal Registers a child made on this device by another layer (a
+   * file, a KV cache) at its rank in {@link DisposeOrder}.
+   */
+  attach(child: AsyncDisposableLike, order: number): Detach {
+    this.assertLive();
+    return this.own(child, order);
+  }
+
+  #buffer<T extends DeviceBuffer | PinnedBuffer | HostBuffer>(buffer: T): T {
+    this.own(buffer, DisposeOrder.buffers);
+    return buffer;
+  }
+
+  /**
+   * Closes the native device once every child is disposed (see the class
+   * comment for the order): with `wait: false`, `dispose()` rejects with
+   * ERR_BUSY and disposes nothing when work is in flight.
+   */
+  protected disposeSelf(): void {
+    this.#native?.close(false);
     this.#native = undefined;
-  }
-
-  /** `await using` support. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.dispose();
   }
 }

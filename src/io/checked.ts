@@ -1,8 +1,7 @@
 /** The pieces of checksummed file IO (`file.readChecked`, `file.writeSummed`) and their checks. */
-import { describe, fail } from '../errors.js';
-import type { Event } from '../device/stream.js';
-import { checkRange, checkSize } from '../device/validate.js';
-import { checkU32 } from './crc32c.js';
+import { fail } from '../errors.js';
+import type { Event } from '../device/event.js';
+import { checkRange, checkSize, checkU32, invalidParameterError, is } from '../util/validate.js';
 
 /** The most pieces one checked read or summed write may have. */
 export const MAX_CHECKED_PIECES = 65536;
@@ -49,7 +48,7 @@ export interface CheckedRead {
 }
 
 function pieceList(pieces: unknown): readonly unknown[] {
-  if (!Array.isArray(pieces)) fail('ERR_INVALID_ARG', `expected an array of pieces for pieces, got ${describe(pieces)}`);
+  if (!Array.isArray(pieces)) throw invalidParameterError('pieces', 'an array of pieces', pieces);
   if (pieces.length === 0 || pieces.length > MAX_CHECKED_PIECES) {
     fail('ERR_INVALID_ARG', `expected 1 to ${MAX_CHECKED_PIECES} pieces for pieces, got ${pieces.length}`);
   }
@@ -57,8 +56,8 @@ function pieceList(pieces: unknown): readonly unknown[] {
 }
 
 function pieceObject(piece: unknown, name: string): Record<string, unknown> {
-  if (typeof piece !== 'object' || piece === null) fail('ERR_INVALID_ARG', `expected an object for ${name}, got ${describe(piece)}`);
-  return piece as Record<string, unknown>;
+  if (!is.object(piece)) throw invalidParameterError(name, 'an object', piece);
+  return piece;
 }
 
 /**

@@ -1,14 +1,6 @@
 /** CRC-32C (Castagnoli) over bytes in JS memory, the checksum of the KV store's extents. */
 import { loadBinding } from '../binding/load.js';
-import { describe, fail } from '../errors.js';
-
-/** A seed or checksum: an unsigned 32-bit integer. */
-export function checkU32(value: unknown, name: string): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xffffffff) {
-    fail('ERR_INVALID_ARG', `expected an unsigned 32-bit integer for ${name}, got ${describe(value)}`);
-  }
-  return value;
-}
+import { checkU32, invalidParameterError } from '../util/validate.js';
 
 /**
  * CRC-32C of `data` continuing from `seed` (0 to start), as an unsigned
@@ -19,7 +11,7 @@ export function checkU32(value: unknown, name: string): number {
  * IO threads.
  */
 export function crc32c(data: Uint8Array, seed = 0): number {
-  if (!(data instanceof Uint8Array)) fail('ERR_INVALID_ARG', `expected a Uint8Array for data, got ${describe(data)}`);
+  if (!(data instanceof Uint8Array)) throw invalidParameterError('data', 'a Uint8Array', data);
   checkU32(seed, 'seed');
   return loadBinding().binding.crc32c(data, seed);
 }

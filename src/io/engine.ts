@@ -1,16 +1,20 @@
 /**
  * The IO engines of one device and the files opened on them: engines are
- * made on first use with the defaults in force then, shared by every file of
- * the device, and closed with it.
+ * made on first use with the device's config, shared by every file of the
+ * device, and closed with it (after its files and streams).
  */
 import type { NativeDevice, NativeDirectMode, NativeIoEngine } from '../binding/types.js';
-import { defaults, type DirectRequest, type IoEngineRequest } from '../defaults.js';
-import { KvflowError, describe, fail } from '../errors.js';
+import type { DirectRequest, IoEngineRequest, KvflowDefaults } from '../defaults.js';
+import { KvflowError, fail } from '../errors.js';
 import type { Completions } from '../device/completions.js';
-import { checkSize } from '../device/validate.js';
+import { choice, type Choice } from '../util/choice.js';
+import { Disposable, DisposeOrder, type AsyncDisposableLike } from '../util/disposable.js';
+import { checkBoolean, checkChoice, checkOptions, checkSize, invalidParameterError, is } from '../util/validate.js';
 import { KvFile, type IoEngineKind, type OpenFileOptions } from './file.js';
 
 const DIRECT_MODES: Record<DirectRequest, NativeDirectMode> = { auto: 0, on: 1, off: 2 };
+const DIRECT_REQUESTS: readonly DirectRequest[] = ['auto', 'on', 'off'];
+const ENGINE_REQUESTS: readonly IoEngineRequest[] = ['auto', 'posix', 'io_uring'];
 
 /** An engine made for this device, with the settings it was made with. */
 interface EngineEntry {
@@ -18,12 +22,6 @@ interface EngineEntry {
   kind: IoEngineKind;
   threads: number;
   queueDepth: number;
-}
-
-/** Which engine a file uses, and why. */
-interface EngineChoice {
-  entry: EngineEntry;
-  reason: string;
 }
 
 interface OpenArgs {
@@ -35,49 +33,45 @@ interface OpenArgs {
   gds: DirectRequest;
 }
 
-function checkOpenArgs(path: unknown, options: unknown): OpenArgs {
-  if (typeof path !== 'string' || path.length === 0) {
-    fail('ERR_INVALID_ARG', `expected a non-empty string for path, got ${describe(path)}`);
-  }
+function checkOpenArgs(path: unknown, options: unknown, config: KvflowDefaults): OpenArgs {
+  if (!is.nonEmptyString(path)) throw invalidParameterError('path', 'a non-empty string', path);
   if (path.includes('\0')) fail('ERR_INVALID_ARG', 'expected a path without NUL bytes for path');
-  if (typeof options !== 'object' || options === null) {
-    fail('ERR_INVALID_ARG', `expected an options object for options, got ${describe(options)}`);
-  }
-  const o = options as OpenFileOptions;
-  const d = defaults();
-  const create = o.create ?? false;
-  if (typeof create !== 'boolean') fail('ERR_INVALID_ARG', `expected a boolean for create, got ${describe(create)}`);
-  const direct = o.direct ?? d.ioDirect;
-  if (direct !== 'auto' && direct !== 'on' && direct !== 'off') {
-    fail('ERR_INVALID_ARG', `expected 'auto', 'on' or 'off' for direct, got ${describe(direct)}`);
-  }
-  const engine = o.engine ?? d.ioEngine;
-  if (engine !== 'auto' && engine !== 'posix' && engine !== 'io_uring') {
-    fail('ERR_INVALID_ARG', `expected 'auto', 'posix' or 'io_uring' for engine, got ${describe(engine)}`);
-  }
-  const size = checkSize(o.size ?? 0, 'size');
-  const gds = o.gds ?? d.gds;
-  if (gds !== 'auto' && gds !== 'on' && gds !== 'off') {
-    fail('ERR_INVALID_ARG', `expected 'auto', 'on' or 'off' for gds, got ${describe(gds)}`);
-  }
-  return { path, create, direct, engine, size, gds };
+  const o = checkOptions(options) as OpenFileOptions;
+  return {
+    path,
+    create: checkBoolean(o.create ?? false, 'create'),
+    direct: checkChoice(o.direct ?? config.ioDirect, 'direct', DIRECT_REQUESTS),
+    engine: checkChoice(o.engine ?? config.ioEngine, 'engine', ENGINE_REQUESTS),
+    size: checkSize(o.size ?? 0, 'size'),
+    gds: checkChoice(o.gds ?? config.gds, 'gds', DIRECT_REQUESTS),
+  };
 }
 
-/** @internal Owned by a Device: its engines and open files. */
-export class DeviceIo {
+/** What a DeviceIo needs from its device. */
+export interface IoDevice {
+  readonly native: NativeDevice;
+  readonly completions: Completions;
+  readonly backend: 'cuda' | 'cpu';
+  readonly config: KvflowDefaults;
+}
+
+/** @internal Owned by a Device (disposed with its files): its engines and open files. */
+export class DeviceIo extends Disposable {
   readonly #device: NativeDevice;
   readonly completions: Completions;
+  readonly #config: KvflowDefaults;
   readonly #engines = new Map<IoEngineKind, EngineEntry>();
-  readonly #files = new Set<KvFile>();
   readonly #opening = new Set<Promise<KvFile>>();
   #uringRefusal: string | undefined;
-
   readonly #backend: 'cuda' | 'cpu';
+  protected readonly resourceName = 'device IO';
 
-  constructor(device: NativeDevice, completions: Completions, backend: 'cuda' | 'cpu') {
-    this.#device = device;
-    this.completions = completions;
-    this.#backend = backend;
+  constructor(device: IoDevice) {
+    super();
+    this.#device = device.native;
+    this.completions = device.completions;
+    this.#backend = device.backend;
+    this.#config = device.config;
   }
 
   /** Opens (or creates) a file; rejects with the engine's or the filesystem's reason. */
@@ -92,12 +86,13 @@ export class DeviceIo {
   }
 
   async #open(path: string, options: OpenFileOptions): Promise<KvFile> {
-    const args = checkOpenArgs(path, options);
+    const args = checkOpenArgs(path, options, this.#config);
     // cuFile moves device memory: on the CPU backend there is none to move.
     const cpuGds = 'GPUDirect Storage needs the CUDA backend; the CPU backend moves files through host memory';
     if (this.#backend === 'cpu' && args.gds === 'on') fail('ERR_UNSUPPORTED', cpuGds);
     const gdsMode = this.#backend === 'cpu' ? DIRECT_MODES.off : DIRECT_MODES[args.gds];
-    const { entry, reason } = this.#choose(args.engine);
+    const engine = this.#choose(args.engine);
+    const entry = this.#engine(engine.chosen);
     const [nativeFile, opened] = entry.native.open(args.path, args.create, DIRECT_MODES[args.direct], args.size, gdsMode);
     try {
       await this.completions.settle(opened);
@@ -106,77 +101,106 @@ export class DeviceIo {
       throw e;
     }
     const n = nativeFile.info();
+    const direct = choice(args.direct, n.direct, n.directReason);
+    const gds = choice(args.gds, n.gds, this.#backend === 'cpu' ? cpuGds : n.gdsReason);
     const file = new KvFile(nativeFile, entry.native, this, {
       path: n.path,
-      direct: n.direct,
-      directRequested: args.direct,
-      directReason: n.directReason,
-      gds: n.gds,
-      gdsRequested: args.gds,
-      gdsReason: this.#backend === 'cpu' ? cpuGds : n.gdsReason,
-      engine: entry.kind,
-      engineRequested: args.engine,
-      engineReason: reason,
+      direct: direct.chosen,
+      directRequested: direct.requested,
+      directReason: direct.reason,
+      gds: gds.chosen,
+      gdsRequested: gds.requested,
+      gdsReason: gds.reason,
+      engine: engine.chosen,
+      engineRequested: engine.requested,
+      engineReason: engine.reason,
       taskSize: entry.native.taskSize,
       threads: entry.threads,
       queueDepth: entry.queueDepth,
+      choices: Object.freeze({ engine, direct, gds }),
     });
-    this.#files.add(file);
+    try {
+      this.own(file, 0);
+    } catch (e) {
+      nativeFile.close();
+      throw e;
+    }
     return file;
   }
 
-  #choose(requested: IoEngineRequest): EngineChoice {
-    if (requested === 'posix') return { entry: this.#engine('posix'), reason: 'the posix engine was requested' };
+  /** The engine a request gets, and why; makes the engines it tries. */
+  #choose(requested: IoEngineRequest): Choice<IoEngineKind, IoEngineRequest> {
+    if (requested === 'posix') return choice(requested, 'posix', 'the posix engine was requested');
     if (requested === 'io_uring') {
       try {
-        return { entry: this.#engine('io_uring'), reason: 'the io_uring engine was requested' };
+        this.#engine('io_uring');
       } catch (e) {
         if (e instanceof KvflowError && e.code === 'ERR_UNSUPPORTED') {
           fail('ERR_UNSUPPORTED', `the io_uring engine cannot be used: ${e.message}`);
         }
         throw e;
       }
+      return choice(requested, 'io_uring', 'the io_uring engine was requested');
     }
     if (this.#uringRefusal === undefined) {
       try {
-        return { entry: this.#engine('io_uring'), reason: 'io_uring works here (auto prefers it)' };
+        this.#engine('io_uring');
+        return choice(requested, 'io_uring', 'io_uring works here (auto prefers it)');
       } catch (e) {
         if (!(e instanceof KvflowError && e.code === 'ERR_UNSUPPORTED')) throw e;
         this.#uringRefusal = e.message;
       }
     }
-    return { entry: this.#engine('posix'), reason: `io_uring cannot be used: ${this.#uringRefusal}` };
+    return choice(requested, 'posix', `io_uring cannot be used: ${this.#uringRefusal}`);
   }
 
-  /** The device's engine of this kind, made with the defaults in force at first use. */
+  /** The device's engine of this kind, made with the device's config at first use. */
   #engine(kind: IoEngineKind): EngineEntry {
     const existing = this.#engines.get(kind);
     if (existing) return existing;
-    const d = defaults();
-    const native = this.#device.createIoEngine(kind, d.ioThreads, d.ioTaskSize, d.ioQueueDepth);
+    const c = this.#config;
+    const native = this.#device.createIoEngine(kind, c.ioThreads, c.ioTaskSize, c.ioQueueDepth);
     const entry: EngineEntry =
       kind === 'posix'
-        ? { native, kind, threads: d.ioThreads, queueDepth: d.ioThreads }
-        : { native, kind, threads: 1, queueDepth: d.ioQueueDepth };
+        ? { native, kind, threads: c.ioThreads, queueDepth: c.ioThreads }
+        : { native, kind, threads: 1, queueDepth: c.ioQueueDepth };
     this.#engines.set(kind, entry);
     return entry;
   }
 
-  /** @internal */
-  forget(child: object): void {
-    this.#files.delete(child as KvFile);
+  /** True while a file is being opened. */
+  protected override busySelf(): boolean {
+    return this.#opening.size > 0;
   }
 
-  /** True while a file is being opened or has IO in flight. */
-  busy(): boolean {
-    return this.#opening.size > 0 || [...this.#files].some((f) => f.inFlight());
+  /** Opens in flight finish (their files join the ones disposed). */
+  protected override prepareDispose(): Promise<unknown> | undefined {
+    return this.#opening.size === 0 ? undefined : Promise.allSettled([...this.#opening]);
   }
 
-  /** Waits for opens, disposes every file (after its IO), then closes the engines. */
-  async dispose(): Promise<void> {
-    await Promise.allSettled([...this.#opening]);
-    await Promise.all([...this.#files].map((f) => f.dispose()));
+  /** Nothing of its own: the engines close later, after the device's streams (see {@link deviceIo}). */
+  protected disposeSelf(): void {}
+
+  /** Closes the engines, waiting for the tasks they have queued. */
+  closeEngines(): void {
     for (const entry of this.#engines.values()) entry.native.close(false);
     this.#engines.clear();
   }
+}
+
+const ios = new WeakMap<object, DeviceIo>();
+
+/** The IO of `device` (made at first use, then disposed with the device before its streams). */
+export function deviceIo(device: IoDevice & { attach(child: AsyncDisposableLike, order: number): unknown }): DeviceIo {
+  let io = ios.get(device);
+  if (!io || io.disposed) {
+    const made = new DeviceIo(device);
+    // Files go before the streams; the engines after them, since a stream's
+    // readFile/writeFile in flight still runs on them.
+    device.attach(made, DisposeOrder.files);
+    device.attach({ [Symbol.asyncDispose]: async () => made.closeEngines() }, DisposeOrder.engines);
+    ios.set(device, made);
+    io = made;
+  }
+  return io;
 }

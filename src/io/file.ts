@@ -1,11 +1,13 @@
 /** Files of the NVMe tier: reads into and writes from pinned or host memory on an IO engine. */
 import type { NativeEvent, NativeFile, NativeIoEngine } from '../binding/types.js';
 import type { DirectRequest, IoEngineRequest } from '../defaults.js';
-import { KvflowError, describe, fail } from '../errors.js';
-import { HostBuffer, PinnedBuffer, type DisposeOptions } from '../device/buffer.js';
+import { KvflowError, fail } from '../errors.js';
+import { HostBuffer, PinnedBuffer } from '../device/buffer.js';
 import type { Completions } from '../device/completions.js';
-import { Event } from '../device/stream.js';
-import { checkRange, checkSize } from '../device/validate.js';
+import { Event } from '../device/event.js';
+import type { Choice } from '../util/choice.js';
+import { Disposable } from '../util/disposable.js';
+import { checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { checkedReadTable, summedWriteTable, type CheckedPiece, type CheckedRead, type SummedPiece } from './checked.js';
 import { requestPriority, type IoRequestOptions } from './priority.js';
 
@@ -53,12 +55,17 @@ export interface FileInfo {
   threads: number;
   /** Tasks the engine keeps in flight at most. */
   queueDepth: number;
+  /** The three decisions above as requested / chosen / why (the flat fields repeat them). */
+  choices: {
+    engine: Choice<IoEngineKind, IoEngineRequest>;
+    direct: Choice<boolean, DirectRequest>;
+    gds: Choice<boolean, DirectRequest>;
+  };
 }
 
 /** Internal: what a file needs from the device that opened it. */
 export interface FileOwner {
   readonly completions: Completions;
-  forget(child: object): void;
 }
 
 /** A buffer that file IO reads into or writes from. */
@@ -74,17 +81,18 @@ export type FileIoBuffer = PinnedBuffer | HostBuffer;
  * start before queued tasks of `low` ones (writes, by default); see
  * `IoPriority`.
  */
-export class KvFile {
+export class KvFile extends Disposable {
   #native: NativeFile | undefined;
   readonly #engine: NativeIoEngine;
   readonly #owner: FileOwner;
   readonly #inFlight = new Set<Promise<void>>();
-  #disposing: Promise<void> | undefined;
+  protected readonly resourceName = 'file';
   /** How bytes move, and why. */
   readonly info: FileInfo;
 
   /** @internal Use `device.openFile()`. */
   constructor(native: NativeFile, engine: NativeIoEngine, owner: FileOwner, info: FileInfo) {
+    super();
     this.#native = native;
     this.#engine = engine;
     this.#owner = owner;
@@ -102,18 +110,14 @@ export class KvFile {
   }
 
   get #live(): NativeFile {
-    if (!this.#native || this.#disposing) fail('ERR_DISPOSED', 'file is disposed');
+    this.assertLive();
+    if (!this.#native) fail('ERR_DISPOSED', 'file is disposed');
     return this.#native;
   }
 
   /** The path it was opened with. */
   get path(): string {
     return this.info.path;
-  }
-
-  /** True once `dispose()` was called. */
-  get disposed(): boolean {
-    return this.#disposing !== undefined;
   }
 
   /** True while a read, write, preallocate or sync of this file has not settled. */
@@ -226,28 +230,20 @@ export class KvFile {
     return this.#live.size();
   }
 
-  /**
-   * Waits for IO in flight (or rejects with ERR_BUSY when `wait: false` and
-   * there is some), then closes the file. Idempotent.
-   */
-  dispose(options: DisposeOptions = {}): Promise<void> {
-    if (this.#disposing) return this.#disposing;
-    const native = this.#native;
-    if (!native) return Promise.resolve();
-    if (options.wait === false && this.#inFlight.size > 0) {
-      return Promise.reject(new KvflowError('file has IO in flight', 'ERR_BUSY'));
-    }
-    this.#disposing = Promise.allSettled([...this.#inFlight]).then(() => {
-      native.close();
-      this.#native = undefined;
-      this.#owner.forget(this);
-    });
-    return this.#disposing;
+  protected override busySelf(): boolean {
+    return this.#inFlight.size > 0;
   }
 
-  /** `await using` support. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.dispose();
+  /**
+   * Waits for IO in flight (or, with `wait: false`, rejects with ERR_BUSY
+   * when there is some), then closes the file. Idempotent.
+   */
+  protected async disposeSelf(): Promise<void> {
+    const native = this.#native;
+    if (!native) return;
+    await Promise.allSettled([...this.#inFlight]);
+    native.close();
+    this.#native = undefined;
   }
 
   #track(event: NativeEvent): Promise<void> {
@@ -266,8 +262,5 @@ export class KvFile {
 }
 
 function ioBuffer(value: unknown, name: string) {
-  if (!(value instanceof PinnedBuffer) && !(value instanceof HostBuffer)) {
-    fail('ERR_INVALID_ARG', `expected a PinnedBuffer or HostBuffer for ${name}, got ${describe(value)}`);
-  }
-  return value.native;
+  return checkInstance<FileIoBuffer>(value, name, 'a PinnedBuffer or HostBuffer', PinnedBuffer, HostBuffer).native;
 }

@@ -1,5 +1,5 @@
 /** Request priorities of file IO: which queued tasks an engine shared by reads and writes starts first. */
-import { describe, fail } from '../errors.js';
+import { checkChoice, checkOptions } from '../util/validate.js';
 
 /**
  * `high` tasks start before queued `low` ones; within a priority, in
@@ -19,13 +19,6 @@ export interface IoRequestOptions {
 /** The priority `options` asks for, or `fallback` when it names none; ERR_INVALID_ARG for anything else. */
 export function requestPriority(options: unknown, fallback: IoPriority): IoPriority {
   if (options === undefined) return fallback;
-  if (typeof options !== 'object' || options === null) {
-    fail('ERR_INVALID_ARG', `expected an options object for options, got ${describe(options)}`);
-  }
-  const priority = (options as Record<string, unknown>).priority;
-  if (priority === undefined) return fallback;
-  if (priority !== 'high' && priority !== 'low') {
-    fail('ERR_INVALID_ARG', `expected 'high' or 'low' for priority, got ${describe(priority)}`);
-  }
-  return priority;
+  const priority = checkOptions(options).priority;
+  return priority === undefined ? fallback : checkChoice(priority, 'priority', ['high', 'low'] as const);
 }

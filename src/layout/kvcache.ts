@@ -2,11 +2,12 @@
  * A paged KV cache in device memory (allocated by kvflow or wrapped from a
  * runtime) and its per-layer transfers to and from a staging record.
  */
-import { defaults } from '../defaults.js';
+import { BUILT_IN_DEFAULTS } from '../defaults.js';
 import { describe, fail } from '../errors.js';
 import { DeviceBuffer, KvBuffer, PinnedBuffer } from '../device/buffer.js';
 import type { Stream } from '../device/stream.js';
-import { checkRange, checkSize } from '../device/validate.js';
+import { Disposable, DisposeOrder } from '../util/disposable.js';
+import { checkChoice, checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { KvLayout } from './layout.js';
 import { loadBinding } from '../binding/load.js';
 import type { NativeBatch, NativeBuffer } from '../binding/types.js';
@@ -47,6 +48,8 @@ export interface KvCacheOwner {
   allocDevice(bytes: number): DeviceBuffer;
 }
 
+const PAGED_ENGINES: readonly PagedEngine[] = ['auto', 'dma', 'kernel'];
+
 /**
  * A layout plus the device buffers that hold it. Every block access is
  * checked against the layout and the buffers' sizes.
@@ -55,21 +58,26 @@ export interface KvCacheOwner {
  * every block in order then V of every block, padded to 4 KiB; see
  * {@link KvLayout.stagingBytes}.
  */
-export class KvCache {
+export class KvCache extends Disposable {
   readonly layout: KvLayout;
   readonly buffers: readonly DeviceBuffer[];
   /** False when the buffers were wrapped (the runtime owns them). */
   readonly owned: boolean;
+  /** The engine `auto` means for this cache (its device's config `pagedEngine`). */
+  readonly #autoEngine: 'dma' | 'kernel';
+  protected readonly resourceName = 'KV cache';
 
   /** @internal Use `device.allocKvCache` or `device.wrapKvCache`. */
-  constructor(layout: KvLayout, buffers: DeviceBuffer[], owned: boolean) {
+  constructor(layout: KvLayout, buffers: DeviceBuffer[], owned: boolean, autoEngine: 'dma' | 'kernel' = BUILT_IN_DEFAULTS.pagedEngine) {
+    super();
+    this.#autoEngine = autoEngine;
     if (!(layout instanceof KvLayout)) fail('ERR_INVALID_ARG', `expected a KvLayout for layout, got ${describe(layout)}`);
     if (!Array.isArray(buffers) || buffers.length !== layout.bufferCount) {
       fail('ERR_INVALID_ARG', `expected ${layout.bufferCount} device buffers for a ${layout.arrangement} layout, got ${
         Array.isArray(buffers) ? buffers.length : describe(buffers)}`);
     }
     buffers.forEach((b, i) => {
-      if (!(b instanceof DeviceBuffer)) fail('ERR_INVALID_ARG', `expected a DeviceBuffer for buffers[${i}], got ${describe(b)}`);
+      checkInstance(b, `buffers[${i}]`, 'a DeviceBuffer', DeviceBuffer);
       if (b.byteLength < layout.bufferBytes) {
         fail('ERR_INVALID_ARG', `expected at least ${layout.bufferBytes} bytes in buffers[${i}] for this layout, got ${b.byteLength}`);
       }
@@ -163,7 +171,11 @@ export class KvCache {
     const [dsts, srcs] = this.#sides(direction, checked.stagings);
     // Nothing to move (no record names a block): a plan whose moves do nothing.
     const native = pieces === 0 ? null : loadBinding().binding.prepareBatch(dsts, srcs, table, groups);
-    return new PreparedTransfer(this, direction, range, checked.engine, native);
+    const transfer = new PreparedTransfer(this, direction, range, checked.engine, native);
+    // Disposed before the buffers it names; held weakly, so plans made and
+    // dropped without dispose() do not pile up under the cache.
+    this.ownWeakly(transfer, DisposeOrder.caches);
+    return transfer;
   }
 
   /** The native destination and source buffer lists of a transfer. */
@@ -181,9 +193,7 @@ export class KvCache {
   } {
     const { layout } = this;
     if (!Array.isArray(records)) fail('ERR_INVALID_ARG', `expected an array of records, got ${describe(records)}`);
-    if (engine !== 'auto' && engine !== 'dma' && engine !== 'kernel') {
-      fail('ERR_INVALID_ARG', `expected 'auto', 'dma' or 'kernel' for engine, got ${describe(engine)}`);
-    }
+    checkChoice(engine, 'engine', PAGED_ENGINES);
     const stagings: (PinnedBuffer | DeviceBuffer)[] = [];
     const out: { blocks: ArrayLike<number>; staging: number; offset: number; extent: number }[] = [];
     // A scatter writes each block once across all its records: two writes to one block would race.
@@ -191,9 +201,7 @@ export class KvCache {
     for (const r of records) {
       if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a staging record, got ${describe(r)}`);
       checkBlocks(layout, r.blocks, seen !== undefined, seen);
-      if (!(r.staging instanceof PinnedBuffer) && !(r.staging instanceof DeviceBuffer)) {
-        fail('ERR_INVALID_ARG', `expected a PinnedBuffer or DeviceBuffer for staging, got ${describe(r.staging)}`);
-      }
+      checkInstance(r.staging, 'staging', 'a PinnedBuffer or DeviceBuffer', PinnedBuffer, DeviceBuffer);
       const offset = checkSize(r.stagingOffset ?? 0, 'stagingOffset');
       if (r.blocks.length === 0) continue;
       const extent = layout.extentBytes(r.blocks.length * layout.blockTokens);
@@ -202,21 +210,19 @@ export class KvCache {
       if (index < 0) index = stagings.push(r.staging) - 1;
       out.push({ blocks: r.blocks, staging: index, offset, extent });
     }
-    const chosen = engine === 'auto' ? defaults().pagedEngine : engine;
+    const chosen = engine === 'auto' ? this.#autoEngine : engine;
     if (chosen === 'kernel' && stagings.some((b) => b instanceof DeviceBuffer) && stagings.some((b) => b instanceof PinnedBuffer)) {
       fail('ERR_INVALID_ARG', "expected staging of one kind (pinned or device) in a kernel-engine batch, got both; use engine 'dma' or separate calls");
     }
     return { records: out, stagings, engine: chosen === 'kernel' ? 1 : 0 };
   }
 
-  /** Frees the buffers kvflow allocated (wrapped ones stay the runtime's), after work in flight. */
-  async dispose(): Promise<void> {
+  /**
+   * Disposes its prepared transfers, then its buffers (after work in flight):
+   * memory kvflow allocated is freed, wrapped memory stays the runtime's.
+   */
+  protected async disposeSelf(): Promise<void> {
     await Promise.all(this.buffers.map((b) => b.dispose()));
-  }
-
-  /** `await using` support. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.dispose();
   }
 }
 
@@ -247,7 +253,7 @@ function fillTable(table: Float64Array, o: number, direction: 'gather' | 'scatte
  * layer range at a time, as often as needed, on any stream of the cache's
  * device.
  */
-export class PreparedTransfer {
+export class PreparedTransfer extends Disposable {
   readonly cache: KvCache;
   readonly direction: 'gather' | 'scatter';
   /** The layers it was prepared for. */
@@ -255,9 +261,11 @@ export class PreparedTransfer {
   readonly #engine: number;
   // null: nothing to move; undefined: disposed.
   #native: NativeBatch | null | undefined;
+  protected readonly resourceName = 'prepared transfer';
 
   /** @internal Use `kvCache.prepare`. */
   constructor(cache: KvCache, direction: 'gather' | 'scatter', layers: LayerRange, engine: number, native: NativeBatch | null) {
+    super();
     this.cache = cache;
     this.direction = direction;
     this.layers = Object.freeze({ ...layers });
@@ -290,20 +298,15 @@ export class PreparedTransfer {
     if (native !== null) s.copyPrepared(native, first - all.first, count, this.#engine);
   }
 
-  /** True once `dispose()` was called. */
-  get disposed(): boolean {
-    return this.#native === undefined;
-  }
-
-  /** Frees the plan (transfers in flight are unaffected). Idempotent. */
-  dispose(): void {
+  /** Frees the plan (transfers in flight are unaffected). */
+  protected disposeSelf(): void {
     this.#native?.release();
     this.#native = undefined;
   }
 }
 
 /** Allocates a cache for `layout` on a device. */
-export function allocKvCache(owner: KvCacheOwner, layout: KvLayout): KvCache {
+export function allocKvCache(owner: KvCacheOwner, layout: KvLayout, autoEngine?: 'dma' | 'kernel'): KvCache {
   if (!(layout instanceof KvLayout)) fail('ERR_INVALID_ARG', `expected a KvLayout for layout, got ${describe(layout)}`);
   const buffers: DeviceBuffer[] = [];
   try {
@@ -312,10 +315,10 @@ export function allocKvCache(owner: KvCacheOwner, layout: KvLayout): KvCache {
     for (const b of buffers) void b.dispose();
     throw e;
   }
-  return new KvCache(layout, buffers, true);
+  return new KvCache(layout, buffers, true, autoEngine);
 }
 
 /** Wraps a runtime's cache buffers (from `device.wrapUnsafe`) with a layout; kvflow never frees them. */
-export function wrapKvCache(layout: KvLayout, buffers: KvBuffer[]): KvCache {
-  return new KvCache(layout, buffers as DeviceBuffer[], false);
+export function wrapKvCache(layout: KvLayout, buffers: KvBuffer[], autoEngine?: 'dma' | 'kernel'): KvCache {
+  return new KvCache(layout, buffers as DeviceBuffer[], false, autoEngine);
 }

@@ -3,6 +3,7 @@
  * a layer's KV takes on its way to the store (DESIGN.md section 3).
  */
 import { describe, fail } from '../errors.js';
+import { checkChoice, checkPositiveInteger } from '../util/validate.js';
 
 /** Element types of the KV cache; fp8 variants are one byte each. */
 export type KvDtype = 'f32' | 'f16' | 'bf16' | 'fp8_e4m3' | 'fp8_e5m2';
@@ -42,10 +43,7 @@ export interface PieceLocation {
 }
 
 function positiveInt(value: unknown, name: string, max = 2 ** 31): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0 || value > max) {
-    fail('ERR_INVALID_ARG', `expected a positive integer for ${name}, got ${describe(value)}`);
-  }
-  return value;
+  return checkPositiveInteger(value, name, max);
 }
 
 /** Rounds `n` up to a multiple of {@link EXTENT_ALIGN}. */
@@ -88,19 +86,15 @@ export class KvLayout {
     this.dtype = spec.dtype;
     this.blockTokens = positiveInt(spec.blockTokens, 'blockTokens', 65536);
     this.numBlocks = positiveInt(spec.numBlocks, 'numBlocks');
-    const arrangement = spec.arrangement ?? 'layer-major';
-    if (arrangement !== 'layer-major' && arrangement !== 'block-major') {
-      fail('ERR_INVALID_ARG', `expected 'layer-major' or 'block-major' for arrangement, got ${describe(arrangement)}`);
-    }
-    this.arrangement = arrangement;
+    this.arrangement = checkChoice(spec.arrangement ?? 'layer-major', 'arrangement', ['layer-major', 'block-major'] as const);
     this.elementBytes = DTYPE_BYTES[this.dtype];
     this.tokenBytes = this.kvHeads * this.headDim * this.elementBytes;
     this.pieceBytes = this.tokenBytes * this.blockTokens;
     this.bytesPerTokenPerLayer = 2 * this.tokenBytes;
     this.bytesPerToken = this.bytesPerTokenPerLayer * this.layers;
-    this.bufferCount = arrangement === 'layer-major' ? this.layers : 1;
+    this.bufferCount = this.arrangement === 'layer-major' ? this.layers : 1;
     const perLayer = 2 * this.pieceBytes * this.numBlocks;
-    this.bufferBytes = arrangement === 'layer-major' ? perLayer : perLayer * this.layers;
+    this.bufferBytes = this.arrangement === 'layer-major' ? perLayer : perLayer * this.layers;
     if (!Number.isSafeInteger(this.bufferBytes) || this.bufferBytes * this.bufferCount > 2 ** 52) {
       fail('ERR_INVALID_ARG', `layout of ${this.layers} layers x ${this.numBlocks} blocks is larger than any device`);
     }

@@ -3,6 +3,7 @@
  * where in the staging record, with adjacent pieces merged.
  */
 import { describe, fail } from '../errors.js';
+import { checkPositiveInteger } from '../util/validate.js';
 import type { KvLayout } from './layout.js';
 
 /** A contiguous run of layers. */
@@ -31,9 +32,7 @@ export function layerRange(layout: KvLayout, layers: number | LayerRange | undef
     fail('ERR_INVALID_ARG', `expected a layer or { first, count } for layers, got ${describe(layers)}`);
   }
   layout.checkLayer(layers.first, 'layers.first');
-  if (!Number.isSafeInteger(layers.count) || layers.count < 1) {
-    fail('ERR_INVALID_ARG', `expected a positive integer for layers.count, got ${describe(layers.count)}`);
-  }
+  checkPositiveInteger(layers.count, 'layers.count');
   if (layers.first + layers.count > layout.layers) {
     fail('ERR_OUT_OF_RANGE', `expected layers within [0, ${layout.layers}), got ${layers.first}..${layers.first + layers.count - 1}`);
   }

@@ -5,12 +5,13 @@
  * `failed-load` (nothing committed, the caller plans again), or throws the
  * compute's own error or ERR_ABORTED (nothing committed).
  */
-import type { Event, Stream } from '../device/stream.js';
+import type { Event } from '../device/event.js';
+import type { Stream } from '../device/stream.js';
 import { KvflowError, type KvflowErrorCode } from '../errors.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { PrefillPlan } from '../model/plan.js';
 import type { PendingPut, StoreHit, KvStore } from '../store/store.js';
-import type { LayerCompute } from './pipeline.js';
+import type { LayerCompute } from './work.js';
 
 /** What happened in one layer, in milliseconds from the prefill's start (host clock: when the host learned of it). */
 export interface LayerTiming {

@@ -9,7 +9,8 @@
  * good, so the runtime recomputes exactly the rest; it never fails another
  * request.
  */
-import type { Event, Stream } from '../device/stream.js';
+import type { Event } from '../device/event.js';
+import type { Stream } from '../device/stream.js';
 import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js';
 import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import type { KvStore, PendingPut, StoreHit } from '../store/store.js';

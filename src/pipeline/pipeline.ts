@@ -17,27 +17,11 @@ import { ComputeModel } from '../model/compute.js';
 import { planPrefill, type PrefillPlan, type PrefillPolicy } from '../model/plan.js';
 import type { KvStore } from '../store/store.js';
 import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
+import type { LayerCompute } from './work.js';
+
+export type { LayerCompute, PrefillWork } from './work.js';
 
 export type { LayerTiming } from './attempt.js';
-
-/** What `compute` is told of the layer it enqueues. */
-export interface PrefillWork {
-  /** Enqueue the layer's kernels here: loads the layer needs are already waited for on it. */
-  stream: Stream;
-  /** The prompt. */
-  tokens: ArrayLike<number>;
-  /** The request's block table for the whole prompt. */
-  blocks: ArrayLike<number>;
-  /** Compute tokens [computeFrom, tokens.length); positions below are in the cache. */
-  computeFrom: number;
-  /** The plan of this attempt. */
-  plan: PrefillPlan;
-  /** 0, then 1, 2, ... after restarts (compute starts again from layer 0). */
-  attempt: number;
-}
-
-/** Enqueues one layer of the runtime's compute on `work.stream`; must not wait for the device. */
-export type LayerCompute = (layer: number, work: PrefillWork) => void;
 
 /** One prefill. */
 export interface PrefillRequest {

@@ -4,7 +4,7 @@
  * makes. The KvStore facade owns one; hit, load, put and the demoter read it.
  */
 import { describe, fail } from '../errors.js';
-import type { Event } from '../device/stream.js';
+import type { Event } from '../device/event.js';
 import { KvCache } from '../layout/kvcache.js';
 import { checkBlocks } from '../layout/pieces.js';
 import type { DramChunk } from './arena.js';

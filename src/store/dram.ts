@@ -5,7 +5,7 @@
  * (a promotion, ready once every layer arrived) when one is free.
  */
 import type { PinnedBuffer } from '../device/buffer.js';
-import type { Event } from '../device/stream.js';
+import type { Event } from '../device/event.js';
 import { DramArena, type DramChunk } from './arena.js';
 import type { EvictionRank } from './eviction.js';
 import type { ReadBatch, Staging, Tier, TierRead } from './tier.js';

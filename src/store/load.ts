@@ -7,7 +7,8 @@
  * is then one batched scatter after the reads' events.
  */
 import type { PinnedBuffer } from '../device/buffer.js';
-import type { Event, Stream } from '../device/stream.js';
+import type { Event } from '../device/event.js';
+import type { Stream } from '../device/stream.js';
 import { describe, fail } from '../errors.js';
 import type { KvCache, StagingRecord } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';

@@ -5,7 +5,8 @@
  * each layer is then one native call. Plans are kept least recently used
  * last and dropped oldest first.
  */
-import type { Event, Stream } from '../device/stream.js';
+import type { Event } from '../device/event.js';
+import type { Stream } from '../device/stream.js';
 import type { KvCache, PagedEngine, PreparedTransfer } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
 import { settle, type StoreCore } from './core.js';

@@ -4,7 +4,8 @@
  * become visible only at commit, once every layer's copy completed. Admission
  * (or a durable put) then sends them to the demotion tier.
  */
-import type { Event, Stream } from '../device/stream.js';
+import type { Event } from '../device/event.js';
+import type { Stream } from '../device/stream.js';
 import { describe, fail } from '../errors.js';
 import type { KvCache, StagingRecord } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';

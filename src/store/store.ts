@@ -14,7 +14,9 @@
 import { rmSync } from 'node:fs';
 
 import type { Device } from '../device/device.js';
-import type { Event, Stream } from '../device/stream.js';
+import type { Event } from '../device/event.js';
+import type { Stream } from '../device/stream.js';
+import '../io/open-file.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';

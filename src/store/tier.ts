@@ -14,7 +14,7 @@
  * prefix is one batch per tier, never one request per chunk.
  */
 import type { PinnedBuffer } from '../device/buffer.js';
-import type { Event } from '../device/stream.js';
+import type { Event } from '../device/event.js';
 
 /** Where bytes sit, or must land, in pinned host memory. */
 export interface Staging {

@@ -35,6 +35,14 @@ describe('kvflow doctor', () => {
     }
     expect(byName.get('backend')?.detail).toMatch(/requested auto: .+/);
     expect(byName.get('pinned memory')?.ok).toBe(true);
+    // The whole config a device runs with, the store's defaults included.
+    const config = byName.get('config')?.detail ?? '';
+    const env = defaults();
+    for (const key of ['backend', 'ioThreads', 'ioTaskSize', 'ioBounceChunk', 'pagedEngine', 'cudaGate'] as const) {
+      expect(config).toContain(`${key}=${key === 'backend' ? report.info.backend : String(env[key])}`);
+    }
+    expect(config).toContain(`store.chunkTokens=${env.store.chunkTokens} `);
+    expect(config).toContain(`store.dramBytes=${env.store.dramBytes} `);
     expect(byName.get('crc32c')?.detail).toMatch(/^(sse4\.2 instructions|armv8-crc instructions|slicing-by-8 tables \(.+\))$/);
     const io = byName.get('nvme io');
     expect(io?.ok).toBe(true);
@@ -84,7 +92,7 @@ describe('kvflow doctor', () => {
       env: { ...process.env, KVFLOW_CUDA_GATE: 'spin' },
     });
     expect(r.status).toBe(1);
-    expect(r.stderr).toContain(`expected 'host', 'wait-value', 'auto' for KVFLOW_CUDA_GATE, got "spin" [ERR_INVALID_ARG]`);
+    expect(r.stderr).toContain(`expected 'host', 'wait-value' or 'auto' for KVFLOW_CUDA_GATE, got "spin" [ERR_INVALID_ARG]`);
   });
 
   it('nvme io says why io_uring cannot run when KVFLOW_IO_ENGINE asks for it where it cannot', () => {

@@ -222,10 +222,14 @@ describe('engine selection', () => {
     const saved = process.env.KVFLOW_IO_ENGINE;
     process.env.KVFLOW_IO_ENGINE = 'posix';
     try {
-      const f = await io.dev.openFile(path.join(io.dir, 'env.bin'), { create: true });
+      // Read when a device opens.
+      const dev = openDevice({ backend: 'cpu' });
+      const f = await dev.openFile(path.join(io.dir, 'env.bin'), { create: true });
       expect(f.info.engine).toBe('posix');
       expect(f.info.engineRequested).toBe('posix');
-      await f.dispose();
+      expect(f.info.choices.engine).toEqual({ requested: 'posix', chosen: 'posix', reason: 'the posix engine was requested' });
+      await dev.dispose();
+      expect(f.disposed).toBe(true);
     } finally {
       if (saved === undefined) delete process.env.KVFLOW_IO_ENGINE;
       else process.env.KVFLOW_IO_ENGINE = saved;

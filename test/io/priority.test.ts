@@ -19,7 +19,7 @@ const REGION = 64 * 1024;
 const REGIONS = 16;
 const TASK_SIZE = 1 << 20;
 
-/** Engine settings in force while `fn` runs (engines are made with the defaults of their first use). */
+/** Environment settings in force while `fn` runs (a device reads them when it opens). */
 async function withEnv<T>(vars: Record<string, string>, fn: () => Promise<T>): Promise<T> {
   const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
   Object.assign(process.env, vars);
@@ -60,11 +60,12 @@ describe.each(engines)('request priorities on the $engine engine', ({ engine, sk
 
   beforeAll(async () => {
     if (skip) return;
-    dev = open('cpu');
-    dir = tempDir();
-    file = await withEnv({ KVFLOW_IO_THREADS: '1', KVFLOW_IO_QUEUE_DEPTH: '1', KVFLOW_IO_TASK_SIZE: String(TASK_SIZE) }, () =>
-      dev.openFile(path.join(dir, 'p.bin'), { create: true, engine, direct: tmpDirect.ok ? 'on' : 'off' }),
+    dev = await withEnv({ KVFLOW_IO_THREADS: '1', KVFLOW_IO_QUEUE_DEPTH: '1', KVFLOW_IO_TASK_SIZE: String(TASK_SIZE) }, async () =>
+      open('cpu'),
     );
+    expect(dev.config.ioThreads).toBe(1);
+    dir = tempDir();
+    file = await dev.openFile(path.join(dir, 'p.bin'), { create: true, engine, direct: tmpDirect.ok ? 'on' : 'off' });
     src = dev.allocPinned(REGIONS * REGION);
     dst = dev.allocPinned(REGIONS * REGION);
     model = randomBytes(REGIONS * REGION);

@@ -21,12 +21,13 @@ describe.each(backends)('stream file transfers on $backend', ({ backend, skip })
   const saved = { chunk: process.env.KVFLOW_IO_BOUNCE_CHUNK, slots: process.env.KVFLOW_IO_BOUNCE_SLOTS };
   beforeAll(() => {
     if (skip) return;
+    // Small bounce buffers so that every transfer below goes round the ring
+    // several times (the device reads them when it opens).
+    process.env.KVFLOW_IO_BOUNCE_CHUNK = String(256 * 1024);
+    process.env.KVFLOW_IO_BOUNCE_SLOTS = '3';
     dev = open(backend);
     stream = dev.createStream();
     dir = mkdtempSync(path.join(os.tmpdir(), 'kvflow-sf-'));
-    // Small bounce buffers so that every transfer below goes round the ring several times.
-    process.env.KVFLOW_IO_BOUNCE_CHUNK = String(256 * 1024);
-    process.env.KVFLOW_IO_BOUNCE_SLOTS = '3';
   });
   afterAll(async () => {
     for (const [k, v] of [['KVFLOW_IO_BOUNCE_CHUNK', saved.chunk], ['KVFLOW_IO_BOUNCE_SLOTS', saved.slots]] as const) {

@@ -1,0 +1,76 @@
+/** Events: points in a stream (or the completion of an IO request) to await or to make a stream wait on. */
+import type { NativeEvent } from '../binding/types.js';
+import type { Completions } from './completions.js';
+
+/** @internal What an event needs from its stream: the latest done() still pending, after which later events settle. */
+export interface EventOrder {
+  pendingDone: { id: number; promise: Promise<void> } | undefined;
+}
+
+/** Where an event stands. */
+export type EventStatus = 'pending' | 'ok' | 'failed';
+
+const STATUS: readonly EventStatus[] = ['pending', 'ok', 'failed'];
+
+/**
+ * A point in a stream: complete when all work enqueued on that stream before
+ * it has completed. The event of an IO request (`file.readChecked`) is
+ * completed by the IO threads instead; streams wait on both kinds alike.
+ */
+export class Event {
+  readonly #native: NativeEvent;
+  readonly #completions: Completions;
+  #done: Promise<void> | undefined;
+  /** @internal The stream it was recorded on; undefined for an IO request's event. */
+  readonly stream: EventOrder | undefined;
+
+  /** @internal */
+  constructor(native: NativeEvent, stream: EventOrder | undefined, completions: Completions) {
+    this.#native = native;
+    this.stream = stream;
+    this.#completions = completions;
+  }
+
+  /** @internal */
+  get native(): NativeEvent {
+    return this.#native;
+  }
+
+  /** Polls without waiting. */
+  status(): EventStatus {
+    return STATUS[this.#native.status()] ?? 'pending';
+  }
+
+  /**
+   * Settles once, when the event completes: rejects with the error of an
+   * operation that failed before it (since the previous event on its stream,
+   * or in an event its stream waited on).
+   */
+  done(): Promise<void> {
+    if (this.#done) return this.#done;
+    const own = this.#completions.settle(this.#native);
+    const stream = this.stream;
+    const id = this.#native.id;
+    // Events of one stream settle in stream order: one found complete at once
+    // waits for a done() of an earlier event of its stream that is still on
+    // its way (complete too, since the stream runs in order; its notice is
+    // only not delivered yet).
+    const earlier = stream?.pendingDone;
+    if (earlier && earlier.id < id) {
+      own.catch(() => undefined); // handled below, once the earlier one settled
+      this.#done = earlier.promise.then(() => own, () => own);
+    } else {
+      this.#done = own;
+    }
+    if (stream && (!stream.pendingDone || stream.pendingDone.id < id)) {
+      const entry = { id, promise: this.#done };
+      stream.pendingDone = entry;
+      const clear = (): void => {
+        if (stream.pendingDone === entry) stream.pendingDone = undefined;
+      };
+      this.#done.then(clear, clear);
+    }
+    return this.#done;
+  }
+}
+
