@@ -207,10 +207,10 @@ async function main(): Promise<void> {
     const probe = new LayerPipeline({ store, cache, computeStream, lookahead, computeModel: new ComputeModel(), bandwidth });
 
     /** `samples` prefills that do not save; `before` runs untimed ahead of each. */
-    const timed = async (p: LayerPipeline, req: PrefillRequest, before?: () => void): Promise<{ ms: Fig; runs: PrefillResult[] }> => {
+    const timed = async (p: LayerPipeline, req: PrefillRequest, before?: () => Promise<void>): Promise<{ ms: Fig; runs: PrefillResult[] }> => {
       const runs: PrefillResult[] = [];
       for (let i = 0; i < samples; i++) {
-        before?.();
+        await before?.();
         runs.push(await p.prefill({ ...req, save: false }));
       }
       return { ms: fig(runs.map((r) => r.ms)), runs };
@@ -255,7 +255,14 @@ async function main(): Promise<void> {
       points.push(...tiers.map((tier) => ({ tier, hit, frac, policy: 'recompute' as PrefillPolicy, ms: recompute.ms, modelMs: recompute.ms.median })));
 
       for (const tier of tiers) {
-        const cold = tier === 'nvme' ? (): void => { dropDram(store); drop.run(); } : undefined;
+        // Cold NVMe: loads in flight (and the promotions they make) finished, the DRAM tier emptied, the page cache dropped.
+        const cold = tier === 'nvme'
+          ? async (): Promise<void> => {
+            await store.flush();
+            dropDram(store);
+            drop.run();
+          }
+          : undefined;
         if (tier === 'dram') {
           // The prefix is in DRAM after its put (or its promotion by a cold load).
           const h = store.lookup(tokens);
@@ -289,6 +296,7 @@ async function main(): Promise<void> {
           const vsRecompute = recompute.ms.median / r.ms.median;
           const vsPeerOverlap = peerPt ? peerPt.overlapMs / r.ms.median : null;
           const vsPeerRecompute = peerPt ? peerPt.recomputeMs / r.ms.median : null;
+          const vsPeerLoadThenCompute = peerPt ? peerPt.loadThenComputeMs / r.ms.median : null;
           const gbps = loadAlone ? (plan.loadTokens * layout.bytesPerToken) / (loadAlone.ms.median / 1e3) / 1e9 : null;
           results.push({
             metric: `ttft_${n}_${pct(hit)}_${tier}_${policy}`, value: r.ms.median, unit: 'ms', baseline: modelMs, ratio: ratioOf(r.ms.median, modelMs),
@@ -298,7 +306,8 @@ async function main(): Promise<void> {
             loadAloneMs: loadAlone?.ms.median ?? 0, loadAloneRange: loadAlone ? [loadAlone.ms.min, loadAlone.ms.max] : null, loadGBps: gbps,
             computeAloneMs: computeAlone.ms.median, computeAloneRange: [computeAlone.ms.min, computeAlone.ms.max],
             modelMs, overlap, stallUsPerLayer: stallUs, stallMaxUsPerLayer: stallMaxUs, hostUsPerLayer: hostUs,
-            speedupVsRecompute: vsRecompute, speedupVsPeerOverlap: vsPeerOverlap, speedupVsPeerRecompute: vsPeerRecompute, ...peerFields,
+            speedupVsRecompute: vsRecompute, speedupVsPeerOverlap: vsPeerOverlap, speedupVsPeerRecompute: vsPeerRecompute,
+            speedupVsPeerLoadThenCompute: vsPeerLoadThenCompute, ...peerFields,
           });
           points.push({ tier, hit, frac, policy, ms: r.ms, modelMs });
           rows.push([`${n} ${pct(hit)} ${tier} ${policy}`, `${f2(r.ms.median)} (${f2(r.ms.min)}-${f2(r.ms.max)})`, f2(modelMs), f2(r.ms.median / modelMs),

@@ -110,13 +110,16 @@ class Model:
         self.lower_right = self._lower_right()
 
     def _probe_gqa(self):
+        """Whether the flash backend takes fewer KV heads than query heads (enable_gqa); else KV heads are repeated."""
         torch = self.torch
         q = torch.zeros(1, 4, 8, 64, device='cuda', dtype=torch.bfloat16)
         k = torch.zeros(1, 2, 8, 64, device='cuda', dtype=torch.bfloat16)
         try:
-            self.F.scaled_dot_product_attention(q, k, k, is_causal=True, enable_gqa=True)
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                self.F.scaled_dot_product_attention(q, k, k, is_causal=True, enable_gqa=True)
             return True
-        except (TypeError, RuntimeError):
+        except (ImportError, TypeError, RuntimeError):
             return False
 
     def _lower_right(self):
@@ -247,8 +250,10 @@ def main():
         per = KV * d
         # The cached prefix per layer, K and V, token-major ([tokens, kv, d], as a paged cache keeps it).
         host = torch.empty((L, 2, max(pmax, 1) * per), dtype=torch.bfloat16, pin_memory=True)
-        host.normal_()
         hbm = torch.empty((L, 2, max(pmax, 1) * per), dtype=torch.bfloat16, device=dev)
+        hbm.normal_()  # random bytes made on the GPU (fast), then the pinned copy
+        host.copy_(hbm)
+        torch.cuda.synchronize()
 
         recompute = timed(lambda _a=None: model.run(ids, 0), args.samples)
         log(f'torch_prefill: {n} tokens, recompute {recompute["median"]:.2f} ms')
