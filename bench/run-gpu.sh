@@ -17,9 +17,19 @@
 # against both into $OUT/nvme.json. Run as root so the page cache can be
 # dropped before cold reads. If the torch peer fails, nvme runs without it.
 #
+# prefill runs bench/peers/torch_prefill.py (the same prefill in PyTorch: recompute,
+# load then compute, per-layer overlap with the prefix in pinned DRAM) into
+# $OUT/torch_prefill.json first and alone, then dist/bench/prefill.js with
+# --peer on it into $OUT/prefill.json, its SVG plots into $OUT/prefill-svg/,
+# and its store (the NVMe tier) under NVME_DIR/prefill-store (removed after).
+# Extra arguments go to both (--model, --tokens, --hits, --samples; the peer
+# ignores --tiers). If the peer fails, prefill runs without it. Run as root so
+# the page cache can be dropped before cold NVMe loads.
+#
 # The box gets the working tree without .git: pass the commit in, e.g.
 #   KVFLOW_COMMIT=<hash> bash bench/run-gpu.sh
 #   KVFLOW_COMMIT=<hash> BENCH=nvme NVME_GIB=2 bash bench/run-gpu.sh
+#   KVFLOW_COMMIT=<hash> BENCH=prefill LIMIT_S=540 bash bench/run-gpu.sh --model llama-3-8b --tokens 4096,16384
 # Extra arguments (e.g. --quick) go to every program. SWEEP_GIB sets nvme's
 # bytes per sweep point (--sweep-gib; 0.25 keeps a full nvme run within one
 # 10-minute device call). LIMIT_S runs each kvflow program under
@@ -34,8 +44,8 @@ mkdir -p "$OUT"
 
 for bench in $BENCH; do
   case "$bench" in
-    copy | paged | nvme | store | pipeline) ;;
-    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme, store, pipeline)" >&2; exit 2 ;;
+    copy | paged | nvme | store | pipeline | prefill) ;;
+    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme, store, pipeline, prefill)" >&2; exit 2 ;;
   esac
 done
 
@@ -112,6 +122,22 @@ for bench in $BENCH; do
       ;;
     pipeline)
       guarded pipeline node dist/bench/pipeline.js --backend cuda --json "$OUT/pipeline.json" "$@"
+      ;;
+    prefill)
+      # The PyTorch peer first and alone (its GPU memory is freed when it exits).
+      peer_args=()
+      if python3 bench/peers/torch_prefill.py "$@" > "$OUT/torch_prefill.json"; then
+        peer_args=(--peer "$OUT/torch_prefill.json")
+      else
+        echo "run-gpu.sh: the PyTorch prefill peer failed ($(head -c 300 "$OUT/torch_prefill.json")); prefill runs without it" >&2
+      fi
+      mkdir -p "$NVME_DIR"
+      df -hT "$NVME_DIR" || true
+      prefill_rc=0
+      guarded prefill node dist/bench/prefill.js --backend cuda ${peer_args[@]+"${peer_args[@]}"} --dir "$NVME_DIR/prefill-store" \
+        --json "$OUT/prefill.json" --svg "$OUT/prefill-svg" "$@" || prefill_rc=$?
+      rm -rf "$NVME_DIR/prefill-store"
+      if [ "$prefill_rc" -ne 0 ]; then exit "$prefill_rc"; fi
       ;;
   esac
 done
