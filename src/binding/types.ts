@@ -207,7 +207,7 @@ export interface NativeBinding {
     cudaGate: number,
   ) => NativeDevice;
   /** The reference model on the device of `anchor` (any live buffer of that device). */
-  ReferenceModel: new (anchor: NativeBuffer, shape: NativeModelShape) => NativeReferenceModel;
+  ReferenceModel: new (device: NativeDevice, shape: NativeModelShape) => NativeReferenceModel;
   setErrorClass(cls: new (message: string, code: string) => Error): void;
   probeCuda(): NativeCudaProbe;
   /** Whether CUDA device `ordinal` takes wait-value gates; creates its context to try one. */

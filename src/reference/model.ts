@@ -115,7 +115,7 @@ export class ReferenceModel {
    * weights in host memory: use the `tiny` preset there).
    */
   static create(device: Device, options: ReferenceModelOptions): ReferenceModel {
-    if (typeof device !== 'object' || device === null || typeof device.allocHost !== 'function') {
+    if (typeof device !== 'object' || device === null || !('native' in device)) {
       fail('ERR_INVALID_ARG', `expected a Device for device, got ${describe(device)}`);
     }
     const config = resolveConfig(options);
@@ -127,15 +127,9 @@ export class ReferenceModel {
     if (typeof maxTokens !== 'number' || !Number.isSafeInteger(maxTokens) || maxTokens < 1 || maxTokens > 2 ** 24) {
       fail('ERR_INVALID_ARG', `expected an integer in [1, ${2 ** 24}] for maxTokens, got ${describe(maxTokens)}`);
     }
-    // Device keeps its native handle to itself; any buffer names its device.
-    const anchor = device.allocHost(1);
-    try {
-      const { binding } = loadBinding();
-      const native = new binding.ReferenceModel(anchor.native, { ...config, maxTokens, seed });
-      return new ReferenceModel(device, native, config, seed, maxTokens);
-    } finally {
-      void anchor.dispose();
-    }
+    const { binding } = loadBinding();
+    const native = new binding.ReferenceModel(device.native, { ...config, maxTokens, seed });
+    return new ReferenceModel(device, native, config, seed, maxTokens);
   }
 
   get #live(): NativeReferenceModel {

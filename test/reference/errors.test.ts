@@ -105,7 +105,8 @@ describe.each(backends)('reference model errors on $backend', ({ backend, skip }
 
   it.skipIf(skip)('the native glue checks again when TS is bypassed', async () => {
     const { binding } = loadBinding();
-    const anchor = dev.allocHost(1);
+    const anchor = { native: dev.native };
+    const host = dev.allocHost(4096);
     const shape: NativeModelShape = { ...model.config, maxTokens: 32, seed: 5 };
     const native: NativeReferenceModel = new binding.ReferenceModel(anchor.native, shape);
     const l = cache.layout;
@@ -139,7 +140,7 @@ describe.each(backends)('reference model errors on $backend', ({ backend, skip }
       [() => native.layer(otherStream.native, 0, hidden.native, kv, table, 4, 8), 'ERR_INVALID_ARG'],
       [() => native.embed(stream.native, hidden.native, Int32Array.of(1, 512)), 'ERR_OUT_OF_RANGE'],
       [() => native.embed(stream.native, hidden.native, new Int32Array(0)), 'ERR_INVALID_ARG'],
-      [() => native.embed(stream.native, anchor.native, Int32Array.of(1)), 'ERR_INVALID_ARG'],
+      [() => native.embed(stream.native, host.native, Int32Array.of(1)), 'ERR_INVALID_ARG'],
       [() => native.finalNorm(stream.native, hidden.native, hidden.native, 2), 'ERR_INVALID_ARG'],
       [() => native.finalNorm(stream.native, hidden.native, hidden.native, 99), 'ERR_OUT_OF_RANGE'],
     ];
@@ -148,7 +149,7 @@ describe.each(backends)('reference model errors on $backend', ({ backend, skip }
     native.close();
     expect(codeOf(() => native.embed(stream.native, hidden.native, Int32Array.of(1)))).toBe('ERR_DISPOSED');
     native.close(); // idempotent
-    await Promise.all([anchor.dispose(), small.dispose(), other.dispose()]);
+    await Promise.all([host.dispose(), small.dispose(), other.dispose()]);
   });
 
   it.skipIf(skip)('a rejected call changes nothing in the cache or the hidden states', async () => {

@@ -62,7 +62,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->io_engine_ctor = Napi::Persistent(IoEngineWrap::Init(env));
   data->file_ctor = Napi::Persistent(FileWrap::Init(env));
   data->batch_ctor = Napi::Persistent(BatchWrap::Init(env));
-  exports.Set("Device", DeviceWrap::Init(env));
+  Napi::Function device = DeviceWrap::Init(env);
+  data->device_ctor = Napi::Persistent(device);
+  exports.Set("Device", device);
   exports.Set("Buffer", buffer);
   exports.Set("Stream", stream);
   exports.Set("Event", event);

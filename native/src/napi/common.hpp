@@ -17,6 +17,7 @@ namespace kvflow::napi {
 /// Per-environment state (no mutable statics: worker threads get their own).
 struct AddonData {
   Napi::FunctionReference error_class;  // KvflowError, set by the TS loader
+  Napi::FunctionReference device_ctor;
   Napi::FunctionReference buffer_ctor;
   Napi::FunctionReference stream_ctor;
   Napi::FunctionReference event_ctor;

@@ -14,6 +14,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
   /// new Device(backend: 'cpu' | 'cuda', ordinal, maxPinnedBytes, onCompletions(ids: number[]))
   explicit DeviceWrap(const Napi::CallbackInfo& info);
   ~DeviceWrap() override;
+  /// The device, for wraps made on it by other classes (a reference model).
+  [[nodiscard]] const std::shared_ptr<DeviceHandle>& handle() const noexcept { return handle_; }
 
  private:
   Napi::Value Info(const Napi::CallbackInfo& info);

@@ -7,6 +7,7 @@
 
 #include "buffer_wrap.hpp"
 #include "common.hpp"
+#include "device_wrap.hpp"
 #include "kvflow/checks.hpp"
 #include "stream_wrap.hpp"
 
@@ -104,9 +105,8 @@ Napi::Function ReferenceModelWrap::Init(Napi::Env env) {
 ReferenceModelWrap::ReferenceModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ReferenceModelWrap>(info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    auto* anchor = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
-    (void)anchor->buffer(env);  // ERR_DISPOSED for a disposed anchor
-    const std::shared_ptr<DeviceHandle>& device = anchor->device();
+    auto* owner = arg_wrap<DeviceWrap>(info, 0, addon_data(env).device_ctor, "device");
+    const std::shared_ptr<DeviceHandle>& device = owner->handle();
     if (!device || device->closed) throw make_error(env, ErrorCode::kDisposed, "device is disposed");
     const ModelShape shape = parse_shape(env, info[1]);
     std::shared_ptr<ReferenceModel> model(device->device->create_reference(shape));
