@@ -1,0 +1,347 @@
+// Causal attention of new tokens over a paged KV cache, read in place: the
+// flash scheme (tiles of keys streamed through shared memory, online softmax
+// in registers, nothing of the score matrix written out) on the tensor cores
+// (mma.sync m16n8k16, bf16 operands, f32 accumulation), native GQA (query
+// head h reads kv head h / (heads / kv_heads); nothing is repeated), and the
+// causal mask aligned to the lower right: query i sits at position start + i
+// and sees keys [0, start + i].
+//
+// One block of 8 warps takes 128 queries of one head; each warp 16 of them.
+// Keys come in tiles of 64 rows, double-buffered with cp.async; a row's
+// address goes through the block table, so a tile may span several blocks in
+// any order. Shared memory rows are swizzled (16-byte chunk c of row r is
+// stored at chunk c ^ (r % 8)) so ldmatrix reads them without bank conflicts.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "../cuda_error.hpp"
+#include "kernels.hpp"
+
+namespace kvflow::cuda::ref {
+
+namespace {
+
+constexpr int kBlockM = 128;  // queries per block
+constexpr int kBlockN = 64;   // keys per tile
+constexpr int kWarps = kBlockM / 16;
+constexpr int kThreads = kWarps * 32;
+
+struct Params {
+  const __nv_bfloat16* q;
+  __nv_bfloat16* out;
+  const __nv_bfloat16* k;
+  const __nv_bfloat16* v;
+  std::int64_t block_stride;
+  const std::int32_t* table;
+  int block_tokens;
+  int token_stride;  // kv_heads * head_dim
+  int start;
+  int count;
+  int heads;
+  int group;  // heads / kv_heads
+  float scale_log2;  // log2(e) / sqrt(head_dim)
+};
+
+template <int kDim>
+__device__ __forceinline__ int swz(int row, int chunk) {
+  constexpr int kChunks = kDim / 8;
+  constexpr int kMask = (kChunks < 8 ? kChunks : 8) - 1;
+  return row * kDim + ((chunk ^ (row & kMask)) * 8);
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int bytes = valid ? 16 : 0;  // 0: fill with zeros, read nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kN>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kN));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+
+// Loads keys [key0, key0 + kBlockN) of kv head `kvh` into a tile; rows past
+// `total` are zeros.
+template <int kDim>
+__device__ __forceinline__ void load_kv_tile(__nv_bfloat16* ks, __nv_bfloat16* vs, const Params& p, int kvh,
+                                             int key0, int total) {
+  constexpr int kChunks = kDim / 8;
+  for (int i = threadIdx.x; i < kBlockN * kChunks; i += kThreads) {
+    const int row = i / kChunks;
+    const int chunk = i % kChunks;
+    const int t = key0 + row;
+    const bool valid = t < total;
+    std::int64_t off = 0;
+    if (valid) {
+      const std::int64_t block = p.table[t / p.block_tokens];
+      off = block * p.block_stride + static_cast<std::int64_t>(t % p.block_tokens) * p.token_stride +
+            static_cast<std::int64_t>(kvh) * kDim + chunk * 8;
+    }
+    cp_async16(ks + swz<kDim>(row, chunk), p.k + off, valid);
+    cp_async16(vs + swz<kDim>(row, chunk), p.v + off, valid);
+  }
+}
+
+template <int kDim>
+__global__ void __launch_bounds__(kThreads, 1) flash_paged_kernel(Params p) {
+  constexpr int kChunks = kDim / 8;
+  constexpr int kSteps = kDim / 16;  // k-steps of Q K^T
+  constexpr int kNTiles = kBlockN / 8;
+  constexpr int kDTiles = kDim / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* ks = qs + kBlockM * kDim;  // [2][kBlockN * kDim]
+  __nv_bfloat16* vs = ks + 2 * kBlockN * kDim;
+
+  const int tiles_m = gridDim.x;
+  const int q_tile = tiles_m - 1 - static_cast<int>(blockIdx.x);  // the longest rows first
+  const int head = blockIdx.y;
+  const int kvh = head / p.group;
+  const int q0 = q_tile * kBlockM;
+  const int total = p.start + p.count;
+  const int q_end = min(q0 + kBlockM, p.count);
+  const int kv_end = p.start + q_end;  // keys this block needs
+  const int n_tiles = (kv_end + kBlockN - 1) / kBlockN;
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  const int t4 = lane % 4;
+
+  // Q tile.
+  for (int i = threadIdx.x; i < kBlockM * kChunks; i += kThreads) {
+    const int row = i / kChunks;
+    const int chunk = i % kChunks;
+    const int qi = q0 + row;
+    const bool valid = qi < p.count;
+    const __nv_bfloat16* src =
+        valid ? p.q + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + chunk * 8 : p.q;
+    cp_async16(qs + swz<kDim>(row, chunk), src, valid);
+  }
+  load_kv_tile<kDim>(ks, vs, p, kvh, 0, total);
+  cp_commit();
+
+  unsigned qf[kSteps][4];
+  float o[kDTiles][4];
+#pragma unroll
+  for (int d = 0; d < kDTiles; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY};
+  float l_run[2] = {0.0f, 0.0f};
+  const int row0 = warp * 16 + g;  // this thread's rows: row0 and row0 + 8
+  const int pos0 = p.start + q0 + row0;
+  const int warp_first_pos = p.start + q0 + warp * 16;
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_tiles) {
+      load_kv_tile<kDim>(ks + (buf ^ 1) * kBlockN * kDim, vs + (buf ^ 1) * kBlockN * kDim, p, kvh,
+                         (j + 1) * kBlockN, total);
+      cp_commit();
+      cp_wait<1>();
+    } else {
+      cp_wait<0>();
+    }
+    __syncthreads();
+    if (j == 0) {
+#pragma unroll
+      for (int s = 0; s < kSteps; ++s) {
+        const int m = lane / 8;
+        const int row = warp * 16 + (lane & 7) + (m & 1) * 8;
+        ldmatrix_x4(qf[s], qs + swz<kDim>(row, s * 2 + (m >> 1)));
+      }
+    }
+    const int key0 = j * kBlockN;
+    // A warp whose queries all precede this tile has nothing to add.
+    if (key0 <= warp_first_pos + 15) {
+      const __nv_bfloat16* kt = ks + buf * kBlockN * kDim;
+      const __nv_bfloat16* vt = vs + buf * kBlockN * kDim;
+      float s[kNTiles][4];
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+      for (int st = 0; st < kSteps; ++st) {
+#pragma unroll
+        for (int n = 0; n < kNTiles; n += 2) {
+          const int m = lane / 8;
+          const int row = n * 8 + (lane & 7) + (m >> 1) * 8;
+          unsigned b[4];
+          ldmatrix_x4(b, kt + swz<kDim>(row, st * 2 + (m & 1)));
+          mma16816(s[n], qf[st], b[0], b[1]);
+          mma16816(s[n + 1], qf[st], b[2], b[3]);
+        }
+      }
+      // Scale, mask, and the running maximum of each of the two rows.
+      const bool masked = key0 + kBlockN - 1 > warp_first_pos;
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[n][e] * p.scale_log2;
+          if (masked) {
+            const int key = key0 + n * 8 + 2 * t4 + (e & 1);
+            const int pos = pos0 + (e >> 1) * 8;
+            if (key > pos) x = -INFINITY;
+          }
+          s[n][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
+      }
+      float alpha[2];
+      float ref[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float m_new = fmaxf(m_run[r], mx[r]);
+        ref[r] = m_new == -INFINITY ? 0.0f : m_new;
+        alpha[r] = exp2f(m_run[r] - ref[r]);
+        m_run[r] = m_new;
+      }
+      float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float pe = exp2f(s[n][e] - ref[e >> 1]);
+          s[n][e] = pe;
+          sum[e >> 1] += pe;
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];
+#pragma unroll
+      for (int d = 0; d < kDTiles; ++d) {
+        o[d][0] *= alpha[0];
+        o[d][1] *= alpha[0];
+        o[d][2] *= alpha[1];
+        o[d][3] *= alpha[1];
+      }
+      // O += P V, P from the score registers (the accumulator layout of two
+      // adjacent n-tiles is the A-operand layout of one k-step).
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        unsigned a[4];
+        a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+        a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+        a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int d = 0; d < kDTiles; d += 2) {
+          const int m = lane / 8;
+          const int row = kk * 16 + (m & 1) * 8 + (lane & 7);
+          unsigned b[4];
+          ldmatrix_x4_trans(b, vt + swz<kDim>(row, d + (m >> 1)));
+          mma16816(o[d], a, b[0], b[1]);
+          mma16816(o[d + 1], a, b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's loads overwrite this buffer's other half
+  }
+
+  // Normalise and write this thread's two rows.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int qi = q0 + row0 + r * 8;
+    if (qi >= p.count) continue;
+    const float inv = l_run[r] > 0.0f ? 1.0f / l_run[r] : 0.0f;
+    __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + 2 * t4;
+#pragma unroll
+    for (int d = 0; d < kDTiles; ++d) {
+      *reinterpret_cast<unsigned*>(dst + d * 8) = pack_bf16(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+    }
+  }
+}
+
+template <int kDim>
+constexpr int smem_bytes() {
+  return (kBlockM + 4 * kBlockN) * kDim * 2;
+}
+
+template <int kDim>
+void run(cudaStream_t stream, const Params& p) {
+  const dim3 grid((p.count + kBlockM - 1) / kBlockM, p.heads);
+  flash_paged_kernel<kDim><<<grid, kThreads, smem_bytes<kDim>(), stream>>>(p);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda(err, "flash_paged_kernel", __FILE__, __LINE__);
+}
+
+template <int kDim>
+void prepare_one() {
+  KVFLOW_CUDA(cudaFuncSetAttribute(flash_paged_kernel<kDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   smem_bytes<kDim>()));
+}
+
+}  // namespace
+
+bool attention_supports(std::uint32_t head_dim) noexcept {
+  return head_dim == 32 || head_dim == 64 || head_dim == 128;
+}
+
+void attention_prepare() {
+  prepare_one<32>();
+  prepare_one<64>();
+  prepare_one<128>();
+}
+
+void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
+               std::uint32_t start, std::uint32_t count) {
+  if (count == 0) return;
+  Params p{};
+  p.q = reinterpret_cast<const __nv_bfloat16*>(q);
+  p.out = reinterpret_cast<__nv_bfloat16*>(out);
+  p.k = reinterpret_cast<const __nv_bfloat16*>(kv.k);
+  p.v = reinterpret_cast<const __nv_bfloat16*>(kv.v);
+  p.block_stride = kv.block_stride;
+  p.table = kv.table;
+  p.block_tokens = static_cast<int>(kv.block_tokens);
+  p.token_stride = static_cast<int>(shape.kv_heads * shape.head_dim);
+  p.start = static_cast<int>(start);
+  p.count = static_cast<int>(count);
+  p.heads = static_cast<int>(shape.heads);
+  p.group = static_cast<int>(shape.heads / shape.kv_heads);
+  p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(shape.head_dim));
+  switch (shape.head_dim) {
+    case 32: run<32>(stream, p); break;
+    case 64: run<64>(stream, p); break;
+    case 128: run<128>(stream, p); break;
+    default:
+      KVFLOW_FAIL(kUnsupported, "attention supports head_dim 32, 64 or 128, got " + std::to_string(shape.head_dim));
+  }
+}
+
+}  // namespace kvflow::cuda::ref
