@@ -157,6 +157,46 @@ export interface NativeDevice {
   close(abandon: boolean): void;
 }
 
+/** The shape a native reference model is made from (every field given; TS fills defaults). */
+export interface NativeModelShape {
+  layers: number;
+  weightLayers: number;
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  intermediate: number;
+  vocab: number;
+  ropeTheta: number;
+  normEps: number;
+  qkNorm: boolean;
+  maxTokens: number;
+  seed: number;
+}
+
+/** A paged KV cache as the reference model reads it: its buffers and the layout's shape. */
+export interface NativePagedKv {
+  buffers: NativeBuffer[];
+  blockMajor: boolean;
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  blockTokens: number;
+  numBlocks: number;
+  elementBytes: number;
+}
+
+/** The reference transformer of one device; every call enqueues on `stream` and is checked first. */
+export interface NativeReferenceModel {
+  /** Bytes of one element of the residual stream and the KV cache (4: f32, 2: bf16). */
+  readonly hiddenElementBytes: number;
+  readonly weightBytes: number;
+  embed(stream: NativeStream, hidden: NativeBuffer, tokens: Int32Array): void;
+  layer(stream: NativeStream, layer: number, hidden: NativeBuffer, cache: NativePagedKv, blocks: Int32Array, start: number, count: number): void;
+  finalNorm(stream: NativeStream, out: NativeBuffer, hidden: NativeBuffer, count: number): void;
+  close(): void;
+}
+
 export interface NativeBinding {
   Device: new (
     backend: 'cpu' | 'cuda',
@@ -166,6 +206,8 @@ export interface NativeBinding {
     /** 0 host functions, 1 wait-value, 2 auto; the CPU backend ignores it. */
     cudaGate: number,
   ) => NativeDevice;
+  /** The reference model on the device of `anchor` (any live buffer of that device). */
+  ReferenceModel: new (anchor: NativeBuffer, shape: NativeModelShape) => NativeReferenceModel;
   setErrorClass(cls: new (message: string, code: string) => Error): void;
   probeCuda(): NativeCudaProbe;
   /** Whether CUDA device `ordinal` takes wait-value gates; creates its context to try one. */

@@ -9,6 +9,7 @@
 #include "cpu_stream.hpp"
 #include "kvflow/device.hpp"
 #include "kvflow/error.hpp"
+#include "reference_cpu.hpp"
 
 namespace kvflow {
 
@@ -73,6 +74,10 @@ class CpuDevice final : public Device {
 
   std::unique_ptr<Stream> wrap_stream(std::uintptr_t) override {
     KVFLOW_FAIL(kUnsupported, "the CPU backend has no CUDA streams to wrap; open the device with backend 'cuda'");
+  }
+
+  std::unique_ptr<ReferenceModel> create_reference(const ModelShape& shape) override {
+    return cpu::create_cpu_reference(shape, host_memory_bytes());
   }
 
   void close() override { completer().close(); }

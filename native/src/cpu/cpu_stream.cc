@@ -34,6 +34,11 @@ void CpuStream::copy_batch(const std::vector<BufferPtr>& dsts, const std::vector
 
 void CpuStream::busy(std::uint64_t iterations) { push(Op{BusyOp{iterations}, nullptr}); }
 
+void CpuStream::launch(std::function<void(std::uintptr_t)> fn, std::vector<std::shared_ptr<const void>> hold) {
+  KVFLOW_CHECK(static_cast<bool>(fn), kInvalidArg, "expected work to launch, got none");
+  push(Op{LaunchOp{std::move(fn), std::move(hold)}, nullptr});
+}
+
 EventPtr CpuStream::record() {
   auto event = std::make_shared<EventState>(next_id_());
   push(Op{MarkOp{event}, nullptr});
@@ -78,6 +83,7 @@ void CpuStream::run() {
       queue_.pop_front();
     }
     execute(op);
+    op = Op{};  // what the op held is let go before the stream reads idle
     {
       std::lock_guard<std::mutex> lock(mutex_);
       --pending_;
@@ -131,6 +137,8 @@ void CpuStream::execute(Op& op) {
         std::memmove(static_cast<char*>(b->dsts[p.dst]->ptr()) + p.dst_offset,
                      static_cast<const char*>(b->srcs[p.src]->ptr()) + p.src_offset, p.bytes);
       }
+    } else if (auto* l = std::get_if<LaunchOp>(&op.body)) {
+      l->fn(0);
     } else if (auto* busy = std::get_if<BusyOp>(&op.body)) {
       volatile double x = 1.0;
       for (std::uint64_t i = 0; i < busy->iterations; ++i) x = x * 1.0000001 + 1e-9;

@@ -26,6 +26,7 @@ class CpuStream final : public Stream {
   void copy_batch(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,
                   std::vector<CopyPiece> pieces, BatchEngine engine) override;
   void busy(std::uint64_t iterations) override;
+  void launch(std::function<void(std::uintptr_t stream)> fn, std::vector<std::shared_ptr<const void>> hold) override;
   [[nodiscard]] EventPtr record() override;
   void wait(const EventPtr& event) override;
   [[nodiscard]] bool idle() override;
@@ -51,6 +52,10 @@ class CpuStream final : public Stream {
   struct BusyOp {
     std::uint64_t iterations;
   };
+  struct LaunchOp {
+    std::function<void(std::uintptr_t)> fn;
+    std::vector<std::shared_ptr<const void>> hold;  // released with the op, before the next marker runs
+  };
   struct MarkOp {
     EventPtr event;
   };
@@ -65,7 +70,7 @@ class CpuStream final : public Stream {
     HostCall fn;
   };
   struct Op {
-    std::variant<CopyOp, BatchOp, BusyOp, MarkOp, WaitOp, GateOp, CallOp> body;
+    std::variant<CopyOp, BatchOp, BusyOp, LaunchOp, MarkOp, WaitOp, GateOp, CallOp> body;
     ErrorPtr injected;  // set: the op fails with this and does nothing
   };
 

@@ -10,6 +10,7 @@
 #include "io_engine_wrap.hpp"
 #include "kvflow/crc32c.hpp"
 #include "kvflow/device.hpp"
+#include "reference_wrap.hpp"
 #include "stream_wrap.hpp"
 #include "writer_lock.hpp"
 
@@ -65,6 +66,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Buffer", buffer);
   exports.Set("Stream", stream);
   exports.Set("Event", event);
+  exports.Set("ReferenceModel", ReferenceModelWrap::Init(env));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda));
   exports.Set("probeCudaGate", Napi::Function::New(env, ProbeCudaGate));

@@ -14,6 +14,12 @@ void DeviceHandle::add_engine(const std::shared_ptr<io::Engine>& engine) {
   engines.push_back(engine);
 }
 
+void DeviceHandle::add_model(const std::shared_ptr<ReferenceModel>& model) {
+  std::lock_guard<std::mutex> lock(mutex);
+  std::erase_if(models, [](const std::weak_ptr<ReferenceModel>& m) { return m.expired(); });
+  models.push_back(model);
+}
+
 void DeviceHandle::adopt_orphan(std::shared_ptr<Stream> stream) {
   std::vector<std::shared_ptr<Stream>> idle;
   {
@@ -34,18 +40,23 @@ void DeviceHandle::adopt_orphan(std::shared_ptr<Stream> stream) {
 void DeviceHandle::shutdown(bool abandon) {
   std::vector<std::weak_ptr<Stream>> to_close;
   std::vector<std::weak_ptr<io::Engine>> engines_to_close;
+  std::vector<std::weak_ptr<ReferenceModel>> models_to_close;
   {
     std::lock_guard<std::mutex> lock(mutex);
     if (closed) return;
     closed = true;
     to_close.swap(streams);
     engines_to_close.swap(engines);
+    models_to_close.swap(models);
   }
   for (auto& weak : engines_to_close) {
     if (auto engine = weak.lock()) engine->close(abandon);
   }
   for (auto& weak : to_close) {
     if (auto stream = weak.lock()) stream->close(abandon);
+  }
+  for (auto& weak : models_to_close) {
+    if (auto model = weak.lock()) model->close();
   }
   device->completer().close();
   device->close();

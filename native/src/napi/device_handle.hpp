@@ -9,6 +9,7 @@
 
 #include "kvflow/device.hpp"
 #include "kvflow/io.hpp"
+#include "kvflow/reference.hpp"
 
 namespace kvflow::napi {
 
@@ -17,6 +18,7 @@ struct DeviceHandle {
   std::mutex mutex;
   std::vector<std::weak_ptr<Stream>> streams;
   std::vector<std::weak_ptr<io::Engine>> engines;
+  std::vector<std::weak_ptr<ReferenceModel>> models;
   // Streams whose JS object was collected with work still queued: they drain
   // on their own and are closed here (or at shutdown), never by blocking the
   // JS thread in a finalizer (a held stream would block it forever).
@@ -25,11 +27,13 @@ struct DeviceHandle {
 
   void add_stream(const std::shared_ptr<Stream>& stream);
   void add_engine(const std::shared_ptr<io::Engine>& engine);
+  void add_model(const std::shared_ptr<ReferenceModel>& model);
   /// Takes over a stream whose JS object was collected: it is closed once idle
   /// (checked on each adoption) or at shutdown, without blocking the caller on
   /// work still queued.
   void adopt_orphan(std::shared_ptr<Stream> stream);
-  /// Closes every IO engine and stream still open, then the device. Idempotent.
+  /// Closes every IO engine and stream still open, then every reference model
+  /// (its work has drained with the streams), then the device. Idempotent.
   void shutdown(bool abandon);
 };
 

@@ -17,6 +17,10 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   explicit StreamWrap(const Napi::CallbackInfo& info);
   ~StreamWrap() override;
 
+  /// The live stream, or ERR_DISPOSED (for wraps that enqueue their own work).
+  [[nodiscard]] Stream& stream(Napi::Env env);
+  [[nodiscard]] const std::shared_ptr<DeviceHandle>& device() const { return device_; }
+
  private:
   Napi::Value Copy(const Napi::CallbackInfo& info);
   Napi::Value CopyBatch(const Napi::CallbackInfo& info);
@@ -32,8 +36,6 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value Hold(const Napi::CallbackInfo& info);
   Napi::Value InjectFailure(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
-
-  [[nodiscard]] Stream& stream(Napi::Env env);
 
   std::shared_ptr<DeviceHandle> device_;
   std::shared_ptr<Stream> stream_;
