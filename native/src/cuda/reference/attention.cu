@@ -11,6 +11,8 @@
 // address goes through the block table, so a tile may span several blocks in
 // any order. Shared memory rows are swizzled (16-byte chunk c of row r is
 // stored at chunk c ^ (r % 8)) so ldmatrix reads them without bank conflicts.
+// Head sizes 16, 32, 64 and 128 take this kernel; others (small test models)
+// a plain one below.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -287,6 +289,88 @@ __global__ void __launch_bounds__(kThreads, 1) flash_paged_kernel(Params p) {
   }
 }
 
+// Head sizes the tensor-core kernel does not take (not 16, 32, 64 or 128) or
+// a cache not aligned to 16 bytes: one warp per query and head, keys split
+// over the lanes, each lane's running softmax merged at the end. Correct,
+// not fast: for small test models.
+template <int kMaxDim>
+__global__ void attention_simple_kernel(Params p, int hd) {
+  const int warps = blockDim.x / 32;
+  const std::int64_t item = static_cast<std::int64_t>(blockIdx.x) * warps + threadIdx.x / 32;
+  if (item >= static_cast<std::int64_t>(p.count) * p.heads) return;
+  const int qi = static_cast<int>(item / p.heads);
+  const int head = static_cast<int>(item % p.heads);
+  const int kvh = head / p.group;
+  const int lane = threadIdx.x % 32;
+  const __nv_bfloat16* qrow = p.q + (static_cast<std::int64_t>(qi) * p.heads + head) * hd;
+  float q[kMaxDim];
+  float acc[kMaxDim];
+#pragma unroll
+  for (int d = 0; d < kMaxDim; ++d) {
+    q[d] = d < hd ? __bfloat162float(qrow[d]) : 0.0f;
+    acc[d] = 0.0f;
+  }
+  float m = -INFINITY;
+  float l = 0.0f;
+  const int last = p.start + qi;
+  for (int t = lane; t <= last; t += 32) {
+    const std::int64_t off = static_cast<std::int64_t>(p.table[t / p.block_tokens]) * p.block_stride +
+                             static_cast<std::int64_t>(t % p.block_tokens) * p.token_stride +
+                             static_cast<std::int64_t>(kvh) * hd;
+    float dot = 0.0f;
+#pragma unroll
+    for (int d = 0; d < kMaxDim; ++d) {
+      if (d < hd) dot += q[d] * __bfloat162float(p.k[off + d]);
+    }
+    const float x = dot * p.scale_log2;
+    const float m_new = fmaxf(m, x);
+    const float a = exp2f(m - m_new);
+    const float e = exp2f(x - m_new);
+    l = l * a + e;
+#pragma unroll
+    for (int d = 0; d < kMaxDim; ++d) {
+      if (d < hd) acc[d] = acc[d] * a + e * __bfloat162float(p.v[off + d]);
+    }
+    m = m_new;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float m_o = __shfl_xor_sync(0xffffffffu, m, o);
+    const float l_o = __shfl_xor_sync(0xffffffffu, l, o);
+    const float m_new = fmaxf(m, m_o);
+    const float a = m_new == -INFINITY ? 0.0f : exp2f(m - m_new);
+    const float b = m_new == -INFINITY ? 0.0f : exp2f(m_o - m_new);
+#pragma unroll
+    for (int d = 0; d < kMaxDim; ++d) {
+      const float acc_o = __shfl_xor_sync(0xffffffffu, acc[d], o);
+      acc[d] = acc[d] * a + acc_o * b;
+    }
+    l = l * a + l_o * b;
+    m = m_new;
+  }
+  if (lane == 0) {
+    __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * hd;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+    for (int d = 0; d < kMaxDim; ++d) {
+      if (d < hd) dst[d] = __float2bfloat16(acc[d] * inv);
+    }
+  }
+}
+
+void run_simple(cudaStream_t stream, const Params& p, int hd) {
+  const int warps = 4;
+  const std::int64_t items = static_cast<std::int64_t>(p.count) * p.heads;
+  const unsigned blocks = static_cast<unsigned>((items + warps - 1) / warps);
+  if (hd <= 64) {
+    attention_simple_kernel<64><<<blocks, warps * 32, 0, stream>>>(p, hd);
+  } else {
+    attention_simple_kernel<256><<<blocks, warps * 32, 0, stream>>>(p, hd);
+  }
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda(err, "attention_simple_kernel", __FILE__, __LINE__);
+}
+
 template <int kDim>
 constexpr int smem_bytes() {
   return (kBlockM + 4 * kBlockN) * kDim * 2;
@@ -308,11 +392,10 @@ void prepare_one() {
 
 }  // namespace
 
-bool attention_supports(std::uint32_t head_dim) noexcept {
-  return head_dim == 32 || head_dim == 64 || head_dim == 128;
-}
+bool attention_supports(std::uint32_t head_dim) noexcept { return head_dim >= 1 && head_dim <= 256; }
 
 void attention_prepare() {
+  prepare_one<16>();
   prepare_one<32>();
   prepare_one<64>();
   prepare_one<128>();
@@ -335,12 +418,18 @@ void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedVie
   p.heads = static_cast<int>(shape.heads);
   p.group = static_cast<int>(shape.heads / shape.kv_heads);
   p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(shape.head_dim));
-  switch (shape.head_dim) {
+  // The tensor-core kernel reads 16-byte pieces of K and V rows.
+  const bool aligned = reinterpret_cast<std::uintptr_t>(kv.k) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(kv.v) % 16 == 0 && kv.block_stride % 8 == 0;
+  switch (aligned ? shape.head_dim : 0) {
+    case 16: run<16>(stream, p); break;
     case 32: run<32>(stream, p); break;
     case 64: run<64>(stream, p); break;
     case 128: run<128>(stream, p); break;
     default:
-      KVFLOW_FAIL(kUnsupported, "attention supports head_dim 32, 64 or 128, got " + std::to_string(shape.head_dim));
+      KVFLOW_CHECK(attention_supports(shape.head_dim), kUnsupported,
+                   "attention supports head_dim 1 to 256, got " + std::to_string(shape.head_dim));
+      run_simple(stream, p, static_cast<int>(shape.head_dim));
   }
 }
 

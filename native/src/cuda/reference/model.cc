@@ -262,8 +262,6 @@ class CudaReferenceModel final : public ReferenceModel {
       v.v = v.k + std::size_t{kv.num_blocks} * slab;
       v.block_stride = static_cast<std::int64_t>(slab);
     }
-    KVFLOW_CHECK(reinterpret_cast<std::uintptr_t>(v.k) % 16 == 0 && reinterpret_cast<std::uintptr_t>(v.v) % 16 == 0,
-                 kInvalidArg, "expected a kv cache aligned to 16 bytes");
     return v;
   }
 
@@ -280,8 +278,8 @@ void check_shape(const ModelShape& m) {
                "expected hidden, intermediate, vocab and maxTokens of at least 1");
   KVFLOW_CHECK(m.heads >= 1 && m.kv_heads >= 1 && m.heads % m.kv_heads == 0, kInvalidArg,
                "expected kvHeads to divide heads, got " + str(m.heads) + " and " + str(m.kv_heads));
-  KVFLOW_CHECK(ref::attention_supports(m.head_dim), kUnsupported,
-               "the CUDA reference model supports headDim 32, 64 or 128, got " + str(m.head_dim));
+  KVFLOW_CHECK(ref::attention_supports(m.head_dim) && m.head_dim % 2 == 0, kUnsupported,
+               "the CUDA reference model supports an even headDim up to 256, got " + str(m.head_dim));
   const std::uint64_t widest =
       std::max<std::uint64_t>({m.hidden, 2ULL * m.intermediate, std::uint64_t{m.heads + 2 * m.kv_heads} * m.head_dim});
   KVFLOW_CHECK(widest <= 0x7fffffffULL && std::uint64_t{m.max_tokens} * widest < (1ULL << 40), kOutOfRange,
