@@ -359,8 +359,14 @@ std::unique_ptr<ReferenceModel> create_cuda_reference(Device& device, int ordina
   st->table = dev(kTableCapacity * sizeof(std::int32_t), false);
   st->tokens = dev(n * sizeof(std::int32_t), false);
   st->workspace = dev(kWorkspaceBytes, false);
-  KVFLOW_CUDA(cudaStreamSynchronize(cs));
   KVFLOW_CUBLAS_CALL(lib.create(&st->handle));
+  // One small product now, so cuBLAS's lazy set-up (which may allocate and
+  // synchronise) happens here rather than inside a layer.
+  KVFLOW_CUBLAS_CALL(lib.set_stream(st->handle, cs));
+  KVFLOW_CUBLAS_CALL(lib.set_workspace(st->handle, st->workspace->ptr(), st->workspace->bytes()));
+  linear(lib, st->handle, bf(st->xn), bf(st->embedding), bf(st->sets[0].qkv), 1, 8 <= qkv_width ? 8 : 1, m.hidden,
+         false);
+  KVFLOW_CUDA(cudaStreamSynchronize(cs));
   return std::make_unique<CudaReferenceModel>(device, std::move(st));
 }
 
