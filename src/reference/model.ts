@@ -46,7 +46,7 @@ export interface PrefillCall {
 
 const DTYPES: Record<number, 'f32' | 'bf16'> = { 4: 'f32', 2: 'bf16' };
 
-function count(value: unknown, name: string, max: number): number {
+function tokenCount(value: unknown, name: string, max: number): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
     fail('ERR_INVALID_ARG', `expected a positive integer for ${name}, got ${describe(value)}`);
   }
@@ -158,7 +158,7 @@ export class ReferenceModel {
   /** Device memory for the residual stream of `tokens` tokens. */
   allocHidden(tokens: number): DeviceBuffer {
     void this.#live;
-    count(tokens, 'tokens', this.maxTokens);
+    tokenCount(tokens, 'tokens', this.maxTokens);
     return this.#device.allocDevice(tokens * this.hiddenBytesPerToken);
   }
 
@@ -166,7 +166,7 @@ export class ReferenceModel {
   embed(stream: Stream, hidden: DeviceBuffer, tokens: ArrayLike<number>): void {
     const native = this.#live;
     const ids = this.#tokens(tokens, 'tokens');
-    count(ids.length, 'tokens.length', this.maxTokens);
+    tokenCount(ids.length, 'tokens.length', this.maxTokens);
     const h = deviceBuffer(hidden, 'hidden', ids.length * this.hiddenBytesPerToken);
     native.embed(streamArg(stream), h.native, ids);
   }
@@ -178,7 +178,7 @@ export class ReferenceModel {
     if (typeof layer !== 'number' || !Number.isSafeInteger(layer)) fail('ERR_INVALID_ARG', `expected an integer for layer, got ${describe(layer)}`);
     if (layer < 0 || layer >= this.config.layers) fail('ERR_OUT_OF_RANGE', `expected layer in [0, ${this.config.layers}), got ${layer}`);
     if (typeof call !== 'object' || call === null) fail('ERR_INVALID_ARG', `expected a layer call, got ${describe(call)}`);
-    const n = count(call.count, 'count', this.maxTokens);
+    const n = tokenCount(call.count, 'count', this.maxTokens);
     const start = call.start;
     if (typeof start !== 'number' || !Number.isSafeInteger(start) || start < 0 || start > 2 ** 30) {
       fail('ERR_INVALID_ARG', `expected an integer in [0, 2^30] for start, got ${describe(start)}`);
@@ -189,9 +189,9 @@ export class ReferenceModel {
   }
 
   /** Enqueues the final RMSNorm of `count` rows of `hidden` into `out` (f32 on every backend: count x hidden x 4 bytes). */
-  finalNorm(stream: Stream, out: DeviceBuffer, hidden: DeviceBuffer, count_: number): void {
+  finalNorm(stream: Stream, out: DeviceBuffer, hidden: DeviceBuffer, count: number): void {
     const native = this.#live;
-    const n = count(count_, 'count', this.maxTokens);
+    const n = tokenCount(count, 'count', this.maxTokens);
     const o = deviceBuffer(out, 'out', n * this.config.hidden * 4);
     const h = deviceBuffer(hidden, 'hidden', n * this.hiddenBytesPerToken);
     if (o === h) fail('ERR_INVALID_ARG', 'expected different buffers for out and hidden, got the same buffer');
@@ -214,7 +214,7 @@ export class ReferenceModel {
       fail(typeof start === 'number' && Number.isSafeInteger(start) ? 'ERR_OUT_OF_RANGE' : 'ERR_INVALID_ARG',
         `expected start in [0, ${all.length}) for a prompt of ${all.length} tokens, got ${describe(start)}`);
     }
-    const n = count(all.length - start, 'new tokens', this.maxTokens);
+    const n = tokenCount(all.length - start, 'new tokens', this.maxTokens);
     this.#paged(p.cache, p.blocks, all.length);
     const hidden = this.allocHidden(n);
     let out: DeviceBuffer | undefined;
