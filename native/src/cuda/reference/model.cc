@@ -9,8 +9,10 @@
 // Stream::launch: no host synchronisation and no allocation beyond the pinned
 // staging of its block table or token ids (from the device's pinned pool),
 // which the launch holds until the work is done. Scratch is sized from
-// max_tokens at create and shared by the model's calls, so calls on one model
-// must be ordered (one stream, or streams ordered by events).
+// max_tokens at create and shared by the model's calls, so the model orders
+// its calls itself: each waits on the GPU for the one enqueued before it (an
+// event the model records after each call), whatever their streams. Calls on
+// several streams are correct, and run one after another.
 #include <cuda_runtime_api.h>
 
 #include <cmath>
@@ -65,13 +67,21 @@ struct State {
   BufferPtr tokens;  // i32 [max_tokens]
   BufferPtr workspace;
   cublas::Handle handle = nullptr;
+  cudaEvent_t order = nullptr;  // recorded after each call; the next one waits on it
   std::mutex mutex;  // one thread at a time enqueues with the handle and scratch
 
   ~State() {
-    if (handle != nullptr) {
-      (void)cudaSetDevice(ordinal);
-      (void)cublas::api().destroy(handle);
-    }
+    (void)cudaSetDevice(ordinal);
+    if (handle != nullptr) (void)cublas::api().destroy(handle);
+    if (order != nullptr) (void)cudaEventDestroy(order);
+  }
+
+  /// Enqueues `work` on `cs` after every earlier call of the model, on any stream.
+  template <typename Work>
+  void ordered(cudaStream_t cs, Work&& work) {
+    KVFLOW_CUDA(cudaStreamWaitEvent(cs, order, 0));
+    work();
+    KVFLOW_CUDA(cudaEventRecord(order, cs));
   }
 };
 
@@ -119,10 +129,12 @@ class CudaReferenceModel final : public ReferenceModel {
     stream.launch(
         [s, staging, hidden, n](std::uintptr_t handle) {
           auto cs = reinterpret_cast<cudaStream_t>(handle);
-          KVFLOW_CUDA(cudaMemcpyAsync(s->tokens->ptr(), staging->ptr(), n * sizeof(std::int32_t),
-                                      cudaMemcpyHostToDevice, cs));
-          ref::embed(cs, bf(hidden), bf(s->embedding), static_cast<const std::int32_t*>(s->tokens->ptr()),
-                     static_cast<std::uint32_t>(n), s->shape.hidden);
+          s->ordered(cs, [&] {
+            KVFLOW_CUDA(cudaMemcpyAsync(s->tokens->ptr(), staging->ptr(), n * sizeof(std::int32_t),
+                                        cudaMemcpyHostToDevice, cs));
+            ref::embed(cs, bf(hidden), bf(s->embedding), static_cast<const std::int32_t*>(s->tokens->ptr()),
+                       static_cast<std::uint32_t>(n), s->shape.hidden);
+          });
         },
         {st, staging, hidden});
   }
@@ -169,23 +181,25 @@ class CudaReferenceModel final : public ReferenceModel {
           const std::uint32_t attn_width = m.heads * m.head_dim;
           ref::PagedView view = view0;
           view.table = static_cast<const std::int32_t*>(s->table->ptr());
-          KVFLOW_CUDA(cudaMemcpyAsync(s->table->ptr(), staging->ptr(), needed * sizeof(std::int32_t),
-                                      cudaMemcpyHostToDevice, cs));
-          KVFLOW_CUBLAS_CALL(lib.set_stream(s->handle, cs));
-          // cublasSetStream puts the handle back on its own workspace: ours again.
-          KVFLOW_CUBLAS_CALL(lib.set_workspace(s->handle, s->workspace->ptr(), s->workspace->bytes()));
-          bf16_t* x = bf(hidden);
-          ref::rms_norm(cs, bf(s->xn), false, x, f32(w.attn_norm), count, m.hidden, m.norm_eps);
-          linear(lib, s->handle, bf(s->wide), bf(s->xn), bf(w.qkv), count, qkv_width, m.hidden, false);
-          const ref::HeadShape heads{m.heads, m.kv_heads, m.head_dim};
-          ref::qkv_rope(cs, bf(s->q), bf(s->wide), view, heads, start, count, m.rope_theta,
-                        w.q_norm ? f32(w.q_norm) : nullptr, w.k_norm ? f32(w.k_norm) : nullptr, m.norm_eps);
-          ref::attention(cs, bf(s->attn), bf(s->q), view, heads, start, count);
-          linear(lib, s->handle, x, bf(s->attn), bf(w.wo), count, m.hidden, attn_width, true);
-          ref::rms_norm(cs, bf(s->xn), false, x, f32(w.mlp_norm), count, m.hidden, m.norm_eps);
-          linear(lib, s->handle, bf(s->wide), bf(s->xn), bf(w.gate_up), count, 2 * m.intermediate, m.hidden, false);
-          ref::swiglu(cs, bf(s->act), bf(s->wide), count, m.intermediate);
-          linear(lib, s->handle, x, bf(s->act), bf(w.down), count, m.hidden, m.intermediate, true);
+          s->ordered(cs, [&] {
+            KVFLOW_CUDA(cudaMemcpyAsync(s->table->ptr(), staging->ptr(), needed * sizeof(std::int32_t),
+                                        cudaMemcpyHostToDevice, cs));
+            KVFLOW_CUBLAS_CALL(lib.set_stream(s->handle, cs));
+            // cublasSetStream puts the handle back on its own workspace: ours again.
+            KVFLOW_CUBLAS_CALL(lib.set_workspace(s->handle, s->workspace->ptr(), s->workspace->bytes()));
+            bf16_t* x = bf(hidden);
+            ref::rms_norm(cs, bf(s->xn), false, x, f32(w.attn_norm), count, m.hidden, m.norm_eps);
+            linear(lib, s->handle, bf(s->wide), bf(s->xn), bf(w.qkv), count, qkv_width, m.hidden, false);
+            const ref::HeadShape heads{m.heads, m.kv_heads, m.head_dim};
+            ref::qkv_rope(cs, bf(s->q), bf(s->wide), view, heads, start, count, m.rope_theta,
+                          w.q_norm ? f32(w.q_norm) : nullptr, w.k_norm ? f32(w.k_norm) : nullptr, m.norm_eps);
+            ref::attention(cs, bf(s->attn), bf(s->q), view, heads, start, count);
+            linear(lib, s->handle, x, bf(s->attn), bf(w.wo), count, m.hidden, attn_width, true);
+            ref::rms_norm(cs, bf(s->xn), false, x, f32(w.mlp_norm), count, m.hidden, m.norm_eps);
+            linear(lib, s->handle, bf(s->wide), bf(s->xn), bf(w.gate_up), count, 2 * m.intermediate, m.hidden, false);
+            ref::swiglu(cs, bf(s->act), bf(s->wide), count, m.intermediate);
+            linear(lib, s->handle, x, bf(s->act), bf(w.down), count, m.hidden, m.intermediate, true);
+          });
         },
         std::move(hold));
   }
@@ -200,8 +214,11 @@ class CudaReferenceModel final : public ReferenceModel {
     State* s = st.get();
     stream.launch(
         [s, out, hidden, count](std::uintptr_t handle) {
-          ref::rms_norm(reinterpret_cast<cudaStream_t>(handle), out->ptr(), true, bf(hidden), f32(s->final_norm),
-                        count, s->shape.hidden, s->shape.norm_eps);
+          auto cs = reinterpret_cast<cudaStream_t>(handle);
+          s->ordered(cs, [&] {
+            ref::rms_norm(cs, out->ptr(), true, bf(hidden), f32(s->final_norm), count, s->shape.hidden,
+                          s->shape.norm_eps);
+          });
         },
         {st, out, hidden});
   }
@@ -359,6 +376,7 @@ std::unique_ptr<ReferenceModel> create_cuda_reference(Device& device, int ordina
   st->table = dev(kTableCapacity * sizeof(std::int32_t), false);
   st->tokens = dev(n * sizeof(std::int32_t), false);
   st->workspace = dev(kWorkspaceBytes, false);
+  KVFLOW_CUDA(cudaEventCreateWithFlags(&st->order, cudaEventDisableTiming));
   KVFLOW_CUBLAS_CALL(lib.create(&st->handle));
   // One small product now, so cuBLAS's lazy set-up (which may allocate and
   // synchronise) happens here rather than inside a layer.
