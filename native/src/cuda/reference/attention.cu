@@ -6,8 +6,8 @@
 // causal mask aligned to the lower right: query i sits at position start + i
 // and sees keys [0, start + i].
 //
-// One block of 8 warps takes 128 queries of one head; each warp 16 of them.
-// Keys come in tiles of 64 rows, double-buffered with cp.async; a row's
+// A block takes kBlockM queries of one head, each of its warps 16 * kMT of
+// them. Keys come in tiles of 64 rows, double-buffered with cp.async; a row's
 // address goes through the block table, so a tile may span several blocks in
 // any order. Shared memory rows are swizzled (16-byte chunk c of row r is
 // stored at chunk c ^ (r % 8)) so ldmatrix reads them without bank conflicts.
@@ -25,10 +25,7 @@ namespace kvflow::cuda::ref {
 
 namespace {
 
-constexpr int kBlockM = 128;  // queries per block
-constexpr int kBlockN = 64;   // keys per tile
-constexpr int kWarps = kBlockM / 16;
-constexpr int kThreads = kWarps * 32;
+constexpr int kBlockN = 64;  // keys per tile
 
 struct Params {
   const __nv_bfloat16* q;
@@ -45,6 +42,12 @@ struct Params {
   int group;  // heads / kv_heads
   float scale_log2;  // log2(e) / sqrt(head_dim)
 };
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 
 template <int kDim>
 __device__ __forceinline__ int swz(int row, int chunk) {
@@ -90,9 +93,18 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const unsigned*>(&h);
 }
 
+// The kernel's shape: kWarps warps of kMT 16-row tiles each; Q fragments
+// kept in registers (kQRegs) or read from shared memory at every tile.
+template <int kDim, int kWarps, int kMT, bool kQRegs>
+struct Config {
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kBlockM = kWarps * 16 * kMT;
+  static constexpr int kSmem = (kBlockM + 4 * kBlockN) * kDim * 2;
+};
+
 // Loads keys [key0, key0 + kBlockN) of kv head `kvh` into a tile; rows past
 // `total` are zeros.
-template <int kDim>
+template <int kDim, int kThreads>
 __device__ __forceinline__ void load_kv_tile(__nv_bfloat16* ks, __nv_bfloat16* vs, const Params& p, int kvh,
                                              int key0, int total) {
   constexpr int kChunks = kDim / 8;
@@ -112,19 +124,22 @@ __device__ __forceinline__ void load_kv_tile(__nv_bfloat16* ks, __nv_bfloat16* v
   }
 }
 
-template <int kDim>
-__global__ void __launch_bounds__(kThreads, 1) flash_paged_kernel(Params p) {
+template <int kDim, int kWarps, int kMT, bool kQRegs>
+__global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
+  using C = Config<kDim, kWarps, kMT, kQRegs>;
+  constexpr int kThreads = C::kThreads;
+  constexpr int kBlockM = C::kBlockM;
   constexpr int kChunks = kDim / 8;
   constexpr int kSteps = kDim / 16;  // k-steps of Q K^T
   constexpr int kNTiles = kBlockN / 8;
   constexpr int kDTiles = kDim / 8;
+  constexpr int kWarpRows = 16 * kMT;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* ks = qs + kBlockM * kDim;  // [2][kBlockN * kDim]
   __nv_bfloat16* vs = ks + 2 * kBlockN * kDim;
 
-  const int tiles_m = gridDim.x;
-  const int q_tile = tiles_m - 1 - static_cast<int>(blockIdx.x);  // the longest rows first
+  const int q_tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);  // the longest rows first
   const int head = blockIdx.y;
   const int kvh = head / p.group;
   const int q0 = q_tile * kBlockM;
@@ -138,7 +153,6 @@ __global__ void __launch_bounds__(kThreads, 1) flash_paged_kernel(Params p) {
   const int g = lane / 4;
   const int t4 = lane % 4;
 
-  // Q tile.
   for (int i = threadIdx.x; i < kBlockM * kChunks; i += kThreads) {
     const int row = i / kChunks;
     const int chunk = i % kChunks;
@@ -148,143 +162,179 @@ __global__ void __launch_bounds__(kThreads, 1) flash_paged_kernel(Params p) {
         valid ? p.q + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + chunk * 8 : p.q;
     cp_async16(qs + swz<kDim>(row, chunk), src, valid);
   }
-  load_kv_tile<kDim>(ks, vs, p, kvh, 0, total);
+  load_kv_tile<kDim, kThreads>(ks, vs, p, kvh, 0, total);
   cp_commit();
 
-  unsigned qf[kSteps][4];
-  float o[kDTiles][4];
+  unsigned qf[kQRegs ? kMT : 1][kQRegs ? kSteps : 1][4];
+  float o[kMT][kDTiles][4];
+  float m_run[kMT][2];  // running maxima, in units of scale_log2
+  float l_run[kMT][2];
 #pragma unroll
-  for (int d = 0; d < kDTiles; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-  float m_run[2] = {-INFINITY, -INFINITY};
-  float l_run[2] = {0.0f, 0.0f};
-  const int row0 = warp * 16 + g;  // this thread's rows: row0 and row0 + 8
-  const int pos0 = p.start + q0 + row0;
-  const int warp_first_pos = p.start + q0 + warp * 16;
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int d = 0; d < kDTiles; ++d) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.0f;
+    m_run[mt][0] = m_run[mt][1] = -INFINITY;
+    l_run[mt][0] = l_run[mt][1] = 0.0f;
+  }
+  const int warp_row0 = warp * kWarpRows;
+  const int warp_first_pos = p.start + q0 + warp_row0;
+  const float scale = p.scale_log2;
 
   for (int j = 0; j < n_tiles; ++j) {
     const int buf = j & 1;
     if (j + 1 < n_tiles) {
-      load_kv_tile<kDim>(ks + (buf ^ 1) * kBlockN * kDim, vs + (buf ^ 1) * kBlockN * kDim, p, kvh,
-                         (j + 1) * kBlockN, total);
+      load_kv_tile<kDim, kThreads>(ks + (buf ^ 1) * kBlockN * kDim, vs + (buf ^ 1) * kBlockN * kDim, p, kvh,
+                                   (j + 1) * kBlockN, total);
       cp_commit();
       cp_wait<1>();
     } else {
       cp_wait<0>();
     }
     __syncthreads();
-    if (j == 0) {
+    if constexpr (kQRegs) {
+      if (j == 0) {
 #pragma unroll
-      for (int s = 0; s < kSteps; ++s) {
-        const int m = lane / 8;
-        const int row = warp * 16 + (lane & 7) + (m & 1) * 8;
-        ldmatrix_x4(qf[s], qs + swz<kDim>(row, s * 2 + (m >> 1)));
+        for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+          for (int st = 0; st < kSteps; ++st) {
+            const int m = lane / 8;
+            const int row = warp_row0 + mt * 16 + (lane & 7) + (m & 1) * 8;
+            ldmatrix_x4(qf[mt][st], qs + swz<kDim>(row, st * 2 + (m >> 1)));
+          }
+        }
       }
     }
     const int key0 = j * kBlockN;
     // A warp whose queries all precede this tile has nothing to add.
-    if (key0 <= warp_first_pos + 15) {
+    if (key0 <= warp_first_pos + kWarpRows - 1) {
       const __nv_bfloat16* kt = ks + buf * kBlockN * kDim;
       const __nv_bfloat16* vt = vs + buf * kBlockN * kDim;
-      float s[kNTiles][4];
+      float s[kMT][kNTiles][4];
 #pragma unroll
-      for (int n = 0; n < kNTiles; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+      }
 #pragma unroll
       for (int st = 0; st < kSteps; ++st) {
+        unsigned qa[kMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          if constexpr (kQRegs) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) qa[mt][r] = qf[mt][st][r];
+          } else {
+            const int m = lane / 8;
+            const int row = warp_row0 + mt * 16 + (lane & 7) + (m & 1) * 8;
+            ldmatrix_x4(qa[mt], qs + swz<kDim>(row, st * 2 + (m >> 1)));
+          }
+        }
 #pragma unroll
         for (int n = 0; n < kNTiles; n += 2) {
           const int m = lane / 8;
           const int row = n * 8 + (lane & 7) + (m >> 1) * 8;
           unsigned b[4];
           ldmatrix_x4(b, kt + swz<kDim>(row, st * 2 + (m & 1)));
-          mma16816(s[n], qf[st], b[0], b[1]);
-          mma16816(s[n + 1], qf[st], b[2], b[3]);
-        }
-      }
-      // Scale, mask, and the running maximum of each of the two rows.
-      const bool masked = key0 + kBlockN - 1 > warp_first_pos;
-      float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int n = 0; n < kNTiles; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[n][e] * p.scale_log2;
-          if (masked) {
-            const int key = key0 + n * 8 + 2 * t4 + (e & 1);
-            const int pos = pos0 + (e >> 1) * 8;
-            if (key > pos) x = -INFINITY;
+          for (int mt = 0; mt < kMT; ++mt) {
+            mma16816(s[mt][n], qa[mt], b[0], b[1]);
+            mma16816(s[mt][n + 1], qa[mt], b[2], b[3]);
           }
-          s[n][e] = x;
-          mx[e >> 1] = fmaxf(mx[e >> 1], x);
         }
       }
-      float alpha[2];
-      float ref[2];
+      const bool masked = key0 + kBlockN - 1 > warp_first_pos;
 #pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        const float m_new = fmaxf(m_run[r], mx[r]);
-        ref[r] = m_new == -INFINITY ? 0.0f : m_new;
-        alpha[r] = exp2f(m_run[r] - ref[r]);
-        m_run[r] = m_new;
-      }
-      float sum[2] = {0.0f, 0.0f};
+      for (int mt = 0; mt < kMT; ++mt) {
+        const int pos0 = warp_first_pos + mt * 16 + g;  // this thread's rows: pos0 and pos0 + 8
+        // Mask, and the running maximum of each of the two rows.
+        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-      for (int n = 0; n < kNTiles; ++n) {
+        for (int n = 0; n < kNTiles; ++n) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float pe = exp2f(s[n][e] - ref[e >> 1]);
-          s[n][e] = pe;
-          sum[e >> 1] += pe;
+          for (int e = 0; e < 4; ++e) {
+            if (masked) {
+              const int key = key0 + n * 8 + 2 * t4 + (e & 1);
+              if (key > pos0 + (e >> 1) * 8) s[mt][n][e] = -INFINITY;
+            }
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][n][e]);
+          }
         }
-      }
+        float alpha[2];
+        float ref[2];
 #pragma unroll
-      for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * alpha[r] + sum[r];
+        for (int r = 0; r < 2; ++r) {
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+          const float m_new = fmaxf(m_run[mt][r], mx[r] * scale);
+          ref[r] = m_new == -INFINITY ? 0.0f : m_new;
+          alpha[r] = ex2(m_run[mt][r] - ref[r]);
+          m_run[mt][r] = m_new;
+        }
+        float sum[2] = {0.0f, 0.0f};
 #pragma unroll
-      for (int d = 0; d < kDTiles; ++d) {
-        o[d][0] *= alpha[0];
-        o[d][1] *= alpha[0];
-        o[d][2] *= alpha[1];
-        o[d][3] *= alpha[1];
+        for (int n = 0; n < kNTiles; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float pe = ex2(fmaf(s[mt][n][e], scale, -ref[e >> 1]));
+            s[mt][n][e] = pe;
+            sum[e >> 1] += pe;
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) l_run[mt][r] = l_run[mt][r] * alpha[r] + sum[r];
+#pragma unroll
+        for (int d = 0; d < kDTiles; ++d) {
+          o[mt][d][0] *= alpha[0];
+          o[mt][d][1] *= alpha[0];
+          o[mt][d][2] *= alpha[1];
+          o[mt][d][3] *= alpha[1];
+        }
       }
       // O += P V, P from the score registers (the accumulator layout of two
       // adjacent n-tiles is the A-operand layout of one k-step).
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        unsigned a[4];
-        a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-        a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-        a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        unsigned a[kMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          a[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          a[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          a[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          a[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
 #pragma unroll
         for (int d = 0; d < kDTiles; d += 2) {
           const int m = lane / 8;
           const int row = kk * 16 + (m & 1) * 8 + (lane & 7);
           unsigned b[4];
           ldmatrix_x4_trans(b, vt + swz<kDim>(row, d + (m >> 1)));
-          mma16816(o[d], a, b[0], b[1]);
-          mma16816(o[d + 1], a, b[2], b[3]);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            mma16816(o[mt][d], a[mt], b[0], b[1]);
+            mma16816(o[mt][d + 1], a[mt], b[2], b[3]);
+          }
         }
       }
     }
     __syncthreads();  // the next iteration's loads overwrite this buffer's other half
   }
 
-  // Normalise and write this thread's two rows.
+  // Normalise and write this thread's rows.
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
-    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
-  }
+  for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int qi = q0 + row0 + r * 8;
-    if (qi >= p.count) continue;
-    const float inv = l_run[r] > 0.0f ? 1.0f / l_run[r] : 0.0f;
-    __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + 2 * t4;
+    for (int r = 0; r < 2; ++r) {
+      float l = l_run[mt][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const int qi = q0 + warp_row0 + mt * 16 + g + r * 8;
+      if (qi >= p.count) continue;
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + 2 * t4;
 #pragma unroll
-    for (int d = 0; d < kDTiles; ++d) {
-      *reinterpret_cast<unsigned*>(dst + d * 8) = pack_bf16(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+      for (int d = 0; d < kDTiles; ++d) {
+        *reinterpret_cast<unsigned*>(dst + d * 8) = pack_bf16(o[mt][d][2 * r] * inv, o[mt][d][2 * r + 1] * inv);
+      }
     }
   }
 }
@@ -371,23 +421,43 @@ void run_simple(cudaStream_t stream, const Params& p, int hd) {
   if (err != cudaSuccess) throw_cuda(err, "attention_simple_kernel", __FILE__, __LINE__);
 }
 
-template <int kDim>
-constexpr int smem_bytes() {
-  return (kBlockM + 4 * kBlockN) * kDim * 2;
-}
-
-template <int kDim>
-void run(cudaStream_t stream, const Params& p) {
-  const dim3 grid((p.count + kBlockM - 1) / kBlockM, p.heads);
-  flash_paged_kernel<kDim><<<grid, kThreads, smem_bytes<kDim>(), stream>>>(p);
+template <int kDim, int kWarps, int kMT, bool kQRegs>
+void run_config(cudaStream_t stream, const Params& p) {
+  using C = Config<kDim, kWarps, kMT, kQRegs>;
+  const dim3 grid((p.count + C::kBlockM - 1) / C::kBlockM, p.heads);
+  flash_paged_kernel<kDim, kWarps, kMT, kQRegs><<<grid, C::kThreads, C::kSmem, stream>>>(p);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw_cuda(err, "flash_paged_kernel", __FILE__, __LINE__);
 }
 
+template <int kDim, int kWarps, int kMT, bool kQRegs>
+void prepare_config() {
+  using C = Config<kDim, kWarps, kMT, kQRegs>;
+  KVFLOW_CUDA(cudaFuncSetAttribute(flash_paged_kernel<kDim, kWarps, kMT, kQRegs>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+}
+
+// The shapes attention_variant() offers: 0 is the default.
+//   0: 4 warps x 32 rows, Q read from shared memory at each tile (128 queries
+//      a block; each K and V fragment serves two row tiles; two blocks fit an SM)
+//   1: 4 warps x 16 rows, Q in registers (64 queries a block)
+//   2: 8 warps x 16 rows, Q in registers (128 queries a block)
+constexpr int kVariants = 3;
+
 template <int kDim>
-void prepare_one() {
-  KVFLOW_CUDA(cudaFuncSetAttribute(flash_paged_kernel<kDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   smem_bytes<kDim>()));
+void run_variant(cudaStream_t stream, const Params& p, int variant) {
+  switch (variant) {
+    case 1: run_config<kDim, 4, 1, true>(stream, p); break;
+    case 2: run_config<kDim, 8, 1, true>(stream, p); break;
+    default: run_config<kDim, 4, 2, false>(stream, p); break;
+  }
+}
+
+template <int kDim>
+void prepare_dim() {
+  prepare_config<kDim, 4, 1, true>();
+  prepare_config<kDim, 8, 1, true>();
+  prepare_config<kDim, 4, 2, false>();
 }
 
 }  // namespace
@@ -395,14 +465,21 @@ void prepare_one() {
 bool attention_supports(std::uint32_t head_dim) noexcept { return head_dim >= 1 && head_dim <= 256; }
 
 void attention_prepare() {
-  prepare_one<16>();
-  prepare_one<32>();
-  prepare_one<64>();
-  prepare_one<128>();
+  prepare_dim<16>();
+  prepare_dim<32>();
+  prepare_dim<64>();
+  prepare_dim<128>();
 }
 
 void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
                std::uint32_t start, std::uint32_t count) {
+  attention_variant(stream, out, q, kv, shape, start, count, 0);
+}
+
+int attention_variants() noexcept { return kVariants; }
+
+void attention_variant(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
+                       std::uint32_t start, std::uint32_t count, int variant) {
   if (count == 0) return;
   Params p{};
   p.q = reinterpret_cast<const __nv_bfloat16*>(q);
@@ -422,10 +499,10 @@ void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedVie
   const bool aligned = reinterpret_cast<std::uintptr_t>(kv.k) % 16 == 0 &&
                        reinterpret_cast<std::uintptr_t>(kv.v) % 16 == 0 && kv.block_stride % 8 == 0;
   switch (aligned ? shape.head_dim : 0) {
-    case 16: run<16>(stream, p); break;
-    case 32: run<32>(stream, p); break;
-    case 64: run<64>(stream, p); break;
-    case 128: run<128>(stream, p); break;
+    case 16: run_variant<16>(stream, p, variant); break;
+    case 32: run_variant<32>(stream, p, variant); break;
+    case 64: run_variant<64>(stream, p, variant); break;
+    case 128: run_variant<128>(stream, p, variant); break;
     default:
       KVFLOW_CHECK(attention_supports(shape.head_dim), kUnsupported,
                    "attention supports head_dim 1 to 256, got " + std::to_string(shape.head_dim));

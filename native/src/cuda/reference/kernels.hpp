@@ -60,6 +60,11 @@ void qkv_rope(cudaStream_t stream, bf16_t* q_out, const bf16_t* qkv, const Paged
 /// [0, start + count) read from the cache: out[i][h] (same layout as q).
 void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
                std::uint32_t start, std::uint32_t count);
+/// attention() with one of the tensor-core kernel's shapes, 0 to
+/// attention_variants() - 1 (0 is what attention() uses); for measuring them.
+void attention_variant(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
+                       std::uint32_t start, std::uint32_t count, int variant);
+[[nodiscard]] int attention_variants() noexcept;
 /// Whether attention() supports this head_dim.
 [[nodiscard]] bool attention_supports(std::uint32_t head_dim) noexcept;
 /// Raises the kernels' shared-memory limits; once per device before use.

@@ -1,7 +1,7 @@
 // Checks the paged attention kernel against a plain f64 reference on random
 // inputs (block tables in random order, prompts and cached prefixes that are
 // not block multiples, layer- and block-major strides), then times it on the
-// benchmark's shapes. Not part of the addon: built by build.sh beside it and
+// benchmark's shapes, for each shape of the tensor-core kernel (variant). Not part of the addon: built by build.sh beside it and
 // run on a GPU host. Prints one JSON line per case; exits 1 on a failed check.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
@@ -93,7 +93,6 @@ bool run_case(const Case& c, std::mt19937& rng) {
   CHECK(cudaMemcpy(dq, q.data(), q.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dcache, cache.data(), cache.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dtable, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
-  CHECK(cudaMemset(dout, 0xff, out_elems * 2));  // poison: NaN in bf16
   kvflow::cuda::ref::PagedView view;
   view.k = dcache + k_off;
   view.v = dcache + v_off;
@@ -104,18 +103,14 @@ bool run_case(const Case& c, std::mt19937& rng) {
                                            static_cast<std::uint32_t>(c.kv_heads), static_cast<std::uint32_t>(c.hd)};
   cudaStream_t s;
   CHECK(cudaStreamCreate(&s));
-  kvflow::cuda::ref::attention(s, dout, dq, view, shape, c.start, c.count);
-  CHECK(cudaStreamSynchronize(s));
-  bool ok = true;
-  double rel = 0.0, maxerr = 0.0;
+  // The f64 reference, once per case.
+  std::vector<double> ref;
   if (c.check) {
-    std::vector<bf16_t> out(out_elems);
-    CHECK(cudaMemcpy(out.data(), dout, out_elems * 2, cudaMemcpyDeviceToHost));
     auto kv_at = [&](std::int64_t base, int t, int h, int d) {
       return bf2f(cache[base + table[t / c.bt] * block_stride + std::int64_t(t % c.bt) * c.kv_heads * c.hd +
                         std::int64_t(h) * c.hd + d]);
     };
-    double num = 0.0, den = 0.0;
+    ref.assign(out_elems, 0.0);
     std::vector<double> sc(total), acc(c.hd);
     const int group = c.heads / c.kv_heads;
     for (int i = 0; i < c.count; ++i) {
@@ -137,29 +132,41 @@ bool run_case(const Case& c, std::mt19937& rng) {
           l += p;
           for (int d = 0; d < c.hd; ++d) acc[d] += p * kv_at(v_off, t, kvh, d);
         }
-        for (int d = 0; d < c.hd; ++d) {
-          const double ref = acc[d] / l;
-          const double got = bf2f(out[(std::size_t(i) * c.heads + h) * c.hd + d]);
-          if (!std::isfinite(got)) ok = false;
-          num += (got - ref) * (got - ref);
-          den += ref * ref;
-          maxerr = std::max(maxerr, std::fabs(got - ref));
-        }
+        for (int d = 0; d < c.hd; ++d) ref[(std::size_t(i) * c.heads + h) * c.hd + d] = acc[d] / l;
       }
     }
-    rel = std::sqrt(num / den);
-    if (!(rel < 1e-2)) ok = false;
   }
-  // Timing: median of 20 after warm-up.
-  float median_ms = 0.0f;
-  {
+  double pairs = 0.0;
+  for (int i = 0; i < c.count; ++i) pairs += c.start + i + 1;
+  bool ok = true;
+  for (int variant = 0; variant < kvflow::cuda::ref::attention_variants(); ++variant) {
+    CHECK(cudaMemset(dout, 0xff, out_elems * 2));  // poison: NaN in bf16
+    kvflow::cuda::ref::attention_variant(s, dout, dq, view, shape, c.start, c.count, variant);
+    CHECK(cudaStreamSynchronize(s));
+    bool vok = true;
+    double rel = 0.0, maxerr = 0.0;
+    if (c.check) {
+      std::vector<bf16_t> out(out_elems);
+      CHECK(cudaMemcpy(out.data(), dout, out_elems * 2, cudaMemcpyDeviceToHost));
+      double num = 0.0, den = 0.0;
+      for (std::size_t e = 0; e < out_elems; ++e) {
+        const double got = bf2f(out[e]);
+        if (!std::isfinite(got)) vok = false;
+        num += (got - ref[e]) * (got - ref[e]);
+        den += ref[e] * ref[e];
+        maxerr = std::max(maxerr, std::fabs(got - ref[e]));
+      }
+      rel = std::sqrt(num / den);
+      if (!(rel < 1e-2)) vok = false;
+    }
+    // Timing: median of 20 after warm-up.
     cudaEvent_t a, b;
     CHECK(cudaEventCreate(&a));
     CHECK(cudaEventCreate(&b));
     std::vector<float> times;
     for (int r = 0; r < 25; ++r) {
       CHECK(cudaEventRecord(a, s));
-      kvflow::cuda::ref::attention(s, dout, dq, view, shape, c.start, c.count);
+      kvflow::cuda::ref::attention_variant(s, dout, dq, view, shape, c.start, c.count, variant);
       CHECK(cudaEventRecord(b, s));
       CHECK(cudaEventSynchronize(b));
       float ms;
@@ -167,20 +174,20 @@ bool run_case(const Case& c, std::mt19937& rng) {
       if (r >= 5) times.push_back(ms);
     }
     std::sort(times.begin(), times.end());
-    median_ms = times[times.size() / 2];
+    const float median_ms = times[times.size() / 2];
     CHECK(cudaEventDestroy(a));
     CHECK(cudaEventDestroy(b));
+    // Causal FLOPs: 4 * hd * heads * (pairs of query and visible key).
+    const double tflops = 4.0 * c.hd * c.heads * pairs / (median_ms * 1e-3) / 1e12;
+    std::printf(
+        "{\"case\":\"%s\",\"variant\":%d,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"block_tokens\":%d,"
+        "\"start\":%d,\"count\":%d,\"block_major\":%s,\"checked\":%s,\"rel_l2\":%.3e,\"max_abs\":%.3e,"
+        "\"ok\":%s,\"ms\":%.4f,\"tflops\":%.1f}\n",
+        c.name, variant, c.heads, c.kv_heads, c.hd, c.bt, c.start, c.count, c.block_major ? "true" : "false",
+        c.check ? "true" : "false", rel, maxerr, vok ? "true" : "false", median_ms, tflops);
+    std::fflush(stdout);
+    ok = ok && vok;
   }
-  // Causal FLOPs: 4 * hd * heads * (pairs of query and visible key).
-  double pairs = 0.0;
-  for (int i = 0; i < c.count; ++i) pairs += c.start + i + 1;
-  const double tflops = 4.0 * c.hd * c.heads * pairs / (median_ms * 1e-3) / 1e12;
-  std::printf(
-      "{\"case\":\"%s\",\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"block_tokens\":%d,\"start\":%d,\"count\":%d,"
-      "\"block_major\":%s,\"checked\":%s,\"rel_l2\":%.3e,\"max_abs\":%.3e,\"ok\":%s,\"ms\":%.4f,\"tflops\":%.1f}\n",
-      c.name, c.heads, c.kv_heads, c.hd, c.bt, c.start, c.count, c.block_major ? "true" : "false",
-      c.check ? "true" : "false", rel, maxerr, ok ? "true" : "false", median_ms, tflops);
-  std::fflush(stdout);
   CHECK(cudaFree(dq));
   CHECK(cudaFree(dout));
   CHECK(cudaFree(dcache));
