@@ -58,8 +58,9 @@ void qkv_rope(cudaStream_t stream, bf16_t* q_out, const bf16_t* qkv, const Paged
 
 /// Causal attention of `count` queries at positions start + i over keys
 /// [0, start + count) read from the cache: out[i][h] (same layout as q).
+/// `sm_count` (the device's multiprocessors) picks the kernel's shape.
 void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
-               std::uint32_t start, std::uint32_t count);
+               std::uint32_t start, std::uint32_t count, int sm_count);
 /// attention() with one of the tensor-core kernel's shapes, 0 to
 /// attention_variants() - 1 (0 is what attention() uses); for measuring them.
 void attention_variant(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,

@@ -68,6 +68,7 @@ struct State {
   BufferPtr workspace;
   cublas::Handle handle = nullptr;
   cudaEvent_t order = nullptr;  // recorded after each call; the next one waits on it
+  int sm_count = 0;
   std::mutex mutex;  // one thread at a time enqueues with the handle and scratch
 
   ~State() {
@@ -193,7 +194,7 @@ class CudaReferenceModel final : public ReferenceModel {
             const ref::HeadShape heads{m.heads, m.kv_heads, m.head_dim};
             ref::qkv_rope(cs, bf(s->q), bf(s->wide), view, heads, start, count, m.rope_theta,
                           w.q_norm ? f32(w.q_norm) : nullptr, w.k_norm ? f32(w.k_norm) : nullptr, m.norm_eps);
-            ref::attention(cs, bf(s->attn), bf(s->q), view, heads, start, count);
+            ref::attention(cs, bf(s->attn), bf(s->q), view, heads, start, count, s->sm_count);
             linear(lib, s->handle, x, bf(s->attn), bf(w.wo), count, m.hidden, attn_width, true);
             ref::rms_norm(cs, bf(s->xn), false, x, f32(w.mlp_norm), count, m.hidden, m.norm_eps);
             linear(lib, s->handle, bf(s->wide), bf(s->xn), bf(w.gate_up), count, 2 * m.intermediate, m.hidden, false);
@@ -377,6 +378,7 @@ std::unique_ptr<ReferenceModel> create_cuda_reference(Device& device, int ordina
   st->tokens = dev(n * sizeof(std::int32_t), false);
   st->workspace = dev(kWorkspaceBytes, false);
   KVFLOW_CUDA(cudaEventCreateWithFlags(&st->order, cudaEventDisableTiming));
+  KVFLOW_CUDA(cudaDeviceGetAttribute(&st->sm_count, cudaDevAttrMultiProcessorCount, ordinal));
   KVFLOW_CUBLAS_CALL(lib.create(&st->handle));
   // One small product now, so cuBLAS's lazy set-up (which may allocate and
   // synchronise) happens here rather than inside a layer.

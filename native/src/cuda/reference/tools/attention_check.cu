@@ -139,9 +139,19 @@ bool run_case(const Case& c, std::mt19937& rng) {
   double pairs = 0.0;
   for (int i = 0; i < c.count; ++i) pairs += c.start + i + 1;
   bool ok = true;
-  for (int variant = 0; variant < kvflow::cuda::ref::attention_variants(); ++variant) {
+  // -1: attention() itself, with its choice of shape.
+  int sm_count = 0;
+  CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, 0));
+  auto launch = [&](int variant) {
+    if (variant < 0) {
+      kvflow::cuda::ref::attention(s, dout, dq, view, shape, c.start, c.count, sm_count);
+    } else {
+      kvflow::cuda::ref::attention_variant(s, dout, dq, view, shape, c.start, c.count, variant);
+    }
+  };
+  for (int variant = -1; variant < kvflow::cuda::ref::attention_variants(); ++variant) {
     CHECK(cudaMemset(dout, 0xff, out_elems * 2));  // poison: NaN in bf16
-    kvflow::cuda::ref::attention_variant(s, dout, dq, view, shape, c.start, c.count, variant);
+    launch(variant);
     CHECK(cudaStreamSynchronize(s));
     bool vok = true;
     double rel = 0.0, maxerr = 0.0;
@@ -166,7 +176,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
     std::vector<float> times;
     for (int r = 0; r < 25; ++r) {
       CHECK(cudaEventRecord(a, s));
-      kvflow::cuda::ref::attention_variant(s, dout, dq, view, shape, c.start, c.count, variant);
+      launch(variant);
       CHECK(cudaEventRecord(b, s));
       CHECK(cudaEventSynchronize(b));
       float ms;
