@@ -8,6 +8,7 @@
 #include "cuda_probe.hpp"
 #include "cuda_stream.hpp"
 #include "pcie.hpp"
+#include "reference/cuda_reference.hpp"
 
 namespace kvflow {
 
@@ -172,6 +173,12 @@ std::unique_ptr<Stream> CudaDevice::create_stream(int priority) {
 std::unique_ptr<Stream> CudaDevice::wrap_stream(std::uintptr_t handle) {
   check_open();
   return CudaStream::wrap(*this, ordinal_, handle, events_, poller_, gate_.flags);
+}
+
+std::unique_ptr<ReferenceModel> CudaDevice::create_reference(const ModelShape& shape) {
+  check_open();
+  set_device(ordinal_);
+  return create_cuda_reference(*this, ordinal_, shape);
 }
 
 void CudaDevice::close() {

@@ -28,6 +28,7 @@ class CudaDevice final : public Device {
   [[nodiscard]] BufferPtr wrap_device(std::uintptr_t address, std::size_t bytes) override;
   [[nodiscard]] std::unique_ptr<Stream> create_stream(int priority) override;
   [[nodiscard]] std::unique_ptr<Stream> wrap_stream(std::uintptr_t handle) override;
+  [[nodiscard]] std::unique_ptr<ReferenceModel> create_reference(const ModelShape& shape) override;
   void bind_thread() override { (void)cudaSetDevice(ordinal_); }
   [[nodiscard]] std::function<void()> hold_completions() override { return poller_->hold(); }
   void close() override;

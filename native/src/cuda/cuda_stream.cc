@@ -271,6 +271,26 @@ void CudaStream::copy(const BufferPtr& dst, std::size_t dst_offset, const Buffer
   c.arm_sweep_locked();
 }
 
+void CudaStream::launch(std::function<void(std::uintptr_t stream)> fn, std::vector<std::shared_ptr<const void>> hold) {
+  KVFLOW_CHECK(fn != nullptr, kInvalidArg, "expected a function to launch, got none");
+  StreamCore& c = *core_;
+  std::lock_guard<std::mutex> lock(c.mutex);
+  // A sequence number like any operation: an injected failure skips it, and
+  // the kernel engine's next batch does not take the fork of the one before.
+  const std::uint64_t seq = begin_op_locked();
+  if (seq == 0) return;
+  // Retained before anything is enqueued, so whatever gets enqueued is covered.
+  c.retained.push_back(StreamCore::Retained{seq, std::move(hold)});
+  try {
+    set_device(c.ordinal);
+    fn(reinterpret_cast<std::uintptr_t>(c.stream));
+  } catch (...) {
+    c.arm_sweep_locked();
+    throw;
+  }
+  c.arm_sweep_locked();
+}
+
 EventPtr CudaStream::record() {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);

@@ -64,6 +64,7 @@ class CudaStream final : public Stream {
                   std::vector<CopyPiece> pieces, BatchEngine engine) override;
   void busy(std::uint64_t iterations) override;
   void busy_gemm(std::uint32_t count, std::uint32_t n) override;  // gemm_load.cc
+  void launch(std::function<void(std::uintptr_t stream)> fn, std::vector<std::shared_ptr<const void>> hold) override;
   [[nodiscard]] EventPtr record() override;
   void wait(const EventPtr& event) override;
   [[nodiscard]] bool idle() override;

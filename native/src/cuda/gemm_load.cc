@@ -1,15 +1,11 @@
 // CudaStream::busy_gemm: a bf16 GEMM from cuBLAS as the concurrent compute of
 // the contention benchmark (bench/paged), beside the FMA kernel of busy().
-// cuBLAS is loaded at run time (kvflow never links it); its few entry points
-// and constants are declared here from cuBLAS's documented ABI
-// (cublasGemmEx of the v2 API), so the build needs no cuBLAS headers.
-#include <dlfcn.h>
-
-#include <cstdlib>
+// cuBLAS is loaded at run time through cublas_shim (kvflow never links it).
 #include <map>
 #include <mutex>
 #include <string>
 
+#include "cublas_shim.hpp"
 #include "cuda_error.hpp"
 #include "cuda_stream.hpp"
 
@@ -17,59 +13,13 @@ namespace kvflow::cuda {
 
 namespace {
 
-using CublasHandle = void*;
-using CublasCreate = int (*)(CublasHandle*);
-using CublasSetStream = int (*)(CublasHandle, cudaStream_t);
-using CublasGemmEx = int (*)(CublasHandle, int transa, int transb, int m, int n, int k, const void* alpha,
-                             const void* a, int a_type, int lda, const void* b, int b_type, int ldb, const void* beta,
-                             void* c, int c_type, int ldc, int compute_type, int algo);
-constexpr int kOpN = 0;            // CUBLAS_OP_N
-constexpr int kBf16 = 14;          // CUDA_R_16BF
-constexpr int kCompute32F = 68;    // CUBLAS_COMPUTE_32F
-constexpr int kGemmDefault = -1;   // CUBLAS_GEMM_DEFAULT
 constexpr std::uint32_t kMaxGemms = 4096;  // per call
-
-struct Cublas {
-  CublasCreate create = nullptr;
-  CublasSetStream set_stream = nullptr;
-  CublasGemmEx gemm = nullptr;
-  std::string missing;  // why it cannot be used; empty when it can
-};
-
-Cublas load() {
-  Cublas c;
-  std::string tried;
-  void* lib = nullptr;
-  const char* env = std::getenv("KVFLOW_CUBLAS");
-  for (const char* name : {env, "libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
-    if (name == nullptr || *name == '\0') continue;
-    lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (lib != nullptr) break;
-    const char* why = dlerror();
-    tried += std::string(tried.empty() ? "" : "; ") + name + ": " + (why != nullptr ? why : "not found");
-  }
-  if (lib == nullptr) {
-    c.missing = "cuBLAS could not be loaded (set KVFLOW_CUBLAS to its path): " + tried;
-    return c;
-  }
-  c.create = reinterpret_cast<CublasCreate>(dlsym(lib, "cublasCreate_v2"));
-  c.set_stream = reinterpret_cast<CublasSetStream>(dlsym(lib, "cublasSetStream_v2"));
-  c.gemm = reinterpret_cast<CublasGemmEx>(dlsym(lib, "cublasGemmEx"));
-  if (c.create == nullptr || c.set_stream == nullptr || c.gemm == nullptr) {
-    c.missing = "the cuBLAS library found lacks cublasCreate_v2, cublasSetStream_v2 or cublasGemmEx";
-  }
-  return c;  // the library stays loaded for the process
-}
-
-const Cublas& cublas() {
-  static const Cublas c = load();
-  return c;
-}
+using cublas::Handle;
 
 /// A device's handle and matrices, made on first use and kept for the
 /// process (a benchmark's load; freeing them would synchronise the device).
 struct GemmState {
-  CublasHandle handle = nullptr;
+  Handle handle = nullptr;
   void* a = nullptr;
   void* b = nullptr;
   void* c = nullptr;
@@ -86,7 +36,7 @@ namespace {
 /// The device's handle and matrices of at least n x n, made first when needed.
 /// Called without the stream's lock: making them may wait for the device,
 /// which a held stream would never let finish.
-GemmState& gemm_state_locked(const Cublas& lib, int ordinal, std::uint32_t n) {
+GemmState& gemm_state_locked(const cublas::Api& lib, int ordinal, std::uint32_t n) {
   GemmState& s = gemm_states[ordinal];
   if (s.handle == nullptr) {
     const int status = lib.create(&s.handle);
@@ -126,8 +76,7 @@ void CudaStream::busy_gemm(std::uint32_t count, std::uint32_t n) {
   // Enqueuing blocks once CUDA's launch queue is full; keep one call bounded.
   KVFLOW_CHECK(count <= kMaxGemms, kInvalidArg,
                "expected at most " + std::to_string(kMaxGemms) + " GEMMs per call, got " + std::to_string(count));
-  const Cublas& lib = cublas();
-  KVFLOW_CHECK(lib.missing.empty(), kUnsupported, lib.missing);
+  const cublas::Api& lib = cublas::require();
   StreamCore& c = *core_;
   {
     KVFLOW_CUDA(cudaSetDevice(c.ordinal));
@@ -148,8 +97,8 @@ void CudaStream::busy_gemm(std::uint32_t count, std::uint32_t n) {
   const float beta = 0.0f;
   const int size = static_cast<int>(n);
   for (std::uint32_t i = 0; i < count; ++i) {
-    const int r = lib.gemm(s.handle, kOpN, kOpN, size, size, size, &alpha, s.a, kBf16, size, s.b, kBf16, size, &beta,
-                           s.c, kBf16, size, kCompute32F, kGemmDefault);
+    const int r = lib.gemm_ex(s.handle, cublas::kOpN, cublas::kOpN, size, size, size, &alpha, s.a, cublas::kBf16, size, s.b, cublas::kBf16, size, &beta,
+                           s.c, cublas::kBf16, size, cublas::kCompute32F, cublas::kGemmDefault);
     KVFLOW_CHECK(r == 0, kCuda, "cublasGemmEx failed with status " + std::to_string(r));
   }
 }

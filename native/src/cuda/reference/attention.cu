@@ -1,0 +1,542 @@
+// Causal attention of new tokens over a paged KV cache, read in place: the
+// flash scheme (tiles of keys streamed through shared memory, online softmax
+// in registers, nothing of the score matrix written out) on the tensor cores
+// (mma.sync m16n8k16, bf16 operands, f32 accumulation), native GQA (query
+// head h reads kv head h / (heads / kv_heads); nothing is repeated), and the
+// causal mask aligned to the lower right: query i sits at position start + i
+// and sees keys [0, start + i].
+//
+// A block takes kBlockM queries of one head, each of its warps 16 * kMT of
+// them. Keys come in tiles of 64 rows, double-buffered with cp.async; a row's
+// address goes through the block table, so a tile may span several blocks in
+// any order. Shared memory rows are swizzled (16-byte chunk c of row r is
+// stored at chunk c ^ (r % 8)) so ldmatrix reads them without bank conflicts.
+// Head sizes 16, 32, 64 and 128 take this kernel; others (small test models)
+// a plain one below.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "../cuda_error.hpp"
+#include "kernels.hpp"
+
+namespace kvflow::cuda::ref {
+
+namespace {
+
+constexpr int kBlockN = 64;  // keys per tile
+
+struct Params {
+  const __nv_bfloat16* q;
+  __nv_bfloat16* out;
+  const __nv_bfloat16* k;
+  const __nv_bfloat16* v;
+  std::int64_t block_stride;
+  const std::int32_t* table;
+  int block_tokens;
+  int block_shift;  // log2(block_tokens) when it is a power of two, else -1
+  int token_stride;  // kv_heads * head_dim
+  int start;
+  int count;
+  int heads;
+  int group;  // heads / kv_heads
+  float scale_log2;  // log2(e) / sqrt(head_dim)
+};
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <int kDim>
+__device__ __forceinline__ int swz(int row, int chunk) {
+  constexpr int kChunks = kDim / 8;
+  constexpr int kMask = (kChunks < 8 ? kChunks : 8) - 1;
+  return row * kDim + ((chunk ^ (row & kMask)) * 8);
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int bytes = valid ? 16 : 0;  // 0: fill with zeros, read nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kN>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kN));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&h);
+}
+
+// The kernel's shape: kWarps warps of kMT 16-row tiles each; Q fragments
+// kept in registers (kQRegs) or read from shared memory at every tile.
+template <int kDim, int kWarps, int kMT, bool kQRegs>
+struct Config {
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kBlockM = kWarps * 16 * kMT;
+  static constexpr int kSmem = (kBlockM + 4 * kBlockN) * kDim * 2;
+};
+
+// Loads keys [key0, key0 + kBlockN) of kv head `kvh` into a tile; rows past
+// `total` are zeros.
+template <int kDim, int kThreads>
+__device__ __forceinline__ void load_kv_tile(__nv_bfloat16* ks, __nv_bfloat16* vs, const Params& p, int kvh,
+                                             int key0, int total) {
+  constexpr int kChunks = kDim / 8;
+  static_assert(kThreads % kChunks == 0, "each thread keeps one chunk column");
+  constexpr int kRowStep = kThreads / kChunks;
+  const int chunk = threadIdx.x % kChunks;
+#pragma unroll
+  for (int row = threadIdx.x / kChunks; row < kBlockN; row += kRowStep) {
+    const int t = key0 + row;
+    const bool valid = t < total;
+    std::int64_t off = 0;
+    if (valid) {
+      int b;
+      int slot;
+      if (p.block_shift >= 0) {
+        b = t >> p.block_shift;
+        slot = t & (p.block_tokens - 1);
+      } else {
+        b = t / p.block_tokens;
+        slot = t - b * p.block_tokens;
+      }
+      off = static_cast<std::int64_t>(p.table[b]) * p.block_stride + static_cast<std::int64_t>(slot) * p.token_stride +
+            static_cast<std::int64_t>(kvh) * kDim + chunk * 8;
+    }
+    cp_async16(ks + swz<kDim>(row, chunk), p.k + off, valid);
+    cp_async16(vs + swz<kDim>(row, chunk), p.v + off, valid);
+  }
+}
+
+template <int kDim, int kWarps, int kMT, bool kQRegs, bool kSkipRescale>
+__global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
+  using C = Config<kDim, kWarps, kMT, kQRegs>;
+  constexpr int kThreads = C::kThreads;
+  constexpr int kBlockM = C::kBlockM;
+  constexpr int kChunks = kDim / 8;
+  constexpr int kSteps = kDim / 16;  // k-steps of Q K^T
+  constexpr int kNTiles = kBlockN / 8;
+  constexpr int kDTiles = kDim / 8;
+  constexpr int kWarpRows = 16 * kMT;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* ks = qs + kBlockM * kDim;  // [2][kBlockN * kDim]
+  __nv_bfloat16* vs = ks + 2 * kBlockN * kDim;
+
+  const int q_tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);  // the longest rows first
+  const int head = blockIdx.y;
+  const int kvh = head / p.group;
+  const int q0 = q_tile * kBlockM;
+  const int total = p.start + p.count;
+  const int q_end = min(q0 + kBlockM, p.count);
+  const int kv_end = p.start + q_end;  // keys this block needs
+  const int n_tiles = (kv_end + kBlockN - 1) / kBlockN;
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  const int t4 = lane % 4;
+
+  for (int i = threadIdx.x; i < kBlockM * kChunks; i += kThreads) {
+    const int row = i / kChunks;
+    const int chunk = i % kChunks;
+    const int qi = q0 + row;
+    const bool valid = qi < p.count;
+    const __nv_bfloat16* src =
+        valid ? p.q + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + chunk * 8 : p.q;
+    cp_async16(qs + swz<kDim>(row, chunk), src, valid);
+  }
+  load_kv_tile<kDim, kThreads>(ks, vs, p, kvh, 0, total);
+  cp_commit();
+
+  unsigned qf[kQRegs ? kMT : 1][kQRegs ? kSteps : 1][4];
+  float o[kMT][kDTiles][4];
+  float m_run[kMT][2];  // running maxima, in units of scale_log2
+  float l_run[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int d = 0; d < kDTiles; ++d) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.0f;
+    m_run[mt][0] = m_run[mt][1] = -INFINITY;
+    l_run[mt][0] = l_run[mt][1] = 0.0f;
+  }
+  const int warp_row0 = warp * kWarpRows;
+  const int warp_first_pos = p.start + q0 + warp_row0;
+  const float scale = p.scale_log2;
+
+  for (int j = 0; j < n_tiles; ++j) {
+    const int buf = j & 1;
+    if (j + 1 < n_tiles) {
+      load_kv_tile<kDim, kThreads>(ks + (buf ^ 1) * kBlockN * kDim, vs + (buf ^ 1) * kBlockN * kDim, p, kvh,
+                                   (j + 1) * kBlockN, total);
+      cp_commit();
+      cp_wait<1>();
+    } else {
+      cp_wait<0>();
+    }
+    __syncthreads();
+    if constexpr (kQRegs) {
+      if (j == 0) {
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+          for (int st = 0; st < kSteps; ++st) {
+            const int m = lane / 8;
+            const int row = warp_row0 + mt * 16 + (lane & 7) + (m & 1) * 8;
+            ldmatrix_x4(qf[mt][st], qs + swz<kDim>(row, st * 2 + (m >> 1)));
+          }
+        }
+      }
+    }
+    const int key0 = j * kBlockN;
+    // A warp whose queries all precede this tile has nothing to add.
+    if (key0 <= warp_first_pos + kWarpRows - 1) {
+      const __nv_bfloat16* kt = ks + buf * kBlockN * kDim;
+      const __nv_bfloat16* vt = vs + buf * kBlockN * kDim;
+      float s[kMT][kNTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+      }
+#pragma unroll
+      for (int st = 0; st < kSteps; ++st) {
+        unsigned qa[kMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          if constexpr (kQRegs) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) qa[mt][r] = qf[mt][st][r];
+          } else {
+            const int m = lane / 8;
+            const int row = warp_row0 + mt * 16 + (lane & 7) + (m & 1) * 8;
+            ldmatrix_x4(qa[mt], qs + swz<kDim>(row, st * 2 + (m >> 1)));
+          }
+        }
+#pragma unroll
+        for (int n = 0; n < kNTiles; n += 2) {
+          const int m = lane / 8;
+          const int row = n * 8 + (lane & 7) + (m >> 1) * 8;
+          unsigned b[4];
+          ldmatrix_x4(b, kt + swz<kDim>(row, st * 2 + (m & 1)));
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            mma16816(s[mt][n], qa[mt], b[0], b[1]);
+            mma16816(s[mt][n + 1], qa[mt], b[2], b[3]);
+          }
+        }
+      }
+      const bool masked = key0 + kBlockN - 1 > warp_first_pos;
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        const int pos0 = warp_first_pos + mt * 16 + g;  // this thread's rows: pos0 and pos0 + 8
+        // Mask, and the running maximum of each of the two rows.
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            if (masked) {
+              const int key = key0 + n * 8 + 2 * t4 + (e & 1);
+              if (key > pos0 + (e >> 1) * 8) s[mt][n][e] = -INFINITY;
+            }
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][n][e]);
+          }
+        }
+        float alpha[2];
+        float ref[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+          const float m_new = fmaxf(m_run[mt][r], mx[r] * scale);
+          ref[r] = m_new == -INFINITY ? 0.0f : m_new;
+          alpha[r] = ex2(m_run[mt][r] - ref[r]);
+          m_run[mt][r] = m_new;
+        }
+        float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int n = 0; n < kNTiles; ++n) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float pe = ex2(fmaf(s[mt][n][e], scale, -ref[e >> 1]));
+            s[mt][n][e] = pe;
+            sum[e >> 1] += pe;
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) l_run[mt][r] = l_run[mt][r] * alpha[r] + sum[r];
+        // Past the first tiles a row's maximum seldom moves: kSkipRescale
+        // skips rescaling O when no row of the warp's tile needs it (alpha
+        // is exactly 1).
+        if (!kSkipRescale || __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+          for (int d = 0; d < kDTiles; ++d) {
+            o[mt][d][0] *= alpha[0];
+            o[mt][d][1] *= alpha[0];
+            o[mt][d][2] *= alpha[1];
+            o[mt][d][3] *= alpha[1];
+          }
+        }
+      }
+      // O += P V, P from the score registers (the accumulator layout of two
+      // adjacent n-tiles is the A-operand layout of one k-step).
+#pragma unroll
+      for (int kk = 0; kk < kBlockN / 16; ++kk) {
+        unsigned a[kMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          a[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          a[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          a[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          a[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int d = 0; d < kDTiles; d += 2) {
+          const int m = lane / 8;
+          const int row = kk * 16 + (m & 1) * 8 + (lane & 7);
+          unsigned b[4];
+          ldmatrix_x4_trans(b, vt + swz<kDim>(row, d + (m >> 1)));
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            mma16816(o[mt][d], a[mt], b[0], b[1]);
+            mma16816(o[mt][d + 1], a[mt], b[2], b[3]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // the next iteration's loads overwrite this buffer's other half
+  }
+
+  // Normalise and write this thread's rows.
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = l_run[mt][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const int qi = q0 + warp_row0 + mt * 16 + g + r * 8;
+      if (qi >= p.count) continue;
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + 2 * t4;
+#pragma unroll
+      for (int d = 0; d < kDTiles; ++d) {
+        *reinterpret_cast<unsigned*>(dst + d * 8) = pack_bf16(o[mt][d][2 * r] * inv, o[mt][d][2 * r + 1] * inv);
+      }
+    }
+  }
+}
+
+// Head sizes the tensor-core kernel does not take (not 16, 32, 64 or 128) or
+// a cache not aligned to 16 bytes: one warp per query and head, keys split
+// over the lanes, each lane's running softmax merged at the end. Correct,
+// not fast: for small test models.
+template <int kMaxDim>
+__global__ void attention_simple_kernel(Params p, int hd) {
+  const int warps = blockDim.x / 32;
+  const std::int64_t item = static_cast<std::int64_t>(blockIdx.x) * warps + threadIdx.x / 32;
+  if (item >= static_cast<std::int64_t>(p.count) * p.heads) return;
+  const int qi = static_cast<int>(item / p.heads);
+  const int head = static_cast<int>(item % p.heads);
+  const int kvh = head / p.group;
+  const int lane = threadIdx.x % 32;
+  const __nv_bfloat16* qrow = p.q + (static_cast<std::int64_t>(qi) * p.heads + head) * hd;
+  float q[kMaxDim];
+  float acc[kMaxDim];
+#pragma unroll
+  for (int d = 0; d < kMaxDim; ++d) {
+    q[d] = d < hd ? __bfloat162float(qrow[d]) : 0.0f;
+    acc[d] = 0.0f;
+  }
+  float m = -INFINITY;
+  float l = 0.0f;
+  const int last = p.start + qi;
+  for (int t = lane; t <= last; t += 32) {
+    const std::int64_t off = static_cast<std::int64_t>(p.table[t / p.block_tokens]) * p.block_stride +
+                             static_cast<std::int64_t>(t % p.block_tokens) * p.token_stride +
+                             static_cast<std::int64_t>(kvh) * hd;
+    float dot = 0.0f;
+#pragma unroll
+    for (int d = 0; d < kMaxDim; ++d) {
+      if (d < hd) dot += q[d] * __bfloat162float(p.k[off + d]);
+    }
+    const float x = dot * p.scale_log2;
+    const float m_new = fmaxf(m, x);
+    const float a = exp2f(m - m_new);
+    const float e = exp2f(x - m_new);
+    l = l * a + e;
+#pragma unroll
+    for (int d = 0; d < kMaxDim; ++d) {
+      if (d < hd) acc[d] = acc[d] * a + e * __bfloat162float(p.v[off + d]);
+    }
+    m = m_new;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float m_o = __shfl_xor_sync(0xffffffffu, m, o);
+    const float l_o = __shfl_xor_sync(0xffffffffu, l, o);
+    const float m_new = fmaxf(m, m_o);
+    const float a = m_new == -INFINITY ? 0.0f : exp2f(m - m_new);
+    const float b = m_new == -INFINITY ? 0.0f : exp2f(m_o - m_new);
+#pragma unroll
+    for (int d = 0; d < kMaxDim; ++d) {
+      const float acc_o = __shfl_xor_sync(0xffffffffu, acc[d], o);
+      acc[d] = acc[d] * a + acc_o * b;
+    }
+    l = l * a + l_o * b;
+    m = m_new;
+  }
+  if (lane == 0) {
+    __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * hd;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+    for (int d = 0; d < kMaxDim; ++d) {
+      if (d < hd) dst[d] = __float2bfloat16(acc[d] * inv);
+    }
+  }
+}
+
+void run_simple(cudaStream_t stream, const Params& p, int hd) {
+  const int warps = 4;
+  const std::int64_t items = static_cast<std::int64_t>(p.count) * p.heads;
+  const unsigned blocks = static_cast<unsigned>((items + warps - 1) / warps);
+  if (hd <= 64) {
+    attention_simple_kernel<64><<<blocks, warps * 32, 0, stream>>>(p, hd);
+  } else {
+    attention_simple_kernel<256><<<blocks, warps * 32, 0, stream>>>(p, hd);
+  }
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda(err, "attention_simple_kernel", __FILE__, __LINE__);
+}
+
+template <int kDim, int kWarps, int kMT, bool kQRegs, bool kSkip>
+void run_config(cudaStream_t stream, const Params& p) {
+  using C = Config<kDim, kWarps, kMT, kQRegs>;
+  const dim3 grid((p.count + C::kBlockM - 1) / C::kBlockM, p.heads);
+  flash_paged_kernel<kDim, kWarps, kMT, kQRegs, kSkip><<<grid, C::kThreads, C::kSmem, stream>>>(p);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda(err, "flash_paged_kernel", __FILE__, __LINE__);
+}
+
+template <int kDim, int kWarps, int kMT, bool kQRegs, bool kSkip>
+void prepare_config() {
+  using C = Config<kDim, kWarps, kMT, kQRegs>;
+  KVFLOW_CUDA(cudaFuncSetAttribute(flash_paged_kernel<kDim, kWarps, kMT, kQRegs, kSkip>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+}
+
+// The shapes attention_variant() offers: 0 is the default.
+//   0: 4 warps x 32 rows, Q read from shared memory at each tile (128 queries
+//      a block; each K and V fragment serves two row tiles; two blocks fit an SM)
+//   1: 4 warps x 16 rows, Q in registers (64 queries a block)
+//   2: 8 warps x 16 rows, Q in registers (128 queries a block)
+//   3: as 0, rescaling O only where a row's maximum moved
+constexpr int kVariants = 4;
+
+template <int kDim>
+void run_variant(cudaStream_t stream, const Params& p, int variant) {
+  switch (variant) {
+    case 1: run_config<kDim, 4, 1, true, false>(stream, p); break;
+    case 2: run_config<kDim, 8, 1, true, false>(stream, p); break;
+    case 3: run_config<kDim, 4, 2, false, true>(stream, p); break;
+    default: run_config<kDim, 4, 2, false, false>(stream, p); break;
+  }
+}
+
+template <int kDim>
+void prepare_dim() {
+  prepare_config<kDim, 4, 2, false, false>();
+  prepare_config<kDim, 4, 1, true, false>();
+  prepare_config<kDim, 8, 1, true, false>();
+  prepare_config<kDim, 4, 2, false, true>();
+}
+
+}  // namespace
+
+bool attention_supports(std::uint32_t head_dim) noexcept { return head_dim >= 1 && head_dim <= 256; }
+
+void attention_prepare() {
+  prepare_dim<16>();
+  prepare_dim<32>();
+  prepare_dim<64>();
+  prepare_dim<128>();
+}
+
+void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
+               std::uint32_t start, std::uint32_t count, int sm_count) {
+  // Measured on an H100 (bench/results/reference.json, attention_check): the
+  // 4x32 shape (rescaling only where needed) is the fastest once its
+  // 128-query blocks cover every SM;
+  // below that (a few hundred new tokens over a cached prefix) 8 warps of 16
+  // rows a block hide latency better.
+  const std::uint64_t blocks = (std::uint64_t{count} + 127) / 128 * shape.heads;
+  attention_variant(stream, out, q, kv, shape, start, count, blocks < static_cast<std::uint64_t>(sm_count) ? 2 : 3);
+}
+
+int attention_variants() noexcept { return kVariants; }
+
+void attention_variant(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
+                       std::uint32_t start, std::uint32_t count, int variant) {
+  if (count == 0) return;
+  Params p{};
+  p.q = reinterpret_cast<const __nv_bfloat16*>(q);
+  p.out = reinterpret_cast<__nv_bfloat16*>(out);
+  p.k = reinterpret_cast<const __nv_bfloat16*>(kv.k);
+  p.v = reinterpret_cast<const __nv_bfloat16*>(kv.v);
+  p.block_stride = kv.block_stride;
+  p.table = kv.table;
+  p.block_tokens = static_cast<int>(kv.block_tokens);
+  p.block_shift = -1;
+  for (int b = 0; b < 31; ++b) {
+    if ((1u << b) == kv.block_tokens) p.block_shift = b;
+  }
+  p.token_stride = static_cast<int>(shape.kv_heads * shape.head_dim);
+  p.start = static_cast<int>(start);
+  p.count = static_cast<int>(count);
+  p.heads = static_cast<int>(shape.heads);
+  p.group = static_cast<int>(shape.heads / shape.kv_heads);
+  p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(shape.head_dim));
+  // The tensor-core kernel reads 16-byte pieces of K and V rows.
+  const bool aligned = reinterpret_cast<std::uintptr_t>(kv.k) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(kv.v) % 16 == 0 && kv.block_stride % 8 == 0;
+  switch (aligned ? shape.head_dim : 0) {
+    case 16: run_variant<16>(stream, p, variant); break;
+    case 32: run_variant<32>(stream, p, variant); break;
+    case 64: run_variant<64>(stream, p, variant); break;
+    case 128: run_variant<128>(stream, p, variant); break;
+    default:
+      KVFLOW_CHECK(attention_supports(shape.head_dim), kUnsupported,
+                   "attention supports head_dim 1 to 256, got " + std::to_string(shape.head_dim));
+      run_simple(stream, p, static_cast<int>(shape.head_dim));
+  }
+}
+
+}  // namespace kvflow::cuda::ref
