@@ -359,7 +359,7 @@ export async function runDemo(args: string[]): Promise<number> {
   let force: NodeJS.Timeout | undefined;
   const onSignal = (sig: NodeJS.Signals): void => {
     if (controller.signal.aborted) return;
-    process.stderr.write(`\r\x1b[K${sig === 'SIGINT' ? 'interrupted' : sig}: stopping${temporary ? ' and removing the temporary store' : ''}\n`);
+    process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}${sig === 'SIGINT' ? 'interrupted' : sig}: stopping${temporary ? ' and removing the temporary store' : ''}\n`);
     controller.abort();
     // Should the prefill in flight not end promptly, remove the store anyway.
     force = setTimeout(() => {
