@@ -125,16 +125,16 @@ export class Prefiller {
   }
 
   /**
-   * The next token the model predicts from a final hidden state: the argmax
-   * of its dot product with every row of the embedding table (a tied output
-   * head; the reference model has no separate one). The table is embedded on
-   * the device in slices of at most `maxTokens` rows.
+   * The next token the model predicts from each final hidden state of
+   * `rows`: the argmax of its dot product with every row of the embedding
+   * table (a tied output head; the reference model has no separate one). The
+   * table is embedded on the device in slices of at most `maxTokens` rows.
    */
-  async nextToken(row: Float32Array): Promise<number> {
+  async nextTokens(rows: Float32Array[]): Promise<number[]> {
     const model = this.#model;
     const { vocab, hidden } = model.config;
-    let best = -1;
-    let bestScore = Number.NEGATIVE_INFINITY;
+    const best = rows.map(() => -1);
+    const bestScore = rows.map(() => Number.NEGATIVE_INFINITY);
     const slice = Math.min(model.maxTokens, vocab);
     const ids: number[] = [];
     for (let v0 = 0; v0 < vocab; v0 += slice) {
@@ -147,16 +147,18 @@ export class Prefiller {
       try {
         this.#stream.copy(host, 0, this.#hidden, 0, bytes);
         await this.#stream.record().done();
-        const rows = decodeRows(host.array.subarray(0, bytes), model.dtype);
-        for (let i = 0; i < n; i++) {
-          let s = 0;
-          const o = i * hidden;
-          for (let k = 0; k < hidden; k++) s += rows[o + k]! * row[k]!;
-          if (s > bestScore) {
-            bestScore = s;
-            best = v0 + i;
+        const table = decodeRows(host.array.subarray(0, bytes), model.dtype);
+        rows.forEach((row, r) => {
+          for (let i = 0; i < n; i++) {
+            let s = 0;
+            const o = i * hidden;
+            for (let k = 0; k < hidden; k++) s += table[o + k]! * row[k]!;
+            if (s > bestScore[r]!) {
+              bestScore[r] = s;
+              best[r] = v0 + i;
+            }
           }
-        }
+        });
       } finally {
         await host.dispose();
       }

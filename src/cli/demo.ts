@@ -318,7 +318,8 @@ async function turnReport(s: ChatSession, turn: number, tokens: number[], kv: Tu
   const have = kv.out!.subarray(0, kv.computed * hidden);
   const diff = maxRelDiff(have, want);
   const lastRow = (a: Float32Array): Float32Array => a.subarray(a.length - hidden);
-  const predicted = { kvflow: await s.prefiller.nextToken(lastRow(have)), recompute: await s.prefiller.nextToken(lastRow(ref.out!.subarray(0, tokens.length * hidden))) };
+  const [a, b] = await s.prefiller.nextTokens([lastRow(have), lastRow(ref.out!.subarray(0, tokens.length * hidden))]);
+  const predicted = { kvflow: a!, recompute: b! };
   const p = kv.result.plan;
   return {
     turn,
