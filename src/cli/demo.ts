@@ -13,6 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { openDevice, type Device } from '../device/device.js';
+import { KvflowError } from '../errors.js';
 import type { PrefillPolicy } from '../model/plan.js';
 import { LayerPipeline } from '../pipeline/pipeline.js';
 import type { ReferenceModel } from '../reference/model.js';
@@ -225,7 +226,7 @@ interface ChatSession {
   prefiller: Prefiller;
 }
 
-async function chat(f: DemoFlags, dev: Device, dir: string, temporary: boolean, signal: AbortSignal, progress: Progress): Promise<DemoReport> {
+async function chat(f: DemoFlags, dev: Device, dir: string, temporary: boolean, signal: AbortSignal, progress: Progress, note: string): Promise<DemoReport> {
   const t0 = performance.now();
   const preset: ChatModel = f.model ?? (dev.backend === 'cuda' ? 'llama-3-8b' : 'tiny');
   const shape = chatShape(f.turns);
@@ -249,7 +250,7 @@ async function chat(f: DemoFlags, dev: Device, dir: string, temporary: boolean, 
   const info = dev.info();
   const report: DemoReport = {
     ok: false,
-    device: { backend: dev.backend, name: info.name, reason: dev.selection.reason },
+    device: { backend: dev.backend, name: info.name, reason: `${dev.selection.reason}${note}` },
     model: { preset, layers: model.config.layers, hidden: model.config.hidden, heads: model.config.heads, kvHeads: model.config.kvHeads, dtype: model.dtype },
     chat: shape,
     store: { dir, temporary, chunkTokens, blockTokens },
@@ -376,7 +377,18 @@ export async function runDemo(args: string[]): Promise<number> {
   try {
     progress.step('opening the device');
     dev = openDevice(f.backend ? { backend: f.backend } : {});
-    const report = await chat(f, dev, dir, temporary, controller.signal, progress);
+    let report: DemoReport;
+    try {
+      report = await chat(f, dev, dir, temporary, controller.signal, progress, '');
+    } catch (e) {
+      // A build whose CUDA backend has no reference model: the chat runs on
+      // the CPU backend, unless CUDA was asked for.
+      if (!(e instanceof KvflowError && e.code === 'ERR_UNSUPPORTED' && dev.backend === 'cuda' && f.backend !== 'cuda')) throw e;
+      await dev.dispose();
+      dev = openDevice({ backend: 'cpu' });
+      report = await chat({ ...f, model: 'tiny' }, dev, dir, temporary, controller.signal, progress,
+        `; the CUDA backend of this build has no reference model (${e.message}), so the CPU backend runs the chat`);
+    }
     process.stdout.write(f.json ? `${JSON.stringify(report, null, 2)}\n` : formatDemo(report));
     return report.ok ? 0 : 1;
   } catch (e) {
