@@ -8,8 +8,10 @@ import { runInspect } from './inspect.js';
 const USAGE = `usage: kvflow <command>
 
 commands:
-  demo [--tokens N] [--dir DIR] [--backend B]
-                          store a prompt's KV, reopen, load it back layer by layer and check every byte
+  demo [--json] [--turns N] [--backend B] [--store-check] ...
+                          a multi-turn chat through kvflow with the reference model: per turn TTFT
+                          against recompute, the hit, the plan, and the check against a full recompute
+                          (kvflow demo --help for every option)
   doctor [--json]         what kvflow can use on this host, and why anything is missing
   inspect <dir> [--json]  what a store directory holds: capacity, chunks, counters, fingerprints
 `;

@@ -12,11 +12,11 @@ function kvflow(args: string[]): { status: number | null; stdout: string; stderr
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-describe('kvflow demo and inspect', () => {
-  it('demo stores a prompt, reopens, loads it back from NVMe and DRAM and checks every byte; inspect reads the directory', () => {
+describe('kvflow demo --store-check and inspect', () => {
+  it('demo --store-check stores a prompt, reopens, loads it back from NVMe and DRAM and checks every byte; inspect reads the directory', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kvflow-demo-test-'));
     try {
-      const r = kvflow(['demo', '--tokens', '512', '--dir', dir, '--backend', 'cpu']);
+      const r = kvflow(['demo', '--store-check', '--tokens', '512', '--dir', dir, '--backend', 'cpu']);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/next turn +812 tokens: 512 cached \(2 chunks on NVMe, 0 in DRAM\), 300 to compute/);
@@ -42,7 +42,9 @@ describe('kvflow demo and inspect', () => {
       expect(r.status).toBe(1);
       expect(r.stderr).toContain('has no index.mdb');
       expect(r.stderr).toContain('[ERR_INVALID_ARG]');
-      expect(kvflow(['demo', '--tokens', '7']).stderr).toContain('[ERR_INVALID_ARG]');
+      const bad = kvflow(['demo', '--store-check', '--tokens', '7']);
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toContain("expected an integer from 256 to 32768 for --tokens, got '7'");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -1,0 +1,127 @@
+// `kvflow demo` as a user runs it: a child process on the CPU backend (the tiny
+// reference model), its JSON report, its flags, and its clean-up on Ctrl-C.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import type { DemoReport } from '../../src/cli/demo.js';
+
+const cli = path.resolve(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
+
+function demo(args: string[], env: NodeJS.ProcessEnv = process.env) {
+  return spawnSync(process.execPath, [cli, 'demo', ...args], { encoding: 'utf8', timeout: 120_000, env });
+}
+
+describe('kvflow demo', () => {
+  let tmp: string;
+  let run: ReturnType<typeof demo>;
+  let report: DemoReport;
+
+  beforeAll(() => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'kvflow-demo-test-'));
+    run = demo(['--json', '--backend', 'cpu', '--turns', '3'], { ...process.env, TMPDIR: tmp });
+    report = JSON.parse(run.stdout) as DemoReport;
+  });
+  afterAll(() => {
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('exits 0 with a JSON report of every turn, and removes its temporary store', () => {
+    expect(run.status, run.stderr).toBe(0);
+    expect(report.ok).toBe(true);
+    expect(report.device.backend).toBe('cpu');
+    expect(report.model).toMatchObject({ preset: 'tiny', dtype: 'f32' });
+    expect(report.store.temporary).toBe(true);
+    expect(report.turns.map((t) => t.turn)).toEqual([1, 2, 3]);
+    expect(readdirSync(tmp)).toEqual([]);
+  });
+
+  it('each turn\'s final hidden states equal a full recompute, with the same predicted token', () => {
+    for (const t of report.turns) {
+      expect(t.check.tolerance).toBe(1e-5);
+      expect(t.check.maxRelDiff).toBeLessThanOrEqual(1e-5);
+      expect(t.check.ok).toBe(true);
+      expect(t.predicted.kvflow).toBe(t.predicted.recompute);
+      expect(t.predicted.kvflow).toBeGreaterThanOrEqual(0);
+      expect(t.ttftMs.kvflow).toBeGreaterThan(0);
+      expect(t.ttftMs.recompute).toBeGreaterThan(0);
+      expect(t.restarts).toBe(0);
+    }
+  });
+
+  it('the first turn misses; later turns hit the earlier prompts, and the plan covers the prompt', () => {
+    const [first, ...later] = report.turns;
+    expect(first!.hit.tokens).toBe(0);
+    expect(first!.plan.computeTokens).toBe(first!.promptTokens);
+    expect(first!.saved).toBeGreaterThan(0);
+    let previous = first!;
+    for (const t of later) {
+      expect(t.promptTokens).toBeGreaterThan(previous.promptTokens);
+      expect(t.hit.tokens).toBeGreaterThan(previous.hit.tokens);
+      // The whole of the previous prompt's full chunks is cached.
+      expect(t.hit.tokens).toBe(Math.floor(previous.promptTokens / report.store.chunkTokens) * report.store.chunkTokens);
+      expect(t.plan.computeFrom).toBe(t.promptTokens - t.plan.computeTokens);
+      expect(t.plan.loadTokens).toBeLessThanOrEqual(t.hit.tokens);
+      expect(t.plan.loaded.reduce((a, x) => a + x.tokens, 0)).toBe(t.plan.loadTokens);
+      previous = t;
+    }
+  });
+
+  it('prints a table and the verdict without --json', () => {
+    const r = demo(['--backend', 'cpu', '--turns', '2']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^device {5}cpu: /);
+    expect(r.stdout).toMatch(/turn +prompt +hit +loaded +computed +TTFT kvflow +recompute +speedup +next token/);
+    expect(r.stdout).toContain('verified   every turn\'s final hidden states equal a full recompute');
+    // No progress line when stderr is not a terminal.
+    expect(r.stderr).toBe('');
+  });
+
+  it('--help exits 0 with the options', () => {
+    const r = demo(['--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('usage: kvflow demo');
+    expect(r.stdout).toContain('--store-check');
+    expect(r.stdout).toContain('--json');
+  });
+
+  it.each([
+    [['--bogus'], /Unknown option '--bogus'/],
+    [['--turns', 'x'], /--turns.*'x'/],
+    [['--backend', 'gpu'], /--backend.*'gpu'/],
+    [['--tokens', '512'], /--tokens applies to --store-check only/],
+    [['--store-check', '--json'], /--json does not apply to --store-check/],
+    [['extra'], /extra/],
+  ])('%j exits 2 naming what is wrong', (args, message) => {
+    const r = demo(args);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stdout).toBe('');
+  });
+
+  it('--store-check stores a prompt\'s KV, reopens, loads it back and checks every byte', () => {
+    const r = demo(['--store-check', '--backend', 'cpu', '--tokens', '512']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('verified     every byte of both loads equals the byte stored');
+  });
+
+  it('Ctrl-C stops it, exits 130 and removes the temporary store', async () => {
+    const dir = mkdtempSync(path.join(tmp, 'sigint-'));
+    const child = spawn(process.execPath, [cli, 'demo', '--backend', 'cpu', '--turns', '15'], { env: { ...process.env, TMPDIR: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => void (stderr += d.toString()));
+    // Wait until the store directory exists, then interrupt.
+    const t0 = Date.now();
+    while (readdirSync(dir).length === 0 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 50));
+    expect(readdirSync(dir).length).toBe(1);
+    await new Promise((r) => setTimeout(r, 1500));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code).toBe(130);
+    expect(stderr).toContain('interrupted: stopping and removing the temporary store');
+    expect(readdirSync(dir)).toEqual([]);
+  });
+});
