@@ -4,7 +4,8 @@
  * chunks) through LayerPipeline, with the prefix in the DRAM tier, against a
  * compute load of known per-layer time: cuBLAS bf16 GEMMs (CUDA), or the
  * stream's busy loop (CPU backend), in proportion to the tokens computed
- * (one 2048^3 GEMM per 64 new tokens, at least one: a forward's floor).
+ * (one 4096^3 GEMM per 256 new tokens, the store's chunk, at least one: a
+ * forward's floor; finer steps made the host's GEMM launches the bottleneck).
  *
  * For each hit rate and policy (recompute, load-all, adaptive), in one run:
  * - `ttft_*`: the prefill's wall time (median of --samples, spread kept);
@@ -59,15 +60,15 @@ async function main(): Promise<void> {
   const blocks = Array.from({ length: perPrompt }, (_, i) => i);
   const tokensOf = (seed: number): number[] => Array.from({ length: n }, (_, i) => ((i + 1) * 2654435761 + seed * 97) % 128000);
 
-  // The compute load: per layer, one unit per 64 new tokens (at least one).
+  // The compute load: per layer, one unit per 256 new tokens (at least one).
   let enqueueMs: number[] = [];
   const unitOf = (s: Stream, units: number): void => {
     const t = now();
-    if (cuda) gemmLoad(s, units, 2048);
-    else busyKernel(s, units * 25_000);
+    if (cuda) gemmLoad(s, units, 4096);
+    else busyKernel(s, units * 100_000);
     enqueueMs.push(since(t) * 1e3);
   };
-  const gemm: LayerCompute = (_l, w) => unitOf(w.stream, Math.max(1, Math.ceil((w.tokens.length - w.computeFrom) / 64)));
+  const gemm: LayerCompute = (_l, w) => unitOf(w.stream, Math.max(1, Math.ceil((w.tokens.length - w.computeFrom) / 256)));
   const nothing: LayerCompute = () => undefined;
 
   const results: Result[] = [];
@@ -144,7 +145,7 @@ async function main(): Promise<void> {
   await compute.dispose();
   await dev.dispose();
   if (values.json) {
-    writeResult(values.json, { bench: 'pipeline', device: info.name, config: { tokens: n, samples, chunkTokens, blockTokens, backend: info.backend, compute: cuda ? 'gemm 2048^3 per 64 new tokens' : 'busy loop' }, results });
+    writeResult(values.json, { bench: 'pipeline', device: info.name, config: { tokens: n, samples, chunkTokens, blockTokens, backend: info.backend, compute: cuda ? 'gemm 4096^3 per 256 new tokens' : 'busy loop' }, results });
   }
   const head = ['point', 'ttft ms', 'model ms', 'ratio', 'overlap %', 'loaded/hit', 'host us/layer', 'own us/layer'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));

@@ -165,7 +165,8 @@ describe('planPrefill', () => {
           // Measured against the talk's closed forms: N*T/(1+e) when IO and compute balance.
           const total = n * t * layers;
           const ideal = hitTokens > b ? total / (1 + e) : Math.max((hitTokens * t * layers) / e, (n - hitTokens) * t * layers);
-          expect(plan.ms).toBeLessThanOrEqual(ideal * 1.0 + (chunk * t * layers) + total / layers);
+          // Within the margin of the closed form, plus one chunk and one layer's fill.
+          expect(plan.ms).toBeLessThanOrEqual((ideal + chunk * t * layers + total / layers) * 1.01);
         },
       ),
       { numRuns: 300 },
