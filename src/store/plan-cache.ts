@@ -9,7 +9,7 @@ import type { Event, Stream } from '../device/stream.js';
 import type { KvCache, PagedEngine, PreparedTransfer } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
 import { settle, type StoreCore } from './core.js';
-import { isLiveRef, type ChunkRef, type RefState } from './hit.js';
+import { finishLoad, isLiveRef, type ChunkRef, type RefState } from './hit.js';
 
 /** Planned DRAM loads kept per store (each a prepared transfer of every layer). */
 const PREPARED_LOADS = 8;
@@ -110,5 +110,6 @@ export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly Chu
   core.track(settle(event).then(() => {
     for (const c of dram) tier.unpin(c);
   }));
+  finishLoad(event, refs, [], { attributed: false });
   return event;
 }
