@@ -201,14 +201,11 @@ export function isLiveRef(core: StoreCore, r: unknown): r is RefState {
 
 /** The longest cached prefix of the chunks under `keys` (see KvStore.lookup). */
 export function lookup(core: StoreCore, keys: readonly string[]): StoreHit {
-  const refs: RefState[] = [];
+  let refs: RefState[] = [];
   const state: HitState = { owner: core, pinned: [], leases: [], pending: new Set(), codes: new Map() };
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
-    const d = core.dram.contains(key);
-    if (d) {
-      core.dram.pin(d);
-      state.pinned.push(d);
+    if (core.dram.contains(key)) {
       refs.push({ key, index: i, tier: 'dram', source: undefined, entry: undefined, hit: undefined as unknown as StoreHit });
       continue;
     }
@@ -222,6 +219,32 @@ export function lookup(core: StoreCore, keys: readonly string[]): StoreHit {
     }
     if (!found) break;
   }
+  // Lease what lower tiers hold; the hit counts only what stays loadable.
+  let cut = refs.length;
+  const leased = new Map<Tier, RefState[]>();
+  for (const tier of core.lower) {
+    const mine = refs.filter((r) => r.source === tier);
+    if (mine.length === 0) continue;
+    let held = mine.length;
+    if (tier.lease) held = tier.lease(mine.map((r) => ({ key: r.key, chunk: r.entry })));
+    else for (const r of mine) tier.pin(r.entry);
+    leased.set(tier, mine.slice(0, held));
+    if (held < mine.length) cut = Math.min(cut, refs.indexOf(mine[held]!));
+  }
+  if (cut < refs.length) core.local.leaseMisses!++;
+  for (const [tier, mine] of leased) {
+    for (const r of mine) {
+      if (r.index < cut) state.leases.push({ tier, chunk: r.entry });
+      else tier.unpin(r.entry);
+    }
+  }
+  refs = refs.slice(0, cut);
+  for (const r of refs) {
+    if (r.source) continue;
+    const d = core.dram.contains(r.key)!;
+    core.dram.pin(d);
+    state.pinned.push(d);
+  }
   const local = core.local;
   local.lookups!++;
   local.hitChunks! += refs.length;
@@ -229,14 +252,7 @@ export function lookup(core: StoreCore, keys: readonly string[]): StoreHit {
   core.countShared('lookups');
   core.countShared('hitChunks', refs.length);
   core.countShared('missChunks', keys.length - refs.length);
-  const hit = makeHit(state, refs, core.config.chunkTokens, releaseHit);
-  for (const r of refs) {
-    if (r.source) {
-      r.source.pin(r.entry);
-      state.leases.push({ tier: r.source, chunk: r.entry });
-    }
-  }
-  return hit;
+  return makeHit(state, refs, core.config.chunkTokens, releaseHit);
 }
 
 function releaseHit(hit: StoreHit): void {

@@ -272,7 +272,7 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     layers: layers.count,
     extentBytes,
   };
-  const nvme = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file);
+  const nvme = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs);
   const dram = new DramTier(extentBytes, layers.count, config.dramBytes, (bytes) => device.allocPinned(bytes), config.rank);
   let core: StoreCore;
   try {

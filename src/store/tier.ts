@@ -80,6 +80,14 @@ export interface Tier<C = unknown> {
   pin(chunk: C): void;
   unpin(chunk: C): void;
   /**
+   * A tier shared with other processes: leases a hit's chunks (in prompt
+   * order) against eviction by any of them, each released by `unpin`.
+   * Returns how many leading chunks are held; the rest are not (they left
+   * the tier since `contains`), and the hit stops before them. A tier
+   * without it is leased through `pin`.
+   */
+  lease?(chunks: readonly { key: string; chunk: C }[]): number;
+  /**
    * Posts the reads of layer extent `li` (0-based within the store's range)
    * of `reads`' chunks into their destinations, batched as the tier can
    * (NVMe: one checked read per slab file and destination buffer). Throws

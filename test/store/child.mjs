@@ -2,8 +2,9 @@
 // tests: puts single-chunk prompts j = first .. first + count - 1 with
 // durable writes, printing "durable j" after each put resolved; with
 // --verify, also loads the chunks of other writers that it finds and prints
-// "mismatch j" for any whose bytes differ from what chunk j must hold.
-// Usage: node child.mjs <dist index url> <dir> <first> <count> [--verify a b | --check]
+// "mismatch j" for any whose bytes differ from what chunk j must hold; with
+// --try, a put that fails prints "put-error j CODE" instead of throwing.
+// Usage: node child.mjs <dist index url> <dir> <first> <count> [--verify a b | --check | --try]
 const [entry, dir, firstArg, countArg, flag, vFirst, vCount] = process.argv.slice(2);
 const { openDevice, KvStore, KvLayout } = await import(entry);
 const { storeFiles, indexProblems } = await import(new URL('store/testing.js', entry).href);
@@ -85,6 +86,15 @@ if (flag === '--check') {
   for (let j = first; j < first + count; j++) console.log(`${(await verifyChunk(j)) ? 'ok' : 'miss'} ${j}`);
   const problems = indexProblems(store);
   console.log(problems.length === 0 ? 'accounting ok' : `accounting: ${problems.join('; ')}`);
+} else if (flag === '--try') {
+  for (let j = first; j < first + count; j++) {
+    try {
+      await writeChunk(j);
+      console.log(`durable ${j}`);
+    } catch (e) {
+      console.log(`put-error ${j} ${e.code}`);
+    }
+  }
 } else {
   for (let j = first; j < first + count; j++) {
     await writeChunk(j);
