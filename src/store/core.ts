@@ -3,7 +3,7 @@
  * this process's counters, the work in flight, and the checks every call
  * makes. The KvStore facade owns one; hit, load, put and the demoter read it.
  */
-import { describe, fail } from '../errors.js';
+import { describe, fail, type KvflowErrorCode } from '../errors.js';
 import type { Event } from '../device/stream.js';
 import { KvCache } from '../layout/kvcache.js';
 import { checkBlocks } from '../layout/pieces.js';
@@ -12,6 +12,9 @@ import type { StoreConfig } from './config.js';
 import type { DramTier } from './dram.js';
 import type { NvmeTier } from './nvme.js';
 import type { Tier } from './tier.js';
+
+/** Load failures remembered for the put check (puts older than this many failures are rare). */
+const LOAD_FAILURES_KEPT = 4096;
 
 /** Admission and demotion as the other modules call them (demoter.ts). */
 export interface Admission {
@@ -45,6 +48,13 @@ export class StoreCore {
   };
   /** Loads and their bookkeeping in flight (flush and close wait for them). */
   readonly loads = new Set<Promise<unknown>>();
+  /** Orders puts' layer copies and load failures (put.ts judges a put by it). */
+  seq = 0;
+  /**
+   * Chunks whose load failed, by key: when the failure was known (after the
+   * load's event settled) and why. The oldest are forgotten past a bound.
+   */
+  readonly loadFailures = new Map<string, { seq: number; code: KvflowErrorCode }>();
   closed = false;
   demoter!: Admission;
 
@@ -58,6 +68,13 @@ export class StoreCore {
     this.tiers = Object.freeze([...tiers]);
     this.lower = this.tiers.slice(1);
     this.demoteTo = this.lower.find((t) => typeof t.write === 'function');
+  }
+
+  /** A load of `key` failed (its blocks hold zeros): puts computed over it before now are stale. */
+  noteLoadFailure(key: string, code: KvflowErrorCode): void {
+    this.loadFailures.delete(key);
+    this.loadFailures.set(key, { seq: ++this.seq, code });
+    if (this.loadFailures.size > LOAD_FAILURES_KEPT) this.loadFailures.delete(this.loadFailures.keys().next().value!);
   }
 
   live(): void {

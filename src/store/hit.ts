@@ -160,9 +160,15 @@ export function finishLoad(event: Event, refs: readonly RefState[], after: reado
   const hits = new Set<StoreHit>(refs.map((r) => r.hit));
   const outcome = event.done().then(() => undefined, (e: unknown) => e);
   trackLoad(hits, Promise.all([outcome, ...after]).then(([error]) => {
-    if (error === undefined || failures.attributed) return;
-    const code = error instanceof KvflowError ? error.code : 'ERR_IO';
-    for (const r of refs) markFailed(r.hit, r.index, code);
+    if (error !== undefined && !failures.attributed) {
+      const code = error instanceof KvflowError ? error.code : 'ERR_IO';
+      for (const r of refs) markFailed(r.hit, r.index, code);
+    }
+    // Known to the runtime from here on: what it put before is stale (put.ts).
+    for (const r of refs) {
+      const code = stateOf(r.hit).codes.get(r.index);
+      if (code !== undefined) stateOf(r.hit).owner.noteLoadFailure(r.key, code);
+    }
   }));
 }
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvStore, KvLayout, type Device, type KvCache, type Stream } from '../../src/index.js';
-import { nvmeLocation } from '../../src/store/testing.js';
+import { dropDram, expireLeases, nvmeLocation } from '../../src/store/testing.js';
 import { backends, open, randomBytes } from '../helpers/backends.js';
 import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
 
@@ -72,6 +72,17 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     }
   }
 
+  /** The runtime's "compute" of `layer` on `on`: src's blocks `from` written into dst's blocks `to`. */
+  function compute(on: Stream, layer: number, from: readonly number[], to: readonly number[]): void {
+    for (let i = 0; i < from.length; i++) {
+      for (const kv of [0, 1] as const) {
+        const a = src.layout.piece(layer, kv, from[i]!);
+        const b = dst.layout.piece(layer, kv, to[i]!);
+        on.copy(dst.buffers[b.buffer]!, b.offset, src.buffers[a.buffer]!, a.offset, src.layout.pieceBytes);
+      }
+    }
+  }
+
   it.skipIf(skip)('a checksum failure on layer 0 of one request in a batched load: later layers never throw, the other request loads exactly, each hit settles with its own outcome', async () => {
     const dir = storeDir();
     const a = randomTokens(CHUNK * 3);
@@ -112,6 +123,94 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     expect(store.stats().local.checksumFailures).toBe(1);
     ha.release();
     hb.release();
+    await store.close();
+  });
+
+  it.skipIf(skip)('after a failed load the runtime learns which tokens to recompute; once it computed and put those layers again, the cache is exact and the suffix is committed', async () => {
+    const dir = storeDir();
+    const tokens = randomTokens(CHUNK * 5);
+    const from = randomBlocks(5 * BPC, SPEC.numBlocks);
+    let store = await openStore(dir);
+    await store.put(tokens.slice(0, 3 * CHUNK), src, from.slice(0, 3 * BPC), stream, { durable: true });
+    const loc = nvmeLocation(store, store.keys(tokens)[1]!)!;
+    await store.close();
+    corrupt(loc, store.extentBytes, 0);
+    store = await openStore(dir);
+    const computeStream = dev.createStream();
+    const save = dev.createStream();
+    const table = randomBlocks(5 * BPC, SPEC.numBlocks);
+    const hit = store.lookup(tokens);
+    expect(hit.tokens).toBe(3 * CHUNK);
+    // Call order: the put is begun before the loads.
+    const put = store.beginPut(tokens);
+    expect(put.chunks.map((c) => c.index)).toEqual([3, 4]);
+    const suffix = hit.tokens / CHUNK * BPC;
+    for (let layer = 0; layer < SPEC.layers; layer++) {
+      computeStream.waitEvent(store.loadLayer(hit.chunks, layer, dst, table.slice(0, suffix), stream));
+      compute(computeStream, layer, from.slice(suffix), table.slice(suffix));
+      save.waitEvent(computeStream.record());
+      store.putLayer(put, layer, dst, table, save);
+    }
+    const outcome = await hit.settled();
+    expect(outcome).toMatchObject({ ok: false, failed: [1], validTokens: CHUNK });
+    // Compute again from validTokens (chunks 1 to 4) and put every layer again, on a clean stream.
+    const redo = outcome.validTokens / CHUNK * BPC;
+    for (let layer = 0; layer < SPEC.layers; layer++) {
+      compute(computeStream, layer, from.slice(redo), table.slice(redo));
+      save.waitEvent(computeStream.record());
+      store.putLayer(put, layer, dst, table, save);
+    }
+    expect(await store.commit(put)).toMatchObject({ added: 2 });
+    hit.release();
+    const got = await readCache(dev, stream, dst);
+    expectBlocks(got, table, from, [0, 1, 2], 'recomputed');
+    // The bad chunk is put again from the recomputed cache: the whole prompt is cached and exact.
+    await store.flush();
+    expect(await store.put(tokens, dst, table, stream)).toMatchObject({ added: 1 });
+    const again = store.lookup(tokens);
+    expect(again.tokens).toBe(5 * CHUNK);
+    const to = randomBlocks(5 * BPC, SPEC.numBlocks);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(again.chunks, layer, dst, to, stream);
+    expect(await again.settled()).toMatchObject({ ok: true });
+    again.release();
+    expectBlocks(await readCache(dev, stream, dst), to, from, [0, 1, 2], 'reloaded');
+    await computeStream.dispose();
+    await save.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('a put never saves KV computed over an evicted chunk\'s zeros: commit rejects with ERR_EVICTED unless the layers were put again', async () => {
+    const dir = storeDir();
+    const tokens = randomTokens(CHUNK * 3);
+    const from = randomBlocks(3 * BPC, SPEC.numBlocks);
+    const store = await openStore(dir, { nvmeBytes: 3 * 12288 });
+    await store.put(tokens.slice(0, 2 * CHUNK), src, from.slice(0, 2 * BPC), stream, { durable: true });
+    dropDram(store);
+    const hit = store.lookup(tokens);
+    expect(hit.nvme).toBe(2);
+    const put = store.beginPut(tokens);
+    // Its lease expired; another store instance on the directory (as another process would) evicts the prefix's tail.
+    expireLeases(store);
+    const other = await openStore(dir, { nvmeBytes: 3 * 12288 });
+    await other.put(randomTokens(2 * CHUNK), src, from.slice(0, 2 * BPC), stream, { durable: true });
+    await other.close();
+    const table = randomBlocks(3 * BPC, SPEC.numBlocks);
+    const save = dev.createStream();
+    const loads = [];
+    for (let layer = 0; layer < SPEC.layers; layer++) {
+      const loaded = store.loadLayer(hit.chunks, layer, dst, table.slice(0, 2 * BPC), stream);
+      loads.push(loaded);
+      save.waitEvent(loaded);
+      compute(save, layer, from.slice(2 * BPC), table.slice(2 * BPC));
+      store.putLayer(put, layer, dst, table, save);
+    }
+    for (const e of loads) await expect(e.done()).rejects.toMatchObject({ code: 'ERR_EVICTED' });
+    expect(await hit.settled()).toEqual({ ok: false, failed: [1], validTokens: CHUNK, codes: { 1: 'ERR_EVICTED' } });
+    const puts = store.stats().local.puts;
+    await expect(store.commit(put)).rejects.toMatchObject({ code: 'ERR_EVICTED' });
+    expect(store.stats().local.puts).toBe(puts);
+    hit.release();
+    await save.dispose();
     await store.close();
   });
 });
