@@ -8,6 +8,7 @@ import type { Event } from '../device/stream.js';
 import { KvCache } from '../layout/kvcache.js';
 import { checkBlocks } from '../layout/pieces.js';
 import type { DramChunk } from './arena.js';
+import type { ChunkRef } from './hit.js';
 import type { StoreConfig } from './config.js';
 import type { DramTier } from './dram.js';
 import type { NvmeTier } from './nvme.js';
@@ -112,17 +113,48 @@ export class StoreCore {
     return layer - layers.first;
   }
 
-  /** Checks a block table of `chunks` chunks for `kvCache`; returns its blocks per chunk. */
+  /**
+   * Checks the first `chunks` x blocksPerChunk ids of a block table for
+   * `kvCache` (a runtime's whole table may be longer: more blocks, a partial
+   * last one; the rest is not used); returns its blocks per chunk.
+   */
   blocksOf(blockTable: ArrayLike<number>, chunks: number, kvCache: KvCache, unique: boolean): number {
     const bpc = this.config.chunkTokens / kvCache.layout.blockTokens;
     if (blockTable === null || typeof blockTable !== 'object' || typeof blockTable.length !== 'number') {
       fail('ERR_INVALID_ARG', `expected an array of block ids for blockTable, got ${describe(blockTable)}`);
     }
-    if (blockTable.length !== chunks * bpc) {
-      fail('ERR_INVALID_ARG', `expected ${chunks * bpc} block ids in blockTable (${chunks} chunks x ${bpc} blocks), got ${blockTable.length}`);
+    if (blockTable.length < chunks * bpc) {
+      fail('ERR_INVALID_ARG', `expected at least ${chunks * bpc} block ids in blockTable (${chunks} chunks x ${bpc} blocks), got ${blockTable.length}`);
     }
-    checkBlocks(kvCache.layout, blockTable, unique);
+    checkBlocks(kvCache.layout, blockTable.length === chunks * bpc ? blockTable : Array.prototype.slice.call(blockTable, 0, chunks * bpc) as number[], unique);
     return bpc;
+  }
+
+  /**
+   * One flat list of chunks and one block table from one per request
+   * (`[hitA.chunks, hitB.chunks]` with `[tableA, tableB]`, each table used
+   * by its prefix); a flat list and table pass through.
+   */
+  flatten(chunks: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], blockTable: ArrayLike<number> | readonly ArrayLike<number>[],
+    kvCache: KvCache): { chunks: readonly ChunkRef[]; blockTable: ArrayLike<number> } {
+    if (!Array.isArray(chunks) || chunks.length === 0 || !Array.isArray(chunks[0])) {
+      return { chunks: chunks as readonly ChunkRef[], blockTable: blockTable as ArrayLike<number> };
+    }
+    const groups = chunks as readonly (readonly ChunkRef[])[];
+    const tables = blockTable as readonly ArrayLike<number>[];
+    if (!Array.isArray(tables) || tables.length !== groups.length) {
+      fail('ERR_INVALID_ARG', `expected one block table per request's chunks (${groups.length}), got ${describe(blockTable)}`);
+    }
+    this.checkCache(kvCache);
+    const flat: ChunkRef[] = [];
+    const table: number[] = [];
+    groups.forEach((g, i) => {
+      if (!Array.isArray(g)) fail('ERR_INVALID_ARG', `expected an array of chunks (hit.chunks) at chunks[${i}], got ${describe(g)}`);
+      const n = g.length * this.blocksOf(tables[i]!, g.length, kvCache, false);
+      flat.push(...g);
+      for (let b = 0; b < n; b++) table.push(tables[i]![b]!);
+    });
+    return { chunks: flat, blockTable: table };
   }
 
   /**

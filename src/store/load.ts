@@ -41,9 +41,10 @@ interface TierReads {
 }
 
 /** KvStore.loadLayer (see there). */
-export function loadLayer(core: StoreCore, plans: PlanCache, chunks: readonly ChunkRef[], layer: number, kvCache: KvCache,
-  blockTable: ArrayLike<number>, stream: Stream, options: LayerMoveOptions): Event {
+export function loadLayer(core: StoreCore, plans: PlanCache, requests: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], layer: number,
+  kvCache: KvCache, tables: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions): Event {
   core.live();
+  const { chunks, blockTable } = core.flatten(requests, tables, kvCache);
   const li = core.extentIndex(layer);
   const engine = engineOf(options, core.config.engine);
   const fromDram = dramLoad(core, plans, chunks, li, layer, kvCache, blockTable, stream, engine);

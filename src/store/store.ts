@@ -124,17 +124,22 @@ export class KvStore {
 
   /**
    * Enqueues on `stream` the load of layer `layer` of `chunks` into the
-   * blocks of `blockTable` (chunks.length x blocksPerChunk ids, in chunk
-   * order; chunks of several requests may be concatenated). DRAM chunks are
+   * blocks of `blockTable` (its first chunks.length x blocksPerChunk ids, in
+   * chunk order: a request's whole block table will do). Several requests
+   * go in one call as `[hitA.chunks, hitB.chunks]` with `[tableA, tableB]`
+   * (or concatenated chunks and tables); each hit's own outcome is
+   * `await hit.settled()`. DRAM chunks are
    * copied from pinned memory; NVMe chunks are read (into a DRAM slot when
    * one is free: the chunk is promoted once every layer arrived), checked on
-   * the IO thread, then copied. The returned event fails with ERR_CHECKSUM
-   * when a chunk failed its check: that chunk is dropped from the store and
-   * its blocks hold zeros, never the bad bytes; look the prompt up again to
-   * learn the new hit.
+   * the IO thread, then copied. A chunk that cannot be loaded never throws:
+   * its blocks hold zeros, never bad bytes, its hit lists it in `failed`,
+   * and the returned event rejects with ERR_CHECKSUM (its bytes failed
+   * their check: it is dropped from the store), ERR_EVICTED (it left every
+   * tier since lookup: its lease expired) or ERR_IO. A failed chunk stays
+   * failed for its hit in later layers.
    */
-  loadLayer(chunks: readonly ChunkRef[], layer: number, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-    options: LayerMoveOptions = {}): Event {
+  loadLayer(chunks: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], layer: number, kvCache: KvCache,
+    blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
     return loadLayer(this.#core, this.#plans, chunks, layer, kvCache, blockTable, stream, options);
   }
 
@@ -150,9 +155,12 @@ export class KvStore {
 
   /**
    * Enqueues on `stream` the copy of layer `layer` of the pending chunks
-   * from the blocks of `blockTable` (the prompt's block table: chunkCount x
-   * blocksPerChunk ids) into their DRAM slots. Several puts may go in one
-   * call (arrays of puts and block tables): one batch moves them all.
+   * from the blocks of `blockTable` (the prompt's block table: its first
+   * chunkCount x blocksPerChunk ids are used, so the request's whole table
+   * will do) into their DRAM slots. Several puts may go in one call (arrays
+   * of puts and block tables): one batch moves them all. Putting a layer
+   * again supersedes its earlier copy (after a failed load, once the layer
+   * was computed again).
    */
   putLayer(pending: PendingPut | readonly PendingPut[], layer: number, kvCache: KvCache,
     blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
