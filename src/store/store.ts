@@ -18,13 +18,14 @@ import type { Event, Stream } from '../device/stream.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
+import { describe, fail } from '../errors.js';
 import type { StoreGeometry } from './catalog.js';
 import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions } from './config.js';
 import { StoreCore } from './core.js';
 import { Demoter } from './demoter.js';
 import { DramTier } from './dram.js';
 import { lookup, type ChunkRef, type StoreHit } from './hit.js';
-import { STORE_FORMAT_VERSION, chunkKeys } from './keys.js';
+import { STORE_FORMAT_VERSION, chunkKeys, tenantFingerprint } from './keys.js';
 import { loadLayer } from './load.js';
 import { NvmeTier } from './nvme.js';
 import { PlanCache } from './plan-cache.js';
@@ -35,6 +36,15 @@ import type { Tier } from './tier.js';
 export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions } from './config.js';
 export { StoreHit, type ChunkRef } from './hit.js';
 export { PendingPut } from './put.js';
+
+/**
+ * Whose prompt a call is about. Tenants share one store (its DRAM budget,
+ * its NVMe tier, batched loads) but never a key: a tenant never hits, or
+ * times, another's prefixes. No tenant (or "") is the store's own keys.
+ */
+export interface TenantOptions {
+  tenant?: string;
+}
 
 /** Counters of one store instance, plus the shared ones of its directory. */
 export interface KvStoreStats {
@@ -76,6 +86,8 @@ export class KvStore {
   readonly #core: StoreCore;
   readonly #plans = new PlanCache();
   readonly #temporary: boolean;
+  /** Fingerprints of the tenants seen lately, by name. */
+  readonly #tenants = new Map<string, string>();
 
   static {
     construct = (core, dir, temporary) => new KvStore(core, dir, temporary);
@@ -107,19 +119,35 @@ export class KvStore {
     return this.#core.closed;
   }
 
-  /** Keys of the full chunks of `tokens`. */
-  keys(tokens: ArrayLike<number>): string[] {
-    return chunkKeys(this.fingerprint, tokens, this.chunkTokens);
+  /** Keys of the full chunks of `tokens` (of `options.tenant`). */
+  keys(tokens: ArrayLike<number>, options: TenantOptions = {}): string[] {
+    return chunkKeys(this.#fingerprintOf(options), tokens, this.chunkTokens);
+  }
+
+  #fingerprintOf(options: TenantOptions): string {
+    if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object, got ${describe(options)}`);
+    const tenant = options.tenant;
+    if (tenant === undefined || tenant === '') return this.fingerprint;
+    let fp = this.#tenants.get(tenant);
+    if (fp === undefined) {
+      fp = tenantFingerprint(this.fingerprint, tenant);
+      if (this.#tenants.size >= 1024) this.#tenants.delete(this.#tenants.keys().next().value!);
+      this.#tenants.set(tenant, fp);
+    }
+    return fp;
   }
 
   /**
    * The longest cached prefix of `tokens`: chunk by chunk from the start, in
-   * DRAM or on NVMe, stopping at the first chunk cached in neither. DRAM
-   * chunks stay pinned until `hit.release()`.
+   * DRAM or on NVMe, stopping at the first chunk cached in neither. The
+   * hit is a lease: its chunks stay loadable until `hit.release()` (DRAM
+   * chunks pinned; NVMe chunks kept from eviction by every process of the
+   * directory, for at most `leaseSeconds`). `options.tenant`: whose prompt
+   * it is.
    */
-  lookup(tokens: ArrayLike<number>): StoreHit {
+  lookup(tokens: ArrayLike<number>, options: TenantOptions = {}): StoreHit {
     this.#core.live();
-    return lookup(this.#core, this.keys(tokens));
+    return lookup(this.#core, this.keys(tokens, options));
   }
 
   /**
@@ -147,10 +175,13 @@ export class KvStore {
    * Starts the put of a prompt's new chunks: its full chunks not cached yet
    * get a DRAM slot each (chunks for which none is free are skipped: the
    * tier never blocks a prefill). Fill it with putLayer, then commit().
+   * When saving per layer, call it before the loads of the same prompt: a
+   * chunk that fails its load is dropped, and a put begun after would count
+   * it as new and save its zeros. `options.tenant`: whose prompt it is.
    */
-  beginPut(tokens: ArrayLike<number>): PendingPut {
+  beginPut(tokens: ArrayLike<number>, options: TenantOptions = {}): PendingPut {
     this.#core.live();
-    return puts.beginPut(this.#core, this.keys(tokens));
+    return puts.beginPut(this.#core, this.keys(tokens, options));
   }
 
   /**
@@ -174,10 +205,10 @@ export class KvStore {
    * (admission is bypassed); otherwise admission decides in the background.
    */
   async put(tokens: ArrayLike<number>, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-    options: { durable?: boolean } = {}): Promise<{ added: number; keys: string[] }> {
+    options: { durable?: boolean } & TenantOptions = {}): Promise<{ added: number; keys: string[] }> {
     this.#core.live();
     this.#core.checkCache(kvCache);
-    return puts.put(this.#core, this.keys(tokens), kvCache, blockTable, stream, options);
+    return puts.put(this.#core, this.keys(tokens, options), kvCache, blockTable, stream, options);
   }
 
   /**

@@ -7,7 +7,9 @@ import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { KvStore, KvLayout, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { open as openIndex } from 'lmdb';
+
+import { KvStore, KvLayout, STORE_FORMAT_VERSION, type Device, type KvCache, type Stream } from '../../src/index.js';
 import { dropDram, expireLeases, nvmeLocation } from '../../src/store/testing.js';
 import { backends, open, randomBytes } from '../helpers/backends.js';
 import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
@@ -254,5 +256,62 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     ha.release();
     hb.release();
     await store.close();
+  });
+
+  it.skipIf(skip)('two tenants with identical token streams share one store and its DRAM budget; neither hits the other\'s prefixes, in DRAM or on NVMe', async () => {
+    const dir = storeDir();
+    const tokens = randomTokens(3 * CHUNK);
+    const all = randomBlocks(9 * BPC, SPEC.numBlocks);
+    const tables = { a: all.slice(0, 3 * BPC), b: all.slice(3 * BPC, 6 * BPC) };
+    let store = await openStore(dir, { dramBytes: 6 * 12288 });
+    expect(store.keys(tokens, { tenant: 'a' })[0]).not.toBe(store.keys(tokens, { tenant: 'b' })[0]);
+    expect(store.keys(tokens, { tenant: '' })).toEqual(store.keys(tokens));
+    expect(store.keys(tokens)[0]).not.toBe(store.keys(tokens, { tenant: 'a' })[0]);
+    expect((await store.put(tokens, src, tables.a, stream, { tenant: 'a' })).added).toBe(3);
+    expect(store.lookup(tokens, { tenant: 'b' }).chunks).toHaveLength(0);
+    expect(store.lookup(tokens).chunks).toHaveLength(0);
+    // b's identical prompt is new to b: its own chunks, with b's bytes.
+    const pb = store.beginPut(tokens, { tenant: 'b' });
+    expect(pb.chunks).toHaveLength(3);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(pb, layer, src, tables.b, stream);
+    expect((await store.commit(pb)).added).toBe(3);
+    expect(store.stats().dram.chunks).toBe(6); // one DRAM budget for both
+    const check = async (s: KvStore, tenant: 'a' | 'b', tier: 'dram' | 'nvme'): Promise<void> => {
+      const hit = s.lookup(tokens, { tenant });
+      expect(hit.chunks.map((c) => c.tier)).toEqual([tier, tier, tier]);
+      const to = all.slice(6 * BPC);
+      for (let layer = 0; layer < SPEC.layers; layer++) s.loadLayer(hit.chunks, layer, dst, to, stream);
+      expect(await hit.settled()).toMatchObject({ ok: true });
+      hit.release();
+      expectBlocks(await readCache(dev, stream, dst), to, tables[tenant], [0, 1, 2], `${tenant} ${tier}`);
+    };
+    await check(store, 'a', 'dram');
+    await check(store, 'b', 'dram');
+    // Durable for both, then a restart: each finds its own chunks on NVMe.
+    await store.put(tokens, src, tables.a, stream, { tenant: 'a', durable: true });
+    await store.put(tokens, src, tables.b, stream, { tenant: 'b', durable: true });
+    await store.close();
+    store = await openStore(dir, { dramBytes: 6 * 12288 });
+    expect(store.stats().nvme.chunks).toBe(6);
+    await check(store, 'b', 'nvme');
+    await check(store, 'a', 'nvme');
+    expect(store.lookup(tokens, { tenant: 'c' }).chunks).toHaveLength(0);
+    expect(() => store.lookup(tokens, { tenant: 7 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    await store.close();
+  });
+
+  it.skipIf(skip)('a directory of another format version is refused with ERR_UNSUPPORTED naming both versions', async () => {
+    const dir = storeDir();
+    const store = await openStore(dir);
+    await store.close();
+    const root = openIndex({ path: path.join(dir, 'index.mdb'), noSubdir: true, maxDbs: 12 });
+    const meta = root.openDB<Record<string, number>, string>({ name: 'meta' });
+    const geometry = meta.get('geometry')!;
+    expect(geometry.version).toBe(STORE_FORMAT_VERSION);
+    await meta.put('geometry', { ...geometry, version: 1 });
+    await root.close();
+    const err = await openStore(dir).then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ERR_UNSUPPORTED' });
+    expect((err as Error).message).toMatch(new RegExp(`format version 1; this kvflow reads version ${STORE_FORMAT_VERSION}`));
   });
 });
