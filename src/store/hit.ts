@@ -141,7 +141,9 @@ export function markFailed(hit: StoreHit, index: number, code: KvflowErrorCode):
   if (hit.failed.includes(index)) return;
   hit.failed.push(index);
   hit.failed.sort((a, b) => a - b);
-  stateOf(hit).codes.set(index, code);
+  const state = stateOf(hit);
+  state.codes.set(index, code);
+  state.owner.local.failedTokens! += state.owner.config.chunkTokens;
 }
 
 /** What one load call learnt of its chunks' failures. */
@@ -255,6 +257,9 @@ export function lookup(core: StoreCore, keys: readonly string[]): StoreHit {
   local.lookups!++;
   local.hitChunks! += refs.length;
   local.missChunks! += keys.length - refs.length;
+  const ct = core.config.chunkTokens;
+  for (const r of refs) local[`${r.tier}HitTokens`] = (local[`${r.tier}HitTokens`] ?? 0) + ct;
+  local.missTokens! += (keys.length - refs.length) * ct;
   core.countShared('lookups');
   core.countShared('hitChunks', refs.length);
   core.countShared('missChunks', keys.length - refs.length);

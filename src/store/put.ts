@@ -29,6 +29,20 @@ interface PendingChunk {
   dram: DramChunk | undefined;
 }
 
+/** What a put or commit did. */
+export interface PutResult {
+  /** Chunks it added to the store. */
+  added: number;
+  /** Their keys. */
+  keys: string[];
+  /**
+   * With `durable`: keys of the prompt's chunks it wrote to NVMe, those it
+   * added and those that were in DRAM only (durable now too); chunks on
+   * NVMe already are not listed. Empty without `durable`.
+   */
+  durable: string[];
+}
+
 /** What the store keeps of a put beside its public face. */
 interface PutState {
   readonly owner: StoreCore;
@@ -142,7 +156,7 @@ export function putLayer(core: StoreCore, pending: PendingPut | readonly Pending
 
 /** KvStore.put (see there). */
 export async function put(core: StoreCore, keys: readonly string[], kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-  options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+  options: { durable?: boolean }): Promise<PutResult> {
   const pending = beginPut(core, keys);
   const s = stateOf(pending);
   try {
@@ -163,11 +177,18 @@ export async function put(core: StoreCore, keys: readonly string[], kvCache: KvC
   s.latest.fill({ event, seq });
   const result = await commit(core, pending, options);
   if (options.durable) {
-    // Chunks of the prompt that were in DRAM already become durable too.
+    // Chunks of the prompt that were in DRAM only become durable too.
     const more: Promise<void>[] = [];
+    const added = new Set(result.keys);
     for (const key of keys) {
       const d = core.dram.arena.ready(key);
-      if (d && !d.stored) more.push(core.demoter.demote(d, true));
+      if (!d || d.stored || added.has(key)) continue;
+      more.push(core.demoter.demote(d, true).then(() => {
+        if (d.stored) {
+          result.durable.push(key);
+          core.local.madeDurable!++;
+        }
+      }));
     }
     await settleAll(more);
   }
@@ -175,7 +196,7 @@ export async function put(core: StoreCore, keys: readonly string[], kvCache: KvC
 }
 
 /** KvStore.commit (see there). */
-export function commit(core: StoreCore, pending: PendingPut, options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+export function commit(core: StoreCore, pending: PendingPut, options: { durable?: boolean }): Promise<PutResult> {
   const s = openState(core, pending);
   s.state = 'committing';
   const done = commitParts(core, s, options);
@@ -208,7 +229,7 @@ async function refusal(core: StoreCore, s: PutState): Promise<unknown> {
   return undefined;
 }
 
-async function commitParts(core: StoreCore, s: PutState, options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+async function commitParts(core: StoreCore, s: PutState, options: { durable?: boolean }): Promise<PutResult> {
   const refused = await refusal(core, s);
   if (refused !== undefined) {
     discardParts(core, s);
@@ -232,7 +253,7 @@ async function commitParts(core: StoreCore, s: PutState, options: { durable?: bo
     else core.demoter.consider(c);
   }
   await settleAll(durable);
-  return { added: keys.length, keys };
+  return { added: keys.length, keys, durable: options.durable ? [...keys] : [] };
 }
 
 /** KvStore.abort (see there). */

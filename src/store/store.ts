@@ -30,12 +30,12 @@ import { loadLayer } from './load.js';
 import { NvmeTier } from './nvme.js';
 import { PlanCache } from './plan-cache.js';
 import * as puts from './put.js';
-import type { PendingPut } from './put.js';
+import type { PendingPut, PutResult } from './put.js';
 import type { Tier } from './tier.js';
 
 export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions } from './config.js';
 export { StoreHit, type ChunkRef } from './hit.js';
-export { PendingPut } from './put.js';
+export { PendingPut, type PutResult } from './put.js';
 
 /**
  * Whose prompt a call is about. Tenants share one store (its DRAM budget,
@@ -50,6 +50,19 @@ export interface TenantOptions {
 export interface KvStoreStats {
   dram: { capacityBytes: number; usedBytes: number; chunks: number; evictions: number };
   nvme: { capacityBytes: number; slotBytes: number; slots: number; chunks: number };
+  /** This process's lookups, in tokens (the chunk counts are in `local`). */
+  hits: {
+    lookups: number;
+    /** Tokens lookups found in DRAM, on NVMe (a tier of another name: `local[name + 'HitTokens']`). */
+    dramTokens: number;
+    nvmeTokens: number;
+    /** Tokens of full chunks lookups did not find. */
+    missTokens: number;
+    /** Tokens of hits' chunks whose load failed since (ERR_CHECKSUM, ERR_EVICTED, ERR_IO): recomputed by the runtime. */
+    failedTokens: number;
+  };
+  /** Chunks that `put({ durable: true })` wrote to NVMe from DRAM (not added by that put, in DRAM only before). */
+  madeDurable: number;
   /**
    * This process: lookups and the chunks they hit or missed, loads (per chunk
    * and layer; `dramPlans`: DRAM loads planned for every layer at once,
@@ -202,10 +215,12 @@ export class KvStore {
    * Enqueues the copy of every layer of the pending chunks (a whole-chunk
    * put), then commits once the copies completed. With `durable`, resolves
    * only after the chunks are written to NVMe and entered in the index
-   * (admission is bypassed); otherwise admission decides in the background.
+   * (admission is bypassed), the prompt's chunks that were in DRAM only
+   * included: `durable` in the result lists every chunk it made durable;
+   * otherwise admission decides in the background.
    */
   async put(tokens: ArrayLike<number>, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-    options: { durable?: boolean } & TenantOptions = {}): Promise<{ added: number; keys: string[] }> {
+    options: { durable?: boolean } & TenantOptions = {}): Promise<PutResult> {
     this.#core.live();
     this.#core.checkCache(kvCache);
     return puts.put(this.#core, this.keys(tokens, options), kvCache, blockTable, stream, options);
@@ -217,7 +232,7 @@ export class KvStore {
    * becomes visible) and rejects. With `durable`, also writes them to NVMe
    * before resolving.
    */
-  async commit(pending: PendingPut, options: { durable?: boolean } = {}): Promise<{ added: number; keys: string[] }> {
+  async commit(pending: PendingPut, options: { durable?: boolean } = {}): Promise<PutResult> {
     this.#core.live();
     return puts.commit(this.#core, pending, options);
   }
@@ -246,6 +261,11 @@ export class KvStore {
     return {
       dram: core.dram.stats(),
       nvme: core.nvme.stats(),
+      hits: {
+        lookups: core.local.lookups!, dramTokens: core.local.dramHitTokens!, nvmeTokens: core.local.nvmeHitTokens!,
+        missTokens: core.local.missTokens!, failedTokens: core.local.failedTokens!,
+      },
+      madeDurable: core.local.madeDurable!,
       local: { ...core.local },
       shared: core.nvme.catalog.counters(),
     };

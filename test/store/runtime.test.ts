@@ -123,6 +123,7 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     const want = [...fa.slice(0, BPC), ...fa.slice(BPC, 2 * BPC).map(() => null), ...fa.slice(2 * BPC), ...fb];
     expectBlocks(got, to, want, [0, 1, 2], 'batched');
     expect(store.stats().local.checksumFailures).toBe(1);
+    expect(store.stats().hits).toMatchObject({ nvmeTokens: 5 * CHUNK, failedTokens: CHUNK });
     ha.release();
     hb.release();
     await store.close();
@@ -313,5 +314,33 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     const err = await openStore(dir).then(() => undefined, (e: unknown) => e);
     expect(err).toMatchObject({ code: 'ERR_UNSUPPORTED' });
     expect((err as Error).message).toMatch(new RegExp(`format version 1; this kvflow reads version ${STORE_FORMAT_VERSION}`));
+  });
+
+  it.skipIf(skip)('stats give hit tokens per tier by name; a durable put of chunks in DRAM only says it made them durable', async () => {
+    const store = await openStore(storeDir(), { admit: 'never' });
+    const tokens = randomTokens(4 * CHUNK);
+    const table = randomBlocks(4 * BPC, SPEC.numBlocks);
+    await store.put(tokens.slice(0, 2 * CHUNK), src, table, stream, { durable: true });
+    dropDram(store);
+    // Chunks 0-1 on NVMe only, chunk 2 in DRAM only, chunk 3 nowhere.
+    const keys = store.keys(tokens);
+    expect(await store.put(tokens.slice(0, 3 * CHUNK), src, table, stream)).toEqual({ added: 1, keys: [keys[2]], durable: [] });
+    const hit = store.lookup(tokens);
+    expect(hit.chunks.map((c) => c.tier)).toEqual(['nvme', 'nvme', 'dram']);
+    hit.release();
+    const stats = store.stats();
+    expect(stats.hits).toEqual({ lookups: 1, dramTokens: CHUNK, nvmeTokens: 2 * CHUNK, missTokens: CHUNK, failedTokens: 0 });
+    expect(stats.local.lookups).toBe(1);
+    expect(stats.nvme.chunks).toBe(2);
+    // The durable put adds chunk 3 and writes chunk 2, which was in DRAM only.
+    const r = await store.put(tokens, src, table, stream, { durable: true });
+    expect(r.added).toBe(1);
+    expect(r.keys).toEqual([keys[3]]);
+    expect([...r.durable].sort()).toEqual([keys[2], keys[3]].sort());
+    expect(store.stats().madeDurable).toBe(1);
+    expect(store.stats().nvme.chunks).toBe(4);
+    // Again: everything is durable already.
+    expect(await store.put(tokens, src, table, stream, { durable: true })).toEqual({ added: 0, keys: [], durable: [] });
+    await store.close();
   });
 });
