@@ -160,8 +160,9 @@ export interface CallFailures {
  */
 export function finishLoad(event: Event, refs: readonly RefState[], after: readonly Promise<void>[], failures: CallFailures): void {
   const hits = new Set<StoreHit>(refs.map((r) => r.hit));
+  if (hits.size === 0) return;
   const outcome = event.done().then(() => undefined, (e: unknown) => e);
-  trackLoad(hits, Promise.all([outcome, ...after]).then(([error]) => {
+  const work = Promise.all([outcome, ...after]).then(([error]) => {
     if (error !== undefined && !failures.attributed) {
       const code = error instanceof KvflowError ? error.code : 'ERR_IO';
       for (const r of refs) markFailed(r.hit, r.index, code);
@@ -171,7 +172,9 @@ export function finishLoad(event: Event, refs: readonly RefState[], after: reado
       const code = stateOf(r.hit).codes.get(r.index);
       if (code !== undefined) stateOf(r.hit).owner.noteLoadFailure(r.key, code);
     }
-  }));
+  });
+  stateOf(refs[0]!.hit).owner.track(work); // store.flush() waits for it too
+  trackLoad(hits, work);
 }
 
 /** Why chunk `index` of `hit` failed in an earlier load, or undefined. */

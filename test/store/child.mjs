@@ -4,7 +4,8 @@
 // --verify, also loads the chunks of other writers that it finds and prints
 // "mismatch j" for any whose bytes differ from what chunk j must hold; with
 // --try, a put that fails prints "put-error j CODE" instead of throwing.
-// Usage: node child.mjs <dist index url> <dir> <first> <count> [--verify a b | --check | --try]
+// With --lease, it looks the prompts up and holds the hits until killed.
+// Usage: node child.mjs <dist index url> <dir> <first> <count> [--verify a b | --check | --try | --lease]
 const [entry, dir, firstArg, countArg, flag, vFirst, vCount] = process.argv.slice(2);
 const { openDevice, KvStore, KvLayout } = await import(entry);
 const { storeFiles, indexProblems } = await import(new URL('store/testing.js', entry).href);
@@ -79,6 +80,13 @@ if (flag === '--hold') {
   holdIo(storeFiles(store)[0]);
   void writeChunk(first).catch(() => undefined);
   console.log('holding');
+  await new Promise(() => setInterval(() => undefined, 1000));
+}
+if (flag === '--lease') {
+  // Looks up prompts first .. first + count - 1 and holds the hits (their leases) until killed.
+  const hits = [];
+  for (let j = first; j < first + count; j++) hits.push(store.lookup(tokensOf(j)));
+  console.log(`leased ${hits.reduce((n, h) => n + h.nvme, 0)}`);
   await new Promise(() => setInterval(() => undefined, 1000));
 }
 if (flag === '--check') {

@@ -203,4 +203,30 @@ describe('KvStore across processes (cpu)', () => {
       await dev.dispose();
     }
   }, 60_000);
+
+  it('a lease ends with the process that holds it: once it is killed, another process evicts what it leased', async () => {
+    const dir = path.join(base, 'lease-death');
+    const dev = openDevice({ backend: 'cpu' });
+    // A directory of two NVMe slots, both filled by a writer.
+    await (await KvStore.open({ device: dev, layout: new KvLayout(SPEC), fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 2 * 12288 })).close();
+    await dev.dispose();
+    const w = await run([dir, '0', '2']);
+    expect(w.lines.filter((l) => l.startsWith('durable '))).toHaveLength(2);
+    const holder = spawn(process.execPath, [child, entry, dir, '0', '2', '--lease'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KVFLOW_BACKEND: 'cpu' } });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.setEncoding('utf8');
+        holder.stdout.on('data', (d: string) => d.includes('leased 2') && resolve());
+        holder.on('exit', () => reject(new Error('the lease holder exited early')));
+      });
+      const blocked = await run([dir, '900', '1', '--try']);
+      expect(blocked.lines).toContain('put-error 900 ERR_NO_SPACE');
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('close', r));
+    }
+    const after = await run([dir, '901', '1', '--try']);
+    expect(after.stderr).toBe('');
+    expect(after.lines).toContain('durable 901');
+  }, 60_000);
 });
