@@ -190,7 +190,9 @@ export class NvmeTier implements Tier<CatalogEntry> {
     const failed = new Map<number, unknown>();
     const todo = chunks.map((c, i) => ({ c, i })).filter(({ c }) => !this.has(c.key));
     if (todo.length === 0) return { failed, written: 0, evicted: [] };
-    // Never a slot this process reads, nor one any process holds a live lease on.
+    // Never a slot this process reads, nor one any process holds a live lease on. Lookups meeting
+    // the eviction lock count no NVMe chunk, so the batched use records are written before taking it.
+    await this.catalog.flushTouches();
     const { slots, evicted } = await this.leases.exclusive(() => {
       const busy = new Set([...this.#reading.keys(), ...this.leases.busy()]);
       return this.catalog.reserve(todo.length, busy);

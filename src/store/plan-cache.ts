@@ -9,7 +9,7 @@ import type { Event, Stream } from '../device/stream.js';
 import type { KvCache, PagedEngine, PreparedTransfer } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
 import { settle, type StoreCore } from './core.js';
-import { finishLoad, isLiveRef, type ChunkRef, type RefState } from './hit.js';
+import { failureOf, finishLoad, isLiveRef, type ChunkRef, type RefState } from './hit.js';
 
 /** Planned DRAM loads kept per store (each a prepared transfer of every layer). */
 const PREPARED_LOADS = 8;
@@ -74,7 +74,8 @@ export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly Chu
   const dram: DramChunk[] = [];
   const keys = new Set<string>();
   for (const r of refs) {
-    if (!isLiveRef(core, r)) return undefined;
+    // A chunk that failed for its hit stays failed (zeros, a rejected event): the general path's job.
+    if (!isLiveRef(core, r) || failureOf(r.hit, r.index) !== undefined) return undefined;
     const c = tier.arena.chunks.get(r.key);
     if (c === undefined || c.dead || c.state !== 'ready' || tier.filling(c, li) || keys.has(r.key)) return undefined;
     keys.add(r.key);
