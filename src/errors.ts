@@ -15,6 +15,7 @@ export type KvflowErrorCode =
   | 'ERR_TIMEOUT'
   | 'ERR_UNSUPPORTED'
   | 'ERR_ABORTED'
+  | 'ERR_EVICTED'
   | 'ERR_LOAD';
 
 /** An error with a stable {@link KvflowErrorCode}; native errors add `errno`, `cudaError` and `nativeWhere`. */

@@ -53,7 +53,10 @@ export {
   type KvStoreOptions,
   type KvStoreStats,
   type LayerMoveOptions,
+  type PutResult,
+  type TenantOptions,
 } from './store/store.js';
+export type { HitOutcome } from './store/hit.js';
 export { chunkKeys, fingerprintOf, STORE_FORMAT_VERSION, type FingerprintSpec } from './store/keys.js';
 export { lruRank, type ChunkUse, type EvictionRank } from './store/dram.js';
 export {

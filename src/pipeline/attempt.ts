@@ -187,9 +187,10 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     await discard();
     const layer = failedLoad >= 0 ? failedLoad : syncFailure!.layer;
     const error = failedLoad >= 0 ? loads[failedLoad]!.error : syncFailure!.error;
-    // The store reports which chunks failed their check once the read was handled.
-    await store.flush();
-    const failedAt = a.hit.failed.length > 0 ? a.hit.validTokens : plan.loadFrom;
+    // The hit says which of its chunks failed (a checksum, an eviction, an
+    // IO error), once its loads were handled; without one, nothing loaded is trusted.
+    const outcome = await a.hit.settled();
+    const failedAt = outcome.failed.length > 0 ? Math.min(outcome.validTokens, plan.loadFrom + plan.loadTokens) : plan.loadFrom;
     return { kind: 'failed-load', layer, code: codeOf(error), message: error instanceof Error ? error.message : String(error), validTokens: failedAt };
   }
   if (computeError !== undefined) {

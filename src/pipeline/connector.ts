@@ -170,8 +170,8 @@ export class KvConnector {
     let outcome: LoadOutcome;
     if (error === undefined) outcome = { ok: true, validTokens: request.loadTokens };
     else {
-      await this.store.flush();
-      const valid = request.hit.failed.length > 0 ? Math.min(request.hit.validTokens, request.loadTokens) : 0;
+      const settled = await request.hit.settled();
+      const valid = settled.failed.length > 0 ? Math.min(settled.validTokens, request.loadTokens) : 0;
       outcome = {
         ok: false, validTokens: valid,
         code: error instanceof KvflowError ? error.code : 'ERR_UNKNOWN',

@@ -58,6 +58,12 @@ export interface KvStoreOptions {
   evictionRank?: EvictionRank;
   /** Chunks queued for NVMe at most; more are not written (counted as `demoteDropped`). Default 64. */
   demoteBacklog?: number;
+  /**
+   * How long a hit's lease keeps its NVMe chunks from eviction by any
+   * process of the directory, in seconds (a hit held longer may lose
+   * chunks: its loads report them as ERR_EVICTED). Default 60.
+   */
+  leaseSeconds?: number;
   /** IO engine and direct IO of the slab files (see `device.openFile`). */
   file?: Pick<OpenFileOptions, 'engine' | 'direct'>;
   /**
@@ -86,6 +92,7 @@ export const STORE_DEFAULTS = Object.freeze({
   nvmeBytes: 4 * GiB,
   slabFileBytes: 4 * GiB,
   demoteBacklog: 64,
+  leaseSeconds: 60,
   admit: 'hit-or-twice' as AdmissionPolicy,
   pagedEngine: 'auto' as PagedEngine,
   evictionRank: lruRank,
@@ -103,6 +110,8 @@ export interface StoreConfig {
   readonly nvmeBytes: number;
   readonly slabFileBytes: number;
   readonly backlog: number;
+  /** How long a hit's lease holds, in ms. */
+  readonly leaseMs: number;
   readonly admit: AdmissionPolicy;
   readonly engine: PagedEngine;
   readonly rank: EvictionRank;
@@ -155,6 +164,10 @@ export function resolveStoreConfig(options: KvStoreOptions): StoreConfig {
   const nvmeBytes = positive(options.nvmeBytes, 'nvmeBytes', d.nvmeBytes);
   const slabFileBytes = positive(options.slabFileBytes, 'slabFileBytes', d.slabFileBytes);
   const backlog = positive(options.demoteBacklog, 'demoteBacklog', d.demoteBacklog);
+  const leaseSeconds = options.leaseSeconds ?? d.leaseSeconds;
+  if (typeof leaseSeconds !== 'number' || !(leaseSeconds > 0) || !Number.isFinite(leaseSeconds)) {
+    fail('ERR_INVALID_ARG', `expected a positive number of seconds for leaseSeconds, got ${describe(leaseSeconds)}`);
+  }
   const admit = options.admit ?? d.admit;
   if (typeof admit !== 'function' && admit !== 'hit-or-twice' && admit !== 'always' && admit !== 'never') {
     fail('ERR_INVALID_ARG', `expected 'hit-or-twice', 'always', 'never' or a function for admit, got ${describe(admit)}`);
@@ -168,7 +181,7 @@ export function resolveStoreConfig(options: KvStoreOptions): StoreConfig {
   if (nvmeBytes < recordBytes) fail('ERR_INVALID_ARG', `expected nvmeBytes of at least one chunk record (${recordBytes} bytes), got ${nvmeBytes}`);
   return Object.freeze({
     device, layout, layers: Object.freeze({ first: layers.first, count: layers.count }), chunkTokens, fingerprint,
-    dramBytes, nvmeBytes, slabFileBytes, backlog, admit, engine, rank, extentBytes, recordBytes, file: options.file,
+    dramBytes, nvmeBytes, slabFileBytes, backlog, leaseMs: leaseSeconds * 1000, admit, engine, rank, extentBytes, recordBytes, file: options.file,
   });
 }
 

@@ -3,15 +3,19 @@
  * this process's counters, the work in flight, and the checks every call
  * makes. The KvStore facade owns one; hit, load, put and the demoter read it.
  */
-import { describe, fail } from '../errors.js';
+import { describe, fail, type KvflowErrorCode } from '../errors.js';
 import type { Event } from '../device/event.js';
 import { KvCache } from '../layout/kvcache.js';
 import { checkBlocks } from '../layout/pieces.js';
 import type { DramChunk } from './arena.js';
+import type { ChunkRef } from './tier.js';
 import type { StoreConfig } from './config.js';
 import type { DramTier } from './dram.js';
 import type { NvmeTier } from './nvme.js';
 import type { Tier } from './tier.js';
+
+/** Load failures remembered for the put check (puts older than this many failures are rare). */
+const LOAD_FAILURES_KEPT = 4096;
 
 /** Admission and demotion as the other modules call them (demoter.ts). */
 export interface Admission {
@@ -40,11 +44,18 @@ export class StoreCore {
   /** The first lower tier that can be written: where chunks are demoted to. */
   readonly demoteTo: Tier | undefined;
   readonly local: LocalCounters = {
-    lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, dramPlans: 0, dramPlannedLayers: 0, checksumFailures: 0,
-    puts: 0, putSkipped: 0, demoted: 0, demoteDropped: 0, writeErrors: 0, admitErrors: 0,
+    lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, dramPlans: 0, dramPlannedLayers: 0, checksumFailures: 0, evictedLoads: 0, leaseMisses: 0,
+    puts: 0, putSkipped: 0, madeDurable: 0, dramHitTokens: 0, nvmeHitTokens: 0, missTokens: 0, failedTokens: 0, demoted: 0, demoteDropped: 0, writeErrors: 0, admitErrors: 0,
   };
   /** Loads and their bookkeeping in flight (flush and close wait for them). */
   readonly loads = new Set<Promise<unknown>>();
+  /** Orders puts' layer copies and load failures (put.ts judges a put by it). */
+  seq = 0;
+  /**
+   * Chunks whose load failed, by key: when the failure was known (after the
+   * load's event settled) and why. The oldest are forgotten past a bound.
+   */
+  readonly loadFailures = new Map<string, { seq: number; code: KvflowErrorCode }>();
   closed = false;
   demoter!: Admission;
 
@@ -58,6 +69,13 @@ export class StoreCore {
     this.tiers = Object.freeze([...tiers]);
     this.lower = this.tiers.slice(1);
     this.demoteTo = this.lower.find((t) => typeof t.write === 'function');
+  }
+
+  /** A load of `key` failed (its blocks hold zeros): puts computed over it before now are stale. */
+  noteLoadFailure(key: string, code: KvflowErrorCode): void {
+    this.loadFailures.delete(key);
+    this.loadFailures.set(key, { seq: ++this.seq, code });
+    if (this.loadFailures.size > LOAD_FAILURES_KEPT) this.loadFailures.delete(this.loadFailures.keys().next().value!);
   }
 
   live(): void {
@@ -95,17 +113,48 @@ export class StoreCore {
     return layer - layers.first;
   }
 
-  /** Checks a block table of `chunks` chunks for `kvCache`; returns its blocks per chunk. */
+  /**
+   * Checks the first `chunks` x blocksPerChunk ids of a block table for
+   * `kvCache` (a runtime's whole table may be longer: more blocks, a partial
+   * last one; the rest is not used); returns its blocks per chunk.
+   */
   blocksOf(blockTable: ArrayLike<number>, chunks: number, kvCache: KvCache, unique: boolean): number {
     const bpc = this.config.chunkTokens / kvCache.layout.blockTokens;
     if (blockTable === null || typeof blockTable !== 'object' || typeof blockTable.length !== 'number') {
       fail('ERR_INVALID_ARG', `expected an array of block ids for blockTable, got ${describe(blockTable)}`);
     }
-    if (blockTable.length !== chunks * bpc) {
-      fail('ERR_INVALID_ARG', `expected ${chunks * bpc} block ids in blockTable (${chunks} chunks x ${bpc} blocks), got ${blockTable.length}`);
+    if (blockTable.length < chunks * bpc) {
+      fail('ERR_INVALID_ARG', `expected at least ${chunks * bpc} block ids in blockTable (${chunks} chunks x ${bpc} blocks), got ${blockTable.length}`);
     }
-    checkBlocks(kvCache.layout, blockTable, unique);
+    checkBlocks(kvCache.layout, blockTable.length === chunks * bpc ? blockTable : Array.prototype.slice.call(blockTable, 0, chunks * bpc) as number[], unique);
     return bpc;
+  }
+
+  /**
+   * One flat list of chunks and one block table from one per request
+   * (`[hitA.chunks, hitB.chunks]` with `[tableA, tableB]`, each table used
+   * by its prefix); a flat list and table pass through.
+   */
+  flatten(chunks: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], blockTable: ArrayLike<number> | readonly ArrayLike<number>[],
+    kvCache: KvCache): { chunks: readonly ChunkRef[]; blockTable: ArrayLike<number> } {
+    if (!Array.isArray(chunks) || chunks.length === 0 || !Array.isArray(chunks[0])) {
+      return { chunks: chunks as readonly ChunkRef[], blockTable: blockTable as ArrayLike<number> };
+    }
+    const groups = chunks as readonly (readonly ChunkRef[])[];
+    const tables = blockTable as readonly ArrayLike<number>[];
+    if (!Array.isArray(tables) || tables.length !== groups.length) {
+      fail('ERR_INVALID_ARG', `expected one block table per request's chunks (${groups.length}), got ${describe(blockTable)}`);
+    }
+    this.checkCache(kvCache);
+    const flat: ChunkRef[] = [];
+    const table: number[] = [];
+    groups.forEach((g, i) => {
+      if (!Array.isArray(g)) fail('ERR_INVALID_ARG', `expected an array of chunks (hit.chunks) at chunks[${i}], got ${describe(g)}`);
+      const n = g.length * this.blocksOf(tables[i]!, g.length, kvCache, false);
+      flat.push(...g);
+      for (let b = 0; b < n; b++) table.push(tables[i]![b]!);
+    });
+    return { chunks: flat, blockTable: table };
   }
 
   /**

@@ -8,8 +8,12 @@ import { createHash } from 'node:crypto';
 
 import { describe, fail } from '../errors.js';
 
-/** Version of the key derivation and record format; part of every key. */
-export const STORE_FORMAT_VERSION = 1;
+/**
+ * Version of the key derivation, the record format and the directory's
+ * protocol between processes; part of every key. 2: hits lease their NVMe
+ * slots in `leases/` (a version-1 writer would evict leased chunks).
+ */
+export const STORE_FORMAT_VERSION = 2;
 
 /** What makes two caches' KV bytes interchangeable. */
 export interface FingerprintSpec {
@@ -78,6 +82,19 @@ export function fingerprintOf(spec: FingerprintSpec, shape: FingerprintShape): s
     shape.layerCount,
   ]);
   return createHash('sha256').update(canonical, 'utf8').digest('hex');
+}
+
+/**
+ * The fingerprint of a tenant's keys in a store of fingerprint `fingerprint`:
+ * SHA-256 (hex) of the store's fingerprint and the tenant's name hashed; the
+ * store's own for no tenant (undefined or ""). Tenants of one store share
+ * its tiers, never a key.
+ */
+export function tenantFingerprint(fingerprint: string, tenant: unknown): string {
+  if (tenant === undefined || tenant === '') return fingerprint;
+  if (typeof tenant !== 'string') fail('ERR_INVALID_ARG', `expected a string for tenant, got ${describe(tenant)}`);
+  const salt = createHash('sha256').update(tenant, 'utf8').digest('hex');
+  return createHash('sha256').update(JSON.stringify(['kvflow-tenant', STORE_FORMAT_VERSION, fingerprint, salt]), 'utf8').digest('hex');
 }
 
 /** Checks token ids (u32 each) and returns them as a Uint32Array (a copy only where needed). */

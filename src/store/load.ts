@@ -5,16 +5,23 @@
  * first lower tier that holds them into a DRAM promotion (or a temporary
  * pinned buffer when DRAM is full), one batch per tier, and the whole layer
  * is then one batched scatter after the reads' events.
+ *
+ * A chunk of a hit that cannot be loaded any more (gone from every tier
+ * since lookup, or failed in an earlier load of the same hit) is never a
+ * thrown error: its blocks receive zeros, its hit lists it in `failed` with
+ * a code, and the call's event rejects with that code on the host (there is
+ * no device-side failure of that kind: streams waiting on the event are not
+ * failed by it; the put check in put.ts covers work computed over it).
  */
 import type { PinnedBuffer } from '../device/buffer.js';
 import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
-import { describe, fail } from '../errors.js';
+import { KvflowError, describe, fail, type KvflowErrorCode } from '../errors.js';
 import type { KvCache, StagingRecord } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
 import { engineOf, type LayerMoveOptions } from './config.js';
 import { settle, type StoreCore } from './core.js';
-import { checkRefs, hitState, markFailed, type ChunkRef, type RefState } from './hit.js';
+import { checkRefs, failureOf, finishLoad, hitState, markFailed, type CallFailures, type ChunkRef, type RefState } from './hit.js';
 import { dramLoad, type PlanCache } from './plan-cache.js';
 import type { ReadOutcome, Staging, Tier, TierRead } from './tier.js';
 
@@ -35,9 +42,10 @@ interface TierReads {
 }
 
 /** KvStore.loadLayer (see there). */
-export function loadLayer(core: StoreCore, plans: PlanCache, chunks: readonly ChunkRef[], layer: number, kvCache: KvCache,
-  blockTable: ArrayLike<number>, stream: Stream, options: LayerMoveOptions): Event {
+export function loadLayer(core: StoreCore, plans: PlanCache, requests: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], layer: number,
+  kvCache: KvCache, tables: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions): Event {
   core.live();
+  const { chunks, blockTable } = core.flatten(requests, tables, kvCache);
   const li = core.extentIndex(layer);
   const engine = engineOf(options, core.config.engine);
   const fromDram = dramLoad(core, plans, chunks, li, layer, kvCache, blockTable, stream, engine);
@@ -55,15 +63,36 @@ export function loadLayer(core: StoreCore, plans: PlanCache, chunks: readonly Ch
   const waits: Event[] = [];
   const temps: PinnedBuffer[] = [];
   const byTier = new Map<Tier, TierReads>();
+  const failures: CallFailures = { attributed: false };
+  const lost: { ref: RefState; code: KvflowErrorCode }[] = [];
+  let zeros: PinnedBuffer | undefined;
+  const zeroStaging = (): Staging => {
+    if (!zeros) {
+      zeros = core.config.device.allocPinned(extent);
+      zeros.array.fill(0);
+      temps.push(zeros);
+    }
+    return { buffer: zeros, offset: 0 };
+  };
   // A chunk named twice in one call (prompts sharing a prefix) is staged once.
-  const staged = new Map<string, { staging: Staging; owner?: ReadOwner }>();
+  const staged = new Map<string, { staging: Staging; owner?: ReadOwner; lost?: KvflowErrorCode }>();
+  const after: Promise<void>[] = [];
   try {
     for (let i = 0; i < refs.length; i++) {
       const ref = refs[i]!;
       const blocks = Array.prototype.slice.call(blockTable, i * bpc, (i + 1) * bpc) as number[];
+      // A chunk that failed in an earlier load of this hit stays failed for it: zeros, the same code.
+      const earlier = failureOf(ref.hit, ref.index);
+      if (earlier !== undefined) {
+        lost.push({ ref, code: earlier });
+        const z = zeroStaging();
+        records.push({ blocks, staging: z.buffer, stagingOffset: z.offset });
+        continue;
+      }
       const twice = staged.get(ref.key);
       if (twice) {
         twice.owner?.also.push(ref);
+        if (twice.lost !== undefined) lost.push({ ref, code: twice.lost });
         records.push({ blocks, staging: twice.staging.buffer, stagingOffset: twice.staging.offset });
         continue;
       }
@@ -87,7 +116,12 @@ export function loadLayer(core: StoreCore, plans: PlanCache, chunks: readonly Ch
         }
       }
       if (tier === undefined) {
-        fail('ERR_INVALID_ARG', `chunk ${ref.index} (${ref.key.slice(0, 12)}...) is no longer cached; look the prompt up again`);
+        // Evicted since lookup (its lease expired): a failure of this chunk, not of the call.
+        const z = zeroStaging();
+        lost.push({ ref, code: 'ERR_EVICTED' });
+        staged.set(ref.key, { staging: z, lost: 'ERR_EVICTED' });
+        records.push({ blocks, staging: z.buffer, stagingOffset: z.offset });
+        continue;
       }
       const promotion = dram.promotion(ref.key, ref.index, layers.count);
       let dst: Staging;
@@ -120,7 +154,9 @@ export function loadLayer(core: StoreCore, plans: PlanCache, chunks: readonly Ch
         for (const o of owners) if (o.chunk) dram.reading(o.chunk, li, batch.event);
         if (batch.event) stream.waitEvent(batch.event);
         const event = batch.event;
-        core.track(batch.outcome.then((outcome) => afterRead(core, tier, owners, li, event, outcome)));
+        const handled = batch.outcome.then((outcome) => afterRead(core, tier, owners, li, event, outcome, failures));
+        core.track(handled);
+        after.push(handled);
       }
     }
     for (const w of waits) stream.waitEvent(w);
@@ -130,20 +166,47 @@ export function loadLayer(core: StoreCore, plans: PlanCache, chunks: readonly Ch
     for (const t of temps) void t.dispose();
     throw e;
   }
+  for (const { ref, code } of lost) {
+    markFailed(ref.hit, ref.index, code);
+    failures.attributed = true;
+    if (code === 'ERR_EVICTED') local.evictedLoads!++;
+  }
   const event = stream.record();
   core.track(settle(event).then(() => {
     for (const c of pins) dram.unpin(c);
     for (const t of temps) void t.dispose();
   }));
+  finishLoad(event, refs, after, failures);
+  if (lost.length > 0) {
+    const { ref, code } = lost[0]!;
+    const what = code === 'ERR_EVICTED' ? 'was evicted since lookup' : 'failed in an earlier load of its hit';
+    failOnHost(event, new KvflowError(`chunk ${ref.index} (${ref.key.slice(0, 12)}...) ${what}; its blocks hold zeros (see hit.failed)`, code));
+  }
   return event;
 }
 
+/**
+ * Makes `event.done()` reject with `failure` once the event completed (the
+ * device-side event cannot carry a failure kvflow's core does not know).
+ */
+function failOnHost(event: Event, failure: KvflowError): void {
+  const done = event.done.bind(event);
+  let failed: Promise<void> | undefined;
+  event.done = () => (failed ??= done().then(() => {
+    throw failure;
+  }));
+}
+
 /** After a tier's read: promote what verified, drop what did not. */
-function afterRead(core: StoreCore, tier: Tier, owners: ReadOwner[], li: number, event: Event | undefined, outcome: ReadOutcome[]): void {
+function afterRead(core: StoreCore, tier: Tier, owners: ReadOwner[], li: number, event: Event | undefined, outcome: ReadOutcome[],
+  failures: CallFailures): void {
   owners.forEach((o, i) => {
     const result = outcome[i];
+    if (result !== 'ok') {
+      for (const r of [o.ref, ...o.also]) markFailed(r.hit, r.index, result === 'checksum' ? 'ERR_CHECKSUM' : 'ERR_IO');
+      failures.attributed = true;
+    }
     if (result === 'checksum') {
-      for (const r of [o.ref, ...o.also]) markFailed(r.hit, r.index);
       core.local.checksumFailures!++;
       core.countShared('checksumFailures');
       if (!core.closed) core.track(tier.remove(o.ref.key, o.entry));

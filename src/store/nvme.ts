@@ -13,6 +13,7 @@ import { KvflowError } from '../errors.js';
 import type { KvFile, OpenFileOptions } from '../io/file.js';
 import { Catalog, type CatalogEntry, type StoreGeometry } from './catalog.js';
 import { extentSeed } from './keys.js';
+import { LeaseTable } from './leases.js';
 import { RefCount } from './refcount.js';
 import type { ReadBatch, ReadOutcome, Tier, TierRead, TierWrite, WriteResult } from './tier.js';
 
@@ -36,15 +37,16 @@ export class NvmeTier implements Tier<CatalogEntry> {
   readonly files: readonly KvFile[];
   readonly geometry: StoreGeometry;
   readonly #fingerprint: string;
-  /** NVMe slots of unreleased hits of this process: never evicted by it. */
-  readonly #hitSlots = new RefCount<number>();
+  /** NVMe slots of unreleased hits, leased against eviction by every process of the directory (leases.ts). */
+  readonly leases: LeaseTable;
   /** Slots being read by this process: never evicted by it either. */
   readonly #reading = new RefCount<number>();
   readonly #pending = new Set<Promise<unknown>>();
   readonly #timer: NodeJS.Timeout;
 
-  private constructor(catalog: Catalog, files: KvFile[], fingerprint: string) {
+  private constructor(catalog: Catalog, files: KvFile[], fingerprint: string, leases: LeaseTable) {
     this.catalog = catalog;
+    this.leases = leases;
     this.files = files;
     this.geometry = catalog.geometry;
     this.#fingerprint = fingerprint;
@@ -57,11 +59,13 @@ export class NvmeTier implements Tier<CatalogEntry> {
 
   /** Opens (creating where new) the index and slab files of `dir`, whose geometry wins over `wanted`. */
   static async open(device: Device, dir: string, wanted: StoreGeometry, fingerprint: string,
-    file: Pick<OpenFileOptions, 'engine' | 'direct'> | undefined): Promise<NvmeTier> {
+    file: Pick<OpenFileOptions, 'engine' | 'direct'> | undefined, leaseMs: number): Promise<NvmeTier> {
     const catalog = Catalog.open(dir, wanted);
     const g = catalog.geometry;
     const files: KvFile[] = [];
+    let leases: LeaseTable | undefined;
     try {
+      leases = LeaseTable.open(dir, catalog.instance, leaseMs);
       const count = Math.ceil(g.slotCount / g.slotsPerFile);
       for (let i = 0; i < count; i++) {
         const slots = Math.min(g.slotsPerFile, g.slotCount - i * g.slotsPerFile);
@@ -70,11 +74,12 @@ export class NvmeTier implements Tier<CatalogEntry> {
         }));
       }
     } catch (e) {
+      leases?.close();
       await Promise.all(files.map((f) => f.dispose()));
       await catalog.close();
       throw e;
     }
-    return new NvmeTier(catalog, files, fingerprint);
+    return new NvmeTier(catalog, files, fingerprint, leases);
   }
 
   #track(p: Promise<unknown>): void {
@@ -102,11 +107,29 @@ export class NvmeTier implements Tier<CatalogEntry> {
   }
 
   pin(chunk: CatalogEntry): void {
-    this.#hitSlots.add(chunk.slot);
+    this.leases.add(chunk.slot);
   }
 
   unpin(chunk: CatalogEntry): void {
-    this.#hitSlots.release(chunk.slot);
+    this.leases.release(chunk.slot);
+  }
+
+  /**
+   * Leases a hit's chunks, in order, against eviction by any process (see
+   * leases.ts for the ordering): returns how many leading ones are held;
+   * the others are not (they left the index, or an eviction is under way).
+   */
+  lease(chunks: readonly { key: string; chunk: CatalogEntry }[]): number {
+    for (const c of chunks) this.leases.add(c.chunk.slot);
+    let held = chunks.length;
+    if (this.leases.evicting()) held = 0;
+    else {
+      this.catalog.root.resetReadTxn(); // see other processes' evictions committed until now
+      held = chunks.findIndex((c) => this.contains(c.key)?.slot !== c.chunk.slot);
+      if (held < 0) held = chunks.length;
+    }
+    for (const c of chunks.slice(held)) this.leases.release(c.chunk.slot);
+    return held;
   }
 
   readLayer(reads: readonly TierRead<CatalogEntry>[], li: number): ReadBatch[] {
@@ -167,8 +190,13 @@ export class NvmeTier implements Tier<CatalogEntry> {
     const failed = new Map<number, unknown>();
     const todo = chunks.map((c, i) => ({ c, i })).filter(({ c }) => !this.has(c.key));
     if (todo.length === 0) return { failed, written: 0, evicted: [] };
-    const busy = new Set([...this.#reading.keys(), ...this.#hitSlots.keys()]);
-    const { slots, evicted } = await this.catalog.reserve(todo.length, busy);
+    // Never a slot this process reads, nor one any process holds a live lease on. Lookups meeting
+    // the eviction lock count no NVMe chunk, so the batched use records are written before taking it.
+    await this.catalog.flushTouches();
+    const { slots, evicted } = await this.leases.exclusive(() => {
+      const busy = new Set([...this.#reading.keys(), ...this.leases.busy()]);
+      return this.catalog.reserve(todo.length, busy);
+    });
     const placed = todo.slice(0, slots.length);
     for (const { i } of todo.slice(slots.length)) {
       failed.set(i, new KvflowError('no NVMe slot could be taken: every slot is being read or written', 'ERR_NO_SPACE'));
@@ -226,6 +254,7 @@ export class NvmeTier implements Tier<CatalogEntry> {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     await Promise.all([...this.#pending]);
+    this.leases.close();
     try {
       await this.catalog.close();
     } finally {

@@ -10,7 +10,7 @@ import type { Stream } from '../device/stream.js';
 import type { KvCache, PagedEngine, PreparedTransfer } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
 import { settle, type StoreCore } from './core.js';
-import { isLiveRef, type ChunkRef, type RefState } from './hit.js';
+import { failureOf, finishLoad, isLiveRef, type ChunkRef, type RefState } from './hit.js';
 
 /** Planned DRAM loads kept per store (each a prepared transfer of every layer). */
 const PREPARED_LOADS = 8;
@@ -26,8 +26,9 @@ interface PreparedLoad {
   engine: PagedEngine;
 }
 
+/** Whether `a` is the first a.length ids of `b`. */
 function sameBlocks(a: readonly number[], b: ArrayLike<number>): boolean {
-  if (a.length !== b.length) return false;
+  if (a.length > b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
@@ -37,10 +38,10 @@ export class PlanCache {
   readonly #plans: PreparedLoad[] = [];
 
   /** The plan of this load, made most recently used; undefined when there is none. */
-  find(cache: KvCache, engine: PagedEngine, dram: readonly DramChunk[], blocks: ArrayLike<number>): PreparedLoad | undefined {
+  find(cache: KvCache, engine: PagedEngine, dram: readonly DramChunk[], blocks: ArrayLike<number>, used: number): PreparedLoad | undefined {
     const plans = this.#plans;
     const at = plans.findIndex((e) => e.cache === cache && e.engine === engine && e.dram.length === dram.length &&
-      e.dram.every((c, i) => c === dram[i]) && sameBlocks(e.blocks, blocks));
+      e.dram.every((c, i) => c === dram[i]) && e.blocks.length === used && sameBlocks(e.blocks, blocks));
     if (at < 0) return undefined;
     const entry = plans[at]!;
     if (at !== plans.length - 1) plans.push(...plans.splice(at, 1));
@@ -66,18 +67,22 @@ export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly Chu
   blockTable: ArrayLike<number>, stream: Stream, engine: PagedEngine): Event | undefined {
   if (!Array.isArray(chunks) || chunks.length === 0 || chunks.length > PREPARED_MAX_CHUNKS) return undefined;
   if (blockTable === null || typeof blockTable !== 'object' || typeof blockTable.length !== 'number') return undefined;
+  if (!(kvCache?.layout?.blockTokens > 0)) return undefined;
+  const used = chunks.length * (core.config.chunkTokens / kvCache.layout.blockTokens);
+  if (blockTable.length < used) return undefined;
   const refs = chunks as readonly RefState[];
   const tier = core.dram;
   const dram: DramChunk[] = [];
   const keys = new Set<string>();
   for (const r of refs) {
-    if (!isLiveRef(core, r)) return undefined;
+    // A chunk that failed for its hit stays failed (zeros, a rejected event): the general path's job.
+    if (!isLiveRef(core, r) || failureOf(r.hit, r.index) !== undefined) return undefined;
     const c = tier.arena.chunks.get(r.key);
     if (c === undefined || c.dead || c.state !== 'ready' || tier.filling(c, li) || keys.has(r.key)) return undefined;
     keys.add(r.key);
     dram.push(c);
   }
-  let entry = plans.find(kvCache, engine, dram, blockTable);
+  let entry = plans.find(kvCache, engine, dram, blockTable, used);
   if (entry === undefined) {
     // Planning every layer pays off over a layer-by-layer load, which starts at the first
     // layer; a load that starts elsewhere (or whose plan was dropped) takes the general path.
@@ -90,7 +95,7 @@ export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly Chu
       stagingOffset: c.slot.offset,
     }));
     const transfer = kvCache.prepare('scatter', records, core.config.layers, engine);
-    entry = { cache: kvCache, blocks: Array.from(blockTable), dram, transfer, engine };
+    entry = { cache: kvCache, blocks: Array.prototype.slice.call(blockTable, 0, used) as number[], dram, transfer, engine };
     plans.add(entry);
     core.local.dramPlans!++;
   }
@@ -111,5 +116,6 @@ export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly Chu
   core.track(settle(event).then(() => {
     for (const c of dram) tier.unpin(c);
   }));
+  finishLoad(event, refs, [], { attributed: false });
   return event;
 }

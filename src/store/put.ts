@@ -3,10 +3,21 @@
  * no free slot is skipped), are filled layer by layer from the KV cache, and
  * become visible only at commit, once every layer's copy completed. Admission
  * (or a durable put) then sends them to the demotion tier.
+ *
+ * A layer may be put again (after a failed load, once the runtime computed
+ * it again): the later copy supersedes the earlier one, and commit judges
+ * each layer by its latest copy only. A load failure of one of the prompt's
+ * chunks, known after the put began (its event settled), makes every layer
+ * put before it stale: commit then rejects with that failure's code unless
+ * those layers were put again. So a put never saves blocks that held a
+ * failed chunk's zeros, nor KV computed over them, when the runtime
+ * follows the order: beginPut, loads, compute and putLayer per layer; on a
+ * failure (hit.settled()), compute again from validTokens and put those
+ * layers again; then commit.
  */
 import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
-import { describe, fail } from '../errors.js';
+import { KvflowError, describe, fail } from '../errors.js';
 import type { KvCache, StagingRecord } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
 import { engineOf, type LayerMoveOptions } from './config.js';
@@ -19,12 +30,32 @@ interface PendingChunk {
   dram: DramChunk | undefined;
 }
 
+/** What a put or commit did. */
+export interface PutResult {
+  /** Chunks it added to the store. */
+  added: number;
+  /** Their keys. */
+  keys: string[];
+  /**
+   * With `durable`: keys of the prompt's chunks it wrote to NVMe, those it
+   * added and those that were in DRAM only (durable now too); chunks on
+   * NVMe already are not listed. Empty without `durable`.
+   */
+  durable: string[];
+}
+
 /** What the store keeps of a put beside its public face. */
 interface PutState {
   readonly owner: StoreCore;
   readonly parts: PendingChunk[];
-  readonly layersPut: Uint8Array;
+  /** Keys of the prompt's full chunks. */
+  readonly keys: readonly string[];
+  /** core.seq when the put began: load failures known before belong to earlier work. */
+  readonly begun: number;
+  /** Every copy's event (commit and abort wait for all). */
   readonly events: Event[];
+  /** Per layer: its latest copy's event and core.seq when it was enqueued. */
+  readonly latest: ({ event: Event; seq: number } | undefined)[];
   state: 'open' | 'committing' | 'done';
   /** Settles when a commit in progress ends. */
   committing: Promise<unknown> | undefined;
@@ -80,7 +111,10 @@ export function beginPut(core: StoreCore, keys: readonly string[]): PendingPut {
     }
     parts.push({ index, key, dram });
   });
-  return makePut({ owner: core, parts, layersPut: new Uint8Array(layers), events: [], state: 'open', committing: undefined }, keys.length);
+  return makePut({
+    owner: core, parts, keys, begun: core.seq, events: [], latest: new Array(layers).fill(undefined),
+    state: 'open', committing: undefined,
+  }, keys.length);
 }
 
 /** KvStore.putLayer (see there). */
@@ -99,6 +133,10 @@ export function putLayer(core: StoreCore, pending: PendingPut | readonly Pending
   const records: StagingRecord[] = [];
   const states = puts.map((p, i) => {
     const s = openState(core, p);
+    const earlier = s.latest[li]?.event;
+    if (earlier && earlier.stream !== stream && earlier.status() === 'pending') {
+      fail('ERR_INVALID_ARG', `expected layer ${layer} to be put again on the stream of its earlier copy, or once that copy completed`);
+    }
     const bpc = core.blocksOf(tables[i]!, p.chunkCount, kvCache, false);
     for (const part of s.parts) {
       if (!part.dram) continue;
@@ -109,16 +147,17 @@ export function putLayer(core: StoreCore, pending: PendingPut | readonly Pending
   });
   kvCache.moveRecords(stream, 'gather', records, layer, engine);
   const event = stream.record();
+  const seq = ++core.seq;
   for (const s of states) {
     s.events.push(event);
-    s.layersPut[li] = 1;
+    s.latest[li] = { event, seq };
   }
   return event;
 }
 
 /** KvStore.put (see there). */
 export async function put(core: StoreCore, keys: readonly string[], kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-  options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+  options: { durable?: boolean }): Promise<PutResult> {
   const pending = beginPut(core, keys);
   const s = stateOf(pending);
   try {
@@ -133,15 +172,24 @@ export async function put(core: StoreCore, keys: readonly string[], kvCache: KvC
     await abort(core, pending);
     throw e;
   }
-  s.events.push(stream.record());
-  s.layersPut.fill(1);
+  const event = stream.record();
+  const seq = ++core.seq;
+  s.events.push(event);
+  s.latest.fill({ event, seq });
   const result = await commit(core, pending, options);
   if (options.durable) {
-    // Chunks of the prompt that were in DRAM already become durable too.
+    // Chunks of the prompt that were in DRAM only become durable too.
     const more: Promise<void>[] = [];
+    const added = new Set(result.keys);
     for (const key of keys) {
       const d = core.dram.arena.ready(key);
-      if (d && !d.stored) more.push(core.demoter.demote(d, true));
+      if (!d || d.stored || added.has(key)) continue;
+      more.push(core.demoter.demote(d, true).then(() => {
+        if (d.stored) {
+          result.durable.push(key);
+          core.local.madeDurable!++;
+        }
+      }));
     }
     await settleAll(more);
   }
@@ -149,7 +197,7 @@ export async function put(core: StoreCore, keys: readonly string[], kvCache: KvC
 }
 
 /** KvStore.commit (see there). */
-export function commit(core: StoreCore, pending: PendingPut, options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+export function commit(core: StoreCore, pending: PendingPut, options: { durable?: boolean }): Promise<PutResult> {
   const s = openState(core, pending);
   s.state = 'committing';
   const done = commitParts(core, s, options);
@@ -157,16 +205,37 @@ export function commit(core: StoreCore, pending: PendingPut, options: { durable?
   return done;
 }
 
-async function commitParts(core: StoreCore, s: PutState, options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
-  const results = await Promise.allSettled(s.events.map((e) => e.done()));
-  const failed = results.find((r) => r.status === 'rejected');
-  const missing = [...s.layersPut].findIndex((v) => v === 0);
-  if (failed || missing >= 0 || core.closed) {
+/** Why a put cannot be committed now (after its copies settled), or undefined. */
+async function refusal(core: StoreCore, s: PutState): Promise<unknown> {
+  await Promise.allSettled(s.events.map((e) => e.done()));
+  if (core.closed) return new KvflowError('the store was closed before the put committed', 'ERR_DISPOSED');
+  const first = core.config.layers.first;
+  const missing = s.latest.findIndex((l) => l === undefined);
+  if (missing >= 0) return new KvflowError(`expected every layer to be put before commit, layer ${first + missing} was not`, 'ERR_INVALID_ARG');
+  // Each layer by its latest copy: an earlier one was overwritten in stream order.
+  for (const l of s.latest) {
+    const error = await l!.event.done().then(() => undefined, (e: unknown) => e);
+    if (error !== undefined) return error;
+  }
+  if (s.parts.length === 0) return undefined;
+  const last = Math.max(...s.parts.map((p) => p.index));
+  for (let i = 0; i <= last; i++) {
+    const failure = core.loadFailures.get(s.keys[i]!);
+    if (failure === undefined || failure.seq <= s.begun) continue;
+    const stale = s.latest.findIndex((l) => l!.seq < failure.seq);
+    if (stale < 0) continue;
+    return new KvflowError(`layer ${first + stale} was put before the load of chunk ${i} failed (${failure.code}): ` +
+      'compute the layers again from the hit\'s validTokens and put them again before commit', failure.code);
+  }
+  return undefined;
+}
+
+async function commitParts(core: StoreCore, s: PutState, options: { durable?: boolean }): Promise<PutResult> {
+  const refused = await refusal(core, s);
+  if (refused !== undefined) {
     discardParts(core, s);
     s.state = 'done';
-    if (core.closed) fail('ERR_DISPOSED', 'the store was closed before the put committed');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    fail('ERR_INVALID_ARG', `expected every layer to be put before commit, layer ${core.config.layers.first + missing} was not`);
+    throw refused;
   }
   s.state = 'done';
   const keys: string[] = [];
@@ -185,7 +254,7 @@ async function commitParts(core: StoreCore, s: PutState, options: { durable?: bo
     else core.demoter.consider(c);
   }
   await settleAll(durable);
-  return { added: keys.length, keys };
+  return { added: keys.length, keys, durable: options.durable ? [...keys] : [] };
 }
 
 /** KvStore.abort (see there). */

@@ -20,28 +20,51 @@ import '../io/open-file.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
+import { describe, fail } from '../errors.js';
 import type { StoreGeometry } from './catalog.js';
 import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions } from './config.js';
 import { StoreCore } from './core.js';
 import { Demoter } from './demoter.js';
 import { DramTier } from './dram.js';
 import { lookup, type ChunkRef, type StoreHit } from './hit.js';
-import { STORE_FORMAT_VERSION, chunkKeys } from './keys.js';
+import { STORE_FORMAT_VERSION, chunkKeys, tenantFingerprint } from './keys.js';
 import { loadLayer } from './load.js';
 import { NvmeTier } from './nvme.js';
 import { PlanCache } from './plan-cache.js';
 import * as puts from './put.js';
-import type { PendingPut } from './put.js';
+import type { PendingPut, PutResult } from './put.js';
 import type { Tier } from './tier.js';
 
 export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions } from './config.js';
 export { StoreHit, type ChunkRef } from './hit.js';
-export { PendingPut } from './put.js';
+export { PendingPut, type PutResult } from './put.js';
+
+/**
+ * Whose prompt a call is about. Tenants share one store (its DRAM budget,
+ * its NVMe tier, batched loads) but never a key: a tenant never hits, or
+ * times, another's prefixes. No tenant (or "") is the store's own keys.
+ */
+export interface TenantOptions {
+  tenant?: string;
+}
 
 /** Counters of one store instance, plus the shared ones of its directory. */
 export interface KvStoreStats {
   dram: { capacityBytes: number; usedBytes: number; chunks: number; evictions: number };
   nvme: { capacityBytes: number; slotBytes: number; slots: number; chunks: number };
+  /** This process's lookups, in tokens (the chunk counts are in `local`). */
+  hits: {
+    lookups: number;
+    /** Tokens lookups found in DRAM, on NVMe (a tier of another name: `local[name + 'HitTokens']`). */
+    dramTokens: number;
+    nvmeTokens: number;
+    /** Tokens of full chunks lookups did not find. */
+    missTokens: number;
+    /** Tokens of hits' chunks whose load failed since (ERR_CHECKSUM, ERR_EVICTED, ERR_IO): recomputed by the runtime. */
+    failedTokens: number;
+  };
+  /** Chunks that `put({ durable: true })` wrote to NVMe from DRAM (not added by that put, in DRAM only before). */
+  madeDurable: number;
   /**
    * This process: lookups and the chunks they hit or missed, loads (per chunk
    * and layer; `dramPlans`: DRAM loads planned for every layer at once,
@@ -78,6 +101,8 @@ export class KvStore {
   readonly #core: StoreCore;
   readonly #plans = new PlanCache();
   readonly #temporary: boolean;
+  /** Fingerprints of the tenants seen lately, by name. */
+  readonly #tenants = new Map<string, string>();
 
   static {
     construct = (core, dir, temporary) => new KvStore(core, dir, temporary);
@@ -109,34 +134,55 @@ export class KvStore {
     return this.#core.closed;
   }
 
-  /** Keys of the full chunks of `tokens`. */
-  keys(tokens: ArrayLike<number>): string[] {
-    return chunkKeys(this.fingerprint, tokens, this.chunkTokens);
+  /** Keys of the full chunks of `tokens` (of `options.tenant`). */
+  keys(tokens: ArrayLike<number>, options: TenantOptions = {}): string[] {
+    return chunkKeys(this.#fingerprintOf(options), tokens, this.chunkTokens);
+  }
+
+  #fingerprintOf(options: TenantOptions): string {
+    if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object, got ${describe(options)}`);
+    const tenant = options.tenant;
+    if (tenant === undefined || tenant === '') return this.fingerprint;
+    let fp = this.#tenants.get(tenant);
+    if (fp === undefined) {
+      fp = tenantFingerprint(this.fingerprint, tenant);
+      if (this.#tenants.size >= 1024) this.#tenants.delete(this.#tenants.keys().next().value!);
+      this.#tenants.set(tenant, fp);
+    }
+    return fp;
   }
 
   /**
    * The longest cached prefix of `tokens`: chunk by chunk from the start, in
-   * DRAM or on NVMe, stopping at the first chunk cached in neither. DRAM
-   * chunks stay pinned until `hit.release()`.
+   * DRAM or on NVMe, stopping at the first chunk cached in neither. The
+   * hit is a lease: its chunks stay loadable until `hit.release()` (DRAM
+   * chunks pinned; NVMe chunks kept from eviction by every process of the
+   * directory, for at most `leaseSeconds`). `options.tenant`: whose prompt
+   * it is.
    */
-  lookup(tokens: ArrayLike<number>): StoreHit {
+  lookup(tokens: ArrayLike<number>, options: TenantOptions = {}): StoreHit {
     this.#core.live();
-    return lookup(this.#core, this.keys(tokens));
+    return lookup(this.#core, this.keys(tokens, options));
   }
 
   /**
    * Enqueues on `stream` the load of layer `layer` of `chunks` into the
-   * blocks of `blockTable` (chunks.length x blocksPerChunk ids, in chunk
-   * order; chunks of several requests may be concatenated). DRAM chunks are
+   * blocks of `blockTable` (its first chunks.length x blocksPerChunk ids, in
+   * chunk order: a request's whole block table will do). Several requests
+   * go in one call as `[hitA.chunks, hitB.chunks]` with `[tableA, tableB]`
+   * (or concatenated chunks and tables); each hit's own outcome is
+   * `await hit.settled()`. DRAM chunks are
    * copied from pinned memory; NVMe chunks are read (into a DRAM slot when
    * one is free: the chunk is promoted once every layer arrived), checked on
-   * the IO thread, then copied. The returned event fails with ERR_CHECKSUM
-   * when a chunk failed its check: that chunk is dropped from the store and
-   * its blocks hold zeros, never the bad bytes; look the prompt up again to
-   * learn the new hit.
+   * the IO thread, then copied. A chunk that cannot be loaded never throws:
+   * its blocks hold zeros, never bad bytes, its hit lists it in `failed`,
+   * and the returned event rejects with ERR_CHECKSUM (its bytes failed
+   * their check: it is dropped from the store), ERR_EVICTED (it left every
+   * tier since lookup: its lease expired) or ERR_IO. A failed chunk stays
+   * failed for its hit in later layers.
    */
-  loadLayer(chunks: readonly ChunkRef[], layer: number, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-    options: LayerMoveOptions = {}): Event {
+  loadLayer(chunks: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], layer: number, kvCache: KvCache,
+    blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
     return loadLayer(this.#core, this.#plans, chunks, layer, kvCache, blockTable, stream, options);
   }
 
@@ -144,17 +190,23 @@ export class KvStore {
    * Starts the put of a prompt's new chunks: its full chunks not cached yet
    * get a DRAM slot each (chunks for which none is free are skipped: the
    * tier never blocks a prefill). Fill it with putLayer, then commit().
+   * When saving per layer, call it before the loads of the same prompt: a
+   * chunk that fails its load is dropped, and a put begun after would count
+   * it as new and save its zeros. `options.tenant`: whose prompt it is.
    */
-  beginPut(tokens: ArrayLike<number>): PendingPut {
+  beginPut(tokens: ArrayLike<number>, options: TenantOptions = {}): PendingPut {
     this.#core.live();
-    return puts.beginPut(this.#core, this.keys(tokens));
+    return puts.beginPut(this.#core, this.keys(tokens, options));
   }
 
   /**
    * Enqueues on `stream` the copy of layer `layer` of the pending chunks
-   * from the blocks of `blockTable` (the prompt's block table: chunkCount x
-   * blocksPerChunk ids) into their DRAM slots. Several puts may go in one
-   * call (arrays of puts and block tables): one batch moves them all.
+   * from the blocks of `blockTable` (the prompt's block table: its first
+   * chunkCount x blocksPerChunk ids are used, so the request's whole table
+   * will do) into their DRAM slots. Several puts may go in one call (arrays
+   * of puts and block tables): one batch moves them all. Putting a layer
+   * again supersedes its earlier copy (after a failed load, once the layer
+   * was computed again).
    */
   putLayer(pending: PendingPut | readonly PendingPut[], layer: number, kvCache: KvCache,
     blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
@@ -165,13 +217,15 @@ export class KvStore {
    * Enqueues the copy of every layer of the pending chunks (a whole-chunk
    * put), then commits once the copies completed. With `durable`, resolves
    * only after the chunks are written to NVMe and entered in the index
-   * (admission is bypassed); otherwise admission decides in the background.
+   * (admission is bypassed), the prompt's chunks that were in DRAM only
+   * included: `durable` in the result lists every chunk it made durable;
+   * otherwise admission decides in the background.
    */
   async put(tokens: ArrayLike<number>, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-    options: { durable?: boolean } = {}): Promise<{ added: number; keys: string[] }> {
+    options: { durable?: boolean } & TenantOptions = {}): Promise<PutResult> {
     this.#core.live();
     this.#core.checkCache(kvCache);
-    return puts.put(this.#core, this.keys(tokens), kvCache, blockTable, stream, options);
+    return puts.put(this.#core, this.keys(tokens, options), kvCache, blockTable, stream, options);
   }
 
   /**
@@ -180,7 +234,7 @@ export class KvStore {
    * becomes visible) and rejects. With `durable`, also writes them to NVMe
    * before resolving.
    */
-  async commit(pending: PendingPut, options: { durable?: boolean } = {}): Promise<{ added: number; keys: string[] }> {
+  async commit(pending: PendingPut, options: { durable?: boolean } = {}): Promise<PutResult> {
     this.#core.live();
     return puts.commit(this.#core, pending, options);
   }
@@ -209,6 +263,11 @@ export class KvStore {
     return {
       dram: core.dram.stats(),
       nvme: core.nvme.stats(),
+      hits: {
+        lookups: core.local.lookups!, dramTokens: core.local.dramHitTokens!, nvmeTokens: core.local.nvmeHitTokens!,
+        missTokens: core.local.missTokens!, failedTokens: core.local.failedTokens!,
+      },
+      madeDurable: core.local.madeDurable!,
       local: { ...core.local },
       shared: core.nvme.catalog.counters(),
     };
@@ -274,7 +333,7 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     layers: layers.count,
     extentBytes,
   };
-  const nvme = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file);
+  const nvme = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs);
   const dram = new DramTier(extentBytes, layers.count, config.dramBytes, (bytes) => device.allocPinned(bytes), config.rank);
   let core: StoreCore;
   try {

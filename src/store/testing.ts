@@ -42,6 +42,11 @@ export function dropDram(store: KvStore): void {
   coreOf(store).dram.dropIdle();
 }
 
+/** Every lease this store holds is past its expiry from now on (as if its hits were held longer than leaseSeconds). */
+export function expireLeases(store: KvStore): void {
+  coreOf(store).nvme.leases.expireAll();
+}
+
 /** The store's tiers, in lookup order. */
 export function storeTiers(store: KvStore): readonly { readonly name: string }[] {
   return coreOf(store).tiers;

@@ -80,6 +80,14 @@ export interface Tier<C = unknown> {
   pin(chunk: C): void;
   unpin(chunk: C): void;
   /**
+   * A tier shared with other processes: leases a hit's chunks (in prompt
+   * order) against eviction by any of them, each released by `unpin`.
+   * Returns how many leading chunks are held; the rest are not (they left
+   * the tier since `contains`), and the hit stops before them. A tier
+   * without it is leased through `pin`.
+   */
+  lease?(chunks: readonly { key: string; chunk: C }[]): number;
+  /**
    * Posts the reads of layer extent `li` (0-based within the store's range)
    * of `reads`' chunks into their destinations, batched as the tier can
    * (NVMe: one checked read per slab file and destination buffer). Throws
@@ -103,4 +111,13 @@ export interface Tier<C = unknown> {
   flush(): Promise<void>;
   /** Frees what the tier holds; reads and writes have settled before the store calls it. */
   close(): Promise<void>;
+}
+
+/** A chunk of a hit. */
+export interface ChunkRef {
+  readonly key: string;
+  /** Position of the chunk in the prompt. */
+  readonly index: number;
+  /** Where it was found by lookup (a tier arranged through store/testing.ts gives its own name). */
+  readonly tier: 'dram' | 'nvme';
 }

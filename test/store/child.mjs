@@ -2,8 +2,10 @@
 // tests: puts single-chunk prompts j = first .. first + count - 1 with
 // durable writes, printing "durable j" after each put resolved; with
 // --verify, also loads the chunks of other writers that it finds and prints
-// "mismatch j" for any whose bytes differ from what chunk j must hold.
-// Usage: node child.mjs <dist index url> <dir> <first> <count> [--verify a b | --check]
+// "mismatch j" for any whose bytes differ from what chunk j must hold; with
+// --try, a put that fails prints "put-error j CODE" instead of throwing.
+// With --lease, it looks the prompts up and holds the hits until killed.
+// Usage: node child.mjs <dist index url> <dir> <first> <count> [--verify a b | --check | --try | --lease]
 const [entry, dir, firstArg, countArg, flag, vFirst, vCount] = process.argv.slice(2);
 const { openDevice, KvStore, KvLayout } = await import(entry);
 const { storeFiles, indexProblems } = await import(new URL('store/testing.js', entry).href);
@@ -80,11 +82,27 @@ if (flag === '--hold') {
   console.log('holding');
   await new Promise(() => setInterval(() => undefined, 1000));
 }
+if (flag === '--lease') {
+  // Looks up prompts first .. first + count - 1 and holds the hits (their leases) until killed.
+  const hits = [];
+  for (let j = first; j < first + count; j++) hits.push(store.lookup(tokensOf(j)));
+  console.log(`leased ${hits.reduce((n, h) => n + h.nvme, 0)}`);
+  await new Promise(() => setInterval(() => undefined, 1000));
+}
 if (flag === '--check') {
   // Verify mode: "ok j" / "miss j" for each j.
   for (let j = first; j < first + count; j++) console.log(`${(await verifyChunk(j)) ? 'ok' : 'miss'} ${j}`);
   const problems = indexProblems(store);
   console.log(problems.length === 0 ? 'accounting ok' : `accounting: ${problems.join('; ')}`);
+} else if (flag === '--try') {
+  for (let j = first; j < first + count; j++) {
+    try {
+      await writeChunk(j);
+      console.log(`durable ${j}`);
+    } catch (e) {
+      console.log(`put-error ${j} ${e.code}`);
+    }
+  }
 } else {
   for (let j = first; j < first + count; j++) {
     await writeChunk(j);

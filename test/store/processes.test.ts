@@ -9,7 +9,11 @@ import { pathToFileURL } from 'node:url';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { KvLayout, KvStore, openDevice } from '../../src/index.js';
 import { Catalog } from '../../src/store/catalog.js';
+import { dropDram, expireLeases } from '../../src/store/testing.js';
+import { randomBytes } from '../helpers/backends.js';
+import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
 
 const root = path.resolve(import.meta.dirname, '..', '..');
 const entry = pathToFileURL(path.join(root, 'dist', 'src', 'index.js')).href;
@@ -145,4 +149,84 @@ describe('KvStore across processes (cpu)', () => {
     expect(c.lines.filter((l) => l.startsWith('ok '))).toHaveLength(225);
     expect(c.lines.filter((l) => l.startsWith('accounting'))).toEqual(['accounting ok']);
   }, 120_000);
+
+  it('a hit leases its NVMe chunks against another process\'s eviction; once the lease expired, the load reports the evicted chunk (ERR_EVICTED, never thrown)', async () => {
+    const dir = path.join(base, 'lease');
+    const layout = new KvLayout(SPEC);
+    const bpc = CHUNK / SPEC.blockTokens;
+    const dev = openDevice({ backend: 'cpu' });
+    const stream = dev.createStream();
+    const src = dev.allocKvCache(layout);
+    const dst = dev.allocKvCache(layout);
+    const srcData = src.buffers.map((b) => randomBytes(b.byteLength));
+    await fillCache(dev, stream, src, srcData);
+    // Two NVMe slots, both holding this process's prompt.
+    const store = await KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 2 * 12288, dramBytes: 8 * 12288 });
+    try {
+      const tokens = randomTokens(2 * CHUNK);
+      const from = randomBlocks(2 * bpc, SPEC.numBlocks);
+      await store.put(tokens, src, from, stream, { durable: true });
+      dropDram(store);
+      const hit = store.lookup(tokens);
+      expect(hit.nvme).toBe(2);
+      // Another process needs a slot: every slot is leased, so it evicts nothing.
+      const blocked = await run([dir, '900', '1', '--try']);
+      expect(blocked.stderr).toBe('');
+      expect(blocked.lines).toContain('put-error 900 ERR_NO_SPACE');
+      const to = randomBlocks(2 * bpc, SPEC.numBlocks);
+      for (const layer of [0, 1]) await store.loadLayer(hit.chunks, layer, dst, to, stream).done();
+      expect(await hit.settled()).toMatchObject({ ok: true, failed: [] });
+      // The lease expired: the other process evicts the prefix's tail to make room.
+      expireLeases(store);
+      const evicting = await run([dir, '901', '1', '--try']);
+      expect(evicting.stderr).toBe('');
+      expect(evicting.lines).toContain('durable 901');
+      let event;
+      expect(() => (event = store.loadLayer(hit.chunks, 2, dst, to, stream))).not.toThrow();
+      await expect(event!.done()).rejects.toMatchObject({ code: 'ERR_EVICTED' });
+      expect(await hit.settled()).toEqual({ ok: false, failed: [1], validTokens: CHUNK, codes: { 1: 'ERR_EVICTED' } });
+      expect(store.stats().local.evictedLoads).toBe(1);
+      const got = await readCache(dev, stream, dst);
+      for (const layer of [0, 1, 2]) {
+        for (let i = 0; i < to.length; i++) {
+          for (const kv of [0, 1] as const) {
+            const have = pieceOf(dst, got, layer, kv, to[i]!);
+            if (layer === 2 && i >= bpc) expect(have.every((x) => x === 0), `layer ${layer} block ${i}`).toBe(true);
+            else expect(Buffer.compare(have, pieceOf(src, srcData, layer, kv, from[i]!)), `layer ${layer} block ${i}`).toBe(0);
+          }
+        }
+      }
+      hit.release();
+      expect(store.lookup(tokens).chunks).toHaveLength(1);
+    } finally {
+      await store.close();
+      await dev.dispose();
+    }
+  }, 60_000);
+
+  it('a lease ends with the process that holds it: once it is killed, another process evicts what it leased', async () => {
+    const dir = path.join(base, 'lease-death');
+    const dev = openDevice({ backend: 'cpu' });
+    // A directory of two NVMe slots, both filled by a writer.
+    await (await KvStore.open({ device: dev, layout: new KvLayout(SPEC), fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 2 * 12288 })).close();
+    await dev.dispose();
+    const w = await run([dir, '0', '2']);
+    expect(w.lines.filter((l) => l.startsWith('durable '))).toHaveLength(2);
+    const holder = spawn(process.execPath, [child, entry, dir, '0', '2', '--lease'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KVFLOW_BACKEND: 'cpu' } });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.setEncoding('utf8');
+        holder.stdout.on('data', (d: string) => d.includes('leased 2') && resolve());
+        holder.on('exit', () => reject(new Error('the lease holder exited early')));
+      });
+      const blocked = await run([dir, '900', '1', '--try']);
+      expect(blocked.lines).toContain('put-error 900 ERR_NO_SPACE');
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('close', r));
+    }
+    const after = await run([dir, '901', '1', '--try']);
+    expect(after.stderr).toBe('');
+    expect(after.lines).toContain('durable 901');
+  }, 60_000);
 });

@@ -6,7 +6,7 @@ import { mkdtempSync } from 'node:fs';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { KvflowError, KvStore, KvLayout, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { KvflowError, KvStore, KvLayout, STORE_FORMAT_VERSION, type Device, type KvCache, type Stream } from '../../src/index.js';
 import { injectIoFault } from '../../src/io/testing.js';
 import { dropDram, indexProblems, nvmeLocation, storeFiles } from '../../src/store/testing.js';
 import { backends, open, randomBytes } from '../helpers/backends.js';
@@ -89,7 +89,8 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const keys = store.keys(tokens);
     expect(keys).toHaveLength(3); // the partial last chunk has no key
     let prev = Buffer.alloc(32);
-    const version = Buffer.from([1, 0, 0, 0]);
+    const version = Buffer.alloc(4);
+    version.writeUInt32LE(STORE_FORMAT_VERSION);
     for (let c = 0; c < 3; c++) {
       const ids = Buffer.alloc(CHUNK * 4);
       for (let t = 0; t < CHUNK; t++) ids.writeUInt32LE(tokens[c * CHUNK + t]!, t * 4);
