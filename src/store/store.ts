@@ -18,12 +18,13 @@ import type { Event, Stream } from '../device/stream.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
-import type { StoreGeometry } from './catalog.js';
+import { Catalog, type StoreGeometry } from './catalog.js';
 import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions } from './config.js';
 import { StoreCore } from './core.js';
 import { Demoter } from './demoter.js';
 import { DramTier } from './dram.js';
 import { lookup, type ChunkRef, type StoreHit } from './hit.js';
+import { isIndexDamage } from './index-check.js';
 import { STORE_FORMAT_VERSION, chunkKeys } from './keys.js';
 import { loadLayer } from './load.js';
 import { NvmeTier } from './nvme.js';
@@ -57,7 +58,7 @@ export type ArrangeTiers = (dram: Tier, nvme: Tier) => readonly Tier[];
 /** The cores of open stores, for store/testing.ts. */
 export const storeCores = new WeakMap<KvStore, StoreCore>();
 
-let construct: (core: StoreCore, dir: string, temporary: boolean) => KvStore;
+let construct: (core: StoreCore, dir: string, temporary: boolean, warning: string | undefined) => KvStore;
 
 export class KvStore {
   readonly device: Device;
@@ -73,16 +74,23 @@ export class KvStore {
   /** Bytes of a chunk record (every layer). */
   readonly recordBytes: number;
   readonly geometry: StoreGeometry;
+  /**
+   * What opening the store had to give up, when it did: with
+   * `onCorruptIndex: 'reset'`, that the damaged index was set aside (where
+   * to) and the NVMe tier's chunks were lost. Undefined when nothing was.
+   */
+  readonly warning: string | undefined;
   readonly #core: StoreCore;
   readonly #plans = new PlanCache();
   readonly #temporary: boolean;
 
   static {
-    construct = (core, dir, temporary) => new KvStore(core, dir, temporary);
+    construct = (core, dir, temporary, warning) => new KvStore(core, dir, temporary, warning);
   }
 
-  private constructor(core: StoreCore, dir: string, temporary: boolean) {
+  private constructor(core: StoreCore, dir: string, temporary: boolean, warning: string | undefined) {
     const c = core.config;
+    this.warning = warning;
     this.#core = core;
     this.device = c.device;
     this.layout = c.layout;
@@ -262,7 +270,7 @@ async function closeAll(tiers: readonly Tier[]): Promise<void> {
  */
 export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers | undefined): Promise<KvStore> {
   const config = resolveStoreConfig(options);
-  const { dir, temporary } = createStoreDir(options.dir);
+  const { dir, temporary, created } = createStoreDir(options.dir);
   const { device, layers, recordBytes, extentBytes } = config;
   const wanted: StoreGeometry = {
     version: STORE_FORMAT_VERSION,
@@ -272,7 +280,29 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     layers: layers.count,
     extentBytes,
   };
-  const nvme = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file);
+  // A failed create leaves nothing behind: the geometry it wrote would bind every later open.
+  const undo = (fresh: boolean): void => {
+    if (temporary) rmSync(dir, { recursive: true, force: true });
+    else if (fresh) Catalog.removeCreated(dir, created);
+  };
+  const openNvme = async (): Promise<NvmeTier> => {
+    const fresh = Catalog.isNew(dir);
+    try {
+      return await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file);
+    } catch (e) {
+      if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) undo(fresh);
+      throw e;
+    }
+  };
+  let warning: string | undefined;
+  let nvme: NvmeTier;
+  try {
+    nvme = await openNvme();
+  } catch (e) {
+    if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) throw e;
+    warning = Catalog.reset(dir, (e as Error).message);
+    nvme = await openNvme();
+  }
   const dram = new DramTier(extentBytes, layers.count, config.dramBytes, (bytes) => device.allocPinned(bytes), config.rank);
   let core: StoreCore;
   try {
@@ -283,5 +313,5 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     throw e;
   }
   core.demoter = new Demoter(core);
-  return construct(core, dir, temporary);
+  return construct(core, dir, temporary, warning);
 }
