@@ -254,3 +254,18 @@ export function createStoreDir(dir: unknown): { dir: string; temporary: boolean;
   }
   return { dir: resolved, temporary: false, created: missing.length > 0 };
 }
+
+/** Options of a put or commit. */
+export interface PutOptions {
+  /** Write through to NVMe and resolve once the chunks are in the index and on disk. Default false. */
+  durable?: boolean;
+}
+
+/** Checks a put's or commit's options (undefined and null mean the defaults) before anything changes. */
+export function putOptions(options: unknown): { durable: boolean } {
+  if (options === undefined || options === null) return { durable: false };
+  if (typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object for options, got ${describe(options)}`);
+  const { durable } = options as PutOptions;
+  if (durable !== undefined && typeof durable !== 'boolean') fail('ERR_INVALID_ARG', `expected a boolean for options.durable, got ${describe(durable)}`);
+  return { durable: durable ?? false };
+}

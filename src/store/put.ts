@@ -4,11 +4,11 @@
  * become visible only at commit, once every layer's copy completed. Admission
  * (or a durable put) then sends them to the demotion tier.
  */
-import type { Event, Stream } from '../device/stream.js';
+import { Stream, type Event } from '../device/stream.js';
 import { describe, fail } from '../errors.js';
 import type { KvCache, StagingRecord } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
-import { engineOf, type LayerMoveOptions } from './config.js';
+import { engineOf, putOptions, type LayerMoveOptions } from './config.js';
 import { settle, type StoreCore } from './core.js';
 import { settleAll } from './demoter.js';
 
@@ -117,7 +117,12 @@ export function putLayer(core: StoreCore, pending: PendingPut | readonly Pending
 
 /** KvStore.put (see there). */
 export async function put(core: StoreCore, keys: readonly string[], kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-  options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+  options: { durable?: boolean } | null): Promise<{ added: number; keys: string[] }> {
+  // Every argument is checked before a slot is taken: a rejected put changes nothing.
+  const opts = putOptions(options);
+  core.blocksOf(blockTable, keys.length, kvCache, false);
+  if (!(stream instanceof Stream)) fail('ERR_INVALID_ARG', `expected a Stream for stream, got ${describe(stream)}`);
+  options = opts;
   const pending = beginPut(core, keys);
   const s = stateOf(pending);
   try {
@@ -148,10 +153,11 @@ export async function put(core: StoreCore, keys: readonly string[], kvCache: KvC
 }
 
 /** KvStore.commit (see there). */
-export function commit(core: StoreCore, pending: PendingPut, options: { durable?: boolean }): Promise<{ added: number; keys: string[] }> {
+export function commit(core: StoreCore, pending: PendingPut, options: { durable?: boolean } | null): Promise<{ added: number; keys: string[] }> {
+  const opts = putOptions(options);
   const s = openState(core, pending);
   s.state = 'committing';
-  const done = commitParts(core, s, options);
+  const done = commitParts(core, s, opts);
   s.committing = done.catch(() => undefined);
   return done;
 }

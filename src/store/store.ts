@@ -19,7 +19,7 @@ import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
 import { Catalog, type StoreGeometry } from './catalog.js';
-import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions } from './config.js';
+import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions, type PutOptions } from './config.js';
 import { StoreCore } from './core.js';
 import { Demoter } from './demoter.js';
 import { DramTier } from './dram.js';
@@ -33,7 +33,7 @@ import * as puts from './put.js';
 import type { PendingPut } from './put.js';
 import type { Tier } from './tier.js';
 
-export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions } from './config.js';
+export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions, PutOptions } from './config.js';
 export { StoreHit, type ChunkRef } from './hit.js';
 export { PendingPut } from './put.js';
 
@@ -174,7 +174,7 @@ export class KvStore {
    * (admission is bypassed); otherwise admission decides in the background.
    */
   async put(tokens: ArrayLike<number>, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-    options: { durable?: boolean } = {}): Promise<{ added: number; keys: string[] }> {
+    options: PutOptions | null = {}): Promise<{ added: number; keys: string[] }> {
     this.#core.live();
     this.#core.checkCache(kvCache);
     return puts.put(this.#core, this.keys(tokens), kvCache, blockTable, stream, options);
@@ -186,7 +186,7 @@ export class KvStore {
    * becomes visible) and rejects. With `durable`, also writes them to NVMe
    * before resolving.
    */
-  async commit(pending: PendingPut, options: { durable?: boolean } = {}): Promise<{ added: number; keys: string[] }> {
+  async commit(pending: PendingPut, options: PutOptions | null = {}): Promise<{ added: number; keys: string[] }> {
     this.#core.live();
     return puts.commit(this.#core, pending, options);
   }

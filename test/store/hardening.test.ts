@@ -1,7 +1,8 @@
 // The store against a failing machine and a hostile caller (issue #13):
 // damaged index files (opened in child processes, so that a crash is seen as
 // a signal instead of killing the runner), a create that runs out of space,
-// a directory that cannot be made, and a full disk under the index. Children run the built package
+// a directory that cannot be made, a full disk under the index, and calls
+// rejected before they change anything. Children run the built package
 // (dist/, made by `npm test`'s pretest step).
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
@@ -252,5 +253,67 @@ describe('a full disk under the store (tmpfs)', () => {
     } finally {
       small.release();
     }
+  });
+});
+
+describe('rejected calls change nothing', () => {
+  let dev: Device;
+  let stream: Stream;
+  let cache: KvCache;
+  let store: KvStore;
+  beforeAll(async () => {
+    dev = open('cpu');
+    stream = dev.createStream();
+    cache = dev.allocKvCache(layout);
+    store = await KvStore.open({ device: dev, layout, fingerprint: FP, chunkTokens: CHUNK, dramBytes: 16 * 12288, nvmeBytes: 16 * 12288 });
+  });
+  afterAll(async () => {
+    await store?.close();
+    await dev?.dispose();
+  });
+
+  function unchanged(tokens: number[], used: number): void {
+    expect(store.lookup(tokens).chunks).toHaveLength(0);
+    expect(store.stats().dram.usedBytes).toBe(used);
+  }
+
+  it.for([
+    ['a string for options', 'durable'],
+    ['a non-boolean durable', { durable: 'yes' }],
+    ['a non-Stream stream', 'stream'],
+    ['a short block table', 'blocks'],
+  ] as const)('put with %s is ERR_INVALID_ARG before any chunk is taken', async ([, bad]) => {
+    const tokens = randomTokens(CHUNK * 4);
+    const blocks = randomBlocks(4 * BPC, SPEC.numBlocks);
+    const used = store.stats().dram.usedBytes;
+    const s = bad === 'stream' ? ({ record() {} } as unknown as Stream) : stream;
+    const b = bad === 'blocks' ? blocks.slice(1) : blocks;
+    const o = bad === 'stream' || bad === 'blocks' ? {} : (bad as unknown as object);
+    await expect(store.put(tokens, cache, b, s, o)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    unchanged(tokens, used);
+    // The prompt can be put afterwards, whole.
+    expect((await store.put(tokens, cache, blocks, stream)).added).toBe(4);
+  });
+
+  it('null options are the defaults, for put and commit', async () => {
+    const tokens = randomTokens(CHUNK * 4);
+    const blocks = randomBlocks(4 * BPC, SPEC.numBlocks);
+    expect((await store.put(tokens, cache, blocks, stream, null)).added).toBe(4);
+    expect(store.lookup(tokens).chunks).toHaveLength(4);
+    const other = randomTokens(CHUNK * 3);
+    const put = store.beginPut(other);
+    for (let l = 0; l < SPEC.layers; l++) store.putLayer(put, l, cache, blocks.slice(0, 3 * BPC), stream);
+    expect((await store.commit(put, null)).added).toBe(3);
+    expect(store.lookup(other).chunks).toHaveLength(3);
+  });
+
+  it('commit with bad options is ERR_INVALID_ARG and leaves the put open', async () => {
+    const tokens = randomTokens(CHUNK * 2);
+    const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
+    const put = store.beginPut(tokens);
+    for (let l = 0; l < SPEC.layers; l++) store.putLayer(put, l, cache, blocks, stream);
+    await expect(store.commit(put, 5 as unknown as object)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    expect(store.lookup(tokens).chunks).toHaveLength(0);
+    expect((await store.commit(put)).added).toBe(2);
   });
 });
