@@ -491,7 +491,10 @@ export class Catalog {
     } finally {
       this.#closed = true;
       await this.#thread.close().catch(() => undefined);
-      await this.root.close();
+      let failed: KvflowError | undefined;
+      await this.root.close().catch((e: unknown) => {
+        failed = catalogError(e, 'closing the index');
+      });
       // Reservations still held (writes abandoned by close) become stale with the lock.
       loadBinding().binding.releaseLock(this.#lockFd);
       try {
@@ -499,6 +502,7 @@ export class Catalog {
       } catch {
         // Swept already.
       }
+      if (failed) throw failed;
     }
   }
 }
