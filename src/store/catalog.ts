@@ -9,7 +9,7 @@
  * the store's index thread (index-worker.ts), since each is flushed to disk
  * before it returns and may wait for another process's write lock.
  */
-import { chmodSync, existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -19,6 +19,7 @@ import { open, type RootDatabase } from 'lmdb';
 import { loadBinding } from '../binding/load.js';
 import { KvflowError, fail } from '../errors.js';
 import { lruRank, safeRank, type EvictionRank } from './eviction.js';
+import { checkIndexFile, indexDamaged, isIndexDamage, markDamage } from './index-check.js';
 import { STORE_FORMAT_VERSION } from './keys.js';
 import {
   INDEX_OPTIONS,
@@ -79,6 +80,57 @@ function sweepLocks(dir: string): void {
   }
 }
 
+/** Instances holding `dir` open now (none where there is no writers folder). */
+function liveWriters(dir: string): string[] {
+  const writers = path.join(dir, 'writers');
+  let names: string[];
+  try {
+    if (!lstatSync(writers).isDirectory()) return [];
+    names = readdirSync(writers);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => n.endsWith('.lock') && writerAlive(dir, n.slice(0, -5))).map((n) => n.slice(0, -5));
+}
+
+/** Makes the writers folder of `dir` where it is missing; anything else in its place is damage. */
+function makeWritersDir(dir: string): void {
+  const writers = path.join(dir, 'writers');
+  try {
+    mkdirSync(writers, { mode: 0o700 });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'EEXIST') {
+      if (lstatSync(writers).isDirectory()) return;
+      throw indexDamaged(writers, 'it is not a directory');
+    }
+    throw catalogError(e, `creating ${writers}`);
+  }
+}
+
+/** Opens the LMDB file `file` once its structure was checked (index-check.ts): a damaged file is never mapped. */
+function openIndex(file: string, readOnly: boolean): RootDatabase {
+  let checked;
+  try {
+    checked = checkIndexFile(file);
+  } catch (e) {
+    throw catalogError(e, `reading ${file}`);
+  }
+  if (checked.state === 'damaged') throw indexDamaged(file, checked.reason);
+  try {
+    return open({ path: file, ...INDEX_OPTIONS, ...(readOnly ? { readOnly: true } : {}) });
+  } catch (e) {
+    throw withFile(catalogError(e, `opening ${file}`), file);
+  }
+}
+
+/** A damage error that names `file` and the way out. */
+function withFile(e: unknown, file: string): unknown {
+  return isIndexDamage(e) ? indexDamaged(file, (e as Error).message) : e;
+}
+
+const SLAB = /^slab-\d{4}\.kv$/;
+
 /** The index thread's script: the compiled one beside this module (from sources, the one in dist/). */
 function workerScript(): URL {
   const here = fileURLToPath(import.meta.url);
@@ -95,6 +147,15 @@ interface Reply {
   value?: unknown;
   message?: string;
   code?: KvflowError['code'];
+  errno?: number;
+  damage?: boolean;
+}
+
+/** The KvflowError of a failed reply, as the index thread made it. */
+function replyError(r: Reply): KvflowError {
+  const k = new KvflowError(r.message ?? 'store index request failed', r.code ?? 'ERR_IO');
+  if (typeof r.errno === 'number') k.errno = r.errno;
+  return r.damage ? markDamage(k) : k;
 }
 
 /** The index thread: requests in order, one reply each; referenced only while a request is out. */
@@ -114,7 +175,7 @@ class IndexThread {
       if (this.#pending.size === 0) this.#worker.unref();
       p.after?.();
       if (r.ok) p.resolve(r.value);
-      else p.reject(new KvflowError(r.message ?? 'store index request failed', r.code ?? 'ERR_IO'));
+      else p.reject(replyError(r));
     });
     const die = (e: KvflowError): void => {
       this.#dead ??= e;
@@ -177,15 +238,11 @@ export class Catalog {
    */
   static open(dir: string, wanted: StoreGeometry, rank: EvictionRank = lruRank): Catalog {
     const file = path.join(dir, 'index.mdb');
-    let root: RootDatabase;
+    makeWritersDir(dir);
+    const root = openIndex(file, false);
     try {
-      root = open({ path: file, ...INDEX_OPTIONS });
-    } catch (e) {
-      throw catalogError(e, `opening ${file}`);
-    }
-    for (const f of [file, `${file}-lock`]) if (existsSync(f)) chmodSync(f, 0o600);
-    const tables = new IndexTables(root);
-    try {
+      for (const f of [file, `${file}-lock`]) if (existsSync(f)) chmodSync(f, 0o600);
+      const tables = new IndexTables(root, file);
       const geometry = tables.geometry(wanted)!;
       if (geometry.version !== STORE_FORMAT_VERSION) {
         fail('ERR_UNSUPPORTED', `store at ${dir} has format version ${geometry.version}; this kvflow reads version ${STORE_FORMAT_VERSION}`);
@@ -195,7 +252,6 @@ export class Catalog {
           `but it holds ${geometry.layers} extents of ${geometry.extentBytes} bytes (open it with the layout and chunkTokens it was created with)`);
       }
       const instance = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
-      mkdirSync(path.join(dir, 'writers'), { recursive: true, mode: 0o700 });
       const lockFd = loadBinding().binding.holdLock(lockPath(dir, instance));
       try {
         tables.recover((r: Reservation) => !writerAlive(dir, r.inst));
@@ -207,7 +263,87 @@ export class Catalog {
       }
     } catch (e) {
       void root.close();
-      throw e;
+      throw withFile(e, file);
+    }
+  }
+
+  /** Whether `dir` has no index yet (opening it creates one). */
+  static isNew(dir: string): boolean {
+    try {
+      return statSync(path.join(dir, 'index.mdb')).size === 0;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'ENOENT';
+    }
+  }
+
+  /**
+   * Sets a damaged index of `dir` aside (`index.mdb.damaged-<time>`, and a
+   * `writers` that is not a folder likewise), removes the slab files it
+   * described, and returns what was lost, for the store's warning. Refused
+   * with ERR_BUSY while another store has `dir` open.
+   */
+  static reset(dir: string, why: string): string {
+    const live = liveWriters(dir);
+    if (live.length > 0) {
+      fail('ERR_BUSY', `cannot reset the store index of ${dir}: ${live.length} other store(s) have it open (writer ${live[0]}); close them first (${why})`);
+    }
+    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+    const aside: string[] = [];
+    const setAside = (name: string): void => {
+      const from = path.join(dir, name);
+      try {
+        renameSync(from, `${from}.damaged-${stamp}`);
+        aside.push(`${name}.damaged-${stamp}`);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw catalogError(e, `setting ${from} aside`);
+      }
+    };
+    setAside('index.mdb');
+    try {
+      unlinkSync(path.join(dir, 'index.mdb-lock'));
+    } catch {
+      // No lock file, or one already gone.
+    }
+    try {
+      if (!lstatSync(path.join(dir, 'writers')).isDirectory()) setAside('writers');
+    } catch {
+      // No writers folder: made at open.
+    }
+    let files = 0;
+    let bytes = 0;
+    for (const name of readdirSync(dir)) {
+      if (!SLAB.test(name)) continue;
+      const p = path.join(dir, name);
+      bytes += statSync(p).size;
+      unlinkSync(p);
+      files++;
+    }
+    return `the store index of ${dir} was damaged (${why}); it was set aside as ${aside.join(' and ') || 'nothing (already gone)'}, ` +
+      `and the NVMe tier starts empty: every chunk it held is lost (${files} slab file(s), ${bytes} bytes, removed)`;
+  }
+
+  /**
+   * Removes what a failed first open of `dir` made (index, its lock file,
+   * slab files, the writers folder, and `dir` itself when `removeDir`),
+   * unless another store has opened it meanwhile.
+   */
+  static removeCreated(dir: string, removeDir: boolean): void {
+    if (liveWriters(dir).length > 0) return;
+    for (const name of readdirSync(dir)) {
+      if (name === 'index.mdb' || name === 'index.mdb-lock' || SLAB.test(name)) {
+        try {
+          unlinkSync(path.join(dir, name));
+        } catch {
+          // Gone already.
+        }
+      }
+    }
+    for (const d of [path.join(dir, 'writers'), ...(removeDir ? [dir] : [])]) {
+      try {
+        rmdirSync(d);
+      } catch {
+        // Not empty (another opener's files) or gone: left as it is.
+      }
     }
   }
 
@@ -218,12 +354,7 @@ export class Catalog {
   static inspect(dir: string): StoreReport {
     const file = path.join(dir, 'index.mdb');
     if (!existsSync(file)) fail('ERR_INVALID_ARG', `expected a kvflow store directory, but ${dir} has no index.mdb`);
-    let root: RootDatabase;
-    try {
-      root = open({ path: file, ...INDEX_OPTIONS, readOnly: true });
-    } catch (e) {
-      throw catalogError(e, `opening ${file}`);
-    }
+    const root = openIndex(file, true);
     try {
       const tables = new IndexTables(root);
       const geometry = tables.meta.get('geometry') as StoreGeometry | undefined;
@@ -231,6 +362,8 @@ export class Catalog {
       const reservations: StoreReport['reservations'] = [];
       for (const { key, value } of tables.reserved.getRange()) reservations.push({ slot: key, pid: value.pid, alive: writerAlive(dir, value.inst), at: value.at });
       return { dir, geometry, ...tables.summary(), reservations, counters: tables.counters(), problems: tables.check() };
+    } catch (e) {
+      throw withFile(e instanceof KvflowError ? e : catalogError(e, `reading ${file}`), file);
     } finally {
       void root.close();
     }
@@ -240,15 +373,24 @@ export class Catalog {
     if (this.#closed) fail('ERR_DISPOSED', 'the store is closed');
   }
 
+  /** A read of the index on this thread, its failures typed (a page damaged while mapped reads as ERR_IO). */
+  #read<T>(what: string, read: () => T): T {
+    try {
+      return read();
+    } catch (e) {
+      throw withFile(catalogError(e, what, path.join(this.#dir, 'index.mdb')), path.join(this.#dir, 'index.mdb'));
+    }
+  }
+
   get(key: string): CatalogEntry | undefined {
     this.#live();
-    return this.tables.entries.get(key);
+    return this.#read('reading an entry', () => this.tables.entries.get(key));
   }
 
   /** Whether `key` is in the index, without decoding its entry. */
   has(key: string): boolean {
     this.#live();
-    return this.tables.entries.doesExist(key);
+    return this.#read('reading an entry', () => this.tables.entries.doesExist(key));
   }
 
   /** Writes on the index thread; reads here then see them at once (not only from the next event turn). */
@@ -319,7 +461,7 @@ export class Catalog {
     if (this.#closed || (this.#touched.size === 0 && Object.keys(this.#deltas).length === 0)) return;
     const updates: TouchUpdate[] = [];
     for (const [key, t] of this.#touched) {
-      const e = this.tables.entries.get(key);
+      const e = this.#read('reading an entry', () => this.tables.entries.get(key));
       if (e === undefined || e.t >= t) continue;
       updates.push({ key, t, r: safeRank(this.#rank, { lastUse: t, hits: e.hits + 1, created: e.at }) });
     }
@@ -329,17 +471,17 @@ export class Catalog {
 
   /** Shared counters, with this instance's not yet written. */
   counters(): CounterDeltas {
-    const out = this.tables.counters();
+    const out = this.#read('reading the counters', () => this.tables.counters());
     for (const [k, n] of Object.entries(this.#deltas)) out[k] = (out[k] ?? 0) + n;
     return out;
   }
 
   summary(): ReturnType<IndexTables['summary']> {
-    return this.tables.summary();
+    return this.#read('reading the index', () => this.tables.summary());
   }
 
   check(): string[] {
-    return this.tables.check();
+    return this.#read('checking the index', () => this.tables.check());
   }
 
   async close(): Promise<void> {
@@ -349,7 +491,10 @@ export class Catalog {
     } finally {
       this.#closed = true;
       await this.#thread.close().catch(() => undefined);
-      await this.root.close();
+      let failed: KvflowError | undefined;
+      await this.root.close().catch((e: unknown) => {
+        failed = catalogError(e, 'closing the index');
+      });
       // Reservations still held (writes abandoned by close) become stale with the lock.
       loadBinding().binding.releaseLock(this.#lockFd);
       try {
@@ -357,6 +502,7 @@ export class Catalog {
       } catch {
         // Swept already.
       }
+      if (failed) throw failed;
     }
   }
 }

@@ -2,7 +2,7 @@
  * A store's options, their defaults and their checks, resolved once when the
  * store opens into a frozen StoreConfig that every other store module reads.
  */
-import { chmodSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -73,6 +73,16 @@ export interface KvStoreOptions {
    * moves small blocks faster when the SMs are free.
    */
   pagedEngine?: PagedEngine;
+  /**
+   * What to do when the directory's index (`index.mdb`) or its `writers`
+   * folder is damaged: `fail` (default) rejects with ERR_IO; `reset` sets
+   * the damaged index aside (renamed `index.mdb.damaged-<time>`), removes
+   * the slab files it described and starts with an empty NVMe tier, saying
+   * so in the store's `warning`. Only cached KV is lost, which can be
+   * recomputed. A reset is refused (ERR_BUSY) while another store has the
+   * directory open.
+   */
+  onCorruptIndex?: 'fail' | 'reset';
 }
 
 /** Options of one `loadLayer` or `putLayer` call. */
@@ -96,6 +106,7 @@ export const STORE_DEFAULTS = Object.freeze({
   admit: 'hit-or-twice' as AdmissionPolicy,
   pagedEngine: 'auto' as PagedEngine,
   evictionRank: lruRank,
+  onCorruptIndex: 'fail' as 'fail' | 'reset',
 });
 
 /** A store's options resolved: defaults applied, everything checked. */
@@ -120,6 +131,7 @@ export interface StoreConfig {
   /** Bytes of a chunk record (every layer). */
   readonly recordBytes: number;
   readonly file: Pick<OpenFileOptions, 'engine' | 'direct'> | undefined;
+  readonly onCorruptIndex: 'fail' | 'reset';
 }
 
 function positive(value: unknown, name: string, fallback: number): number {
@@ -175,13 +187,17 @@ export function resolveStoreConfig(options: KvStoreOptions): StoreConfig {
   const engine = checkEngine(options.pagedEngine ?? d.pagedEngine, 'pagedEngine');
   const rank = options.evictionRank ?? d.evictionRank;
   if (typeof rank !== 'function') fail('ERR_INVALID_ARG', `expected a function for evictionRank, got ${describe(rank)}`);
+  const onCorruptIndex = options.onCorruptIndex ?? d.onCorruptIndex;
+  if (onCorruptIndex !== 'fail' && onCorruptIndex !== 'reset') {
+    fail('ERR_INVALID_ARG', `expected 'fail' or 'reset' for onCorruptIndex, got ${describe(onCorruptIndex)}`);
+  }
   const extentBytes = layout.extentBytes(chunkTokens);
   const recordBytes = extentBytes * layers.count;
   if (dramBytes < recordBytes) fail('ERR_INVALID_ARG', `expected dramBytes of at least one chunk record (${recordBytes} bytes), got ${dramBytes}`);
   if (nvmeBytes < recordBytes) fail('ERR_INVALID_ARG', `expected nvmeBytes of at least one chunk record (${recordBytes} bytes), got ${nvmeBytes}`);
   return Object.freeze({
     device, layout, layers: Object.freeze({ first: layers.first, count: layers.count }), chunkTokens, fingerprint,
-    dramBytes, nvmeBytes, slabFileBytes, backlog, leaseMs: leaseSeconds * 1000, admit, engine, rank, extentBytes, recordBytes, file: options.file,
+    dramBytes, nvmeBytes, slabFileBytes, backlog, leaseMs: leaseSeconds * 1000, admit, engine, rank, extentBytes, recordBytes, file: options.file, onCorruptIndex,
   });
 }
 
@@ -191,25 +207,78 @@ export function engineOf(options: LayerMoveOptions, fallback: PagedEngine): Page
   return checkEngine(options.engine ?? fallback, 'engine');
 }
 
-/** Creates (0700) the store directory `dir`, or a temporary one when it is undefined. */
-export function createStoreDir(dir: unknown): { dir: string; temporary: boolean } {
-  let resolved: string;
-  let temporary = false;
-  if (dir === undefined) {
-    resolved = mkdtempSync(path.join(os.tmpdir(), 'kvflow-store-'));
-    temporary = true;
-  } else {
-    if (typeof dir !== 'string' || dir.length === 0) fail('ERR_INVALID_ARG', `expected a directory path for dir, got ${describe(dir)}`);
-    resolved = path.resolve(dir);
-  }
+function dirError(resolved: string, why: string, e?: NodeJS.ErrnoException): KvflowError {
+  const k = new KvflowError(`cannot create the store directory ${resolved}: ${why}`, e?.code === 'ENOSPC' ? 'ERR_NO_SPACE' : 'ERR_IO');
+  if (typeof e?.errno === 'number') k.errno = Math.abs(e.errno);
+  return k;
+}
+
+/** Whether `p` is a directory (false: absent); throws for anything else there. */
+function isDir(p: string, resolved: string): boolean {
+  let st;
   try {
-    mkdirSync(resolved, { recursive: true, mode: 0o700 });
-    chmodSync(resolved, 0o700);
+    st = statSync(p);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const k = new KvflowError(`cannot create the store directory ${resolved}: ${err.message}`, err.code === 'ENOSPC' ? 'ERR_NO_SPACE' : 'ERR_IO');
-    if (typeof err.errno === 'number') k.errno = -err.errno;
-    throw k;
+    // ENOTDIR: a component above is a file, which the walk up reports.
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return false;
+    throw dirError(resolved, `${p}: ${err.message}`, err);
   }
-  return { dir: resolved, temporary };
+  if (!st.isDirectory()) throw dirError(resolved, `${p} exists and is not a directory`);
+  return true;
+}
+
+/**
+ * Creates (0700) the store directory `dir`, or a temporary one when it is
+ * undefined; `created` says whether this call made it. Missing parents are
+ * made one at a time from the nearest existing one, never with a recursive
+ * mkdir: on procfs and sysfs that loops forever, because mkdir answers
+ * ENOENT under a parent that exists.
+ */
+export function createStoreDir(dir: unknown): { dir: string; temporary: boolean; created: boolean } {
+  if (dir === undefined) {
+    const made = mkdtempSync(path.join(os.tmpdir(), 'kvflow-store-'));
+    return { dir: made, temporary: true, created: true };
+  }
+  if (typeof dir !== 'string' || dir.length === 0) fail('ERR_INVALID_ARG', `expected a directory path for dir, got ${describe(dir)}`);
+  const resolved = path.resolve(dir);
+  const missing: string[] = [];
+  let at = resolved;
+  while (!isDir(at, resolved)) {
+    missing.unshift(at);
+    at = path.dirname(at);
+  }
+  for (const p of missing) {
+    try {
+      mkdirSync(p, { mode: 0o700 });
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (err.code === 'EEXIST' && isDir(p, resolved)) continue;
+      const why = err.code === 'ENOENT'
+        ? `its parent ${path.dirname(p)} exists but refuses new directories (${err.message}): a virtual filesystem such as /proc?`
+        : err.message;
+      throw dirError(resolved, why, err);
+    }
+  }
+  try {
+    chmodSync(resolved, 0o700);
+  } catch (e) {
+    throw dirError(resolved, (e as Error).message, e as NodeJS.ErrnoException);
+  }
+  return { dir: resolved, temporary: false, created: missing.length > 0 };
+}
+
+/** Options of a put or commit. */
+export interface PutOptions {
+  /** Write through to NVMe and resolve once the chunks are in the index and on disk. Default false. */
+  durable?: boolean;
+}
+
+/** Checks a put's or commit's options (undefined and null mean the defaults) before anything changes. */
+export function putOptions(options: unknown): { durable: boolean } {
+  if (options === undefined || options === null) return { durable: false };
+  if (typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object for options, got ${describe(options)}`);
+  const { durable } = options as PutOptions;
+  if (durable !== undefined && typeof durable !== 'boolean') fail('ERR_INVALID_ARG', `expected a boolean for options.durable, got ${describe(durable)}`);
+  return { durable: durable ?? false };
 }

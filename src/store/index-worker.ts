@@ -3,11 +3,14 @@
  * index (flushed to disk before it returns) off the JS thread. Requests and
  * replies are plain messages; see Catalog (catalog.ts).
  */
+import { statfsSync } from 'node:fs';
+import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 
 import { open } from 'lmdb';
 
 import { KvflowError } from '../errors.js';
+import { isIndexDamage } from './index-check.js';
 import { INDEX_OPTIONS, IndexTables, catalogError } from './tables.js';
 
 interface Request {
@@ -18,7 +21,7 @@ interface Request {
 
 const { file } = workerData as { file: string };
 const root = open({ path: file, ...INDEX_OPTIONS });
-const tables = new IndexTables(root);
+const tables = new IndexTables(root, file);
 const port = parentPort!;
 
 // The write transactions, each synchronous on this thread (see IndexTables).
@@ -29,19 +32,49 @@ const ops: Record<Exclude<Request['op'], 'close'>, (...args: never[]) => unknown
   record: tables.record.bind(tables),
 };
 
+/** Free bytes below which no write transaction starts (see roomLeft). */
+const MIN_FREE = 64 * 1024;
+
+/**
+ * Refuses a write transaction on a disk that is (nearly) full, before LMDB
+ * tries it: LMDB's failed page write reports a bare EIO when it was short,
+ * and prints to the process's stderr (the user's output), which a thread
+ * cannot redirect. A transaction dirtying more than MIN_FREE can still meet
+ * a full disk inside LMDB; that is then mapped from its errno (catalogError).
+ */
+function roomLeft(op: string): void {
+  let free: number;
+  try {
+    const s = statfsSync(path.dirname(file));
+    free = (process.getuid?.() === 0 ? s.bfree : s.bavail) * s.bsize;
+  } catch {
+    return; // no statfs here: LMDB reports what happens
+  }
+  if (free < MIN_FREE) {
+    const k = new KvflowError(`store index: ${op} failed: the disk is full (${free} bytes free, fewer than the ${MIN_FREE} an index write needs)`, 'ERR_NO_SPACE');
+    k.errno = 28;
+    throw k;
+  }
+}
+
+/** A failed request's reply: the error's code, errno and damage mark cross the thread with it (a structured clone keeps none of them). */
+function failure(id: number, k: KvflowError): object {
+  return { id, ok: false, message: k.message, code: k.code, errno: k.errno, damage: isIndexDamage(k) };
+}
+
 port.on('message', (m: Request) => {
   if (m.op === 'close') {
     void root.close().then(
       () => port.postMessage({ id: m.id, ok: true }),
-      (e: unknown) => port.postMessage({ id: m.id, ok: false, message: String(e), code: 'ERR_IO' }),
+      (e: unknown) => port.postMessage(failure(m.id, catalogError(e, 'closing the index', file))),
     );
     return;
   }
   try {
+    roomLeft(m.op);
     const value = (ops[m.op] as (...args: unknown[]) => unknown)(...m.args);
     port.postMessage({ id: m.id, ok: true, value });
   } catch (e) {
-    const k = e instanceof KvflowError ? e : catalogError(e, m.op);
-    port.postMessage({ id: m.id, ok: false, message: k.message, code: k.code });
+    port.postMessage(failure(m.id, e instanceof KvflowError ? e : catalogError(e, m.op, file)));
   }
 });

@@ -16,11 +16,11 @@
  * layers again; then commit.
  */
 import type { Event } from '../device/event.js';
-import type { Stream } from '../device/stream.js';
+import { Stream } from '../device/stream.js';
 import { KvflowError, describe, fail } from '../errors.js';
 import type { KvCache, StagingRecord } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
-import { engineOf, type LayerMoveOptions } from './config.js';
+import { engineOf, putOptions, type LayerMoveOptions } from './config.js';
 import { settle, type StoreCore } from './core.js';
 import { settleAll } from './demoter.js';
 
@@ -157,7 +157,12 @@ export function putLayer(core: StoreCore, pending: PendingPut | readonly Pending
 
 /** KvStore.put (see there). */
 export async function put(core: StoreCore, keys: readonly string[], kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-  options: { durable?: boolean }): Promise<PutResult> {
+  options: { durable?: boolean } | null): Promise<PutResult> {
+  // Every argument is checked before a slot is taken: a rejected put changes nothing.
+  const opts = putOptions(options);
+  core.blocksOf(blockTable, keys.length, kvCache, false);
+  if (!(stream instanceof Stream)) fail('ERR_INVALID_ARG', `expected a Stream for stream, got ${describe(stream)}`);
+  options = opts;
   const pending = beginPut(core, keys);
   const s = stateOf(pending);
   try {
@@ -197,10 +202,11 @@ export async function put(core: StoreCore, keys: readonly string[], kvCache: KvC
 }
 
 /** KvStore.commit (see there). */
-export function commit(core: StoreCore, pending: PendingPut, options: { durable?: boolean }): Promise<PutResult> {
+export function commit(core: StoreCore, pending: PendingPut, options: { durable?: boolean } | null): Promise<PutResult> {
+  const opts = putOptions(options);
   const s = openState(core, pending);
   s.state = 'committing';
-  const done = commitParts(core, s, options);
+  const done = commitParts(core, s, opts);
   s.committing = done.catch(() => undefined);
   return done;
 }

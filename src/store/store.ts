@@ -21,12 +21,13 @@ import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
 import { describe, fail } from '../errors.js';
-import type { StoreGeometry } from './catalog.js';
-import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions } from './config.js';
+import { Catalog, type StoreGeometry } from './catalog.js';
+import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions, type PutOptions } from './config.js';
 import { StoreCore } from './core.js';
 import { Demoter } from './demoter.js';
 import { DramTier } from './dram.js';
 import { lookup, type ChunkRef, type StoreHit } from './hit.js';
+import { isIndexDamage } from './index-check.js';
 import { STORE_FORMAT_VERSION, chunkKeys, tenantFingerprint } from './keys.js';
 import { loadLayer } from './load.js';
 import { NvmeTier } from './nvme.js';
@@ -35,7 +36,7 @@ import * as puts from './put.js';
 import type { PendingPut, PutResult } from './put.js';
 import type { Tier } from './tier.js';
 
-export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions } from './config.js';
+export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions, PutOptions } from './config.js';
 export { StoreHit, type ChunkRef } from './hit.js';
 export { PendingPut, type PutResult } from './put.js';
 
@@ -82,7 +83,7 @@ export type ArrangeTiers = (dram: Tier, nvme: Tier) => readonly Tier[];
 /** The cores of open stores, for store/testing.ts. */
 export const storeCores = new WeakMap<KvStore, StoreCore>();
 
-let construct: (core: StoreCore, dir: string, temporary: boolean) => KvStore;
+let construct: (core: StoreCore, dir: string, temporary: boolean, warning: string | undefined) => KvStore;
 
 export class KvStore {
   readonly device: Device;
@@ -98,6 +99,12 @@ export class KvStore {
   /** Bytes of a chunk record (every layer). */
   readonly recordBytes: number;
   readonly geometry: StoreGeometry;
+  /**
+   * What opening the store had to give up, when it did: with
+   * `onCorruptIndex: 'reset'`, that the damaged index was set aside (where
+   * to) and the NVMe tier's chunks were lost. Undefined when nothing was.
+   */
+  readonly warning: string | undefined;
   readonly #core: StoreCore;
   readonly #plans = new PlanCache();
   readonly #temporary: boolean;
@@ -105,11 +112,12 @@ export class KvStore {
   readonly #tenants = new Map<string, string>();
 
   static {
-    construct = (core, dir, temporary) => new KvStore(core, dir, temporary);
+    construct = (core, dir, temporary, warning) => new KvStore(core, dir, temporary, warning);
   }
 
-  private constructor(core: StoreCore, dir: string, temporary: boolean) {
+  private constructor(core: StoreCore, dir: string, temporary: boolean, warning: string | undefined) {
     const c = core.config;
+    this.warning = warning;
     this.#core = core;
     this.device = c.device;
     this.layout = c.layout;
@@ -222,10 +230,10 @@ export class KvStore {
    * otherwise admission decides in the background.
    */
   async put(tokens: ArrayLike<number>, kvCache: KvCache, blockTable: ArrayLike<number>, stream: Stream,
-    options: { durable?: boolean } & TenantOptions = {}): Promise<PutResult> {
+    options: (PutOptions & TenantOptions) | null = {}): Promise<PutResult> {
     this.#core.live();
     this.#core.checkCache(kvCache);
-    return puts.put(this.#core, this.keys(tokens, options), kvCache, blockTable, stream, options);
+    return puts.put(this.#core, this.keys(tokens, options ?? {}), kvCache, blockTable, stream, options);
   }
 
   /**
@@ -234,7 +242,7 @@ export class KvStore {
    * becomes visible) and rejects. With `durable`, also writes them to NVMe
    * before resolving.
    */
-  async commit(pending: PendingPut, options: { durable?: boolean } = {}): Promise<PutResult> {
+  async commit(pending: PendingPut, options: PutOptions | null = {}): Promise<PutResult> {
     this.#core.live();
     return puts.commit(this.#core, pending, options);
   }
@@ -323,7 +331,7 @@ async function closeAll(tiers: readonly Tier[]): Promise<void> {
  */
 export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers | undefined): Promise<KvStore> {
   const config = resolveStoreConfig(options);
-  const { dir, temporary } = createStoreDir(options.dir);
+  const { dir, temporary, created } = createStoreDir(options.dir);
   const { device, layers, recordBytes, extentBytes } = config;
   const wanted: StoreGeometry = {
     version: STORE_FORMAT_VERSION,
@@ -333,7 +341,29 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     layers: layers.count,
     extentBytes,
   };
-  const nvme = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs);
+  // A failed create leaves nothing behind: the geometry it wrote would bind every later open.
+  const undo = (fresh: boolean): void => {
+    if (temporary) rmSync(dir, { recursive: true, force: true });
+    else if (fresh) Catalog.removeCreated(dir, created);
+  };
+  const openNvme = async (): Promise<NvmeTier> => {
+    const fresh = Catalog.isNew(dir);
+    try {
+      return await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs);
+    } catch (e) {
+      if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) undo(fresh);
+      throw e;
+    }
+  };
+  let warning: string | undefined;
+  let nvme: NvmeTier;
+  try {
+    nvme = await openNvme();
+  } catch (e) {
+    if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) throw e;
+    warning = Catalog.reset(dir, (e as Error).message);
+    nvme = await openNvme();
+  }
   const dram = new DramTier(extentBytes, layers.count, config.dramBytes, (bytes) => device.allocPinned(bytes), config.rank);
   let core: StoreCore;
   try {
@@ -344,5 +374,5 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     throw e;
   }
   core.demoter = new Demoter(core);
-  return construct(core, dir, temporary);
+  return construct(core, dir, temporary, warning);
 }

@@ -10,9 +10,13 @@
  * (slot), reserved (slot -> the writer holding it), meta (geometry, the
  * never-used tail), counters (shared by the processes of the directory).
  */
+import { statfsSync } from 'node:fs';
+import path from 'node:path';
+
 import type { Database, RootDatabase } from 'lmdb';
 
 import { KvflowError } from '../errors.js';
+import { markDamage } from './index-check.js';
 
 /** The geometry a store directory is created with; fixed for its life. */
 export interface StoreGeometry {
@@ -74,12 +78,56 @@ export interface TouchUpdate {
 
 export type CounterDeltas = Record<string, number>;
 
-/** Maps an lmdb failure to a KvflowError (a full disk is ERR_NO_SPACE). */
-export function catalogError(e: unknown, what: string): KvflowError {
+const ENOSPC = 28;
+const EDQUOT = 122;
+const EIO = 5;
+const MDB_MAP_FULL = -30792;
+/** LMDB's codes for a file that is not a sound index: corrupted, page not found, invalid, version mismatch. */
+const MDB_DAMAGE = new Set([-30796, -30797, -30793, -30794]);
+/** Below this much free space, an EIO from a write transaction is taken for a full disk (see catalogError). */
+const NEARLY_FULL = 1 << 20;
+
+/** The numeric cause of an lmdb or Node failure: an errno (> 0) or an LMDB code (< 0). */
+function causeOf(e: unknown): number | undefined {
+  if (typeof e !== 'object' || e === null) return undefined;
+  const { code, errno } = e as { code?: unknown; errno?: unknown };
+  if (typeof code === 'number') return code;
+  if (typeof errno === 'number') return Math.abs(errno);
+  return undefined;
+}
+
+/**
+ * Maps an lmdb failure to a KvflowError from its cause (the errno or LMDB
+ * code lmdb sets as `code`), never from its text: a full disk or map is
+ * ERR_NO_SPACE, a damaged file ERR_IO marked as damage (index-check.ts),
+ * anything else ERR_IO; `errno` is kept. LMDB turns a short page write (the
+ * disk filled during it) into EIO, so for `file` an EIO with less than 1 MiB
+ * free on its filesystem counts as a full disk.
+ */
+export function catalogError(e: unknown, what: string, file?: string): KvflowError {
   if (e instanceof KvflowError) return e;
   const message = e instanceof Error ? e.message : String(e);
-  const full = /MDB_MAP_FULL|ENOSPC|No space left/i.test(message);
-  return new KvflowError(`store index: ${what} failed: ${message}`, full ? 'ERR_NO_SPACE' : 'ERR_IO');
+  const cause = causeOf(e);
+  let code: KvflowError['code'] = 'ERR_IO';
+  let errno = cause !== undefined && cause > 0 ? cause : undefined;
+  if (cause === ENOSPC || cause === EDQUOT || cause === MDB_MAP_FULL) code = 'ERR_NO_SPACE';
+  else if (cause === EIO && file !== undefined && freeBytes(file) < NEARLY_FULL) {
+    code = 'ERR_NO_SPACE';
+    errno = ENOSPC;
+  }
+  const k = new KvflowError(`store index: ${what} failed: ${message}${code === 'ERR_NO_SPACE' && cause === EIO ? ' (the disk is full)' : ''}`, code);
+  if (errno !== undefined) k.errno = errno;
+  if (cause !== undefined && MDB_DAMAGE.has(cause)) markDamage(k);
+  return k;
+}
+
+function freeBytes(file: string): number {
+  try {
+    const s = statfsSync(path.dirname(file));
+    return s.bavail * s.bsize;
+  } catch {
+    return Infinity;
+  }
 }
 
 /** LMDB options every opener of a store index uses. */
@@ -99,9 +147,12 @@ export class IndexTables {
   readonly reserved: Database<Reservation, number>;
   readonly meta: Database<unknown, string>;
   readonly counterTable: Database<number, string>;
+  /** The index file, to tell a full disk from other write failures. */
+  readonly #file: string | undefined;
 
-  constructor(root: RootDatabase) {
+  constructor(root: RootDatabase, file?: string) {
     this.root = root;
+    this.#file = file;
     this.entries = root.openDB<CatalogEntry, string>({ name: 'entries' });
     this.byUse = root.openDB<number, [number, string]>({ name: 'by-use' });
     this.free = root.openDB<boolean, number>({ name: 'free' });
@@ -114,7 +165,7 @@ export class IndexTables {
     try {
       return this.root.transactionSync(action);
     } catch (e) {
-      throw catalogError(e, what);
+      throw catalogError(e, what, this.#file);
     }
   }
 

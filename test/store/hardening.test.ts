@@ -1,0 +1,319 @@
+// The store against a failing machine and a hostile caller (issue #13):
+// damaged index files (opened in child processes, so that a crash is seen as
+// a signal instead of killing the runner), a create that runs out of space,
+// a directory that cannot be made, a full disk under the index, and calls
+// rejected before they change anything. Children run the built package
+// (dist/, made by `npm test`'s pretest step).
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { KvLayout, KvStore, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { checkIndexFile } from '../../src/store/index-check.js';
+import { catalogError } from '../../src/store/tables.js';
+import { open } from '../helpers/backends.js';
+import { mountTemp } from '../helpers/io.js';
+import { CHUNK, FP, SPEC, randomBlocks, randomTokens } from '../helpers/store.js';
+
+const root = path.resolve(import.meta.dirname, '..', '..');
+const entry = pathToFileURL(path.join(root, 'dist', 'src', 'index.js')).href;
+const child = path.join(import.meta.dirname, 'open-child.mjs');
+const base = mkdtempSync(path.join(os.tmpdir(), 'kvflow-harden-'));
+const layout = new KvLayout(SPEC);
+const BPC = CHUNK / SPEC.blockTokens;
+
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+interface Outcome {
+  ok: boolean;
+  code?: string | null;
+  errno?: number | null;
+  message?: string;
+  warning?: string | null;
+  chunks?: number;
+}
+
+interface Run {
+  out: Outcome | undefined;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+}
+
+/** Opens the store `dir` in a child (open-child.mjs); a child still running after 30 s is killed (a hang). */
+function run(dir: string, options: object = {}, put = 0, flag = '--put'): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const args = [child, entry, dir, JSON.stringify(options), ...(put || flag !== '--put' ? [flag, String(put)] : [])];
+    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KVFLOW_BACKEND: 'cpu' } });
+    let stdout = '';
+    let stderr = '';
+    const guard = setTimeout(() => p.kill('SIGKILL'), 30_000);
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.on('error', reject);
+    p.on('close', (code, signal) => {
+      clearTimeout(guard);
+      const line = stdout.trim().split('\n').pop();
+      resolve({ out: line ? (JSON.parse(line) as Outcome) : undefined, code, signal, stderr });
+    });
+  });
+}
+
+/** Overwrites `bytes` at `offset` of `file`. */
+function patch(file: string, offset: number, bytes: Uint8Array): void {
+  const fd = openSync(file, 'r+');
+  try {
+    writeSync(fd, bytes, 0, bytes.length, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function random(n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = Math.floor(Math.random() * 256);
+  return b;
+}
+
+function u64(n: bigint): Uint8Array {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(n);
+  return b;
+}
+
+const PAGE = 4096;
+/** Offset of the main tree's root page number in a meta page: header 24 + magic, version, address, mapsize 24 + free DB 48 + 40. */
+const MAIN_ROOT = 24 + 24 + 48 + 40;
+
+/** How each case damages a store directory that holds 20 chunks. */
+const damages: { name: string; damage(dir: string): void }[] = [
+  { name: 'garbage in the index', damage: (d) => writeFileSync(path.join(d, 'index.mdb'), random(40_000)) },
+  {
+    name: 'the index truncated to 5,000 bytes',
+    damage: (d) => truncateSync(path.join(d, 'index.mdb'), 5000),
+  },
+  { name: 'both meta pages overwritten', damage: (d) => patch(path.join(d, 'index.mdb'), 0, random(2 * PAGE)) },
+  {
+    name: 'meta pages whose root lies past the end of the file',
+    damage: (d) => {
+      const f = path.join(d, 'index.mdb');
+      patch(f, MAIN_ROOT, u64(1n << 40n));
+      patch(f, PAGE + MAIN_ROOT, u64(1n << 40n));
+    },
+  },
+  {
+    name: 'zeroed data pages',
+    damage: (d) => {
+      const f = path.join(d, 'index.mdb');
+      patch(f, 2 * PAGE, new Uint8Array(statSync(f).size - 2 * PAGE));
+    },
+  },
+  {
+    name: 'random data pages',
+    damage: (d) => {
+      const f = path.join(d, 'index.mdb');
+      patch(f, 2 * PAGE, random(statSync(f).size - 2 * PAGE));
+    },
+  },
+  {
+    name: 'a file named writers where the folder should be',
+    damage: (d) => {
+      rmSync(path.join(d, 'writers'), { recursive: true, force: true });
+      writeFileSync(path.join(d, 'writers'), 'not a folder');
+    },
+  },
+];
+
+describe('a damaged store directory (child processes)', () => {
+  let n = 0;
+  async function stored(): Promise<string> {
+    const dir = path.join(base, `damaged-${n++}`);
+    const made = await run(dir, {}, 20);
+    expect(made.out).toMatchObject({ ok: true, chunks: 20 });
+    return dir;
+  }
+
+  it('a sound index passes the check and keeps its chunks', async () => {
+    const dir = await stored();
+    expect(checkIndexFile(path.join(dir, 'index.mdb'))).toEqual({ state: 'sound' });
+    const again = await run(dir);
+    expect(again.signal).toBeNull();
+    expect(again.out).toMatchObject({ ok: true, chunks: 20, warning: null });
+  });
+
+  it.for(damages)('$name: a typed error naming onCorruptIndex, never a signal; reset starts empty and says so', async ({ damage }) => {
+    const dir = await stored();
+    damage(dir);
+    const failed = await run(dir);
+    expect(failed.signal, failed.stderr).toBeNull();
+    expect(failed.code).toBe(0);
+    expect(failed.out).toMatchObject({ ok: false, code: 'ERR_IO' });
+    expect(failed.out!.message).toMatch(/damaged.*onCorruptIndex: 'reset'/);
+    // Failing changed nothing: the same error again.
+    expect((await run(dir)).out).toMatchObject({ ok: false, code: 'ERR_IO' });
+
+    const reset = await run(dir, { onCorruptIndex: 'reset' }, 2);
+    expect(reset.signal, reset.stderr).toBeNull();
+    expect(reset.out).toMatchObject({ ok: true, chunks: 2 });
+    expect(reset.out!.warning).toMatch(/set aside as .*damaged-.*starts empty/);
+    expect(readdirSync(dir).some((f) => /\.damaged-/.test(f))).toBe(true);
+    // The reset store is a sound store from then on.
+    expect((await run(dir)).out).toMatchObject({ ok: true, chunks: 2, warning: null });
+  });
+});
+
+describe('store options and directories', () => {
+  it('onCorruptIndex other than fail or reset is ERR_INVALID_ARG', async () => {
+    const r = await run(path.join(base, 'opt'), { onCorruptIndex: 'ignore' });
+    expect(r.out).toMatchObject({ ok: false, code: 'ERR_INVALID_ARG' });
+  });
+
+  it.for(['/proc/kvflow', '/proc/self/kvflow/store', '/sys/kvflow'])('opening %s fails with a code instead of hanging', async (dir) => {
+    const r = await run(dir);
+    expect(r.signal, 'the open hung and was killed').toBeNull();
+    expect(r.out).toMatchObject({ ok: false, code: 'ERR_IO' });
+    expect(r.out!.message).toContain('cannot create the store directory');
+  });
+
+  it('a directory path under a regular file fails with ERR_IO, naming it', async () => {
+    const file = path.join(base, 'plain-file');
+    writeFileSync(file, 'x');
+    const r = await run(path.join(file, 'store'));
+    expect(r.out).toMatchObject({ ok: false, code: 'ERR_IO' });
+    expect(r.out!.message).toContain('is not a directory');
+  });
+
+  it('missing parents are made', async () => {
+    const dir = path.join(base, 'a', 'b', 'c');
+    expect((await run(dir, {}, 1)).out).toMatchObject({ ok: true, chunks: 1 });
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+  });
+});
+
+describe('index failures keep their cause', () => {
+  it('ENOSPC and a full map are ERR_NO_SPACE, other errnos ERR_IO, each with its errno; LMDB damage codes are marked', () => {
+    const lmdbError = (code: number, message: string): Error => Object.assign(new Error(message), { code });
+    expect(catalogError(lmdbError(28, 'No space left on device'), 'entering chunks')).toMatchObject({ code: 'ERR_NO_SPACE', errno: 28 });
+    expect(catalogError(lmdbError(-30792, 'MDB_MAP_FULL'), 'entering chunks')).toMatchObject({ code: 'ERR_NO_SPACE' });
+    // The message says nothing of space; the cause does.
+    expect(catalogError(lmdbError(28, 'write failed'), 'entering chunks')).toMatchObject({ code: 'ERR_NO_SPACE' });
+    expect(catalogError(lmdbError(13, 'No space left? (a misleading text)'), 'x')).toMatchObject({ code: 'ERR_IO', errno: 13 });
+    // An EIO (LMDB's short write) on a filesystem with room is an IO error.
+    expect(catalogError(lmdbError(5, 'Input/output error'), 'x', path.join(base, 'index.mdb'))).toMatchObject({ code: 'ERR_IO', errno: 5 });
+  });
+});
+
+describe('a full disk under the store (tmpfs)', () => {
+  let dev: Device;
+  let stream: Stream;
+  let cache: KvCache;
+  beforeAll(() => {
+    dev = open('cpu');
+    stream = dev.createStream();
+    cache = dev.allocKvCache(layout);
+  });
+  afterAll(async () => {
+    await dev?.dispose();
+  });
+
+  it('a create larger than the free space is ERR_NO_SPACE and leaves nothing behind; a later smaller create works', async (ctx) => {
+    const small = mountTemp('tmpfs', 'size=1m,mode=0700');
+    if ('reason' in small) return ctx.skip(small.reason);
+    try {
+      const dir = path.join(small.dir, 'store');
+      const opts = { device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, dramBytes: 8 * 12288 };
+      await expect(KvStore.open({ ...opts, nvmeBytes: 4 << 20 })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
+      expect(existsSync(dir)).toBe(false);
+      // An existing, empty directory is kept, and left empty.
+      mkdirSync(dir, { mode: 0o700 });
+      await expect(KvStore.open({ ...opts, nvmeBytes: 4 << 20 })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
+      expect(readdirSync(dir)).toEqual([]);
+      const store = await KvStore.open({ ...opts, nvmeBytes: 32 * 12288 });
+      expect(store.geometry.slotCount).toBe(32);
+      await store.close();
+    } finally {
+      small.release();
+    }
+  });
+
+  // In a child, whose stderr is the user's output: nothing may be printed there.
+  it.for([0, 4096, 96 * 1024])('index writes on a full disk are ERR_NO_SPACE with errno 28, stderr silent (%i bytes left)', async (left, ctx) => {
+    const small = mountTemp('tmpfs', 'size=1m,mode=0700');
+    if ('reason' in small) return ctx.skip(small.reason);
+    try {
+      const r = await run(path.join(small.dir, 'store'), { nvmeBytes: 16 * 12288 }, left, '--fill');
+      expect(r.signal).toBeNull();
+      expect(r.out).toMatchObject({ ok: false, code: 'ERR_NO_SPACE', errno: 28 });
+      expect(r.out!.message).toMatch(/^store index: /);
+      expect(r.stderr).toBe('');
+    } finally {
+      small.release();
+    }
+  });
+});
+
+describe('rejected calls change nothing', () => {
+  let dev: Device;
+  let stream: Stream;
+  let cache: KvCache;
+  let store: KvStore;
+  beforeAll(async () => {
+    dev = open('cpu');
+    stream = dev.createStream();
+    cache = dev.allocKvCache(layout);
+    store = await KvStore.open({ device: dev, layout, fingerprint: FP, chunkTokens: CHUNK, dramBytes: 16 * 12288, nvmeBytes: 16 * 12288 });
+  });
+  afterAll(async () => {
+    await store?.close();
+    await dev?.dispose();
+  });
+
+  function unchanged(tokens: number[], used: number): void {
+    expect(store.lookup(tokens).chunks).toHaveLength(0);
+    expect(store.stats().dram.usedBytes).toBe(used);
+  }
+
+  it.for([
+    ['a string for options', 'durable'],
+    ['a non-boolean durable', { durable: 'yes' }],
+    ['a non-Stream stream', 'stream'],
+    ['a short block table', 'blocks'],
+  ] as const)('put with %s is ERR_INVALID_ARG before any chunk is taken', async ([, bad]) => {
+    const tokens = randomTokens(CHUNK * 4);
+    const blocks = randomBlocks(4 * BPC, SPEC.numBlocks);
+    const used = store.stats().dram.usedBytes;
+    const s = bad === 'stream' ? ({ record() {} } as unknown as Stream) : stream;
+    const b = bad === 'blocks' ? blocks.slice(1) : blocks;
+    const o = bad === 'stream' || bad === 'blocks' ? {} : (bad as unknown as object);
+    await expect(store.put(tokens, cache, b, s, o)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    unchanged(tokens, used);
+    // The prompt can be put afterwards, whole.
+    expect((await store.put(tokens, cache, blocks, stream)).added).toBe(4);
+  });
+
+  it('null options are the defaults, for put and commit', async () => {
+    const tokens = randomTokens(CHUNK * 4);
+    const blocks = randomBlocks(4 * BPC, SPEC.numBlocks);
+    expect((await store.put(tokens, cache, blocks, stream, null)).added).toBe(4);
+    expect(store.lookup(tokens).chunks).toHaveLength(4);
+    const other = randomTokens(CHUNK * 3);
+    const put = store.beginPut(other);
+    for (let l = 0; l < SPEC.layers; l++) store.putLayer(put, l, cache, blocks.slice(0, 3 * BPC), stream);
+    expect((await store.commit(put, null)).added).toBe(3);
+    expect(store.lookup(other).chunks).toHaveLength(3);
+  });
+
+  it('commit with bad options is ERR_INVALID_ARG and leaves the put open', async () => {
+    const tokens = randomTokens(CHUNK * 2);
+    const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
+    const put = store.beginPut(tokens);
+    for (let l = 0; l < SPEC.layers; l++) store.putLayer(put, l, cache, blocks, stream);
+    await expect(store.commit(put, 5 as unknown as object)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    expect(store.lookup(tokens).chunks).toHaveLength(0);
+    expect((await store.commit(put)).added).toBe(2);
+  });
+});
