@@ -338,7 +338,14 @@ export class Catalog {
         }
       }
     }
-    for (const d of [path.join(dir, 'writers'), ...(removeDir ? [dir] : [])]) {
+    // The lease table (leases.ts) of the failed opener: no writer is alive, so no lease counts.
+    const leases = path.join(dir, 'leases');
+    try {
+      for (const name of readdirSync(leases)) unlinkSync(path.join(leases, name));
+    } catch {
+      // None made, or gone already.
+    }
+    for (const d of [path.join(dir, 'writers'), leases, ...(removeDir ? [dir] : [])]) {
       try {
         rmdirSync(d);
       } catch {
