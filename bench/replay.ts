@@ -190,7 +190,7 @@ async function runPass(
         const tokens = turns[turn]!;
         const { result } = await prefillers[chat]!.run(tokens, blocks[chat]!, { policy, save, read: false });
         samples.push({
-          chat, turn: turn + 1, promptTokens: tokens.length, ms: result.ms, hitTokens: result.hitTokens, loadTokens: result.plan.loadTokens,
+          chat, turn: turn + 1, promptTokens: tokens.length, ms: result.ttftMs, hitTokens: result.hitTokens, loadTokens: result.plan.loadTokens,
           nvmeTokens: result.plan.loaded.filter((x) => x.tier === 'nvme').reduce((a, x) => a + x.tokens, 0),
         });
       }

@@ -33,7 +33,7 @@ export interface LayerTiming {
 }
 
 export type AttemptOutcome =
-  | { kind: 'ok'; layers: LayerTiming[]; saved: number }
+  | { kind: 'ok'; layers: LayerTiming[]; saved: number; computedMs: number }
   | { kind: 'failed-load'; layer: number; code: KvflowErrorCode | 'ERR_UNKNOWN'; message: string; validTokens: number };
 
 export interface AttemptArgs {
@@ -206,6 +206,8 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     await discard();
     throw aborted();
   }
+  // The first token's time: the last layer computed (its save, behind it, is not waited for by the runtime).
+  const computedMs = computed[layers - 1]!.at;
   let saved = 0;
   if (put) {
     try {
@@ -233,5 +235,5 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
       hostMs: hostMs[l]!,
     });
   }
-  return { kind: 'ok', layers: timings, saved };
+  return { kind: 'ok', layers: timings, saved, computedMs };
 }

@@ -59,7 +59,12 @@ export interface PrefillResult {
   layers: LayerTiming[];
   /** Chunks the prefill added to the store. */
   saved: number;
-  /** Wall time of the whole prefill, from the call to the last layer computed and saved. */
+  /**
+   * Time to first token: from the call to the last layer computed (what the
+   * runtime waits for; saving runs behind it on its own stream).
+   */
+  ttftMs: number;
+  /** Wall time of the whole prefill, from the call to the last layer computed and its new chunks committed. */
   ms: number;
   /** Host time spent enqueuing per layer, store and compute calls included. */
   hostMsPerLayer: number;
@@ -202,7 +207,7 @@ export class LayerPipeline {
           }
           this.#learn(plan, outcome.layers);
           const host = outcome.layers.reduce((a, l) => a + l.hostMs, 0) / Math.max(1, outcome.layers.length);
-          return { plan, hitTokens, restarts, layers: outcome.layers, saved: outcome.saved, ms: performance.now() - t0, hostMsPerLayer: host };
+          return { plan, hitTokens, restarts, layers: outcome.layers, saved: outcome.saved, ttftMs: outcome.computedMs, ms: performance.now() - t0, hostMsPerLayer: host };
         } finally {
           hit.release();
         }

@@ -78,6 +78,8 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
       expect(compute.calls.every((c) => c.computeFrom === r.plan.computeFrom)).toBe(true);
       expect(r.restarts).toEqual([]);
       expect(r.layers).toHaveLength(SPEC.layers);
+      expect(r.ttftMs).toBeGreaterThan(0);
+      expect(r.ttftMs).toBeLessThanOrEqual(r.ms); // the first token does not wait for the save
       await expectExact(prompt, blocks);
     }
     expect(store.lookup(prompt).chunks).toHaveLength(6);
