@@ -53,6 +53,10 @@ export interface StoreDefaults {
   readonly writeBatchBytes: number;
   /** Milliseconds between flushes of chunk uses to the index (uses are hints). */
   readonly touchFlushMs: number;
+  /** Seconds a hit's lease keeps its chunks from eviction by any process of the directory. */
+  readonly leaseSeconds: number;
+  /** What opening a damaged index does: fail, or set it aside and start empty. */
+  readonly onCorruptIndex: 'fail' | 'reset';
 }
 
 /** The configuration in force: built-in values with `KVFLOW_*` variables over them. Frozen. */
@@ -144,6 +148,8 @@ export const BUILT_IN_DEFAULTS: KvflowDefaults = deepFreeze({
     writeBatchChunks: 64,
     writeBatchBytes: 512 * MiB,
     touchFlushMs: 1000,
+    leaseSeconds: 60,
+    onCorruptIndex: 'fail',
   },
 });
 

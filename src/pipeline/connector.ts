@@ -80,6 +80,7 @@ export class KvConnector {
   readonly #requests = new Set<ConnectorRequest>();
   readonly #finishedLoads: { request: ConnectorRequest; outcome: LoadOutcome }[] = [];
   #nextId = 1;
+  readonly #detach: () => void;
   #disposed = false;
 
   constructor(options: KvConnectorOptions) {
@@ -91,6 +92,7 @@ export class KvConnector {
     this.cache = cache;
     this.#load = options.loadStream ?? this.#own(store.device.createStream({ priority: 'high' }));
     this.#save = options.saveStream ?? this.#own(store.device.createStream());
+    this.#detach = store.device.adopt(this);
   }
 
   #own(s: Stream): Stream {
@@ -275,6 +277,7 @@ export class KvConnector {
     this.#disposed = true;
     await Promise.all([...this.#requests].map((r) => this.requestFinished(r)));
     for (const s of this.#owned) await s.dispose();
+    this.#detach();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

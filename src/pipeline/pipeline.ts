@@ -114,6 +114,7 @@ export class LayerPipeline {
   #inFlight = 0;
   #disposed = false;
   readonly #running = new Set<Promise<unknown>>();
+  readonly #detach: () => void;
 
   constructor(options: LayerPipelineOptions) {
     if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected pipeline options, got ${describe(options)}`);
@@ -134,6 +135,7 @@ export class LayerPipeline {
     this.#computeStream = options.computeStream ?? store.device.createStream();
     this.#loadStream = store.device.createStream({ priority: 'high' });
     this.#saveStream = store.device.createStream();
+    this.#detach = store.device.adopt(this);
   }
 
   /** Prefills in progress. */
@@ -261,6 +263,7 @@ export class LayerPipeline {
     await this.#loadStream.dispose();
     await this.#saveStream.dispose();
     if (this.#ownsCompute) await this.#computeStream.dispose();
+    this.#detach();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -96,17 +96,10 @@ export interface LayerMoveOptions {
 }
 
 /** The store's defaults, every one in this literal. */
-export const STORE_DEFAULTS = Object.freeze({
-  chunkTokens: 256,
-  dramBytes: GiB,
-  nvmeBytes: 4 * GiB,
-  slabFileBytes: 4 * GiB,
-  demoteBacklog: 64,
-  leaseSeconds: 60,
-  admit: 'hit-or-twice' as AdmissionPolicy,
+/** What the store adds to the device's store defaults (`device.config.store`, src/defaults.ts): values that are functions or per-store choices. */
+const STORE_CHOICES = Object.freeze({
   pagedEngine: 'auto' as PagedEngine,
   evictionRank: lruRank,
-  onCorruptIndex: 'fail' as 'fail' | 'reset',
 });
 
 /** A store's options resolved: defaults applied, everything checked. */
@@ -132,6 +125,14 @@ export interface StoreConfig {
   readonly recordBytes: number;
   readonly file: Pick<OpenFileOptions, 'engine' | 'direct'> | undefined;
   readonly onCorruptIndex: 'fail' | 'reset';
+  /** Planned DRAM loads kept, and the most chunks one plan covers. */
+  readonly preparedLoads: number;
+  readonly preparedMaxChunks: number;
+  /** One NVMe write batch (one fsync, one index commit) at most. */
+  readonly writeBatchChunks: number;
+  readonly writeBatchBytes: number;
+  /** Milliseconds between flushes of chunk uses to the index. */
+  readonly touchFlushMs: number;
 }
 
 function positive(value: unknown, name: string, fallback: number): number {
@@ -156,7 +157,8 @@ export function resolveStoreConfig(options: KvStoreOptions): StoreConfig {
   if (typeof device !== 'object' || device === null || typeof device.allocPinned !== 'function') {
     fail('ERR_INVALID_ARG', `expected a Device for device, got ${describe(device)}`);
   }
-  const d = STORE_DEFAULTS;
+  // Every default but the two above sits in the device's configuration (read once when it opened).
+  const d = { ...device.config.store, ...STORE_CHOICES };
   const layout = options.layout instanceof KvLayout ? options.layout : new KvLayout(options.layout);
   const chunkTokens = positive(options.chunkTokens, 'chunkTokens', d.chunkTokens);
   if (chunkTokens % layout.blockTokens !== 0) {
@@ -198,6 +200,8 @@ export function resolveStoreConfig(options: KvStoreOptions): StoreConfig {
   return Object.freeze({
     device, layout, layers: Object.freeze({ first: layers.first, count: layers.count }), chunkTokens, fingerprint,
     dramBytes, nvmeBytes, slabFileBytes, backlog, leaseMs: leaseSeconds * 1000, admit, engine, rank, extentBytes, recordBytes, file: options.file, onCorruptIndex,
+    preparedLoads: d.preparedLoads, preparedMaxChunks: d.preparedMaxChunks, writeBatchChunks: d.writeBatchChunks,
+    writeBatchBytes: d.writeBatchBytes, touchFlushMs: d.touchFlushMs,
   });
 }
 

@@ -9,7 +9,6 @@ import type { AdmissionInfo } from './config.js';
 import type { Admission, StoreCore } from './core.js';
 import { RefCount } from './refcount.js';
 
-const MiB = 1 << 20;
 /** Keys whose commits are counted for admission (`seen`), oldest forgotten first. */
 const SEEN_KEYS = 65536;
 
@@ -93,10 +92,10 @@ export class Demoter implements Admission {
   async #drain(): Promise<void> {
     const core = this.#core;
     while (this.#queue.length > 0 && !core.closed) {
-      // One batch is one fsync and one index commit: up to 512 MiB of records,
+      // One batch is one fsync and one index commit: up to writeBatchBytes of records,
       // so a large durable put is not cut into batches that leave the disk idle
       // while each one syncs.
-      const batch = this.#queue.splice(0, Math.max(1, Math.min(64, Math.floor(512 * MiB / core.config.recordBytes))));
+      const batch = this.#queue.splice(0, Math.max(1, Math.min(core.config.writeBatchChunks, Math.floor(core.config.writeBatchBytes / core.config.recordBytes))));
       let failures: Map<DramChunk, unknown>;
       try {
         failures = await this.#write(batch.map((d) => d.chunk));

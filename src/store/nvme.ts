@@ -44,7 +44,7 @@ export class NvmeTier implements Tier<CatalogEntry> {
   readonly #pending = new Set<Promise<unknown>>();
   readonly #timer: NodeJS.Timeout;
 
-  private constructor(catalog: Catalog, files: KvFile[], fingerprint: string, leases: LeaseTable) {
+  private constructor(catalog: Catalog, files: KvFile[], fingerprint: string, leases: LeaseTable, touchFlushMs: number) {
     this.catalog = catalog;
     this.leases = leases;
     this.files = files;
@@ -53,13 +53,13 @@ export class NvmeTier implements Tier<CatalogEntry> {
     this.#timer = setInterval(() => {
       // Uses are hints: a failed batch is not retried.
       this.#track(this.catalog.flushTouches());
-    }, 1000);
+    }, touchFlushMs);
     this.#timer.unref();
   }
 
   /** Opens (creating where new) the index and slab files of `dir`, whose geometry wins over `wanted`. */
   static async open(device: Device, dir: string, wanted: StoreGeometry, fingerprint: string,
-    file: Pick<OpenFileOptions, 'engine' | 'direct'> | undefined, leaseMs: number): Promise<NvmeTier> {
+    file: Pick<OpenFileOptions, 'engine' | 'direct'> | undefined, leaseMs: number, touchFlushMs = 1000): Promise<NvmeTier> {
     const catalog = Catalog.open(dir, wanted);
     const g = catalog.geometry;
     const files: KvFile[] = [];
@@ -79,7 +79,7 @@ export class NvmeTier implements Tier<CatalogEntry> {
       await catalog.close();
       throw e;
     }
-    return new NvmeTier(catalog, files, fingerprint, leases);
+    return new NvmeTier(catalog, files, fingerprint, leases, touchFlushMs);
   }
 
   #track(p: Promise<unknown>): void {

@@ -12,10 +12,6 @@ import type { DramChunk } from './arena.js';
 import { settle, type StoreCore } from './core.js';
 import { failureOf, finishLoad, isLiveRef, type ChunkRef, type RefState } from './hit.js';
 
-/** Planned DRAM loads kept per store (each a prepared transfer of every layer). */
-const PREPARED_LOADS = 8;
-/** Larger loads plan per call (a plan's piece table grows with chunks x layers). */
-const PREPARED_MAX_CHUNKS = 1024;
 
 /** A DRAM load planned for all layers. */
 interface PreparedLoad {
@@ -48,9 +44,10 @@ export class PlanCache {
     return entry;
   }
 
-  add(entry: PreparedLoad): void {
+  /** Keeps `entry`, dropping the least recently used beyond `keep`. */
+  add(entry: PreparedLoad, keep: number): void {
     this.#plans.push(entry);
-    if (this.#plans.length > PREPARED_LOADS) this.#plans.shift()!.transfer.dispose();
+    if (this.#plans.length > keep) this.#plans.shift()!.transfer.dispose();
   }
 
   clear(): void {
@@ -65,7 +62,7 @@ export class PlanCache {
  */
 export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly ChunkRef[], li: number, layer: number, kvCache: KvCache,
   blockTable: ArrayLike<number>, stream: Stream, engine: PagedEngine): Event | undefined {
-  if (!Array.isArray(chunks) || chunks.length === 0 || chunks.length > PREPARED_MAX_CHUNKS) return undefined;
+  if (!Array.isArray(chunks) || chunks.length === 0 || chunks.length > core.config.preparedMaxChunks) return undefined;
   if (blockTable === null || typeof blockTable !== 'object' || typeof blockTable.length !== 'number') return undefined;
   if (!(kvCache?.layout?.blockTokens > 0)) return undefined;
   const used = chunks.length * (core.config.chunkTokens / kvCache.layout.blockTokens);
@@ -96,7 +93,7 @@ export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly Chu
     }));
     const transfer = kvCache.prepare('scatter', records, core.config.layers, engine);
     entry = { cache: kvCache, blocks: Array.prototype.slice.call(blockTable, 0, used) as number[], dram, transfer, engine };
-    plans.add(entry);
+    plans.add(entry, core.config.preparedLoads);
     core.local.dramPlans!++;
   }
   const transfer = entry.transfer;

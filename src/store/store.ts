@@ -110,6 +110,8 @@ export class KvStore {
   readonly #temporary: boolean;
   /** Fingerprints of the tenants seen lately, by name. */
   readonly #tenants = new Map<string, string>();
+  /** Leaves the device's dispose list (the device closes a store left open when it is disposed). */
+  readonly #detach: () => void;
 
   static {
     construct = (core, dir, temporary, warning) => new KvStore(core, dir, temporary, warning);
@@ -131,6 +133,7 @@ export class KvStore {
     this.recordBytes = c.recordBytes;
     this.geometry = core.nvme.geometry;
     storeCores.set(this, core);
+    this.#detach = c.device.adopt(this);
   }
 
   /** Opens (creating where new) the store in `options.dir`. */
@@ -299,6 +302,7 @@ export class KvStore {
     } finally {
       await core.dram.close();
       if (this.#temporary) rmSync(this.dir, { recursive: true, force: true });
+      this.#detach();
     }
   }
 
@@ -349,7 +353,7 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
   const openNvme = async (): Promise<NvmeTier> => {
     const fresh = Catalog.isNew(dir);
     try {
-      return await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs);
+      return await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs, config.touchFlushMs);
     } catch (e) {
       if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) undo(fresh);
       throw e;
