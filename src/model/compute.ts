@@ -77,6 +77,8 @@ function leastSquares(rows: readonly number[][], y: readonly number[], cols: rea
 export class ComputeModel {
   readonly #samples: ComputeSample[] = [];
   #terms: ComputeTerms = { floorMs: 0, perTokenMs: 0, perPairMs: 0, basis: 'none', samples: 0 };
+  /** Terms given by fromTerms(): kept until two prompt shapes were measured. */
+  #prior: Omit<ComputeTerms, 'basis' | 'samples'> | undefined;
 
   /** A model that starts from known terms (a prior), refined by later samples. */
   static fromTerms(terms: Omit<ComputeTerms, 'basis' | 'samples'>): ComputeModel {
@@ -84,7 +86,8 @@ export class ComputeModel {
     for (const [k, v] of Object.entries(terms)) {
       if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) fail('ERR_INVALID_ARG', `expected a finite number >= 0 for ${k}, got ${describe(v)}`);
     }
-    m.#terms = { ...terms, basis: 'measured', samples: 0 };
+    m.#prior = { floorMs: terms.floorMs, perTokenMs: terms.perTokenMs, perPairMs: terms.perPairMs };
+    m.#terms = { ...m.#prior, basis: 'measured', samples: 0 };
     return m;
   }
 
@@ -120,6 +123,11 @@ export class ComputeModel {
   #fit(): void {
     const s = this.#samples;
     const shapes = new Set(s.map((x) => `${x.newTokens}:${x.start}`));
+    if (shapes.size < 2 && this.#prior) {
+      // One shape says less than the prior's three terms: keep them.
+      this.#terms = { ...this.#prior, basis: 'measured', samples: s.length };
+      return;
+    }
     if (shapes.size < 2) {
       // One shape cannot separate the floor from the slopes: the cautious
       // reading is a per-token time (the suffix then looks as cheap as it can,

@@ -104,7 +104,7 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
   const n = int(req.promptTokens, 'promptTokens', 1);
   const held = Math.min(int(req.heldTokens ?? 0, 'heldTokens', 0), n - 1);
   const chunk = int(req.chunkTokens, 'chunkTokens', 1);
-  if (!(req.bytesPerTokenPerLayer > 0)) fail('ERR_INVALID_ARG', `expected a positive number for bytesPerTokenPerLayer, got ${describe(req.bytesPerTokenPerLayer)}`);
+  if (!(req.bytesPerTokenPerLayer > 0) || !Number.isFinite(req.bytesPerTokenPerLayer)) fail('ERR_INVALID_ARG', `expected a positive number for bytesPerTokenPerLayer, got ${describe(req.bytesPerTokenPerLayer)}`);
   if (!Array.isArray(req.hit)) fail('ERR_INVALID_ARG', `expected an array for hit, got ${describe(req.hit)}`);
   const spans: HitSpan[] = [];
   let hitTokens = 0;
@@ -117,6 +117,7 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
   });
   // Only what lies in the prompt counts; at least one token is computed.
   hitTokens = Math.min(hitTokens, Math.ceil(n / chunk) * chunk);
+  if (req.sharing !== undefined && !(req.sharing >= 1 && Number.isFinite(req.sharing))) fail('ERR_INVALID_ARG', `expected a number >= 1 for sharing, got ${describe(req.sharing)}`);
   const sharing = Math.max(1, req.sharing ?? 1);
   if (req.margin !== undefined && !(req.margin >= 0 && req.margin < 1)) fail('ERR_INVALID_ARG', `expected a number in [0, 1) for margin, got ${describe(req.margin)}`);
   const compute = typeof req.compute === 'function' ? req.compute : req.compute.predict.bind(req.compute);
@@ -179,7 +180,7 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
   return {
     ...chosen,
     policy,
-    loadFrom: chosen.loadTokens === 0 ? held : loadFrom,
+    loadFrom,
     loaded: chosen.loadTokens === 0 ? [] : perTier(loadFrom + chosen.loadTokens),
     computeTokens: n - chosen.computeFrom,
     recomputeMs: recompute.ms,

@@ -49,6 +49,8 @@ export interface AttemptArgs {
   save: boolean;
   signal: AbortSignal | undefined;
   lookahead: number;
+  /** No other prefill is in flight: loads issued before this one's first compute have the device to themselves. */
+  alone: boolean;
   streams: { compute: Stream; load: Stream; save: Stream };
 }
 
@@ -76,6 +78,9 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   const promise = new Promise<T>((r) => (resolve = r));
   return { promise, resolve };
 }
+
+/** Codes of a refused call: thrown to the caller, never taken for a failed load. */
+const FATAL: ReadonlySet<KvflowErrorCode> = new Set(['ERR_INVALID_ARG', 'ERR_OUT_OF_RANGE', 'ERR_DISPOSED']);
 
 function aborted(): KvflowError {
   return new KvflowError('the prefill was aborted', 'ERR_ABORTED');
@@ -111,6 +116,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const saves: Watched[] = [];
   let syncFailure: { layer: number; error: unknown } | undefined;
   let computeError: unknown;
+  let fatal: unknown;
   // Loads run ahead of compute on their own task: the load of layer j is
   // issued once compute of layer j - lookahead finished (so at most
   // `lookahead` layers of loads are in flight beyond finished compute), and
@@ -122,14 +128,17 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const issue = (j: number): boolean => {
     const h = performance.now();
     try {
-      // Before any compute of this prefill the device is idle: the kernel
-      // engine moves fastest there; beside compute, DMA costs compute nothing.
-      const engine = computed.length === 0 ? 'kernel' : 'dma';
+      // Before any compute, with no other prefill in flight, the device is idle:
+      // the kernel engine moves fastest there; beside compute, DMA costs compute nothing.
+      const engine = a.alone && computed.length === 0 ? 'kernel' : 'dma';
       issued[j] = h - t0;
       loads[j] = watch(store.loadLayer(loadChunks, j, cache, loadBlocks, streams.load, { engine }), t0);
       return true;
     } catch (e) {
-      syncFailure = { layer: j, error: e };
+      // A call the store refused (a bad argument, a closed store) is the
+      // caller's error, not a failed load to restart from.
+      if (e instanceof KvflowError && FATAL.has(e.code)) fatal ??= e;
+      else syncFailure = { layer: j, error: e };
       return false;
     } finally {
       hostMs[j] = (hostMs[j] ?? 0) + performance.now() - h;
@@ -138,7 +147,8 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const issuer = loadChunks.length === 0 ? Promise.resolve() : (async () => {
     for (let j = 0; j < layers; j++) {
       if (j >= a.lookahead) await computeSettled[j - a.lookahead]!.promise;
-      const ok = !stop && !a.signal?.aborted && (j < a.lookahead || computed[j - a.lookahead]?.error === undefined) && issue(j);
+      const ok = !stop && !a.signal?.aborted && (j < a.lookahead || computed[j - a.lookahead]?.error === undefined) &&
+        !loads.some((w) => w?.error !== undefined) && issue(j);
       loadIssued[j]!.resolve(ok);
       if (!ok) {
         for (let k = j + 1; k < layers; k++) loadIssued[k]!.resolve(false);
@@ -153,7 +163,12 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
       if (a.signal?.aborted) break;
       const h = performance.now();
       const load = loads[l];
-      if (load) streams.compute.waitEvent(load.event);
+      try {
+        if (load) streams.compute.waitEvent(load.event);
+      } catch (e) {
+        fatal ??= e;
+        break;
+      }
       try {
         a.compute(l, { stream: streams.compute, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
       } catch (e) {
@@ -161,13 +176,18 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
         break;
       }
       enqueued[l] = performance.now() - t0;
-      const done = streams.compute.record();
-      const w = watch(done, t0);
-      computed.push(w);
-      void w.settled.then(() => computeSettled[l]!.resolve());
-      if (put) {
-        streams.save.waitEvent(done);
-        saves.push(watch(store.putLayer(put, l, cache, putBlocks, streams.save, { engine: 'dma' }), t0));
+      try {
+        const done = streams.compute.record();
+        const w = watch(done, t0);
+        computed.push(w);
+        void w.settled.then(() => computeSettled[l]!.resolve());
+        if (put) {
+          streams.save.waitEvent(done);
+          saves.push(watch(store.putLayer(put, l, cache, putBlocks, streams.save, { engine: 'dma' }), t0));
+        }
+      } catch (e) {
+        fatal ??= e;
+        break;
       }
       hostMs[l] = (hostMs[l] ?? 0) + performance.now() - h;
     }
@@ -181,8 +201,12 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
 
   const failedLoad = loads.findIndex((w) => w?.error !== undefined);
   const discard = async (): Promise<void> => {
-    if (put) await store.abort(put);
+    if (put) await store.abort(put).catch(() => undefined);
   };
+  if (fatal !== undefined) {
+    await discard();
+    throw fatal;
+  }
   if (failedLoad >= 0 || syncFailure) {
     await discard();
     const layer = failedLoad >= 0 ? failedLoad : syncFailure!.layer;

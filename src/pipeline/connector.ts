@@ -6,8 +6,12 @@
  * runtime's compute stream waits for a layer on the device; saves go behind
  * the runtime's compute on the save stream and are committed by
  * `waitForSave`. A failed load is reported per request with the tokens still
- * good, so the runtime recomputes exactly the rest; it never fails another
- * request.
+ * good, so the runtime recomputes exactly the rest. The put of a request
+ * begins with its loads, so a save computed over a failed chunk before its
+ * failure was known is refused at commit. Requests whose layers share one
+ * stream share its waited-on failures (a failure fails the stream's next
+ * event): give a request whose loads failed a stream of its own, or skip
+ * its waits once its outcome is known (waitForLayerLoad does).
  */
 import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
@@ -108,6 +112,7 @@ export class KvConnector {
     if (!(request instanceof ConnectorRequest) || !this.#requests.has(request)) {
       fail('ERR_INVALID_ARG', `expected a request of this connector's lookup(), got ${describe(request)}`);
     }
+    if (request.finished) fail('ERR_INVALID_ARG', `request ${request.id} is finished`);
   }
 
   /**
@@ -148,6 +153,9 @@ export class KvConnector {
     }
     const table = Array.prototype.slice.call(blocks, 0, chunks * bpc) as number[];
     const refs = request.hit.chunks.slice(0, chunks);
+    // The put begins before any load, so that a load failure it must not
+    // save over is known to it (the store refuses layers put before one).
+    request.put ??= this.store.beginPut(request.tokens);
     const events: Event[] = [];
     let thrown: unknown;
     if (chunks > 0) {
@@ -162,6 +170,13 @@ export class KvConnector {
     }
     request.loads = events;
     request.loadTokens = tokens;
+    if (thrown !== undefined) {
+      // Layers past the throw have no load to wait for: the outcome is known now.
+      request.outcome = {
+        ok: false, validTokens: 0, code: thrown instanceof KvflowError ? thrown.code : 'ERR_UNKNOWN',
+        message: thrown instanceof Error ? thrown.message : String(thrown),
+      };
+    }
     request.loadDone = this.#outcome(request, events, thrown);
   }
 
@@ -217,14 +232,12 @@ export class KvConnector {
     this.#live();
     this.#check(request);
     this.cache.layout.checkLayer(layer);
-    if (!request.put) {
-      const put = this.store.beginPut(request.tokens);
-      const need = put.chunkCount * this.store.blocksPerChunk;
+    request.put ??= this.store.beginPut(request.tokens);
+    if (request.putBlocks.length === 0) {
+      const need = request.put.chunkCount * this.store.blocksPerChunk;
       if (typeof blocks?.length !== 'number' || blocks.length < need) {
-        void this.store.abort(put);
         fail('ERR_INVALID_ARG', `expected a block table of at least ${need} blocks, got ${blocks?.length ?? describe(blocks)}`);
       }
-      request.put = put;
       request.putBlocks = Array.prototype.slice.call(blocks, 0, need) as number[];
     }
     if (request.put.chunks.length === 0) return;
@@ -242,7 +255,8 @@ export class KvConnector {
     this.#check(request);
     const put = request.put;
     if (!put) return { saved: 0 };
-    if (put.chunks.length === 0) {
+    if (put.chunks.length === 0 || request.putBlocks.length === 0) {
+      // Nothing new, or nothing saved: the put begun with the loads is dropped.
       await this.store.abort(put);
       return { saved: 0 };
     }
@@ -263,7 +277,7 @@ export class KvConnector {
   async requestFinished(request: ConnectorRequest): Promise<void> {
     if (request instanceof ConnectorRequest && request.finished) return;
     this.#check(request);
-    if (!request.finish()) return;
+    request.finish();
     await Promise.allSettled([...request.loads, ...request.saves].map((e) => e.done()));
     if (request.loadDone) await request.loadDone;
     if (request.put) await this.store.abort(request.put);

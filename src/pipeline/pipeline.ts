@@ -200,7 +200,7 @@ export class LayerPipeline {
           const outcome: AttemptOutcome = await runAttempt({
             store: this.store, cache: this.cache, hit, plan, attempt, t0,
             tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, signal: req.signal,
-            lookahead: this.lookahead, streams: { compute: this.#computeStream, load: this.#loadStream, save: this.#saveStream },
+            lookahead: this.lookahead, alone: this.#inFlight === 1, streams: { compute: this.#computeStream, load: this.#loadStream, save: this.#saveStream },
           });
           if (outcome.kind === 'failed-load') {
             cut = Math.min(cut, outcome.validTokens);

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvConnector, KvLayout, KvStore, type Device, type KvCache, type Stream } from '../../src/index.js';
 import { injectFailure } from '../../src/device/testing.js';
+import { nvmeLocation } from '../../src/store/testing.js';
 import { backends, open } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
 import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
@@ -133,6 +134,50 @@ describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
     await conn.waitForSave(rc);
     await expectPattern(dev, compute, cache, a, blocks.slice(0, 6));
     await expectPattern(dev, compute, cache, c, blocks.slice(6));
+    await conn.dispose();
+    await pattern.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('a save computed before a failed load was known is never committed (the put begins with the loads)', async () => {
+    let store = await KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 128 * 8192, dramBytes: 64 * 8192 });
+    const pattern = new PatternCompute(dev, cache);
+    const prompt = randomTokens(CHUNK * 4);
+    const b0 = randomBlocks(12, SPEC.numBlocks);
+    let conn = new KvConnector({ store, cache });
+    const first = conn.lookup(prompt.slice(0, CHUNK * 3 + 1));
+    conn.startLoad(first, b0);
+    forward(conn, first, b0, 0, pattern);
+    await conn.waitForSave(first);
+    await conn.requestFinished(first);
+    await conn.dispose();
+    // Durable on NVMe, then the DRAM copies dropped: the next loads read the slab.
+    await store.put(prompt.slice(0, CHUNK * 3), cache, b0, compute, { durable: true });
+    const loc = nvmeLocation(store, store.keys(prompt)[1]!)!;
+    const dir = store.dir;
+    await store.close();
+    const fd = openSync(loc.file.path, 'r+');
+    const buf = Buffer.alloc(8);
+    readSync(fd, buf, 0, 8, loc.offset + 10); // layer 0 of chunk 1
+    for (let i = 0; i < 8; i++) buf[i] = buf[i]! ^ 0x5a;
+    writeSync(fd, buf, 0, 8, loc.offset + 10);
+    closeSync(fd);
+    store = await KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK });
+    conn = new KvConnector({ store, cache });
+    const req = conn.lookup(prompt);
+    expect(req.loadableTokens).toBe(CHUNK * 3);
+    const blocks = randomBlocks(8, SPEC.numBlocks);
+    conn.startLoad(req, blocks);
+    // The runtime computes and saves before it learns of the failure.
+    forward(conn, req, blocks, req.loadableTokens, pattern);
+    await expect(conn.waitForSave(req)).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
+    expect(await conn.loadResult(req)).toMatchObject({ ok: false, validTokens: CHUNK, code: 'ERR_CHECKSUM' });
+    await conn.requestFinished(req);
+    // Chunk 3 (computed over chunk 1's zeros) was not saved; chunk 1 left the index.
+    await store.flush();
+    const after = store.lookup(prompt);
+    expect(after.chunks.length).toBe(1);
+    after.release();
     await conn.dispose();
     await pattern.dispose();
     await store.close();
