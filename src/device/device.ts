@@ -10,7 +10,7 @@ import { readConfig, type BackendRequest, type CudaGateRequest, type KvflowDefau
 import { fail } from '../errors.js';
 import { choice, type Choice } from '../util/choice.js';
 import { Disposable, DisposeOrder, type AsyncDisposableLike, type Detach } from '../util/disposable.js';
-import { checkAddress, checkChoice, checkOptions, checkPositiveSize, checkSize } from '../util/validate.js';
+import { checkAddress, checkChoice, checkKnownOptions, checkOptions, checkPositiveSize, checkSize } from '../util/validate.js';
 import { DeviceBuffer, HostBuffer, PinnedBuffer } from './buffer.js';
 import { Completions } from './completions.js';
 import { Stream, type StreamOptions } from './stream.js';
@@ -96,14 +96,18 @@ const CUDA_GATE_MODES: readonly CudaGateRequest[] = ['host', 'wait-value', 'auto
  * device with `dispose()` (or `await using`).
  */
 export function openDevice(options: OpenDeviceOptions = {}): Device {
-  checkOptions(options);
+  options = checkKnownOptions(options, 'options', ['backend', 'ordinal', 'maxPinnedBytes', 'cudaGate']) as OpenDeviceOptions;
   const env = readConfig(process.env);
   const backend = checkChoice(options.backend ?? env.backend, 'backend', BACKENDS);
   const ordinal = checkSize(options.ordinal ?? env.ordinal, 'ordinal');
   const maxPinnedBytes = checkSize(options.maxPinnedBytes ?? env.maxPinnedBytes, 'maxPinnedBytes');
   const cudaGate = checkChoice(options.cudaGate ?? env.cudaGate, 'cudaGate', CUDA_GATE_MODES);
   const config: KvflowDefaults = Object.freeze({ ...env, backend, ordinal, maxPinnedBytes, cudaGate });
-  return new Device(selectBackend(backend), config);
+  const selection = selectBackend(backend);
+  if (selection.backend === 'cpu' && options.ordinal !== undefined && options.ordinal !== 0) {
+    fail('ERR_OUT_OF_RANGE', `expected ordinal 0 for the CPU backend (it has one device), got ${options.ordinal}`);
+  }
+  return new Device(selection, config);
 }
 
 /**
@@ -201,6 +205,7 @@ export class Device extends Disposable {
 
   /** A new stream owned by kvflow. */
   createStream(options: StreamOptions = {}): Stream {
+    options = checkKnownOptions(options, 'options', ['priority']) as StreamOptions;
     const priority = checkChoice(options.priority ?? 'normal', 'priority', ['normal', 'high'] as const);
     const stream = new Stream(this.native.createStream(priority === 'high' ? 1 : 0), this, priority, true);
     this.own(stream, DisposeOrder.streams);

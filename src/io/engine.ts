@@ -3,6 +3,9 @@
  * made on first use with the device's config, shared by every file of the
  * device, and closed with it (after its files and streams).
  */
+import { stat, statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
 import type { NativeDevice, NativeDirectMode, NativeIoEngine } from '../binding/types.js';
 import type { DirectRequest, IoEngineRequest, KvflowDefaults } from '../defaults.js';
 import { KvflowError, fail } from '../errors.js';
@@ -31,6 +34,32 @@ interface OpenArgs {
   engine: IoEngineRequest;
   size: number;
   gds: DirectRequest;
+}
+
+/** statfs magic numbers of the kernel's pseudo filesystems: their "files" are not storage. */
+const PSEUDO_FS = new Map<number, string>([
+  [0x9fa0, 'procfs'], [0x62656572, 'sysfs'], [0x1cd1, 'devpts'], [0x64626720, 'debugfs'], [0x74726163, 'tracefs'],
+  [0x27e0eb, 'cgroup'], [0x63677270, 'cgroup2'], [0x73636673, 'securityfs'], [0xcafe4a11, 'bpf'],
+]);
+
+/** ERR_INVALID_ARG unless `path` is (or would be created as) a regular file on a filesystem that stores data. */
+async function checkStorable(path: string): Promise<void> {
+  let at = path;
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) fail('ERR_INVALID_ARG', `expected a regular file for path, got ${path} (${st.isDirectory() ? 'a directory' : 'a device or special file'})`);
+  } catch (e) {
+    if (e instanceof KvflowError) throw e;
+    at = dirname(path); // not there yet: judged by the directory it would be created in
+  }
+  try {
+    const fs = await statfs(at);
+    const pseudo = PSEUDO_FS.get(Number(fs.type));
+    if (pseudo) fail('ERR_INVALID_ARG', `expected a file on a filesystem that stores data for path, got ${path} (on ${pseudo})`);
+  } catch (e) {
+    if (e instanceof KvflowError) throw e;
+    // statfs unavailable or the directory missing: the open reports it.
+  }
 }
 
 function checkOpenArgs(path: unknown, options: unknown, config: KvflowDefaults): OpenArgs {
@@ -87,6 +116,7 @@ export class DeviceIo extends Disposable {
 
   async #open(path: string, options: OpenFileOptions): Promise<KvFile> {
     const args = checkOpenArgs(path, options, this.#config);
+    await checkStorable(args.path);
     // cuFile moves device memory: on the CPU backend there is none to move.
     const cpuGds = 'GPUDirect Storage needs the CUDA backend; the CPU backend moves files through host memory';
     if (this.#backend === 'cpu' && args.gds === 'on') fail('ERR_UNSUPPORTED', cpuGds);

@@ -5,7 +5,7 @@
 import { BUILT_IN_DEFAULTS } from '../defaults.js';
 import { describe, fail } from '../errors.js';
 import { DeviceBuffer, KvBuffer, PinnedBuffer } from '../device/buffer.js';
-import type { Stream } from '../device/stream.js';
+import { Stream } from '../device/stream.js';
 import { Disposable, DisposeOrder } from '../util/disposable.js';
 import { checkChoice, checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { KvLayout } from './layout.js';
@@ -98,6 +98,7 @@ export class KvCache extends Disposable {
   }
 
   #move(stream: Stream, t: PagedTransfer, direction: 'gather' | 'scatter'): void {
+    checkInstance(stream, 'stream', 'a Stream', Stream);
     if (typeof t !== 'object' || t === null) fail('ERR_INVALID_ARG', `expected a transfer description, got ${describe(t)}`);
     this.moveRecords(stream, direction, [{ blocks: t.blocks, staging: t.staging, stagingOffset: t.stagingOffset }], t.layers, t.engine);
   }
@@ -116,6 +117,7 @@ export class KvCache extends Disposable {
     layers?: number | LayerRange,
     engine: PagedEngine = 'auto',
   ): void {
+    checkInstance(stream, 'stream', 'a Stream', Stream);
     const native = stream.native;
     const range = layerRange(this.layout, layers);
     const checked = this.#checkRecords(direction, records, range, engine);
@@ -278,6 +280,7 @@ export class PreparedTransfer extends Disposable {
    * prepared ones; default: all of them), with the engine chosen at prepare.
    */
   move(stream: Stream, layers?: number | LayerRange): void {
+    checkInstance(stream, 'stream', 'a Stream', Stream);
     const native = this.#native;
     if (native === undefined) fail('ERR_DISPOSED', 'prepared transfer is disposed');
     const all = this.layers;

@@ -15,7 +15,7 @@
  */
 import type { PinnedBuffer } from '../device/buffer.js';
 import type { Event } from '../device/event.js';
-import type { Stream } from '../device/stream.js';
+import { Stream } from '../device/stream.js';
 import { KvflowError, describe, fail, type KvflowErrorCode } from '../errors.js';
 import type { KvCache, StagingRecord } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
@@ -45,6 +45,7 @@ interface TierReads {
 export function loadLayer(core: StoreCore, plans: PlanCache, requests: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], layer: number,
   kvCache: KvCache, tables: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions): Event {
   core.live();
+  if (!(stream instanceof Stream)) fail('ERR_INVALID_ARG', `expected a Stream for stream, got ${describe(stream)}`);
   const { chunks, blockTable } = core.flatten(requests, tables, kvCache);
   const li = core.extentIndex(layer);
   const engine = engineOf(options, core.config.engine);

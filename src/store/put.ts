@@ -121,6 +121,7 @@ export function beginPut(core: StoreCore, keys: readonly string[]): PendingPut {
 export function putLayer(core: StoreCore, pending: PendingPut | readonly PendingPut[], layer: number, kvCache: KvCache,
   blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions): Event {
   core.live();
+  if (!(stream instanceof Stream)) fail('ERR_INVALID_ARG', `expected a Stream for stream, got ${describe(stream)}`);
   const li = core.extentIndex(layer);
   const engine = engineOf(options, core.config.engine);
   core.checkCache(kvCache);

@@ -68,6 +68,20 @@ export function checkBoolean(value: unknown, name: string): boolean {
   return value;
 }
 
+/**
+ * Options of a call that takes only `known` keys: undefined or null mean
+ * defaults ({}); another value, or an unknown key (a typo that would be
+ * silently ignored), is ERR_INVALID_ARG.
+ */
+export function checkKnownOptions(value: unknown, name: string, known: readonly string[]): Record<string, unknown> {
+  if (value === undefined || value === null) return {};
+  const o = checkOptions(value, name);
+  for (const key of Object.keys(o)) {
+    if (!known.includes(key)) throw new KvflowError(`expected an option name of ${choiceList(known)} in ${name}, got ${JSON.stringify(key)}`, 'ERR_INVALID_ARG');
+  }
+  return o;
+}
+
 /** An options object. */
 export function checkOptions(value: unknown, name = 'options'): Record<string, unknown> {
   if (typeof value !== 'object' || value === null) throw invalidParameterError(name, 'an options object', value);
