@@ -2,8 +2,8 @@
  * KvLayout: the shape of a paged KV cache (no memory), and the staging format
  * a layer's KV takes on its way to the store (DESIGN.md section 3).
  */
-import { describe, fail } from '../errors.js';
-import { checkChoice, checkPositiveInteger } from '../util/validate.js';
+import { KvflowError, describe, fail } from '../errors.js';
+import { checkChoice, checkPositiveInteger, checkRange, invalidParameterError } from '../util/validate.js';
 
 /** Element types of the KV cache; fp8 variants are one byte each. */
 export type KvDtype = 'f32' | 'f16' | 'bf16' | 'fp8_e4m3' | 'fp8_e5m2';
@@ -44,6 +44,24 @@ export interface PieceLocation {
 
 function positiveInt(value: unknown, name: string, max = 2 ** 31): number {
   return checkPositiveInteger(value, name, max);
+}
+
+/** An index from 0 to count - 1: ERR_INVALID_ARG when not an integer, ERR_OUT_OF_RANGE when outside. */
+function checkIndex(value: unknown, name: string, count: number): number {
+  const expected = `an integer from 0 to ${count - 1}`;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw invalidParameterError(name, expected, value);
+  if (value < 0 || value >= count) throw invalidParameterError(name, expected, value, 'ERR_OUT_OF_RANGE');
+  return value;
+}
+
+function checkKv(value: unknown): 0 | 1 {
+  if (value !== 0 && value !== 1) throw invalidParameterError('kv', '0 (K) or 1 (V)', value);
+  return value;
+}
+
+function checkBytes(value: unknown, name: string): Uint8Array {
+  if (!(value instanceof Uint8Array)) throw invalidParameterError(name, 'a Uint8Array', value);
+  return value;
 }
 
 /** Rounds `n` up to a multiple of {@link EXTENT_ALIGN}. */
@@ -141,6 +159,92 @@ export class KvLayout {
   /** Bytes of a staging record of `tokens` tokens over `layerCount` layers (layer-major extents). */
   stagingBytes(tokens: number, layerCount = this.layers): number {
     return this.extentBytes(tokens) * layerCount;
+  }
+
+  /**
+   * Byte offset of K (kv = 0) or V (kv = 1) of `token` in `layerIndex` of a
+   * staging record of `tokens` tokens (the format the store writes to NVMe):
+   * layer `layerIndex` (counted from the record's first layer) starts at
+   * `layerIndex * extentBytes(tokens)`; K of token t at `t * tokenBytes`
+   * within it, V of token t at `(tokens + t) * tokenBytes`. Each token's
+   * bytes are `[head][dim]`, `tokenBytes` long.
+   */
+  recordOffset(tokens: number, layerIndex: number, kv: 0 | 1, token: number): number {
+    checkPositiveInteger(tokens, 'tokens');
+    checkIndex(layerIndex, 'layerIndex', this.layers);
+    checkKv(kv);
+    checkIndex(token, 'token', tokens);
+    const offset = layerIndex * this.extentBytes(tokens) + (kv * tokens + token) * this.tokenBytes;
+    if (!Number.isSafeInteger(offset + this.tokenBytes)) throw invalidParameterError('tokens', 'a record smaller than 2^53 bytes', tokens, 'ERR_OUT_OF_RANGE');
+    return offset;
+  }
+
+  /**
+   * K or V of one token in a staging record held in host memory (a
+   * PinnedBuffer's or HostBuffer's `.array`, a slab's bytes, any
+   * Uint8Array): a view of `tokenBytes` bytes, no copy. ERR_OUT_OF_RANGE when
+   * the record is too short to hold it.
+   */
+  readRecordToken(record: Uint8Array, tokens: number, layerIndex: number, kv: 0 | 1, token: number): Uint8Array {
+    checkBytes(record, 'record');
+    const offset = this.recordOffset(tokens, layerIndex, kv, token);
+    checkRange(offset, this.tokenBytes, record.byteLength, 'record token');
+    return record.subarray(offset, offset + this.tokenBytes);
+  }
+
+  /** Writes K or V of one token into a staging record in host memory (`bytes` must be `tokenBytes` long). */
+  writeRecordToken(record: Uint8Array, tokens: number, layerIndex: number, kv: 0 | 1, token: number, bytes: Uint8Array): void {
+    checkBytes(record, 'record');
+    const offset = this.recordOffset(tokens, layerIndex, kv, token);
+    this.checkTokenBytes(bytes);
+    checkRange(offset, this.tokenBytes, record.byteLength, 'record token');
+    record.set(bytes, offset);
+  }
+
+  /** Where K or V of token `slot` of `block` in `layer` lives in the paged cache (buffer index and byte offset). */
+  cacheTokenOffset(layer: number, kv: 0 | 1, block: number, slot: number): PieceLocation {
+    checkKv(kv);
+    checkIndex(slot, 'slot', this.blockTokens);
+    const at = this.piece(layer, kv, block);
+    return { buffer: at.buffer, offset: at.offset + slot * this.tokenBytes };
+  }
+
+  /**
+   * K or V of one token of the paged cache, from host-visible arrays of its
+   * buffers (`buffers[i]` is cache buffer i, `bufferBytes` long: a runtime's
+   * cache in host memory or host copies of a KvCache's buffers): a view, no copy.
+   */
+  readCacheToken(buffers: readonly Uint8Array[], layer: number, kv: 0 | 1, block: number, slot: number): Uint8Array {
+    const at = this.cacheTokenOffset(layer, kv, block, slot);
+    const buf = this.cacheBuffer(buffers, at.buffer);
+    return buf.subarray(at.offset, at.offset + this.tokenBytes);
+  }
+
+  /** Writes K or V of one token into host-visible arrays of the paged cache's buffers (`bytes` must be `tokenBytes` long). */
+  writeCacheToken(buffers: readonly Uint8Array[], layer: number, kv: 0 | 1, block: number, slot: number, bytes: Uint8Array): void {
+    const at = this.cacheTokenOffset(layer, kv, block, slot);
+    const buf = this.cacheBuffer(buffers, at.buffer);
+    this.checkTokenBytes(bytes);
+    buf.set(bytes, at.offset);
+  }
+
+  private checkTokenBytes(bytes: unknown): void {
+    checkBytes(bytes, 'bytes');
+    const n = (bytes as Uint8Array).byteLength;
+    if (n !== this.tokenBytes) {
+      throw new KvflowError(`expected ${this.tokenBytes} bytes (tokenBytes) for bytes, got ${n} bytes`, 'ERR_INVALID_ARG');
+    }
+  }
+
+  private cacheBuffer(buffers: readonly Uint8Array[], index: number): Uint8Array {
+    if (!Array.isArray(buffers) || buffers.length !== this.bufferCount) {
+      throw invalidParameterError('buffers', `an array of ${this.bufferCount} Uint8Arrays (bufferCount)`, buffers);
+    }
+    const buf = checkBytes(buffers[index], `buffers[${index}]`);
+    if (buf.byteLength !== this.bufferBytes) {
+      throw new KvflowError(`expected ${this.bufferBytes} bytes (bufferBytes) for buffers[${index}], got ${buf.byteLength} bytes`, 'ERR_OUT_OF_RANGE');
+    }
+    return buf;
   }
 
   /** True when `other` describes the same shape. */
