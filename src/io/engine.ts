@@ -42,12 +42,13 @@ const PSEUDO_FS = new Map<number, string>([
   [0x27e0eb, 'cgroup'], [0x63677270, 'cgroup2'], [0x73636673, 'securityfs'], [0xcafe4a11, 'bpf'],
 ]);
 
-/** ERR_INVALID_ARG unless `path` is (or would be created as) a regular file on a filesystem that stores data. */
+/** ERR_INVALID_ARG when `path` is a device or special file, or on a filesystem that stores no data (procfs, sysfs...). */
 async function checkStorable(path: string): Promise<void> {
   let at = path;
   try {
     const st = await stat(path);
-    if (!st.isFile()) fail('ERR_INVALID_ARG', `expected a regular file for path, got ${path} (${st.isDirectory() ? 'a directory' : 'a device or special file'})`);
+    // A directory is left to the open, which reports EISDIR as ERR_IO with its errno.
+    if (!st.isFile() && !st.isDirectory()) fail('ERR_INVALID_ARG', `expected a regular file for path, got ${path} (a device or special file)`);
   } catch (e) {
     if (e instanceof KvflowError) throw e;
     at = dirname(path); // not there yet: judged by the directory it would be created in
