@@ -11,6 +11,7 @@
  * measured, it is proportional to `n` (a per-token time) and says so.
  */
 import { describe, fail } from '../errors.js';
+import { checkInteger } from '../util/validate.js';
 
 /** One measured layer: `ms` to compute `newTokens` after `start` cached tokens. */
 export interface ComputeSample {
@@ -36,12 +37,6 @@ export function attentionPairs(n: number, start: number): number {
 
 const MAX_SAMPLES = 256;
 
-function checkCount(value: unknown, name: string, min: number): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    fail('ERR_INVALID_ARG', `expected an integer >= ${min} for ${name}, got ${describe(value)}`);
-  }
-  return value;
-}
 
 /** Solves the normal equations of the columns in `cols` (<= 3); null when singular. */
 function leastSquares(rows: readonly number[][], y: readonly number[], cols: readonly number[]): number[] | null {
@@ -93,8 +88,8 @@ export class ComputeModel {
 
   /** Records one measured layer and refits. */
   observe(sample: ComputeSample): void {
-    checkCount(sample?.newTokens, 'newTokens', 1);
-    checkCount(sample.start, 'start', 0);
+    checkInteger(sample?.newTokens, 'newTokens', 1, Number.MAX_SAFE_INTEGER);
+    checkInteger(sample.start, 'start', 0, Number.MAX_SAFE_INTEGER);
     if (typeof sample.ms !== 'number' || !(sample.ms >= 0) || !Number.isFinite(sample.ms)) {
       fail('ERR_INVALID_ARG', `expected a finite number >= 0 for ms, got ${describe(sample.ms)}`);
     }

@@ -11,6 +11,7 @@
  * `load-all` (the whole hit).
  */
 import { describe, fail } from '../errors.js';
+import { checkChoice, checkInteger } from '../util/validate.js';
 import type { BandwidthMeter } from './bandwidth.js';
 import type { ComputeModel } from './compute.js';
 
@@ -52,6 +53,11 @@ export interface PlanRequest {
   margin?: number;
 }
 
+const MAX = Number.MAX_SAFE_INTEGER;
+
+/** The policies, for checks. */
+export const POLICIES: readonly PrefillPolicy[] = ['adaptive', 'load-all', 'recompute'];
+
 /** A prediction of one candidate split, per layer and whole. */
 export interface SplitPrediction {
   /** Tokens loaded (from the first chunk not wholly held). */
@@ -81,12 +87,6 @@ export interface PrefillPlan extends SplitPrediction {
   reason: string;
 }
 
-function int(value: unknown, name: string, min: number): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    fail('ERR_INVALID_ARG', `expected an integer >= ${min} for ${name}, got ${describe(value)}`);
-  }
-  return value;
-}
 
 /** The per-layer model of DESIGN.md section 5 for uniform layers. */
 export function layerModelMs(layers: number, loadMs: number, computeMs: number): number {
@@ -97,20 +97,18 @@ export function layerModelMs(layers: number, loadMs: number, computeMs: number):
 export function planPrefill(req: PlanRequest): PrefillPlan {
   if (typeof req !== 'object' || req === null) fail('ERR_INVALID_ARG', `expected a plan request, got ${describe(req)}`);
   const policy = req.policy;
-  if (policy !== 'adaptive' && policy !== 'load-all' && policy !== 'recompute') {
-    fail('ERR_INVALID_ARG', `expected 'adaptive', 'load-all' or 'recompute' for policy, got ${describe(policy)}`);
-  }
-  const layers = int(req.layers, 'layers', 1);
-  const n = int(req.promptTokens, 'promptTokens', 1);
-  const held = Math.min(int(req.heldTokens ?? 0, 'heldTokens', 0), n - 1);
-  const chunk = int(req.chunkTokens, 'chunkTokens', 1);
+  checkChoice(policy, 'policy', POLICIES);
+  const layers = checkInteger(req.layers, 'layers', 1, MAX);
+  const n = checkInteger(req.promptTokens, 'promptTokens', 1, MAX);
+  const held = Math.min(checkInteger(req.heldTokens ?? 0, 'heldTokens', 0, MAX), n - 1);
+  const chunk = checkInteger(req.chunkTokens, 'chunkTokens', 1, MAX);
   if (!(req.bytesPerTokenPerLayer > 0) || !Number.isFinite(req.bytesPerTokenPerLayer)) fail('ERR_INVALID_ARG', `expected a positive number for bytesPerTokenPerLayer, got ${describe(req.bytesPerTokenPerLayer)}`);
   if (!Array.isArray(req.hit)) fail('ERR_INVALID_ARG', `expected an array for hit, got ${describe(req.hit)}`);
   const spans: HitSpan[] = [];
   let hitTokens = 0;
   req.hit.forEach((s, i) => {
     if (typeof s?.tier !== 'string') fail('ERR_INVALID_ARG', `expected a tier name for hit[${i}].tier, got ${describe(s?.tier)}`);
-    const t = int(s.tokens, `hit[${i}].tokens`, 0);
+    const t = checkInteger(s.tokens, `hit[${i}].tokens`, 0, MAX);
     if (t % chunk !== 0) fail('ERR_INVALID_ARG', `expected a multiple of ${chunk} for hit[${i}].tokens, got ${t}`);
     if (t > 0) spans.push({ tier: s.tier, tokens: t });
     hitTokens += t;

@@ -14,7 +14,8 @@ import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js'
 import type { KvCache } from '../layout/kvcache.js';
 import { BandwidthMeter } from '../model/bandwidth.js';
 import { ComputeModel } from '../model/compute.js';
-import { planPrefill, type PrefillPlan, type PrefillPolicy } from '../model/plan.js';
+import { POLICIES, planPrefill, type PrefillPlan, type PrefillPolicy } from '../model/plan.js';
+import { checkChoice, checkInteger } from '../util/validate.js';
 import type { KvStore } from '../store/store.js';
 import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
 import type { LayerCompute } from './work.js';
@@ -92,11 +93,7 @@ export interface LayerPipelineOptions {
 }
 
 function intOption(value: unknown, name: string, min: number, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    fail('ERR_INVALID_ARG', `expected an integer >= ${min} for ${name}, got ${describe(value)}`);
-  }
-  return value;
+  return value === undefined ? fallback : checkInteger(value, name, min, Number.MAX_SAFE_INTEGER);
 }
 
 /** Schedules prefills over one store and KV cache. */
@@ -172,9 +169,7 @@ export class LayerPipeline {
     const held = intOption(r.heldTokens, 'heldTokens', 0, 0);
     if (held >= n) fail('ERR_OUT_OF_RANGE', `expected heldTokens below the ${n} tokens of the prompt, got ${held}`);
     const policy = r.policy ?? 'adaptive';
-    if (policy !== 'adaptive' && policy !== 'load-all' && policy !== 'recompute') {
-      fail('ERR_INVALID_ARG', `expected 'adaptive', 'load-all' or 'recompute' for policy, got ${describe(policy)}`);
-    }
+    checkChoice(policy, 'policy', POLICIES);
     if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) fail('ERR_INVALID_ARG', `expected an AbortSignal for signal, got ${describe(r.signal)}`);
     if (r.save !== undefined && typeof r.save !== 'boolean') fail('ERR_INVALID_ARG', `expected a boolean for save, got ${describe(r.save)}`);
     return {
