@@ -148,7 +148,7 @@ async function replay(dev: Device, model: ReferenceModel, o: ReplayOptions): Pro
     device: dev, layout, dir, chunkTokens: o.chunkTokens,
     dramBytes: o.dramGiB !== undefined ? Math.round(o.dramGiB * GiB) : Math.ceil(1.25 * kvBytes),
     nvmeBytes: o.nvmeGiB !== undefined ? Math.round(o.nvmeGiB * GiB) : 2 * kvBytes + 16 * layout.stagingBytes(o.chunkTokens),
-    demoteBacklog: 1 << 16,
+    demoteBacklog: 1 << 16, preallocateDram: true,
     fingerprint: { model: `bench/replay-${model.config.layers}x${model.config.hidden}`, revision: 'seed-1' },
   };
   const prompts = Array.from({ length: o.chats }, (_, c) => chatPrompts(o.shape, 100 + c, model.config.vocab));

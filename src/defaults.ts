@@ -35,6 +35,7 @@ export interface StoreDefaults {
   readonly chunkTokens: number;
   /** Pinned DRAM tier capacity in bytes (grown on demand). */
   readonly dramBytes: number;
+  readonly preallocateDram: boolean;
   /** NVMe tier capacity in bytes, used when the directory is created. */
   readonly nvmeBytes: number;
   /** Largest slab file, in bytes. */
@@ -139,6 +140,7 @@ export const BUILT_IN_DEFAULTS: KvflowDefaults = deepFreeze({
   store: {
     chunkTokens: 256,
     dramBytes: GiB,
+    preallocateDram: false,
     nvmeBytes: 4 * GiB,
     slabFileBytes: 4 * GiB,
     admit: 'hit-or-twice',

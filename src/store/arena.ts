@@ -63,6 +63,16 @@ export class DramArena {
     this.#rank = rank;
   }
 
+  /** Pins every segment now (the whole capacity), so no later slot waits for pinning. */
+  preallocate(): void {
+    let slots = this.segments.length * this.slotsPerSegment;
+    while (slots < this.capacitySlots) {
+      const n = Math.min(this.slotsPerSegment, this.capacitySlots - slots);
+      this.segments.push(this.#alloc(n * this.slotBytes));
+      slots += n;
+    }
+  }
+
   get usedSlots(): number {
     return this.chunks.size;
   }

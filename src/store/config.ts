@@ -48,6 +48,14 @@ export interface KvStoreOptions {
   layers?: LayerRange;
   /** Pinned DRAM tier capacity in bytes (grown on demand). Default 1 GiB. */
   dramBytes?: number;
+  /**
+   * Pin the whole DRAM tier when the store opens instead of growing it in
+   * 256 MiB steps on demand. Pinning is slow (tens of ms per step on a CUDA
+   * host) and a step taken inside a put or a promotion lands on that
+   * prefill's time to first token: a server that knows its budget pays it
+   * at open. Default false.
+   */
+  preallocateDram?: boolean;
   /** NVMe tier capacity in bytes, used when the directory is created. Default 4 GiB. */
   nvmeBytes?: number;
   /** Largest slab file, in bytes. Default 4 GiB. */
@@ -111,6 +119,7 @@ export interface StoreConfig {
   /** Fingerprint (hex) of the store's keys. */
   readonly fingerprint: string;
   readonly dramBytes: number;
+  readonly preallocateDram: boolean;
   readonly nvmeBytes: number;
   readonly slabFileBytes: number;
   readonly backlog: number;
@@ -175,6 +184,8 @@ export function resolveStoreConfig(options: KvStoreOptions): StoreConfig {
     firstLayer: layers.first, layerCount: layers.count,
   });
   const dramBytes = positive(options.dramBytes, 'dramBytes', d.dramBytes);
+  const preallocateDram = options.preallocateDram ?? d.preallocateDram;
+  if (typeof preallocateDram !== 'boolean') fail('ERR_INVALID_ARG', `expected true or false for preallocateDram, got ${describe(preallocateDram)}`);
   const nvmeBytes = positive(options.nvmeBytes, 'nvmeBytes', d.nvmeBytes);
   const slabFileBytes = positive(options.slabFileBytes, 'slabFileBytes', d.slabFileBytes);
   const backlog = positive(options.demoteBacklog, 'demoteBacklog', d.demoteBacklog);
@@ -199,7 +210,7 @@ export function resolveStoreConfig(options: KvStoreOptions): StoreConfig {
   if (nvmeBytes < recordBytes) fail('ERR_INVALID_ARG', `expected nvmeBytes of at least one chunk record (${recordBytes} bytes), got ${nvmeBytes}`);
   return Object.freeze({
     device, layout, layers: Object.freeze({ first: layers.first, count: layers.count }), chunkTokens, fingerprint,
-    dramBytes, nvmeBytes, slabFileBytes, backlog, leaseMs: leaseSeconds * 1000, admit, engine, rank, extentBytes, recordBytes, file: options.file, onCorruptIndex,
+    dramBytes, preallocateDram, nvmeBytes, slabFileBytes, backlog, leaseMs: leaseSeconds * 1000, admit, engine, rank, extentBytes, recordBytes, file: options.file, onCorruptIndex,
     preparedLoads: d.preparedLoads, preparedMaxChunks: d.preparedMaxChunks, writeBatchChunks: d.writeBatchChunks,
     writeBatchBytes: d.writeBatchBytes, touchFlushMs: d.touchFlushMs,
   });

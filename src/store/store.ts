@@ -371,8 +371,10 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
   const dram = new DramTier(extentBytes, layers.count, config.dramBytes, (bytes) => device.allocPinned(bytes), config.rank);
   let core: StoreCore;
   try {
+    if (config.preallocateDram) dram.arena.preallocate();
     core = new StoreCore(config, dram, nvme, arrange ? arrange(dram, nvme) : [dram, nvme]);
   } catch (e) {
+    await Promise.all(dram.arena.segments.map((b) => b.dispose()));
     await nvme.close();
     if (temporary) rmSync(dir, { recursive: true, force: true });
     throw e;

@@ -6,11 +6,11 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
-import { KvLayout, type Device, type KvCache, type KvStore, type KvStoreOptions, type Stream } from '../../src/index.js';
+import { KvLayout, KvStore, type Device, type KvCache, type KvStoreOptions, type Stream } from '../../src/index.js';
 import { dropDram, openStoreWithTiers, storeFiles, storeTiers } from '../../src/store/testing.js';
 import { backends, open, poison, randomBytes } from '../helpers/backends.js';
 import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
@@ -190,5 +190,29 @@ describe.each(backends)('store tiers on $backend', ({ backend, skip }) => {
     await expect(openStoreWithTiers(options(), (dram, nvme) => [nvme, dram])).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
     const twin = new MemoryTier(EXTENT, SPEC.layers);
     await expect(openStoreWithTiers(options(), (dram, nvme) => [dram, twin, nvme, new MemoryTier(EXTENT, SPEC.layers)])).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+  });
+  it.skipIf(skip)('preallocateDram pins the whole DRAM tier at open: puts take no more pinned memory and loads stay exact', async () => {
+    // Small segments: one chunk record per segment would be a single step; give the tier several.
+    const o = { ...options(), dramBytes: 16 * 12288 };
+    const before = dev.pinnedStats().inUseBytes;
+    const store = await KvStore.open({ ...o, preallocateDram: true });
+    const capacity = store.stats().dram.capacityBytes;
+    expect(capacity).toBeGreaterThan(0);
+    expect(dev.pinnedStats().inUseBytes - before).toBeGreaterThanOrEqual(capacity);
+    const pinnedAtOpen = dev.pinnedStats().inUseBytes;
+    const tokens = randomTokens(CHUNK * 3);
+    const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
+    await store.put(tokens, src, blocks, stream);
+    expect(store.stats().dram.chunks).toBe(3);
+    expect(dev.pinnedStats().inUseBytes).toBe(pinnedAtOpen);
+    await loadAndCheck(store, tokens, blocks);
+    await store.close();
+    expect(dev.pinnedStats().inUseBytes).toBe(before);
+  });
+
+  it.skipIf(skip)('preallocateDram must be a boolean: anything else is refused before the directory is touched', async () => {
+    const o = options();
+    await expect(KvStore.open({ ...o, preallocateDram: 'yes' as unknown as boolean })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    expect(existsSync(o.dir!)).toBe(false);
   });
 });
