@@ -46,6 +46,13 @@ export interface PlanRequest {
   /** Prefills loading at once, which share each tier's bandwidth (default 1). */
   sharing?: number;
   /**
+   * Prefills computing at once on the same GPU, which share its compute
+   * (default `sharing`: prefills of one pipeline share its compute stream as
+   * they share its loads, so a prefill's compute takes that many times
+   * longer too, and the split that balances one prefill balances them all).
+   */
+  computeSharing?: number;
+  /**
    * `adaptive` picks a split between recomputing and loading the whole hit
    * only when it is predicted faster than both by more than this fraction
    * (default 0.03).
@@ -117,8 +124,11 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
   hitTokens = Math.min(hitTokens, Math.ceil(n / chunk) * chunk);
   if (req.sharing !== undefined && !(req.sharing >= 1 && Number.isFinite(req.sharing))) fail('ERR_INVALID_ARG', `expected a number >= 1 for sharing, got ${describe(req.sharing)}`);
   const sharing = Math.max(1, req.sharing ?? 1);
+  if (req.computeSharing !== undefined && !(req.computeSharing >= 1 && Number.isFinite(req.computeSharing))) fail('ERR_INVALID_ARG', `expected a number >= 1 for computeSharing, got ${describe(req.computeSharing)}`);
+  const computeSharing = Math.max(1, req.computeSharing ?? sharing);
   if (req.margin !== undefined && !(req.margin >= 0 && req.margin < 1)) fail('ERR_INVALID_ARG', `expected a number in [0, 1) for margin, got ${describe(req.margin)}`);
-  const compute = typeof req.compute === 'function' ? req.compute : req.compute.predict.bind(req.compute);
+  const own = typeof req.compute === 'function' ? req.compute : req.compute.predict.bind(req.compute);
+  const compute = (newTokens: number, start: number): number => own(newTokens, start) * computeSharing;
   const meter = req.bandwidth;
   const bw = typeof meter === 'function' ? (t: string) => meter(t) / sharing : (t: string) => meter.share(t, sharing);
   const loadFrom = Math.floor(held / chunk) * chunk;

@@ -112,6 +112,23 @@ const requestArb = fc
   });
 
 describe('planPrefill', () => {
+  it('prefills of one pipeline share compute as they share IO: the split does not change with how many are in flight', () => {
+    fc.assert(
+      fc.property(requestArb, fc.constantFrom<PlanRequest['policy']>('adaptive', 'load-all', 'recompute'), (req, policy) => {
+        const one = planPrefill({ ...req, policy, sharing: 1 });
+        const many = planPrefill({ ...req, policy, sharing: req.sharing ?? 1 });
+        expect([many.loadTokens, many.computeFrom]).toEqual([one.loadTokens, one.computeFrom]);
+        expect(many.ms).toBeCloseTo(one.ms * (req.sharing ?? 1), 6);
+        // IO shared but compute not: recomputing costs what it costs alone, loading costs more.
+        const ioOnly = planPrefill({ ...req, policy, computeSharing: 1 });
+        expect(ioOnly.recomputeMs).toBeCloseTo(one.recomputeMs, 6);
+        expect(ioOnly.loadAllMs).toBeGreaterThanOrEqual(one.loadAllMs * (1 - 1e-9));
+      }),
+      { numRuns: 300 },
+    );
+    expect(code(() => planPrefill({ ...fc.sample(requestArb, 1)[0]!, policy: 'adaptive', computeSharing: 0.5 }))).toBe('ERR_INVALID_ARG');
+  });
+
   it('adaptive is never predicted slower than recompute or load-all, and its figures add up', () => {
     fc.assert(
       fc.property(requestArb, (req) => {
