@@ -17,6 +17,9 @@
 # against both into $OUT/nvme.json. Run as root so the page cache can be
 # dropped before cold reads. If the torch peer fails, nvme runs without it.
 #
+# replay runs dist/bench/replay.js --restart (1, 4 and 16 chats by default) with
+# its store under NVME_DIR/replay (removed after) into $OUT/replay.json.
+#
 # prefill runs bench/peers/torch_prefill.py (the same prefill in PyTorch: recompute,
 # load then compute, per-layer overlap with the prefix in pinned DRAM) into
 # $OUT/torch_prefill.json first and alone, then dist/bench/prefill.js with
@@ -44,8 +47,8 @@ mkdir -p "$OUT"
 
 for bench in $BENCH; do
   case "$bench" in
-    copy | paged | nvme | store | pipeline | prefill) ;;
-    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme, store, pipeline, prefill)" >&2; exit 2 ;;
+    copy | paged | nvme | store | pipeline | prefill | replay) ;;
+    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme, store, pipeline, prefill, replay)" >&2; exit 2 ;;
   esac
 done
 
@@ -122,6 +125,14 @@ for bench in $BENCH; do
       ;;
     pipeline)
       guarded pipeline node dist/bench/pipeline.js --backend cuda --json "$OUT/pipeline.json" "$@"
+      ;;
+    replay)
+      # The multi-turn replay: recompute, kvflow and kvflow after a restart, its store under NVME_DIR.
+      mkdir -p "$NVME_DIR/replay"
+      replay_rc=0
+      guarded replay node dist/bench/replay.js --backend cuda --restart --dir "$NVME_DIR/replay" --json "$OUT/replay.json" "$@" || replay_rc=$?
+      rm -rf "$NVME_DIR/replay"
+      if [ "$replay_rc" -ne 0 ]; then exit "$replay_rc"; fi
       ;;
     prefill)
       # The PyTorch peer first and alone (its GPU memory is freed when it exits).
