@@ -32,7 +32,15 @@ export {
   type PinnedPoolStats,
 } from './device/device.js';
 export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type MemoryKind } from './device/buffer.js';
-export { Event, type EventStatus } from './device/event.js';
+export { Event as KvEvent, type EventStatus } from './device/event.js';
+import { Event as KvEventClass } from './device/event.js';
+/**
+ * @deprecated Use {@link KvEvent}: the same class under a name that does not
+ * shadow the global `Event` in files that import it. Kept for compatibility.
+ */
+export const Event = KvEventClass;
+/** @deprecated Use {@link KvEvent}. */
+export type Event = KvEventClass;
 export { Stream, type StreamOptions } from './device/stream.js';
 export { Disposable, DisposeOrder, type AsyncDisposableLike, type Child, type Detach, type DisposeOptions } from './util/disposable.js';
 export { choice, type Choice } from './util/choice.js';
@@ -56,6 +64,8 @@ export {
   type PutResult,
   type TenantOptions,
 } from './store/store.js';
+export type { KvStoreLocalCounters, KvStoreSharedCounters } from './store/stats.js';
+export type { StoreGeometry } from './store/geometry.js';
 export type { HitOutcome } from './store/hit.js';
 export { chunkKeys, fingerprintOf, STORE_FORMAT_VERSION, type FingerprintSpec } from './store/keys.js';
 export { lruRank, type ChunkUse, type EvictionRank } from './store/dram.js';

@@ -6,7 +6,7 @@ import { Disposable } from '../util/disposable.js';
 import { checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { KvBuffer } from './buffer.js';
 import type { Completions } from './completions.js';
-import { Event, type EventOrder } from './event.js';
+import { Event } from './event.js';
 
 /** Internal: what a stream needs from its device. */
 export interface StreamOwner {
@@ -25,7 +25,7 @@ export interface StreamOptions {
  * run asynchronously, in order; `record()` returns an Event to await or to
  * make another stream wait on.
  */
-export class Stream extends Disposable implements EventOrder {
+export class Stream extends Disposable {
   /** @internal The latest done() of an event of this stream still pending: later events settle after it. */
   pendingDone: { id: number; promise: Promise<void> } | undefined;
   #native: NativeStream | undefined;

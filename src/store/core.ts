@@ -12,6 +12,7 @@ import type { ChunkRef } from './tier.js';
 import type { StoreConfig } from './config.js';
 import type { DramTier } from './dram.js';
 import type { NvmeTier } from './nvme.js';
+import type { KvStoreLocalCounters } from './stats.js';
 import type { Tier } from './tier.js';
 
 /** Load failures remembered for the put check (puts older than this many failures are rare). */
@@ -30,12 +31,15 @@ export interface Admission {
 }
 
 /** Counters of this process (KvStoreStats.local). */
-export type LocalCounters = Record<string, number>;
+export type LocalCounters = KvStoreLocalCounters;
 
 export class StoreCore {
   readonly config: StoreConfig;
   readonly dram: DramTier;
-  /** The store's index and its counters shared by every process of the directory live with the NVMe tier. */
+  /**
+   * @internal The store's index and its counters shared by every process of the directory live with the NVMe tier.
+   * (Internal so that the published types never reach the index's LMDB types.)
+   */
   readonly nvme: NvmeTier;
   /** Every tier, in lookup order; the first is the DRAM tier. */
   readonly tiers: readonly Tier[];
@@ -59,6 +63,7 @@ export class StoreCore {
   closed = false;
   demoter!: Admission;
 
+  /** @internal */
   constructor(config: StoreConfig, dram: DramTier, nvme: NvmeTier, tiers: readonly Tier[]) {
     if (tiers[0] !== dram) fail('ERR_INVALID_ARG', 'expected the DRAM tier first in the store\'s tiers');
     const names = new Set(tiers.map((t) => t.name));

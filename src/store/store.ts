@@ -21,7 +21,9 @@ import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
 import { describe, fail } from '../errors.js';
-import { Catalog, type StoreGeometry } from './catalog.js';
+import { Catalog } from './catalog.js';
+import type { StoreGeometry } from './geometry.js';
+import type { KvStoreLocalCounters, KvStoreSharedCounters } from './stats.js';
 import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions, type PutOptions } from './config.js';
 import { StoreCore } from './core.js';
 import { Demoter } from './demoter.js';
@@ -72,15 +74,20 @@ export interface KvStoreStats {
    * `dramPlannedLayers`: layer loads those plans served), checksum failures,
    * NVMe writes.
    */
-  local: Record<string, number>;
+  local: KvStoreLocalCounters;
   /** Every process of the directory (written in batches). */
-  shared: Record<string, number>;
+  shared: KvStoreSharedCounters;
 }
 
 /** The order of a store's tiers, from its DRAM and NVMe tiers (see store/testing.ts). */
 export type ArrangeTiers = (dram: Tier, nvme: Tier) => readonly Tier[];
 
-/** The cores of open stores, for store/testing.ts. */
+/** Shared counters no process has written yet read as 0. */
+const NO_SHARED_COUNTS: KvStoreSharedCounters = {
+  lookups: 0, hitChunks: 0, missChunks: 0, checksumFailures: 0, evictions: 0, writes: 0, lostReservations: 0,
+};
+
+/** @internal The cores of open stores, for store/testing.ts. */
 export const storeCores = new WeakMap<KvStore, StoreCore>();
 
 let construct: (core: StoreCore, dir: string, temporary: boolean, warning: string | undefined) => KvStore;
@@ -280,7 +287,7 @@ export class KvStore {
       },
       madeDurable: core.local.madeDurable!,
       local: { ...core.local },
-      shared: core.nvme.catalog.counters(),
+      shared: { ...NO_SHARED_COUNTS, ...core.nvme.catalog.counters() },
     };
   }
 

@@ -16,22 +16,10 @@ import path from 'node:path';
 import type { Database, RootDatabase } from 'lmdb';
 
 import { KvflowError } from '../errors.js';
+import type { StoreGeometry } from './geometry.js';
 import { markDamage } from './index-check.js';
 
-/** The geometry a store directory is created with; fixed for its life. */
-export interface StoreGeometry {
-  version: number;
-  /** Bytes per NVMe slot (one chunk record), a multiple of 4096. */
-  slotBytes: number;
-  /** Slots in the NVMe tier. */
-  slotCount: number;
-  /** Slots per slab file. */
-  slotsPerFile: number;
-  /** Layer extents per record the checksums cover. */
-  layers: number;
-  /** Bytes of one layer extent (4 KiB aligned). */
-  extentBytes: number;
-}
+export type { StoreGeometry } from './geometry.js';
 
 /** An NVMe-tier chunk as the index records it. */
 export interface CatalogEntry {
