@@ -130,6 +130,24 @@ describe('kvflow doctor', () => {
     expect(r.stdout).toMatch(/^ok  pinned memory /m);
   });
 
+  it('KVFLOW_BACKEND=cuda where CUDA cannot be used is a failed backend check and a not-usable verdict', (ctx) => {
+    if (cudaSkipReason === undefined) return ctx.skip('CUDA can be used here');
+    const r = doctor(['--json'], { KVFLOW_BACKEND: 'cuda' });
+    expect(r.status).toBe(1);
+    const report = JSON.parse(r.stdout) as Report;
+    expect(report.verdict.status).toBe('not-usable');
+    expect(report.verdict.reason).toBe(`KVFLOW_BACKEND=cuda: ${cudaSkipReason}`);
+    expect(report.checks.find((c) => c.name === 'backend')).toMatchObject({ ok: false, data: { requested: 'cuda', chosen: null } });
+  });
+
+  it('KVFLOW_BACKEND=cpu is ready on the CPU backend, as asked', () => {
+    const r = doctor(['--json'], { KVFLOW_BACKEND: 'cpu' });
+    expect(r.status).toBe(0);
+    expect((JSON.parse(r.stdout) as Report).verdict).toEqual({
+      status: 'ready', backend: 'cpu', summary: 'ready (the CPU backend, as KVFLOW_BACKEND=cpu asks)', reason: null,
+    });
+  });
+
   it('bad KVFLOW_* variables are failed checks in --json, each with its name, value and error', () => {
     const r = doctor(['--json'], { KVFLOW_IO_THREADS: 'abc', KVFLOW_IO_ENGINE: 'fast', KVFLOW_IO_QUEUE_DEPTH: '16' });
     expect(r.status).toBe(1);
