@@ -99,3 +99,4 @@ export {
   type KvConnectorOptions,
   type LoadOutcome,
 } from './pipeline/index.js';
+export { CHANNEL_NAMES, type ChecksumMessage, type DemoteDroppedMessage, type EvictMessage, type FallbackMessage } from './util/diagnostics.js';

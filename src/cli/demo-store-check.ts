@@ -7,10 +7,8 @@
  * no GPU, unless told otherwise.
  */
 import { randomFillSync } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 
+import { KvflowError } from '../errors.js';
 import { openDevice } from '../index.js';
 import type { Device } from '../device/device.js';
 import type { Stream } from '../device/stream.js';
@@ -23,9 +21,15 @@ import { Catalog } from '../store/catalog.js';
 /** What the store check takes (see `kvflow demo --help`). */
 export interface StoreCheckOptions {
   tokens: number;
-  dir: string | undefined;
+  /** The store directory (the caller creates and removes a temporary one). */
+  dir: string;
   backend: 'auto' | 'cuda' | 'cpu' | undefined;
+  /** Stops the check between its steps (it then rejects with ERR_ABORTED). */
+  signal?: AbortSignal;
 }
+
+/** KV bytes per token of the Llama-3-8B shape the check stores: 32 layers x K and V x 8 heads x 128 x bf16. */
+export const STORE_CHECK_BYTES_PER_TOKEN = 32 * 2 * 8 * 128 * 2;
 
 const say = (line: string): void => {
   process.stdout.write(`${line}\n`);
@@ -60,8 +64,10 @@ async function loadAll(store: KvStore, hit: StoreHit, cache: KvCache, blocks: nu
 
 export async function runStoreCheck(o: StoreCheckOptions): Promise<number> {
   const dev = openDevice(o.backend ? { backend: o.backend } : {});
-  const temp = o.dir === undefined;
-  const dir = o.dir ?? mkdtempSync(path.join(os.tmpdir(), 'kvflow-demo-'));
+  const dir = o.dir;
+  const step = (): void => {
+    if (o.signal?.aborted) throw new KvflowError('the store check was stopped', 'ERR_ABORTED');
+  };
   try {
     say(`device       ${dev.backend}: ${dev.selection.reason}`);
     const layout = new KvLayout({ layers: 32, kvHeads: 8, headDim: 128, dtype: 'bf16', blockTokens: 16, numBlocks: 2 * Math.ceil(o.tokens / 16) + 64 });
@@ -83,6 +89,7 @@ export async function runStoreCheck(o: StoreCheckOptions): Promise<number> {
       return a;
     });
     await copyAll(dev, stream, cache, data);
+    step();
 
     const record = layout.stagingBytes(chunkTokens);
     const options = {
@@ -96,6 +103,7 @@ export async function runStoreCheck(o: StoreCheckOptions): Promise<number> {
     const bytes = chunks * store.recordBytes;
     say(`stored       ${chunks} chunks (${(bytes / 2 ** 20).toFixed(0)} MiB) to DRAM and NVMe in ${putMs.toFixed(0)} ms (${(bytes / putMs / 1e6).toFixed(2)} GB/s, fsync included)`);
     await store.close();
+    step();
 
     store = await KvStore.open(options); // as after a restart: the DRAM tier is empty
     const next = [...tokens, ...Array.from({ length: 300 }, () => Math.floor(Math.random() * 128000))];
@@ -135,7 +143,9 @@ export async function runStoreCheck(o: StoreCheckOptions): Promise<number> {
         return a;
       }));
     };
+    step();
     let wrong = await differing();
+    step();
     await scrub();
     hit = store.lookup(next);
     const warmMs = await loadAll(store, hit, cache, second, stream, compute);
@@ -149,6 +159,5 @@ export async function runStoreCheck(o: StoreCheckOptions): Promise<number> {
     return wrong === 0 ? 0 : 1;
   } finally {
     await dev.dispose();
-    if (temp) rmSync(dir, { recursive: true, force: true });
   }
 }

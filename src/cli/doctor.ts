@@ -1,180 +1,177 @@
-/** `kvflow doctor`: what kvflow can use on this host, and why anything is missing. */
+/**
+ * `kvflow doctor`: what kvflow can use on this host, and why anything is
+ * missing. A verdict first, the versions, then one line per check; `--json`
+ * gives the same as fields.
+ */
+import { statSync } from 'node:fs';
 import os from 'node:os';
 
-import { loadBinding } from '../binding/load.js';
-import type { NativeBinding, NativeDeviceInfo } from '../binding/types.js';
-import { defaults, type KvflowDefaults } from '../defaults.js';
-import { openDevice, selectBackend } from '../index.js';
-import { probeDirectIo, probeIoUring } from '../io/probe.js';
+import { loadBinding, type LoadedBinding } from '../binding/load.js';
+import { defaults } from '../defaults.js';
+import { openDevice, selectBackend, type BackendSelection } from '../index.js';
+import { parseCommand, UsageError, type Command } from './args.js';
+import {
+  backendCheck, configCheck, crcCheck, cudaCheck, cudaGateCheck, environmentChecks, gdsCheck, hardwareChecks, ioCheck, pinnedCheck, type DoctorCheck,
+} from './doctor-checks.js';
+import { kvflowVersion } from './version.js';
 
-/** One line of the report. */
-export interface DoctorCheck {
-  name: string;
-  ok: boolean;
-  detail: string;
+export type { DoctorCheck } from './doctor-checks.js';
+
+/** The verdict: `ready` (the CUDA backend, or the CPU backend as asked), `cpu-only` (no usable GPU), `not-usable`. */
+export interface DoctorVerdict {
+  status: 'ready' | 'cpu-only' | 'not-usable';
+  /** The backend a device opened here gets; null when none can open. */
+  backend: 'cuda' | 'cpu' | null;
+  /** The verdict line without its `kvflow doctor: ` prefix. */
+  summary: string;
+  /** Why it is not `ready` on CUDA; null when it is. */
+  reason: string | null;
 }
 
 /** What doctor found, also printed as JSON with --json. */
 export interface DoctorReport {
+  verdict: DoctorVerdict;
+  versions: { kvflow: string; node: string; napi: string; platform: string; arch: string; kernel: string; addon: string | null };
   checks: DoctorCheck[];
+  /** `device.info()` of the device opened for the checks. */
   info?: Record<string, unknown>;
 }
 
-function gib(bytes: number): string {
-  return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
-}
+export const DOCTOR_USAGE = `usage: kvflow doctor [--json] [--dir DIR]
 
-function cudaVersion(v: number): string {
-  return v > 0 ? `${Math.floor(v / 1000)}.${(v % 1000) / 10}` : 'none';
-}
+What kvflow can use on this host, and why anything is missing: a verdict
+line first (ready, CPU only and why, or not usable and why), the versions of
+kvflow, Node and the platform, then one line per check (the addon, CUDA, the
+backend chosen, every KVFLOW_* variable, the NVMe IO engine and O_DIRECT,
+CRC32C, GPUDirect Storage, the device, pinned memory, the config in force).
 
-/**
- * The NVMe tier: the engine files get and whether it can run, io_uring's
- * verdict, O_DIRECT's verdict in the temp directory, and the IO defaults.
- */
-function ioCheck(d: KvflowDefaults): DoctorCheck {
-  const uring = probeIoUring();
-  const direct = probeDirectIo(os.tmpdir());
-  const engine = d.ioEngine === 'auto' ? (uring.ok ? 'io_uring' : 'posix') : d.ioEngine;
-  const ok = d.ioEngine !== 'io_uring' || uring.ok;
-  const mib = (n: number): string => (n % 2 ** 20 === 0 ? `${n / 2 ** 20} MiB` : `${n} bytes`);
+options:
+  --dir DIR   the directory whose O_DIRECT and GPUDirect Storage support is
+              checked: where your store lives (default: the OS temp directory)
+  --json      the same as one JSON object on stdout
+  -h, --help  this text
+
+Exit status: 0 when kvflow can run here (on the CPU backend included), 1 when
+it cannot (the addon does not load, a KVFLOW_* variable is invalid, the
+backend asked for cannot be used).
+`;
+
+function versions(loaded: LoadedBinding | undefined): DoctorReport['versions'] {
   return {
-    name: 'nvme io',
-    ok,
-    detail:
-      `engine ${engine} (KVFLOW_IO_ENGINE=${d.ioEngine}); io_uring: ${uring.ok ? 'available' : uring.reason}; ` +
-      `${direct.ok ? direct.reason : `O_DIRECT not used in ${os.tmpdir()}: ${direct.reason}`}; ` +
-      `KVFLOW_IO_DIRECT=${d.ioDirect} KVFLOW_IO_THREADS=${d.ioThreads} KVFLOW_IO_TASK_SIZE=${mib(d.ioTaskSize)} ` +
-      `KVFLOW_IO_QUEUE_DEPTH=${d.ioQueueDepth}`,
+    kvflow: kvflowVersion(), node: process.version, napi: process.versions.napi ?? 'unknown', platform: process.platform, arch: process.arch,
+    kernel: os.release(), addon: loaded ? `${loaded.build} build` : null,
   };
 }
 
-/** How checked file IO computes CRC32C here: CPU instructions, or the slower table fallback and why. */
-function crcCheck(binding: NativeBinding): DoctorCheck {
-  const impl = binding.crc32cImplementation;
-  const detail =
-    impl === 'table'
-      ? 'slicing-by-8 tables (this CPU or build has no CRC32C instructions kvflow uses: SSE4.2, or ARMv8 CRC in a build that targets it)'
-      : `${impl} instructions`;
-  return { name: 'crc32c', ok: true, detail };
+function notUsable(reason: string): DoctorVerdict {
+  return { status: 'not-usable', backend: null, summary: `not usable: ${reason}`, reason };
 }
 
-/** GPUDirect Storage: whether cuFile loads here (each file is still registered before use). */
-function gdsCheck(d: KvflowDefaults, binding: NativeBinding, cuda: boolean): DoctorCheck {
-  if (!cuda) return { name: 'gds', ok: false, detail: `not used: GPUDirect Storage needs the CUDA backend (KVFLOW_GDS=${d.gds})` };
-  const p = binding.probeGds();
-  return {
-    name: 'gds',
-    ok: p.available,
-    detail: `${p.available ? p.reason : `${p.reason}; files move through pinned bounce buffers`} (KVFLOW_GDS=${d.gds})`,
-  };
-}
-
-/**
- * How CUDA streams wait on gates: the mode in force and why, and whether
- * wait-value works on the device (why not, when it does not). A forced
- * `wait-value` that cannot work is the failing case.
- */
-function cudaGateCheck(
-  d: KvflowDefaults,
-  info: NativeDeviceInfo,
-  probe: { available: boolean; reason: string } | undefined,
-): DoctorCheck {
-  const setting = `KVFLOW_CUDA_GATE=${d.cudaGate}`;
-  if (info.backend !== 'cuda' || probe === undefined) {
-    return { name: 'cuda gate', ok: true, detail: `not used: the CPU backend waits on gates on its own threads (${setting})` };
-  }
-  if (d.cudaGate === 'wait-value' && !probe.available) {
-    return {
-      name: 'cuda gate',
-      ok: false,
-      detail: `${setting} cannot be used: ${probe.reason}; devices fail to open with ERR_UNSUPPORTED (this report used host functions)`,
-    };
-  }
-  const mode = info.cudaGate === 'wait-value' ? 'wait-value' : 'host functions';
-  const wv = probe.available ? 'available' : `unavailable: ${probe.reason}`;
-  return { name: 'cuda gate', ok: true, detail: `${mode} (${setting}: ${info.cudaGateReason}); wait-value: ${wv}` };
-}
-
-/** Every setting a device opened here runs with (built-in defaults, `KVFLOW_*` over them), store defaults included. */
-function configCheck(config: KvflowDefaults): DoctorCheck {
-  const flat = (o: object, prefix: string): string[] =>
-    Object.entries(o).flatMap(([k, v]) => (typeof v === 'object' && v !== null ? flat(v as object, `${prefix}${k}.`) : [`${prefix}${k}=${String(v)}`]));
-  return { name: 'config', ok: true, detail: flat(config, '').join(' ') };
-}
-
-/** Runs the checks; never throws for a missing capability (it reports it). */
-export async function doctor(): Promise<DoctorReport> {
+/** Runs the checks; never throws for a missing capability or a bad variable (it reports them). */
+export async function doctor(options: { dir?: string } = {}): Promise<DoctorReport> {
+  const dir = options.dir ?? os.tmpdir();
   const checks: DoctorCheck[] = [];
-  let loaded;
+  let loaded: LoadedBinding;
   try {
     loaded = loadBinding();
-    checks.push({ name: 'addon', ok: true, detail: `${loaded.path} (${loaded.build} build)` });
+    checks.push({ name: 'addon', ok: true, detail: `${loaded.path} (${loaded.build} build)`, data: { path: loaded.path, build: loaded.build } });
   } catch (e) {
-    checks.push({ name: 'addon', ok: false, detail: (e as Error).message });
-    return { checks };
+    const reason = (e as Error).message;
+    checks.push({ name: 'addon', ok: false, detail: reason, data: { path: null, error: reason } });
+    return { verdict: notUsable(`the native addon does not load (see addon)`), versions: versions(undefined), checks };
   }
+  const report = { versions: versions(loaded), checks };
+  // Every bad variable is a failed check; the rest of the report runs without it.
+  const env = environmentChecks(process.env);
+  checks.push(...env.checks);
+  for (const b of env.bad) delete process.env[b.name];
+  let verdictFailure = env.bad.length > 0
+    ? `${env.bad.map((b) => b.name).join(', ')} ${env.bad.length === 1 ? 'is' : 'are'} invalid (devices refuse to open)`
+    : undefined;
+
   const probe = loaded.binding.probeCuda();
-  checks.push({
-    name: 'cuda',
-    ok: probe.available,
-    detail: probe.available
-      ? `${probe.deviceCount} device(s), driver CUDA ${cudaVersion(probe.driverVersion)}, runtime ${cudaVersion(probe.runtimeVersion)}`
-      : probe.reason,
-  });
+  checks.push(cudaCheck(probe));
   const d = defaults();
-  const selection = selectBackend(d.backend);
-  checks.push({ name: 'backend', ok: true, detail: `${selection.backend} (requested ${selection.requested}: ${selection.reason})` });
-  checks.push({
-    name: 'defaults',
-    ok: true,
-    detail: `KVFLOW_BACKEND=${d.backend} KVFLOW_DEVICE=${d.ordinal} KVFLOW_MAX_PINNED_BYTES=${d.maxPinnedBytes || 'unlimited'}`,
-  });
-  checks.push(ioCheck(d));
+  let selection: BackendSelection;
+  try {
+    selection = selectBackend(d.backend);
+    checks.push(backendCheck(selection));
+  } catch (e) {
+    // KVFLOW_BACKEND=cuda where CUDA cannot be used: reported; the rest is checked on what auto gets.
+    const reason = (e as Error).message;
+    checks.push({ name: 'backend', ok: false, detail: `KVFLOW_BACKEND=${d.backend}: ${reason}`, data: { requested: d.backend, chosen: null, reason } });
+    verdictFailure ??= `KVFLOW_BACKEND=${d.backend}: ${reason}`;
+    selection = selectBackend('auto');
+  }
+  checks.push(ioCheck(d, dir));
   checks.push(crcCheck(loaded.binding));
-  checks.push(gdsCheck(d, loaded.binding, selection.backend === 'cuda'));
   // A forced wait-value gate that cannot work is reported, not thrown.
   const gateProbe = selection.backend === 'cuda' ? loaded.binding.probeCudaGate(d.ordinal) : undefined;
   const cudaGate = d.cudaGate === 'wait-value' && gateProbe?.available === false ? 'host' : d.cudaGate;
   const device = openDevice({ backend: selection.backend, cudaGate });
   try {
     const info = device.info();
-    if (info.backend === 'cuda') {
-      checks.push({
-        name: 'gpu',
-        ok: true,
-        detail: `${info.name}, ${gib(info.totalMemory)} (${gib(info.freeMemory)} free), compute ${info.computeCapability}, ${info.multiprocessors} SMs, ${info.asyncEngines} copy engines`,
-      });
-      checks.push({
-        name: 'pcie',
-        ok: info.pcieGen > 0,
-        detail: info.pcieGen > 0
-          ? `Gen${info.pcieGen} x${info.pcieWidth} (max Gen${info.pcieMaxGen} x${info.pcieMaxWidth}) at ${info.pciBusId}`
-          : `link unknown: ${info.pcieNote}`,
-      });
-    } else {
-      checks.push({ name: 'cpu', ok: true, detail: `${info.name}, ${info.cores} cores, ${gib(info.hostMemory)} memory` });
-    }
-    checks.push(cudaGateCheck(d, info, gateProbe));
+    checks.push(...hardwareChecks(info));
+    checks.push(await gdsCheck(d, loaded.binding, device, dir));
+    const gate = cudaGateCheck(d, info, gateProbe);
+    checks.push(gate);
+    if (!gate.ok) verdictFailure ??= `KVFLOW_CUDA_GATE=${d.cudaGate} cannot be used (see cuda gate)`;
     checks.push(configCheck(device.config));
-    // Pin a small buffer to prove pinned memory works here.
-    const probeBuf = device.allocPinned(1 << 20);
-    await probeBuf.dispose();
-    const pool = device.pinnedStats();
-    checks.push({ name: 'pinned memory', ok: true, detail: `allocated and pooled 1 MiB (limit ${pool.limitBytes || 'none'})` });
-    return { checks, info: { ...info } };
+    checks.push(await pinnedCheck(device));
+    let verdict: DoctorVerdict;
+    if (verdictFailure !== undefined) verdict = notUsable(verdictFailure);
+    else if (selection.backend === 'cuda') {
+      verdict = { status: 'ready', backend: 'cuda', summary: `ready (CUDA: ${info.name}, ${(info.totalMemory / 2 ** 30).toFixed(0)} GiB)`, reason: null };
+    } else if (selection.requested === 'cpu') {
+      verdict = { status: 'ready', backend: 'cpu', summary: 'ready (the CPU backend, as KVFLOW_BACKEND=cpu asks)', reason: null };
+    } else {
+      verdict = { status: 'cpu-only', backend: 'cpu', summary: `CPU only: ${probe.reason}`, reason: probe.reason };
+    }
+    return { verdict, ...report, info: { ...info } };
   } finally {
     await device.dispose();
   }
 }
 
-/** Prints the report; returns the process exit code (0 even when only optional pieces are missing). */
-export async function runDoctor(args: string[]): Promise<number> {
-  const report = await doctor();
-  if (args.includes('--json')) {
-    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  } else {
-    for (const c of report.checks) process.stdout.write(`${c.ok ? 'ok ' : 'no '} ${c.name.padEnd(14)} ${c.detail}\n`);
+/** The report for people: the verdict, the versions, a line per check; no reason printed twice. */
+export function formatDoctor(r: DoctorReport): string {
+  const v = r.versions;
+  const lines = [
+    `kvflow doctor: ${r.verdict.summary}`,
+    `kvflow ${v.kvflow}, Node ${v.node} (N-API ${v.napi}), ${v.platform} ${v.arch} (kernel ${v.kernel})`,
+  ];
+  const width = Math.max(14, ...r.checks.map((c) => c.name.length));
+  for (const c of r.checks) {
+    const detail = r.verdict.reason !== null && c.detail === r.verdict.reason ? 'unavailable: the reason above' : c.detail;
+    lines.push(`${c.ok ? 'ok ' : 'no '} ${c.name.padEnd(width)} ${detail}`);
   }
-  return report.checks[0]?.ok ? 0 : 1;
+  return `${lines.join('\n')}\n`;
 }
+
+/** Prints the report; exit 0 when kvflow can run here, 1 when it cannot. */
+export async function runDoctor(args: string[]): Promise<number> {
+  const { values, help } = parseCommand<{ json?: boolean; dir?: string }>(args, { json: { type: 'boolean' }, dir: { type: 'string' } });
+  if (help) {
+    process.stdout.write(DOCTOR_USAGE);
+    return 0;
+  }
+  if (values.dir !== undefined) {
+    let isDir = false;
+    try {
+      isDir = statSync(values.dir).isDirectory();
+    } catch {
+      // missing: refused below
+    }
+    if (!isDir) throw new UsageError(`expected an existing directory for --dir, got '${values.dir}'`);
+  }
+  const report = await doctor({ dir: values.dir });
+  process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatDoctor(report));
+  return report.verdict.status === 'not-usable' ? 1 : 0;
+}
+
+export const doctorCommand: Command = {
+  name: 'doctor',
+  summary: 'what kvflow can use on this host, and why anything is missing',
+  usage: DOCTOR_USAGE,
+  run: runDoctor,
+};

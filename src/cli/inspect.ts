@@ -1,5 +1,6 @@
 /** `kvflow inspect <dir>`: what a store directory holds, read without changing it. */
 import { Catalog, type StoreReport } from '../store/catalog.js';
+import { parseCommand, type Command } from './args.js';
 
 function size(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -36,14 +37,33 @@ export function formatReport(r: StoreReport): string {
   return `${lines.join('\n')}\n`;
 }
 
+export const INSPECT_USAGE = `usage: kvflow inspect <store dir> [--json]
+
+What a store directory holds, read without changing it: capacity, chunks on
+NVMe, slots being written, counters shared by every process of the
+directory, fingerprints, and reservations (with whether their process still
+runs).
+
+options:
+  --json      the same as one JSON object on stdout
+  -h, --help  this text
+`;
+
+/** `kvflow inspect <dir> [--json]`. */
 export async function runInspect(args: string[]): Promise<number> {
-  const json = args.includes('--json');
-  const dirs = args.filter((a) => a !== '--json');
-  if (dirs.length !== 1) {
-    process.stderr.write('usage: kvflow inspect <store dir> [--json]\n');
-    return 1;
+  const { values, positionals, help } = parseCommand<{ json?: boolean }>(args, { json: { type: 'boolean' } }, { min: 1, max: 1, name: 'a store directory' });
+  if (help) {
+    process.stdout.write(INSPECT_USAGE);
+    return 0;
   }
-  const report = Catalog.inspect(dirs[0]!);
-  process.stdout.write(json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+  const report = Catalog.inspect(positionals[0]!);
+  process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
   return 0;
 }
+
+export const inspectCommand: Command = {
+  name: 'inspect',
+  summary: 'what a store directory holds: capacity, chunks, counters, fingerprints',
+  usage: INSPECT_USAGE,
+  run: runInspect,
+};

@@ -9,6 +9,7 @@ import type { NativeDevice, NativeDeviceInfo } from '../binding/types.js';
 import { readConfig, type BackendRequest, type CudaGateRequest, type KvflowDefaults } from '../defaults.js';
 import { fail } from '../errors.js';
 import { choice, type Choice } from '../util/choice.js';
+import { channels } from '../util/diagnostics.js';
 import { Disposable, DisposeOrder, type AsyncDisposableLike, type Detach } from '../util/disposable.js';
 import { checkAddress, checkChoice, checkKnownOptions, checkOptions, checkPositiveSize, checkSize } from '../util/validate.js';
 import { DeviceBuffer, HostBuffer, PinnedBuffer } from './buffer.js';
@@ -104,6 +105,7 @@ export function openDevice(options: OpenDeviceOptions = {}): Device {
   const cudaGate = checkChoice(options.cudaGate ?? env.cudaGate, 'cudaGate', CUDA_GATE_MODES);
   const config: KvflowDefaults = Object.freeze({ ...env, backend, ordinal, maxPinnedBytes, cudaGate });
   const selection = selectBackend(backend);
+  if (selection.requested === 'auto' && selection.backend === 'cpu' && channels.fallback.hasSubscribers) channels.fallback.publish({ what: 'backend', requested: 'auto', chosen: 'cpu', reason: selection.reason });
   if (selection.backend === 'cpu' && options.ordinal !== undefined && options.ordinal !== 0) {
     fail('ERR_OUT_OF_RANGE', `expected ordinal 0 for the CPU backend (it has one device), got ${options.ordinal}`);
   }

@@ -11,6 +11,7 @@ import type { DirectRequest, IoEngineRequest, KvflowDefaults } from '../defaults
 import { KvflowError, fail } from '../errors.js';
 import type { Completions } from '../device/completions.js';
 import { choice, type Choice } from '../util/choice.js';
+import { channels, publishFileFallbacks } from '../util/diagnostics.js';
 import { Disposable, DisposeOrder, type AsyncDisposableLike } from '../util/disposable.js';
 import { checkBoolean, checkChoice, checkOptions, checkSize, invalidParameterError, is } from '../util/validate.js';
 import { KvFile, type IoEngineKind, type OpenFileOptions } from './file.js';
@@ -134,6 +135,7 @@ export class DeviceIo extends Disposable {
     const n = nativeFile.info();
     const direct = choice(args.direct, n.direct, n.directReason);
     const gds = choice(args.gds, n.gds, this.#backend === 'cpu' ? cpuGds : n.gdsReason);
+    if (channels.fallback.hasSubscribers) publishFileFallbacks(n.path, engine, direct, this.#backend === 'cuda' ? gds : undefined);
     const file = new KvFile(nativeFile, entry.native, this, {
       path: n.path,
       direct: direct.chosen,

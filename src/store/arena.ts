@@ -6,6 +6,7 @@
  * evicted.
  */
 import type { PinnedBuffer } from '../device/buffer.js';
+import { channels } from '../util/diagnostics.js';
 import { pickVictim, type EvictionRank } from './eviction.js';
 
 /** A slot of the arena: `bytes` at `offset` of `buffer`. */
@@ -107,6 +108,7 @@ export class DramArena {
     victim.dead = true;
     victim.freed = true; // handed straight to its next owner
     this.evictions++;
+    if (channels.evict.hasSubscribers) channels.evict.publish({ tier: 'dram', keys: [victim.key] });
     return victim.slot;
   }
 

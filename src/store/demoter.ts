@@ -4,6 +4,7 @@
  * (one tier write, so one fsync and one index commit, per batch).
  */
 import { KvflowError } from '../errors.js';
+import { channels } from '../util/diagnostics.js';
 import type { DramChunk } from './arena.js';
 import type { AdmissionInfo } from './config.js';
 import type { Admission, StoreCore } from './core.js';
@@ -76,6 +77,7 @@ export class Demoter implements Admission {
     }
     if (this.#queue.length >= this.#core.config.backlog && !force) {
       this.#core.local.demoteDropped!++;
+      if (channels.demoteDropped.hasSubscribers) channels.demoteDropped.publish({ key: c.key, reason: 'backlog' });
       return Promise.resolve();
     }
     return new Promise<void>((resolve, reject) => {
@@ -109,6 +111,7 @@ export class Demoter implements Admission {
         if (failure !== undefined) {
           if (d.force) core.local.writeErrors!++;
           else core.local.demoteDropped!++;
+          if (!d.force && channels.demoteDropped.hasSubscribers) channels.demoteDropped.publish({ key: d.chunk.key, reason: 'error', error: failure });
         }
         for (const w of d.waiters) {
           if (failure === undefined || !d.force) w.resolve();

@@ -17,6 +17,7 @@ import type { PinnedBuffer } from '../device/buffer.js';
 import type { Event } from '../device/event.js';
 import { Stream } from '../device/stream.js';
 import { KvflowError, describe, fail, type KvflowErrorCode } from '../errors.js';
+import { channels } from '../util/diagnostics.js';
 import type { KvCache, StagingRecord } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
 import { engineOf, type LayerMoveOptions } from './config.js';
@@ -209,6 +210,7 @@ function afterRead(core: StoreCore, tier: Tier, owners: ReadOwner[], li: number,
     }
     if (result === 'checksum') {
       core.local.checksumFailures!++;
+      if (channels.checksum.hasSubscribers) channels.checksum.publish({ tier: tier.name, key: o.ref.key, index: o.ref.index, layer: li });
       core.countShared('checksumFailures');
       if (!core.closed) core.track(tier.remove(o.ref.key, o.entry));
     }

@@ -11,6 +11,7 @@ import type { Device } from '../device/device.js';
 import type { PinnedBuffer } from '../device/buffer.js';
 import { KvflowError } from '../errors.js';
 import type { KvFile, OpenFileOptions } from '../io/file.js';
+import { channels } from '../util/diagnostics.js';
 import { Catalog, type CatalogEntry, type StoreGeometry } from './catalog.js';
 import { extentSeed } from './keys.js';
 import { LeaseTable } from './leases.js';
@@ -197,6 +198,7 @@ export class NvmeTier implements Tier<CatalogEntry> {
       const busy = new Set([...this.#reading.keys(), ...this.leases.busy()]);
       return this.catalog.reserve(todo.length, busy);
     });
+    if (evicted.length > 0 && channels.evict.hasSubscribers) channels.evict.publish({ tier: 'nvme', keys: [...evicted] });
     const placed = todo.slice(0, slots.length);
     for (const { i } of todo.slice(slots.length)) {
       failed.set(i, new KvflowError('no NVMe slot could be taken: every slot is being read or written', 'ERR_NO_SPACE'));

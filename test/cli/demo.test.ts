@@ -22,7 +22,7 @@ describe('kvflow demo', () => {
 
   beforeAll(() => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'kvflow-demo-test-'));
-    run = demo(['--json', '--backend', 'cpu', '--turns', '3'], { ...process.env, TMPDIR: tmp });
+    run = demo(['--json', '--backend', 'cpu', '--turns', '3', '--tokens=256'], { ...process.env, TMPDIR: tmp });
     report = JSON.parse(run.stdout) as DemoReport;
   });
   afterAll(() => {
@@ -36,6 +36,9 @@ describe('kvflow demo', () => {
     expect(report.model).toMatchObject({ preset: 'tiny', dtype: 'f32' });
     expect(report.store.temporary).toBe(true);
     expect(report.turns.map((t) => t.turn)).toEqual([1, 2, 3]);
+    // --tokens sets the first prompt; each later turn appends an answer and a message.
+    expect(report.chat).toEqual({ turns: 3, firstTokens: 256, answerTokens: 170, userTokens: 100 });
+    expect(report.turns.map((t) => t.promptTokens)).toEqual([256, 526, 796]);
     expect(readdirSync(tmp)).toEqual([]);
   });
 
@@ -73,11 +76,15 @@ describe('kvflow demo', () => {
   });
 
   it('prints a table and the verdict without --json', () => {
-    const r = demo(['--backend', 'cpu', '--turns', '2']);
+    const r = demo(['--backend', 'cpu', '--turns', '3', '--tokens', '256']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^device {5}cpu: /);
     expect(r.stdout).toMatch(/turn +prompt +hit +loaded +computed +TTFT kvflow +recompute +speedup +next token/);
     expect(r.stdout).toContain('verified   every turn\'s final hidden states equal a full recompute');
+    // Each plan reason once: consecutive turns with the same reason share a line.
+    const reasons = r.stdout.split('\n').filter((l) => /^turns? \d/.test(l)).map((l) => l.replace(/^turns? [\d-]+ +/, ''));
+    expect(reasons.length).toBeGreaterThan(0);
+    for (let i = 1; i < reasons.length; i++) expect(reasons[i]).not.toBe(reasons[i - 1]);
     // No progress line when stderr is not a terminal.
     expect(r.stderr).toBe('');
   });
@@ -91,10 +98,10 @@ describe('kvflow demo', () => {
   });
 
   it.each([
-    [['--bogus'], /Unknown option '--bogus'/],
+    [['--bogus'], /unknown option '--bogus'/],
     [['--turns', 'x'], /--turns.*'x'/],
-    [['--backend', 'gpu'], /--backend.*'gpu'/],
-    [['--tokens', '512'], /--tokens applies to --store-check only/],
+    [['--backend', 'tpu'], /expected auto, cuda or cpu for --backend, got 'tpu'/],
+    [['--tokens', '10'], /expected an integer from 64 to 32768 for --tokens, got '10'/],
     [['--store-check', '--json'], /--json does not apply to --store-check/],
     [['extra'], /extra/],
   ])('%j exits 2 naming what is wrong', (args, message) => {
@@ -120,6 +127,24 @@ describe('kvflow demo', () => {
     while (readdirSync(dir).length === 0 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 50));
     expect(readdirSync(dir).length).toBe(1);
     await new Promise((r) => setTimeout(r, 1500));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code).toBe(130);
+    expect(stderr).toContain('interrupted: stopping and removing the temporary store');
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('Ctrl-C during --store-check stops it too, exits 130 and removes the temporary store', async () => {
+    const dir = mkdtempSync(path.join(tmp, 'sigint-check-'));
+    const child = spawn(process.execPath, [cli, 'demo', '--store-check', '--backend', 'cpu', '--tokens', '1024'], {
+      env: { ...process.env, TMPDIR: dir }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => void (stderr += d.toString()));
+    const t0 = Date.now();
+    while (readdirSync(dir).length === 0 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 50));
+    expect(readdirSync(dir).length).toBe(1);
+    await new Promise((r) => setTimeout(r, 500));
     child.kill('SIGINT');
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
     expect(code).toBe(130);

@@ -16,7 +16,7 @@ describe('kvflow demo --store-check and inspect', () => {
   it('demo --store-check stores a prompt, reopens, loads it back from NVMe and DRAM and checks every byte; inspect reads the directory', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kvflow-demo-test-'));
     try {
-      const r = kvflow(['demo', '--store-check', '--tokens', '512', '--dir', dir, '--backend', 'cpu']);
+      const r = kvflow(['demo', '--store-check', '--tokens=512', `--dir=${dir}`, '--backend', 'cpu']);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/next turn +812 tokens: 512 cached \(2 chunks on NVMe, 0 in DRAM\), 300 to compute/);
@@ -40,6 +40,7 @@ describe('kvflow demo --store-check and inspect', () => {
     try {
       const r = kvflow(['inspect', dir]);
       expect(r.status).toBe(1);
+      expect(r.stdout).toBe('');
       expect(r.stderr).toContain('has no index.mdb');
       expect(r.stderr).toContain('[ERR_INVALID_ARG]');
       const bad = kvflow(['demo', '--store-check', '--tokens', '7']);
