@@ -62,6 +62,8 @@ export async function chat(f: ChatRun, dev: Device): Promise<DemoReport> {
   const kvBytes = layout.bytesPerToken * (longest + chunkTokens);
   const store = await KvStore.open({
     device: dev, layout, dir, chunkTokens, dramBytes: 2 * kvBytes, nvmeBytes: 2 * kvBytes + 8 * layout.stagingBytes(chunkTokens),
+    // Pinned once here, not 256 MiB at a time inside the first turns' puts (about 90 ms a step on an H100).
+    preallocateDram: true,
     fingerprint: { model: `kvflow/reference-${preset}`, revision: 'seed-1' },
   });
   const pipeline = new LayerPipeline({ store, cache, computeStream });
