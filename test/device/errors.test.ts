@@ -1,4 +1,4 @@
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -179,6 +179,8 @@ describe('loader', () => {
       ]);
     } catch (e) {
       error = e;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
     expect(error).toBeInstanceOf(KvflowError);
     expect((error as KvflowError).code).toBe('ERR_LOAD');
