@@ -5,7 +5,7 @@
 // rejected before they change anything. Children run the built package
 // (dist/, made by `npm test`'s pretest step).
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -83,6 +83,43 @@ function u64(n: bigint): Uint8Array {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(n);
   return b;
+}
+
+/** Fills the filesystem of `file` (a new file there) until `left` bytes are free. */
+function fill(file: string, left: number): void {
+  const fd = openSync(file, 'w');
+  try {
+    for (;;) writeSync(fd, new Uint8Array(65536));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    const fd2 = openSync(file, 'a');
+    try {
+      for (;;) writeSync(fd2, new Uint8Array(4096));
+    } finally {
+      closeSync(fd2);
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  }
+  truncateSync(file, Math.max(0, statSync(file).size - left));
+}
+
+/** Paths under `dir` that this process holds open. */
+function openUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(path.join('/proc/self/fd', fd));
+      if (target.startsWith(dir + path.sep)) out.push(target);
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return out;
 }
 
 const PAGE = 4096;
@@ -236,6 +273,44 @@ describe('a full disk under the store (tmpfs)', () => {
       expect(store.geometry.slotCount).toBe(32);
       await store.close();
     } finally {
+      small.release();
+    }
+  });
+
+  it('close on a full disk resolves: the store closes, its files and lock are released, lost use records are a warning', async (ctx) => {
+    const small = mountTemp('tmpfs', 'size=1m,mode=0700');
+    if ('reason' in small) return ctx.skip(small.reason);
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(w);
+    };
+    try {
+      const dir = path.join(small.dir, 'store');
+      const store = await KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, dramBytes: 8 * 12288, nvmeBytes: 16 * 12288 });
+      const tokens = randomTokens(CHUNK * 2);
+      await store.put(tokens, cache, randomBlocks(2 * BPC, SPEC.numBlocks), stream, { durable: true });
+      fill(path.join(small.dir, 'filler'), 0);
+      // A lookup's counters are batched: the index write at close meets the full disk.
+      store.lookup(tokens).release();
+      process.on('warning', onWarning);
+      await expect(store.close()).resolves.toBeUndefined();
+      await new Promise<void>((r) => setImmediate(r)); // warnings are emitted on the next tick
+      expect(store.closed).toBe(true);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatchObject({ name: 'KvflowWarning', code: 'KVFLOW_USE_RECORDS_LOST' });
+      expect(warnings[0]!.message).toMatch(/lost 0 batched chunk use\(s\) and \d+ counter update\(s\): store index: .*disk is full/);
+      // Released: no descriptor of the process names the directory, the writer lock is gone.
+      expect(openUnder(dir)).toEqual([]);
+      expect(readdirSync(path.join(dir, 'writers'))).toEqual([]);
+      rmSync(path.join(small.dir, 'filler'));
+      // The durable chunks are still there for the next open.
+      const again = await KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, dramBytes: 8 * 12288, nvmeBytes: 16 * 12288 });
+      const hit = again.lookup(tokens);
+      expect(hit.chunks).toHaveLength(2);
+      hit.release();
+      await again.close();
+    } finally {
+      process.off('warning', onWarning);
       small.release();
     }
   });
