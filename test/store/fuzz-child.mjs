@@ -5,7 +5,7 @@
 // NaN, negative, huge, wrong types, foreign objects, disposed objects). A
 // call must succeed or fail with a KvflowError carrying an ERR_ code, settle
 // within a bound, and, when rejected, leave the store as it was.
-// Prints one JSON line: { runs, calls, rejected, accepted, problems }.
+// Prints one JSON line: { calls, rejected, accepted, codes, problems, acceptedCalls }.
 // Usage: node fuzz-child.mjs <dist index url> <seed> <milliseconds>
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -207,6 +207,8 @@ const withTimeout = (p) => {
 };
 
 const problems = [];
+/** Adversarial calls that succeeded (some are documented: null options mean defaults; others are for a reader to judge). */
+const accepted = [];
 const counts = { calls: 0, rejected: 0, accepted: 0 };
 const codes = {};
 
@@ -248,7 +250,10 @@ await fc.assert(
     await settleCleanup();
     const where = `${name}(${args.map(show).join(', ')})`;
     if (outcome.ok) {
-      counts.accepted += adversarial ? 1 : 0;
+      if (adversarial) {
+        counts.accepted++;
+        if (accepted.length < 200) accepted.push(where);
+      }
       return;
     }
     const e = outcome.e;
@@ -292,4 +297,4 @@ await otherStore.close();
 await dev.dispose();
 await other.dispose();
 rmSync(tmp, { recursive: true, force: true });
-console.log(JSON.stringify({ ...counts, codes, problems }));
+console.log(JSON.stringify({ ...counts, codes, problems, acceptedCalls: accepted }));

@@ -382,6 +382,18 @@ describe('rejected calls change nothing', () => {
     expect(store.lookup(other).chunks).toHaveLength(3);
   });
 
+  it('close with bad options is ERR_INVALID_ARG and leaves the store open; null options are the defaults', async () => {
+    const s = await KvStore.open({ device: dev, layout, fingerprint: FP, chunkTokens: CHUNK, dramBytes: 4 * 12288, nvmeBytes: 4 * 12288 });
+    for (const bad of [1.5, 'abandon', [true], { abandon: 'yes' }, { abandn: true }, 10n]) {
+      await expect(s.close(bad as never), String(bad)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+      expect(s.closed).toBe(false);
+    }
+    const tokens = randomTokens(CHUNK);
+    expect((await s.put(tokens, cache, randomBlocks(BPC, SPEC.numBlocks), stream)).added).toBe(1);
+    await s.close(null);
+    expect(s.closed).toBe(true);
+  });
+
   it('commit with bad options is ERR_INVALID_ARG and leaves the put open', async () => {
     const tokens = randomTokens(CHUNK * 2);
     const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
