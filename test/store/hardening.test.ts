@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvLayout, KvStore, type Device, type KvCache, type Stream } from '../../src/index.js';
 import { checkIndexFile } from '../../src/store/index-check.js';
-import { catalogError } from '../../src/store/tables.js';
+import { MIN_INDEX_FREE, catalogError, indexRoomNeeded } from '../../src/store/tables.js';
 import { open } from '../helpers/backends.js';
 import { mountTemp } from '../helpers/io.js';
 import { CHUNK, FP, SPEC, randomBlocks, randomTokens } from '../helpers/store.js';
@@ -244,6 +244,20 @@ describe('index failures keep their cause', () => {
   });
 });
 
+describe('index writes are sized before LMDB starts them', () => {
+  it('the room a write may need grows with the keys it changes, up to the whole index again, never below the floor', () => {
+    const touches = (n: number) => [Array.from({ length: n }, (_, i) => ({ key: `k${i}`, t: i, r: i })), {}];
+    expect(indexRoomNeeded('record', touches(0), 1 << 20)).toBe(MIN_INDEX_FREE);
+    const sizes = [1, 10, 100, 1000, 10000].map((n) => indexRoomNeeded('record', touches(n), 1 << 20));
+    for (let i = 1; i < sizes.length; i++) expect(sizes[i]!).toBeGreaterThan(sizes[i - 1]!);
+    // Never more than the whole index rewritten, plus what the keys add.
+    expect(indexRoomNeeded('record', touches(10000), 1 << 20)).toBe(MIN_INDEX_FREE + (1 << 20) + 10000 * 512);
+    expect(indexRoomNeeded('commit', [[{}, {}], [1], 'inst', { hits: 1 }], 1 << 30)).toBeGreaterThan(MIN_INDEX_FREE + 5 * 4096);
+    expect(indexRoomNeeded('reserve', [64, [], {}, 100, {}], 1 << 30)).toBeGreaterThan(MIN_INDEX_FREE + 64 * 4096);
+    expect(indexRoomNeeded('drop', ['k', 1, {}], 1 << 30)).toBeGreaterThan(MIN_INDEX_FREE);
+  });
+});
+
 describe('a full disk under the store (tmpfs)', () => {
   let dev: Device;
   let stream: Stream;
@@ -325,6 +339,49 @@ describe('a full disk under the store (tmpfs)', () => {
       expect(r.out).toMatchObject({ ok: false, code: 'ERR_NO_SPACE', errno: 28 });
       expect(r.out!.message).toMatch(/^store index: /);
       expect(r.stderr).toBe('');
+    } finally {
+      small.release();
+    }
+  });
+});
+
+// LMDB prints "Write error: ..." to the process's stderr when a page write of a
+// transaction finds the disk full, and reports a short one as EIO. A batch of
+// use records for 6,400 chunks dirties far more than the 64 KiB floor.
+describe('a large index write on a nearly full disk (child processes, tmpfs)', () => {
+  const bigChild = path.join(import.meta.dirname, 'big-txn-child.mjs');
+  const testing = pathToFileURL(path.join(root, 'dist', 'src', 'store', 'testing.js')).href;
+  function runBig(dir: string, left: string): Promise<Run> {
+    return new Promise((resolve, reject) => {
+      const p = spawn(process.execPath, [bigChild, entry, testing, dir, left], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KVFLOW_BACKEND: 'cpu' } });
+      let stdout = '';
+      let stderr = '';
+      const guard = setTimeout(() => p.kill('SIGKILL'), 60_000);
+      p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      p.on('error', reject);
+      p.on('close', (code, signal) => {
+        clearTimeout(guard);
+        const line = stdout.trim().split('\n').pop();
+        resolve({ out: line ? (JSON.parse(line) as Outcome) : undefined, code, signal, stderr });
+      });
+    });
+  }
+
+  it.for(['none', '98304', '163840', '262144'])('%s bytes left: refused up front with ERR_NO_SPACE, stderr silent; with room it is written', { timeout: 90_000 }, async (left, ctx) => {
+    const small = mountTemp('tmpfs', 'size=40m,mode=0700');
+    if ('reason' in small) return ctx.skip(small.reason);
+    try {
+      const r = await runBig(path.join(small.dir, 'store'), left);
+      expect(r.signal).toBeNull();
+      expect(r.stderr).toBe('');
+      if (left === 'none') {
+        expect(r.out).toMatchObject({ ok: true });
+      } else {
+        expect(r.out).toMatchObject({ ok: false, code: 'ERR_NO_SPACE', errno: 28 });
+        // Refused before LMDB started it: no page write was tried.
+        expect(r.out!.message).toMatch(/^store index: record failed: the disk is full \(\d+ bytes free, fewer than the \d+ this index write may need\)$/);
+      }
     } finally {
       small.release();
     }
