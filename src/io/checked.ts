@@ -61,6 +61,24 @@ function pieceObject(piece: unknown, name: string): Record<string, unknown> {
 }
 
 /**
+ * ERR_INVALID_ARG when two non-empty ranges of a packed piece table overlap:
+ * each row has `stride` numbers, the range's start at `at` and its length at 2.
+ */
+function checkDisjoint(table: Float64Array, stride: number, at: number, what: string): void {
+  const n = table.length / stride;
+  const order: number[] = [];
+  for (let i = 0; i < n; i++) if (table[i * stride + 2]! > 0) order.push(i);
+  order.sort((a, b) => table[a * stride + at]! - table[b * stride + at]!);
+  for (let k = 1; k < order.length; k++) {
+    const prev = order[k - 1]!;
+    const next = order[k]!;
+    if (table[prev * stride + at]! + table[prev * stride + 2]! > table[next * stride + at]!) {
+      fail('ERR_INVALID_ARG', `expected pieces whose ${what} ranges do not overlap, got pieces ${prev} and ${next}`);
+    }
+  }
+}
+
+/**
  * Checks the pieces of a checked read against a destination of `size` bytes
  * and packs them as [dstOffset, fileOffset, bytes, seed, crc] per piece.
  * Destination ranges must not overlap (one piece would overwrite another
@@ -80,19 +98,17 @@ export function checkedReadTable(pieces: readonly CheckedPiece[], size: number):
     checkRange(dstOffset, bytes, size, 'destination');
     table.set([dstOffset, fileOffset, bytes, seed, crc], i * 5);
   });
-  const order = list.map((_, i) => i).filter((i) => table[i * 5 + 2]! > 0);
-  order.sort((a, b) => table[a * 5]! - table[b * 5]!);
-  for (let k = 1; k < order.length; k++) {
-    const prev = order[k - 1]!;
-    const next = order[k]!;
-    if (table[prev * 5]! + table[prev * 5 + 2]! > table[next * 5]!) {
-      fail('ERR_INVALID_ARG', `expected pieces whose destination ranges do not overlap, got pieces ${prev} and ${next}`);
-    }
-  }
+  checkDisjoint(table, 5, 0, 'destination');
   return table;
 }
 
-/** Checks the pieces of a summed write against a source of `size` bytes and packs them as [srcOffset, fileOffset, bytes, seed] per piece. */
+/**
+ * Checks the pieces of a summed write against a source of `size` bytes and
+ * packs them as [srcOffset, fileOffset, bytes, seed] per piece. File ranges
+ * must not overlap: the IO threads write pieces in any order, so overlapping
+ * ones would leave either piece's bytes, and a checksum of bytes that were
+ * then overwritten.
+ */
 export function summedWriteTable(pieces: readonly SummedPiece[], size: number): Float64Array {
   const list = pieceList(pieces);
   const table = new Float64Array(list.length * 4);
@@ -106,5 +122,6 @@ export function summedWriteTable(pieces: readonly SummedPiece[], size: number): 
     checkRange(srcOffset, bytes, size, 'source');
     table.set([srcOffset, fileOffset, bytes, seed], i * 4);
   });
+  checkDisjoint(table, 4, 1, 'file');
   return table;
 }

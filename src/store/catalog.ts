@@ -491,10 +491,23 @@ export class Catalog {
     return this.#read('checking the index', () => this.tables.check());
   }
 
+  /**
+   * Writes what is batched, then closes the index and releases the writer
+   * lock. Uses and counters are hints: when their last batch cannot be
+   * written (a full disk), the close still succeeds and says what was lost
+   * with a process warning (code KVFLOW_USE_RECORDS_LOST); only a failure to
+   * close the index itself rejects.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
+    const uses = this.#touched.size;
+    const counters = Object.keys(this.#deltas).length;
     try {
       await this.flushTouches();
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e);
+      process.emitWarning(`kvflow: closing the store at ${this.#dir} lost ${uses} batched chunk use(s) and ${counters} counter update(s): ${why}`,
+        { type: 'KvflowWarning', code: 'KVFLOW_USE_RECORDS_LOST' });
     } finally {
       this.#closed = true;
       await this.#thread.close().catch(() => undefined);

@@ -3,7 +3,7 @@
  * index (flushed to disk before it returns) off the JS thread. Requests and
  * replies are plain messages; see Catalog (catalog.ts).
  */
-import { statfsSync } from 'node:fs';
+import { statSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 
@@ -11,7 +11,7 @@ import { open } from 'lmdb';
 
 import { KvflowError } from '../errors.js';
 import { isIndexDamage } from './index-check.js';
-import { INDEX_OPTIONS, IndexTables, catalogError } from './tables.js';
+import { INDEX_OPTIONS, IndexTables, catalogError, indexRoomNeeded } from './tables.js';
 
 interface Request {
   id: number;
@@ -32,26 +32,27 @@ const ops: Record<Exclude<Request['op'], 'close'>, (...args: never[]) => unknown
   record: tables.record.bind(tables),
 };
 
-/** Free bytes below which no write transaction starts (see roomLeft). */
-const MIN_FREE = 64 * 1024;
-
 /**
- * Refuses a write transaction on a disk that is (nearly) full, before LMDB
- * tries it: LMDB's failed page write reports a bare EIO when it was short,
- * and prints to the process's stderr (the user's output), which a thread
- * cannot redirect. A transaction dirtying more than MIN_FREE can still meet
- * a full disk inside LMDB; that is then mapped from its errno (catalogError).
+ * Refuses a write transaction that may not fit on the disk, before LMDB
+ * tries it: LMDB's failed page write prints to the process's stderr (the
+ * user's output), which a thread cannot redirect, and reports a short one as
+ * a bare EIO. The room a transaction needs is over-estimated from the keys
+ * it changes (indexRoomNeeded); a disk that another program fills meanwhile
+ * can still meet it inside LMDB, which is then mapped from its errno
+ * (catalogError).
  */
-function roomLeft(op: string): void {
+function roomLeft(op: string, args: readonly unknown[]): void {
   let free: number;
+  let need: number;
   try {
     const s = statfsSync(path.dirname(file));
     free = (process.getuid?.() === 0 ? s.bfree : s.bavail) * s.bsize;
+    need = indexRoomNeeded(op, args, statSync(file).size);
   } catch {
     return; // no statfs here: LMDB reports what happens
   }
-  if (free < MIN_FREE) {
-    const k = new KvflowError(`store index: ${op} failed: the disk is full (${free} bytes free, fewer than the ${MIN_FREE} an index write needs)`, 'ERR_NO_SPACE');
+  if (free < need) {
+    const k = new KvflowError(`store index: ${op} failed: the disk is full (${free} bytes free, fewer than the ${need} this index write may need)`, 'ERR_NO_SPACE');
     k.errno = 28;
     throw k;
   }
@@ -71,7 +72,7 @@ port.on('message', (m: Request) => {
     return;
   }
   try {
-    roomLeft(m.op);
+    roomLeft(m.op, m.args);
     const value = (ops[m.op] as (...args: unknown[]) => unknown)(...m.args);
     port.postMessage({ id: m.id, ok: true, value });
   } catch (e) {

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 
 import { describe, fail } from '../errors.js';
+import { checkInteger } from '../util/validate.js';
 
 /**
  * Version of the key derivation, the record format and the directory's
@@ -97,12 +98,17 @@ export function tenantFingerprint(fingerprint: string, tenant: unknown): string 
   return createHash('sha256').update(JSON.stringify(['kvflow-tenant', STORE_FORMAT_VERSION, fingerprint, salt]), 'utf8').digest('hex');
 }
 
+/** The most token ids one prompt may have (2^27: far beyond any context length, and 512 MiB of ids). */
+export const MAX_TOKENS = 2 ** 27;
+
 /** Checks token ids (u32 each) and returns them as a Uint32Array (a copy only where needed). */
 export function toTokenIds(tokens: ArrayLike<number>): Uint32Array {
   if (tokens instanceof Uint32Array) return tokens;
   if (tokens === null || typeof tokens !== 'object' || typeof tokens.length !== 'number') {
     fail('ERR_INVALID_ARG', `expected an array of token ids for tokens, got ${describe(tokens)}`);
   }
+  // An array-like's length is the caller's word: a negative, fractional or absurd one is refused before allocating.
+  checkInteger(tokens.length, 'tokens.length', 0, MAX_TOKENS);
   const out = new Uint32Array(tokens.length);
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i];

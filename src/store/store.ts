@@ -21,6 +21,7 @@ import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
 import { describe, fail } from '../errors.js';
+import { checkBoolean, checkKnownOptions } from '../util/validate.js';
 import { Catalog } from './catalog.js';
 import type { StoreGeometry } from './geometry.js';
 import type { KvStoreLocalCounters, KvStoreSharedCounters } from './stats.js';
@@ -294,12 +295,17 @@ export class KvStore {
   /**
    * Closes the store: waits for loads in flight, writes queued chunks
    * (unless `abandon`), records uses, closes files and the index, frees the
-   * DRAM tier, and removes a temporary directory. Idempotent.
+   * DRAM tier, and removes a temporary directory. Idempotent. Options are
+   * checked first (unknown names, a non-boolean `abandon`: ERR_INVALID_ARG,
+   * and the store stays open); null means defaults. Use records that cannot
+   * be written at close (a full disk) are lost with a process warning
+   * (KVFLOW_USE_RECORDS_LOST) and do not fail it.
    */
-  async close(options: { abandon?: boolean } = {}): Promise<void> {
+  async close(options: { abandon?: boolean } | null = {}): Promise<void> {
+    const abandon = checkBoolean(checkKnownOptions(options, 'options', ['abandon']).abandon ?? false, 'abandon');
     const core = this.#core;
     if (core.closed) return;
-    if (!options.abandon) await core.demoter.idle();
+    if (!abandon) await core.demoter.idle();
     core.closed = true;
     await core.demoter.idle();
     await Promise.all([...core.loads]);

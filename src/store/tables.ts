@@ -118,6 +118,33 @@ function freeBytes(file: string): number {
   }
 }
 
+/** Free bytes below which no index write transaction starts, whatever its size. */
+export const MIN_INDEX_FREE = 64 * 1024;
+/** Pages one changed key may dirty: its leaf, the branch pages above it, a page of the free list. */
+const PAGES_PER_KEY = 4;
+const INDEX_PAGE = 4096;
+
+/**
+ * Free bytes an index write transaction (`op` with `args`, as the index
+ * thread receives them) may need on an index of `indexBytes`: LMDB writes
+ * every page it changes to a new place, so each key changed costs its leaf
+ * and the branches above it, never more than the whole index again, plus
+ * room for what it adds and MIN_INDEX_FREE to spare. An over-estimate: a
+ * write that may not fit is refused with ERR_NO_SPACE before LMDB starts
+ * it, because LMDB prints to the process's stderr when a page write fails
+ * (and reports a short one as a bare EIO).
+ */
+export function indexRoomNeeded(op: string, args: readonly unknown[], indexBytes: number): number {
+  const count = (v: unknown): number => (Array.isArray(v) ? v.length : 0);
+  const deltas = (v: unknown): number => (v !== null && typeof v === 'object' ? Object.keys(v).length : 0);
+  let keys: number;
+  if (op === 'record') keys = count(args[0]) + deltas(args[1]);
+  else if (op === 'commit') keys = 2 * count(args[0]) + count(args[1]) + deltas(args[3]);
+  else if (op === 'reserve') keys = 3 * (typeof args[0] === 'number' ? args[0] : 0) + deltas(args[4]);
+  else keys = 2 + deltas(args[2]);
+  return MIN_INDEX_FREE + Math.min(indexBytes, keys * PAGES_PER_KEY * INDEX_PAGE) + keys * 512;
+}
+
 /** LMDB options every opener of a store index uses. */
 export const INDEX_OPTIONS = {
   maxDbs: 12,

@@ -6,6 +6,7 @@
  */
 import { fail } from '../errors.js';
 import type { KvFile } from '../io/file.js';
+import type { Catalog } from './catalog.js';
 import type { StoreCore } from './core.js';
 import { openStore, storeCores, type ArrangeTiers, type KvStore, type KvStoreOptions } from './store.js';
 
@@ -21,6 +22,11 @@ function coreOf(store: KvStore): StoreCore {
 /** The store's slab files. */
 export function storeFiles(store: KvStore): readonly KvFile[] {
   return coreOf(store).nvme.files;
+}
+
+/** The store's index (the power-loss test records its write transactions). */
+export function storeIndex(store: KvStore): Catalog {
+  return coreOf(store).nvme.catalog;
 }
 
 /** Where a chunk lives on NVMe, or undefined. */

@@ -5,7 +5,7 @@
 // rejected before they change anything. Children run the built package
 // (dist/, made by `npm test`'s pretest step).
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvLayout, KvStore, type Device, type KvCache, type Stream } from '../../src/index.js';
 import { checkIndexFile } from '../../src/store/index-check.js';
-import { catalogError } from '../../src/store/tables.js';
+import { MIN_INDEX_FREE, catalogError, indexRoomNeeded } from '../../src/store/tables.js';
 import { open } from '../helpers/backends.js';
 import { mountTemp } from '../helpers/io.js';
 import { CHUNK, FP, SPEC, randomBlocks, randomTokens } from '../helpers/store.js';
@@ -83,6 +83,43 @@ function u64(n: bigint): Uint8Array {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(n);
   return b;
+}
+
+/** Fills the filesystem of `file` (a new file there) until `left` bytes are free. */
+function fill(file: string, left: number): void {
+  const fd = openSync(file, 'w');
+  try {
+    for (;;) writeSync(fd, new Uint8Array(65536));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    const fd2 = openSync(file, 'a');
+    try {
+      for (;;) writeSync(fd2, new Uint8Array(4096));
+    } finally {
+      closeSync(fd2);
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  }
+  truncateSync(file, Math.max(0, statSync(file).size - left));
+}
+
+/** Paths under `dir` that this process holds open. */
+function openUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(path.join('/proc/self/fd', fd));
+      if (target.startsWith(dir + path.sep)) out.push(target);
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return out;
 }
 
 const PAGE = 4096;
@@ -207,6 +244,20 @@ describe('index failures keep their cause', () => {
   });
 });
 
+describe('index writes are sized before LMDB starts them', () => {
+  it('the room a write may need grows with the keys it changes, up to the whole index again, never below the floor', () => {
+    const touches = (n: number) => [Array.from({ length: n }, (_, i) => ({ key: `k${i}`, t: i, r: i })), {}];
+    expect(indexRoomNeeded('record', touches(0), 1 << 20)).toBe(MIN_INDEX_FREE);
+    const sizes = [1, 10, 100, 1000, 10000].map((n) => indexRoomNeeded('record', touches(n), 1 << 20));
+    for (let i = 1; i < sizes.length; i++) expect(sizes[i]!).toBeGreaterThan(sizes[i - 1]!);
+    // Never more than the whole index rewritten, plus what the keys add.
+    expect(indexRoomNeeded('record', touches(10000), 1 << 20)).toBe(MIN_INDEX_FREE + (1 << 20) + 10000 * 512);
+    expect(indexRoomNeeded('commit', [[{}, {}], [1], 'inst', { hits: 1 }], 1 << 30)).toBeGreaterThan(MIN_INDEX_FREE + 5 * 4096);
+    expect(indexRoomNeeded('reserve', [64, [], {}, 100, {}], 1 << 30)).toBeGreaterThan(MIN_INDEX_FREE + 64 * 4096);
+    expect(indexRoomNeeded('drop', ['k', 1, {}], 1 << 30)).toBeGreaterThan(MIN_INDEX_FREE);
+  });
+});
+
 describe('a full disk under the store (tmpfs)', () => {
   let dev: Device;
   let stream: Stream;
@@ -240,6 +291,44 @@ describe('a full disk under the store (tmpfs)', () => {
     }
   });
 
+  it('close on a full disk resolves: the store closes, its files and lock are released, lost use records are a warning', async (ctx) => {
+    const small = mountTemp('tmpfs', 'size=1m,mode=0700');
+    if ('reason' in small) return ctx.skip(small.reason);
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => {
+      warnings.push(w);
+    };
+    try {
+      const dir = path.join(small.dir, 'store');
+      const store = await KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, dramBytes: 8 * 12288, nvmeBytes: 16 * 12288 });
+      const tokens = randomTokens(CHUNK * 2);
+      await store.put(tokens, cache, randomBlocks(2 * BPC, SPEC.numBlocks), stream, { durable: true });
+      fill(path.join(small.dir, 'filler'), 0);
+      // A lookup's counters are batched: the index write at close meets the full disk.
+      store.lookup(tokens).release();
+      process.on('warning', onWarning);
+      await expect(store.close()).resolves.toBeUndefined();
+      await new Promise<void>((r) => setImmediate(r)); // warnings are emitted on the next tick
+      expect(store.closed).toBe(true);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatchObject({ name: 'KvflowWarning', code: 'KVFLOW_USE_RECORDS_LOST' });
+      expect(warnings[0]!.message).toMatch(/lost 0 batched chunk use\(s\) and \d+ counter update\(s\): store index: .*disk is full/);
+      // Released: no descriptor of the process names the directory, the writer lock is gone.
+      expect(openUnder(dir)).toEqual([]);
+      expect(readdirSync(path.join(dir, 'writers'))).toEqual([]);
+      rmSync(path.join(small.dir, 'filler'));
+      // The durable chunks are still there for the next open.
+      const again = await KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, dramBytes: 8 * 12288, nvmeBytes: 16 * 12288 });
+      const hit = again.lookup(tokens);
+      expect(hit.chunks).toHaveLength(2);
+      hit.release();
+      await again.close();
+    } finally {
+      process.off('warning', onWarning);
+      small.release();
+    }
+  });
+
   // In a child, whose stderr is the user's output: nothing may be printed there.
   it.for([0, 4096, 96 * 1024])('index writes on a full disk are ERR_NO_SPACE with errno 28, stderr silent (%i bytes left)', async (left, ctx) => {
     const small = mountTemp('tmpfs', 'size=1m,mode=0700');
@@ -250,6 +339,49 @@ describe('a full disk under the store (tmpfs)', () => {
       expect(r.out).toMatchObject({ ok: false, code: 'ERR_NO_SPACE', errno: 28 });
       expect(r.out!.message).toMatch(/^store index: /);
       expect(r.stderr).toBe('');
+    } finally {
+      small.release();
+    }
+  });
+});
+
+// LMDB prints "Write error: ..." to the process's stderr when a page write of a
+// transaction finds the disk full, and reports a short one as EIO. A batch of
+// use records for 6,400 chunks dirties far more than the 64 KiB floor.
+describe('a large index write on a nearly full disk (child processes, tmpfs)', () => {
+  const bigChild = path.join(import.meta.dirname, 'big-txn-child.mjs');
+  const testing = pathToFileURL(path.join(root, 'dist', 'src', 'store', 'testing.js')).href;
+  function runBig(dir: string, left: string): Promise<Run> {
+    return new Promise((resolve, reject) => {
+      const p = spawn(process.execPath, [bigChild, entry, testing, dir, left], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KVFLOW_BACKEND: 'cpu' } });
+      let stdout = '';
+      let stderr = '';
+      const guard = setTimeout(() => p.kill('SIGKILL'), 60_000);
+      p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      p.on('error', reject);
+      p.on('close', (code, signal) => {
+        clearTimeout(guard);
+        const line = stdout.trim().split('\n').pop();
+        resolve({ out: line ? (JSON.parse(line) as Outcome) : undefined, code, signal, stderr });
+      });
+    });
+  }
+
+  it.for(['none', '98304', '163840', '262144'])('%s bytes left: refused up front with ERR_NO_SPACE, stderr silent; with room it is written', { timeout: 90_000 }, async (left, ctx) => {
+    const small = mountTemp('tmpfs', 'size=40m,mode=0700');
+    if ('reason' in small) return ctx.skip(small.reason);
+    try {
+      const r = await runBig(path.join(small.dir, 'store'), left);
+      expect(r.signal).toBeNull();
+      expect(r.stderr).toBe('');
+      if (left === 'none') {
+        expect(r.out).toMatchObject({ ok: true });
+      } else {
+        expect(r.out).toMatchObject({ ok: false, code: 'ERR_NO_SPACE', errno: 28 });
+        // Refused before LMDB started it: no page write was tried.
+        expect(r.out!.message).toMatch(/^store index: record failed: the disk is full \(\d+ bytes free, fewer than the \d+ this index write may need\)$/);
+      }
     } finally {
       small.release();
     }
@@ -305,6 +437,18 @@ describe('rejected calls change nothing', () => {
     for (let l = 0; l < SPEC.layers; l++) store.putLayer(put, l, cache, blocks.slice(0, 3 * BPC), stream);
     expect((await store.commit(put, null)).added).toBe(3);
     expect(store.lookup(other).chunks).toHaveLength(3);
+  });
+
+  it('close with bad options is ERR_INVALID_ARG and leaves the store open; null options are the defaults', async () => {
+    const s = await KvStore.open({ device: dev, layout, fingerprint: FP, chunkTokens: CHUNK, dramBytes: 4 * 12288, nvmeBytes: 4 * 12288 });
+    for (const bad of [1.5, 'abandon', [true], { abandon: 'yes' }, { abandn: true }, 10n]) {
+      await expect(s.close(bad as never), String(bad)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+      expect(s.closed).toBe(false);
+    }
+    const tokens = randomTokens(CHUNK);
+    expect((await s.put(tokens, cache, randomBlocks(BPC, SPEC.numBlocks), stream)).added).toBe(1);
+    await s.close(null);
+    expect(s.closed).toBe(true);
   });
 
   it('commit with bad options is ERR_INVALID_ARG and leaves the put open', async () => {
