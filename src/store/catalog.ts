@@ -450,11 +450,12 @@ export class Catalog {
 
   /**
    * Records a use of `key` (written with the next batch). Chunk `index` of a
-   * prompt counts as used `index` ms earlier, so that among chunks used
-   * together the tail of a prefix goes first and its head stays usable.
+   * prompt counts as used `index` ms before `at` (the hit's lookup), so that
+   * among chunks used together the tail of a prefix goes first and its head
+   * stays usable.
    */
-  touch(key: string, hit: boolean, index = 0): void {
-    this.#touched.set(key, Date.now() - index);
+  touch(key: string, hit: boolean, index = 0, at = Date.now()): void {
+    this.#touched.set(key, at - index);
     if (hit) this.count('nvmeHits');
   }
 

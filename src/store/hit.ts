@@ -33,6 +33,8 @@ export interface HitState {
   readonly pending: Set<Promise<void>>;
   /** Why each failed chunk failed, by ChunkRef.index. */
   readonly codes: Map<number, KvflowErrorCode>;
+  /** When the lookup ran (Date.now()): the use time of every chunk the hit loads. */
+  readonly at: number;
 }
 
 /** What became of a hit's loads (StoreHit.settled). */
@@ -207,7 +209,7 @@ export function isLiveRef(core: StoreCore, r: unknown): r is RefState {
 /** The longest cached prefix of the chunks under `keys` (see KvStore.lookup). */
 export function lookup(core: StoreCore, keys: readonly string[]): StoreHit {
   let refs: RefState[] = [];
-  const state: HitState = { owner: core, pinned: [], leases: [], pending: new Set(), codes: new Map() };
+  const state: HitState = { owner: core, pinned: [], leases: [], pending: new Set(), codes: new Map(), at: Date.now() };
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
     if (core.dram.contains(key)) {

@@ -214,7 +214,7 @@ function afterRead(core: StoreCore, tier: Tier, owners: ReadOwner[], li: number,
       core.countShared('checksumFailures');
       if (!core.closed) core.track(tier.remove(o.ref.key, o.entry));
     }
-    if (result === 'ok' && li === 0 && !core.closed) tier.touch(o.ref.key, o.ref.index, true);
+    if (result === 'ok' && li === 0 && !core.closed) tier.touch(o.ref.key, o.ref.index, true, hitState(o.ref.hit).at);
     if (o.chunk) core.dram.landed(o.chunk, li, event, result === 'ok');
   });
   core.dram.sweep();

@@ -172,9 +172,9 @@ export class NvmeTier implements Tier<CatalogEntry> {
     return batches;
   }
 
-  touch(key: string, index: number, served: boolean): boolean {
+  touch(key: string, index: number, served: boolean, at?: number): boolean {
     if (!served && !this.catalog.has(key)) return false;
-    this.catalog.touch(key, served, index);
+    this.catalog.touch(key, served, index, at);
     return true;
   }
 

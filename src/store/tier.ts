@@ -98,9 +98,10 @@ export interface Tier<C = unknown> {
    * A use of `key` served from a copy in an upper tier (`served` false) or
    * a load from this tier that verified (`served` true, at the first layer):
    * keeps it warm in this tier's eviction order. False when the tier no
-   * longer holds it.
+   * longer holds it. `at` is when the use began (a hit's lookup): chunks
+   * of one hit count as used at one time, whenever their loads landed.
    */
-  touch(key: string, index: number, served: boolean): boolean;
+  touch(key: string, index: number, served: boolean, at?: number): boolean;
   /** Writes whole chunk records; absent on a tier that cannot be written (then it is never a demotion target). */
   write?(chunks: readonly TierWrite[]): Promise<WriteResult>;
   /** Drops a chunk (a failed check), only while `key` still maps to what `chunk` names. */
