@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { KvflowError } from '../errors.js';
+import { ABI_VERSION } from './abi.js';
 import type { NativeBinding } from './types.js';
 
 const require = createRequire(import.meta.url);
@@ -66,8 +67,8 @@ export function loadCandidates(list: Array<{ path: string; build: LoadedBinding[
     }
     try {
       const binding = require(c.path) as NativeBinding;
-      if (binding.abiVersion !== 4) {
-        tried.push(`${c.path}: built from another kvflow version (abi ${binding.abiVersion})`);
+      if (binding.abiVersion !== ABI_VERSION) {
+        tried.push(`${c.path}: built from another kvflow version (abi ${binding.abiVersion}, expected ${ABI_VERSION})`);
         continue;
       }
       binding.setErrorClass(KvflowError as unknown as new (message: string, code: string) => Error);
