@@ -12,12 +12,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { KvflowError } from '../errors.js';
+import { ABI_VERSION } from './abi.js';
 import type { NativeBinding } from './types.js';
 
 const require = createRequire(import.meta.url);
-
-/** The binding ABI this TypeScript expects (the addon's `abiVersion`). */
-export const ADDON_ABI = 4;
 
 /** Which build produced an addon. */
 export type AddonBuild = 'env' | 'cmake' | 'node-gyp' | 'prebuilt';
@@ -132,8 +130,8 @@ export function loadCandidates(list: AddonCandidate[]): LoadedBinding {
     }
     try {
       const binding = require(c.path) as NativeBinding;
-      if (binding.abiVersion !== ADDON_ABI) {
-        tried.push(`${c.path}: built from another kvflow version (abi ${binding.abiVersion}, this kvflow needs ${ADDON_ABI})`);
+      if (binding.abiVersion !== ABI_VERSION) {
+        tried.push(`${c.path}: built from another kvflow version (abi ${binding.abiVersion}, expected ${ABI_VERSION})`);
         continue;
       }
       binding.setErrorClass(KvflowError as unknown as new (message: string, code: string) => Error);

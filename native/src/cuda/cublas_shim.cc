@@ -1,47 +1,28 @@
 // See cublas_shim.hpp.
 #include "cublas_shim.hpp"
 
-#include <dlfcn.h>
-
-#include <cstdlib>
-
+#include "kvflow/dl.hpp"
 #include "kvflow/error.hpp"
 
 namespace kvflow::cuda::cublas {
 
 namespace {
 
-template <typename Fn>
-void bind(void* lib, const char* name, Fn& out, std::string& missing) {
-  out = reinterpret_cast<Fn>(dlsym(lib, name));
-  if (out == nullptr) missing += std::string(missing.empty() ? "" : ", ") + name;
-}
-
 Api load() {
   Api a;
-  std::string tried;
-  void* lib = nullptr;
-  const char* env = std::getenv("KVFLOW_CUBLAS");
-  for (const char* name : {env, "libcublas.so.13", "libcublas.so.12", "libcublas.so"}) {
-    if (name == nullptr || *name == '\0') continue;
-    lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (lib != nullptr) {
-      a.library = name;
-      break;
-    }
-    const char* why = dlerror();
-    tried += std::string(tried.empty() ? "" : "; ") + name + ": " + (why != nullptr ? why : "not found");
-  }
-  if (lib == nullptr) {
-    a.missing = "cuBLAS could not be loaded (set KVFLOW_CUBLAS to its path): " + tried;
+  const dl::Library lib = dl::open({"libcublas.so.13", "libcublas.so.12", "libcublas.so"}, "KVFLOW_CUBLAS");
+  if (!lib) {
+    a.missing = "cuBLAS could not be loaded (set KVFLOW_CUBLAS to its path): " + lib.tried();
     return a;
   }
-  std::string absent;
-  bind(lib, "cublasCreate_v2", a.create, absent);
-  bind(lib, "cublasDestroy_v2", a.destroy, absent);
-  bind(lib, "cublasSetStream_v2", a.set_stream, absent);
-  bind(lib, "cublasSetWorkspace_v2", a.set_workspace, absent);
-  bind(lib, "cublasGemmEx", a.gemm_ex, absent);
+  a.library = lib.name;
+  const std::string absent = dl::resolve(lib, {
+                                                  dl::symbol("cublasCreate_v2", a.create),
+                                                  dl::symbol("cublasDestroy_v2", a.destroy),
+                                                  dl::symbol("cublasSetStream_v2", a.set_stream),
+                                                  dl::symbol("cublasSetWorkspace_v2", a.set_workspace),
+                                                  dl::symbol("cublasGemmEx", a.gemm_ex),
+                                              });
   if (!absent.empty()) a.missing = "the cuBLAS library " + a.library + " lacks " + absent;
   return a;  // the library stays loaded for the process
 }

@@ -15,6 +15,7 @@
 #include "cuda_error.hpp"
 #include "cuda_stream.hpp"
 #include "kernels.hpp"
+#include "span_plan.hpp"
 
 namespace kvflow::cuda {
 
@@ -434,55 +435,19 @@ void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const s
     check_cuda(launch_piece_copy(work.data(), work.size(), sm_count(), stream), "piece copy kernel", __FILE__, __LINE__);
     return;
   }
-  // The host side may be several staging buffers (a store's records live in
-  // several arena segments). Each run of touching pieces of one buffer is a
-  // span that moves in one DMA; all spans of the batch are packed into the
-  // device scratch and one kernel moves every piece between scratch and cache.
-  // A gather's spans never cover bytes no piece names (another record's, in a
-  // shared arena); a scatter may read across a small gap to save a DMA.
+  // The host side's runs of pieces move as spans through device scratch (span_plan.hpp).
   const auto& host_side = gather ? dsts : srcs;
   KVFLOW_CHECK(std::none_of(host_side.begin(), host_side.end(),
                             [](const BufferPtr& b) { return b->kind() == MemoryKind::kDevice; }),
                kInvalidArg,
                "expected only pinned staging on the host side of a kernel-engine batch, got device memory among it; use "
                "engine 'dma'");
-  constexpr std::size_t kReadGap = 64 * 1024;
-  struct Span {
-    std::uint32_t buffer;
-    std::size_t lo, hi;
-    std::size_t at;  // offset in scratch
-  };
-  std::vector<std::uint32_t> order(pieces.size());
-  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-  const auto host_of = [&](const CopyPiece& p) { return gather ? p.dst : p.src; };
   const auto offset_of = [&](const CopyPiece& p) { return gather ? p.dst_offset : p.src_offset; };
-  std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
-    const CopyPiece& x = pieces[a];
-    const CopyPiece& y = pieces[b];
-    return host_of(x) != host_of(y) ? host_of(x) < host_of(y) : offset_of(x) < offset_of(y);
-  });
-  std::vector<Span> spans;
-  std::vector<std::uint32_t> span_of(pieces.size());
-  const std::size_t gap = gather ? 0 : kReadGap;
-  for (const std::uint32_t i : order) {
-    const CopyPiece& p = pieces[i];
-    const std::size_t off = offset_of(p);
-    if (spans.empty() || spans.back().buffer != host_of(p) || off > spans.back().hi + gap) {
-      spans.push_back({host_of(p), off, off + p.bytes, 0});
-    } else {
-      spans.back().hi = std::max(spans.back().hi, off + p.bytes);
-    }
-    span_of[i] = static_cast<std::uint32_t>(spans.size() - 1);
-  }
-  // Each span keeps its host address modulo 256 in scratch, so pieces that
-  // allow 16-byte accesses on the host side still do in scratch.
-  std::size_t total = 0;
-  for (Span& sp : spans) {
-    const std::size_t misalign = reinterpret_cast<std::uintptr_t>(static_cast<char*>(host_side[sp.buffer]->ptr()) + sp.lo) & 255;
-    total = (total + 255) / 256 * 256 + misalign;
-    sp.at = total;
-    total += sp.hi - sp.lo;
-  }
+  std::vector<std::uintptr_t> host_addresses;
+  host_addresses.reserve(host_side.size());
+  for (const BufferPtr& b : host_side) host_addresses.push_back(reinterpret_cast<std::uintptr_t>(b->ptr()));
+  const SpanPlan plan = plan_spans(pieces, gather, host_addresses);
+  const std::size_t total = plan.scratch_bytes;
   // Two stages on two streams where the stream can have a side stream (not
   // the legacy default stream, which orders itself against every other).
   if (stream != nullptr && !kernel_pipe_ && !kernel_pipe_failed_) {
@@ -504,7 +469,7 @@ void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const s
   char* scratch = static_cast<char*>(scratch_buffer->ptr());
   for (std::size_t i = 0; i < pieces.size(); ++i) {
     const CopyPiece& p = pieces[i];
-    const Span& sp = spans[span_of[i]];
+    const HostSpan& sp = plan.spans[plan.span_of[i]];
     char* in_scratch = scratch + sp.at + (offset_of(p) - sp.lo);
     if (gather) {
       work.push_back({in_scratch, static_cast<const char*>(srcs[p.src]->ptr()) + p.src_offset, p.bytes});
@@ -513,7 +478,7 @@ void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const s
     }
   }
   Copies copies;
-  for (const Span& sp : spans) {
+  for (const HostSpan& sp : plan.spans) {
     char* host = static_cast<char*>(host_side[sp.buffer]->ptr()) + sp.lo;
     if (gather) copies.add(host, scratch + sp.at, sp.hi - sp.lo, cudaMemcpyDeviceToHost);
     else copies.add(scratch + sp.at, host, sp.hi - sp.lo, cudaMemcpyHostToDevice);

@@ -5,12 +5,12 @@
 #include "cuda_probe.hpp"
 
 #include <cuda_runtime_api.h>
-#include <dlfcn.h>
 
 #include <cstdlib>
 #include <string>
 
 #include "cuda_error.hpp"
+#include "kvflow/dl.hpp"
 #include "kvflow/error.hpp"
 
 namespace kvflow {
@@ -35,16 +35,16 @@ std::string visible_devices_text() {
 
 // Returns the reason the driver is unusable, or an empty string.
 std::string check_driver() {
-  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (lib == nullptr) {
-    const char* why = dlerror();
-    return std::string("no NVIDIA driver: libcuda.so.1 not found (") + (why != nullptr ? why : "unknown") +
+  dl::Library lib = dl::open({"libcuda.so.1"});
+  if (!lib) {
+    return std::string("no NVIDIA driver: libcuda.so.1 not found (") +
+           (lib.failed.empty() ? std::string("unknown") : lib.failed.front().why) +
            "); install the NVIDIA driver 580 or newer";
   }
   std::string reason;
-  auto fn = reinterpret_cast<DriverGetVersion>(dlsym(lib, "cuDriverGetVersion"));
+  DriverGetVersion fn = nullptr;
   int version = 0;
-  if (fn == nullptr) {
+  if (!dl::resolve(lib, {dl::symbol("cuDriverGetVersion", fn)}).empty()) {
     reason = "the NVIDIA driver's libcuda.so.1 has no cuDriverGetVersion; reinstall the NVIDIA driver 580 or newer";
   } else if (fn(&version) != 0) {
     reason = "the NVIDIA driver did not report its version (cuDriverGetVersion failed); reinstall the NVIDIA "
@@ -53,7 +53,7 @@ std::string check_driver() {
     reason = "the NVIDIA driver supports CUDA " + version_text(version) +
              "; kvflow's CUDA backend is built with CUDA 13.0, which needs driver 580 or newer";
   }
-  dlclose(lib);
+  dl::close(lib);
   return reason;
 }
 

@@ -1,11 +1,10 @@
 #include "cufile.hpp"
 
-#include <dlfcn.h>
-
 #include <cerrno>
 #include <cstring>
 #include <string>
 
+#include "kvflow/dl.hpp"
 #include "kvflow/error.hpp"
 
 namespace kvflow::io {
@@ -47,22 +46,23 @@ std::string status_text(CUfileError_t s) {
 class CuFileLib {
  public:
   static std::shared_ptr<CuFileLib> load(std::string& reason) {
-    void* so = ::dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);
-    if (so == nullptr) {
-      const char* e = ::dlerror();
-      reason = std::string("GPUDirect Storage unavailable: libcufile.so.0 not found (") + (e ? e : "dlopen failed") + ")";
+    const dl::Library so = dl::open({"libcufile.so.0"});
+    if (!so) {
+      reason = "GPUDirect Storage unavailable: libcufile.so.0 not found (" +
+               (so.failed.empty() ? std::string("dlopen failed") : so.failed.front().why) + ")";
       return nullptr;
     }
     std::shared_ptr<CuFileLib> lib(new CuFileLib());
-    lib->so_ = so;
-    lib->open_ = reinterpret_cast<DriverOpen>(::dlsym(so, "cuFileDriverOpen"));
-    lib->close_ = reinterpret_cast<DriverClose>(::dlsym(so, "cuFileDriverClose"));
-    lib->reg_ = reinterpret_cast<HandleRegister>(::dlsym(so, "cuFileHandleRegister"));
-    lib->dereg_ = reinterpret_cast<HandleDeregister>(::dlsym(so, "cuFileHandleDeregister"));
-    lib->read_ = reinterpret_cast<FileRead>(::dlsym(so, "cuFileRead"));
-    lib->write_ = reinterpret_cast<FileWrite>(::dlsym(so, "cuFileWrite"));
-    if (!lib->open_ || !lib->close_ || !lib->reg_ || !lib->dereg_ || !lib->read_ || !lib->write_) {
-      reason = "GPUDirect Storage unavailable: libcufile.so.0 lacks the cuFile entry points kvflow uses";
+    const std::string missing = dl::resolve(so, {
+                                                    dl::symbol("cuFileDriverOpen", lib->open_),
+                                                    dl::symbol("cuFileDriverClose", lib->close_),
+                                                    dl::symbol("cuFileHandleRegister", lib->reg_),
+                                                    dl::symbol("cuFileHandleDeregister", lib->dereg_),
+                                                    dl::symbol("cuFileRead", lib->read_),
+                                                    dl::symbol("cuFileWrite", lib->write_),
+                                                });
+    if (!missing.empty()) {
+      reason = "GPUDirect Storage unavailable: " + so.name + " lacks the cuFile entry points kvflow uses (" + missing + ")";
       return nullptr;
     }
     const CUfileError_t s = lib->open_();
@@ -79,7 +79,6 @@ class CuFileLib {
     // The library stays loaded: cuFile keeps threads that must not lose their code.
   }
 
-  void* so_ = nullptr;
   bool driver_open_ = false;
   DriverOpen open_ = nullptr;
   DriverClose close_ = nullptr;

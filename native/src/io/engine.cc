@@ -11,6 +11,7 @@
 
 #include "io/engine_state.hpp"
 #include "io/io_error.hpp"
+#include "io/task_split.hpp"
 #include "kvflow/checks.hpp"
 
 namespace kvflow::io {
@@ -58,29 +59,11 @@ void Request::complete() noexcept {
 }
 
 std::vector<Task> plan_tasks(const std::shared_ptr<Request>& request, char* mem, std::size_t task_size) {
-  const std::uint64_t begin = request->offset;
-  const std::uint64_t end = begin + request->bytes;
+  const std::vector<TaskSpan> spans = split_tasks(request->offset, request->bytes, reinterpret_cast<std::uintptr_t>(mem),
+                                                  task_size, direct_alignment(), request->file->direct());
   std::vector<Task> tasks;
-  tasks.reserve(request->bytes / task_size + 3);
-  auto add = [&](std::uint64_t from, std::uint64_t to, bool direct) {
-    for (std::uint64_t at = from; at < to; at += task_size) {
-      const std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(task_size, to - at));
-      tasks.push_back(Task{request, mem + (at - begin), at, len, direct, 0});
-    }
-  };
-  const std::size_t align = direct_alignment();
-  if (request->file->direct()) {
-    const std::uint64_t lo = (begin + align - 1) / align * align;
-    const std::uint64_t hi = end / align * align;
-    const auto middle = reinterpret_cast<std::uintptr_t>(mem + (lo - begin));
-    if (lo < hi && middle % align == 0) {
-      add(begin, lo, false);
-      add(lo, hi, true);
-      add(hi, end, false);
-      return tasks;
-    }
-  }
-  add(begin, end, false);
+  tasks.reserve(spans.size());
+  for (const TaskSpan& s : spans) tasks.push_back(Task{request, mem + (s.offset - request->offset), s.offset, s.len, s.direct, 0});
   return tasks;
 }
 
@@ -171,12 +154,8 @@ bool Engine::State::take(Task& out, bool wait) {
   if (!queued() || (holds > 0 && !stopping) || (stopping && abandon)) return false;
   // Highs first, but a waiting low gets its turn after kHighTasksPerLow highs
   // in a row, so demotion keeps moving while reads never stop coming.
-  const bool take_low = high.empty() || (!low.empty() && high_streak >= kHighTasksPerLow);
-  std::deque<Task>& from = take_low ? low : high;
-  out = std::move(from.front());
-  from.pop_front();
-  high_streak = take_low || low.empty() ? 0 : high_streak + 1;
-  (take_low ? counters.low_tasks : counters.high_tasks).fetch_add(1, std::memory_order_relaxed);
+  const Priority taken = queues.take(out);
+  (taken == Priority::kLow ? counters.low_tasks : counters.high_tasks).fetch_add(1, std::memory_order_relaxed);
   if (fault_countdown > 0 && --fault_countdown == 0) out.fault = fault_errno;
   return true;
 }
@@ -273,8 +252,7 @@ EventPtr Engine::submit(bool is_read, const FilePtr& file, const BufferPtr& buff
   {
     std::lock_guard<std::mutex> lock(state_->mutex);
     KVFLOW_CHECK(!state_->stopping, kDisposed, "IO engine is closed");
-    std::deque<Task>& queue = priority == Priority::kLow ? state_->low : state_->high;
-    for (Task& t : tasks) queue.push_back(std::move(t));
+    for (Task& t : tasks) state_->queues.push(priority, std::move(t));
   }
   wake();
   return event;
@@ -330,23 +308,17 @@ void Engine::inject_fault(std::uint64_t nth, int err) {
 }
 
 void Engine::close(bool abandon) {
-  std::deque<Task> dropped_high;
-  std::deque<Task> dropped_low;
+  std::vector<Task> dropped;
   {
     std::lock_guard<std::mutex> lock(state_->mutex);
     if (state_->stopping) return;
     state_->stopping = true;
     state_->abandon = abandon;
-    if (abandon) {
-      dropped_high.swap(state_->high);
-      dropped_low.swap(state_->low);
-    }
+    if (abandon) dropped = state_->queues.drop_all();
   }
   const auto closed = std::make_shared<const Error>(ErrorCode::kAborted, "the IO engine was closed before this request ran");
-  for (std::deque<Task>* dropped : {&dropped_high, &dropped_low}) {
-    for (Task& t : *dropped) t.request->finish_task(closed);
-    dropped->clear();
-  }
+  for (Task& t : dropped) t.request->finish_task(closed);
+  dropped.clear();
   wake();
   join();
   std::deque<State::Job> jobs;

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "io/priority_queues.hpp"
 #include "kvflow/io.hpp"
 
 namespace kvflow::io {
@@ -93,9 +94,7 @@ struct Engine::State {
 
   std::mutex mutex;
   std::condition_variable cv;  // posix workers wait here for tasks
-  std::deque<Task> high;       // tasks of high-priority requests, oldest first
-  std::deque<Task> low;        // tasks of low-priority requests, oldest first
-  unsigned high_streak = 0;    // high tasks taken in a row while a low one waited
+  PriorityQueues<Task> queues;  // tasks not yet started
   unsigned holds = 0;
   bool stopping = false;
   bool abandon = false;
@@ -121,7 +120,7 @@ struct Engine::State {
   /// True once stopping and the queues hold nothing more to run.
   bool drained();
   /// Whether any task is queued. Call with `mutex` held.
-  [[nodiscard]] bool queued() const noexcept { return !high.empty() || !low.empty(); }
+  [[nodiscard]] bool queued() const noexcept { return !queues.empty(); }
   void control_loop() noexcept;
 };
 

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "io/bounce_plan.hpp"
 #include "io/cufile.hpp"
 #include "kvflow/gate.hpp"
 
@@ -23,33 +24,9 @@ namespace kvflow::io {
 
 namespace {
 
-constexpr std::size_t kMaxChunks = 32;
+using Plan = BouncePlan;
 
-struct Plan {
-  std::size_t chunk;
-  std::size_t count;
-  std::size_t slots;
-  std::size_t bytes;
-  [[nodiscard]] std::size_t length(std::size_t i) const { return std::min(chunk, bytes - i * chunk); }
-};
-
-Plan plan_of(std::size_t bytes, const BounceOptions& options) {
-  KVFLOW_CHECK(options.chunk >= 4096 && options.chunk % 4096 == 0, kInvalidArg,
-               "expected a bounce chunk that is a positive multiple of 4096, got " + std::to_string(options.chunk));
-  KVFLOW_CHECK(options.slots >= 1 && options.slots <= 64, kInvalidArg,
-               "expected 1..64 bounce slots, got " + std::to_string(options.slots));
-  Plan p{};
-  p.bytes = bytes;
-  // At most kMaxChunks chunks per transfer: each chunk is a host function on
-  // the stream, and CUDA blocks the enqueuing thread once a few dozen are
-  // pending (seen on an H200, driver 580). Large transfers get larger chunks.
-  const std::size_t spread = (bytes + kMaxChunks - 1) / kMaxChunks;
-  const std::size_t wanted = std::max(options.chunk, (spread + 4095) / 4096 * 4096);
-  p.chunk = std::min(wanted, (bytes + 4095) / 4096 * 4096);
-  p.count = (bytes + p.chunk - 1) / p.chunk;
-  p.slots = std::min<std::size_t>(options.slots, p.count);
-  return p;
-}
+Plan plan_of(std::size_t bytes, const BounceOptions& options) { return plan_bounce(bytes, options.chunk, options.slots); }
 
 /// What the engine side of one transfer shares across threads.
 struct Job : std::enable_shared_from_this<Job> {

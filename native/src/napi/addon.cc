@@ -8,6 +8,7 @@
 #include "device_wrap.hpp"
 #include "file_wrap.hpp"
 #include "io_engine_wrap.hpp"
+#include "kvflow/abi.hpp"
 #include "kvflow/crc32c.hpp"
 #include "kvflow/device.hpp"
 #include "reference_wrap.hpp"
@@ -81,7 +82,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("releaseLock", Napi::Function::New(env, ReleaseLock));
   exports.Set("lockHeld", Napi::Function::New(env, LockHeld));
   exports.Set("crc32cImplementation", Napi::String::New(env, crc32c_implementation()));
-  exports.Set("abiVersion", Napi::Number::New(env, 4));
+  exports.Set("abiVersion", Napi::Number::New(env, kAbiVersion));
 #ifdef KVFLOW_WITH_CUDA
   exports.Set("cudaCompiled", Napi::Boolean::New(env, true));
 #else

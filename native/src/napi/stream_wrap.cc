@@ -5,6 +5,7 @@
 #include "buffer_wrap.hpp"
 #include "common.hpp"
 #include "file_wrap.hpp"
+#include "kvflow/batch.hpp"
 #include "kvflow/checks.hpp"
 #include "kvflow/stream_file.hpp"
 
@@ -131,39 +132,22 @@ std::size_t piece_field(Napi::Env env, double value, const char* what) {
 }
 
 
-/// The pieces of a batch as parsed from [dst, dstOffset, src, srcOffset, bytes] * n rows, each
-/// checked against its buffer; empty pieces are left out. `groups`, when given, holds row
-/// indices that cut the rows into runs; they are rewritten as indices into `pieces`.
-std::vector<CopyPiece> parse_pieces(Napi::Env env, const Napi::Float64Array& table, const std::vector<BufferPtr>& dsts,
-                                    const std::vector<BufferPtr>& srcs, const void* owner,
-                                    std::vector<std::size_t>* groups) {
+/// The rows of a batch's table of [dst, dstOffset, src, srcOffset, bytes] * n, parsed as the core
+/// checks them (kvflow::checked_pieces).
+PieceRow table_rows(Napi::Env env, const Napi::Float64Array& table) {
   if (table.ElementLength() % 5 != 0) throw make_error(env, ErrorCode::kInvalidArg, "expected 5 numbers per piece");
-  const std::size_t rows = table.ElementLength() / 5;
-  std::vector<CopyPiece> pieces;
-  pieces.reserve(rows);
-  std::size_t next_group = 0;
-  for (std::size_t row = 0; row < rows; ++row) {
-    while (groups != nullptr && next_group < groups->size() && (*groups)[next_group] == row) {
-      (*groups)[next_group++] = pieces.size();
-    }
+  return [env, table](std::size_t row) {
     const std::size_t i = row * 5;
+    // Indices past 2^32 stay past any list, so the core refuses them.
+    const auto index = [](std::size_t v) { return static_cast<std::uint32_t>(std::min<std::size_t>(v, UINT32_MAX)); };
     CopyPiece p;
-    const std::size_t dst = piece_field(env, table[i], "destination");
-    const std::size_t src = piece_field(env, table[i + 2], "source");
-    if (dst >= dsts.size() || src >= srcs.size()) {
-      throw make_error(env, ErrorCode::kOutOfRange, "piece " + std::to_string(row) + " names a buffer past the lists");
-    }
-    p.dst = static_cast<std::uint32_t>(dst);
-    p.src = static_cast<std::uint32_t>(src);
+    p.dst = index(piece_field(env, table[i], "destination"));
+    p.src = index(piece_field(env, table[i + 2], "source"));
     p.dst_offset = piece_field(env, table[i + 1], "destination offset");
     p.src_offset = piece_field(env, table[i + 3], "source offset");
     p.bytes = piece_field(env, table[i + 4], "size");
-    check_range(dsts[p.dst].get(), owner, p.dst_offset, p.bytes, "destination");
-    check_range(srcs[p.src].get(), owner, p.src_offset, p.bytes, "source");
-    if (p.bytes != 0) pieces.push_back(p);
-  }
-  while (groups != nullptr && next_group < groups->size()) (*groups)[next_group++] = pieces.size();
-  return pieces;
+    return p;
+  };
 }
 
 std::size_t engine_arg(const Napi::CallbackInfo& info, std::size_t index) {
@@ -191,7 +175,7 @@ Napi::Value StreamWrap::CopyBatch(const Napi::CallbackInfo& info) {
     std::vector<BufferPtr> srcs = batch_buffers(info, 1, owner, "source");
     const Napi::Float64Array table = table_arg(info, 2);
     const std::size_t engine = engine_arg(info, 3);
-    std::vector<CopyPiece> pieces = parse_pieces(env, table, dsts, srcs, owner, nullptr);
+    std::vector<CopyPiece> pieces = checked_pieces(table.ElementLength() / 5, table_rows(env, table), dsts, srcs, owner, nullptr);
     if (pieces.empty()) return;
     s.copy_batch(dsts, srcs, std::move(pieces), static_cast<BatchEngine>(engine));
   });
@@ -207,31 +191,10 @@ Napi::Value StreamWrap::CopyPrepared(const Napi::CallbackInfo& info) {
       throw make_error(env, ErrorCode::kInvalidArg, "expected a prepared batch");
     }
     const auto& b = BatchWrap::Unwrap(info[0].As<Napi::Object>())->batch(env);
-    if (b->owner != device_->device.get()) {
-      throw make_error(env, ErrorCode::kInvalidArg, "expected a prepared transfer of this stream's device");
-    }
     const std::size_t first = arg_size(info, 1, "firstGroup");
     const std::size_t count = arg_size(info, 2, "groupCount");
-    const std::size_t groups = b->groups.size() - 1;
-    if (first > groups || count > groups - first) {
-      throw make_error(env, ErrorCode::kOutOfRange, "expected groups within the prepared " + std::to_string(groups));
-    }
     const std::size_t engine = engine_arg(info, 3);
-    const std::size_t lo = b->groups[first];
-    const std::size_t hi = b->groups[first + count];
-    if (lo == hi) return;
-    const auto live = [&](const std::vector<std::weak_ptr<Buffer>>& weak) {
-      std::vector<BufferPtr> out;
-      out.reserve(weak.size());
-      for (const auto& w : weak) {
-        BufferPtr buffer = w.lock();
-        if (!buffer || buffer->retired()) throw make_error(env, ErrorCode::kDisposed, "a buffer of this prepared transfer is disposed");
-        out.push_back(std::move(buffer));
-      }
-      return out;
-    };
-    s.copy_batch(live(b->dsts), live(b->srcs), std::vector<CopyPiece>(b->pieces.begin() + lo, b->pieces.begin() + hi),
-                 static_cast<BatchEngine>(engine));
+    b->enqueue(s, device_->device.get(), first, count, static_cast<BatchEngine>(engine));
   });
   return env.Undefined();
 }
@@ -270,27 +233,19 @@ Napi::Value PrepareBatch(const Napi::CallbackInfo& info) {
     if (!first.IsObject() || !first.As<Napi::Object>().InstanceOf(addon_data(env).buffer_ctor.Value())) {
       throw make_error(env, ErrorCode::kInvalidArg, "expected kvflow buffers in destination");
     }
-    auto batch = std::make_shared<PreparedBatch>();
-    batch->owner = BufferWrap::Unwrap(first.As<Napi::Object>())->buffer(env)->owner();
-    const std::vector<BufferPtr> dsts = batch_buffers(info, 0, batch->owner, "destination");
-    const std::vector<BufferPtr> srcs = batch_buffers(info, 1, batch->owner, "source");
-    batch->dsts.assign(dsts.begin(), dsts.end());
-    batch->srcs.assign(srcs.begin(), srcs.end());
+    const void* owner = BufferWrap::Unwrap(first.As<Napi::Object>())->buffer(env)->owner();
+    const std::vector<BufferPtr> dsts = batch_buffers(info, 0, owner, "destination");
+    const std::vector<BufferPtr> srcs = batch_buffers(info, 1, owner, "source");
     const Napi::Float64Array table = table_arg(info, 2);
     if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
       throw make_error(env, ErrorCode::kInvalidArg, "expected a Uint32Array of groups");
     }
     const Napi::Uint32Array groups = info[3].As<Napi::Uint32Array>();
-    const std::size_t rows = table.ElementLength() / 5;
-    if (groups.ElementLength() < 2 || groups[0] != 0 || groups[groups.ElementLength() - 1] != rows) {
-      throw make_error(env, ErrorCode::kInvalidArg, "expected groups from 0 to the piece count");
-    }
-    for (std::size_t g = 0; g < groups.ElementLength(); ++g) {
-      if (g > 0 && groups[g] < groups[g - 1]) throw make_error(env, ErrorCode::kInvalidArg, "expected ascending groups");
-      batch->groups.push_back(groups[g]);
-    }
-    batch->pieces = parse_pieces(env, table, dsts, srcs, batch->owner, &batch->groups);
-    std::shared_ptr<const PreparedBatch> done = std::move(batch);
+    std::vector<std::size_t> cuts(groups.ElementLength());
+    for (std::size_t g = 0; g < cuts.size(); ++g) cuts[g] = groups[g];
+    const PieceRow rows = table_rows(env, table);
+    std::shared_ptr<const PreparedBatch> done =
+        PreparedBatch::make(owner, dsts, srcs, table.ElementLength() / 5, rows, std::move(cuts));
     return addon_data(env).batch_ctor.New({Napi::External<std::shared_ptr<const PreparedBatch>>::New(env, &done)});
   });
 }

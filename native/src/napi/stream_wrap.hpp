@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "device_handle.hpp"
+#include "kvflow/batch.hpp"
 #include "kvflow/stream.hpp"
 
 namespace kvflow::napi {
@@ -63,17 +64,7 @@ class EventWrap : public Napi::ObjectWrap<EventWrap> {
   bool host_ = false;
 };
 
-/// A batch checked once and moved many times (KvCache.prepare): its pieces
-/// grouped into runs (a layer each), and the buffers they name. It does not
-/// keep them alive: a move after one was disposed is ERR_DISPOSED.
-struct PreparedBatch {
-  const void* owner = nullptr;
-  std::vector<std::weak_ptr<Buffer>> dsts;
-  std::vector<std::weak_ptr<Buffer>> srcs;
-  std::vector<CopyPiece> pieces;
-  std::vector<std::size_t> groups;  // group g is pieces[groups[g], groups[g + 1])
-};
-
+/// A PreparedBatch (kvflow/batch.hpp) as a JS object; release() lets go of it.
 class BatchWrap : public Napi::ObjectWrap<BatchWrap> {
  public:
   static Napi::Function Init(Napi::Env env);

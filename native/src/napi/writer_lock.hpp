@@ -1,6 +1,4 @@
-// Liveness of a store's writers across processes and PID namespaces: each
-// open store holds an exclusive flock on a lock file of its own; the kernel
-// drops it when the process dies, however it dies.
+// The writer lock's exports (the lock itself: kvflow/writer_lock.hpp).
 #pragma once
 
 #include <napi.h>

@@ -1,0 +1,303 @@
+// Unit tests of the pure native planners: how a file transfer is split into
+// tasks, how a stream-ordered file transfer is cut into bounce chunks, how a
+// kernel-engine batch packs its host side into spans, and the order in which
+// queued IO tasks start. Plain checks, no framework: each failed check prints
+// its line and the run exits with status 1. Built by CMake as kvflow_unit.
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/span_plan.hpp"
+#include "io/bounce_plan.hpp"
+#include "io/priority_queues.hpp"
+#include "io/task_split.hpp"
+#include "kvflow/error.hpp"
+
+namespace {
+
+int failures = 0;
+int checks = 0;
+
+#define CHECK(cond)                                                           \
+  do {                                                                        \
+    ++checks;                                                                 \
+    if (!(cond)) {                                                            \
+      if (++failures <= 20)                                                   \
+        std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                         \
+  } while (0)
+
+using kvflow::CopyPiece;
+using kvflow::io::Priority;
+using kvflow::io::TaskSpan;
+
+// Spans cover [offset, offset + bytes) in order, without gaps, each at most task_size.
+void check_cover(const std::vector<TaskSpan>& spans, std::uint64_t offset, std::size_t bytes, std::size_t task_size) {
+  std::uint64_t at = offset;
+  for (const TaskSpan& s : spans) {
+    CHECK(s.offset == at);
+    CHECK(s.len > 0 && s.len <= task_size);
+    at += s.len;
+  }
+  CHECK(at == offset + bytes);
+}
+
+void task_split() {
+  constexpr std::size_t kAlign = 4096;
+  // Buffered file: everything buffered, cut at task_size.
+  {
+    const auto spans = kvflow::io::split_tasks(100, 10000, 0x10000, 4096, kAlign, false);
+    check_cover(spans, 100, 10000, 4096);
+    CHECK(spans.size() == 3);
+    for (const TaskSpan& s : spans) CHECK(!s.direct);
+  }
+  // O_DIRECT file, memory aligned like the file: unaligned head and tail
+  // buffered, the aligned middle direct.
+  {
+    const std::uint64_t offset = 4096 - 100;
+    const std::size_t bytes = 100 + 3 * 4096 + 50;
+    const std::uintptr_t mem = 0x100000 + (4096 - 100);
+    const auto spans = kvflow::io::split_tasks(offset, bytes, mem, 8192, kAlign, true);
+    check_cover(spans, offset, bytes, 8192);
+    CHECK(spans.size() == 4);
+    CHECK(!spans.front().direct && spans.front().len == 100);
+    CHECK(spans[1].direct && spans[1].offset == 4096 && spans[1].len == 8192);
+    CHECK(spans[2].direct && spans[2].len == 4096);
+    CHECK(!spans.back().direct && spans.back().len == 50);
+  }
+  // Memory aligned unlike the file: all buffered.
+  {
+    const auto spans = kvflow::io::split_tasks(0, 4 * 4096, 0x100008, 4096, kAlign, true);
+    check_cover(spans, 0, 4 * 4096, 4096);
+    for (const TaskSpan& s : spans) CHECK(!s.direct);
+  }
+  // Shorter than a block: buffered.
+  {
+    const auto spans = kvflow::io::split_tasks(10, 20, 0x10000, 4096, kAlign, true);
+    CHECK(spans.size() == 1 && !spans[0].direct && spans[0].len == 20);
+  }
+  // Nothing to move: no spans.
+  CHECK(kvflow::io::split_tasks(4096, 0, 0x10000, 4096, kAlign, true).empty());
+  // Random requests: always a cover; direct spans are aligned in the file and in memory.
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    const std::uint64_t offset = rng() % (1u << 20);
+    const std::size_t bytes = 1 + rng() % (1u << 18);
+    const std::size_t task = kAlign * (1 + rng() % 16);  // engines round it to the alignment
+    const std::uintptr_t mem = 0x1000000 + (rng() % 2 == 0 ? offset % kAlign : rng() % kAlign);
+    const bool direct = rng() % 4 != 0;
+    const auto spans = kvflow::io::split_tasks(offset, bytes, mem, task, kAlign, direct);
+    check_cover(spans, offset, bytes, task);
+    for (const TaskSpan& s : spans) {
+      if (!s.direct) continue;
+      CHECK(direct);
+      CHECK(s.offset % kAlign == 0 && s.len % kAlign == 0);
+      CHECK((mem + (s.offset - offset)) % kAlign == 0);
+    }
+  }
+}
+
+void bounce_plan() {
+  using kvflow::io::plan_bounce;
+  constexpr std::size_t kMiB = std::size_t{1} << 20;
+  // A small transfer: one chunk, rounded up to 4096, one slot.
+  {
+    const auto p = plan_bounce(5000, 8 * kMiB, 4);
+    CHECK(p.chunk == 8192 && p.count == 1 && p.slots == 1 && p.length(0) == 5000);
+  }
+  // Chunks of the asked size while they stay under the chunk limit.
+  {
+    const auto p = plan_bounce(20 * kMiB + 1, 8 * kMiB, 4);
+    CHECK(p.chunk == 8 * kMiB && p.count == 3 && p.slots == 3 && p.length(2) == 4 * kMiB + 1);
+  }
+  // A large transfer gets larger chunks: never more than kMaxBounceChunks.
+  {
+    const auto p = plan_bounce(std::size_t{4} << 30, 1 * kMiB, 8);
+    CHECK(p.count <= kvflow::io::kMaxBounceChunks && p.chunk % 4096 == 0 && p.slots == 8);
+  }
+  // Random sizes: the chunks cover the bytes exactly.
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 2000; ++i) {
+    const std::size_t bytes = 1 + rng() % (std::size_t{1} << 34);
+    const std::size_t chunk = 4096 * (1 + rng() % 4096);
+    const unsigned slots = 1 + static_cast<unsigned>(rng() % 64);
+    const auto p = plan_bounce(bytes, chunk, slots);
+    CHECK(p.chunk >= 4096 && p.chunk % 4096 == 0 && p.count >= 1 && p.count <= kvflow::io::kMaxBounceChunks);
+    CHECK(p.slots >= 1 && p.slots <= slots && p.slots <= p.count);
+    std::size_t sum = 0;
+    for (std::size_t c = 0; c < p.count; ++c) {
+      CHECK(p.length(c) > 0 && p.length(c) <= p.chunk);
+      sum += p.length(c);
+    }
+    CHECK(sum == bytes);
+  }
+  // Nothing to move: no chunks.
+  CHECK(plan_bounce(0, 8 * kMiB, 4).count == 0);
+  // Bad chunk or slot counts are kInvalidArg.
+  const auto refused = [](std::size_t chunk, unsigned slots) {
+    try {
+      (void)plan_bounce(kMiB, chunk, slots);
+    } catch (const kvflow::Error& e) {
+      return e.code() == kvflow::ErrorCode::kInvalidArg;
+    }
+    return false;
+  };
+  CHECK(refused(0, 4));
+  CHECK(refused(4097, 4));
+  CHECK(refused(4096, 0));
+  CHECK(refused(4096, 65));
+}
+
+CopyPiece piece(std::uint32_t dst, std::size_t dst_offset, std::uint32_t src, std::size_t src_offset, std::size_t bytes) {
+  CopyPiece p;
+  p.dst = dst;
+  p.dst_offset = dst_offset;
+  p.src = src;
+  p.src_offset = src_offset;
+  p.bytes = bytes;
+  return p;
+}
+
+void span_plan() {
+  using kvflow::cuda::plan_spans;
+  // Gather (device -> host): touching pieces of one buffer share a span; a gap splits them.
+  {
+    const std::vector<CopyPiece> pieces = {piece(0, 4096, 0, 0, 4096), piece(0, 0, 0, 8192, 4096),
+                                           piece(0, 8192 + 1, 0, 16384, 100), piece(1, 0, 0, 20000, 64)};
+    const auto plan = plan_spans(pieces, true, {0x10000, 0x20000});
+    CHECK(plan.spans.size() == 3);
+    CHECK(plan.spans[0].buffer == 0 && plan.spans[0].lo == 0 && plan.spans[0].hi == 8192);
+    CHECK(plan.spans[1].buffer == 0 && plan.spans[1].lo == 8193 && plan.spans[1].hi == 8293);
+    CHECK(plan.spans[2].buffer == 1 && plan.spans[2].lo == 0 && plan.spans[2].hi == 64);
+    CHECK(plan.span_of[0] == 0 && plan.span_of[1] == 0 && plan.span_of[2] == 1 && plan.span_of[3] == 2);
+  }
+  // Scatter (host -> device): a gap up to kScatterReadGap is read across.
+  {
+    const std::vector<CopyPiece> pieces = {piece(0, 0, 0, 0, 100),
+                                           piece(0, 100, 0, 100 + kvflow::cuda::kScatterReadGap, 100),
+                                           piece(0, 200, 0, 300 + 2 * kvflow::cuda::kScatterReadGap, 100)};
+    const auto plan = plan_spans(pieces, false, {0x10000});
+    CHECK(plan.spans.size() == 2);
+    CHECK(plan.span_of[0] == 0 && plan.span_of[1] == 0 && plan.span_of[2] == 1);
+  }
+  // Random batches: spans do not overlap in scratch, each piece lies inside
+  // its span, and each span keeps its host address modulo 256.
+  std::mt19937_64 rng(13);
+  for (int round = 0; round < 500; ++round) {
+    const bool gather = rng() % 2 == 0;
+    const std::uint32_t buffers = 1 + static_cast<std::uint32_t>(rng() % 4);
+    std::vector<std::uintptr_t> addresses;
+    for (std::uint32_t b = 0; b < buffers; ++b) addresses.push_back(0x1000000 * (b + 1) + (rng() % 4096));
+    std::vector<CopyPiece> pieces;
+    const std::size_t n = 1 + rng() % 64;
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto b = static_cast<std::uint32_t>(rng() % buffers);
+      const std::size_t off = rng() % (1u << 20);
+      const std::size_t bytes = 1 + rng() % 8192;
+      pieces.push_back(gather ? piece(b, off, 0, 0, bytes) : piece(0, 0, b, off, bytes));
+    }
+    const auto plan = plan_spans(pieces, gather, addresses);
+    CHECK(plan.span_of.size() == pieces.size());
+    std::size_t end = 0;
+    for (const auto& sp : plan.spans) {
+      CHECK(sp.lo < sp.hi && sp.at >= end);
+      CHECK((sp.at & 255) == ((addresses[sp.buffer] + sp.lo) & 255));
+      end = sp.at + (sp.hi - sp.lo);
+    }
+    CHECK(plan.scratch_bytes == end);
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      const auto& sp = plan.spans[plan.span_of[i]];
+      const std::uint32_t buffer = gather ? pieces[i].dst : pieces[i].src;
+      const std::size_t off = gather ? pieces[i].dst_offset : pieces[i].src_offset;
+      CHECK(sp.buffer == buffer && off >= sp.lo && off + pieces[i].bytes <= sp.hi);
+    }
+  }
+}
+
+void priority_take() {
+  using Queues = kvflow::io::PriorityQueues<int>;
+  constexpr unsigned kRun = kvflow::io::kHighTasksPerLow;
+  // Highs first, oldest first, while no low waits.
+  {
+    Queues q;
+    for (int i = 0; i < 3; ++i) q.push(Priority::kHigh, i);
+    int out = -1;
+    for (int i = 0; i < 3; ++i) {
+      CHECK(q.take(out) == Priority::kHigh && out == i);
+    }
+    CHECK(q.empty());
+  }
+  // A waiting low gets its turn after kHighTasksPerLow highs in a row.
+  {
+    Queues q;
+    for (int i = 0; i < 3 * static_cast<int>(kRun); ++i) q.push(Priority::kHigh, i);
+    q.push(Priority::kLow, -1);
+    q.push(Priority::kLow, -2);
+    std::vector<int> order;
+    int out = 0;
+    while (!q.empty()) {
+      (void)q.take(out);
+      order.push_back(out);
+    }
+    CHECK(order.size() == 3 * kRun + 2);
+    CHECK(order[kRun] == -1);
+    CHECK(order[2 * kRun + 1] == -2);
+    for (unsigned i = 0; i < kRun; ++i) CHECK(order[i] == static_cast<int>(i));
+  }
+  // Lows alone run in order; a low taken with no high queued resets nothing it should not.
+  {
+    Queues q;
+    q.push(Priority::kLow, 1);
+    q.push(Priority::kLow, 2);
+    int out = 0;
+    CHECK(q.take(out) == Priority::kLow && out == 1);
+    q.push(Priority::kHigh, 3);
+    CHECK(q.take(out) == Priority::kHigh && out == 3);
+    CHECK(q.take(out) == Priority::kLow && out == 2);
+  }
+  // Random pushes and takes: every item comes out once, each priority in
+  // order, and never more than kHighTasksPerLow highs in a row while a low waits.
+  std::mt19937_64 rng(17);
+  for (int round = 0; round < 200; ++round) {
+    Queues q;
+    int next_high = 0;
+    int next_low = 0;
+    int seen_high = 0;
+    int seen_low = 0;
+    unsigned streak = 0;
+    for (int step = 0; step < 400; ++step) {
+      if (q.empty() || rng() % 3 != 0) {
+        if (rng() % 4 == 0) q.push(Priority::kLow, -(++next_low));
+        else q.push(Priority::kHigh, ++next_high);
+        continue;
+      }
+      const bool low_waits = next_low > seen_low;
+      int out = 0;
+      const Priority p = q.take(out);
+      if (p == Priority::kHigh) {
+        CHECK(out == ++seen_high);
+        streak = low_waits ? streak + 1 : 0;
+        CHECK(streak <= kRun);
+      } else {
+        CHECK(out == -(++seen_low));
+        streak = 0;
+      }
+    }
+    const std::vector<int> rest = q.drop_all();
+    CHECK(q.empty());
+    CHECK(rest.size() == static_cast<std::size_t>((next_high - seen_high) + (next_low - seen_low)));
+  }
+}
+
+}  // namespace
+
+int main() {
+  task_split();
+  bounce_plan();
+  span_plan();
+  priority_take();
+  std::printf("kvflow_unit: %d checks, %d failed\n", checks, failures);
+  return failures == 0 ? 0 : 1;
+}
