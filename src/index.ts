@@ -33,7 +33,8 @@ export {
 } from './device/device.js';
 export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type MemoryKind } from './device/buffer.js';
 export { Event, type EventStatus } from './device/event.js';
-export { Stream, type StreamOptions } from './device/stream.js';
+export { Stream, type RecordOptions, type StreamOptions } from './device/stream.js';
+export { elapsedMs, eventTimeMs } from './device/timing.js';
 export { Disposable, DisposeOrder, type AsyncDisposableLike, type Child, type Detach, type DisposeOptions } from './util/disposable.js';
 export { choice, type Choice } from './util/choice.js';
 export { KvLayout, alignExtent, EXTENT_ALIGN, type KvArrangement, type KvDtype, type KvLayoutSpec, type PieceLocation } from './layout/layout.js';
