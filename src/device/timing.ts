@@ -5,8 +5,13 @@
  * host's steady clock on the CPU backend's stream worker. Only differences
  * between times of one device mean anything.
  */
+import type { NativeEvent } from '../binding/types.js';
 import { fail } from '../errors.js';
-import type { Event } from './event.js';
+
+/** What timing needs of an event (an Event: kept structural, event.ts uses this module). */
+export interface TimedEventLike {
+  readonly native: NativeEvent;
+}
 
 /**
  * When `event` completed, in milliseconds on its device's clock. ERR_INVALID_ARG
@@ -14,7 +19,7 @@ import type { Event } from './event.js';
  * while it is pending, ERR_UNSUPPORTED when the device gave no time (a failed
  * event, or a CUDA device that refused its timing reference).
  */
-export function eventTimeMs(event: Event): number {
+export function eventTimeMs(event: TimedEventLike): number {
   const native = event.native;
   if (native.timed !== true) fail('ERR_INVALID_ARG', `expected a timed event (stream.record({ timing: true })), got event ${native.id} recorded without timing`);
   if (native.status() === 0) fail('ERR_BUSY', `event ${native.id} is still pending: await its done() before reading its time`);
@@ -24,6 +29,6 @@ export function eventTimeMs(event: Event): number {
 }
 
 /** Milliseconds from `from`'s completion to `to`'s (negative when `to` completed first); both timed events of one device, both completed. */
-export function elapsedMs(from: Event, to: Event): number {
+export function elapsedMs(from: TimedEventLike, to: TimedEventLike): number {
   return eventTimeMs(to) - eventTimeMs(from);
 }
