@@ -16,7 +16,7 @@
  * - host time per layer of the whole prefill, and of the pipeline's own
  *   work beside the store's enqueue and the compute's enqueue.
  * Plus 16 prefills of distinct prompts at once: host time per layer and
- * request. Timed prefills do not save (a save runs behind compute, on its
+ * request, and the store calls their loads took (batched per layer). Timed prefills do not save (a save runs behind compute, on its
  * own stream; leaving it out keeps every sample's hit the same).
  *
  *   node dist/bench/pipeline.js [--json out.json] [--backend auto|cuda|cpu] [--tokens N] [--samples N]
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
       results.push(
         { metric: `ttft_${tag}`, value: r.ms, unit: 'ms', baseline: model, ratio: ratioOf(r.ms, model), spreadPct: r.spread, samples,
           plan: { loadTokens: plan.loadTokens, computeFrom: plan.computeFrom, predictedMs: plan.ms, reason: plan.reason },
-          loadAloneMs: loadAlone?.ms ?? 0, computeAloneMs: computeAlone.ms, overlap, stallMedianMs: stall },
+          loadAloneMs: loadAlone?.ms ?? 0, computeAloneMs: computeAlone.ms, overlap, stallMedianMs: stall, timeSource: r.last.timeSource },
         { metric: `host_per_layer_${tag}`, value: r.last.hostMsPerLayer * 1e3, unit: 'us', baseline: null, ratio: null,
           pipelineOwnUs: own * 1e3, storeEnqueueUs: storeEnqueue * 1e3, computeEnqueueUs: computeEnqueuePerLayer * 1e3 },
       );
@@ -133,11 +133,14 @@ async function main(): Promise<void> {
   for (const [i, t] of many.entries()) {
     await pipe.prefill({ tokens: t.slice(0, cut + 1), blocks: blocks.map((b) => b + (i + 1) * perPrompt), compute: gemm, policy: 'recompute' });
   }
+  const io0 = pipe.stats();
   const t0 = now();
   const rs = await Promise.all(many.map((t, i) => pipe.prefill({ tokens: t, blocks: blocks.map((b) => b + (i + 1) * perPrompt), compute: gemm, policy: 'load-all', save: false })));
   const wall = since(t0) * 1e3;
   const hostPerReqLayer = median(rs.map((r) => r.hostMsPerLayer)) * 1e3;
-  results.push({ metric: `host_per_layer_per_request_${concurrent}`, value: hostPerReqLayer, unit: 'us', baseline: null, ratio: null, wallMs: wall });
+  const io1 = pipe.stats();
+  results.push({ metric: `host_per_layer_per_request_${concurrent}`, value: hostPerReqLayer, unit: 'us', baseline: null, ratio: null, wallMs: wall,
+    loadCalls: io1.loadCalls - io0.loadCalls, loadRequests: io1.loadRequests - io0.loadRequests, timeSource: rs[0]!.timeSource });
   rows.push([`${concurrent} at once`, wall.toFixed(2), '-', '-', '-', `${cut}/${cut}`, hostPerReqLayer.toFixed(0), '-']);
 
   await pipe.dispose();

@@ -41,7 +41,8 @@ import { Event as KvEventClass } from './device/event.js';
 export const Event = KvEventClass;
 /** @deprecated Use {@link KvEvent}. */
 export type Event = KvEventClass;
-export { Stream, type StreamOptions } from './device/stream.js';
+export { Stream, type RecordOptions, type StreamOptions } from './device/stream.js';
+export { elapsedMs, eventTimeMs } from './device/timing.js';
 export { Disposable, DisposeOrder, type AsyncDisposableLike, type Child, type Detach, type DisposeOptions } from './util/disposable.js';
 export { choice, type Choice } from './util/choice.js';
 export { KvLayout, alignExtent, EXTENT_ALIGN, type KvArrangement, type KvDtype, type KvLayoutSpec, type PieceLocation } from './layout/layout.js';

@@ -66,6 +66,10 @@ export interface NativeEvent {
   watch(): NativeEventStatus;
   status(): NativeEventStatus;
   error(): Error | undefined;
+  /** Recorded with timing (absent in builds without timed events). */
+  readonly timed?: boolean;
+  /** Completion time on the device's clock, ms; undefined while pending, untimed, or unknown. */
+  timeMs?(): number | undefined;
 }
 
 /** A batch checked once (prepareBatch); holds weak references to its buffers, checked at each copyPrepared. */
@@ -83,7 +87,8 @@ export interface NativeStream {
   busyGemm(count: number, n: number): void;
   readFile(dst: NativeBuffer, dstOffset: number, file: NativeFile, fileOffset: number, bytes: number, chunk: number, slots: number): void;
   writeFile(file: NativeFile, fileOffset: number, src: NativeBuffer, srcOffset: number, bytes: number, chunk: number, slots: number): void;
-  record(): NativeEvent;
+  /** `timing`: a timed event. */
+  record(timing?: boolean): NativeEvent;
   waitEvent(event: NativeEvent): void;
   idle(): boolean;
   readonly handle: bigint;

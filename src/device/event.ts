@@ -1,6 +1,7 @@
 /** Events: points in a stream (or the completion of an IO request) to await or to make a stream wait on. */
 import type { NativeEvent } from '../binding/types.js';
 import type { Completions } from './completions.js';
+import { elapsedMs, eventTimeMs } from './timing.js';
 
 /** @internal What an event needs from its stream: the latest done() still pending, after which later events settle. */
 export interface EventOrder {
@@ -39,6 +40,21 @@ export class Event {
   /** Polls without waiting. */
   status(): EventStatus {
     return STATUS[this.#native.status()] ?? 'pending';
+  }
+
+  /** True for an event recorded with `{ timing: true }` (see src/device/timing.ts). */
+  get timed(): boolean {
+    return this.#native.timed === true;
+  }
+
+  /** When it completed, in milliseconds on its device's clock (a timed event, completed; see `eventTimeMs`). */
+  timeMs(): number {
+    return eventTimeMs(this);
+  }
+
+  /** Milliseconds from `earlier`'s completion to this one's, from device timestamps (see `elapsedMs`). */
+  elapsedSince(earlier: Event): number {
+    return elapsedMs(earlier, this);
   }
 
   /**

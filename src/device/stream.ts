@@ -3,7 +3,7 @@ import type { NativeStream } from '../binding/types.js';
 import type { KvflowDefaults } from '../defaults.js';
 import { fail } from '../errors.js';
 import { Disposable } from '../util/disposable.js';
-import { checkInstance, checkRange, checkSize } from '../util/validate.js';
+import { checkBoolean, checkInstance, checkKnownOptions, checkRange, checkSize } from '../util/validate.js';
 import { KvBuffer } from './buffer.js';
 import type { Completions } from './completions.js';
 import { Event } from './event.js';
@@ -18,6 +18,12 @@ export interface StreamOwner {
 export interface StreamOptions {
   /** `high` maps to the device's greatest stream priority (CUDA); the CPU backend ignores it. */
   priority?: 'normal' | 'high';
+}
+
+/** Options of `stream.record()`. */
+export interface RecordOptions {
+  /** Record a timed event (default false): it carries its completion time from the device's clock. */
+  timing?: boolean;
 }
 
 /**
@@ -79,9 +85,15 @@ export class Stream extends Disposable {
     native.copy(d, dstOffset, s, srcOffset, bytes);
   }
 
-  /** Marks the current end of the stream. */
-  record(): Event {
-    return new Event(this.native.record(), this, this.#owner.completions);
+  /**
+   * Marks the current end of the stream. With `{ timing: true }` the event
+   * also carries when it completed, from the device's clock (GPU timestamps
+   * on CUDA): `event.timeMs()`, `event.elapsedSince(other)`.
+   */
+  record(options?: RecordOptions): Event {
+    const native = this.native;
+    const timing = options === undefined ? false : checkBoolean(checkKnownOptions(options, 'options', ['timing']).timing ?? false, 'timing');
+    return new Event(timing ? native.record(true) : native.record(), this, this.#owner.completions);
   }
 
   /**

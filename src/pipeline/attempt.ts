@@ -11,29 +11,14 @@ import { KvflowError, type KvflowErrorCode } from '../errors.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { PrefillPlan } from '../model/plan.js';
 import type { PendingPut, StoreHit, KvStore } from '../store/store.js';
+import type { LayerBatcher } from './batcher.js';
+import { timeline, type LayerRecord, type LayerTiming } from './timeline.js';
 import type { LayerCompute } from './work.js';
 
-/** What happened in one layer, in milliseconds from the prefill's start (host clock: when the host learned of it). */
-export interface LayerTiming {
-  layer: number;
-  /** When its load was issued and seen landed; null without a load. */
-  loadIssuedMs: number | null;
-  loadLandedMs: number | null;
-  /** When its compute was enqueued and seen finished. */
-  computeEnqueuedMs: number;
-  computeEndMs: number;
-  /** Time the load occupied its stream (from issue or the previous load's landing). */
-  loadMs: number;
-  /** Time the compute ran (from the later of the previous compute's end and its load's landing). */
-  computeMs: number;
-  /** Time the compute stream waited for this layer's load after the previous layer's compute. */
-  stallMs: number;
-  /** Host time spent enqueuing the layer (store and compute calls included). */
-  hostMs: number;
-}
+export type { LayerTiming } from './timeline.js';
 
 export type AttemptOutcome =
-  | { kind: 'ok'; layers: LayerTiming[]; saved: number; computedMs: number }
+  | { kind: 'ok'; layers: LayerTiming[]; timeSource: 'device' | 'host'; saved: number; computedMs: number }
   | { kind: 'failed-load'; layer: number; code: KvflowErrorCode | 'ERR_UNKNOWN'; message: string; validTokens: number };
 
 export interface AttemptArgs {
@@ -51,7 +36,9 @@ export interface AttemptArgs {
   lookahead: number;
   /** No other prefill is in flight: loads issued before this one's first compute have the device to themselves. */
   alone: boolean;
-  streams: { compute: Stream; load: Stream; save: Stream };
+  computeStream: Stream;
+  /** The pipeline's loads and saves, batched with other prefills'. */
+  io: LayerBatcher;
 }
 
 interface Watched {
@@ -61,9 +48,9 @@ interface Watched {
   settled: Promise<void>;
 }
 
-function watch(event: Event, t0: number): Watched {
+function watch(event: Event, t0: number, done: Promise<void> = event.done()): Watched {
   const w: Watched = { event, at: Number.NaN, error: undefined, settled: Promise.resolve() };
-  w.settled = event.done().then(
+  w.settled = done.then(
     () => void (w.at = performance.now() - t0),
     (e: unknown) => {
       w.at = performance.now() - t0;
@@ -91,7 +78,7 @@ function codeOf(e: unknown): KvflowErrorCode | 'ERR_UNKNOWN' {
 }
 
 export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
-  const { store, cache, plan, t0, streams } = a;
+  const { store, cache, plan, t0 } = a;
   const layers = cache.layout.layers;
   const bpc = store.blocksPerChunk;
   const ct = store.chunkTokens;
@@ -107,83 +94,93 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     put = undefined;
   }
   const putBlocks = put ? a.blocks.slice(0, put.chunkCount * bpc) : [];
+  // The device's clock for this attempt starts where its compute stream is now.
+  const origin = a.computeStream.record({ timing: true });
 
   const loads: (Watched | undefined)[] = new Array(layers).fill(undefined);
+  const loadBefore: (Event | undefined)[] = new Array(layers).fill(undefined);
   const issued: number[] = new Array(layers).fill(Number.NaN);
   const computed: Watched[] = [];
+  const computeStart: Event[] = [];
   const enqueued: number[] = [];
   const hostMs: number[] = new Array(layers).fill(0);
-  const saves: Watched[] = [];
+  const saves: Promise<Watched | undefined>[] = [];
   let syncFailure: { layer: number; error: unknown } | undefined;
   let computeError: unknown;
   let fatal: unknown;
   // Loads run ahead of compute on their own task: the load of layer j is
   // issued once compute of layer j - lookahead finished (so at most
   // `lookahead` layers of loads are in flight beyond finished compute), and
-  // compute of layer l is enqueued as soon as its load was issued, so the
-  // compute stream always has the layers whose loads are in flight queued.
+  // compute of layer l is enqueued as soon as its load went to the store, so
+  // the compute stream always has the layers whose loads are in flight queued.
   const computeSettled = Array.from({ length: layers }, () => deferred<void>());
   const loadIssued = Array.from({ length: layers }, () => deferred<boolean>());
   let stop = false;
-  const issue = (j: number): boolean => {
+  const refused = (e: unknown, layer: number): void => {
+    // A call the store refused (a bad argument, a closed store) is the
+    // caller's error, not a failed load to restart from.
+    if (e instanceof KvflowError && FATAL.has(e.code)) fatal ??= e;
+    else syncFailure ??= { layer, error: e };
+  };
+  const issue = (j: number): void => {
     const h = performance.now();
-    try {
-      // Before any compute, with no other prefill in flight, the device is idle:
-      // the kernel engine moves fastest there; beside compute, DMA costs compute nothing.
-      const engine = a.alone && computed.length === 0 ? 'kernel' : 'dma';
-      issued[j] = h - t0;
-      loads[j] = watch(store.loadLayer(loadChunks, j, cache, loadBlocks, streams.load, { engine }), t0);
-      return true;
-    } catch (e) {
-      // A call the store refused (a bad argument, a closed store) is the
-      // caller's error, not a failed load to restart from.
-      if (e instanceof KvflowError && FATAL.has(e.code)) fatal ??= e;
-      else syncFailure = { layer: j, error: e };
-      return false;
-    } finally {
-      hostMs[j] = (hostMs[j] ?? 0) + performance.now() - h;
-    }
+    // Before any compute, with no other prefill in flight, the device is idle:
+    // the kernel engine moves fastest there; beside compute, DMA costs compute nothing.
+    const engine = a.alone && computed.length === 0 ? 'kernel' : 'dma';
+    issued[j] = h - t0;
+    a.io.load({ hit: a.hit, chunks: loadChunks, blocks: loadBlocks, layer: j, engine }).then((l) => {
+      loadBefore[j] = l.before;
+      loads[j] = watch(l.after, t0, l.done);
+      loadIssued[j]!.resolve(true);
+    }, (e: unknown) => {
+      refused(e, j);
+      loadIssued[j]!.resolve(false);
+    });
+    hostMs[j] = (hostMs[j] ?? 0) + performance.now() - h;
   };
   const issuer = loadChunks.length === 0 ? Promise.resolve() : (async () => {
     for (let j = 0; j < layers; j++) {
       if (j >= a.lookahead) await computeSettled[j - a.lookahead]!.promise;
       const ok = !stop && !a.signal?.aborted && (j < a.lookahead || computed[j - a.lookahead]?.error === undefined) &&
-        !loads.some((w) => w?.error !== undefined) && issue(j);
-      loadIssued[j]!.resolve(ok);
+        !loads.some((w) => w?.error !== undefined) && syncFailure === undefined && fatal === undefined;
       if (!ok) {
-        for (let k = j + 1; k < layers; k++) loadIssued[k]!.resolve(false);
+        for (let k = j; k < layers; k++) loadIssued[k]!.resolve(false);
         return;
       }
+      issue(j);
     }
   })();
 
   try {
     for (let l = 0; l < layers; l++) {
       if (loadChunks.length > 0 && !(await loadIssued[l]!.promise)) break; // failure or abort
-      if (a.signal?.aborted) break;
+      if (a.signal?.aborted || fatal !== undefined) break;
       const h = performance.now();
       const load = loads[l];
       try {
-        if (load) streams.compute.waitEvent(load.event);
+        if (load) a.computeStream.waitEvent(load.event);
+        computeStart[l] = a.computeStream.record({ timing: true });
       } catch (e) {
         fatal ??= e;
         break;
       }
       try {
-        a.compute(l, { stream: streams.compute, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
+        a.compute(l, { stream: a.computeStream, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
       } catch (e) {
         computeError = e;
         break;
       }
       enqueued[l] = performance.now() - t0;
       try {
-        const done = streams.compute.record();
+        const done = a.computeStream.record({ timing: true });
         const w = watch(done, t0);
         computed.push(w);
         void w.settled.then(() => computeSettled[l]!.resolve());
         if (put) {
-          streams.save.waitEvent(done);
-          saves.push(watch(store.putLayer(put, l, cache, putBlocks, streams.save, { engine: 'dma' }), t0));
+          saves.push(a.io.save({ put, layer: l, blocks: putBlocks, computed: done }).then((e) => watch(e, t0), (e: unknown) => {
+            fatal ??= e;
+            return undefined;
+          }));
         }
       } catch (e) {
         fatal ??= e;
@@ -196,7 +193,9 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     stop = true;
     for (let l = computed.length; l < layers; l++) computeSettled[l]!.resolve();
     await issuer;
-    await Promise.all([...loads, ...computed, ...saves].map((w) => w?.settled));
+    if (loadChunks.length > 0) await Promise.all(loadIssued.map((d) => d.promise)); // the issuer resolved each, or the batcher will
+    const saved = await Promise.all(saves);
+    await Promise.all([...loads, ...computed, ...saved, { settled: origin.done().catch(() => undefined) }].map((w) => w?.settled));
   }
 
   const failedLoad = loads.findIndex((w) => w?.error !== undefined);
@@ -240,24 +239,15 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
       saved = 0; // the prefill's result stands; only its saving failed (the store counts it)
     }
   }
-  const timings: LayerTiming[] = [];
+  const records: LayerRecord[] = [];
   for (let l = 0; l < layers; l++) {
     const load = loads[l];
-    const prevEnd = l > 0 ? computed[l - 1]!.at : 0;
-    const landed = load ? load.at : null;
-    const startBound = Math.max(prevEnd, landed ?? 0, enqueued[l]!);
-    const prevLanded = l > 0 && loads[l - 1] ? loads[l - 1]!.at : 0;
-    timings.push({
-      layer: l,
-      loadIssuedMs: load ? issued[l]! : null,
-      loadLandedMs: landed,
-      computeEnqueuedMs: enqueued[l]!,
-      computeEndMs: computed[l]!.at,
-      loadMs: load ? Math.max(0, landed! - Math.max(issued[l]!, prevLanded)) : 0,
-      computeMs: Math.max(0, computed[l]!.at - startBound),
-      stallMs: landed === null ? 0 : Math.max(0, landed - Math.max(prevEnd, enqueued[l]!)),
+    records.push({
+      loadIssuedMs: load ? issued[l]! : null, loadSeenMs: load ? load.at : null, loadBefore: loadBefore[l], loadAfter: load?.event,
+      computeEnqueuedMs: enqueued[l]!, computeSeenMs: computed[l]!.at, computeStart: computeStart[l], computeEnd: computed[l]!.event,
       hostMs: hostMs[l]!,
     });
   }
-  return { kind: 'ok', layers: timings, saved, computedMs };
+  const t = timeline(origin, records);
+  return { kind: 'ok', layers: t.layers, timeSource: t.source, saved, computedMs };
 }

@@ -18,11 +18,13 @@ import { POLICIES, planPrefill, type PrefillPlan, type PrefillPolicy } from '../
 import { checkChoice, checkInteger } from '../util/validate.js';
 import type { KvStore } from '../store/store.js';
 import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
+import { LayerBatcher, type BatchStats } from './batcher.js';
 import type { LayerCompute } from './work.js';
 
 export type { LayerCompute, PrefillWork } from './work.js';
 
 export type { LayerTiming } from './attempt.js';
+export type { BatchStats } from './batcher.js';
 
 /** One prefill. */
 export interface PrefillRequest {
@@ -56,8 +58,10 @@ export interface PrefillResult {
   /** Tokens looked up as cached (before any failure). */
   hitTokens: number;
   restarts: PrefillRestart[];
-  /** Per layer of the attempt that finished (milliseconds from the prefill's start, host clock). */
+  /** Per layer of the attempt that finished (host times from the prefill's start; device times when the device gave them). */
   layers: LayerTiming[];
+  /** Where the layers' load, compute and stall durations come from: `device` (timed events) or `host` (when the host saw events complete). */
+  timeSource: 'device' | 'host';
   /** Chunks the prefill added to the store. */
   saved: number;
   /**
@@ -90,6 +94,12 @@ export interface LayerPipelineOptions {
   /** Shared calibration; default: a new one per pipeline. */
   computeModel?: ComputeModel;
   bandwidth?: BandwidthMeter;
+  /**
+   * Store calls of saves in flight at most (default 16): past it, saves wait
+   * in the pipeline's queue (references only: a put's slots are reserved
+   * when it begins) until earlier saves completed.
+   */
+  saveDepth?: number;
 }
 
 function intOption(value: unknown, name: string, min: number, fallback: number): number {
@@ -108,6 +118,7 @@ export class LayerPipeline {
   readonly #loadStream: Stream;
   readonly #saveStream: Stream;
   readonly #ownsCompute: boolean;
+  readonly #io: LayerBatcher;
   #inFlight = 0;
   #disposed = false;
   readonly #running = new Set<Promise<unknown>>();
@@ -132,12 +143,21 @@ export class LayerPipeline {
     this.#computeStream = options.computeStream ?? store.device.createStream();
     this.#loadStream = store.device.createStream({ priority: 'high' });
     this.#saveStream = store.device.createStream();
+    this.#io = new LayerBatcher({
+      store, cache, load: this.#loadStream, save: this.#saveStream, saveDepth: intOption(options.saveDepth, 'saveDepth', 1, 16),
+      batching: () => this.#inFlight > 1,
+    });
     this.#detach = store.device.adopt(this);
   }
 
   /** Prefills in progress. */
   get inFlight(): number {
     return this.#inFlight;
+  }
+
+  /** Store calls the pipeline made for its prefills' loads and saves, and the prefill requests they carried (a copy). */
+  stats(): BatchStats {
+    return { ...this.#io.stats };
   }
 
   /**
@@ -184,18 +204,20 @@ export class LayerPipeline {
     try {
       const restarts: PrefillRestart[] = [];
       let cut = Number.POSITIVE_INFINITY; // cached tokens still trusted
-      let hitTokens = -1;
-      for (let attempt = 0; ; attempt++) {
-        if (req.signal?.aborted) throw new KvflowError('the prefill was aborted', 'ERR_ABORTED');
-        const hit = this.store.lookup(req.tokens);
-        if (hitTokens < 0) hitTokens = hit.tokens;
-        try {
+      // One lookup per prefill: a restart plans again over the same hit (its
+      // leases and pins held throughout, the chunks that failed marked in it),
+      // so the store counts the prompt's lookup once.
+      if (req.signal?.aborted) throw new KvflowError('the prefill was aborted', 'ERR_ABORTED');
+      const hit = this.store.lookup(req.tokens);
+      try {
+        for (let attempt = 0; ; attempt++) {
+          if (req.signal?.aborted) throw new KvflowError('the prefill was aborted', 'ERR_ABORTED');
           const usable = attempt > this.maxRestarts ? 0 : Math.min(hit.tokens, cut);
           const plan = this.#plan(req, hit.chunks.slice(0, usable / this.store.chunkTokens), attempt);
           const outcome: AttemptOutcome = await runAttempt({
             store: this.store, cache: this.cache, hit, plan, attempt, t0,
             tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, signal: req.signal,
-            lookahead: this.lookahead, alone: this.#inFlight === 1, streams: { compute: this.#computeStream, load: this.#loadStream, save: this.#saveStream },
+            lookahead: this.lookahead, alone: this.#inFlight === 1, computeStream: this.#computeStream, io: this.#io,
           });
           if (outcome.kind === 'failed-load') {
             cut = Math.min(cut, outcome.validTokens);
@@ -204,10 +226,13 @@ export class LayerPipeline {
           }
           this.#learn(plan, outcome.layers);
           const host = outcome.layers.reduce((a, l) => a + l.hostMs, 0) / Math.max(1, outcome.layers.length);
-          return { plan, hitTokens, restarts, layers: outcome.layers, saved: outcome.saved, ttftMs: outcome.computedMs, ms: performance.now() - t0, hostMsPerLayer: host };
-        } finally {
-          hit.release();
+          return {
+            plan, hitTokens: hit.tokens, restarts, layers: outcome.layers, timeSource: outcome.timeSource, saved: outcome.saved,
+            ttftMs: outcome.computedMs, ms: performance.now() - t0, hostMsPerLayer: host,
+          };
         }
+      } finally {
+        hit.release();
       }
     } finally {
       this.#inFlight--;

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -44,12 +45,24 @@ class EventState {
   /// Blocking wait, for teardown paths only. Returns false on timeout.
   bool wait_for(std::chrono::milliseconds timeout);
 
+  /// A timed event carries the time it completed at, in milliseconds on a
+  /// clock of its device (the GPU's own on CUDA, the host's steady clock on
+  /// the CPU backend): set by the backend before the event is handed out.
+  void mark_timed() noexcept { timed_ = true; }
+  [[nodiscard]] bool timed() const noexcept { return timed_; }
+  /// Backend side, before complete(): the completion time (NaN: unknown).
+  void set_time_ms(double ms) noexcept { time_ms_ = ms; }
+  /// Once status() is not kPending: the completion time, NaN when untimed or unknown.
+  [[nodiscard]] double time_ms() const noexcept { return time_ms_; }
+
  private:
   static constexpr int kDone = 1;
   static constexpr int kWatched = 2;
   std::uint64_t id_;
   std::atomic<int> bits_{0};
   ErrorPtr error_;  // written before kDone is published
+  bool timed_ = false;
+  double time_ms_ = std::numeric_limits<double>::quiet_NaN();  // written before kDone is published
   std::vector<std::function<void(const ErrorPtr&)>> then_;  // guarded by mutex_
   std::mutex mutex_;
   std::condition_variable cv_;

@@ -79,6 +79,10 @@ class Stream {
   /// Marks the current end of the stream; the event completes when all work
   /// enqueued before it has.
   [[nodiscard]] virtual EventPtr record() = 0;
+  /// As record(), and the event carries its completion time (EventState::time_ms):
+  /// from GPU timestamps on CUDA, from the host's steady clock on the CPU
+  /// backend's worker. Costs a timing-enabled event on CUDA.
+  [[nodiscard]] virtual EventPtr record_timed() { KVFLOW_FAIL(kUnsupported, "this stream cannot record timed events"); }
   /// Work enqueued after this waits until `event` completed (GPU-side on CUDA).
   virtual void wait(const EventPtr& event) = 0;
   /// True when nothing enqueued is still pending.

@@ -45,6 +45,13 @@ EventPtr CpuStream::record() {
   return event;
 }
 
+EventPtr CpuStream::record_timed() {
+  auto event = std::make_shared<EventState>(next_id_());
+  event->mark_timed();
+  push(Op{MarkOp{event}, nullptr});
+  return event;
+}
+
 void CpuStream::wait(const EventPtr& event) { push(Op{WaitOp{event}, nullptr}); }
 
 void CpuStream::wait_gate(const GatePtr& gate, HostCall before) {
@@ -95,6 +102,10 @@ void CpuStream::execute(Op& op) {
   // A marker always completes, so a failure never leaves a waiter hanging.
   if (auto* mark = std::get_if<MarkOp>(&op.body)) {
     if (op.injected && !span_error_) span_error_ = op.injected;
+    if (mark->event->timed() && !span_error_) {  // a failed event has no time, as on CUDA
+      const auto now = std::chrono::steady_clock::now().time_since_epoch();
+      mark->event->set_time_ms(std::chrono::duration<double, std::milli>(now).count());
+    }
     if (mark->event->complete(std::exchange(span_error_, nullptr))) completer_.post(mark->event->id());
     return;
   }

@@ -28,6 +28,7 @@ class CpuStream final : public Stream {
   void busy(std::uint64_t iterations) override;
   void launch(std::function<void(std::uintptr_t stream)> fn, std::vector<std::shared_ptr<const void>> hold) override;
   [[nodiscard]] EventPtr record() override;
+  [[nodiscard]] EventPtr record_timed() override;
   void wait(const EventPtr& event) override;
   [[nodiscard]] bool idle() override;
   [[nodiscard]] std::uintptr_t handle() const noexcept override;

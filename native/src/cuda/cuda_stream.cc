@@ -291,18 +291,22 @@ void CudaStream::launch(std::function<void(std::uintptr_t stream)> fn, std::vect
   c.arm_sweep_locked();
 }
 
-EventPtr CudaStream::record() {
+EventPtr CudaStream::record() { return record_event(false); }
+
+EventPtr CudaStream::record_timed() { return record_event(true); }
+
+EventPtr CudaStream::record_event(bool timed) {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
   KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
   set_device(c.ordinal);
-  cudaEvent_t cuda_event = c.events->acquire();
+  cudaEvent_t cuda_event = c.events->acquire(timed);
   const cudaError_t status = cudaEventRecord(cuda_event, c.stream);
   if (status != cudaSuccess) {
-    c.events->release(cuda_event);
+    c.events->release(cuda_event, timed);
     throw_cuda(status, "cudaEventRecord", __FILE__, __LINE__);
   }
-  EventPtr event = c.events->adopt(device_.next_id(), cuda_event);  // owns cuda_event from here
+  EventPtr event = c.events->adopt(device_.next_id(), cuda_event, timed);  // owns cuda_event from here
   PollEntry entry;
   entry.event = cuda_event;
   entry.user = event;

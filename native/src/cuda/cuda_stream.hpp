@@ -66,6 +66,7 @@ class CudaStream final : public Stream {
   void busy_gemm(std::uint32_t count, std::uint32_t n) override;  // gemm_load.cc
   void launch(std::function<void(std::uintptr_t stream)> fn, std::vector<std::shared_ptr<const void>> hold) override;
   [[nodiscard]] EventPtr record() override;
+  [[nodiscard]] EventPtr record_timed() override;
   void wait(const EventPtr& event) override;
   [[nodiscard]] bool idle() override;
   [[nodiscard]] std::uintptr_t handle() const noexcept override;
@@ -75,6 +76,7 @@ class CudaStream final : public Stream {
   void close(bool abandon) override;
 
  private:
+  EventPtr record_event(bool timed);
   // Caller holds the mutex. Starts an operation: its sequence number, or 0 when
   // an injected failure takes its place (the operation is then not performed).
   [[nodiscard]] std::uint64_t begin_op_locked();

@@ -14,28 +14,30 @@ constexpr std::size_t kMaxPooled = 256;
 
 EventPool::~EventPool() { close(); }
 
-cudaEvent_t EventPool::acquire() {
+cudaEvent_t EventPool::acquire(bool timed) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     KVFLOW_CHECK(!closed_, kDisposed, "device is disposed");
-    if (!free_.empty()) {
-      cudaEvent_t event = free_.back();
-      free_.pop_back();
+    std::vector<cudaEvent_t>& free = timed ? timed_free_ : free_;
+    if (!free.empty()) {
+      cudaEvent_t event = free.back();
+      free.pop_back();
       return event;
     }
   }
   KVFLOW_CUDA(cudaSetDevice(ordinal_));
   cudaEvent_t event = nullptr;
-  KVFLOW_CUDA(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  KVFLOW_CUDA(cudaEventCreateWithFlags(&event, timed ? cudaEventDefault : cudaEventDisableTiming));
   return event;
 }
 
-void EventPool::release(cudaEvent_t event) noexcept {
+void EventPool::release(cudaEvent_t event, bool timed) noexcept {
   if (event == nullptr) return;
   try {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!closed_ && free_.size() < kMaxPooled) {
-      free_.push_back(event);
+    std::vector<cudaEvent_t>& free = timed ? timed_free_ : free_;
+    if (!closed_ && free.size() < kMaxPooled) {
+      free.push_back(event);
       return;
     }
   } catch (...) {
@@ -45,16 +47,17 @@ void EventPool::release(cudaEvent_t event) noexcept {
   (void)cudaGetLastError();
 }
 
-EventPtr EventPool::adopt(std::uint64_t id, cudaEvent_t event) {
+EventPtr EventPool::adopt(std::uint64_t id, cudaEvent_t event, bool timed) {
   std::unique_ptr<EventState> raw;
-  Deleter deleter{nullptr, event};
+  Deleter deleter{nullptr, event, timed};
   try {
     deleter.pool = shared_from_this();
     raw = std::make_unique<EventState>(id);
   } catch (...) {
-    release(event);
+    release(event, timed);
     throw;
   }
+  if (timed) raw->mark_timed();
   // From here the deleter owns the event: if allocating the control block
   // throws, shared_ptr calls it, which returns the event to the pool.
   EventPtr state(raw.release(), std::move(deleter));
@@ -108,6 +111,8 @@ void EventPool::close() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     closed_ = true;
     events.swap(free_);
+    events.insert(events.end(), timed_free_.begin(), timed_free_.end());
+    timed_free_.clear();
   }
   if (events.empty()) return;
   if (cudaSetDevice(ordinal_) == cudaSuccess) {
@@ -121,7 +126,7 @@ void EventPool::Deleter::operator()(EventState* state) const noexcept {
   // address is never mistaken for this one.
   pool->forget(state);
   delete state;
-  pool->release(event);
+  pool->release(event, timed);
 }
 
 }  // namespace kvflow::cuda

@@ -24,16 +24,18 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   EventPool(const EventPool&) = delete;
   EventPool& operator=(const EventPool&) = delete;
 
-  /// A cudaEvent_t of this device, created with cudaEventDisableTiming. Throws ERR_CUDA.
-  [[nodiscard]] cudaEvent_t acquire();
-  /// Any thread. Back to the pool, or destroyed once the pool is closed.
-  void release(cudaEvent_t event) noexcept;
+  /// A cudaEvent_t of this device, created with cudaEventDisableTiming
+  /// (`timed`: with timing, from a pool of its own). Throws ERR_CUDA.
+  [[nodiscard]] cudaEvent_t acquire(bool timed = false);
+  /// Any thread. Back to the pool it came from, or destroyed once the pool is closed.
+  void release(cudaEvent_t event, bool timed = false) noexcept;
 
   /// An EventState that owns `event` (already recorded by the caller): when the
   /// last EventPtr goes, the cudaEvent_t returns to the pool. Until then no
   /// other EventState or sweep can be handed the same cudaEvent_t, so a stream
   /// told to wait on it never waits on someone else's record.
-  [[nodiscard]] EventPtr adopt(std::uint64_t id, cudaEvent_t event);
+  /// `timed`: `event` came from acquire(true); the EventState is marked timed.
+  [[nodiscard]] EventPtr adopt(std::uint64_t id, cudaEvent_t event, bool timed = false);
   /// The cudaEvent_t behind an EventState made by adopt(), if it is one of ours.
   [[nodiscard]] std::optional<cudaEvent_t> find(const EventState* state);
   /// What can fail an event of ours, as its stream knew when it was recorded
@@ -53,6 +55,7 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   struct Deleter {
     std::shared_ptr<EventPool> pool;
     cudaEvent_t event;
+    bool timed;
     void operator()(EventState* state) const noexcept;
   };
   void forget(const EventState* state) noexcept;
@@ -62,6 +65,7 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   const int ordinal_;
   std::mutex mutex_;
   std::vector<cudaEvent_t> free_;
+  std::vector<cudaEvent_t> timed_free_;
   std::unordered_map<const EventState*, cudaEvent_t> owners_;
   std::unordered_map<const EventState*, std::shared_ptr<const void>> sources_;
   bool closed_ = false;

@@ -2,7 +2,9 @@
 #include "poller.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <iterator>
+#include <limits>
 #include <utility>
 
 #include "cuda_error.hpp"
@@ -21,15 +23,75 @@ constexpr unsigned kSpinRounds = 8;
 constexpr auto kSpinWindow = std::chrono::microseconds(50);
 constexpr auto kFirstSleep = std::chrono::microseconds(10);
 constexpr auto kMaxSleep = std::chrono::microseconds(200);
+// A timed event this far past the timing reference moves the reference on.
+constexpr float kRebaseMs = 1000.0F;
 
 }  // namespace
 
 Poller::Poller(int ordinal, Completer& completer, std::shared_ptr<EventPool> events)
     : ordinal_(ordinal), completer_(completer), events_(std::move(events)) {
+  // The timing reference exists before any event can be recorded on the
+  // device: every timed event completes after it (no timing is lost if this fails).
+  if (cudaSetDevice(ordinal_) == cudaSuccess &&
+      cudaStreamCreateWithFlags(&clock_stream_, cudaStreamNonBlocking) == cudaSuccess) {
+    (void)rebase();
+  }
+  (void)cudaGetLastError();
   thread_ = std::thread([this] { run(); });
 }
 
-Poller::~Poller() { stop(std::chrono::milliseconds(0)); }
+Poller::~Poller() {
+  stop(std::chrono::milliseconds(0));
+  if (cudaSetDevice(ordinal_) == cudaSuccess) {
+    if (clock_event_ != nullptr) (void)cudaEventDestroy(clock_event_);
+    if (clock_stream_ != nullptr) (void)cudaStreamDestroy(clock_stream_);
+  }
+  (void)cudaGetLastError();
+}
+
+bool Poller::rebase() noexcept {
+  if (clock_stream_ == nullptr) return false;
+  cudaEvent_t next = nullptr;
+  if (cudaEventCreate(&next) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  // The reference stream holds nothing else: the event completes at once.
+  if (cudaEventRecord(next, clock_stream_) != cudaSuccess || cudaEventSynchronize(next) != cudaSuccess) {
+    (void)cudaEventDestroy(next);
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (clock_event_ == nullptr) {
+    // The first reference takes the host's steady clock, so that times read
+    // close to the CPU backend's (only differences between them mean anything).
+    const auto now = std::chrono::steady_clock::now().time_since_epoch();
+    clock_ms_ = std::chrono::duration<double, std::milli>(now).count();
+  } else {
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, clock_event_, next) != cudaSuccess) {
+      (void)cudaEventDestroy(next);
+      (void)cudaGetLastError();
+      return false;
+    }
+    clock_ms_ += ms;
+    (void)cudaEventDestroy(clock_event_);
+  }
+  clock_event_ = next;
+  return true;
+}
+
+double Poller::time_of(cudaEvent_t event) noexcept {
+  if (clock_event_ == nullptr) return std::numeric_limits<double>::quiet_NaN();
+  float ms = 0;
+  if (cudaEventElapsedTime(&ms, clock_event_, event) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  const double at = clock_ms_ + static_cast<double>(ms);
+  if (ms > kRebaseMs) (void)rebase();
+  return at;
+}
 
 void Poller::add(PollEntry entry) {
   bool wake = false;
@@ -182,6 +244,7 @@ void Poller::finish(PollEntry& entry, ErrorPtr error) noexcept {
   // Buffers go first, so whoever sees the event done also sees them released.
   if (entry.stream) entry.stream->on_completed(entry.covers, !entry.user);
   if (entry.user) {
+    if (!error && entry.user->timed()) entry.user->set_time_ms(time_of(entry.event));
     try {
       if (entry.user->complete(std::move(error))) completer_.post(entry.user->id());
     } catch (...) {

@@ -71,6 +71,14 @@ class Poller {
   [[nodiscard]] bool try_finish(PollEntry& entry) noexcept;
   void finish(PollEntry& entry, ErrorPtr error) noexcept;
   void abort_all(std::vector<PollEntry>& entries) noexcept;
+  // Timed events: the completion time of `event` (complete, timing-enabled)
+  // in milliseconds on the device's clock, from GPU timestamps: the elapsed
+  // time since a reference event (recorded on a stream of the poller's own and
+  // waited for), plus the reference's time. The reference moves on once an
+  // event is more than a second past it, so the float elapsed time keeps
+  // sub-microsecond resolution. NaN when CUDA refused.
+  double time_of(cudaEvent_t event) noexcept;
+  bool rebase() noexcept;
 
   const int ordinal_;
   Completer& completer_;
@@ -83,6 +91,10 @@ class Poller {
   bool stopped_ = false;
   Clock::time_point deadline_{};
   std::thread thread_;
+  // The timing reference (poller thread only, after the constructor).
+  cudaStream_t clock_stream_ = nullptr;
+  cudaEvent_t clock_event_ = nullptr;
+  double clock_ms_ = 0;
 };
 
 }  // namespace kvflow::cuda

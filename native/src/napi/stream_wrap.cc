@@ -1,6 +1,7 @@
 #include "stream_wrap.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "buffer_wrap.hpp"
 #include "common.hpp"
@@ -324,7 +325,10 @@ Napi::Value StreamWrap::BusyGemm(const Napi::CallbackInfo& info) {
 Napi::Value StreamWrap::Record(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    return EventWrap::NewInstance(env, device_->device.get(), stream(env).record());
+    // record(true): a timed event (its completion time from the device's clock).
+    const bool timed = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+    Stream& s = stream(env);
+    return EventWrap::NewInstance(env, device_->device.get(), timed ? s.record_timed() : s.record());
   });
 }
 
@@ -405,6 +409,8 @@ Napi::Function EventWrap::Init(Napi::Env env) {
                          InstanceMethod<&EventWrap::Watch>("watch"),
                          InstanceMethod<&EventWrap::Status>("status"),
                          InstanceMethod<&EventWrap::Error>("error"),
+                         InstanceAccessor<&EventWrap::Timed>("timed"),
+                         InstanceMethod<&EventWrap::TimeMs>("timeMs"),
                      });
 }
 
@@ -433,6 +439,16 @@ Napi::Value EventWrap::Watch(const Napi::CallbackInfo& info) {
 
 Napi::Value EventWrap::Status(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<int>(event_->status()));
+}
+
+Napi::Value EventWrap::Timed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), event_->timed()); }
+
+Napi::Value EventWrap::TimeMs(const Napi::CallbackInfo& info) {
+  // Undefined while pending, for an untimed event, or when the device gave no time.
+  if (!event_->timed() || event_->status() == EventStatus::kPending) return info.Env().Undefined();
+  const double ms = event_->time_ms();
+  if (std::isnan(ms)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), ms);
 }
 
 Napi::Value EventWrap::Error(const Napi::CallbackInfo& info) {

@@ -58,6 +58,8 @@ class EventWrap : public Napi::ObjectWrap<EventWrap> {
   Napi::Value Watch(const Napi::CallbackInfo& info);
   Napi::Value Status(const Napi::CallbackInfo& info);
   Napi::Value Error(const Napi::CallbackInfo& info);
+  Napi::Value Timed(const Napi::CallbackInfo& info);
+  Napi::Value TimeMs(const Napi::CallbackInfo& info);
 
   const void* owner_ = nullptr;
   EventPtr event_;

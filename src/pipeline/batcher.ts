@@ -1,0 +1,246 @@
+/**
+ * The IO of the prefills in flight on one pipeline, coalesced per layer:
+ * loads of one layer that several prefills want issued within one window go
+ * to the store as one batched `loadLayer` call (multi-get), their saves as
+ * one batched `putLayer` (multi-put). The window is the current turn of the
+ * event loop (flushed by `setImmediate`) while several prefills are in
+ * flight; with one, every call goes to the store at once. At a flush, loads
+ * are issued before saves (reads before writes).
+ *
+ * Each prefill keeps its own outcome: a batched load's event fails for the
+ * chunks that failed, and only the prefills those chunks belong to see their
+ * load fail (their hit says which chunks failed); the others' loads stand.
+ * Streams never wait on the batched event itself: a device-side failure
+ * (a checksum, an IO error) would fail the waiting stream's next event for
+ * every prefill of the batch; they wait on a clean event recorded right
+ * after it on the load stream (the load's failure is known on the host).
+ *
+ * Saves in flight are bounded (`saveDepth` store calls): past it, saves wait
+ * in the queue (a few references each, no buffers: a put's DRAM slots are
+ * reserved when it begins) until earlier ones completed.
+ */
+import type { Event } from '../device/event.js';
+import type { Stream } from '../device/stream.js';
+import { KvflowError } from '../errors.js';
+import type { KvCache } from '../layout/kvcache.js';
+import type { ChunkRef, PendingPut, StoreHit, KvStore } from '../store/store.js';
+
+/** One prefill's load of one layer. */
+export interface LoadCall {
+  hit: StoreHit;
+  chunks: readonly ChunkRef[];
+  blocks: readonly number[];
+  layer: number;
+  engine: 'kernel' | 'dma';
+}
+
+/** What a prefill gets for its load once it went to the store. */
+export interface IssuedLoad {
+  /** Recorded (timed) on the load stream just before the store call: when the load began on the device. */
+  before: Event | undefined;
+  /** Recorded on the load stream after the (batched) load: streams wait on this one. Timed when the device can. */
+  after: Event;
+  /** Settles when the load completed: rejects only when chunks of this prefill failed (or the whole call did). */
+  done: Promise<void>;
+  /** Prefills in the store call. */
+  batch: number;
+}
+
+/** One prefill's save of one layer: behind `computed` on the save stream. */
+export interface SaveCall {
+  put: PendingPut;
+  blocks: readonly number[];
+  layer: number;
+  computed: Event;
+}
+
+/** Counts of store calls and the prefill requests they carried. */
+export interface BatchStats {
+  loadCalls: number;
+  loadRequests: number;
+  saveCalls: number;
+  saveRequests: number;
+  /** Saves that waited for the bound on saves in flight. */
+  savesDeferred: number;
+}
+
+interface Waiter<T> {
+  resolve: (v: T) => void;
+  reject: (e: unknown) => void;
+}
+
+interface QueuedLoad extends Waiter<IssuedLoad> {
+  call: LoadCall;
+}
+
+interface QueuedSave extends Waiter<Event> {
+  call: SaveCall;
+  deferred: boolean;
+}
+
+export interface BatcherOptions {
+  store: KvStore;
+  cache: KvCache;
+  load: Stream;
+  save: Stream;
+  /** Store calls of saves in flight at most. */
+  saveDepth: number;
+  /** True while calls should wait for the window (several prefills in flight). */
+  batching: () => boolean;
+}
+
+export class LayerBatcher {
+  readonly stats: BatchStats = { loadCalls: 0, loadRequests: 0, saveCalls: 0, saveRequests: 0, savesDeferred: 0 };
+  readonly #o: BatcherOptions;
+  #loads: QueuedLoad[] = [];
+  #saves: QueuedSave[] = [];
+  #savesInFlight = 0;
+  #scheduled = false;
+
+  constructor(options: BatcherOptions) {
+    this.#o = options;
+  }
+
+  /** Saves queued behind the bound, not yet given to the store. */
+  get savesWaiting(): number {
+    return this.#saves.length;
+  }
+
+  /** Queues a load; resolves once it went to the store, rejects when the store refused it. */
+  load(call: LoadCall): Promise<IssuedLoad> {
+    return new Promise<IssuedLoad>((resolve, reject) => {
+      this.#loads.push({ call, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  /** Queues a save; resolves with the event of the store call that carries it, rejects when the store refused it. */
+  save(call: SaveCall): Promise<Event> {
+    return new Promise<Event>((resolve, reject) => {
+      this.#saves.push({ call, resolve, reject, deferred: false });
+      this.#kick();
+    });
+  }
+
+  #kick(): void {
+    if (!this.#o.batching()) {
+      this.#flush();
+      return;
+    }
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      this.#flush();
+    });
+  }
+
+  #flush(): void {
+    const loads = this.#loads;
+    this.#loads = [];
+    // Reads first: a prefill waits on its loads, a save only delays a commit.
+    const groups = new Map<string, QueuedLoad[]>();
+    for (const q of loads) {
+      const key = `${q.call.layer}/${q.call.engine}`;
+      const g = groups.get(key);
+      if (g) g.push(q);
+      else groups.set(key, [q]);
+    }
+    for (const g of groups.values()) this.#issueLoads(g);
+    this.#issueSaves();
+  }
+
+  #issueLoads(group: QueuedLoad[]): void {
+    const { store, cache, load: stream } = this.#o;
+    const { layer, engine } = group[0]!.call;
+    let before: Event | undefined;
+    try {
+      before = stream.record({ timing: true });
+    } catch (e) {
+      for (const q of group) q.reject(e);
+      return;
+    }
+    let event: Event;
+    try {
+      event = group.length === 1
+        ? store.loadLayer(group[0]!.call.chunks, layer, cache, group[0]!.call.blocks, stream, { engine })
+        : store.loadLayer(group.map((q) => q.call.chunks), layer, cache, group.map((q) => q.call.blocks), stream, { engine });
+    } catch (e) {
+      // The store refused the call before enqueuing anything: one at a time,
+      // so only the prefill whose request it refuses sees the refusal.
+      if (group.length === 1) group[0]!.reject(e);
+      else for (const q of group) this.#issueLoads([q]);
+      return;
+    }
+    this.stats.loadCalls++;
+    this.stats.loadRequests += group.length;
+    let after: Event;
+    try {
+      after = stream.record({ timing: true });
+    } catch (e) {
+      // The stream was closed under the call (the load itself is tracked by the store).
+      event.done().catch(() => undefined);
+      for (const q of group) q.reject(e);
+      return;
+    }
+    if (group.length === 1) {
+      group[0]!.resolve({ before, after, done: event.done(), batch: 1 });
+      return;
+    }
+    const outcome = event.done().then(() => undefined, (e: unknown) => e ?? new Error('failed'));
+    for (const q of group) {
+      const done = outcome.then(async (error) => {
+        if (error === undefined) return;
+        // Which chunks failed is put down to their hits once the call's bookkeeping ran.
+        const settled = await q.call.hit.settled();
+        const mine = q.call.chunks.find((c) => settled.codes[c.index] !== undefined);
+        if (mine === undefined) return;
+        const code = settled.codes[mine.index]!;
+        throw error instanceof KvflowError && error.code === code
+          ? error
+          : new KvflowError(`chunk ${mine.index} failed in a batched load of layer ${layer} (${code})`, code);
+      });
+      q.resolve({ before, after, done, batch: group.length });
+    }
+  }
+
+  #issueSaves(): void {
+    const { store, cache, save: stream, saveDepth } = this.#o;
+    while (this.#saves.length > 0 && this.#savesInFlight < saveDepth) {
+      // One store call per layer among the saves queued (they are in the order they came).
+      const layer = this.#saves[0]!.call.layer;
+      const group = this.#saves.filter((q) => q.call.layer === layer);
+      this.#saves = this.#saves.filter((q) => q.call.layer !== layer);
+      this.#issueSaveGroup(store, cache, stream, group);
+    }
+    for (const q of this.#saves) {
+      if (!q.deferred) {
+        q.deferred = true;
+        this.stats.savesDeferred++;
+      }
+    }
+  }
+
+  #issueSaveGroup(store: KvStore, cache: KvCache, stream: Stream, group: QueuedSave[]): void {
+    let event: Event;
+    try {
+      for (const q of group) stream.waitEvent(q.call.computed);
+      event = group.length === 1
+        ? store.putLayer(group[0]!.call.put, group[0]!.call.layer, cache, group[0]!.call.blocks, stream, { engine: 'dma' })
+        : store.putLayer(group.map((q) => q.call.put), group[0]!.call.layer, cache, group.map((q) => q.call.blocks), stream, { engine: 'dma' });
+    } catch (e) {
+      if (group.length === 1) group[0]!.reject(e);
+      else for (const q of group) this.#issueSaveGroup(store, cache, stream, [q]);
+      return;
+    }
+    this.stats.saveCalls++;
+    this.stats.saveRequests += group.length;
+    this.#savesInFlight++;
+    const free = (): void => {
+      this.#savesInFlight--;
+      if (this.#saves.length > 0) this.#issueSaves();
+    };
+    event.done().then(free, free);
+    for (const q of group) q.resolve(event);
+  }
+}

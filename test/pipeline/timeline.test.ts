@@ -1,0 +1,69 @@
+/**
+ * The pipeline's per-layer timeline from timed events: every layer has device
+ * times, in stream order (a load lands before the compute that waits on it
+ * starts; a layer's compute ends before the next one's starts), and the
+ * durations are the device's.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { KvLayout, KvStore, LayerPipeline, type Device, type KvCache } from '../../src/index.js';
+import { backends, open } from '../helpers/backends.js';
+import { PatternCompute } from '../helpers/pattern.js';
+import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
+
+const SPEC = { layers: 4, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 256 };
+const CHUNK = 8;
+
+describe.each(backends)('LayerPipeline timeline on $backend', ({ backend, skip }) => {
+  let dev: Device;
+  let cache: KvCache;
+  let root: string;
+  beforeAll(() => {
+    if (skip) return;
+    dev = open(backend);
+    cache = dev.allocKvCache(new KvLayout(SPEC));
+    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-timeline-'));
+  });
+  afterAll(async () => {
+    if (skip) return;
+    await dev.dispose();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it.skipIf(skip)('comes from device times, in stream order, with non-negative durations', async () => {
+    const store = await KvStore.open({ device: dev, layout: cache.layout, fingerprint: FP, dir: path.join(root, 's'), chunkTokens: CHUNK, nvmeBytes: 64 * 8192, dramBytes: 64 * 8192 });
+    const pipe = new LayerPipeline({ store, cache, lookahead: 2 });
+    const compute = new PatternCompute(dev, cache);
+    const prompt = randomTokens(CHUNK * 3 + 2);
+    const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
+    await pipe.prefill({ tokens: prompt.slice(0, CHUNK * 2), blocks, compute: compute.fn(), policy: 'recompute' });
+    const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
+    expect(r.plan.loadTokens).toBe(CHUNK * 2);
+    expect(r.timeSource).toBe('device');
+    let prevEnd = 0;
+    for (const l of r.layers) {
+      const d = l.device!;
+      expect(d).not.toBeNull();
+      expect(d.loadStartMs).not.toBeNull();
+      expect(d.loadStartMs!).toBeLessThanOrEqual(d.loadLandedMs!);
+      expect(d.loadLandedMs!).toBeLessThanOrEqual(d.computeStartMs);
+      expect(d.computeStartMs).toBeLessThanOrEqual(d.computeEndMs);
+      expect(d.computeStartMs).toBeGreaterThanOrEqual(prevEnd);
+      prevEnd = d.computeEndMs;
+      expect(l.computeMs).toBe(d.computeEndMs - d.computeStartMs);
+      expect(l.loadMs).toBe(d.loadLandedMs! - d.loadStartMs!);
+      expect(l.stallMs).toBeGreaterThanOrEqual(0);
+    }
+    // Without loads, layers have no load times and no stall.
+    const c = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'recompute', save: false });
+    expect(c.timeSource).toBe('device');
+    for (const l of c.layers) expect([l.device!.loadLandedMs, l.loadMs, l.stallMs]).toEqual([null, 0, 0]);
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+});
