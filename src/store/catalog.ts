@@ -415,15 +415,26 @@ export class Catalog {
 
   /**
    * Reserves up to `count` slots for this instance (see IndexTables.reserve),
-   * skipping `busy` ones. Fewer come back when the rest are reserved or busy.
+   * skipping `busy` ones; with `evict` false, free and never-used slots only
+   * (no entry leaves the index). Fewer come back when the rest are reserved
+   * or busy.
    */
-  async reserve(count: number, busy: ReadonlySet<number>): Promise<{ slots: number[]; evicted: string[] }> {
+  async reserve(count: number, busy: ReadonlySet<number>, evict = true): Promise<{ slots: number[]; evicted: string[] }> {
     this.#live();
     await this.flushTouches();
     const owner: Reservation = { pid: process.pid, inst: this.instance, at: Date.now() };
-    const r = await this.#write<{ slots: number[]; evicted: string[] }>('reserve', [count, [...busy], owner, this.geometry.slotCount, this.#takeDeltas()]);
+    const r = await this.#write<{ slots: number[]; evicted: string[] }>('reserve', [count, [...busy], owner, this.geometry.slotCount, this.#takeDeltas(), evict]);
     for (const key of r.evicted) this.#touched.delete(key);
     return r;
+  }
+
+  /** Slots free or never used, as this thread's snapshot of the index shows them (other writers may take some first). */
+  freeSlots(): number {
+    this.#live();
+    return this.#read('reading the index', () => {
+      const next = (this.tables.meta.get('next-slot') as number | undefined) ?? 0;
+      return this.tables.free.getCount() + Math.max(0, this.geometry.slotCount - next);
+    });
   }
 
   /**

@@ -47,6 +47,15 @@ export function expireLeases(store: KvStore): void {
   coreOf(store).nvme.leases.expireAll();
 }
 
+/**
+ * Calls `hook` while each NVMe slot reservation of the store is in flight
+ * (its index transaction posted, not yet done), with whether it may evict
+ * (then the directory's eviction lock is held); undefined removes it.
+ */
+export function onReserve(store: KvStore, hook: ((evicting: boolean) => void) | undefined): void {
+  coreOf(store).nvme.reserving = hook;
+}
+
 /** The store's tiers, in lookup order. */
 export function storeTiers(store: KvStore): readonly { readonly name: string }[] {
   return coreOf(store).tiers;

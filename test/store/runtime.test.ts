@@ -11,7 +11,7 @@ import { open as openIndex } from 'lmdb';
 
 import { loadBinding } from '../../src/binding/load.js';
 import { KvStore, KvLayout, STORE_FORMAT_VERSION, type Device, type KvCache, type Stream } from '../../src/index.js';
-import { dropDram, expireLeases, nvmeLocation } from '../../src/store/testing.js';
+import { dropDram, expireLeases, indexProblems, nvmeLocation, onReserve } from '../../src/store/testing.js';
 import { backends, open, randomBytes } from '../helpers/backends.js';
 import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
 
@@ -342,6 +342,35 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     expect(store.stats().nvme.chunks).toBe(4);
     // Again: everything is durable already.
     expect(await store.put(tokens, src, table, stream, { durable: true })).toEqual({ added: 0, keys: [], durable: [] });
+    await store.close();
+  });
+
+  it.skipIf(skip)('a put that reserves free NVMe slots takes no eviction lock: a lookup meanwhile counts its NVMe chunks; one that must evict does, and a lookup then misses', async () => {
+    const dir = storeDir();
+    const tokens = randomTokens(3 * CHUNK);
+    const table = randomBlocks(3 * BPC, SPEC.numBlocks);
+    const store = await openStore(dir, { nvmeBytes: 5 * 12288 });
+    await store.put(tokens, src, table, stream, { durable: true });
+    dropDram(store);
+    const seen: { evicting: boolean; tiers: string[] }[] = [];
+    onReserve(store, (evicting) => {
+      // Runs while the reservation's index transaction is in flight.
+      const hit = store.lookup(tokens);
+      seen.push({ evicting, tiers: hit.chunks.map((c) => c.tier) });
+      hit.release();
+    });
+    // 2 free slots of 5: reserved without the lock.
+    await store.put(randomTokens(2 * CHUNK), src, table, stream, { durable: true });
+    expect(seen).toEqual([{ evicting: false, tiers: ['nvme', 'nvme', 'nvme'] }]);
+    expect(store.stats().local.leaseMisses).toBe(0);
+    // The tier is full: this reservation evicts (the two chunks just put rank lowest), under the lock.
+    seen.length = 0;
+    await store.put(randomTokens(CHUNK), src, table, stream, { durable: true });
+    expect(seen).toEqual([{ evicting: true, tiers: [] }]);
+    expect(store.stats().local.leaseMisses).toBe(1);
+    onReserve(store, undefined);
+    expect(store.stats().nvme.chunks).toBe(5);
+    expect(indexProblems(store)).toEqual([]);
     await store.close();
   });
 
