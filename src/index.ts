@@ -55,6 +55,10 @@ export {
   type LayerMoveOptions,
   type PutResult,
   type TenantOptions,
+  type VerifyOptions,
+  type VerifyProblem,
+  type VerifyProgress,
+  type VerifyReport,
 } from './store/store.js';
 export type { HitOutcome } from './store/hit.js';
 export { chunkKeys, fingerprintOf, STORE_FORMAT_VERSION, type FingerprintSpec } from './store/keys.js';

@@ -394,6 +394,20 @@ export class Catalog {
     return this.#read('reading an entry', () => this.tables.entries.get(key));
   }
 
+  /** Up to `limit` entries in key order, from the first key after `after` (from the start when undefined). */
+  entriesAfter(after: string | undefined, limit: number): { key: string; entry: CatalogEntry }[] {
+    this.#live();
+    return this.#read('reading the index', () => {
+      const out: { key: string; entry: CatalogEntry }[] = [];
+      for (const { key, value } of this.tables.entries.getRange(after === undefined ? { limit } : { start: after, limit: limit + 1 })) {
+        if (key === after) continue;
+        if (out.length === limit) break;
+        out.push({ key, entry: value });
+      }
+      return out;
+    });
+  }
+
   /** Whether `key` is in the index, without decoding its entry. */
   has(key: string): boolean {
     this.#live();

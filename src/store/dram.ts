@@ -128,14 +128,22 @@ export class DramTier implements Tier<DramChunk> {
     m.set(li, event);
   }
 
-  /** A read into extent `li` of promotion `c` landed: a good one fills it (ready at the last layer), a bad one drops it. */
-  landed(c: DramChunk, li: number, event: Event | undefined, ok: boolean): void {
+  /**
+   * A read into extent `li` of promotion `c` landed: a good one fills it
+   * (ready at the last layer; `crc`: the checksum it was checked against,
+   * when the tier has one), a bad one drops it.
+   */
+  landed(c: DramChunk, li: number, event: Event | undefined, ok: boolean, crc?: number): void {
     const m = this.#inflight.get(c);
     if (m && m.get(li) === event) m.delete(li);
     if (m && m.size === 0) this.#inflight.delete(c);
     if (!ok) {
       this.arena.discard(c);
       return;
+    }
+    if (c.state === 'filling') {
+      c.sums ??= new Array<number | undefined>(c.layers.length).fill(undefined);
+      c.sums[li] = crc;
     }
     if (c.state === 'filling' && this.arena.fill(c, li)) {
       c.state = 'ready';

@@ -213,7 +213,9 @@ function afterRead(core: StoreCore, tier: Tier, owners: ReadOwner[], li: number,
       if (!core.closed) core.track(tier.remove(o.ref.key, o.entry));
     }
     if (result === 'ok' && li === 0 && !core.closed) tier.touch(o.ref.key, o.ref.index, true);
-    if (o.chunk) core.dram.landed(o.chunk, li, event, result === 'ok');
+    // NVMe reads were checked against the entry's checksum: the promotion keeps it (verify.ts checks DRAM by it).
+    const crc = tier === core.nvme ? (o.entry as { crc?: number[] }).crc?.[li] : undefined;
+    if (o.chunk) core.dram.landed(o.chunk, li, event, result === 'ok', crc);
   });
   core.dram.sweep();
 }

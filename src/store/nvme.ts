@@ -261,7 +261,9 @@ export class NvmeTier implements Tier<CatalogEntry> {
     for (const { c, i } of placed) {
       if (!entered.has(c.key) && !failed.has(i)) failed.set(i, new KvflowError('the chunk\'s NVMe slot was taken back before it was entered', 'ERR_IO'));
     }
-    return { failed, written: entered.size, evicted };
+    const sums = new Map<number, number[]>();
+    written.forEach((w, n) => sums.set(at[n]!, w.crc));
+    return { failed, written: entered.size, evicted, sums };
   }
 
   stats(): { capacityBytes: number; slotBytes: number; slots: number; chunks: number } {

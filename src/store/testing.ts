@@ -32,6 +32,14 @@ export function nvmeLocation(store: KvStore, key: string): { file: KvFile; offse
   return { file: p.file, offset: p.offset, slot: e.slot };
 }
 
+/** The bytes of a ready DRAM chunk's record (a view of its pinned slot), or undefined. */
+export function dramRecord(store: KvStore, key: string): Uint8Array | undefined {
+  const core = coreOf(store);
+  const c = core.dram.arena.ready(key);
+  if (!c) return undefined;
+  return c.slot.buffer.array.subarray(c.slot.offset, c.slot.offset + core.config.recordBytes);
+}
+
 /** Slot accounting problems of the index ([] when consistent). */
 export function indexProblems(store: KvStore): string[] {
   return coreOf(store).nvme.catalog.check();
