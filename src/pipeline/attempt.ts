@@ -47,6 +47,8 @@ export interface AttemptArgs {
   blocks: number[];
   compute: LayerCompute;
   save: boolean;
+  /** Whose prompt it is (the store's `{ tenant }`). */
+  tenant: string | undefined;
   signal: AbortSignal | undefined;
   lookahead: number;
   /** No other prefill is in flight: loads issued before this one's first compute have the device to themselves. */
@@ -101,7 +103,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const loadBlocks = a.blocks.slice(first * bpc, last * bpc);
   // Saving per layer: the put is begun before any load (it must not count
   // chunks the loads are about to bring as new).
-  let put: PendingPut | undefined = a.save ? store.beginPut(a.tokens) : undefined;
+  let put: PendingPut | undefined = a.save ? store.beginPut(a.tokens, { tenant: a.tenant }) : undefined;
   if (put && put.chunks.length === 0) {
     await store.abort(put);
     put = undefined;
