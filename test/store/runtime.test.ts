@@ -130,6 +130,37 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     await store.close();
   });
 
+  it.skipIf(skip)('a load that scatters a chunk another request\'s read is still filling learns that read\'s failure for its own hit, beside a failure of its own', async () => {
+    const dir = storeDir();
+    const tokens = randomTokens(CHUNK * 2);
+    const from = randomBlocks(2 * BPC, SPEC.numBlocks);
+    let store = await openStore(dir);
+    await store.put(tokens, src, from, stream, { durable: true });
+    const keys = store.keys(tokens);
+    const locs = keys.map((k) => nvmeLocation(store, k)!);
+    await store.close();
+    for (const loc of locs) corrupt(loc, store.extentBytes, 0);
+    store = await openStore(dir);
+    // A's hit is chunk 0; B's is chunks 0 and 1 (the same chunk 0).
+    const ha = store.lookup(tokens.slice(0, CHUNK));
+    const hb = store.lookup(tokens);
+    expect([ha.nvme, hb.nvme]).toEqual([1, 2]);
+    const ta = randomBlocks(BPC, SPEC.numBlocks);
+    const tb = randomBlocks(2 * BPC, SPEC.numBlocks);
+    // A's load reads chunk 0 into a DRAM promotion; B's load, a call of its own, scatters from that
+    // promotion once A's read landed, and reads chunk 1 itself.
+    const ea = store.loadLayer(ha.chunks, 0, dst, ta, stream);
+    const eb = store.loadLayer(hb.chunks, 0, dst, tb, stream);
+    await expect(ea.done()).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
+    await expect(eb.done()).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
+    expect(await ha.settled()).toMatchObject({ ok: false, failed: [0], validTokens: 0 });
+    // B's chunk 0 received zeros too: B must recompute from token 0, not from its chunk 1.
+    expect(await hb.settled()).toEqual({ ok: false, failed: [0, 1], validTokens: 0, codes: { 0: 'ERR_CHECKSUM', 1: 'ERR_CHECKSUM' } });
+    ha.release();
+    hb.release();
+    await store.close();
+  });
+
   it.skipIf(skip)('after a failed load the runtime learns which tokens to recompute; once it computed and put those layers again, the cache is exact and the suffix is committed', async () => {
     const dir = storeDir();
     const tokens = randomTokens(CHUNK * 5);
