@@ -198,7 +198,7 @@ export class LayerPipeline {
           const plan = this.#plan(req, hit.chunks.slice(0, usable / this.store.chunkTokens), attempt);
           const outcome: AttemptOutcome = await runAttempt({
             store: this.store, cache: this.cache, hit, plan, attempt, t0,
-            tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, tenant: req.tenant, signal: req.signal,
+            tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, tenant: req.tenant, heldTokens: req.heldTokens, signal: req.signal,
             lookahead: this.lookahead, alone: this.#inFlight === 1, streams: { compute: this.#computeStream, load: this.#loadStream, save: this.#saveStream },
           });
           if (outcome.kind === 'failed-load') {

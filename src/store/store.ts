@@ -206,10 +206,15 @@ export class KvStore {
    * When saving per layer, call it before the loads of the same prompt: a
    * chunk that fails its load is dropped, and a put begun after would count
    * it as new and save its zeros. `options.tenant`: whose prompt it is.
+   * `options.hit`: the prompt's hit, when the KV to be put is computed from
+   * that hit's loads and the runtime's own compute only (no blocks another
+   * request loaded): commit then counts only that hit's load failures, not
+   * another request's failure of a shared chunk.
    */
-  beginPut(tokens: ArrayLike<number>, options: TenantOptions = {}): PendingPut {
+  beginPut(tokens: ArrayLike<number>, options: TenantOptions & { hit?: StoreHit } = {}): PendingPut {
     this.#core.live();
-    return puts.beginPut(this.#core, this.keys(tokens, options));
+    const keys = this.keys(tokens, options);
+    return puts.beginPut(this.#core, keys, puts.checkPutHit(this.#core, keys, options.hit));
   }
 
   /**

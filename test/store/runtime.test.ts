@@ -11,7 +11,7 @@ import { open as openIndex } from 'lmdb';
 
 import { loadBinding } from '../../src/binding/load.js';
 import { KvStore, KvLayout, STORE_FORMAT_VERSION, type Device, type KvCache, type Stream } from '../../src/index.js';
-import { dropDram, expireLeases, indexProblems, nvmeLocation, onReserve } from '../../src/store/testing.js';
+import { dramRecord, dropDram, expireLeases, indexProblems, nvmeLocation, onReserve } from '../../src/store/testing.js';
 import { backends, open, randomBytes } from '../helpers/backends.js';
 import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
 
@@ -246,6 +246,73 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     expect(store.stats().local.puts).toBe(puts);
     hit.release();
     await save.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('another request\'s failed load of a shared chunk refuses a put only when the put is not linked to its own hit (beginPut({ hit }))', async () => {
+    for (const link of [false, true]) {
+      const dir = storeDir();
+      const tokens = randomTokens(2 * CHUNK);
+      const from = randomBlocks(2 * BPC, SPEC.numBlocks);
+      // One DRAM slot: B's put takes it, so every load of chunk 0 reads the NVMe slot.
+      const store = await openStore(dir, { dramBytes: 12288 });
+      await store.put(tokens.slice(0, CHUNK), src, from, stream, { durable: true });
+      dropDram(store);
+      const loc = nvmeLocation(store, store.keys(tokens)[0]!)!;
+      // Request B: loads chunk 0 (its bytes verify), computes chunk 1 over them and puts it.
+      const hb = store.lookup(tokens);
+      expect(hb.nvme).toBe(1);
+      const pb = store.beginPut(tokens, link ? { hit: hb } : {});
+      expect(pb.chunks.map((c) => c.index)).toEqual([1]);
+      const tb = randomBlocks(2 * BPC, SPEC.numBlocks);
+      for (let layer = 0; layer < SPEC.layers; layer++) {
+        store.loadLayer(hb.chunks, layer, dst, tb, stream);
+        compute(stream, layer, from.slice(BPC), tb.slice(BPC));
+        store.putLayer(pb, layer, dst, tb, stream);
+      }
+      expect(await hb.settled()).toMatchObject({ ok: true });
+      // Then the slot rots, and request A's load of the same chunk fails its check.
+      corrupt(loc, store.extentBytes, 0);
+      const ha = store.lookup(tokens.slice(0, CHUNK));
+      expect(ha.nvme).toBe(1);
+      const ta = randomBlocks(BPC, SPEC.numBlocks);
+      await expect(store.loadLayer(ha.chunks, 0, dst, ta, stream).done()).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
+      expect(await ha.settled()).toMatchObject({ ok: false, failed: [0] });
+      ha.release();
+      if (link) {
+        // B's KV came from its own good load: it commits, and its chunk holds exactly what B computed.
+        expect(await store.commit(pb)).toMatchObject({ added: 1, keys: [store.keys(tokens)[1]] });
+        const record = dramRecord(store, store.keys(tokens)[1]!)!;
+        for (let layer = 0; layer < SPEC.layers; layer++) {
+          const k0 = pieceOf(src, srcData, layer, 0, from[BPC]!);
+          const at = layout.recordOffset(CHUNK, layer, 0, 0);
+          expect(Buffer.compare(record.subarray(at, at + k0.length), k0), `layer ${layer}`).toBe(0);
+        }
+      } else {
+        // Unlinked, the store cannot tell B's blocks from ones A's failed load wrote: a lost save, never wrong bytes.
+        await expect(store.commit(pb)).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
+      }
+      hb.release();
+      await store.close();
+    }
+  });
+
+  it.skipIf(skip)('beginPut refuses a hit of another prompt or store', async () => {
+    const store = await openStore(storeDir());
+    const a = randomTokens(2 * CHUNK);
+    await store.put(a, src, randomBlocks(2 * BPC, SPEC.numBlocks), stream);
+    await store.put(a, src, randomBlocks(2 * BPC, SPEC.numBlocks), stream, { tenant: 't' });
+    const hit = store.lookup(a);
+    const other = store.lookup(a, { tenant: 't' });
+    expect([hit.chunks.length, other.chunks.length]).toEqual([2, 2]);
+    for (const bad of [{ hit: {} }, { hit: other }, { hit: hit.chunks[0] }]) {
+      expect(() => store.beginPut(a, bad as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    }
+    other.release();
+    expect(() => store.beginPut(randomTokens(2 * CHUNK), { hit })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => store.beginPut(a, { hit, tenant: 't' })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    await store.abort(store.beginPut(a, { hit }));
+    hit.release();
     await store.close();
   });
 
