@@ -276,9 +276,7 @@ export class KvStore {
    * was dropped stays dropped), ERR_DISPOSED when the store closes first.
    */
   verify(options: VerifyOptions = {}): Promise<VerifyReport> {
-    const run = verify(this.#core, options);
-    this.#core.track(run); // close() waits for its reads
-    return run;
+    return verify(this.#core, options);
   }
 
   /** Resolves once every chunk queued for NVMe was written (or failed) and uses are recorded. */

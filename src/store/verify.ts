@@ -18,6 +18,10 @@
  * layers. A DRAM chunk with no known checksums is counted as unchecked. A
  * bad DRAM copy leaves the tier (its slot is reused once loads in flight
  * from it completed); one being written to NVMe is reported, not dropped.
+ *
+ * A scrub is not work `flush()` or `close()` wait for: closing the store
+ * makes it stop at its next step (reads in flight keep their files open
+ * until they settle) and reject with ERR_DISPOSED.
  */
 import { loadBinding } from '../binding/load.js';
 import type { HostBuffer } from '../device/buffer.js';
@@ -263,6 +267,8 @@ class Scrub {
     const layers = nvme.geometry.layers;
     const first = core.config.layers.first;
     const { key, entry } = item;
+    // Nothing of a closing store is touched (its lease file may be closed already).
+    this.stopIfAsked();
     if (!this.unchanged(item)) {
       this.report.skipped++;
       this.step();

@@ -195,7 +195,11 @@ describe.each(backends)('KvStore.verify on $backend', ({ backend, skip }) => {
     }
     expect(nvmeLocation(store, bad)).toBeDefined();
     expect((await store.verify()).bad).toEqual([{ key: bad, layer: 0, tier: 'nvme', code: 'ERR_CHECKSUM' }]);
+    // A scrub under way when the store closes stops and rejects; close does not wait for it.
+    await store.put(randomTokens(4 * CHUNK), src, table, stream, { durable: true });
+    const running = store.verify().then(() => undefined, (e: unknown) => e);
     await store.close();
+    expect(await running).toMatchObject({ code: 'ERR_DISPOSED' });
     await expect(store.verify()).rejects.toMatchObject({ code: 'ERR_DISPOSED' });
   });
 });
