@@ -442,12 +442,14 @@ export class Catalog {
     return r;
   }
 
-  /** Slots free or never used, as this thread's snapshot of the index shows them (other writers may take some first). */
-  freeSlots(): number {
+  /** Whether a slot is free or never used, as this thread's snapshot of the index shows it (another writer may take it first). */
+  hasFreeSlots(): boolean {
     this.#live();
     return this.#read('reading the index', () => {
       const next = (this.tables.meta.get('next-slot') as number | undefined) ?? 0;
-      return this.tables.free.getCount() + Math.max(0, this.geometry.slotCount - next);
+      if (next < this.geometry.slotCount) return true;
+      for (const _ of this.tables.free.getKeys({ limit: 1 })) return true;
+      return false;
     });
   }
 

@@ -190,7 +190,7 @@ export class NvmeTier implements Tier<CatalogEntry> {
    */
   async #reserve(count: number): Promise<{ slots: number[]; evicted: string[] }> {
     const slots: number[] = [];
-    if (this.catalog.freeSlots() > 0) {
+    if (this.catalog.hasFreeSlots()) {
       const free = this.catalog.reserve(count, new Set(), false);
       this.reserving?.(false);
       slots.push(...(await free).slots);
