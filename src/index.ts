@@ -64,6 +64,10 @@ export {
   type LayerMoveOptions,
   type PutResult,
   type TenantOptions,
+  type VerifyOptions,
+  type VerifyProblem,
+  type VerifyProgress,
+  type VerifyReport,
 } from './store/store.js';
 export type { KvStoreLocalCounters, KvStoreSharedCounters } from './store/stats.js';
 export type { StoreGeometry } from './store/geometry.js';

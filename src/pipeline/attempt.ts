@@ -32,6 +32,10 @@ export interface AttemptArgs {
   blocks: number[];
   compute: LayerCompute;
   save: boolean;
+  /** Whose prompt it is (the store's `{ tenant }`). */
+  tenant: string | undefined;
+  /** Tokens the runtime held in its cache (blocks another request may have loaded). */
+  heldTokens: number;
   signal: AbortSignal | undefined;
   lookahead: number;
   /** No other prefill is in flight: loads issued before this one's first compute have the device to themselves. */
@@ -87,8 +91,11 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const loadChunks = plan.loadTokens > 0 ? a.hit.chunks.slice(first, last) : [];
   const loadBlocks = a.blocks.slice(first * bpc, last * bpc);
   // Saving per layer: the put is begun before any load (it must not count
-  // chunks the loads are about to bring as new).
-  let put: PendingPut | undefined = a.save ? store.beginPut(a.tokens) : undefined;
+  // chunks the loads are about to bring as new). With nothing held, its KV
+  // comes from this hit's loads and this prefill's compute only: linked to
+  // the hit, it is not refused for another request's failed load of a chunk
+  // this hit loaded fine.
+  let put: PendingPut | undefined = a.save ? store.beginPut(a.tokens, { tenant: a.tenant, hit: a.heldTokens === 0 ? a.hit : undefined }) : undefined;
   if (put && put.chunks.length === 0) {
     await store.abort(put);
     put = undefined;

@@ -18,6 +18,7 @@ import type { Stream } from '../device/stream.js';
 import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js';
 import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import type { KvStore, PendingPut, StoreHit } from '../store/store.js';
+import { checkKnownOptions } from '../util/validate.js';
 
 /** The outcome of a request's loads. */
 export interface LoadOutcome {
@@ -32,6 +33,8 @@ export interface LoadOutcome {
 export class ConnectorRequest {
   readonly id: number;
   readonly tokens: readonly number[];
+  /** Whose prompt it is (the store's `{ tenant }`), as given to lookup. */
+  readonly tenant: string | undefined;
   /** Cached tokens that can be loaded (whole chunks, at most all but the last token). */
   readonly loadableTokens: number;
   /** @internal */ hit: StoreHit;
@@ -45,9 +48,10 @@ export class ConnectorRequest {
   #finished = false;
 
   /** @internal */
-  constructor(id: number, tokens: number[], hit: StoreHit, loadable: number) {
+  constructor(id: number, tokens: number[], tenant: string | undefined, hit: StoreHit, loadable: number) {
     this.id = id;
     this.tokens = Object.freeze(tokens);
+    this.tenant = tenant;
     this.hit = hit;
     this.loadableTokens = loadable;
   }
@@ -117,17 +121,21 @@ export class KvConnector {
 
   /**
    * How many tokens of `tokens` can be loaded, with a lease that keeps them
-   * loadable until requestFinished(). Changes nothing in the store beyond the lease.
+   * loadable until requestFinished(). Changes nothing in the store beyond the
+   * lease. `options.tenant`: whose prompt it is (its saves go under the
+   * same tenant; a tenant never hits another's prefixes).
    */
-  lookup(tokens: ArrayLike<number>): ConnectorRequest {
+  lookup(tokens: ArrayLike<number>, options: { tenant?: string } = {}): ConnectorRequest {
     this.#live();
     if (typeof tokens?.length !== 'number' || tokens.length < 1) fail('ERR_INVALID_ARG', `expected at least one token, got ${describe(tokens)}`);
+    const tenant = checkKnownOptions(options, 'options', ['tenant']).tenant;
+    if (tenant !== undefined && typeof tenant !== 'string') fail('ERR_INVALID_ARG', `expected a string for tenant, got ${describe(tenant)}`);
     const list = Array.from(tokens);
-    const hit = this.store.lookup(list);
+    const hit = this.store.lookup(list, { tenant });
     // The last token is always computed (its output is the first token's logits).
     const ct = this.store.chunkTokens;
     const loadable = Math.min(hit.tokens, Math.floor((list.length - 1) / ct) * ct);
-    const r = new ConnectorRequest(this.#nextId++, list, hit, loadable);
+    const r = new ConnectorRequest(this.#nextId++, list, tenant, hit, loadable);
     this.#requests.add(r);
     return r;
   }
@@ -155,7 +163,7 @@ export class KvConnector {
     const refs = request.hit.chunks.slice(0, chunks);
     // The put begins before any load, so that a load failure it must not
     // save over is known to it (the store refuses layers put before one).
-    request.put ??= this.store.beginPut(request.tokens);
+    request.put ??= this.store.beginPut(request.tokens, { tenant: request.tenant });
     const events: Event[] = [];
     let thrown: unknown;
     if (chunks > 0) {
@@ -232,7 +240,7 @@ export class KvConnector {
     this.#live();
     this.#check(request);
     this.cache.layout.checkLayer(layer);
-    request.put ??= this.store.beginPut(request.tokens);
+    request.put ??= this.store.beginPut(request.tokens, { tenant: request.tenant });
     if (request.putBlocks.length === 0) {
       const need = request.put.chunkCount * this.store.blocksPerChunk;
       if (typeof blocks?.length !== 'number' || blocks.length < need) {

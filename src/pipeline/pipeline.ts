@@ -38,6 +38,8 @@ export interface PrefillRequest {
   policy?: PrefillPolicy;
   /** Save the prompt's new chunks into the store (default true). */
   save?: boolean;
+  /** Whose prompt it is (the store's `{ tenant }`): a tenant never hits another's prefixes. Default: none. */
+  tenant?: string;
   signal?: AbortSignal;
 }
 
@@ -75,7 +77,8 @@ export interface PrefillResult {
   hostMsPerLayer: number;
 }
 
-type CheckedRequest = Required<Omit<PrefillRequest, 'signal' | 'tokens' | 'blocks'>> & {
+type CheckedRequest = Required<Omit<PrefillRequest, 'signal' | 'tokens' | 'blocks' | 'tenant'>> & {
+  tenant: string | undefined;
   tokens: number[];
   blocks: number[];
   signal: AbortSignal | undefined;
@@ -192,9 +195,10 @@ export class LayerPipeline {
     checkChoice(policy, 'policy', POLICIES);
     if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) fail('ERR_INVALID_ARG', `expected an AbortSignal for signal, got ${describe(r.signal)}`);
     if (r.save !== undefined && typeof r.save !== 'boolean') fail('ERR_INVALID_ARG', `expected a boolean for save, got ${describe(r.save)}`);
+    if (r.tenant !== undefined && typeof r.tenant !== 'string') fail('ERR_INVALID_ARG', `expected a string for tenant, got ${describe(r.tenant)}`);
     return {
       tokens: Array.from(r.tokens), blocks: Array.from(r.blocks), compute: r.compute, heldTokens: held, policy,
-      save: r.save ?? true, signal: r.signal,
+      save: r.save ?? true, tenant: r.tenant, signal: r.signal,
     };
   }
 
@@ -208,7 +212,7 @@ export class LayerPipeline {
       // leases and pins held throughout, the chunks that failed marked in it),
       // so the store counts the prompt's lookup once.
       if (req.signal?.aborted) throw new KvflowError('the prefill was aborted', 'ERR_ABORTED');
-      const hit = this.store.lookup(req.tokens);
+      const hit = this.store.lookup(req.tokens, { tenant: req.tenant });
       try {
         for (let attempt = 0; ; attempt++) {
           if (req.signal?.aborted) throw new KvflowError('the prefill was aborted', 'ERR_ABORTED');
@@ -216,7 +220,7 @@ export class LayerPipeline {
           const plan = this.#plan(req, hit.chunks.slice(0, usable / this.store.chunkTokens), attempt);
           const outcome: AttemptOutcome = await runAttempt({
             store: this.store, cache: this.cache, hit, plan, attempt, t0,
-            tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, signal: req.signal,
+            tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, tenant: req.tenant, heldTokens: req.heldTokens, signal: req.signal,
             lookahead: this.lookahead, alone: this.#inFlight === 1, computeStream: this.#computeStream, io: this.#io,
           });
           if (outcome.kind === 'failed-load') {

@@ -34,6 +34,13 @@ export interface DramChunk {
   created: number;
   /** Known to be held by the tier chunks are demoted to (NVMe): writing it there again is needless. */
   stored: boolean;
+  /**
+   * CRC32C of each layer extent (seeded by key and layer) where known: from
+   * the index entry a promotion's layer was read and checked against, or
+   * computed when this process wrote the chunk to NVMe. What `verify`
+   * checks the DRAM copy against.
+   */
+  sums: (number | undefined)[] | undefined;
   /** Queued for or being written to the demotion tier. */
   demoting: boolean;
   /** Discarded: its slot returns once the last pin goes. */
@@ -123,7 +130,7 @@ export class DramArena {
     const now = Date.now();
     const c: DramChunk = {
       key, index, kind, slot, state: 'filling', layers: new Uint8Array(layers), present: 0, pins: 1, hits: 0,
-      lastUse: now, created: now, stored: false, demoting: false, dead: false, freed: false,
+      lastUse: now, created: now, stored: false, sums: undefined, demoting: false, dead: false, freed: false,
     };
     this.chunks.set(key, c);
     return c;

@@ -394,6 +394,20 @@ export class Catalog {
     return this.#read('reading an entry', () => this.tables.entries.get(key));
   }
 
+  /** Up to `limit` entries in key order, from the first key after `after` (from the start when undefined). */
+  entriesAfter(after: string | undefined, limit: number): { key: string; entry: CatalogEntry }[] {
+    this.#live();
+    return this.#read('reading the index', () => {
+      const out: { key: string; entry: CatalogEntry }[] = [];
+      for (const { key, value } of this.tables.entries.getRange(after === undefined ? { limit } : { start: after, limit: limit + 1 })) {
+        if (key === after) continue;
+        if (out.length === limit) break;
+        out.push({ key, entry: value });
+      }
+      return out;
+    });
+  }
+
   /** Whether `key` is in the index, without decoding its entry. */
   has(key: string): boolean {
     this.#live();
@@ -415,15 +429,28 @@ export class Catalog {
 
   /**
    * Reserves up to `count` slots for this instance (see IndexTables.reserve),
-   * skipping `busy` ones. Fewer come back when the rest are reserved or busy.
+   * skipping `busy` ones; with `evict` false, free and never-used slots only
+   * (no entry leaves the index). Fewer come back when the rest are reserved
+   * or busy.
    */
-  async reserve(count: number, busy: ReadonlySet<number>): Promise<{ slots: number[]; evicted: string[] }> {
+  async reserve(count: number, busy: ReadonlySet<number>, evict = true): Promise<{ slots: number[]; evicted: string[] }> {
     this.#live();
     await this.flushTouches();
     const owner: Reservation = { pid: process.pid, inst: this.instance, at: Date.now() };
-    const r = await this.#write<{ slots: number[]; evicted: string[] }>('reserve', [count, [...busy], owner, this.geometry.slotCount, this.#takeDeltas()]);
+    const r = await this.#write<{ slots: number[]; evicted: string[] }>('reserve', [count, [...busy], owner, this.geometry.slotCount, this.#takeDeltas(), evict]);
     for (const key of r.evicted) this.#touched.delete(key);
     return r;
+  }
+
+  /** Whether a slot is free or never used, as this thread's snapshot of the index shows it (another writer may take it first). */
+  hasFreeSlots(): boolean {
+    this.#live();
+    return this.#read('reading the index', () => {
+      const next = (this.tables.meta.get('next-slot') as number | undefined) ?? 0;
+      if (next < this.geometry.slotCount) return true;
+      for (const _ of this.tables.free.getKeys({ limit: 1 })) return true;
+      return false;
+    });
   }
 
   /**

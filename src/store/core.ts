@@ -76,11 +76,13 @@ export class StoreCore {
     this.demoteTo = this.lower.find((t) => typeof t.write === 'function');
   }
 
-  /** A load of `key` failed (its blocks hold zeros): puts computed over it before now are stale. */
-  noteLoadFailure(key: string, code: KvflowErrorCode): void {
+  /** A load of `key` failed (its blocks hold zeros): puts computed over it before now are stale. Returns when (core.seq). */
+  noteLoadFailure(key: string, code: KvflowErrorCode): number {
     this.loadFailures.delete(key);
-    this.loadFailures.set(key, { seq: ++this.seq, code });
+    const seq = ++this.seq;
+    this.loadFailures.set(key, { seq, code });
     if (this.loadFailures.size > LOAD_FAILURES_KEPT) this.loadFailures.delete(this.loadFailures.keys().next().value!);
+    return seq;
   }
 
   live(): void {

@@ -147,7 +147,12 @@ export class Demoter implements Admission {
     todo.forEach((c, i) => {
       const failure = result.failed.get(i);
       if (result.failed.has(i)) failures.set(c, failure ?? new KvflowError('the chunk was not written', 'ERR_IO'));
-      else c.stored = true;
+      else {
+        c.stored = true;
+        // The checksums of the bytes this DRAM slot held when written (verify.ts checks DRAM by them).
+        const sums = result.sums?.get(i);
+        if (sums) c.sums = [...sums];
+      }
     });
     core.local.demoted! += result.written;
     return failures;

@@ -8,17 +8,27 @@ import type { PinnedBuffer } from '../device/buffer.js';
 import type { Event } from '../device/event.js';
 import { DramArena, type DramChunk } from './arena.js';
 import type { EvictionRank } from './eviction.js';
-import type { ReadBatch, Staging, Tier, TierRead } from './tier.js';
+import type { ReadBatch, ReadOutcome, Staging, Tier, TierRead } from './tier.js';
 
 // The package entry point exports the eviction rank from here.
 export { lruRank, type ChunkUse, type EvictionRank } from './eviction.js';
 export type { DramChunk } from './arena.js';
 
-/** A DRAM chunk a load can scatter from: its extent, and the read still filling it (a promotion), if any. */
+/**
+ * A DRAM chunk a load can scatter from: its extent, and the read still
+ * filling it (a promotion), if any, with that read's outcome (known once the
+ * read was handled: a failed one left zeros there).
+ */
 export interface DramSource {
   chunk: DramChunk;
   staging: Staging;
   pending: Event | undefined;
+  landed: Promise<ReadOutcome> | undefined;
+}
+
+interface Inflight {
+  event: Event;
+  outcome: Promise<ReadOutcome>;
 }
 
 export class DramTier implements Tier<DramChunk> {
@@ -26,7 +36,7 @@ export class DramTier implements Tier<DramChunk> {
   readonly arena: DramArena;
   readonly #extentBytes: number;
   /** Reads in flight into promotions, by chunk and layer extent. */
-  readonly #inflight = new Map<DramChunk, Map<number, Event>>();
+  readonly #inflight = new Map<DramChunk, Map<number, Inflight>>();
   /** Promotions whose hit was released while reads into them were in flight. */
   readonly #abandoned = new Set<DramChunk>();
 
@@ -91,9 +101,9 @@ export class DramTier implements Tier<DramChunk> {
   source(key: string, li: number): DramSource | undefined {
     const c = this.arena.chunks.get(key);
     if (c === undefined || c.dead) return undefined;
-    const pending = this.#inflight.get(c)?.get(li);
-    if (c.state !== 'ready' && !(c.kind === 'promotion' && (c.layers[li] === 1 || pending !== undefined))) return undefined;
-    return { chunk: c, staging: { buffer: c.slot.buffer, offset: c.slot.offset + li * this.#extentBytes }, pending };
+    const inflight = this.#inflight.get(c)?.get(li);
+    if (c.state !== 'ready' && !(c.kind === 'promotion' && (c.layers[li] === 1 || inflight !== undefined))) return undefined;
+    return { chunk: c, staging: { buffer: c.slot.buffer, offset: c.slot.offset + li * this.#extentBytes }, pending: inflight?.event, landed: inflight?.outcome };
   }
 
   /** True when a read into extent `li` of `c` is in flight. */
@@ -120,22 +130,30 @@ export class DramTier implements Tier<DramChunk> {
     return { chunk: c, fresh };
   }
 
-  /** A read into extent `li` of promotion `c` was posted. */
-  reading(c: DramChunk, li: number, event: Event | undefined): void {
+  /** A read into extent `li` of promotion `c` was posted; `outcome` resolves once it was handled (landed() ran). */
+  reading(c: DramChunk, li: number, event: Event | undefined, outcome: Promise<ReadOutcome>): void {
     if (event === undefined) return;
     let m = this.#inflight.get(c);
     if (!m) this.#inflight.set(c, (m = new Map()));
-    m.set(li, event);
+    m.set(li, { event, outcome });
   }
 
-  /** A read into extent `li` of promotion `c` landed: a good one fills it (ready at the last layer), a bad one drops it. */
-  landed(c: DramChunk, li: number, event: Event | undefined, ok: boolean): void {
+  /**
+   * A read into extent `li` of promotion `c` landed: a good one fills it
+   * (ready at the last layer; `crc`: the checksum it was checked against,
+   * when the tier has one), a bad one drops it.
+   */
+  landed(c: DramChunk, li: number, event: Event | undefined, ok: boolean, crc?: number): void {
     const m = this.#inflight.get(c);
-    if (m && m.get(li) === event) m.delete(li);
+    if (m && m.get(li)?.event === event) m.delete(li);
     if (m && m.size === 0) this.#inflight.delete(c);
     if (!ok) {
       this.arena.discard(c);
       return;
+    }
+    if (c.state === 'filling') {
+      c.sums ??= new Array<number | undefined>(c.layers.length).fill(undefined);
+      c.sums[li] = crc;
     }
     if (c.state === 'filling' && this.arena.fill(c, li)) {
       c.state = 'ready';

@@ -35,6 +35,8 @@ export interface HitState {
   readonly codes: Map<number, KvflowErrorCode>;
   /** When the lookup ran (Date.now()): the use time of every chunk the hit loads. */
   readonly at: number;
+  /** When (core.seq) a load of each failed chunk last settled, by ChunkRef.index: what a put linked to the hit is judged by (put.ts). */
+  readonly known: Map<number, number>;
 }
 
 /** What became of a hit's loads (StoreHit.settled). */
@@ -166,7 +168,7 @@ export function finishLoad(event: Event, refs: readonly RefState[], after: reado
     // Known to the runtime from here on: what it put before is stale (put.ts).
     for (const r of refs) {
       const code = stateOf(r.hit).codes.get(r.index);
-      if (code !== undefined) stateOf(r.hit).owner.noteLoadFailure(r.key, code);
+      if (code !== undefined) stateOf(r.hit).known.set(r.index, stateOf(r.hit).owner.noteLoadFailure(r.key, code));
     }
   });
   stateOf(refs[0]!.hit).owner.track(work); // store.flush() waits for it too
@@ -209,7 +211,7 @@ export function isLiveRef(core: StoreCore, r: unknown): r is RefState {
 /** The longest cached prefix of the chunks under `keys` (see KvStore.lookup). */
 export function lookup(core: StoreCore, keys: readonly string[]): StoreHit {
   let refs: RefState[] = [];
-  const state: HitState = { owner: core, pinned: [], leases: [], pending: new Set(), codes: new Map(), at: Date.now() };
+  const state: HitState = { owner: core, pinned: [], leases: [], pending: new Set(), codes: new Map(), at: Date.now(), known: new Map() };
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
     if (core.dram.contains(key)) {

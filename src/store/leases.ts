@@ -12,7 +12,9 @@
  *
  * Ordering against an eviction in another process: an evicting writer holds
  * `leases/evict.lock` (an exclusive flock) while it reads the lease files and
- * reserves slots (the index transaction that removes victims). A lookup
+ * reserves slots (the index transaction that removes victims); a
+ * reservation of free or never-used slots removes no entry and takes no
+ * lock (nvme.ts). A lookup
  * writes its leases first, then checks that no eviction holds that lock,
  * then reads the index again: either the eviction read the lease files after
  * the lease was written (and skips the slot), or it finished before the

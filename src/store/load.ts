@@ -77,8 +77,9 @@ export function loadLayer(core: StoreCore, plans: PlanCache, requests: readonly 
     return { buffer: zeros, offset: 0 };
   };
   // A chunk named twice in one call (prompts sharing a prefix) is staged once.
-  const staged = new Map<string, { staging: Staging; owner?: ReadOwner; lost?: KvflowErrorCode }>();
+  const staged = new Map<string, { staging: Staging; owner?: ReadOwner; lost?: KvflowErrorCode; filling?: RefState[] }>();
   const after: Promise<void>[] = [];
+  let enqueued = false;
   try {
     for (let i = 0; i < refs.length; i++) {
       const ref = refs[i]!;
@@ -94,6 +95,7 @@ export function loadLayer(core: StoreCore, plans: PlanCache, requests: readonly 
       const twice = staged.get(ref.key);
       if (twice) {
         twice.owner?.also.push(ref);
+        twice.filling?.push(ref);
         if (twice.lost !== undefined) lost.push({ ref, code: twice.lost });
         records.push({ blocks, staging: twice.staging.buffer, stagingOffset: twice.staging.offset });
         continue;
@@ -104,7 +106,16 @@ export function loadLayer(core: StoreCore, plans: PlanCache, requests: readonly 
         core.dramHit(src.chunk, ref.index, li);
         pins.push(src.chunk);
         records.push({ blocks, staging: src.staging.buffer, stagingOffset: src.staging.offset });
-        staged.set(ref.key, { staging: src.staging });
+        if (src.landed) {
+          // Another call's read is filling it: a failure of that read left zeros there, a failure of this chunk for these hits too.
+          const filling = [ref];
+          staged.set(ref.key, { staging: src.staging, filling });
+          after.push(src.landed.then((result) => {
+            if (result === 'ok' || !enqueued) return;
+            for (const r of filling) markFailed(r.hit, r.index, result === 'checksum' ? 'ERR_CHECKSUM' : 'ERR_IO');
+            failures.attributed = true;
+          }));
+        } else staged.set(ref.key, { staging: src.staging });
         continue;
       }
       // From the first lower tier that holds the chunk now (another process may have rewritten or evicted it).
@@ -153,16 +164,21 @@ export function loadLayer(core: StoreCore, plans: PlanCache, requests: readonly 
     for (const [tier, group] of byTier) {
       for (const batch of tier.readLayer(group.reads, li)) {
         const owners = batch.reads.map((r) => group.owners[r]!);
-        for (const o of owners) if (o.chunk) dram.reading(o.chunk, li, batch.event);
         if (batch.event) stream.waitEvent(batch.event);
         const event = batch.event;
         const handled = batch.outcome.then((outcome) => afterRead(core, tier, owners, li, event, outcome, failures));
         core.track(handled);
         after.push(handled);
+        // Loads of other calls that scatter from these promotions learn each read's outcome once it was handled.
+        const outcomes = Promise.all([batch.outcome, handled]).then(([outcome]) => outcome, () => batch.reads.map((): ReadOutcome => 'error'));
+        owners.forEach((o, k) => {
+          if (o.chunk) dram.reading(o.chunk, li, batch.event, outcomes.then((outcome) => outcome[k] ?? 'error'));
+        });
       }
     }
     for (const w of waits) stream.waitEvent(w);
     kvCache.moveRecords(stream, 'scatter', records, layer, engine);
+    enqueued = true;
   } catch (e) {
     for (const c of pins) dram.unpin(c);
     for (const t of temps) void t.dispose();
@@ -215,7 +231,9 @@ function afterRead(core: StoreCore, tier: Tier, owners: ReadOwner[], li: number,
       if (!core.closed) core.track(tier.remove(o.ref.key, o.entry));
     }
     if (result === 'ok' && li === 0 && !core.closed) tier.touch(o.ref.key, o.ref.index, true, hitState(o.ref.hit).at);
-    if (o.chunk) core.dram.landed(o.chunk, li, event, result === 'ok');
+    // NVMe reads were checked against the entry's checksum: the promotion keeps it (verify.ts checks DRAM by it).
+    const crc = tier === core.nvme ? (o.entry as { crc?: number[] }).crc?.[li] : undefined;
+    if (o.chunk) core.dram.landed(o.chunk, li, event, result === 'ok', crc);
   });
   core.dram.sweep();
 }

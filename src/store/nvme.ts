@@ -183,6 +183,35 @@ export class NvmeTier implements Tier<CatalogEntry> {
   }
 
   /**
+   * Reserves `count` slots: free and never-used ones without the eviction
+   * lock (no chunk leaves the index, so no lease can be broken and lookups
+   * meanwhile count what they find); only when those do not suffice, the
+   * rest under the lock, evicting (never a slot this process reads, nor one
+   * any process holds a live lease on).
+   */
+  async #reserve(count: number): Promise<{ slots: number[]; evicted: string[] }> {
+    const slots: number[] = [];
+    if (this.catalog.hasFreeSlots()) {
+      const free = this.catalog.reserve(count, new Set(), false);
+      this.reserving?.(false);
+      slots.push(...(await free).slots);
+      if (slots.length === count) return { slots, evicted: [] };
+    }
+    // Lookups meeting the eviction lock count no NVMe chunk, so the batched use records are written before taking it.
+    await this.catalog.flushTouches();
+    const more = await this.leases.exclusive(() => {
+      const busy = new Set([...this.#reading.keys(), ...this.leases.busy()]);
+      const r = this.catalog.reserve(count - slots.length, busy, true);
+      this.reserving?.(true);
+      return r;
+    });
+    return { slots: [...slots, ...more.slots], evicted: more.evicted };
+  }
+
+  /** Test hook (store/testing.ts): called while a reservation is in flight, with whether it may evict (the eviction lock is held then). */
+  reserving: ((evicting: boolean) => void) | undefined;
+
+  /**
    * Writes chunks to NVMe slots and enters them: reserve (never a slot this
    * process reads or a hit holds), write with checksums, fsync, commit.
    * Every write is settled before any slot is released or entered.
@@ -191,13 +220,7 @@ export class NvmeTier implements Tier<CatalogEntry> {
     const failed = new Map<number, unknown>();
     const todo = chunks.map((c, i) => ({ c, i })).filter(({ c }) => !this.has(c.key));
     if (todo.length === 0) return { failed, written: 0, evicted: [] };
-    // Never a slot this process reads, nor one any process holds a live lease on. Lookups meeting
-    // the eviction lock count no NVMe chunk, so the batched use records are written before taking it.
-    await this.catalog.flushTouches();
-    const { slots, evicted } = await this.leases.exclusive(() => {
-      const busy = new Set([...this.#reading.keys(), ...this.leases.busy()]);
-      return this.catalog.reserve(todo.length, busy);
-    });
+    const { slots, evicted } = await this.#reserve(todo.length);
     if (evicted.length > 0 && channels.evict.hasSubscribers) channels.evict.publish({ tier: 'nvme', keys: [...evicted] });
     const placed = todo.slice(0, slots.length);
     for (const { i } of todo.slice(slots.length)) {
@@ -240,7 +263,9 @@ export class NvmeTier implements Tier<CatalogEntry> {
     for (const { c, i } of placed) {
       if (!entered.has(c.key) && !failed.has(i)) failed.set(i, new KvflowError('the chunk\'s NVMe slot was taken back before it was entered', 'ERR_IO'));
     }
-    return { failed, written: entered.size, evicted };
+    const sums = new Map<number, number[]>();
+    written.forEach((w, n) => sums.set(at[n]!, w.crc));
+    return { failed, written: entered.size, evicted, sums };
   }
 
   stats(): { capacityBytes: number; slotBytes: number; slots: number; chunks: number } {

@@ -14,6 +14,14 @@
  * follows the order: beginPut, loads, compute and putLayer per layer; on a
  * failure (hit.settled()), compute again from validTokens and put those
  * layers again; then commit.
+ *
+ * Whose load failures count: by default every load's, of any request, of
+ * the prompt's chunks (a runtime may have shared blocks between requests:
+ * another request's failed load may have left zeros in blocks this put
+ * read). A put begun with `{ hit }` declares that its KV was computed from
+ * that hit's loads and the runtime's own compute only: then only that
+ * hit's failures count, so another request's failure of a shared chunk
+ * (which this hit loaded fine) no longer refuses it.
  */
 import type { Event } from '../device/event.js';
 import { Stream } from '../device/stream.js';
@@ -23,6 +31,7 @@ import type { DramChunk } from './arena.js';
 import { engineOf, putOptions, type LayerMoveOptions } from './config.js';
 import { settle, type StoreCore } from './core.js';
 import { settleAll } from './demoter.js';
+import { StoreHit, hitState } from './hit.js';
 
 interface PendingChunk {
   index: number;
@@ -52,6 +61,8 @@ interface PutState {
   readonly keys: readonly string[];
   /** core.seq when the put began: load failures known before belong to earlier work. */
   readonly begun: number;
+  /** The hit whose loads alone the put's KV was computed from, when the runtime said so. */
+  readonly hit: StoreHit | undefined;
   /** Every copy's event (commit and abort wait for all). */
   readonly events: Event[];
   /** Per layer: its latest copy's event and core.seq when it was enqueued. */
@@ -97,8 +108,18 @@ function openState(core: StoreCore, pending: PendingPut): PutState {
   return s;
 }
 
+/** `hit` as the hit of a put of `keys`: one of this store's, of the same prompt; ERR_INVALID_ARG otherwise. */
+export function checkPutHit(core: StoreCore, keys: readonly string[], hit: unknown): StoreHit | undefined {
+  if (hit === undefined) return undefined;
+  if (!(hit instanceof StoreHit) || hitState(hit).owner !== core) fail('ERR_INVALID_ARG', `expected a StoreHit of this store's lookup() for hit, got ${describe(hit)}`);
+  if (!hit.chunks.every((c) => keys[c.index] === c.key)) {
+    fail('ERR_INVALID_ARG', 'expected the hit of the same prompt (and tenant) as the put for hit');
+  }
+  return hit;
+}
+
 /** KvStore.beginPut (see there). */
-export function beginPut(core: StoreCore, keys: readonly string[]): PendingPut {
+export function beginPut(core: StoreCore, keys: readonly string[], hit?: StoreHit): PendingPut {
   const parts: PendingChunk[] = [];
   const layers = core.config.layers.count;
   keys.forEach((key, index) => {
@@ -112,7 +133,7 @@ export function beginPut(core: StoreCore, keys: readonly string[]): PendingPut {
     parts.push({ index, key, dram });
   });
   return makePut({
-    owner: core, parts, keys, begun: core.seq, events: [], latest: new Array(layers).fill(undefined),
+    owner: core, parts, keys, begun: core.seq, hit, events: [], latest: new Array(layers).fill(undefined),
     state: 'open', committing: undefined,
   }, keys.length);
 }
@@ -226,8 +247,13 @@ async function refusal(core: StoreCore, s: PutState): Promise<unknown> {
   }
   if (s.parts.length === 0) return undefined;
   const last = Math.max(...s.parts.map((p) => p.index));
+  const own = s.hit === undefined ? undefined : hitState(s.hit);
   for (let i = 0; i <= last; i++) {
-    const failure = core.loadFailures.get(s.keys[i]!);
+    let failure = core.loadFailures.get(s.keys[i]!);
+    if (own) {
+      const seq = own.known.get(i);
+      failure = seq === undefined ? undefined : { seq, code: own.codes.get(i)! };
+    }
     if (failure === undefined || failure.seq <= s.begun) continue;
     const stale = s.latest.findIndex((l) => l!.seq < failure.seq);
     if (stale < 0) continue;

@@ -34,6 +34,7 @@ import { isIndexDamage } from './index-check.js';
 import { STORE_FORMAT_VERSION, chunkKeys, tenantFingerprint } from './keys.js';
 import { loadLayer } from './load.js';
 import { NvmeTier } from './nvme.js';
+import { verify, type VerifyOptions, type VerifyReport } from './verify.js';
 import { PlanCache } from './plan-cache.js';
 import * as puts from './put.js';
 import type { PendingPut, PutResult } from './put.js';
@@ -42,6 +43,7 @@ import type { Tier } from './tier.js';
 export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions, PutOptions } from './config.js';
 export { StoreHit, type ChunkRef } from './hit.js';
 export { PendingPut, type PutResult } from './put.js';
+export type { VerifyOptions, VerifyProblem, VerifyProgress, VerifyReport } from './verify.js';
 
 /**
  * Whose prompt a call is about. Tenants share one store (its DRAM budget,
@@ -212,10 +214,15 @@ export class KvStore {
    * When saving per layer, call it before the loads of the same prompt: a
    * chunk that fails its load is dropped, and a put begun after would count
    * it as new and save its zeros. `options.tenant`: whose prompt it is.
+   * `options.hit`: the prompt's hit, when the KV to be put is computed from
+   * that hit's loads and the runtime's own compute only (no blocks another
+   * request loaded): commit then counts only that hit's load failures, not
+   * another request's failure of a shared chunk.
    */
-  beginPut(tokens: ArrayLike<number>, options: TenantOptions = {}): PendingPut {
+  beginPut(tokens: ArrayLike<number>, options: TenantOptions & { hit?: StoreHit } = {}): PendingPut {
     this.#core.live();
-    return puts.beginPut(this.#core, this.keys(tokens, options));
+    const keys = this.keys(tokens, options);
+    return puts.beginPut(this.#core, keys, puts.checkPutHit(this.#core, keys, options.hit));
   }
 
   /**
@@ -265,6 +272,19 @@ export class KvStore {
    */
   async abort(pending: PendingPut): Promise<void> {
     return puts.abort(this.#core, pending);
+  }
+
+  /**
+   * Scrubs the store: reads every chunk's every layer, in DRAM and on NVMe
+   * (at low IO priority: loads go first), checks each against its CRC32C
+   * as loads do, and drops the bad chunks from their tier (unless `drop` is
+   * false; on NVMe only while the index still maps the chunk to the slot
+   * read). Leased chunks and loads in flight are left alone. Resolves with
+   * what it found; rejects with ERR_ABORTED when `signal` aborts it (what
+   * was dropped stays dropped), ERR_DISPOSED when the store closes first.
+   */
+  verify(options: VerifyOptions = {}): Promise<VerifyReport> {
+    return verify(this.#core, options);
   }
 
   /** Resolves once every chunk queued for NVMe was written (or failed) and uses are recorded. */

@@ -217,11 +217,11 @@ export class IndexTables {
 
   /**
    * Reserves up to `count` slots for `owner`: free ones first, then the
-   * never-used tail, then the lowest-ranked entries (removed from the index
-   * in the same transaction, so no entry points at a slot being rewritten),
-   * skipping `busy` slots.
+   * never-used tail, then (when `evict`) the lowest-ranked entries (removed
+   * from the index in the same transaction, so no entry points at a slot
+   * being rewritten), skipping `busy` slots.
    */
-  reserve(count: number, busy: readonly number[], owner: Reservation, slotCount: number, deltas: CounterDeltas): { slots: number[]; evicted: string[] } {
+  reserve(count: number, busy: readonly number[], owner: Reservation, slotCount: number, deltas: CounterDeltas, evict = true): { slots: number[]; evicted: string[] } {
     return this.tx('reserving slots', () => {
       const skip = new Set(busy);
       const slots: number[] = [];
@@ -237,7 +237,7 @@ export class IndexTables {
       let next = (this.meta.get('next-slot') as number | undefined) ?? 0;
       while (slots.length < count && next < slotCount) take(next++);
       this.meta.putSync('next-slot', next);
-      if (slots.length < count) {
+      if (evict && slots.length < count) {
         for (const { key, value: slot } of this.byUse.getRange()) {
           if (slots.length >= count) break;
           if (skip.has(slot)) continue;

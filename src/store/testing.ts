@@ -38,6 +38,14 @@ export function nvmeLocation(store: KvStore, key: string): { file: KvFile; offse
   return { file: p.file, offset: p.offset, slot: e.slot };
 }
 
+/** The bytes of a ready DRAM chunk's record (a view of its pinned slot), or undefined. */
+export function dramRecord(store: KvStore, key: string): Uint8Array | undefined {
+  const core = coreOf(store);
+  const c = core.dram.arena.ready(key);
+  if (!c) return undefined;
+  return c.slot.buffer.array.subarray(c.slot.offset, c.slot.offset + core.config.recordBytes);
+}
+
 /** Slot accounting problems of the index ([] when consistent). */
 export function indexProblems(store: KvStore): string[] {
   return coreOf(store).nvme.catalog.check();
@@ -51,6 +59,15 @@ export function dropDram(store: KvStore): void {
 /** Every lease this store holds is past its expiry from now on (as if its hits were held longer than leaseSeconds). */
 export function expireLeases(store: KvStore): void {
   coreOf(store).nvme.leases.expireAll();
+}
+
+/**
+ * Calls `hook` while each NVMe slot reservation of the store is in flight
+ * (its index transaction posted, not yet done), with whether it may evict
+ * (then the directory's eviction lock is held); undefined removes it.
+ */
+export function onReserve(store: KvStore, hook: ((evicting: boolean) => void) | undefined): void {
+  coreOf(store).nvme.reserving = hook;
 }
 
 /** The store's tiers, in lookup order. */

@@ -57,12 +57,14 @@ export interface TierWrite {
 /**
  * The chunks of a write (by position in the call) that the tier does not
  * hold afterwards, with why; how many it wrote (chunks it held already count
- * as neither); keys it evicted to make room.
+ * as neither); keys it evicted to make room; the checksums of what it wrote.
  */
 export interface WriteResult {
   failed: Map<number, unknown>;
   written: number;
   evicted: string[];
+  /** Optional: CRC32C per layer extent (seeded by key and layer) of the chunks it wrote, by position. */
+  sums?: Map<number, number[]>;
 }
 
 /**

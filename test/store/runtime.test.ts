@@ -9,7 +9,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { open as openIndex } from 'lmdb';
 
-import { loadBinding } from '../../src/binding/load.js';
 import { KvStore, KvLayout, STORE_FORMAT_VERSION, type Device, type KvCache, type Stream } from '../../src/index.js';
 import { dropDram, expireLeases, nvmeLocation } from '../../src/store/testing.js';
 import { backends, open, randomBytes } from '../helpers/backends.js';
@@ -342,36 +341,6 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     expect(store.stats().nvme.chunks).toBe(4);
     // Again: everything is durable already.
     expect(await store.put(tokens, src, table, stream, { durable: true })).toEqual({ added: 0, keys: [], durable: [] });
-    await store.close();
-  });
-
-  it.skipIf(skip)('a lookup that meets an eviction under way (its lock held) counts no NVMe chunk from there, and leases nothing', async () => {
-    const dir = storeDir();
-    const tokens = randomTokens(3 * CHUNK);
-    const table = randomBlocks(3 * BPC, SPEC.numBlocks);
-    const store = await openStore(dir);
-    await store.put(tokens, src, table, stream, { durable: true });
-    dropDram(store);
-    // Chunk 0 back in DRAM (a load promotes it).
-    const first = store.lookup(tokens.slice(0, CHUNK));
-    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(first.chunks, layer, dst, table, stream);
-    await first.settled();
-    first.release();
-    await store.flush();
-    const { binding } = loadBinding();
-    const fd = binding.holdLock(path.join(dir, 'leases', 'evict.lock'));
-    let hit;
-    try {
-      hit = store.lookup(tokens);
-    } finally {
-      binding.releaseLock(fd);
-    }
-    expect(hit.chunks.map((c) => c.tier)).toEqual(['dram']);
-    expect(store.stats().local.leaseMisses).toBe(1);
-    hit.release();
-    const again = store.lookup(tokens);
-    expect(again.chunks.map((c) => c.tier)).toEqual(['dram', 'nvme', 'nvme']);
-    again.release();
     await store.close();
   });
 });
