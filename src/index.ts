@@ -32,7 +32,7 @@ export {
   type PinnedPoolStats,
 } from './device/device.js';
 export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type MemoryKind } from './device/buffer.js';
-export { Event, type EventStatus } from './device/event.js';
+export { Event, type EventStatus, type WaitOptions } from './device/event.js';
 export { Stream, type StreamOptions } from './device/stream.js';
 export { Disposable, DisposeOrder, type AsyncDisposableLike, type Child, type Detach, type DisposeOptions } from './util/disposable.js';
 export { choice, type Choice } from './util/choice.js';

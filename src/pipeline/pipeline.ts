@@ -15,7 +15,8 @@ import type { KvCache } from '../layout/kvcache.js';
 import { BandwidthMeter } from '../model/bandwidth.js';
 import { ComputeModel } from '../model/compute.js';
 import { POLICIES, planPrefill, type PrefillPlan, type PrefillPolicy } from '../model/plan.js';
-import { checkChoice, checkInteger } from '../util/validate.js';
+import { abortError, throwIfAborted } from '../util/abort.js';
+import { checkChoice, checkInteger, checkKnownOptions } from '../util/validate.js';
 import type { KvStore } from '../store/store.js';
 import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
 import type { LayerCompute } from './work.js';
@@ -115,6 +116,7 @@ export class LayerPipeline {
 
   constructor(options: LayerPipelineOptions) {
     if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected pipeline options, got ${describe(options)}`);
+    checkKnownOptions(options, 'options', ['store', 'cache', 'computeStream', 'lookahead', 'maxRestarts', 'computeModel', 'bandwidth']);
     const { store, cache } = options;
     if (typeof store?.lookup !== 'function') fail('ERR_INVALID_ARG', `expected a KvStore for store, got ${describe(store)}`);
     if (typeof cache?.layout !== 'object') fail('ERR_INVALID_ARG', `expected a KvCache for cache, got ${describe(cache)}`);
@@ -148,6 +150,7 @@ export class LayerPipeline {
   prefill(request: PrefillRequest): Promise<PrefillResult> {
     if (this.#disposed) fail('ERR_DISPOSED', 'the pipeline was disposed');
     const req = this.#check(request);
+    if (req.signal?.aborted) return Promise.reject(abortError(req.signal, 'the prefill'));
     const run = this.#prefill(req);
     this.#running.add(run);
     const forget = (): void => void this.#running.delete(run);
@@ -157,6 +160,7 @@ export class LayerPipeline {
 
   #check(r: PrefillRequest): CheckedRequest {
     if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a prefill request, got ${describe(r)}`);
+    checkKnownOptions(r, 'request', ['tokens', 'blocks', 'compute', 'heldTokens', 'policy', 'save', 'signal']);
     const n = r.tokens?.length;
     if (typeof n !== 'number' || n < 1) fail('ERR_INVALID_ARG', `expected at least one token for tokens, got ${describe(r.tokens)}`);
     const layout = this.cache.layout;
@@ -186,7 +190,7 @@ export class LayerPipeline {
       let cut = Number.POSITIVE_INFINITY; // cached tokens still trusted
       let hitTokens = -1;
       for (let attempt = 0; ; attempt++) {
-        if (req.signal?.aborted) throw new KvflowError('the prefill was aborted', 'ERR_ABORTED');
+        throwIfAborted(req.signal, 'the prefill');
         const hit = this.store.lookup(req.tokens);
         if (hitTokens < 0) hitTokens = hit.tokens;
         try {

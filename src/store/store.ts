@@ -14,17 +14,20 @@
 import { rmSync } from 'node:fs';
 
 import type { Device } from '../device/device.js';
-import type { Event } from '../device/event.js';
+import { waitSignal, type Event, type WaitOptions } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import '../io/open-file.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
 import { describe, fail } from '../errors.js';
+import { abortable, checkSignal, throwIfAborted } from '../util/abort.js';
+import { checkKnownOptions } from '../util/validate.js';
 import { Catalog, type StoreGeometry } from './catalog.js';
-import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions, type PutOptions } from './config.js';
+import { resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions, type PutOptions } from './config.js';
 import { StoreCore } from './core.js';
 import { Demoter } from './demoter.js';
+import { createStoreDir } from './directory.js';
 import { DramTier } from './dram.js';
 import { lookup, type ChunkRef, type StoreHit } from './hit.js';
 import { isIndexDamage } from './index-check.js';
@@ -150,8 +153,13 @@ export class KvStore {
     return chunkKeys(this.#fingerprintOf(options), tokens, this.chunkTokens);
   }
 
-  #fingerprintOf(options: TenantOptions): string {
+  #keysOf(tokens: ArrayLike<number>, options: object, known: readonly string[]): string[] {
+    return chunkKeys(this.#fingerprintOf(options, known), tokens, this.chunkTokens);
+  }
+
+  #fingerprintOf(options: TenantOptions, known: readonly string[] = ['tenant']): string {
     if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object, got ${describe(options)}`);
+    checkKnownOptions(options, 'options', known);
     const tenant = options.tenant;
     if (tenant === undefined || tenant === '') return this.fingerprint;
     let fp = this.#tenants.get(tenant);
@@ -194,6 +202,7 @@ export class KvStore {
    */
   loadLayer(chunks: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], layer: number, kvCache: KvCache,
     blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
+    checkKnownOptions(options, 'options', ['engine']);
     return loadLayer(this.#core, this.#plans, chunks, layer, kvCache, blockTable, stream, options);
   }
 
@@ -221,6 +230,7 @@ export class KvStore {
    */
   putLayer(pending: PendingPut | readonly PendingPut[], layer: number, kvCache: KvCache,
     blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
+    checkKnownOptions(options, 'options', ['engine']);
     return puts.putLayer(this.#core, pending, layer, kvCache, blockTable, stream, options);
   }
 
@@ -236,7 +246,7 @@ export class KvStore {
     options: (PutOptions & TenantOptions) | null = {}): Promise<PutResult> {
     this.#core.live();
     this.#core.checkCache(kvCache);
-    return puts.put(this.#core, this.keys(tokens, options ?? {}), kvCache, blockTable, stream, options);
+    return puts.put(this.#core, this.#keysOf(tokens, options ?? {}, ['durable', 'tenant']), kvCache, blockTable, stream, options);
   }
 
   /**
@@ -247,6 +257,7 @@ export class KvStore {
    */
   async commit(pending: PendingPut, options: PutOptions | null = {}): Promise<PutResult> {
     this.#core.live();
+    checkKnownOptions(options, 'options', ['durable']);
     return puts.commit(this.#core, pending, options);
   }
 
@@ -259,13 +270,21 @@ export class KvStore {
     return puts.abort(this.#core, pending);
   }
 
-  /** Resolves once every chunk queued for NVMe was written (or failed) and uses are recorded. */
-  async flush(): Promise<void> {
+  /**
+   * Resolves once every chunk queued for NVMe was written (or failed) and
+   * uses are recorded. `options.signal` stops the wait (ERR_ABORTED); the
+   * writes go on in the background.
+   */
+  async flush(options?: WaitOptions): Promise<void> {
     const core = this.#core;
     core.live();
-    await core.demoter.idle();
-    await Promise.all([...core.loads]);
-    for (const tier of withNvme(core)) await tier.flush();
+    const signal = waitSignal(options ?? {}, 'the flush');
+    const work = (async () => {
+      await core.demoter.idle();
+      await Promise.all([...core.loads]);
+      for (const tier of withNvme(core)) await tier.flush();
+    })();
+    return abortable(work, signal, 'the flush');
   }
 
   stats(): KvStoreStats {
@@ -290,6 +309,7 @@ export class KvStore {
    * DRAM tier, and removes a temporary directory. Idempotent.
    */
   async close(options: { abandon?: boolean } = {}): Promise<void> {
+    checkKnownOptions(options, 'options', ['abandon']);
     const core = this.#core;
     if (core.closed) return;
     if (!options.abandon) await core.demoter.idle();
@@ -335,6 +355,8 @@ async function closeAll(tiers: readonly Tier[]): Promise<void> {
  */
 export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers | undefined): Promise<KvStore> {
   const config = resolveStoreConfig(options);
+  const signal = checkSignal(options.signal);
+  throwIfAborted(signal, 'opening the store');
   const { dir, temporary, created } = createStoreDir(options.dir);
   const { device, layers, recordBytes, extentBytes } = config;
   const wanted: StoreGeometry = {
@@ -353,7 +375,12 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
   const openNvme = async (): Promise<NvmeTier> => {
     const fresh = Catalog.isNew(dir);
     try {
-      return await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs, config.touchFlushMs);
+      const tier = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs, config.touchFlushMs, signal);
+      if (signal?.aborted) {
+        await tier.close();
+        throwIfAborted(signal, 'opening the store');
+      }
+      return tier;
     } catch (e) {
       if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) undo(fresh);
       throw e;
