@@ -321,7 +321,10 @@ export class KvStore {
       await closeAll(withNvme(core).filter((t) => t !== core.dram));
     } finally {
       await core.dram.close();
-      if (this.#temporary) rmSync(this.dir, { recursive: true, force: true });
+      if (this.#temporary) {
+        rmSync(this.dir, { recursive: true, force: true });
+        temporaryDirs.delete(this.dir);
+      }
       this.#detach();
     }
   }
@@ -405,5 +408,20 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     throw e;
   }
   core.demoter = new Demoter(core);
+  if (temporary) keepTemporary(dir);
   return construct(core, dir, temporary, warning);
+}
+
+/** Temporary directories of stores still open: removed when the process exits (a store left open does not keep it alive). */
+const temporaryDirs = new Set<string>();
+let exitHook = false;
+
+function keepTemporary(dir: string): void {
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => {
+      for (const d of temporaryDirs) rmSync(d, { recursive: true, force: true });
+    });
+  }
+  temporaryDirs.add(dir);
 }
