@@ -121,7 +121,7 @@ console.log('open');`);
     expect(existsSync(path.join(base, 'idle', 'index.mdb'))).toBe(true);
   });
 
-  it('a device, an idle stream, a synchronized stream, buffers and an open file', () => {
+  it('a device, an idle stream, a synchronized stream, buffers and open files (posix, io_uring)', () => {
     const file = path.join(base, 'file.bin');
     const r = child(`const dev = kv.openDevice();
 const idle = dev.createStream();
@@ -132,6 +132,11 @@ await used.synchronize();
 const f = await dev.openFile(${JSON.stringify(file)}, { create: true });
 await f.write(0, a, 0, 1 << 16);
 await f.read(a, 0, 0, 1 << 16);
+// An io_uring file too, where the kernel allows it.
+const g = await dev.openFile(${JSON.stringify(file)} + '.uring', { create: true, engine: 'io_uring' }).catch((e) => {
+  if (e.code !== 'ERR_UNSUPPORTED') throw e;
+});
+if (g) await g.write(0, a, 0, 1 << 16);
 console.log('idle');`);
     expectExited(r, 'idle');
   });

@@ -66,6 +66,17 @@ describe('unknown options are ERR_INVALID_ARG naming the key', () => {
     await host.dispose();
   });
 
+  it('layouts and paged transfers', async () => {
+    await expectBogus('KvLayout', () => new KvLayout(withBogus(SPEC)));
+    await expectBogus('allocKvCache', () => dev.allocKvCache(withBogus(SPEC)));
+    const staging = dev.allocPinned(cache.layout.stagingBytes(CHUNK));
+    staging.array.fill(5);
+    await expectBogus('gather', () => cache.gather(stream, withBogus({ blocks: [0, 1], staging })));
+    await stream.synchronize();
+    expect(staging.array.every((x) => x === 5)).toBe(true);
+    await staging.dispose();
+  });
+
   it('files: openFile creates nothing, requests move nothing', async () => {
     const p = path.join(base, 'never.bin');
     await expectBogus('openFile', () => dev.openFile(p, withBogus({ create: true })));
