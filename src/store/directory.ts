@@ -13,8 +13,13 @@ import { KvflowError, describe, fail } from '../errors.js';
 /** The code of the warning about a store directory that others may read (process.emitWarning). */
 export const DIR_MODE_WARNING = 'KVFLOW_STORE_DIR_MODE';
 
-/** What a store puts in its directory (the index and its lock file, the writers and leases folders, slab files, damaged indexes set aside). */
-const STORE_ENTRY = /^(index\.mdb(-lock)?|writers|leases|slab-\d{4}\.kv|(index\.mdb|writers)\.damaged-.+)$/;
+/**
+ * What a store puts in its directory: the index and its lock file, the
+ * writers and leases folders, slab files, damaged indexes set aside, and the
+ * O_DIRECT probe file that opening a slab file makes and unlinks at once
+ * (another process may be opening the store right now).
+ */
+const STORE_ENTRY = /^(index\.mdb(-lock)?|writers|leases|slab-\d{4,}\.kv|(index\.mdb|writers)\.damaged-.+|\.kvflow-direct-probe-.+)$/;
 
 /** Directories warned about already in this process: a warning is emitted once per directory. */
 const warned = new Set<string>();

@@ -309,10 +309,10 @@ export class KvStore {
    * DRAM tier, and removes a temporary directory. Idempotent.
    */
   async close(options: { abandon?: boolean } = {}): Promise<void> {
-    checkKnownOptions(options, 'options', ['abandon']);
+    const { abandon } = checkKnownOptions(options, 'options', ['abandon']);
     const core = this.#core;
     if (core.closed) return;
-    if (!options.abandon) await core.demoter.idle();
+    if (!abandon) await core.demoter.idle();
     core.closed = true;
     await core.demoter.idle();
     await Promise.all([...core.loads]);

@@ -8,10 +8,11 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, write
 import os from 'node:os';
 import path from 'node:path';
 
+import fc from 'fast-check';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { KvStore, openDevice, type Device } from '../../src/index.js';
-import { DIR_MODE_WARNING } from '../../src/store/directory.js';
+import { DIR_MODE_WARNING, createStoreDir } from '../../src/store/directory.js';
 import { CHUNK, FP, SPEC, randomTokens } from '../helpers/store.js';
 
 const root = path.resolve(import.meta.dirname, '..', '..');
@@ -146,5 +147,33 @@ describe('store directory safety', () => {
     expect((e as Error).message).toContain('4 chunk record(s), 48 KiB');
     expect((e as Error).message).not.toContain('every slot is being read or written');
     await store.close();
+  });
+
+  it('a directory is taken when every entry is one a store makes, refused when any is not (property)', () => {
+    const own = fc.constantFrom('index.mdb', 'index.mdb-lock', 'writers', 'leases', 'slab-0000.kv', 'slab-0417.kv', 'slab-12345.kv',
+      'index.mdb.damaged-2026-01-01T00-00-00-000Z', '.kvflow-direct-probe-12-34-56-0');
+    const foreign = fc.oneof(
+      fc.constantFrom('index.mdb.bak', 'slab-1.kv', 'slab-0001.kv.tmp', 'writers.old', '.DS_Store', 'README', 'Index.mdb', 'data.db'),
+      fc.stringMatching(/^[a-z][a-z0-9._-]{0,12}$/).filter((x) => !/^(index\.mdb(-lock)?|writers|leases|slab-\d{4,}\.kv)$/.test(x)),
+    );
+    fc.assert(fc.property(fc.uniqueArray(own, { maxLength: 5 }), fc.uniqueArray(foreign, { maxLength: 3 }), (ours, theirs) => {
+      const dir = fresh('prop');
+      mkdirSync(dir, { mode: 0o700 });
+      chmodSync(dir, 0o700);
+      const names = [...new Set([...ours, ...theirs])];
+      for (const name of names) writeFileSync(path.join(dir, name), 'x');
+      try {
+        const strangers = theirs.filter((x) => !(ours as string[]).includes(x)).sort();
+        if (strangers.length === 0) {
+          expect(createStoreDir(dir)).toEqual({ dir, temporary: false, created: false });
+        } else {
+          expect(() => createStoreDir(dir)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+          expect(() => createStoreDir(dir)).toThrow(JSON.stringify(strangers[0]));
+        }
+        expect(readdirSync(dir).sort()).toEqual(names.sort());
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }), { numRuns: 60 });
   });
 });
