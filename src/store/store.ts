@@ -139,7 +139,12 @@ export class KvStore {
     this.#detach = c.device.adopt(this);
   }
 
-  /** Opens (creating where new) the store in `options.dir`. */
+  /**
+   * Opens (creating where new) the store in `options.dir`: a new path, an
+   * empty directory or one a store made (anything else is ERR_INVALID_ARG;
+   * an existing directory's mode is never changed). `options.signal` aborts
+   * the open between its steps (ERR_ABORTED).
+   */
   static async open(options: KvStoreOptions): Promise<KvStore> {
     return openStore(options, undefined);
   }
