@@ -29,8 +29,9 @@ export class KvflowError extends Error {
   /** Native source location of the failure, for bug reports. */
   declare nativeWhere?: string;
 
-  constructor(message: string, code: KvflowErrorCode) {
-    super(message);
+  /** `options.cause`: what led to it (an aborted call's `signal.reason`). */
+  constructor(message: string, code: KvflowErrorCode, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'KvflowError';
     this.code = code;
   }

@@ -32,7 +32,7 @@ export {
   type PinnedPoolStats,
 } from './device/device.js';
 export { DeviceBuffer, HostBuffer, KvBuffer, PinnedBuffer, type MemoryKind } from './device/buffer.js';
-export { Event as KvEvent, type EventStatus } from './device/event.js';
+export { Event as KvEvent, type EventStatus, type WaitOptions } from './device/event.js';
 import { Event as KvEventClass } from './device/event.js';
 /**
  * @deprecated Use {@link KvEvent}: the same class under a name that does not

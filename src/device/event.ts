@@ -1,11 +1,30 @@
 /** Events: points in a stream (or the completion of an IO request) to await or to make a stream wait on. */
 import type { NativeEvent } from '../binding/types.js';
+import { abortable, checkSignal, throwIfAborted } from '../util/abort.js';
+import { checkKnownOptions } from '../util/validate.js';
 import type { Completions } from './completions.js';
 import { elapsedMs, eventTimeMs } from './timing.js';
+
+/** Options of a wait. */
+export interface WaitOptions {
+  /**
+   * Stops waiting when it aborts: the call rejects with ERR_ABORTED (its
+   * `cause` the signal's reason). The work waited for goes on; a later
+   * `done()` still reports its outcome.
+   */
+  signal?: AbortSignal;
+}
 
 /** @internal What an event needs from its stream: the latest done() still pending, after which later events settle. */
 export interface EventOrder {
   pendingDone: { id: number; promise: Promise<void> } | undefined;
+}
+
+/** @internal The signal of a wait's options, checked; ERR_ABORTED when it has already aborted. */
+export function waitSignal(options: unknown, what: string): AbortSignal | undefined {
+  const signal = checkSignal(checkKnownOptions(options, 'options', ['signal']).signal);
+  throwIfAborted(signal, what);
+  return signal;
 }
 
 /** Where an event stands. */
@@ -60,9 +79,19 @@ export class Event {
   /**
    * Settles once, when the event completes: rejects with the error of an
    * operation that failed before it (since the previous event on its stream,
-   * or in an event its stream waited on).
+   * or in an event its stream waited on). With `options.signal`, rejects
+   * with ERR_ABORTED once it aborts (at once when it already has).
    */
-  done(): Promise<void> {
+  done(options?: WaitOptions): Promise<void> {
+    if (options !== undefined) {
+      let signal: AbortSignal | undefined;
+      try {
+        signal = waitSignal(options, 'waiting for the event');
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return abortable(this.done(), signal, 'waiting for the event');
+    }
     if (this.#done) return this.#done;
     const own = this.#completions.settle(this.#native);
     const stream = this.stream;

@@ -2,11 +2,12 @@
 import type { NativeStream } from '../binding/types.js';
 import type { KvflowDefaults } from '../defaults.js';
 import { fail } from '../errors.js';
+import { abortable } from '../util/abort.js';
 import { Disposable } from '../util/disposable.js';
 import { checkBoolean, checkInstance, checkKnownOptions, checkRange, checkSize } from '../util/validate.js';
 import { KvBuffer } from './buffer.js';
 import type { Completions } from './completions.js';
-import { Event } from './event.js';
+import { Event, waitSignal, type EventOrder, type WaitOptions } from './event.js';
 
 /** Internal: what a stream needs from its device. */
 export interface StreamOwner {
@@ -110,9 +111,19 @@ export class Stream extends Disposable {
     native.waitEvent(checkInstance(event, 'event', 'an Event', Event).native);
   }
 
-  /** Resolves when all work enqueued so far completed (rejects with its failure). */
-  synchronize(): Promise<void> {
-    return this.record().done();
+  /**
+   * Resolves when all work enqueued so far completed (rejects with its
+   * failure). `options.signal` stops the wait, as `event.done()`'s does.
+   */
+  synchronize(options?: WaitOptions): Promise<void> {
+    if (options === undefined) return this.record().done();
+    let signal: AbortSignal | undefined;
+    try {
+      signal = waitSignal(options, 'synchronizing the stream');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return abortable(this.record().done(), signal, 'synchronizing the stream');
   }
 
   /** True when nothing enqueued is still pending. */

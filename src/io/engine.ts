@@ -13,7 +13,7 @@ import type { Completions } from '../device/completions.js';
 import { choice, type Choice } from '../util/choice.js';
 import { channels, publishFileFallbacks } from '../util/diagnostics.js';
 import { Disposable, DisposeOrder, type AsyncDisposableLike } from '../util/disposable.js';
-import { checkBoolean, checkChoice, checkOptions, checkSize, invalidParameterError, is } from '../util/validate.js';
+import { checkBoolean, checkChoice, checkKnownOptions, checkOptions, checkSize, invalidParameterError, is } from '../util/validate.js';
 import { KvFile, type IoEngineKind, type OpenFileOptions } from './file.js';
 
 const DIRECT_MODES: Record<DirectRequest, NativeDirectMode> = { auto: 0, on: 1, off: 2 };
@@ -67,7 +67,7 @@ async function checkStorable(path: string): Promise<void> {
 function checkOpenArgs(path: unknown, options: unknown, config: KvflowDefaults): OpenArgs {
   if (!is.nonEmptyString(path)) throw invalidParameterError('path', 'a non-empty string', path);
   if (path.includes('\0')) fail('ERR_INVALID_ARG', 'expected a path without NUL bytes for path');
-  const o = checkOptions(options) as OpenFileOptions;
+  const o = checkKnownOptions(checkOptions(options), 'options', ['create', 'direct', 'engine', 'size', 'gds']) as OpenFileOptions;
   return {
     path,
     create: checkBoolean(o.create ?? false, 'create'),

@@ -6,10 +6,11 @@ import { HostBuffer, PinnedBuffer } from '../device/buffer.js';
 import type { Completions } from '../device/completions.js';
 import { Event } from '../device/event.js';
 import type { Choice } from '../util/choice.js';
+import { abortable } from '../util/abort.js';
 import { Disposable } from '../util/disposable.js';
 import { checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { checkedReadTable, summedWriteTable, type CheckedPiece, type CheckedRead, type SummedPiece } from './checked.js';
-import { requestPriority, type IoRequestOptions } from './priority.js';
+import { requestOptions, type IoRequestOptions } from './priority.js';
 
 /** The engine kinds that move a file's bytes. */
 export type IoEngineKind = 'posix' | 'io_uring';
@@ -129,7 +130,7 @@ export class KvFile extends Disposable {
    * Reads `bytes` bytes at `fileOffset` into `dst` at `dstOffset` (destination
    * first). Reading past the end of the file rejects with ERR_IO ("short
    * read"), never zeros; the destination's contents are then undefined.
-   * Priority `high` unless `options.priority` says otherwise.
+   * Priority `high` unless `options.priority` says otherwise; `options.signal` stops the wait (see `IoRequestOptions`).
    */
   async read(dst: FileIoBuffer, dstOffset: number, fileOffset: number, bytes: number, options?: IoRequestOptions): Promise<void> {
     const native = this.#live;
@@ -138,15 +139,15 @@ export class KvFile extends Disposable {
     checkSize(fileOffset, 'fileOffset');
     checkSize(bytes, 'bytes');
     checkRange(dstOffset, bytes, dst.byteLength, 'destination');
-    const priority = requestPriority(options, 'high');
-    return this.#track(native.read(d, dstOffset, fileOffset, bytes, priority));
+    const { priority, signal } = requestOptions(options, 'high', 'the read');
+    return abortable(this.#track(native.read(d, dstOffset, fileOffset, bytes, priority)), signal, 'the read');
   }
 
   /**
    * Writes `bytes` bytes of `src` at `srcOffset` to the file at `fileOffset`,
    * growing it as needed. ERR_NO_SPACE when the filesystem is full, ERR_IO
    * (with `errno`) for other failures; the range's contents are then undefined.
-   * Priority `low` unless `options.priority` says otherwise.
+   * Priority `low` unless `options.priority` says otherwise; `options.signal` stops the wait (see `IoRequestOptions`).
    */
   async write(fileOffset: number, src: FileIoBuffer, srcOffset: number, bytes: number, options?: IoRequestOptions): Promise<void> {
     const native = this.#live;
@@ -155,8 +156,8 @@ export class KvFile extends Disposable {
     checkSize(srcOffset, 'srcOffset');
     checkSize(bytes, 'bytes');
     checkRange(srcOffset, bytes, src.byteLength, 'source');
-    const priority = requestPriority(options, 'low');
-    return this.#track(native.write(fileOffset, s, srcOffset, bytes, priority));
+    const { priority, signal } = requestOptions(options, 'low', 'the write');
+    return abortable(this.#track(native.write(fileOffset, s, srcOffset, bytes, priority)), signal, 'the write');
   }
 
   /**
@@ -167,17 +168,19 @@ export class KvFile extends Disposable {
    * so they never reach a stream that waits on `event`; so does a piece whose
    * read failed. Destination ranges must not overlap. Bad arguments throw
    * (ERR_INVALID_ARG, ERR_OUT_OF_RANGE) and nothing is read. Priority
-   * `high` unless `options.priority` says otherwise.
+   * `high` unless `options.priority` says otherwise; `options.signal`
+   * rejects `verified` with ERR_ABORTED when it aborts (wait on `event`
+   * with `event.done({ signal })`).
    */
   readChecked(dst: FileIoBuffer, pieces: readonly CheckedPiece[], options?: IoRequestOptions): CheckedRead {
     const native = this.#live;
     const d = ioBuffer(dst, 'dst');
     const table = checkedReadTable(pieces, dst.byteLength);
-    const priority = requestPriority(options, 'high');
+    const { priority, signal } = requestOptions(options, 'high', 'the checked read');
     const request = native.readChecked(d, table, priority);
     const event = new Event(request.event, undefined, this.#owner.completions);
     const done = this.#remember(event.done());
-    const verified = done.then(
+    const verified = abortable(done, signal, 'the checked read').then(
       () => [] as number[],
       (e: unknown) => {
         if (e instanceof KvflowError && e.code === 'ERR_CHECKSUM') return request.mismatched() ?? [];
@@ -201,9 +204,9 @@ export class KvFile extends Disposable {
     const native = this.#live;
     const s = ioBuffer(src, 'src');
     const table = summedWriteTable(pieces, src.byteLength);
-    const priority = requestPriority(options, 'low');
+    const { priority, signal } = requestOptions(options, 'low', 'the summed write');
     const request = native.writeSummed(s, table, priority);
-    await this.#track(request.event);
+    await abortable(this.#track(request.event), signal, 'the summed write');
     const sums = request.sums();
     if (!sums) fail('ERR_IO', 'summed write completed without its checksums');
     return sums;

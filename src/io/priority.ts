@@ -1,5 +1,6 @@
 /** Request priorities of file IO: which queued tasks an engine shared by reads and writes starts first. */
-import { checkChoice, checkOptions } from '../util/validate.js';
+import { checkSignal, throwIfAborted } from '../util/abort.js';
+import { checkChoice, checkKnownOptions, checkOptions } from '../util/validate.js';
 
 /**
  * `high` tasks start before queued `low` ones; within a priority, in
@@ -14,11 +15,26 @@ export type IoPriority = 'high' | 'low';
 export interface IoRequestOptions {
   /** Default `high` for reads (`read`, `readChecked`), `low` for writes (`write`, `writeSummed`). */
   priority?: IoPriority;
+  /**
+   * Stops waiting when it aborts: the call rejects with ERR_ABORTED (its
+   * `cause` the signal's reason), at once when it already had (nothing is
+   * then submitted). IO already submitted is not interrupted: it completes
+   * into (or from) its buffer, which stays allocated until then even if
+   * disposed, and `file.dispose()` still waits for it.
+   */
+  signal?: AbortSignal;
+}
+
+/** A request's checked options: its priority (`fallback` when it names none) and signal (ERR_ABORTED when already aborted). */
+export function requestOptions(options: unknown, fallback: IoPriority, what: string): { priority: IoPriority; signal: AbortSignal | undefined } {
+  const o = options === undefined ? {} : checkKnownOptions(checkOptions(options), 'options', ['priority', 'signal']);
+  const priority = o.priority === undefined ? fallback : checkChoice(o.priority, 'priority', ['high', 'low'] as const);
+  const signal = checkSignal(o.signal);
+  throwIfAborted(signal, what);
+  return { priority, signal };
 }
 
 /** The priority `options` asks for, or `fallback` when it names none; ERR_INVALID_ARG for anything else. */
 export function requestPriority(options: unknown, fallback: IoPriority): IoPriority {
-  if (options === undefined) return fallback;
-  const priority = checkOptions(options).priority;
-  return priority === undefined ? fallback : checkChoice(priority, 'priority', ['high', 'low'] as const);
+  return requestOptions(options, fallback, 'the request').priority;
 }

@@ -7,7 +7,7 @@ import { describe, fail } from '../errors.js';
 import { DeviceBuffer, KvBuffer, PinnedBuffer } from '../device/buffer.js';
 import { Stream } from '../device/stream.js';
 import { Disposable, DisposeOrder } from '../util/disposable.js';
-import { checkChoice, checkInstance, checkRange, checkSize } from '../util/validate.js';
+import { checkChoice, checkKnownOptions, checkInstance, checkRange, checkSize } from '../util/validate.js';
 import { KvLayout } from './layout.js';
 import { loadBinding } from '../binding/load.js';
 import type { NativeBatch, NativeBuffer } from '../binding/types.js';
@@ -100,6 +100,7 @@ export class KvCache extends Disposable {
   #move(stream: Stream, t: PagedTransfer, direction: 'gather' | 'scatter'): void {
     checkInstance(stream, 'stream', 'a Stream', Stream);
     if (typeof t !== 'object' || t === null) fail('ERR_INVALID_ARG', `expected a transfer description, got ${describe(t)}`);
+    checkKnownOptions(t, 'transfer', ['blocks', 'staging', 'stagingOffset', 'layers', 'engine']);
     this.moveRecords(stream, direction, [{ blocks: t.blocks, staging: t.staging, stagingOffset: t.stagingOffset }], t.layers, t.engine);
   }
 

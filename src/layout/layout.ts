@@ -3,7 +3,7 @@
  * a layer's KV takes on its way to the store (DESIGN.md section 3).
  */
 import { KvflowError, describe, fail } from '../errors.js';
-import { checkChoice, checkPositiveInteger, checkRange, invalidParameterError } from '../util/validate.js';
+import { checkChoice, checkKnownOptions, checkPositiveInteger, checkRange, invalidParameterError } from '../util/validate.js';
 
 /** Element types of the KV cache; fp8 variants are one byte each. */
 export type KvDtype = 'f32' | 'f16' | 'bf16' | 'fp8_e4m3' | 'fp8_e5m2';
@@ -95,6 +95,7 @@ export class KvLayout {
 
   constructor(spec: KvLayoutSpec) {
     if (typeof spec !== 'object' || spec === null) fail('ERR_INVALID_ARG', `expected a layout spec, got ${describe(spec)}`);
+    checkKnownOptions(spec, 'layout', ['layers', 'kvHeads', 'headDim', 'dtype', 'blockTokens', 'numBlocks', 'arrangement']);
     this.layers = positiveInt(spec.layers, 'layers', 4096);
     this.kvHeads = positiveInt(spec.kvHeads, 'kvHeads', 4096);
     this.headDim = positiveInt(spec.headDim, 'headDim', 65536);

@@ -73,8 +73,8 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
 /** Codes of a refused call: thrown to the caller, never taken for a failed load. */
 const FATAL: ReadonlySet<KvflowErrorCode> = new Set(['ERR_INVALID_ARG', 'ERR_OUT_OF_RANGE', 'ERR_DISPOSED']);
 
-function aborted(): KvflowError {
-  return new KvflowError('the prefill was aborted', 'ERR_ABORTED');
+function aborted(signal: AbortSignal | undefined): KvflowError {
+  return new KvflowError('the prefill was aborted', 'ERR_ABORTED', { cause: signal?.reason });
 }
 
 function codeOf(e: unknown): KvflowErrorCode | 'ERR_UNKNOWN' {
@@ -234,7 +234,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   }
   if (a.signal?.aborted || computed.length < layers) {
     await discard();
-    throw aborted();
+    throw aborted(a.signal);
   }
   // The first token's time: the last layer computed (its save, behind it, is not waited for by the runtime).
   const computedMs = computed[layers - 1]!.at;

@@ -93,6 +93,7 @@ export class KvConnector {
 
   constructor(options: KvConnectorOptions) {
     if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected connector options, got ${describe(options)}`);
+    checkKnownOptions(options, 'options', ['store', 'cache', 'loadStream', 'saveStream']);
     const { store, cache } = options;
     if (typeof store?.lookup !== 'function') fail('ERR_INVALID_ARG', `expected a KvStore for store, got ${describe(store)}`);
     if (typeof cache?.layout !== 'object' || !cache.layout.equals(store.layout)) fail('ERR_INVALID_ARG', 'expected a KvCache with the store\'s layout for cache');
@@ -149,6 +150,7 @@ export class KvConnector {
     this.#live();
     this.#check(request);
     if (request.loadDone) fail('ERR_INVALID_ARG', `request ${request.id}'s loads were started already`);
+    checkKnownOptions(options, 'options', ['tokens', 'engine']);
     const tokens = options.tokens ?? request.loadableTokens;
     const ct = this.store.chunkTokens;
     if (!Number.isSafeInteger(tokens) || tokens < 0 || tokens > request.loadableTokens || tokens % ct !== 0) {

@@ -15,7 +15,8 @@ import type { KvCache } from '../layout/kvcache.js';
 import { BandwidthMeter } from '../model/bandwidth.js';
 import { ComputeModel } from '../model/compute.js';
 import { POLICIES, planPrefill, type PrefillPlan, type PrefillPolicy } from '../model/plan.js';
-import { checkChoice, checkInteger } from '../util/validate.js';
+import { abortError, throwIfAborted } from '../util/abort.js';
+import { checkChoice, checkInteger, checkKnownOptions } from '../util/validate.js';
 import type { KvStore } from '../store/store.js';
 import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
 import { LayerBatcher, type BatchStats } from './batcher.js';
@@ -129,6 +130,7 @@ export class LayerPipeline {
 
   constructor(options: LayerPipelineOptions) {
     if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected pipeline options, got ${describe(options)}`);
+    checkKnownOptions(options, 'options', ['store', 'cache', 'computeStream', 'lookahead', 'maxRestarts', 'computeModel', 'bandwidth']);
     const { store, cache } = options;
     if (typeof store?.lookup !== 'function') fail('ERR_INVALID_ARG', `expected a KvStore for store, got ${describe(store)}`);
     if (typeof cache?.layout !== 'object') fail('ERR_INVALID_ARG', `expected a KvCache for cache, got ${describe(cache)}`);
@@ -171,6 +173,7 @@ export class LayerPipeline {
   prefill(request: PrefillRequest): Promise<PrefillResult> {
     if (this.#disposed) fail('ERR_DISPOSED', 'the pipeline was disposed');
     const req = this.#check(request);
+    if (req.signal?.aborted) return Promise.reject(abortError(req.signal, 'the prefill'));
     const run = this.#prefill(req);
     this.#running.add(run);
     const forget = (): void => void this.#running.delete(run);
@@ -180,6 +183,7 @@ export class LayerPipeline {
 
   #check(r: PrefillRequest): CheckedRequest {
     if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a prefill request, got ${describe(r)}`);
+    checkKnownOptions(r, 'request', ['tokens', 'blocks', 'compute', 'heldTokens', 'policy', 'save', 'signal']);
     const n = r.tokens?.length;
     if (typeof n !== 'number' || n < 1) fail('ERR_INVALID_ARG', `expected at least one token for tokens, got ${describe(r.tokens)}`);
     const layout = this.cache.layout;
@@ -211,11 +215,11 @@ export class LayerPipeline {
       // One lookup per prefill: a restart plans again over the same hit (its
       // leases and pins held throughout, the chunks that failed marked in it),
       // so the store counts the prompt's lookup once.
-      if (req.signal?.aborted) throw new KvflowError('the prefill was aborted', 'ERR_ABORTED');
+      throwIfAborted(req.signal, 'the prefill');
       const hit = this.store.lookup(req.tokens, { tenant: req.tenant });
       try {
         for (let attempt = 0; ; attempt++) {
-          if (req.signal?.aborted) throw new KvflowError('the prefill was aborted', 'ERR_ABORTED');
+          throwIfAborted(req.signal, 'the prefill');
           const usable = attempt > this.maxRestarts ? 0 : Math.min(hit.tokens, cut);
           const plan = this.#plan(req, hit.chunks.slice(0, usable / this.store.chunkTokens), attempt);
           const outcome: AttemptOutcome = await runAttempt({

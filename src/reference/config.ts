@@ -34,6 +34,11 @@ export interface ModelConfig {
   qkNorm?: boolean;
 }
 
+/** Every field of a ModelConfig. */
+export const MODEL_CONFIG_KEYS = [
+  'layers', 'weightLayers', 'hidden', 'heads', 'kvHeads', 'headDim', 'intermediate', 'vocab', 'ropeTheta', 'normEps', 'qkNorm',
+] as const;
+
 /** The presets' names. */
 export type PresetName = 'llama-3-8b' | 'qwen3-14b' | 'llama-3-70b' | 'tiny';
 

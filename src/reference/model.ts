@@ -10,7 +10,8 @@ import type { Device } from '../device/device.js';
 import { Stream } from '../device/stream.js';
 import { KvCache } from '../layout/kvcache.js';
 import { KvLayout, type KvArrangement } from '../layout/layout.js';
-import { resolveConfig, type ModelConfig } from './config.js';
+import { MODEL_CONFIG_KEYS, resolveConfig, type ModelConfig } from './config.js';
+import { checkKnownOptions } from '../util/validate.js';
 
 /** What {@link ReferenceModel.create} takes: shapes, a weight seed and the most tokens one call computes. */
 export type ReferenceModelOptions = ModelConfig & {
@@ -118,6 +119,7 @@ export class ReferenceModel {
     if (typeof device !== 'object' || device === null || !('native' in device)) {
       fail('ERR_INVALID_ARG', `expected a Device for device, got ${describe(device)}`);
     }
+    checkKnownOptions(options, 'options', [...MODEL_CONFIG_KEYS, 'seed', 'maxTokens']);
     const config = resolveConfig(options);
     const seed = options.seed ?? 0;
     if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0) {
@@ -145,6 +147,7 @@ export class ReferenceModel {
   /** The cache layout this model reads and writes: its layers, kvHeads, headDim and dtype. */
   kvLayout(opts: { blockTokens: number; numBlocks: number; arrangement?: KvArrangement }): KvLayout {
     if (typeof opts !== 'object' || opts === null) fail('ERR_INVALID_ARG', `expected layout options, got ${describe(opts)}`);
+    checkKnownOptions(opts, 'options', ['blockTokens', 'numBlocks', 'arrangement']);
     const { layers, kvHeads, headDim } = this.config;
     return new KvLayout({ layers, kvHeads, headDim, dtype: this.dtype, blockTokens: opts.blockTokens, numBlocks: opts.numBlocks, arrangement: opts.arrangement });
   }

@@ -166,8 +166,9 @@ class IndexThread {
   #dead: KvflowError | undefined;
 
   constructor(file: string) {
-    this.#worker = new Worker(workerScript(), { workerData: { file } });
-    this.#worker.unref();
+    // No inherited Node flags: the thread runs one compiled module, and flags of the
+    // process's own entry (--input-type with --eval, say) fail a worker's start.
+    this.#worker = new Worker(workerScript(), { workerData: { file }, execArgv: [] });
     this.#worker.on('message', (r: Reply) => {
       const p = this.#pending.get(r.id);
       if (!p) return;
@@ -184,6 +185,9 @@ class IndexThread {
     };
     this.#worker.on('error', (e) => die(new KvflowError(`the store index thread failed: ${e.message}`, 'ERR_IO')));
     this.#worker.on('exit', () => die(new KvflowError('the store index thread has exited', 'ERR_DISPOSED')));
+    // Unreferenced once its listeners are in place (a listener added later references it again): an
+    // open store whose index thread has nothing to do never keeps the process alive.
+    this.#worker.unref();
   }
 
   /** Runs a request on the index thread; `after` runs on its reply, before the caller resumes. */

@@ -2,18 +2,16 @@
  * A store's options, their defaults and their checks, resolved once when the
  * store opens into a frozen StoreConfig that every other store module reads.
  */
-import { chmodSync, mkdirSync, mkdtempSync, statSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-
 import type { Device } from '../device/device.js';
-import { KvflowError, describe, fail } from '../errors.js';
+import { describe, fail } from '../errors.js';
 import type { OpenFileOptions } from '../io/file.js';
 import type { PagedEngine } from '../layout/kvcache.js';
 import { KvLayout, type KvLayoutSpec } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
 import { lruRank, type EvictionRank } from './eviction.js';
 import { fingerprintOf, type FingerprintSpec } from './keys.js';
+import { checkSignal } from '../util/abort.js';
+import { checkKnownOptions } from '../util/validate.js';
 
 const GiB = 1 << 30;
 
@@ -91,7 +89,20 @@ export interface KvStoreOptions {
    * directory open.
    */
   onCorruptIndex?: 'fail' | 'reset';
+  /**
+   * Abandons the open when it aborts: `open` rejects with ERR_ABORTED (its
+   * `cause` the signal's reason) between its steps, closing what it opened
+   * and removing what a first open created. Already aborted: nothing is
+   * touched.
+   */
+  signal?: AbortSignal;
 }
+
+/** Every option of `KvStore.open` (an unknown one is ERR_INVALID_ARG). */
+const STORE_OPTIONS = [
+  'device', 'layout', 'fingerprint', 'dir', 'chunkTokens', 'layers', 'dramBytes', 'nvmeBytes', 'slabFileBytes', 'admit',
+  'evictionRank', 'demoteBacklog', 'leaseSeconds', 'file', 'pagedEngine', 'onCorruptIndex', 'signal',
+] as const;
 
 /** Options of one `loadLayer` or `putLayer` call. */
 export interface LayerMoveOptions {
@@ -162,6 +173,9 @@ function checkEngine(engine: unknown, name: string): PagedEngine {
 /** Applies the defaults to `options` and checks them (ERR_INVALID_ARG, ERR_OUT_OF_RANGE). */
 export function resolveStoreConfig(options: KvStoreOptions): StoreConfig {
   if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected store options, got ${describe(options)}`);
+  checkKnownOptions(options, 'options', STORE_OPTIONS);
+  checkSignal(options.signal);
+  if (options.file !== undefined) checkKnownOptions(options.file, 'options.file', ['engine', 'direct']);
   const { device } = options;
   if (typeof device !== 'object' || device === null || typeof device.allocPinned !== 'function') {
     fail('ERR_INVALID_ARG', `expected a Device for device, got ${describe(device)}`);
@@ -220,67 +234,6 @@ export function resolveStoreConfig(options: KvStoreOptions): StoreConfig {
 export function engineOf(options: LayerMoveOptions, fallback: PagedEngine): PagedEngine {
   if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object, got ${describe(options)}`);
   return checkEngine(options.engine ?? fallback, 'engine');
-}
-
-function dirError(resolved: string, why: string, e?: NodeJS.ErrnoException): KvflowError {
-  const k = new KvflowError(`cannot create the store directory ${resolved}: ${why}`, e?.code === 'ENOSPC' ? 'ERR_NO_SPACE' : 'ERR_IO');
-  if (typeof e?.errno === 'number') k.errno = Math.abs(e.errno);
-  return k;
-}
-
-/** Whether `p` is a directory (false: absent); throws for anything else there. */
-function isDir(p: string, resolved: string): boolean {
-  let st;
-  try {
-    st = statSync(p);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    // ENOTDIR: a component above is a file, which the walk up reports.
-    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return false;
-    throw dirError(resolved, `${p}: ${err.message}`, err);
-  }
-  if (!st.isDirectory()) throw dirError(resolved, `${p} exists and is not a directory`);
-  return true;
-}
-
-/**
- * Creates (0700) the store directory `dir`, or a temporary one when it is
- * undefined; `created` says whether this call made it. Missing parents are
- * made one at a time from the nearest existing one, never with a recursive
- * mkdir: on procfs and sysfs that loops forever, because mkdir answers
- * ENOENT under a parent that exists.
- */
-export function createStoreDir(dir: unknown): { dir: string; temporary: boolean; created: boolean } {
-  if (dir === undefined) {
-    const made = mkdtempSync(path.join(os.tmpdir(), 'kvflow-store-'));
-    return { dir: made, temporary: true, created: true };
-  }
-  if (typeof dir !== 'string' || dir.length === 0) fail('ERR_INVALID_ARG', `expected a directory path for dir, got ${describe(dir)}`);
-  const resolved = path.resolve(dir);
-  const missing: string[] = [];
-  let at = resolved;
-  while (!isDir(at, resolved)) {
-    missing.unshift(at);
-    at = path.dirname(at);
-  }
-  for (const p of missing) {
-    try {
-      mkdirSync(p, { mode: 0o700 });
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      if (err.code === 'EEXIST' && isDir(p, resolved)) continue;
-      const why = err.code === 'ENOENT'
-        ? `its parent ${path.dirname(p)} exists but refuses new directories (${err.message}): a virtual filesystem such as /proc?`
-        : err.message;
-      throw dirError(resolved, why, err);
-    }
-  }
-  try {
-    chmodSync(resolved, 0o700);
-  } catch (e) {
-    throw dirError(resolved, (e as Error).message, e as NodeJS.ErrnoException);
-  }
-  return { dir: resolved, temporary: false, created: missing.length > 0 };
 }
 
 /** Options of a put or commit. */

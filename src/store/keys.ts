@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 
 import { describe, fail } from '../errors.js';
-import { checkInteger } from '../util/validate.js';
+import { checkInteger, checkKnownOptions } from '../util/validate.js';
 
 /**
  * Version of the key derivation, the record format and the directory's
@@ -58,6 +58,8 @@ function text(value: unknown, name: string, required: boolean): string {
  */
 export function fingerprintOf(spec: FingerprintSpec, shape: FingerprintShape): string {
   if (typeof spec !== 'object' || spec === null) fail('ERR_INVALID_ARG', `expected a fingerprint spec, got ${describe(spec)}`);
+  // A misspelt field would be left out of the fingerprint: stores of different models would then share keys.
+  checkKnownOptions(spec, 'fingerprint', ['model', 'revision', 'adapter', 'ropeScaling', 'tpRank', 'tpSize', 'tenantSalt']);
   const tpSize = spec.tpSize ?? 1;
   const tpRank = spec.tpRank ?? 0;
   if (!Number.isSafeInteger(tpSize) || tpSize < 1) fail('ERR_INVALID_ARG', `expected a positive integer for fingerprint.tpSize, got ${describe(spec.tpSize)}`);

@@ -12,6 +12,7 @@ import type { PinnedBuffer } from '../device/buffer.js';
 import { KvflowError } from '../errors.js';
 import type { KvFile, OpenFileOptions } from '../io/file.js';
 import { channels } from '../util/diagnostics.js';
+import { throwIfAborted } from '../util/abort.js';
 import { Catalog, type CatalogEntry, type StoreGeometry } from './catalog.js';
 import { extentSeed } from './keys.js';
 import { LeaseTable } from './leases.js';
@@ -60,7 +61,7 @@ export class NvmeTier implements Tier<CatalogEntry> {
 
   /** Opens (creating where new) the index and slab files of `dir`, whose geometry wins over `wanted`. */
   static async open(device: Device, dir: string, wanted: StoreGeometry, fingerprint: string,
-    file: Pick<OpenFileOptions, 'engine' | 'direct'> | undefined, leaseMs: number, touchFlushMs = 1000): Promise<NvmeTier> {
+    file: Pick<OpenFileOptions, 'engine' | 'direct'> | undefined, leaseMs: number, touchFlushMs = 1000, signal?: AbortSignal): Promise<NvmeTier> {
     const catalog = Catalog.open(dir, wanted);
     const g = catalog.geometry;
     const files: KvFile[] = [];
@@ -69,6 +70,7 @@ export class NvmeTier implements Tier<CatalogEntry> {
       leases = LeaseTable.open(dir, catalog.instance, leaseMs);
       const count = Math.ceil(g.slotCount / g.slotsPerFile);
       for (let i = 0; i < count; i++) {
+        throwIfAborted(signal, 'opening the store');
         const slots = Math.min(g.slotsPerFile, g.slotCount - i * g.slotsPerFile);
         files.push(await device.openFile(path.join(dir, `slab-${String(i).padStart(4, '0')}.kv`), {
           create: true, size: slots * g.slotBytes, ...file,
@@ -223,8 +225,9 @@ export class NvmeTier implements Tier<CatalogEntry> {
     const { slots, evicted } = await this.#reserve(todo.length);
     if (evicted.length > 0 && channels.evict.hasSubscribers) channels.evict.publish({ tier: 'nvme', keys: [...evicted] });
     const placed = todo.slice(0, slots.length);
-    for (const { i } of todo.slice(slots.length)) {
-      failed.set(i, new KvflowError('no NVMe slot could be taken: every slot is being read or written', 'ERR_NO_SPACE'));
+    if (slots.length < todo.length) {
+      const short = new KvflowError(this.#shortOfSlots(todo.length, slots.length), 'ERR_NO_SPACE');
+      for (const { i } of todo.slice(slots.length)) failed.set(i, short);
     }
     const extent = this.geometry.extentBytes;
     const results = await Promise.allSettled(placed.map(async ({ c }, n) => {
@@ -268,6 +271,17 @@ export class NvmeTier implements Tier<CatalogEntry> {
     return { failed, written: entered.size, evicted, sums };
   }
 
+  /** Why a write of `wanted` chunk records got only `got` slots: the capacity (fixed when the directory was created) and the request, in bytes. */
+  #shortOfSlots(wanted: number, got: number): string {
+    const g = this.geometry;
+    const capacity = `capacity fixed at creation: ${sizeText(g.slotCount * g.slotBytes)}, ${g.slotCount} slot(s) of ${sizeText(g.slotBytes)}`;
+    const request = `${wanted} chunk record(s), ${sizeText(wanted * g.slotBytes)}`;
+    if (wanted > g.slotCount) {
+      return `the store's NVMe tier is too small for this write of ${request} (${capacity}; nvmeBytes applies only when a store directory is created)`;
+    }
+    return `no NVMe slot could be taken for ${wanted - got} of ${request}: every other slot is being read, written or leased (${capacity})`;
+  }
+
   stats(): { capacityBytes: number; slotBytes: number; slots: number; chunks: number } {
     const g = this.geometry;
     return { capacityBytes: g.slotCount * g.slotBytes, slotBytes: g.slotBytes, slots: g.slotCount, chunks: this.catalog.summary().chunks };
@@ -288,4 +302,16 @@ export class NvmeTier implements Tier<CatalogEntry> {
       await Promise.all(this.files.map((f) => f.dispose()));
     }
   }
+}
+
+/** Bytes as a short figure: "224 MiB", "1.5 GiB", "12 KiB", "100 bytes". */
+export function sizeText(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${u === 0 ? v : Number(v.toFixed(v < 10 ? 2 : 1))} ${units[u]}`;
 }

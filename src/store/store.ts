@@ -14,20 +14,22 @@
 import { rmSync } from 'node:fs';
 
 import type { Device } from '../device/device.js';
-import type { Event } from '../device/event.js';
+import { waitSignal, type Event, type WaitOptions } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import '../io/open-file.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
 import { describe, fail } from '../errors.js';
+import { abortable, checkSignal, throwIfAborted } from '../util/abort.js';
 import { checkBoolean, checkKnownOptions } from '../util/validate.js';
 import { Catalog } from './catalog.js';
 import type { StoreGeometry } from './geometry.js';
 import type { KvStoreLocalCounters, KvStoreSharedCounters } from './stats.js';
-import { createStoreDir, resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions, type PutOptions } from './config.js';
+import { resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions, type PutOptions } from './config.js';
 import { StoreCore } from './core.js';
 import { Demoter } from './demoter.js';
+import { createStoreDir } from './directory.js';
 import { DramTier } from './dram.js';
 import { lookup, type ChunkRef, type StoreHit } from './hit.js';
 import { isIndexDamage } from './index-check.js';
@@ -146,7 +148,12 @@ export class KvStore {
     this.#detach = c.device.adopt(this);
   }
 
-  /** Opens (creating where new) the store in `options.dir`. */
+  /**
+   * Opens (creating where new) the store in `options.dir`: a new path, an
+   * empty directory or one a store made (anything else is ERR_INVALID_ARG;
+   * an existing directory's mode is never changed). `options.signal` aborts
+   * the open between its steps (ERR_ABORTED).
+   */
   static async open(options: KvStoreOptions): Promise<KvStore> {
     return openStore(options, undefined);
   }
@@ -160,8 +167,13 @@ export class KvStore {
     return chunkKeys(this.#fingerprintOf(options), tokens, this.chunkTokens);
   }
 
-  #fingerprintOf(options: TenantOptions): string {
+  #keysOf(tokens: ArrayLike<number>, options: object, known: readonly string[]): string[] {
+    return chunkKeys(this.#fingerprintOf(options, known), tokens, this.chunkTokens);
+  }
+
+  #fingerprintOf(options: TenantOptions, known: readonly string[] = ['tenant']): string {
     if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object, got ${describe(options)}`);
+    checkKnownOptions(options, 'options', known);
     const tenant = options.tenant;
     if (tenant === undefined || tenant === '') return this.fingerprint;
     let fp = this.#tenants.get(tenant);
@@ -204,6 +216,7 @@ export class KvStore {
    */
   loadLayer(chunks: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], layer: number, kvCache: KvCache,
     blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
+    checkKnownOptions(options, 'options', ['engine']);
     return loadLayer(this.#core, this.#plans, chunks, layer, kvCache, blockTable, stream, options);
   }
 
@@ -236,6 +249,7 @@ export class KvStore {
    */
   putLayer(pending: PendingPut | readonly PendingPut[], layer: number, kvCache: KvCache,
     blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
+    checkKnownOptions(options, 'options', ['engine']);
     return puts.putLayer(this.#core, pending, layer, kvCache, blockTable, stream, options);
   }
 
@@ -251,7 +265,7 @@ export class KvStore {
     options: (PutOptions & TenantOptions) | null = {}): Promise<PutResult> {
     this.#core.live();
     this.#core.checkCache(kvCache);
-    return puts.put(this.#core, this.keys(tokens, options ?? {}), kvCache, blockTable, stream, options);
+    return puts.put(this.#core, this.#keysOf(tokens, options ?? {}, ['durable', 'tenant']), kvCache, blockTable, stream, options);
   }
 
   /**
@@ -262,6 +276,7 @@ export class KvStore {
    */
   async commit(pending: PendingPut, options: PutOptions | null = {}): Promise<PutResult> {
     this.#core.live();
+    checkKnownOptions(options, 'options', ['durable']);
     return puts.commit(this.#core, pending, options);
   }
 
@@ -287,13 +302,21 @@ export class KvStore {
     return verify(this.#core, options);
   }
 
-  /** Resolves once every chunk queued for NVMe was written (or failed) and uses are recorded. */
-  async flush(): Promise<void> {
+  /**
+   * Resolves once every chunk queued for NVMe was written (or failed) and
+   * uses are recorded. `options.signal` stops the wait (ERR_ABORTED); the
+   * writes go on in the background.
+   */
+  async flush(options?: WaitOptions): Promise<void> {
     const core = this.#core;
     core.live();
-    await core.demoter.idle();
-    await Promise.all([...core.loads]);
-    for (const tier of withNvme(core)) await tier.flush();
+    const signal = waitSignal(options ?? {}, 'the flush');
+    const work = (async () => {
+      await core.demoter.idle();
+      await Promise.all([...core.loads]);
+      for (const tier of withNvme(core)) await tier.flush();
+    })();
+    return abortable(work, signal, 'the flush');
   }
 
   stats(): KvStoreStats {
@@ -334,7 +357,10 @@ export class KvStore {
       await closeAll(withNvme(core).filter((t) => t !== core.dram));
     } finally {
       await core.dram.close();
-      if (this.#temporary) rmSync(this.dir, { recursive: true, force: true });
+      if (this.#temporary) {
+        rmSync(this.dir, { recursive: true, force: true });
+        temporaryDirs.delete(this.dir);
+      }
       this.#detach();
     }
   }
@@ -368,6 +394,8 @@ async function closeAll(tiers: readonly Tier[]): Promise<void> {
  */
 export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers | undefined): Promise<KvStore> {
   const config = resolveStoreConfig(options);
+  const signal = checkSignal(options.signal);
+  throwIfAborted(signal, 'opening the store');
   const { dir, temporary, created } = createStoreDir(options.dir);
   const { device, layers, recordBytes, extentBytes } = config;
   const wanted: StoreGeometry = {
@@ -386,7 +414,12 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
   const openNvme = async (): Promise<NvmeTier> => {
     const fresh = Catalog.isNew(dir);
     try {
-      return await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs, config.touchFlushMs);
+      const tier = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs, config.touchFlushMs, signal);
+      if (signal?.aborted) {
+        await tier.close();
+        throwIfAborted(signal, 'opening the store');
+      }
+      return tier;
     } catch (e) {
       if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) undo(fresh);
       throw e;
@@ -413,5 +446,20 @@ export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers |
     throw e;
   }
   core.demoter = new Demoter(core);
+  if (temporary) keepTemporary(dir);
   return construct(core, dir, temporary, warning);
+}
+
+/** Temporary directories of stores still open: removed when the process exits (a store left open does not keep it alive). */
+const temporaryDirs = new Set<string>();
+let exitHook = false;
+
+function keepTemporary(dir: string): void {
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => {
+      for (const d of temporaryDirs) rmSync(d, { recursive: true, force: true });
+    });
+  }
+  temporaryDirs.add(dir);
 }

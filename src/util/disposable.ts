@@ -6,6 +6,7 @@
  * `Symbol.asyncDispose` calls it (`await using`).
  */
 import { KvflowError } from '../errors.js';
+import { checkKnownOptions } from './validate.js';
 
 /** Options of `dispose()`. */
 export interface DisposeOptions {
@@ -136,6 +137,11 @@ export abstract class Disposable {
    * return the first call's promise.
    */
   dispose(options: DisposeOptions = {}): Promise<void> {
+    try {
+      checkKnownOptions(options, 'options', ['wait']);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (this.#disposing) return this.#disposing;
     if (options.wait === false && this.busy()) {
       return Promise.reject(new KvflowError(`${this.resourceName} has work in flight`, 'ERR_BUSY'));
