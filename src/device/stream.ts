@@ -7,7 +7,7 @@ import { Disposable } from '../util/disposable.js';
 import { checkBoolean, checkInstance, checkKnownOptions, checkRange, checkSize } from '../util/validate.js';
 import { KvBuffer } from './buffer.js';
 import type { Completions } from './completions.js';
-import { Event, waitSignal, type EventOrder, type WaitOptions } from './event.js';
+import { Event, waitSignal, type WaitOptions } from './event.js';
 
 /** Internal: what a stream needs from its device. */
 export interface StreamOwner {

@@ -130,7 +130,7 @@ export class LayerPipeline {
 
   constructor(options: LayerPipelineOptions) {
     if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected pipeline options, got ${describe(options)}`);
-    checkKnownOptions(options, 'options', ['store', 'cache', 'computeStream', 'lookahead', 'maxRestarts', 'computeModel', 'bandwidth']);
+    checkKnownOptions(options, 'options', ['store', 'cache', 'computeStream', 'lookahead', 'maxRestarts', 'computeModel', 'bandwidth', 'saveDepth']);
     const { store, cache } = options;
     if (typeof store?.lookup !== 'function') fail('ERR_INVALID_ARG', `expected a KvStore for store, got ${describe(store)}`);
     if (typeof cache?.layout !== 'object') fail('ERR_INVALID_ARG', `expected a KvCache for cache, got ${describe(cache)}`);
@@ -183,7 +183,7 @@ export class LayerPipeline {
 
   #check(r: PrefillRequest): CheckedRequest {
     if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a prefill request, got ${describe(r)}`);
-    checkKnownOptions(r, 'request', ['tokens', 'blocks', 'compute', 'heldTokens', 'policy', 'save', 'signal']);
+    checkKnownOptions(r, 'request', ['tokens', 'blocks', 'compute', 'heldTokens', 'policy', 'save', 'tenant', 'signal']);
     const n = r.tokens?.length;
     if (typeof n !== 'number' || n < 1) fail('ERR_INVALID_ARG', `expected at least one token for tokens, got ${describe(r.tokens)}`);
     const layout = this.cache.layout;

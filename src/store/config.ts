@@ -100,7 +100,7 @@ export interface KvStoreOptions {
 
 /** Every option of `KvStore.open` (an unknown one is ERR_INVALID_ARG). */
 const STORE_OPTIONS = [
-  'device', 'layout', 'fingerprint', 'dir', 'chunkTokens', 'layers', 'dramBytes', 'nvmeBytes', 'slabFileBytes', 'admit',
+  'device', 'layout', 'fingerprint', 'dir', 'chunkTokens', 'layers', 'dramBytes', 'preallocateDram', 'nvmeBytes', 'slabFileBytes', 'admit',
   'evictionRank', 'demoteBacklog', 'leaseSeconds', 'file', 'pagedEngine', 'onCorruptIndex', 'signal',
 ] as const;
 

@@ -234,7 +234,7 @@ export class KvStore {
    */
   beginPut(tokens: ArrayLike<number>, options: TenantOptions & { hit?: StoreHit } = {}): PendingPut {
     this.#core.live();
-    const keys = this.keys(tokens, options);
+    const keys = this.#keysOf(tokens, options, ['tenant', 'hit']);
     return puts.beginPut(this.#core, keys, puts.checkPutHit(this.#core, keys, options.hit));
   }
 
