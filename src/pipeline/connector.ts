@@ -14,11 +14,12 @@
  * its waits once its outcome is known (waitForLayerLoad does).
  */
 import type { Event } from '../device/event.js';
-import type { Stream } from '../device/stream.js';
+import { Stream } from '../device/stream.js';
 import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js';
 import type { KvCache, PagedEngine } from '../layout/kvcache.js';
+import { toTokenIds } from '../store/keys.js';
 import type { KvStore, PendingPut, StoreHit } from '../store/store.js';
-import { checkKnownOptions } from '../util/validate.js';
+import { checkChoice, checkInstance, checkKnownOptions } from '../util/validate.js';
 
 /** The outcome of a request's loads. */
 export interface LoadOutcome {
@@ -131,7 +132,7 @@ export class KvConnector {
     if (typeof tokens?.length !== 'number' || tokens.length < 1) fail('ERR_INVALID_ARG', `expected at least one token, got ${describe(tokens)}`);
     const tenant = checkKnownOptions(options, 'options', ['tenant']).tenant;
     if (tenant !== undefined && typeof tenant !== 'string') fail('ERR_INVALID_ARG', `expected a string for tenant, got ${describe(tenant)}`);
-    const list = Array.from(tokens);
+    const list = Array.from(toTokenIds(tokens));
     const hit = this.store.lookup(list, { tenant });
     // The last token is always computed (its output is the first token's logits).
     const ct = this.store.chunkTokens;
@@ -150,8 +151,8 @@ export class KvConnector {
     this.#live();
     this.#check(request);
     if (request.loadDone) fail('ERR_INVALID_ARG', `request ${request.id}'s loads were started already`);
-    checkKnownOptions(options, 'options', ['tokens', 'engine']);
-    const tokens = options.tokens ?? request.loadableTokens;
+    const o = checkKnownOptions(options, 'options', ['tokens', 'engine']) as { tokens?: number; engine?: PagedEngine };
+    const tokens = o.tokens ?? request.loadableTokens;
     const ct = this.store.chunkTokens;
     if (!Number.isSafeInteger(tokens) || tokens < 0 || tokens > request.loadableTokens || tokens % ct !== 0) {
       fail('ERR_INVALID_ARG', `expected a multiple of ${ct} in [0, ${request.loadableTokens}] for tokens, got ${describe(tokens)}`);
@@ -162,6 +163,8 @@ export class KvConnector {
       fail('ERR_INVALID_ARG', `expected a block table of at least ${chunks * bpc} blocks, got ${blocks?.length ?? describe(blocks)}`);
     }
     const table = Array.prototype.slice.call(blocks, 0, chunks * bpc) as number[];
+    for (let i = 0; i < table.length; i++) this.cache.layout.checkBlock(table[i]!, `blocks[${i}]`); // before the put begins
+    if (o.engine !== undefined) checkChoice(o.engine, 'engine', ['auto', 'dma', 'kernel']);
     const refs = request.hit.chunks.slice(0, chunks);
     // The put begins before any load, so that a load failure it must not
     // save over is known to it (the store refuses layers put before one).
@@ -171,7 +174,7 @@ export class KvConnector {
     if (chunks > 0) {
       for (let l = 0; l < this.cache.layout.layers; l++) {
         try {
-          events.push(this.store.loadLayer(refs, l, this.cache, table, this.#load, { engine: options.engine }));
+          events.push(this.store.loadLayer(refs, l, this.cache, table, this.#load, { engine: o.engine }));
         } catch (e) {
           thrown = e;
           break;
@@ -228,6 +231,7 @@ export class KvConnector {
     this.#live();
     this.#check(request);
     this.cache.layout.checkLayer(layer);
+    checkInstance(stream, 'stream', 'a Stream', Stream);
     if (request.outcome?.ok === false) return;
     const ev = request.loads[layer];
     if (ev) stream.waitEvent(ev);
@@ -242,16 +246,24 @@ export class KvConnector {
     this.#live();
     this.#check(request);
     this.cache.layout.checkLayer(layer);
-    request.put ??= this.store.beginPut(request.tokens, { tenant: request.tenant });
+    checkInstance(stream, 'stream', 'a Stream', Stream);
+    if (stream.disposed) fail('ERR_DISPOSED', 'the stream is disposed');
+    // Everything checked before the put begins: a refused call reserves nothing.
+    let table: number[] | undefined;
     if (request.putBlocks.length === 0) {
-      const need = request.put.chunkCount * this.store.blocksPerChunk;
+      const need = Math.floor(request.tokens.length / this.store.chunkTokens) * this.store.blocksPerChunk;
       if (typeof blocks?.length !== 'number' || blocks.length < need) {
         fail('ERR_INVALID_ARG', `expected a block table of at least ${need} blocks, got ${blocks?.length ?? describe(blocks)}`);
       }
-      request.putBlocks = Array.prototype.slice.call(blocks, 0, need) as number[];
+      table = Array.prototype.slice.call(blocks, 0, need) as number[];
+      for (let i = 0; i < need; i++) this.cache.layout.checkBlock(table[i]!, `blocks[${i}]`); // holes too
     }
-    if (request.put.chunks.length === 0) return;
+    // The save stream waits for the work on `stream` first: a stream it cannot
+    // wait on (another device's) is refused before the put begins.
     this.#save.waitEvent(stream.record());
+    request.put ??= this.store.beginPut(request.tokens, { tenant: request.tenant });
+    if (table) request.putBlocks = table;
+    if (request.put.chunks.length === 0) return;
     request.saves.push(this.store.putLayer(request.put, layer, this.cache, request.putBlocks, this.#save, { engine: 'dma' }));
   }
 

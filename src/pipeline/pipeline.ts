@@ -17,6 +17,7 @@ import { ComputeModel } from '../model/compute.js';
 import { POLICIES, planPrefill, type PrefillPlan, type PrefillPolicy } from '../model/plan.js';
 import { abortError, throwIfAborted } from '../util/abort.js';
 import { checkChoice, checkInteger, checkKnownOptions } from '../util/validate.js';
+import { toTokenIds } from '../store/keys.js';
 import type { KvStore } from '../store/store.js';
 import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
 import { LayerBatcher, type BatchStats } from './batcher.js';
@@ -184,8 +185,9 @@ export class LayerPipeline {
   #check(r: PrefillRequest): CheckedRequest {
     if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a prefill request, got ${describe(r)}`);
     checkKnownOptions(r, 'request', ['tokens', 'blocks', 'compute', 'heldTokens', 'policy', 'save', 'tenant', 'signal']);
-    const n = r.tokens?.length;
-    if (typeof n !== 'number' || n < 1) fail('ERR_INVALID_ARG', `expected at least one token for tokens, got ${describe(r.tokens)}`);
+    const tokens = toTokenIds(r.tokens);
+    const n = tokens.length;
+    if (n < 1) fail('ERR_INVALID_ARG', `expected at least one token for tokens, got ${describe(r.tokens)}`);
     const layout = this.cache.layout;
     const needBlocks = Math.ceil(n / layout.blockTokens);
     if (typeof r.blocks?.length !== 'number' || r.blocks.length < needBlocks) {
@@ -201,7 +203,7 @@ export class LayerPipeline {
     if (r.save !== undefined && typeof r.save !== 'boolean') fail('ERR_INVALID_ARG', `expected a boolean for save, got ${describe(r.save)}`);
     if (r.tenant !== undefined && typeof r.tenant !== 'string') fail('ERR_INVALID_ARG', `expected a string for tenant, got ${describe(r.tenant)}`);
     return {
-      tokens: Array.from(r.tokens), blocks: Array.from(r.blocks), compute: r.compute, heldTokens: held, policy,
+      tokens: Array.from(tokens), blocks: Array.prototype.slice.call(r.blocks, 0, needBlocks) as number[], compute: r.compute, heldTokens: held, policy,
       save: r.save ?? true, tenant: r.tenant, signal: r.signal,
     };
   }

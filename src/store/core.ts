@@ -101,6 +101,7 @@ export class StoreCore {
 
   checkCache(kvCache: KvCache): void {
     if (!(kvCache instanceof KvCache)) fail('ERR_INVALID_ARG', `expected a KvCache for kvCache, got ${describe(kvCache)}`);
+    if (kvCache.disposed) fail('ERR_DISPOSED', 'the KvCache is disposed');
     const l = kvCache.layout;
     const { layout, layers, chunkTokens } = this.config;
     if (l.kvHeads !== layout.kvHeads || l.headDim !== layout.headDim || l.dtype !== layout.dtype ||

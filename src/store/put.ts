@@ -184,6 +184,7 @@ export async function put(core: StoreCore, keys: readonly string[], kvCache: KvC
   const opts = putOptions(options);
   core.blocksOf(blockTable, keys.length, kvCache, false);
   if (!(stream instanceof Stream)) fail('ERR_INVALID_ARG', `expected a Stream for stream, got ${describe(stream)}`);
+  if (stream.disposed) fail('ERR_DISPOSED', 'the stream is disposed');
   options = opts;
   const pending = beginPut(core, keys);
   const s = stateOf(pending);

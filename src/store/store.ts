@@ -216,8 +216,7 @@ export class KvStore {
    */
   loadLayer(chunks: readonly ChunkRef[] | readonly (readonly ChunkRef[])[], layer: number, kvCache: KvCache,
     blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
-    checkKnownOptions(options, 'options', ['engine']);
-    return loadLayer(this.#core, this.#plans, chunks, layer, kvCache, blockTable, stream, options);
+    return loadLayer(this.#core, this.#plans, chunks, layer, kvCache, blockTable, stream, checkKnownOptions(options, 'options', ['engine']) as LayerMoveOptions);
   }
 
   /**
@@ -249,8 +248,7 @@ export class KvStore {
    */
   putLayer(pending: PendingPut | readonly PendingPut[], layer: number, kvCache: KvCache,
     blockTable: ArrayLike<number> | readonly ArrayLike<number>[], stream: Stream, options: LayerMoveOptions = {}): Event {
-    checkKnownOptions(options, 'options', ['engine']);
-    return puts.putLayer(this.#core, pending, layer, kvCache, blockTable, stream, options);
+    return puts.putLayer(this.#core, pending, layer, kvCache, blockTable, stream, checkKnownOptions(options, 'options', ['engine']) as LayerMoveOptions);
   }
 
   /**

@@ -136,14 +136,15 @@ export abstract class Disposable {
    * when this object or a child has work in flight. Idempotent: later calls
    * return the first call's promise.
    */
-  dispose(options: DisposeOptions = {}): Promise<void> {
+  dispose(options: DisposeOptions | null = {}): Promise<void> {
+    let wait: unknown;
     try {
-      checkKnownOptions(options, 'options', ['wait']);
+      wait = checkKnownOptions(options, 'options', ['wait']).wait;
     } catch (e) {
       return Promise.reject(e);
     }
     if (this.#disposing) return this.#disposing;
-    if (options.wait === false && this.busy()) {
+    if (wait === false && this.busy()) {
       return Promise.reject(new KvflowError(`${this.resourceName} has work in flight`, 'ERR_BUSY'));
     }
     this.#disposing = this.#run();
