@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -30,6 +30,26 @@ describe('kvflow demo --store-check and inspect', () => {
       expect(json.chunks).toBe(2);
       expect(json.geometry.slotBytes).toBe(32 << 20);
       expect(Object.values(json.fingerprints)).toEqual([2]);
+
+      // --verify reads every chunk: clean first, then one flipped byte in the first slot's first extent.
+      const clean = kvflow(['inspect', dir, '--verify']);
+      expect([clean.status, clean.stderr]).toEqual([0, '']);
+      expect(clean.stdout).toMatch(/verify +2 chunks, 64 layer extents, 64\.0 MiB read: all good/);
+      const slab = path.join(dir, readdirSync(dir).find((f) => f.startsWith('slab-'))!);
+      const bytes = readFileSync(slab);
+      bytes[100] = bytes[100]! ^ 0xff;
+      writeFileSync(slab, bytes);
+      const kept = kvflow(['inspect', dir, '--verify', '--keep-bad', '--json']);
+      expect(kept.status).toBe(1);
+      const report = JSON.parse(kept.stdout) as { chunks: number; verify: { bad: { layer: number; tier: string; code: string }[]; dropped: number } };
+      expect(report.verify.bad).toEqual([expect.objectContaining({ layer: 0, tier: 'nvme', code: 'ERR_CHECKSUM' })]);
+      expect(report.verify.dropped).toBe(0);
+      expect(JSON.parse(kvflow(['inspect', dir, '--json']).stdout).chunks).toBe(2);
+      const dropped = kvflow(['inspect', dir, '--verify']);
+      expect(dropped.status).toBe(1);
+      expect(dropped.stdout).toMatch(/dropped +1 chunks/);
+      expect(JSON.parse(kvflow(['inspect', dir, '--json']).stdout).chunks).toBe(1);
+      expect(kvflow(['inspect', dir, '--keep-bad']).status).toBe(2);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
