@@ -30,7 +30,12 @@ std::string version_text(int version) {
 
 std::string visible_devices_text() {
   const char* env = std::getenv("CUDA_VISIBLE_DEVICES");
-  return env == nullptr ? std::string("unset") : "'" + std::string(env) + "'";
+  if (env == nullptr) return "unset";
+  // Appended piece by piece: GCC 12 warns (-Wrestrict, a false positive) on "'" + std::string(env) + "'".
+  std::string text(1, '\'');
+  text.append(env);
+  text.push_back('\'');
+  return text;
 }
 
 // Returns the reason the driver is unusable, or an empty string.
