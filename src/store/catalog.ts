@@ -9,7 +9,7 @@
  * the store's index thread (index-worker.ts), since each is flushed to disk
  * before it returns and may wait for another process's write lock.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readdirSync, renameSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -32,6 +32,7 @@ import {
   type StoreGeometry,
   type TouchUpdate,
 } from './tables.js';
+import { liveWriters, lockPath, makeWritersDir, sweepLocks, writerAlive } from './writers.js';
 
 export type { CatalogEntry, StoreGeometry } from './tables.js';
 
@@ -48,64 +49,6 @@ export interface StoreReport {
   counters: CounterDeltas;
   /** Slot accounting problems (none: []). */
   problems: string[];
-}
-
-/**
- * Writers are told apart by instance: each open store holds an exclusive
- * flock on `writers/<instance>.lock` in the store directory, which the kernel
- * drops when its process dies, however it dies and in whatever PID
- * namespace it runs. A reservation whose instance's lock is not held is stale.
- */
-function lockPath(dir: string, instance: string): string {
-  return path.join(dir, 'writers', `${instance}.lock`);
-}
-
-function writerAlive(dir: string, instance: string): boolean {
-  return loadBinding().binding.lockHeld(lockPath(dir, instance));
-}
-
-/** Removes lock files of writers that are gone. */
-function sweepLocks(dir: string): void {
-  const writers = path.join(dir, 'writers');
-  for (const name of readdirSync(writers)) {
-    if (!name.endsWith('.lock')) continue;
-    const instance = name.slice(0, -5);
-    if (!writerAlive(dir, instance)) {
-      try {
-        unlinkSync(path.join(writers, name));
-      } catch {
-        // Another process swept it first.
-      }
-    }
-  }
-}
-
-/** Instances holding `dir` open now (none where there is no writers folder). */
-function liveWriters(dir: string): string[] {
-  const writers = path.join(dir, 'writers');
-  let names: string[];
-  try {
-    if (!lstatSync(writers).isDirectory()) return [];
-    names = readdirSync(writers);
-  } catch {
-    return [];
-  }
-  return names.filter((n) => n.endsWith('.lock') && writerAlive(dir, n.slice(0, -5))).map((n) => n.slice(0, -5));
-}
-
-/** Makes the writers folder of `dir` where it is missing; anything else in its place is damage. */
-function makeWritersDir(dir: string): void {
-  const writers = path.join(dir, 'writers');
-  try {
-    mkdirSync(writers, { mode: 0o700 });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'EEXIST') {
-      if (lstatSync(writers).isDirectory()) return;
-      throw indexDamaged(writers, 'it is not a directory');
-    }
-    throw catalogError(e, `creating ${writers}`);
-  }
 }
 
 /** Opens the LMDB file `file` once its structure was checked (index-check.ts): a damaged file is never mapped. */
