@@ -21,21 +21,16 @@ import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
 import { describe, fail } from '../errors.js';
-import { abortable, checkSignal, throwIfAborted } from '../util/abort.js';
+import { abortable } from '../util/abort.js';
 import { checkBoolean, checkKnownOptions } from '../util/validate.js';
-import { Catalog } from './catalog.js';
-import type { StoreGeometry } from './geometry.js';
 import type { KvStoreLocalCounters, KvStoreSharedCounters } from './stats.js';
-import { resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions, type PutOptions } from './config.js';
-import { StoreCore } from './core.js';
-import { Demoter } from './demoter.js';
-import { createStoreDir } from './directory.js';
-import { DramTier } from './dram.js';
+import type { KvStoreOptions, LayerMoveOptions, PutOptions } from './config.js';
+import type { StoreCore } from './core.js';
+import type { StoreGeometry } from './geometry.js';
 import { lookup, type ChunkRef, type StoreHit } from './hit.js';
-import { isIndexDamage } from './index-check.js';
-import { STORE_FORMAT_VERSION, chunkKeys, tenantFingerprint } from './keys.js';
+import { chunkKeys, tenantFingerprint } from './keys.js';
 import { loadLayer } from './load.js';
-import { NvmeTier } from './nvme.js';
+import { forgetTemporary, openStoreCore, type ArrangeTiers } from './open.js';
 import { verify, type VerifyOptions, type VerifyReport } from './verify.js';
 import { PlanCache } from './plan-cache.js';
 import * as puts from './put.js';
@@ -45,6 +40,7 @@ import type { Tier } from './tier.js';
 export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions, PutOptions } from './config.js';
 export { StoreHit, type ChunkRef } from './hit.js';
 export { PendingPut, type PutResult } from './put.js';
+export type { ArrangeTiers } from './open.js';
 export type { VerifyOptions, VerifyProblem, VerifyProgress, VerifyReport } from './verify.js';
 
 /**
@@ -83,9 +79,6 @@ export interface KvStoreStats {
   /** Every process of the directory (written in batches). */
   shared: KvStoreSharedCounters;
 }
-
-/** The order of a store's tiers, from its DRAM and NVMe tiers (see store/testing.ts). */
-export type ArrangeTiers = (dram: Tier, nvme: Tier) => readonly Tier[];
 
 /** Shared counters no process has written yet read as 0. */
 const NO_SHARED_COUNTS: KvStoreSharedCounters = {
@@ -357,7 +350,7 @@ export class KvStore {
       await core.dram.close();
       if (this.#temporary) {
         rmSync(this.dir, { recursive: true, force: true });
-        temporaryDirs.delete(this.dir);
+        forgetTemporary(this.dir);
       }
       this.#detach();
     }
@@ -391,73 +384,6 @@ async function closeAll(tiers: readonly Tier[]): Promise<void> {
  * include tiers of the caller's: the DRAM tier must come first.
  */
 export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers | undefined): Promise<KvStore> {
-  const config = resolveStoreConfig(options);
-  const signal = checkSignal(options.signal);
-  throwIfAborted(signal, 'opening the store');
-  const { dir, temporary, created } = createStoreDir(options.dir);
-  const { device, layers, recordBytes, extentBytes } = config;
-  const wanted: StoreGeometry = {
-    version: STORE_FORMAT_VERSION,
-    slotBytes: recordBytes,
-    slotCount: Math.floor(config.nvmeBytes / recordBytes),
-    slotsPerFile: Math.max(1, Math.floor(config.slabFileBytes / recordBytes)),
-    layers: layers.count,
-    extentBytes,
-  };
-  // A failed create leaves nothing behind: the geometry it wrote would bind every later open.
-  const undo = (fresh: boolean): void => {
-    if (temporary) rmSync(dir, { recursive: true, force: true });
-    else if (fresh) Catalog.removeCreated(dir, created);
-  };
-  const openNvme = async (): Promise<NvmeTier> => {
-    const fresh = Catalog.isNew(dir);
-    try {
-      const tier = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs, config.touchFlushMs, signal);
-      if (signal?.aborted) {
-        await tier.close();
-        throwIfAborted(signal, 'opening the store');
-      }
-      return tier;
-    } catch (e) {
-      if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) undo(fresh);
-      throw e;
-    }
-  };
-  let warning: string | undefined;
-  let nvme: NvmeTier;
-  try {
-    nvme = await openNvme();
-  } catch (e) {
-    if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) throw e;
-    warning = Catalog.reset(dir, (e as Error).message);
-    nvme = await openNvme();
-  }
-  const dram = new DramTier(extentBytes, layers.count, config.dramBytes, (bytes) => device.allocPinned(bytes), config.rank);
-  let core: StoreCore;
-  try {
-    if (config.preallocateDram) dram.arena.preallocate();
-    core = new StoreCore(config, dram, nvme, arrange ? arrange(dram, nvme) : [dram, nvme]);
-  } catch (e) {
-    await Promise.all(dram.arena.segments.map((b) => b.dispose()));
-    await nvme.close();
-    if (temporary) rmSync(dir, { recursive: true, force: true });
-    throw e;
-  }
-  core.demoter = new Demoter(core);
-  if (temporary) keepTemporary(dir);
+  const { core, dir, temporary, warning } = await openStoreCore(options, arrange);
   return construct(core, dir, temporary, warning);
-}
-
-/** Temporary directories of stores still open: removed when the process exits (a store left open does not keep it alive). */
-const temporaryDirs = new Set<string>();
-let exitHook = false;
-
-function keepTemporary(dir: string): void {
-  if (!exitHook) {
-    exitHook = true;
-    process.once('exit', () => {
-      for (const d of temporaryDirs) rmSync(d, { recursive: true, force: true });
-    });
-  }
-  temporaryDirs.add(dir);
 }
