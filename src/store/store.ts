@@ -20,7 +20,6 @@ import '../io/open-file.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
-import { describe, fail } from '../errors.js';
 import { abortable } from '../util/abort.js';
 import { checkBoolean, checkKnownOptions } from '../util/validate.js';
 import type { KvStoreLocalCounters, KvStoreSharedCounters } from './stats.js';
@@ -28,11 +27,12 @@ import type { KvStoreOptions, LayerMoveOptions, PutOptions } from './config.js';
 import type { StoreCore } from './core.js';
 import type { StoreGeometry } from './geometry.js';
 import { lookup, type ChunkRef, type StoreHit } from './hit.js';
-import { chunkKeys, tenantFingerprint } from './keys.js';
+import { chunkKeys } from './keys.js';
 import { loadLayer } from './load.js';
 import { forgetTemporary, openStoreCore, type ArrangeTiers } from './open.js';
 import { verify, type VerifyOptions, type VerifyReport } from './verify.js';
 import { PlanCache } from './plan-cache.js';
+import { TenantFingerprints, type TenantOptions } from './tenants.js';
 import * as puts from './put.js';
 import type { PendingPut, PutResult } from './put.js';
 import type { Tier } from './tier.js';
@@ -41,16 +41,8 @@ export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions, 
 export { StoreHit, type ChunkRef } from './hit.js';
 export { PendingPut, type PutResult } from './put.js';
 export type { ArrangeTiers } from './open.js';
+export type { TenantOptions } from './tenants.js';
 export type { VerifyOptions, VerifyProblem, VerifyProgress, VerifyReport } from './verify.js';
-
-/**
- * Whose prompt a call is about. Tenants share one store (its DRAM budget,
- * its NVMe tier, batched loads) but never a key: a tenant never hits, or
- * times, another's prefixes. No tenant (or "") is the store's own keys.
- */
-export interface TenantOptions {
-  tenant?: string;
-}
 
 /** Counters of one store instance, plus the shared ones of its directory. */
 export interface KvStoreStats {
@@ -114,7 +106,7 @@ export class KvStore {
   readonly #plans = new PlanCache();
   readonly #temporary: boolean;
   /** Fingerprints of the tenants seen lately, by name. */
-  readonly #tenants = new Map<string, string>();
+  readonly #tenants: TenantFingerprints;
   /** Leaves the device's dispose list (the device closes a store left open when it is disposed). */
   readonly #detach: () => void;
 
@@ -134,6 +126,7 @@ export class KvStore {
     this.blocksPerChunk = c.chunkTokens / c.layout.blockTokens;
     this.layers = c.layers;
     this.fingerprint = c.fingerprint;
+    this.#tenants = new TenantFingerprints(c.fingerprint);
     this.extentBytes = c.extentBytes;
     this.recordBytes = c.recordBytes;
     this.geometry = core.nvme.geometry;
@@ -165,17 +158,7 @@ export class KvStore {
   }
 
   #fingerprintOf(options: TenantOptions, known: readonly string[] = ['tenant']): string {
-    if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object, got ${describe(options)}`);
-    checkKnownOptions(options, 'options', known);
-    const tenant = options.tenant;
-    if (tenant === undefined || tenant === '') return this.fingerprint;
-    let fp = this.#tenants.get(tenant);
-    if (fp === undefined) {
-      fp = tenantFingerprint(this.fingerprint, tenant);
-      if (this.#tenants.size >= 1024) this.#tenants.delete(this.#tenants.keys().next().value!);
-      this.#tenants.set(tenant, fp);
-    }
-    return fp;
+    return this.#tenants.of(options, known);
   }
 
   /**
