@@ -5,8 +5,9 @@
  * never serving bytes that failed their checksum. DESIGN.md section 3 is the
  * data model, section 4b the tiers.
  *
- * This class is the facade: each job lives in its own module (config, hit,
- * load, plan-cache, put, demoter, dram, nvme), sharing a StoreCore.
+ * This class is the facade: each job lives in its own module (open, config,
+ * tenants, hit, load, plan-cache, put, demoter, dram, nvme, verify,
+ * store-stats), sharing a StoreCore.
  *
  * Record format (DRAM slot and NVMe slot alike): for each layer of the
  * store's range, an extent of K of the chunk's tokens then V, 4 KiB aligned.
@@ -22,7 +23,6 @@ import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
 import { abortable } from '../util/abort.js';
 import { checkBoolean, checkKnownOptions } from '../util/validate.js';
-import type { KvStoreLocalCounters, KvStoreSharedCounters } from './stats.js';
 import type { KvStoreOptions, LayerMoveOptions, PutOptions } from './config.js';
 import type { StoreCore } from './core.js';
 import type { StoreGeometry } from './geometry.js';
@@ -32,6 +32,7 @@ import { loadLayer } from './load.js';
 import { forgetTemporary, openStoreCore, type ArrangeTiers } from './open.js';
 import { verify, type VerifyOptions, type VerifyReport } from './verify.js';
 import { PlanCache } from './plan-cache.js';
+import { storeStats, type KvStoreStats } from './store-stats.js';
 import { TenantFingerprints, type TenantOptions } from './tenants.js';
 import * as puts from './put.js';
 import type { PendingPut, PutResult } from './put.js';
@@ -41,41 +42,9 @@ export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions, 
 export { StoreHit, type ChunkRef } from './hit.js';
 export { PendingPut, type PutResult } from './put.js';
 export type { ArrangeTiers } from './open.js';
+export type { KvStoreStats } from './store-stats.js';
 export type { TenantOptions } from './tenants.js';
 export type { VerifyOptions, VerifyProblem, VerifyProgress, VerifyReport } from './verify.js';
-
-/** Counters of one store instance, plus the shared ones of its directory. */
-export interface KvStoreStats {
-  dram: { capacityBytes: number; usedBytes: number; chunks: number; evictions: number };
-  nvme: { capacityBytes: number; slotBytes: number; slots: number; chunks: number };
-  /** This process's lookups, in tokens (the chunk counts are in `local`). */
-  hits: {
-    lookups: number;
-    /** Tokens lookups found in DRAM, on NVMe (a tier of another name: `local[name + 'HitTokens']`). */
-    dramTokens: number;
-    nvmeTokens: number;
-    /** Tokens of full chunks lookups did not find. */
-    missTokens: number;
-    /** Tokens of hits' chunks whose load failed since (ERR_CHECKSUM, ERR_EVICTED, ERR_IO): recomputed by the runtime. */
-    failedTokens: number;
-  };
-  /** Chunks that `put({ durable: true })` wrote to NVMe from DRAM (not added by that put, in DRAM only before). */
-  madeDurable: number;
-  /**
-   * This process: lookups and the chunks they hit or missed, loads (per chunk
-   * and layer; `dramPlans`: DRAM loads planned for every layer at once,
-   * `dramPlannedLayers`: layer loads those plans served), checksum failures,
-   * NVMe writes.
-   */
-  local: KvStoreLocalCounters;
-  /** Every process of the directory (written in batches). */
-  shared: KvStoreSharedCounters;
-}
-
-/** Shared counters no process has written yet read as 0. */
-const NO_SHARED_COUNTS: KvStoreSharedCounters = {
-  lookups: 0, hitChunks: 0, missChunks: 0, checksumFailures: 0, evictions: 0, writes: 0, lostReservations: 0,
-};
 
 /** @internal The cores of open stores, for store/testing.ts. */
 export const storeCores = new WeakMap<KvStore, StoreCore>();
@@ -294,19 +263,8 @@ export class KvStore {
   }
 
   stats(): KvStoreStats {
-    const core = this.#core;
-    core.live();
-    return {
-      dram: core.dram.stats(),
-      nvme: core.nvme.stats(),
-      hits: {
-        lookups: core.local.lookups!, dramTokens: core.local.dramHitTokens!, nvmeTokens: core.local.nvmeHitTokens!,
-        missTokens: core.local.missTokens!, failedTokens: core.local.failedTokens!,
-      },
-      madeDurable: core.local.madeDurable!,
-      local: { ...core.local },
-      shared: { ...NO_SHARED_COUNTS, ...core.nvme.catalog.counters() },
-    };
+    this.#core.live();
+    return storeStats(this.#core);
   }
 
   /**
