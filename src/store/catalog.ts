@@ -9,20 +9,18 @@
  * the store's index thread (index-worker.ts), since each is flushed to disk
  * before it returns and may wait for another process's write lock.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
 
-import { open, type RootDatabase } from 'lmdb';
+import type { RootDatabase } from 'lmdb';
 
 import { loadBinding } from '../binding/load.js';
 import { KvflowError, fail } from '../errors.js';
 import { lruRank, safeRank, type EvictionRank } from './eviction.js';
-import { checkIndexFile, indexDamaged, isIndexDamage, markDamage } from './index-check.js';
+import { inspectIndex, openIndex, removeCreated, resetIndex, withFile, type StoreReport } from './index-dir.js';
+import { IndexThread } from './index-thread.js';
 import { STORE_FORMAT_VERSION } from './keys.js';
 import {
-  INDEX_OPTIONS,
   IndexTables,
   catalogError,
   type CatalogEntry,
@@ -32,183 +30,10 @@ import {
   type StoreGeometry,
   type TouchUpdate,
 } from './tables.js';
+import { lockPath, makeWritersDir, sweepLocks, writerAlive } from './writers.js';
 
 export type { CatalogEntry, StoreGeometry } from './tables.js';
-
-/** What `Catalog.inspect` reports. */
-export interface StoreReport {
-  dir: string;
-  geometry: StoreGeometry;
-  chunks: number;
-  reserved: number;
-  free: number;
-  nextSlot: number;
-  fingerprints: Record<string, number>;
-  reservations: { slot: number; pid: number; alive: boolean; at: number }[];
-  counters: CounterDeltas;
-  /** Slot accounting problems (none: []). */
-  problems: string[];
-}
-
-/**
- * Writers are told apart by instance: each open store holds an exclusive
- * flock on `writers/<instance>.lock` in the store directory, which the kernel
- * drops when its process dies, however it dies and in whatever PID
- * namespace it runs. A reservation whose instance's lock is not held is stale.
- */
-function lockPath(dir: string, instance: string): string {
-  return path.join(dir, 'writers', `${instance}.lock`);
-}
-
-function writerAlive(dir: string, instance: string): boolean {
-  return loadBinding().binding.lockHeld(lockPath(dir, instance));
-}
-
-/** Removes lock files of writers that are gone. */
-function sweepLocks(dir: string): void {
-  const writers = path.join(dir, 'writers');
-  for (const name of readdirSync(writers)) {
-    if (!name.endsWith('.lock')) continue;
-    const instance = name.slice(0, -5);
-    if (!writerAlive(dir, instance)) {
-      try {
-        unlinkSync(path.join(writers, name));
-      } catch {
-        // Another process swept it first.
-      }
-    }
-  }
-}
-
-/** Instances holding `dir` open now (none where there is no writers folder). */
-function liveWriters(dir: string): string[] {
-  const writers = path.join(dir, 'writers');
-  let names: string[];
-  try {
-    if (!lstatSync(writers).isDirectory()) return [];
-    names = readdirSync(writers);
-  } catch {
-    return [];
-  }
-  return names.filter((n) => n.endsWith('.lock') && writerAlive(dir, n.slice(0, -5))).map((n) => n.slice(0, -5));
-}
-
-/** Makes the writers folder of `dir` where it is missing; anything else in its place is damage. */
-function makeWritersDir(dir: string): void {
-  const writers = path.join(dir, 'writers');
-  try {
-    mkdirSync(writers, { mode: 0o700 });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'EEXIST') {
-      if (lstatSync(writers).isDirectory()) return;
-      throw indexDamaged(writers, 'it is not a directory');
-    }
-    throw catalogError(e, `creating ${writers}`);
-  }
-}
-
-/** Opens the LMDB file `file` once its structure was checked (index-check.ts): a damaged file is never mapped. */
-function openIndex(file: string, readOnly: boolean): RootDatabase {
-  let checked;
-  try {
-    checked = checkIndexFile(file);
-  } catch (e) {
-    throw catalogError(e, `reading ${file}`);
-  }
-  if (checked.state === 'damaged') throw indexDamaged(file, checked.reason);
-  try {
-    return open({ path: file, ...INDEX_OPTIONS, ...(readOnly ? { readOnly: true } : {}) });
-  } catch (e) {
-    throw withFile(catalogError(e, `opening ${file}`), file);
-  }
-}
-
-/** A damage error that names `file` and the way out. */
-function withFile(e: unknown, file: string): unknown {
-  return isIndexDamage(e) ? indexDamaged(file, (e as Error).message) : e;
-}
-
-const SLAB = /^slab-\d{4}\.kv$/;
-
-/** The index thread's script: the compiled one beside this module (from sources, the one in dist/). */
-function workerScript(): URL {
-  const here = fileURLToPath(import.meta.url);
-  if (here.endsWith('.ts')) {
-    const root = path.resolve(path.dirname(here), '..', '..');
-    return pathToFileURL(path.join(root, 'dist', 'src', 'store', 'index-worker.js'));
-  }
-  return new URL('./index-worker.js', import.meta.url);
-}
-
-interface Reply {
-  id: number;
-  ok: boolean;
-  value?: unknown;
-  message?: string;
-  code?: KvflowError['code'];
-  errno?: number;
-  damage?: boolean;
-}
-
-/** The KvflowError of a failed reply, as the index thread made it. */
-function replyError(r: Reply): KvflowError {
-  const k = new KvflowError(r.message ?? 'store index request failed', r.code ?? 'ERR_IO');
-  if (typeof r.errno === 'number') k.errno = r.errno;
-  return r.damage ? markDamage(k) : k;
-}
-
-/** The index thread: requests in order, one reply each; referenced only while a request is out. */
-class IndexThread {
-  readonly #worker: Worker;
-  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; after: (() => void) | undefined }>();
-  #next = 1;
-  #dead: KvflowError | undefined;
-
-  constructor(file: string) {
-    // No inherited Node flags: the thread runs one compiled module, and flags of the
-    // process's own entry (--input-type with --eval, say) fail a worker's start.
-    this.#worker = new Worker(workerScript(), { workerData: { file }, execArgv: [] });
-    this.#worker.on('message', (r: Reply) => {
-      const p = this.#pending.get(r.id);
-      if (!p) return;
-      this.#pending.delete(r.id);
-      if (this.#pending.size === 0) this.#worker.unref();
-      p.after?.();
-      if (r.ok) p.resolve(r.value);
-      else p.reject(replyError(r));
-    });
-    const die = (e: KvflowError): void => {
-      this.#dead ??= e;
-      for (const p of this.#pending.values()) p.reject(this.#dead);
-      this.#pending.clear();
-    };
-    this.#worker.on('error', (e) => die(new KvflowError(`the store index thread failed: ${e.message}`, 'ERR_IO')));
-    this.#worker.on('exit', () => die(new KvflowError('the store index thread has exited', 'ERR_DISPOSED')));
-    // Unreferenced once its listeners are in place (a listener added later references it again): an
-    // open store whose index thread has nothing to do never keeps the process alive.
-    this.#worker.unref();
-  }
-
-  /** Runs a request on the index thread; `after` runs on its reply, before the caller resumes. */
-  call<T>(op: string, args: unknown[], after?: () => void): Promise<T> {
-    if (this.#dead) return Promise.reject(this.#dead);
-    const id = this.#next++;
-    return new Promise<T>((resolve, reject) => {
-      this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, after });
-      if (this.#pending.size === 1) this.#worker.ref();
-      this.#worker.postMessage({ id, op, args });
-    });
-  }
-
-  async close(): Promise<void> {
-    try {
-      await this.call('close', []);
-    } finally {
-      await this.#worker.terminate();
-    }
-  }
-}
+export type { StoreReport } from './index-dir.js';
 
 export class Catalog {
   readonly root: RootDatabase;
@@ -281,103 +106,21 @@ export class Catalog {
   }
 
   /**
-   * Sets a damaged index of `dir` aside (`index.mdb.damaged-<time>`, and a
-   * `writers` that is not a folder likewise), removes the slab files it
-   * described, and returns what was lost, for the store's warning. Refused
-   * with ERR_BUSY while another store has `dir` open.
+   * Sets a damaged index of `dir` aside and removes the slab files it
+   * described (see index-dir.ts); returns what was lost.
    */
   static reset(dir: string, why: string): string {
-    const live = liveWriters(dir);
-    if (live.length > 0) {
-      fail('ERR_BUSY', `cannot reset the store index of ${dir}: ${live.length} other store(s) have it open (writer ${live[0]}); close them first (${why})`);
-    }
-    const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-    const aside: string[] = [];
-    const setAside = (name: string): void => {
-      const from = path.join(dir, name);
-      try {
-        renameSync(from, `${from}.damaged-${stamp}`);
-        aside.push(`${name}.damaged-${stamp}`);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw catalogError(e, `setting ${from} aside`);
-      }
-    };
-    setAside('index.mdb');
-    try {
-      unlinkSync(path.join(dir, 'index.mdb-lock'));
-    } catch {
-      // No lock file, or one already gone.
-    }
-    try {
-      if (!lstatSync(path.join(dir, 'writers')).isDirectory()) setAside('writers');
-    } catch {
-      // No writers folder: made at open.
-    }
-    let files = 0;
-    let bytes = 0;
-    for (const name of readdirSync(dir)) {
-      if (!SLAB.test(name)) continue;
-      const p = path.join(dir, name);
-      bytes += statSync(p).size;
-      unlinkSync(p);
-      files++;
-    }
-    return `the store index of ${dir} was damaged (${why}); it was set aside as ${aside.join(' and ') || 'nothing (already gone)'}, ` +
-      `and the NVMe tier starts empty: every chunk it held is lost (${files} slab file(s), ${bytes} bytes, removed)`;
+    return resetIndex(dir, why);
   }
 
-  /**
-   * Removes what a failed first open of `dir` made (index, its lock file,
-   * slab files, the writers folder, and `dir` itself when `removeDir`),
-   * unless another store has opened it meanwhile.
-   */
+  /** Removes what a failed first open of `dir` made (see index-dir.ts). */
   static removeCreated(dir: string, removeDir: boolean): void {
-    if (liveWriters(dir).length > 0) return;
-    for (const name of readdirSync(dir)) {
-      if (name === 'index.mdb' || name === 'index.mdb-lock' || SLAB.test(name)) {
-        try {
-          unlinkSync(path.join(dir, name));
-        } catch {
-          // Gone already.
-        }
-      }
-    }
-    // The lease table (leases.ts) of the failed opener: no writer is alive, so no lease counts.
-    const leases = path.join(dir, 'leases');
-    try {
-      for (const name of readdirSync(leases)) unlinkSync(path.join(leases, name));
-    } catch {
-      // None made, or gone already.
-    }
-    for (const d of [path.join(dir, 'writers'), leases, ...(removeDir ? [dir] : [])]) {
-      try {
-        rmdirSync(d);
-      } catch {
-        // Not empty (another opener's files) or gone: left as it is.
-      }
-    }
+    removeCreated(dir, removeDir);
   }
 
-  /**
-   * What a store directory holds, read without changing it (no recovery, no
-   * geometry needed): for `kvflow inspect`.
-   */
+  /** What a store directory holds, read without changing it (see index-dir.ts). */
   static inspect(dir: string): StoreReport {
-    const file = path.join(dir, 'index.mdb');
-    if (!existsSync(file)) fail('ERR_INVALID_ARG', `expected a kvflow store directory, but ${dir} has no index.mdb`);
-    const root = openIndex(file, true);
-    try {
-      const tables = new IndexTables(root);
-      const geometry = tables.meta.get('geometry') as StoreGeometry | undefined;
-      if (!geometry) fail('ERR_INVALID_ARG', `the index at ${file} has no store geometry`);
-      const reservations: StoreReport['reservations'] = [];
-      for (const { key, value } of tables.reserved.getRange()) reservations.push({ slot: key, pid: value.pid, alive: writerAlive(dir, value.inst), at: value.at });
-      return { dir, geometry, ...tables.summary(), reservations, counters: tables.counters(), problems: tables.check() };
-    } catch (e) {
-      throw withFile(e instanceof KvflowError ? e : catalogError(e, `reading ${file}`), file);
-    } finally {
-      void root.close();
-    }
+    return inspectIndex(dir);
   }
 
   #live(): void {

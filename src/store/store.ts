@@ -5,8 +5,9 @@
  * never serving bytes that failed their checksum. DESIGN.md section 3 is the
  * data model, section 4b the tiers.
  *
- * This class is the facade: each job lives in its own module (config, hit,
- * load, plan-cache, put, demoter, dram, nvme), sharing a StoreCore.
+ * This class is the facade: each job lives in its own module (open, config,
+ * tenants, hit, load, plan-cache, put, demoter, dram, nvme, verify,
+ * store-stats), sharing a StoreCore.
  *
  * Record format (DRAM slot and NVMe slot alike): for each layer of the
  * store's range, an extent of K of the chunk's tokens then V, 4 KiB aligned.
@@ -20,24 +21,19 @@ import '../io/open-file.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { KvLayout } from '../layout/layout.js';
 import type { LayerRange } from '../layout/pieces.js';
-import { describe, fail } from '../errors.js';
-import { abortable, checkSignal, throwIfAborted } from '../util/abort.js';
+import { abortable } from '../util/abort.js';
 import { checkBoolean, checkKnownOptions } from '../util/validate.js';
-import { Catalog } from './catalog.js';
+import type { KvStoreOptions, LayerMoveOptions, PutOptions } from './config.js';
+import type { StoreCore } from './core.js';
 import type { StoreGeometry } from './geometry.js';
-import type { KvStoreLocalCounters, KvStoreSharedCounters } from './stats.js';
-import { resolveStoreConfig, type KvStoreOptions, type LayerMoveOptions, type PutOptions } from './config.js';
-import { StoreCore } from './core.js';
-import { Demoter } from './demoter.js';
-import { createStoreDir } from './directory.js';
-import { DramTier } from './dram.js';
 import { lookup, type ChunkRef, type StoreHit } from './hit.js';
-import { isIndexDamage } from './index-check.js';
-import { STORE_FORMAT_VERSION, chunkKeys, tenantFingerprint } from './keys.js';
+import { chunkKeys } from './keys.js';
 import { loadLayer } from './load.js';
-import { NvmeTier } from './nvme.js';
+import { forgetTemporary, openStoreCore, type ArrangeTiers } from './open.js';
 import { verify, type VerifyOptions, type VerifyReport } from './verify.js';
 import { PlanCache } from './plan-cache.js';
+import { storeStats, type KvStoreStats } from './store-stats.js';
+import { TenantFingerprints, type TenantOptions } from './tenants.js';
 import * as puts from './put.js';
 import type { PendingPut, PutResult } from './put.js';
 import type { Tier } from './tier.js';
@@ -45,52 +41,10 @@ import type { Tier } from './tier.js';
 export type { AdmissionInfo, AdmissionPolicy, KvStoreOptions, LayerMoveOptions, PutOptions } from './config.js';
 export { StoreHit, type ChunkRef } from './hit.js';
 export { PendingPut, type PutResult } from './put.js';
+export type { ArrangeTiers } from './open.js';
+export type { KvStoreStats } from './store-stats.js';
+export type { TenantOptions } from './tenants.js';
 export type { VerifyOptions, VerifyProblem, VerifyProgress, VerifyReport } from './verify.js';
-
-/**
- * Whose prompt a call is about. Tenants share one store (its DRAM budget,
- * its NVMe tier, batched loads) but never a key: a tenant never hits, or
- * times, another's prefixes. No tenant (or "") is the store's own keys.
- */
-export interface TenantOptions {
-  tenant?: string;
-}
-
-/** Counters of one store instance, plus the shared ones of its directory. */
-export interface KvStoreStats {
-  dram: { capacityBytes: number; usedBytes: number; chunks: number; evictions: number };
-  nvme: { capacityBytes: number; slotBytes: number; slots: number; chunks: number };
-  /** This process's lookups, in tokens (the chunk counts are in `local`). */
-  hits: {
-    lookups: number;
-    /** Tokens lookups found in DRAM, on NVMe (a tier of another name: `local[name + 'HitTokens']`). */
-    dramTokens: number;
-    nvmeTokens: number;
-    /** Tokens of full chunks lookups did not find. */
-    missTokens: number;
-    /** Tokens of hits' chunks whose load failed since (ERR_CHECKSUM, ERR_EVICTED, ERR_IO): recomputed by the runtime. */
-    failedTokens: number;
-  };
-  /** Chunks that `put({ durable: true })` wrote to NVMe from DRAM (not added by that put, in DRAM only before). */
-  madeDurable: number;
-  /**
-   * This process: lookups and the chunks they hit or missed, loads (per chunk
-   * and layer; `dramPlans`: DRAM loads planned for every layer at once,
-   * `dramPlannedLayers`: layer loads those plans served), checksum failures,
-   * NVMe writes.
-   */
-  local: KvStoreLocalCounters;
-  /** Every process of the directory (written in batches). */
-  shared: KvStoreSharedCounters;
-}
-
-/** The order of a store's tiers, from its DRAM and NVMe tiers (see store/testing.ts). */
-export type ArrangeTiers = (dram: Tier, nvme: Tier) => readonly Tier[];
-
-/** Shared counters no process has written yet read as 0. */
-const NO_SHARED_COUNTS: KvStoreSharedCounters = {
-  lookups: 0, hitChunks: 0, missChunks: 0, checksumFailures: 0, evictions: 0, writes: 0, lostReservations: 0,
-};
 
 /** @internal The cores of open stores, for store/testing.ts. */
 export const storeCores = new WeakMap<KvStore, StoreCore>();
@@ -121,7 +75,7 @@ export class KvStore {
   readonly #plans = new PlanCache();
   readonly #temporary: boolean;
   /** Fingerprints of the tenants seen lately, by name. */
-  readonly #tenants = new Map<string, string>();
+  readonly #tenants: TenantFingerprints;
   /** Leaves the device's dispose list (the device closes a store left open when it is disposed). */
   readonly #detach: () => void;
 
@@ -141,6 +95,7 @@ export class KvStore {
     this.blocksPerChunk = c.chunkTokens / c.layout.blockTokens;
     this.layers = c.layers;
     this.fingerprint = c.fingerprint;
+    this.#tenants = new TenantFingerprints(c.fingerprint);
     this.extentBytes = c.extentBytes;
     this.recordBytes = c.recordBytes;
     this.geometry = core.nvme.geometry;
@@ -172,17 +127,7 @@ export class KvStore {
   }
 
   #fingerprintOf(options: TenantOptions, known: readonly string[] = ['tenant']): string {
-    if (options === null || typeof options !== 'object') fail('ERR_INVALID_ARG', `expected an options object, got ${describe(options)}`);
-    checkKnownOptions(options, 'options', known);
-    const tenant = options.tenant;
-    if (tenant === undefined || tenant === '') return this.fingerprint;
-    let fp = this.#tenants.get(tenant);
-    if (fp === undefined) {
-      fp = tenantFingerprint(this.fingerprint, tenant);
-      if (this.#tenants.size >= 1024) this.#tenants.delete(this.#tenants.keys().next().value!);
-      this.#tenants.set(tenant, fp);
-    }
-    return fp;
+    return this.#tenants.of(options, known);
   }
 
   /**
@@ -318,19 +263,8 @@ export class KvStore {
   }
 
   stats(): KvStoreStats {
-    const core = this.#core;
-    core.live();
-    return {
-      dram: core.dram.stats(),
-      nvme: core.nvme.stats(),
-      hits: {
-        lookups: core.local.lookups!, dramTokens: core.local.dramHitTokens!, nvmeTokens: core.local.nvmeHitTokens!,
-        missTokens: core.local.missTokens!, failedTokens: core.local.failedTokens!,
-      },
-      madeDurable: core.local.madeDurable!,
-      local: { ...core.local },
-      shared: { ...NO_SHARED_COUNTS, ...core.nvme.catalog.counters() },
-    };
+    this.#core.live();
+    return storeStats(this.#core);
   }
 
   /**
@@ -357,7 +291,7 @@ export class KvStore {
       await core.dram.close();
       if (this.#temporary) {
         rmSync(this.dir, { recursive: true, force: true });
-        temporaryDirs.delete(this.dir);
+        forgetTemporary(this.dir);
       }
       this.#detach();
     }
@@ -391,73 +325,6 @@ async function closeAll(tiers: readonly Tier[]): Promise<void> {
  * include tiers of the caller's: the DRAM tier must come first.
  */
 export async function openStore(options: KvStoreOptions, arrange: ArrangeTiers | undefined): Promise<KvStore> {
-  const config = resolveStoreConfig(options);
-  const signal = checkSignal(options.signal);
-  throwIfAborted(signal, 'opening the store');
-  const { dir, temporary, created } = createStoreDir(options.dir);
-  const { device, layers, recordBytes, extentBytes } = config;
-  const wanted: StoreGeometry = {
-    version: STORE_FORMAT_VERSION,
-    slotBytes: recordBytes,
-    slotCount: Math.floor(config.nvmeBytes / recordBytes),
-    slotsPerFile: Math.max(1, Math.floor(config.slabFileBytes / recordBytes)),
-    layers: layers.count,
-    extentBytes,
-  };
-  // A failed create leaves nothing behind: the geometry it wrote would bind every later open.
-  const undo = (fresh: boolean): void => {
-    if (temporary) rmSync(dir, { recursive: true, force: true });
-    else if (fresh) Catalog.removeCreated(dir, created);
-  };
-  const openNvme = async (): Promise<NvmeTier> => {
-    const fresh = Catalog.isNew(dir);
-    try {
-      const tier = await NvmeTier.open(device, dir, wanted, config.fingerprint, config.file, config.leaseMs, config.touchFlushMs, signal);
-      if (signal?.aborted) {
-        await tier.close();
-        throwIfAborted(signal, 'opening the store');
-      }
-      return tier;
-    } catch (e) {
-      if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) undo(fresh);
-      throw e;
-    }
-  };
-  let warning: string | undefined;
-  let nvme: NvmeTier;
-  try {
-    nvme = await openNvme();
-  } catch (e) {
-    if (!(isIndexDamage(e) && config.onCorruptIndex === 'reset')) throw e;
-    warning = Catalog.reset(dir, (e as Error).message);
-    nvme = await openNvme();
-  }
-  const dram = new DramTier(extentBytes, layers.count, config.dramBytes, (bytes) => device.allocPinned(bytes), config.rank);
-  let core: StoreCore;
-  try {
-    if (config.preallocateDram) dram.arena.preallocate();
-    core = new StoreCore(config, dram, nvme, arrange ? arrange(dram, nvme) : [dram, nvme]);
-  } catch (e) {
-    await Promise.all(dram.arena.segments.map((b) => b.dispose()));
-    await nvme.close();
-    if (temporary) rmSync(dir, { recursive: true, force: true });
-    throw e;
-  }
-  core.demoter = new Demoter(core);
-  if (temporary) keepTemporary(dir);
+  const { core, dir, temporary, warning } = await openStoreCore(options, arrange);
   return construct(core, dir, temporary, warning);
-}
-
-/** Temporary directories of stores still open: removed when the process exits (a store left open does not keep it alive). */
-const temporaryDirs = new Set<string>();
-let exitHook = false;
-
-function keepTemporary(dir: string): void {
-  if (!exitHook) {
-    exitHook = true;
-    process.once('exit', () => {
-      for (const d of temporaryDirs) rmSync(d, { recursive: true, force: true });
-    });
-  }
-  temporaryDirs.add(dir);
 }
