@@ -101,7 +101,8 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     let run: ReturnType<typeof pipe.prefill>;
     try {
       run = pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
-      for (let i = 0; i < 100 && compute.calls.length === 0; i++) await turns(1);
+      // Layer 0's load reads NVMe: wait for its compute call, up to 10 s.
+      for (let i = 0; i < 10_000 && compute.calls.length === 0; i++) await new Promise((r) => setTimeout(r, 1));
       expect(compute.calls.map((c) => c.layer)).toEqual([0]); // layer 0 loaded and enqueued, layer 1's load waits for it
       await between(o.dir, rec, store);
     } finally {
