@@ -30,6 +30,11 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
   let cache: KvCache;
   let side: Stream;
   let root: string;
+  // The other process's device, cache and stream: a CPU device of its own
+  // (see otherPuts).
+  let otherDev: Device;
+  let otherCache: KvCache;
+  let otherStream: Stream;
   const layout = new KvLayout(SPEC);
 
   beforeAll(() => {
@@ -37,11 +42,15 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     dev = open(backend);
     cache = dev.allocKvCache(layout);
     side = dev.createStream();
+    otherDev = open('cpu');
+    otherCache = otherDev.allocKvCache(layout);
+    otherStream = otherDev.createStream();
     root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-races-'));
   });
   afterAll(async () => {
     if (skip) return;
     await dev.dispose();
+    await otherDev.dispose();
     rmSync(root, { recursive: true, force: true });
   });
 
@@ -89,11 +98,18 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     const lookups = store.stats().hits.lookups;
     const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
     const release = holdStream(stream);
-    const run = pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
-    for (let i = 0; i < 100 && compute.calls.length === 0; i++) await turns(1);
-    expect(compute.calls.map((c) => c.layer)).toEqual([0]); // layer 0 loaded and enqueued, layer 1's load waits for it
-    await between(o.dir, rec, store);
-    release();
+    let run: ReturnType<typeof pipe.prefill>;
+    try {
+      run = pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
+      // Layer 0's load reads NVMe: wait for its compute call, up to 10 s.
+      for (let i = 0; i < 10_000 && compute.calls.length === 0; i++) await new Promise((r) => setTimeout(r, 1));
+      expect(compute.calls.map((c) => c.layer)).toEqual([0]); // layer 0 loaded and enqueued, layer 1's load waits for it
+      await between(o.dir, rec, store);
+    } finally {
+      // Never left held: on CUDA a held stream stalls every later implicit
+      // synchronisation (and CUDA's host-function thread) of the process.
+      release();
+    }
     const r = await run;
     await expectPattern(dev, side, cache, prompt, blocks);
     expect(store.stats().hits.lookups).toBe(lookups + 1); // once, restart or not
@@ -105,10 +121,17 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     return r;
   }
 
-  /** Another store on the directory (as another process) puts two new chunks durably: it must evict to make room. */
+  /**
+   * Another store on the directory (as another process) puts two new chunks
+   * durably: it must evict to make room. It runs while the prefill's compute
+   * stream is held by a gate only this thread opens, so it must not touch
+   * that device: on CUDA, its pinned and device allocations (a DRAM segment,
+   * a stream's scratch) synchronise implicitly with the held stream and
+   * would never return. Like another process, it has a device of its own.
+   */
   async function otherPuts(dir: string, rec: number): Promise<void> {
-    const other = await KvStore.open({ ...options({ dir, nvmeBytes: 3 * rec }) });
-    await other.put(randomTokens(2 * CHUNK), cache, randomBlocks(2 * BPC, SPEC.numBlocks), side, { durable: true }).catch(() => undefined);
+    const other = await KvStore.open({ ...options({ dir, nvmeBytes: 3 * rec }), device: otherDev });
+    await other.put(randomTokens(2 * CHUNK), otherCache, randomBlocks(2 * BPC, SPEC.numBlocks), otherStream, { durable: true }).catch(() => undefined);
     await other.close();
   }
 

@@ -44,52 +44,77 @@ Poller::~Poller() {
   stop(std::chrono::milliseconds(0));
   if (cudaSetDevice(ordinal_) == cudaSuccess) {
     if (clock_event_ != nullptr) (void)cudaEventDestroy(clock_event_);
+    if (next_clock_ != nullptr) (void)cudaEventDestroy(next_clock_);
     if (clock_stream_ != nullptr) (void)cudaStreamDestroy(clock_stream_);
   }
   (void)cudaGetLastError();
 }
 
 bool Poller::rebase() noexcept {
+  // Constructor only (no stream of the device exists yet): the first
+  // reference is waited for, and takes the host's steady clock, so that
+  // times read close to the CPU backend's (only differences mean anything).
   if (clock_stream_ == nullptr) return false;
-  cudaEvent_t next = nullptr;
-  if (cudaEventCreate(&next) != cudaSuccess) {
+  cudaEvent_t first = nullptr;
+  if (cudaEventCreate(&first) != cudaSuccess) {
     (void)cudaGetLastError();
     return false;
   }
-  // The reference stream holds nothing else: the event completes at once.
-  if (cudaEventRecord(next, clock_stream_) != cudaSuccess || cudaEventSynchronize(next) != cudaSuccess) {
-    (void)cudaEventDestroy(next);
+  if (cudaEventRecord(first, clock_stream_) != cudaSuccess || cudaEventSynchronize(first) != cudaSuccess) {
+    (void)cudaEventDestroy(first);
     (void)cudaGetLastError();
     return false;
   }
-  if (clock_event_ == nullptr) {
-    // The first reference takes the host's steady clock, so that times read
-    // close to the CPU backend's (only differences between them mean anything).
-    const auto now = std::chrono::steady_clock::now().time_since_epoch();
-    clock_ms_ = std::chrono::duration<double, std::milli>(now).count();
-  } else {
-    float ms = 0;
-    if (cudaEventElapsedTime(&ms, clock_event_, next) != cudaSuccess) {
+  const auto now = std::chrono::steady_clock::now().time_since_epoch();
+  clock_ms_ = std::chrono::duration<double, std::milli>(now).count();
+  clock_event_ = first;
+  return true;
+}
+
+void Poller::move_reference() noexcept {
+  // Never waits: the poller thread must not block on GPU work (a stream held
+  // by a gate that only a thread awaiting this poller's completions opens
+  // may share a hardware queue with the reference stream). The next
+  // reference is recorded now and taken once a later time_of() finds it
+  // complete; until then times are read against the current one.
+  if (next_clock_ == nullptr) {
+    cudaEvent_t next = nullptr;
+    if (cudaEventCreate(&next) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return;
+    }
+    if (cudaEventRecord(next, clock_stream_) != cudaSuccess) {
       (void)cudaEventDestroy(next);
       (void)cudaGetLastError();
-      return false;
+      return;
     }
-    clock_ms_ += ms;
-    (void)cudaEventDestroy(clock_event_);
+    next_clock_ = next;
+    return;
   }
-  clock_event_ = next;
-  return true;
+  const cudaError_t status = cudaEventQuery(next_clock_);
+  if (status == cudaErrorNotReady) return;
+  float ms = 0;
+  if (status == cudaSuccess && cudaEventElapsedTime(&ms, clock_event_, next_clock_) == cudaSuccess) {
+    clock_ms_ += static_cast<double>(ms);
+    (void)cudaEventDestroy(clock_event_);
+    clock_event_ = next_clock_;
+  } else {
+    (void)cudaEventDestroy(next_clock_);  // a later event records another
+  }
+  (void)cudaGetLastError();
+  next_clock_ = nullptr;
 }
 
 double Poller::time_of(cudaEvent_t event) noexcept {
   if (clock_event_ == nullptr) return std::numeric_limits<double>::quiet_NaN();
+  if (next_clock_ != nullptr) move_reference();  // take the next reference once it completed
   float ms = 0;
   if (cudaEventElapsedTime(&ms, clock_event_, event) != cudaSuccess) {
     (void)cudaGetLastError();
     return std::numeric_limits<double>::quiet_NaN();
   }
   const double at = clock_ms_ + static_cast<double>(ms);
-  if (ms > kRebaseMs) (void)rebase();
+  if (ms > kRebaseMs && next_clock_ == nullptr) move_reference();
   return at;
 }
 

@@ -73,12 +73,15 @@ class Poller {
   void abort_all(std::vector<PollEntry>& entries) noexcept;
   // Timed events: the completion time of `event` (complete, timing-enabled)
   // in milliseconds on the device's clock, from GPU timestamps: the elapsed
-  // time since a reference event (recorded on a stream of the poller's own and
-  // waited for), plus the reference's time. The reference moves on once an
-  // event is more than a second past it, so the float elapsed time keeps
-  // sub-microsecond resolution. NaN when CUDA refused.
+  // time since a reference event (recorded on a stream of the poller's own),
+  // plus the reference's time. The first reference is waited for in the
+  // constructor; later ones move it on once an event is more than a second
+  // past it (so the float elapsed time keeps sub-microsecond resolution),
+  // without waiting: a next reference is taken once it completed. NaN when
+  // CUDA refused.
   double time_of(cudaEvent_t event) noexcept;
   bool rebase() noexcept;
+  void move_reference() noexcept;
 
   const int ordinal_;
   Completer& completer_;
@@ -94,6 +97,7 @@ class Poller {
   // The timing reference (poller thread only, after the constructor).
   cudaStream_t clock_stream_ = nullptr;
   cudaEvent_t clock_event_ = nullptr;
+  cudaEvent_t next_clock_ = nullptr;  // recorded, not yet taken as the reference
   double clock_ms_ = 0;
 };
 
