@@ -125,6 +125,14 @@ class Device {
 [[nodiscard]] CudaGateProbe probe_cuda_gate(int ordinal);
 
 /// Host facts shared by both backends' info().
+/// Host memory for buffers, 4 KiB aligned: from the allocator below 256 KiB,
+/// else its own anonymous mapping, so that freeing a large buffer returns
+/// its pages to the system (the C allocator would keep them in its heap once
+/// its dynamic mmap threshold has risen, and a long-running process's
+/// resident size would only grow). `host_pages_free` takes the same size.
+[[nodiscard]] void* host_pages_alloc(std::size_t bytes) noexcept;
+void host_pages_free(void* ptr, std::size_t bytes) noexcept;
+
 [[nodiscard]] int host_cores() noexcept;
 [[nodiscard]] std::uint64_t host_memory_bytes() noexcept;
 

@@ -1,5 +1,6 @@
 #include "kvflow/device.hpp"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -21,10 +22,31 @@ BufferPtr Device::alloc_host(std::size_t bytes) {
   KVFLOW_CHECK(bytes > 0, kInvalidArg, "expected a positive size for a host buffer, got 0");
   KVFLOW_CHECK(bytes <= (std::size_t{1} << 52), kOutOfMemory,
                "host allocation of " + std::to_string(bytes) + " bytes is larger than any host");
-  const std::size_t rounded = (bytes + kHostAlign - 1) / kHostAlign * kHostAlign;
-  void* ptr = std::aligned_alloc(kHostAlign, rounded);
+  void* ptr = host_pages_alloc(bytes);
   KVFLOW_CHECK(ptr != nullptr, kOutOfMemory, "host allocation of " + std::to_string(bytes) + " bytes failed");
-  return std::make_shared<Buffer>(MemoryKind::kHost, this, ptr, bytes, [](void* p, std::size_t) { std::free(p); });
+  return std::make_shared<Buffer>(MemoryKind::kHost, this, ptr, bytes, [](void* p, std::size_t n) { host_pages_free(p, n); });
+}
+
+namespace {
+constexpr std::size_t kMapAtLeast = std::size_t{256} << 10;
+
+std::size_t page_rounded(std::size_t bytes) noexcept {
+  return (bytes + kHostAlign - 1) / kHostAlign * kHostAlign;
+}
+}  // namespace
+
+void* host_pages_alloc(std::size_t bytes) noexcept {
+  const std::size_t rounded = page_rounded(bytes);
+  if (rounded < kMapAtLeast) return std::aligned_alloc(kHostAlign, rounded);
+  void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+void host_pages_free(void* ptr, std::size_t bytes) noexcept {
+  if (ptr == nullptr) return;
+  const std::size_t rounded = page_rounded(bytes);
+  if (rounded < kMapAtLeast) std::free(ptr);
+  else (void)munmap(ptr, rounded);
 }
 
 int host_cores() noexcept {

@@ -15,13 +15,6 @@ namespace kvflow {
 
 namespace {
 
-constexpr std::size_t kAlign = 4096;
-
-void* aligned_host_alloc(std::size_t bytes) noexcept {
-  const std::size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-  return std::aligned_alloc(kAlign, rounded);
-}
-
 std::string cpu_model_name() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
@@ -37,7 +30,7 @@ std::string cpu_model_name() {
 class CpuDevice final : public Device {
  public:
   explicit CpuDevice(const DeviceOptions& options)
-      : Device(options.max_pinned_bytes, aligned_host_alloc, [](void* p, std::size_t) { std::free(p); }) {}
+      : Device(options.max_pinned_bytes, host_pages_alloc, host_pages_free) {}
 
   DeviceInfo info() override {
     DeviceInfo info;
@@ -57,9 +50,9 @@ class CpuDevice final : public Device {
     KVFLOW_CHECK(bytes > 0, kInvalidArg, "expected a positive size for a device buffer, got 0");
     KVFLOW_CHECK(bytes <= (std::size_t{1} << 52), kOutOfMemory,
                  "device allocation of " + std::to_string(bytes) + " bytes is larger than any host");
-    void* ptr = aligned_host_alloc(bytes);
+    void* ptr = host_pages_alloc(bytes);
     KVFLOW_CHECK(ptr != nullptr, kOutOfMemory, "device allocation of " + std::to_string(bytes) + " bytes failed");
-    return std::make_shared<Buffer>(MemoryKind::kDevice, this, ptr, bytes, [](void* p, std::size_t) { std::free(p); });
+    return std::make_shared<Buffer>(MemoryKind::kDevice, this, ptr, bytes, [](void* p, std::size_t n) { host_pages_free(p, n); });
   }
 
   BufferPtr wrap_device(std::uintptr_t address, std::size_t bytes) override {
