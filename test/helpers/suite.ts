@@ -40,6 +40,8 @@ export interface StoreSuite extends Suite {
   dst: KvCache;
   /** Opens a store in `dir` (a fresh one by default). */
   openStore(dir?: string, extra?: StoreExtra): Promise<KvStore>;
+  /** A runtime's "compute" of `layer` on `on`: src's blocks `from` written into dst's blocks `to`. */
+  compute(on: Stream, layer: number, from: readonly number[], to: readonly number[]): void;
 }
 
 export interface PipelineSuite extends Suite {
@@ -100,7 +102,18 @@ export function storeSuite(backend: Backend, skip: boolean, prefix: string): Sto
     backend,
     skip,
     { prefix, spec: SPEC, chunk: CHUNK, nvmeBytes: 64 * 12288, dramBytes: 16 * 12288 },
-    { openStore: (dir?: string, extra: StoreExtra = {}) => KvStore.open(fx.options({ ...extra, ...(dir === undefined ? {} : { dir }) })) },
+    {
+      openStore: (dir?: string, extra: StoreExtra = {}) => KvStore.open(fx.options({ ...extra, ...(dir === undefined ? {} : { dir }) })),
+      compute: (on: Stream, layer: number, from: readonly number[], to: readonly number[]) => {
+        for (let i = 0; i < from.length; i++) {
+          for (const kv of [0, 1] as const) {
+            const a = fx.src.layout.piece(layer, kv, from[i]!);
+            const b = fx.dst.layout.piece(layer, kv, to[i]!);
+            on.copy(fx.dst.buffers[b.buffer]!, b.offset, fx.src.buffers[a.buffer]!, a.offset, fx.src.layout.pieceBytes);
+          }
+        }
+      },
+    },
     async (f) => {
       f.stream = f.dev.createStream();
       f.src = f.dev.allocKvCache(f.layout);

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 
 import { open as openIndex } from 'lmdb';
 
-import { KvStore, STORE_FORMAT_VERSION, type Stream } from '../../src/index.js';
+import { KvStore, STORE_FORMAT_VERSION } from '../../src/index.js';
 import { dropDram, expireLeases, nvmeLocation } from '../../src/store/testing.js';
 import { backends, randomBytes } from '../helpers/backends.js';
 import { CHUNK, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
@@ -33,16 +33,6 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     }
   }
 
-  /** The runtime's "compute" of `layer` on `on`: src's blocks `from` written into dst's blocks `to`. */
-  function compute(on: Stream, layer: number, from: readonly number[], to: readonly number[]): void {
-    for (let i = 0; i < from.length; i++) {
-      for (const kv of [0, 1] as const) {
-        const a = fx.src.layout.piece(layer, kv, from[i]!);
-        const b = fx.dst.layout.piece(layer, kv, to[i]!);
-        on.copy(fx.dst.buffers[b.buffer]!, b.offset, fx.src.buffers[a.buffer]!, a.offset, fx.src.layout.pieceBytes);
-      }
-    }
-  }
 
   it.skipIf(skip)('a checksum failure on layer 0 of one request in a batched load: later layers never throw, the other request loads exactly, each hit settles with its own outcome', async () => {
     const dir = storeDir();
@@ -109,7 +99,7 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     const suffix = hit.tokens / CHUNK * BPC;
     for (let layer = 0; layer < SPEC.layers; layer++) {
       computeStream.waitEvent(store.loadLayer(hit.chunks, layer, fx.dst, table, fx.stream));
-      compute(computeStream, layer, from.slice(suffix), table.slice(suffix));
+      fx.compute(computeStream, layer, from.slice(suffix), table.slice(suffix));
       save.waitEvent(computeStream.record());
       store.putLayer(put, layer, fx.dst, table, save);
     }
@@ -118,7 +108,7 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     // Compute again from validTokens (chunks 1 to 4) and put every layer again, on a clean stream.
     const redo = outcome.validTokens / CHUNK * BPC;
     for (let layer = 0; layer < SPEC.layers; layer++) {
-      compute(computeStream, layer, from.slice(redo), table.slice(redo));
+      fx.compute(computeStream, layer, from.slice(redo), table.slice(redo));
       save.waitEvent(computeStream.record());
       store.putLayer(put, layer, fx.dst, table, save);
     }
@@ -163,7 +153,7 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
       const loaded = store.loadLayer(hit.chunks, layer, fx.dst, table, fx.stream);
       loads.push(loaded);
       save.waitEvent(loaded);
-      compute(save, layer, from.slice(2 * BPC), table.slice(2 * BPC));
+      fx.compute(save, layer, from.slice(2 * BPC), table.slice(2 * BPC));
       store.putLayer(put, layer, fx.dst, table, save);
     }
     for (const e of loads) await expect(e.done()).rejects.toMatchObject({ code: 'ERR_EVICTED' });

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { loadBinding } from '../../src/binding/load.js';
-import { KvLayout, type Stream } from '../../src/index.js';
+import { KvLayout } from '../../src/index.js';
 import { dramRecord, dropDram, indexProblems, nvmeLocation, onReserve } from '../../src/store/testing.js';
 import { backends } from '../helpers/backends.js';
 import { CHUNK, SPEC, pieceOf, randomBlocks, randomTokens } from '../helpers/store.js';
@@ -20,16 +20,6 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
   const fx = storeSuite(backend, skip, 'kvflow-store-sharing-');
   const { storeDir, openStore } = fx;
 
-  /** The runtime's "compute" of `layer` on `on`: src's blocks `from` written into dst's blocks `to`. */
-  function compute(on: Stream, layer: number, from: readonly number[], to: readonly number[]): void {
-    for (let i = 0; i < from.length; i++) {
-      for (const kv of [0, 1] as const) {
-        const a = fx.src.layout.piece(layer, kv, from[i]!);
-        const b = fx.dst.layout.piece(layer, kv, to[i]!);
-        on.copy(fx.dst.buffers[b.buffer]!, b.offset, fx.src.buffers[a.buffer]!, a.offset, fx.src.layout.pieceBytes);
-      }
-    }
-  }
 
   it.skipIf(skip)('a load that scatters a chunk another request\'s read is still filling learns that read\'s failure for its own hit, beside a failure of its own', async () => {
     const dir = storeDir();
@@ -80,7 +70,7 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
       const tb = randomBlocks(2 * BPC, SPEC.numBlocks);
       for (let layer = 0; layer < SPEC.layers; layer++) {
         store.loadLayer(hb.chunks, layer, fx.dst, tb, fx.stream);
-        compute(fx.stream, layer, from.slice(BPC), tb.slice(BPC));
+        fx.compute(fx.stream, layer, from.slice(BPC), tb.slice(BPC));
         store.putLayer(pb, layer, fx.dst, tb, fx.stream);
       }
       expect(await hb.settled()).toMatchObject({ ok: true });
