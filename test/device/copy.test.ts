@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import type { Device, KvBuffer, MemoryKind, PinnedBuffer } from '../../src/index.js';
-import { backends, open, poison, randomBytes, sameBytes } from '../helpers/backends.js';
+import { backends, deviceSuite, poison, randomBytes, sameBytes } from '../helpers/backends.js';
 
 const KINDS: MemoryKind[] = ['device', 'pinned', 'host'];
 const MiB = 1 << 20;
@@ -13,13 +13,7 @@ function alloc(dev: Device, kind: MemoryKind, bytes: number): KvBuffer {
 }
 
 describe.each(backends)('copy on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  beforeAll(() => {
-    if (!skip) dev = open(backend);
-  });
-  afterAll(async () => {
-    await dev?.dispose();
-  });
+  const fx = deviceSuite(backend, skip);
 
   // Each case moves random bytes source -> a -> b -> check for every pair (a, b)
   // of memory kinds, through poisoned destinations, at the given offsets.
@@ -34,16 +28,16 @@ describe.each(backends)('copy on $backend', ({ backend, skip }) => {
     [16 * MiB - 5, 3, 2],
   ];
   it.skipIf(skip).each(cases)('every pair round-trips %i bytes (offsets %i, %i)', async (bytes, offA, offB) => {
-    const stream = dev.createStream();
+    const stream = fx.dev.createStream();
     const data = randomBytes(bytes);
-    const source = dev.allocPinned(bytes);
+    const source = fx.dev.allocPinned(bytes);
     source.array.set(data);
-    const check = dev.allocPinned(bytes + offB);
+    const check = fx.dev.allocPinned(bytes + offB);
     for (const ka of KINDS) {
       for (const kb of KINDS) {
-        const a = alloc(dev, ka, bytes + offA);
-        const b = alloc(dev, kb, bytes + offB);
-        const poisonBuf = dev.allocPinned(Math.max(bytes + offA, bytes + offB));
+        const a = alloc(fx.dev, ka, bytes + offA);
+        const b = alloc(fx.dev, kb, bytes + offB);
+        const poisonBuf = fx.dev.allocPinned(Math.max(bytes + offA, bytes + offB));
         poison(poisonBuf.array);
         stream.copy(a, 0, poisonBuf, 0, bytes + offA);
         stream.copy(b, 0, poisonBuf, 0, bytes + offB);
@@ -64,15 +58,15 @@ describe.each(backends)('copy on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('256 MiB round-trips through every pair', async () => {
     const bytes = 256 * MiB;
-    const stream = dev.createStream();
-    const source = dev.allocPinned(bytes);
+    const stream = fx.dev.createStream();
+    const source = fx.dev.allocPinned(bytes);
     source.array.set(randomBytes(bytes));
-    const check: PinnedBuffer = dev.allocPinned(bytes);
+    const check: PinnedBuffer = fx.dev.allocPinned(bytes);
     for (const ka of KINDS) {
-      const a = alloc(dev, ka, bytes);
+      const a = alloc(fx.dev, ka, bytes);
       stream.copy(a, 0, source, 0, bytes);
       for (const kb of KINDS) {
-        const b = alloc(dev, kb, bytes);
+        const b = alloc(fx.dev, kb, bytes);
         poison(check.array);
         stream.copy(b, 0, a, 0, bytes);
         stream.copy(check, 0, b, 0, bytes);
@@ -87,8 +81,8 @@ describe.each(backends)('copy on $backend', ({ backend, skip }) => {
 
   // Overlapping copies are undefined on CUDA (as cudaMemcpy); the CPU backend guarantees memmove semantics.
   it.skipIf(skip || backend !== 'cpu')('a copy within one buffer moves overlapping ranges correctly on the CPU backend', async () => {
-    const stream = dev.createStream();
-    const buf = dev.allocPinned(1000);
+    const stream = fx.dev.createStream();
+    const buf = fx.dev.allocPinned(1000);
     const data = randomBytes(1000);
     buf.array.set(data);
     stream.copy(buf, 10, buf, 0, 900);
@@ -98,9 +92,9 @@ describe.each(backends)('copy on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('a zero-byte copy is accepted and moves nothing', async () => {
-    const stream = dev.createStream();
-    const a = dev.allocPinned(16);
-    const b = dev.allocPinned(16);
+    const stream = fx.dev.createStream();
+    const a = fx.dev.allocPinned(16);
+    const b = fx.dev.allocPinned(16);
     a.array.set(randomBytes(16));
     poison(b.array);
     stream.copy(b, 16, a, 16, 0);
@@ -110,14 +104,14 @@ describe.each(backends)('copy on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('wrapUnsafe aliases memory: bytes written through the wrap land in the original', async () => {
-    const stream = dev.createStream();
-    const owner = dev.allocDevice(8192);
-    const wrapped = dev.wrapUnsafe(owner.address + 100n, 4096);
+    const stream = fx.dev.createStream();
+    const owner = fx.dev.allocDevice(8192);
+    const wrapped = fx.dev.wrapUnsafe(owner.address + 100n, 4096);
     expect(wrapped.owned).toBe(false);
-    const src = dev.allocPinned(4096);
+    const src = fx.dev.allocPinned(4096);
     const data = randomBytes(4096);
     src.array.set(data);
-    const out = dev.allocPinned(4096);
+    const out = fx.dev.allocPinned(4096);
     poison(out.array);
     stream.copy(wrapped, 0, src, 0, 4096);
     stream.copy(out, 0, owner, 100, 4096);

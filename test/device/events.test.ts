@@ -1,28 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { KvflowError, type Device } from '../../src/index.js';
+import { KvflowError } from '../../src/index.js';
 import { holdStream, injectFailure } from '../../src/device/testing.js';
-import { backends, open, poison, randomBytes, sameBytes, ticks } from '../helpers/backends.js';
+import { backends, deviceSuite, sameBytes, throughDevice, ticks } from '../helpers/backends.js';
 
 describe.each(backends)('streams and events on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  beforeAll(() => {
-    if (!skip) dev = open(backend);
-  });
-  afterAll(async () => {
-    await dev?.dispose();
-  });
+  const fx = deviceSuite(backend, skip);
 
   it.skipIf(skip)('a copy that waits on another stream\'s event sees its data', async () => {
-    const a = dev.createStream();
-    const b = dev.createStream({ priority: 'high' });
+    const a = fx.dev.createStream();
+    const b = fx.dev.createStream({ priority: 'high' });
     const bytes = 4 * 1024 * 1024;
-    const src = dev.allocPinned(bytes);
-    const mid = dev.allocDevice(bytes);
-    const out = dev.allocPinned(bytes);
-    const data = randomBytes(bytes);
-    src.array.set(data);
-    poison(out.array);
+    const { src, mid, out, data } = throughDevice(fx.dev, bytes);
     const release = holdStream(a); // a cannot start until released
     a.copy(mid, 0, src, 0, bytes);
     const loaded = a.record();
@@ -42,15 +31,10 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('10k small operations in flight all complete, in order', async () => {
-    const s = dev.createStream();
+    const s = fx.dev.createStream();
     const n = 10_000;
     const piece = 64;
-    const src = dev.allocPinned(n * piece);
-    const dst = dev.allocDevice(n * piece);
-    const out = dev.allocPinned(n * piece);
-    const data = randomBytes(n * piece);
-    src.array.set(data);
-    poison(out.array);
+    const { src, mid: dst, out, data } = throughDevice(fx.dev, n * piece);
     const events = [];
     for (let i = 0; i < n; i++) {
       s.copy(dst, i * piece, src, i * piece, piece);
@@ -69,7 +53,7 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('events of one stream settle in stream order even when a later one is found complete first', async () => {
-    const s = dev.createStream();
+    const s = fx.dev.createStream();
     const release = holdStream(s);
     const a = s.record();
     const b = s.record();
@@ -87,7 +71,7 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('done() settles once and returns the same promise', async () => {
-    const s = dev.createStream();
+    const s = fx.dev.createStream();
     const e = s.record();
     expect(e.done()).toBe(e.done());
     await e.done();
@@ -97,9 +81,9 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('a failed operation rejects the next event with its code, and the stream recovers', async () => {
-    const s = dev.createStream();
-    const buf = dev.allocPinned(64);
-    const dst = dev.allocDevice(64);
+    const s = fx.dev.createStream();
+    const buf = fx.dev.allocPinned(64);
+    const dst = fx.dev.allocDevice(64);
     injectFailure(s, 'ERR_IO', 'injected read failure');
     s.copy(dst, 0, buf, 0, 64);
     const failed = s.record();
@@ -112,10 +96,10 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('a stream waiting on a failed event is released and inherits the failure', async () => {
-    const a = dev.createStream();
-    const b = dev.createStream();
-    const buf = dev.allocPinned(64);
-    const dst = dev.allocDevice(64);
+    const a = fx.dev.createStream();
+    const b = fx.dev.createStream();
+    const buf = fx.dev.allocPinned(64);
+    const dst = fx.dev.allocDevice(64);
     const release = holdStream(a);
     injectFailure(a, 'ERR_IO', 'load failed');
     a.copy(dst, 0, buf, 0, 64);
@@ -132,10 +116,10 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('the event loop keeps turning during a 1 GiB copy', async () => {
-    const s = dev.createStream();
+    const s = fx.dev.createStream();
     const bytes = 1024 * 1024 * 1024;
-    const src = dev.allocPinned(bytes);
-    const dst = dev.allocDevice(bytes);
+    const src = fx.dev.allocPinned(bytes);
+    const dst = fx.dev.allocDevice(bytes);
     src.array.fill(0x5a, 0, 1 << 20);
     s.copy(dst, 0, src, 0, bytes);
     const e = s.record();
@@ -150,8 +134,8 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('stream.handle is a bigint, distinct per stream', async () => {
-    const a = dev.createStream();
-    const b = dev.createStream();
+    const a = fx.dev.createStream();
+    const b = fx.dev.createStream();
     expect(typeof a.handle).toBe('bigint');
     expect(a.handle).not.toBe(b.handle);
     await Promise.all([a.dispose(), b.dispose()]);

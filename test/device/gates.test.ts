@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { defaults, openDevice, type Backend, type CudaGateRequest, type Device } from '../../src/index.js';
 import { holdStream } from '../../src/device/testing.js';
-import { codeOf, cudaSkipReason, poison, randomBytes, sameBytes, ticks } from '../helpers/backends.js';
+import { codeOf, cudaSkipReason, poison, randomBytes, sameBytes, throughDevice, ticks } from '../helpers/backends.js';
 
 // Gates are what a stream waits on when a host thread (an IO completion, or
 // the test hook here) must let it go on. The CPU backend ignores cudaGate;
@@ -39,12 +39,7 @@ describe.each(modes)('gates on $backend (cudaGate $cudaGate)', ({ backend, cudaG
   it.skipIf(skip)('a held stream runs nothing until its gate opens, then runs in order', async () => {
     const s = dev.createStream();
     const bytes = 1 << 20;
-    const src = dev.allocPinned(bytes);
-    const mid = dev.allocDevice(bytes);
-    const out = dev.allocPinned(bytes);
-    const data = randomBytes(bytes);
-    src.array.set(data);
-    poison(out.array);
+    const { src, mid, out, data } = throughDevice(dev, bytes);
     const release = holdStream(s);
     s.copy(mid, 0, src, 0, bytes);
     s.copy(out, 0, mid, 0, bytes);

@@ -1,27 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import type { Device } from '../../src/index.js';
 import { holdStream } from '../../src/device/testing.js';
-import { backends, open, poison, randomBytes, sameBytes, ticks } from '../helpers/backends.js';
+import { backends, deviceSuite, open, randomBytes, sameBytes, throughDevice, ticks } from '../helpers/backends.js';
 
 describe.each(backends)('lifetimes on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  beforeAll(() => {
-    if (!skip) dev = open(backend);
-  });
-  afterAll(async () => {
-    await dev?.dispose();
-  });
+  const fx = deviceSuite(backend, skip);
 
   it.skipIf(skip)('dispose() waits for operations in flight, and they still complete correctly', async () => {
-    const s = dev.createStream();
+    const s = fx.dev.createStream();
     const bytes = 1 << 20;
-    const src = dev.allocPinned(bytes);
-    const mid = dev.allocDevice(bytes);
-    const out = dev.allocPinned(bytes);
-    const data = randomBytes(bytes);
-    src.array.set(data);
-    poison(out.array);
+    const { src, mid, out, data } = throughDevice(fx.dev, bytes);
     const release = holdStream(s);
     s.copy(mid, 0, src, 0, bytes);
     s.copy(out, 0, mid, 0, bytes);
@@ -42,20 +30,20 @@ describe.each(backends)('lifetimes on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('dispose() is idempotent and returns the same promise', async () => {
-    const b = dev.allocPinned(64);
+    const b = fx.dev.allocPinned(64);
     const p1 = b.dispose();
     expect(b.dispose()).toBe(p1);
     await p1;
-    const s = dev.createStream();
+    const s = fx.dev.createStream();
     const q1 = s.dispose();
     expect(s.dispose()).toBe(q1);
     await q1;
   });
 
   it.skipIf(skip)('pinned views are the memory itself and are detached on dispose', async () => {
-    const s = dev.createStream();
-    const a = dev.allocPinned(4096);
-    const b = dev.allocPinned(4096);
+    const s = fx.dev.createStream();
+    const a = fx.dev.allocPinned(4096);
+    const b = fx.dev.allocPinned(4096);
     const view = a.array;
     expect(a.array).toBe(view); // one view, no copy
     view.set(randomBytes(4096));
@@ -69,18 +57,18 @@ describe.each(backends)('lifetimes on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('pinned memory returns to the pool and is reused', async () => {
-    const before = dev.pinnedStats();
-    const a = dev.allocPinned(3 << 20);
+    const before = fx.dev.pinnedStats();
+    const a = fx.dev.allocPinned(3 << 20);
     const addr = a.address;
     await a.dispose();
-    const mid = dev.pinnedStats();
+    const mid = fx.dev.pinnedStats();
     expect(mid.cachedBytes).toBeGreaterThanOrEqual(before.cachedBytes + (3 << 20));
-    const b = dev.allocPinned(3 << 20);
+    const b = fx.dev.allocPinned(3 << 20);
     expect(b.address).toBe(addr);
-    expect(dev.pinnedStats().reuses).toBe(mid.reuses + 1);
+    expect(fx.dev.pinnedStats().reuses).toBe(mid.reuses + 1);
     await b.dispose();
-    dev.trimPinned();
-    expect(dev.pinnedStats().cachedBytes).toBe(0);
+    fx.dev.trimPinned();
+    expect(fx.dev.pinnedStats().cachedBytes).toBe(0);
   });
 
   it.skipIf(skip)('disposing the device disposes its streams and buffers after their work', async () => {
@@ -115,7 +103,7 @@ describe.each(backends)('lifetimes on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('info() reports the backend and its facts', () => {
-    const info = dev.info();
+    const info = fx.dev.info();
     expect(info.backend).toBe(backend);
     expect(info.name.length).toBeGreaterThan(0);
     expect(info.cores).toBeGreaterThan(0);

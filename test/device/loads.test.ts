@@ -1,23 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { KvflowError, type Device } from '../../src/index.js';
+import { KvflowError } from '../../src/index.js';
 import { busyKernel, gemmLoad } from '../../src/device/testing.js';
-import { backends, codeOf, open, randomBytes, sameBytes } from '../helpers/backends.js';
+import { backends, codeOf, deviceSuite, randomBytes, sameBytes } from '../helpers/backends.js';
 
 // The compute loads of bench/paged's contention figures.
 describe.each(backends)('benchmark compute loads on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  beforeAll(() => {
-    if (!skip) dev = open(backend);
-  });
-  afterAll(async () => {
-    await dev?.dispose();
-  });
+  const fx = deviceSuite(backend, skip);
 
   it.skipIf(skip)('the FMA load runs in stream order: a copy behind it lands, and its event completes', async () => {
-    const s = dev.createStream();
-    const src = dev.allocPinned(1 << 20);
-    const dst = dev.allocPinned(1 << 20);
+    const s = fx.dev.createStream();
+    const src = fx.dev.allocPinned(1 << 20);
+    const dst = fx.dev.allocPinned(1 << 20);
     const data = randomBytes(src.byteLength);
     src.array.set(data);
     busyKernel(s, 10_000);
@@ -28,7 +22,7 @@ describe.each(backends)('benchmark compute loads on $backend', ({ backend, skip 
   });
 
   it.skipIf(skip)('the GEMM load runs on CUDA where cuBLAS loads, and is refused with ERR_UNSUPPORTED otherwise', async () => {
-    const s = dev.createStream();
+    const s = fx.dev.createStream();
     let refused: KvflowError | undefined;
     try {
       gemmLoad(s, 2, 256);
@@ -53,8 +47,8 @@ describe.each(backends)('benchmark compute loads on $backend', ({ backend, skip 
     expect(codeOf(() => gemmLoad(s, 1, 100))).toBe('ERR_INVALID_ARG');
     expect(codeOf(() => gemmLoad(s, 5000, 256))).toBe('ERR_INVALID_ARG');
     // Work behind the GEMMs still runs in order.
-    const src = dev.allocPinned(4096);
-    const dst = dev.allocPinned(4096);
+    const src = fx.dev.allocPinned(4096);
+    const dst = fx.dev.allocPinned(4096);
     const data = randomBytes(4096);
     src.array.set(data);
     gemmLoad(s, 4, 1024);

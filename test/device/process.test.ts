@@ -30,20 +30,28 @@ ${code}`;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** The child printed `stdout`, exited with status 0 and, where `quiet`, wrote nothing to stderr. */
+function expectExit(r: ReturnType<typeof runChild>, stdout: string, quiet: boolean): void {
+  if (quiet) expect(r.stderr).toBe('');
+  expect(r.stdout.trim()).toBe(stdout);
+  expect(r.status).toBe(0);
+}
+
+/** The start of most child scripts: a device on the backend and a stream `s`. */
+const OPEN = `const dev = openDevice({ backend });
+const s = dev.createStream();`;
+
 describe.each(backends)('process behaviour on $backend', ({ backend, skip }) => {
   it.skipIf(skip)('the process exits after dispose() with work in flight, once the work is done', () => {
     const r = runChild(
-      `const dev = openDevice({ backend });
-const s = dev.createStream();
+      `${OPEN}
 const a = dev.allocPinned(64 << 20), d = dev.allocDevice(64 << 20);
 for (let i = 0; i < 8; i++) s.copy(d, 0, a, 0, 64 << 20);
 const last = s.record();
 dev.dispose().then(() => console.log('disposed', last.status()));`,
       backend,
     );
-    expect(r.stderr).toBe('');
-    expect(r.stdout.trim()).toBe('disposed ok');
-    expect(r.status).toBe(0);
+    expectExit(r, 'disposed ok', true);
   });
 
   it.skipIf(skip)('the process exits after dispose() with large paged batches of both engines in flight', () => {
@@ -63,15 +71,12 @@ const last = s.record();
 dev.dispose().then(() => console.log('disposed', last.status()));`,
       backend,
     );
-    expect(r.stderr).toBe('');
-    expect(r.stdout.trim()).toBe('disposed ok');
-    expect(r.status).toBe(0);
+    expectExit(r, 'disposed ok', true);
   });
 
   it.skipIf(skip || backend !== 'cuda')('dispose() closes a wrap of one of the device\'s own streams before that stream', () => {
     const r = runChild(
-      `const dev = openDevice({ backend });
-const s = dev.createStream();
+      `${OPEN}
 const w = dev.wrapStreamUnsafe(s.handle);
 const a = dev.allocPinned(16 << 20), d = dev.allocDevice(16 << 20);
 for (let i = 0; i < 4; i++) { s.copy(d, 0, a, 0, 16 << 20); w.copy(a, 0, d, 0, 16 << 20); }
@@ -79,36 +84,30 @@ const last = w.record();
 dev.dispose().then(() => console.log('disposed', last.status()));`,
       backend,
     );
-    expect(r.stderr).toBe('');
-    expect(r.stdout.trim()).toBe('disposed ok');
-    expect(r.status).toBe(0);
+    expectExit(r, 'disposed ok', true);
   });
 
   it.skipIf(skip)('the process exits when work is left in flight and nothing waits on it', () => {
     const r = runChild(
-      `const dev = openDevice({ backend });
-const s = dev.createStream();
+      `${OPEN}
 const a = dev.allocPinned(64 << 20), d = dev.allocDevice(64 << 20);
 for (let i = 0; i < 8; i++) s.copy(d, 0, a, 0, 64 << 20);
 console.log('enqueued');`,
       backend,
     );
-    expect(r.stdout.trim()).toBe('enqueued');
-    expect(r.status).toBe(0);
+    expectExit(r, 'enqueued', false);
   });
 
   it.skipIf(skip)('the process exits even with a stream held forever (teardown abandons the wait)', () => {
     const r = runChild(
-      `const dev = openDevice({ backend });
-const s = dev.createStream();
+      `${OPEN}
 holdStream(s);
 const a = dev.allocPinned(4096), d = dev.allocDevice(4096);
 s.copy(d, 0, a, 0, 4096);
 console.log('held');`,
       backend,
     );
-    expect(r.stdout.trim()).toBe('held');
-    expect(r.status).toBe(0);
+    expectExit(r, 'held', false);
   });
 
   it.skipIf(skip)('a device and its held stream collected by GC block neither the JS thread nor the exit', () => {
@@ -127,15 +126,12 @@ console.log('timer fired');`,
       backend,
       ['--expose-gc'],
     );
-    expect(r.stderr).toBe('');
-    expect(r.stdout.trim()).toBe('timer fired');
-    expect(r.status).toBe(0);
+    expectExit(r, 'timer fired', true);
   });
 
   it.skipIf(skip)('an awaited event keeps the process alive until it completes', () => {
     const r = runChild(
-      `const dev = openDevice({ backend });
-const s = dev.createStream();
+      `${OPEN}
 const a = dev.allocPinned(256 << 20), d = dev.allocDevice(256 << 20);
 a.array.fill(7);
 s.copy(d, 0, a, 0, 256 << 20);
@@ -144,14 +140,12 @@ console.log('done');
 await dev.dispose();`,
       backend,
     );
-    expect(r.stdout.trim()).toBe('done');
-    expect(r.status).toBe(0);
+    expectExit(r, 'done', false);
   });
 
   it.skipIf(skip)('failures surface as handled rejections only: no unhandled rejection', () => {
     const r = runChild(
-      `const dev = openDevice({ backend });
-const s = dev.createStream();
+      `${OPEN}
 const a = dev.allocPinned(64), d = dev.allocDevice(64);
 injectFailure(s, 'ERR_IO', 'boom');
 s.copy(d, 0, a, 0, 64);
@@ -163,8 +157,7 @@ await dev.dispose();
 await new Promise((r) => setTimeout(r, 50));`,
       backend,
     );
-    expect(r.stdout.trim()).toBe('caught ERR_IO');
-    expect(r.status).toBe(0);
+    expectExit(r, 'caught ERR_IO', false);
   });
 
   it.skipIf(skip)('worker threads can use a device and exit', () => {
@@ -196,8 +189,7 @@ w.on('exit', (code) => console.log('worker exit', code));`,
     // In a child: a copy from device memory freed behind a wrap faults the
     // copy engine; the sticky error must surface as ERR_CUDA and the process must exit.
     const r = runChild(
-      `const dev = openDevice({ backend });
-const s = dev.createStream();
+      `${OPEN}
 const bytes = 512 << 20;
 const d = dev.allocDevice(bytes);
 const w = dev.wrapUnsafe(d.address, bytes);

@@ -4,7 +4,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 
 import { KvflowError, openDevice, selectBackend, type Backend, type Device, type KvBuffer } from '../../src/index.js';
 
@@ -68,4 +68,35 @@ export function codeOf(fn: () => unknown): string {
     return (e as KvflowError).code;
   }
   return 'no error';
+}
+
+/**
+ * Called inside a describe: opens a device on `backend` before the suite
+ * (unless skipped) and disposes it after. Read `dev` inside tests only.
+ */
+export function deviceSuite(backend: Backend, skip: boolean): { dev: Device } {
+  const fx = {} as { dev: Device };
+  beforeAll(() => {
+    if (!skip) fx.dev = open(backend);
+  });
+  afterAll(async () => {
+    await fx.dev?.dispose();
+  });
+  return fx;
+}
+
+type Pinned = ReturnType<Device['allocPinned']>;
+
+/**
+ * Buffers for a copy host -> device -> host of `bytes`: a pinned `src`
+ * holding `data` (random), a device `mid`, and a pinned `out` poisoned.
+ */
+export function throughDevice(dev: Device, bytes: number): { src: Pinned; mid: ReturnType<Device['allocDevice']>; out: Pinned; data: Uint8Array } {
+  const src = dev.allocPinned(bytes);
+  const mid = dev.allocDevice(bytes);
+  const out = dev.allocPinned(bytes);
+  const data = randomBytes(bytes);
+  src.array.set(data);
+  poison(out.array);
+  return { src, mid, out, data };
 }

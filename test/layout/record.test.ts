@@ -1,14 +1,13 @@
-import { mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { openSync, readSync, closeSync } from 'node:fs';
 
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { EXTENT_ALIGN, KvLayout, KvStore, type Device, type KvCache, type KvDtype, type Stream } from '../../src/index.js';
+import { EXTENT_ALIGN, KvLayout, type KvDtype } from '../../src/index.js';
 import { nvmeLocation } from '../../src/store/testing.js';
-import { backends, codeOf, open, randomBytes } from '../helpers/backends.js';
-import { CHUNK, FP, SPEC, fillCache, randomBlocks, randomTokens } from '../helpers/store.js';
+import { backends, codeOf, randomBytes } from '../helpers/backends.js';
+import { CHUNK, SPEC, randomBlocks, randomTokens } from '../helpers/store.js';
+import { storeSuite } from '../helpers/suite.js';
 
 const DTYPES: KvDtype[] = ['f32', 'f16', 'bf16', 'fp8_e4m3', 'fp8_e5m2'];
 
@@ -148,32 +147,14 @@ describe('record offsets', () => {
 describe.each(backends)('record helpers against what KvStore writes on $backend', ({ backend, skip }) => {
   const layout = new KvLayout(SPEC);
   const BPC = CHUNK / SPEC.blockTokens;
-  let dev: Device;
-  let stream: Stream;
-  let src: KvCache;
-  let srcData: Uint8Array[];
-  let root: string;
-
-  beforeAll(async () => {
-    if (skip) return;
-    dev = open(backend);
-    stream = dev.createStream();
-    src = dev.allocKvCache(layout);
-    srcData = src.buffers.map((b) => randomBytes(b.byteLength));
-    await fillCache(dev, stream, src, srcData);
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-record-test-'));
-  });
-  afterAll(async () => {
-    await dev?.dispose();
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
+  const fx = storeSuite(backend, skip, 'kvflow-record-test-');
 
   it.skipIf(skip)('a durable put writes each token where recordOffset says', async () => {
-    const store = await KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, 's0'), chunkTokens: CHUNK, nvmeBytes: 64 * 12288, dramBytes: 16 * 12288 });
+    const store = await fx.openStore();
     const chunks = 4;
     const tokens = randomTokens(CHUNK * chunks);
     const blocks = randomBlocks(chunks * BPC, SPEC.numBlocks);
-    await store.put(tokens, src, blocks, stream, { durable: true });
+    await store.put(tokens, fx.src, blocks, fx.stream, { durable: true });
     const records = store.keys(tokens).map((key) => {
       const loc = nvmeLocation(store, key)!;
       expect(loc).toBeDefined();
@@ -194,7 +175,7 @@ describe.each(backends)('record helpers against what KvStore writes on $backend'
         const slot = token % SPEC.blockTokens;
         for (const kv of [0, 1] as const) {
           const fromSlab = layout.readRecordToken(records[chunk]!, CHUNK, layer, kv, token);
-          const fromCache = layout.readCacheToken(srcData, layer, kv, block, slot);
+          const fromCache = layout.readCacheToken(fx.srcData, layer, kv, block, slot);
           expect(Buffer.compare(fromSlab, fromCache), `chunk ${chunk} layer ${layer} kv ${kv} token ${token}`).toBe(0);
         }
       }),
@@ -206,7 +187,7 @@ describe.each(backends)('record helpers against what KvStore writes on $backend'
         for (const kv of [0, 1] as const) {
           for (let token = 0; token < CHUNK; token++) {
             const block = blocks[chunk * BPC + Math.floor(token / SPEC.blockTokens)]!;
-            const want = layout.readCacheToken(srcData, layer, kv, block, token % SPEC.blockTokens);
+            const want = layout.readCacheToken(fx.srcData, layer, kv, block, token % SPEC.blockTokens);
             expect(Buffer.compare(layout.readRecordToken(records[chunk]!, CHUNK, layer, kv, token), want)).toBe(0);
           }
         }

@@ -3,46 +3,24 @@
  * the store as one batched call, saves likewise; each prefill keeps its own
  * outcome, the saves in flight are bounded, and the results are exact.
  */
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { ComputeModel, KvLayout, KvStore, LayerPipeline, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { ComputeModel, KvStore, LayerPipeline } from '../../src/index.js';
 import { dropDram, nvmeLocation } from '../../src/store/testing.js';
-import { backends, open } from '../helpers/backends.js';
+import { backends } from '../helpers/backends.js';
 import { readCache } from '../helpers/cache.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
-import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
+import { randomBlocks, randomTokens } from '../helpers/store.js';
+import { flipBytes, pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 4, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 1024 };
 const CHUNK = 8;
 const BPC = CHUNK / SPEC.blockTokens;
 
 describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  let cache: KvCache;
-  let side: Stream;
-  let root: string;
-  const layout = new KvLayout(SPEC);
-
-  beforeAll(() => {
-    if (skip) return;
-    dev = open(backend);
-    cache = dev.allocKvCache(layout);
-    side = dev.createStream();
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-batching-'));
-  });
-  afterAll(async () => {
-    if (skip) return;
-    await dev.dispose();
-    rmSync(root, { recursive: true, force: true });
-  });
-
-  let dirs = 0;
-  const openStore = (extra: Partial<Parameters<typeof KvStore.open>[0]> = {}) =>
-    KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 512 * 8192, dramBytes: 512 * 8192, ...extra });
+  const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-batching-', spec: SPEC, chunk: CHUNK, nvmeBytes: 512 * 8192, dramBytes: 512 * 8192 });
+  const { layout, openStore } = fx;
 
   /** Counts the store's load calls and the requests each carried. */
   function spyLoads(store: KvStore): { calls: number[] } {
@@ -57,8 +35,8 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
 
   it.skipIf(skip)('32 prefills at once: loads of a layer go to the store together, every cache is exact and equals a serial load', async () => {
     const store = await openStore();
-    const compute = new PatternCompute(dev, cache);
-    const pipe = new LayerPipeline({ store, cache, lookahead: 2 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2 });
     const prompts = Array.from({ length: 32 }, (_, i) => randomTokens(CHUNK * (2 + (i % 3)) + 3));
     const all = randomBlocks(SPEC.numBlocks, SPEC.numBlocks);
     const need = (t: number[]) => Math.ceil(t.length / SPEC.blockTokens);
@@ -67,17 +45,17 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
     // Every prompt's full chunks are cached (saved by a first prefill each).
     for (const [i, t] of prompts.entries()) await pipe.prefill({ tokens: t, blocks: tables[i]!, compute: compute.fn(), policy: 'recompute' });
     const poison = async (): Promise<void> => {
-      const fill = dev.allocPinned(layout.pieceBytes);
+      const fill = fx.dev.allocPinned(layout.pieceBytes);
       fill.array.fill(0xa5);
       for (const b of all.slice(0, at)) {
         for (let l = 0; l < SPEC.layers; l++) {
           for (const kv of [0, 1] as const) {
             const p = layout.piece(l, kv, b);
-            side.copy(cache.buffers[p.buffer]!, p.offset, fill, 0, layout.pieceBytes);
+            fx.stream.copy(fx.cache.buffers[p.buffer]!, p.offset, fill, 0, layout.pieceBytes);
           }
         }
       }
-      await side.synchronize();
+      await fx.stream.synchronize();
       await fill.dispose();
     };
     // Serially, with load-all: the reference bytes.
@@ -86,7 +64,7 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
       const r = await pipe.prefill({ tokens: t, blocks: tables[i]!, compute: compute.fn(), policy: 'load-all' });
       expect(r.plan.loadTokens).toBe(Math.floor(t.length / CHUNK) * CHUNK);
     }
-    const serial = await readCache(dev, side, cache);
+    const serial = await readCache(fx.dev, fx.stream, fx.cache);
     // The same blocks poisoned again, then all 32 at once.
     await poison();
     const spy = spyLoads(store);
@@ -96,9 +74,9 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
     for (const [i, r] of results.entries()) {
       expect(r.restarts).toEqual([]);
       expect(r.plan.loadTokens).toBe(Math.floor(prompts[i]!.length / CHUNK) * CHUNK);
-      await expectPattern(dev, side, cache, prompts[i]!, tables[i]!);
+      await expectPattern(fx.dev, fx.stream, fx.cache, prompts[i]!, tables[i]!);
     }
-    expect(await readCache(dev, side, cache)).toEqual(serial);
+    expect(await readCache(fx.dev, fx.stream, fx.cache)).toEqual(serial);
     const after = pipe.stats();
     const requests = after.loadRequests - before.loadRequests;
     expect(requests).toBe(32 * SPEC.layers);
@@ -113,8 +91,8 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
 
   it.skipIf(skip)('16 prefills wanting the same layer at once make fewer store calls than requests; one alone is never held back', async () => {
     const store = await openStore();
-    const compute = new PatternCompute(dev, cache);
-    const pipe = new LayerPipeline({ store, cache, lookahead: 1 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 1 });
     const shared = randomTokens(CHUNK * 3);
     await pipe.prefill({ tokens: shared, blocks: randomBlocks(3 * BPC, SPEC.numBlocks), compute: compute.fn(), policy: 'recompute' });
     const spy = spyLoads(store);
@@ -128,14 +106,14 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
     expect(spy.calls.length).toBeLessThan(16 * SPEC.layers);
     for (const [i, r] of results.entries()) {
       expect(r.plan.loadTokens).toBe(CHUNK * 3);
-      await expectPattern(dev, side, cache, reqs[i]!.tokens, reqs[i]!.blocks);
+      await expectPattern(fx.dev, fx.stream, fx.cache, reqs[i]!.tokens, reqs[i]!.blocks);
     }
     // Alone, each layer's load is its own call, made at once.
     spy.calls.length = 0;
     const one = { tokens: [...shared, ...randomTokens(2)], blocks: all.slice(0, 4 * BPC) };
     await pipe.prefill({ ...one, compute: compute.fn(), policy: 'load-all' });
     expect(spy.calls).toEqual([1, 1, 1, 1]);
-    await expectPattern(dev, side, cache, one.tokens, one.blocks);
+    await expectPattern(fx.dev, fx.stream, fx.cache, one.tokens, one.blocks);
     await pipe.dispose();
     await compute.dispose();
     await store.close();
@@ -143,8 +121,8 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
 
   it.skipIf(skip)('a batched load with one prompt\'s chunk corrupt restarts only that prefill; the others load and stay exact', async () => {
     let store = await openStore({ admit: 'always' });
-    const compute = new PatternCompute(dev, cache);
-    let pipe = new LayerPipeline({ store, cache });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    let pipe = new LayerPipeline({ store, cache: fx.cache });
     const prompts = Array.from({ length: 4 }, () => randomTokens(CHUNK * 3 + 1));
     const all = randomBlocks(SPEC.numBlocks, SPEC.numBlocks);
     const tables = prompts.map((_, i) => all.slice(i * 2 * 3 * BPC, (i * 2 + 1) * 3 * BPC + 1));
@@ -155,17 +133,11 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
     const sdir = store.dir;
     await pipe.dispose();
     await store.close();
-    const fd = openSync(loc.file.path, 'r+');
-    const at = loc.offset + store.extentBytes + 6;
-    const buf = Buffer.alloc(8);
-    readSync(fd, buf, 0, 8, at);
-    for (let i = 0; i < 8; i++) buf[i] = buf[i]! ^ 0x5a;
-    writeSync(fd, buf, 0, 8, at);
-    closeSync(fd);
+    flipBytes(loc.file.path, loc.offset + store.extentBytes + 6, 8);
 
     store = await openStore({ dir: sdir });
     dropDram(store);
-    pipe = new LayerPipeline({ store, cache, computeModel: ComputeModel.fromTerms({ floorMs: 0, perTokenMs: 1, perPairMs: 0 }) });
+    pipe = new LayerPipeline({ store, cache: fx.cache, computeModel: ComputeModel.fromTerms({ floorMs: 0, perTokenMs: 1, perPairMs: 0 }) });
     const spy = spyLoads(store);
     const results = await Promise.all(prompts.map((t, i) => pipe.prefill({ tokens: t, blocks: tables[i]!, compute: compute.fn(), policy: 'load-all' })));
     expect(Math.max(...spy.calls)).toBeGreaterThan(1); // the failure came through a batched call
@@ -178,7 +150,7 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
         expect(r.restarts).toEqual([]);
         expect(r.plan.loadTokens).toBe(CHUNK * 3);
       }
-      await expectPattern(dev, side, cache, prompts[i]!, tables[i]!);
+      await expectPattern(fx.dev, fx.stream, fx.cache, prompts[i]!, tables[i]!);
     }
     await pipe.dispose();
     await compute.dispose();
@@ -187,8 +159,8 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
 
   it.skipIf(skip)('saves are batched per layer and bounded: past saveDepth they wait, and every prompt is saved and exact', async () => {
     const store = await openStore();
-    const compute = new PatternCompute(dev, cache);
-    const pipe = new LayerPipeline({ store, cache, saveDepth: 1 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, saveDepth: 1 });
     const all = randomBlocks(SPEC.numBlocks, SPEC.numBlocks);
     const reqs = Array.from({ length: 8 }, (_, i) => ({ tokens: randomTokens(CHUNK * 2), blocks: all.slice(i * 2 * BPC, (i + 1) * 2 * BPC) }));
     const results = await Promise.all(reqs.map((q) => pipe.prefill({ ...q, compute: compute.fn(), policy: 'recompute' })));
@@ -206,9 +178,9 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
       const blocks = to.slice(i * 2 * BPC, (i + 1) * 2 * BPC);
       const r = await pipe.prefill({ tokens: [...q.tokens, 7], blocks: [...blocks, to[900]!], compute: compute.fn(), policy: 'load-all' });
       expect(r.plan.loadTokens).toBe(CHUNK * 2);
-      await expectPattern(dev, side, cache, [...q.tokens, 7], [...blocks, to[900]!]);
+      await expectPattern(fx.dev, fx.stream, fx.cache, [...q.tokens, 7], [...blocks, to[900]!]);
     }
-    expect(() => new LayerPipeline({ store, cache, saveDepth: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => new LayerPipeline({ store, cache: fx.cache, saveDepth: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
     await pipe.dispose();
     await compute.dispose();
     await store.close();

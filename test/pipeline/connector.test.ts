@@ -1,55 +1,34 @@
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { describe, expect, it } from 'vitest';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-import { KvConnector, KvLayout, KvStore, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { KvConnector, KvStore } from '../../src/index.js';
 import { injectFailure } from '../../src/device/testing.js';
 import { nvmeLocation } from '../../src/store/testing.js';
-import { backends, open } from '../helpers/backends.js';
+import { backends } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
 import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
+import { flipBytes, pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 3, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 256 };
 const CHUNK = 8;
 
 describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  let cache: KvCache;
-  let compute: Stream;
-  let root: string;
-  const layout = new KvLayout(SPEC);
-
-  beforeAll(() => {
-    if (skip) return;
-    dev = open(backend);
-    cache = dev.allocKvCache(layout);
-    compute = dev.createStream();
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-connector-'));
-  });
-  afterAll(async () => {
-    if (skip) return;
-    await dev.dispose();
-    rmSync(root, { recursive: true, force: true });
-  });
-  let dirs = 0;
-  const openStore = () => KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 128 * 8192, dramBytes: 64 * 8192 });
+  const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-connector-', spec: SPEC, chunk: CHUNK, nvmeBytes: 128 * 8192, dramBytes: 64 * 8192 });
+  const { layout, openStore } = fx;
 
   /** What a runtime's forward does with the connector: wait per layer on the device, compute, save. */
   function forward(conn: KvConnector, req: ReturnType<KvConnector['lookup']>, blocks: number[], from: number, pattern: PatternCompute): void {
     const fn = pattern.fn();
     for (let l = 0; l < SPEC.layers; l++) {
-      conn.waitForLayerLoad(req, l, compute);
-      fn(l, { stream: compute, tokens: req.tokens, blocks, computeFrom: from, plan: undefined as never, attempt: 0 });
-      conn.saveLayer(req, l, compute, blocks);
+      conn.waitForLayerLoad(req, l, fx.stream);
+      fn(l, { stream: fx.stream, tokens: req.tokens, blocks, computeFrom: from, plan: undefined as never, attempt: 0 });
+      conn.saveLayer(req, l, fx.stream, blocks);
     }
   }
 
   it.skipIf(skip)('lookup, startLoad, per-layer waits, saves, waitForSave, requestFinished: the cache is exact', async () => {
     const store = await openStore();
-    const conn = new KvConnector({ store, cache });
-    const pattern = new PatternCompute(dev, cache);
+    const conn = new KvConnector({ store, cache: fx.cache });
+    const pattern = new PatternCompute(fx.dev, fx.cache);
     const prompt = randomTokens(CHUNK * 4 + 5);
     // Turn 1: nothing cached; compute everything and save.
     const first = conn.lookup(prompt.slice(0, CHUNK * 3));
@@ -70,7 +49,7 @@ describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
     expect(await conn.loadResult(req)).toEqual({ ok: true, validTokens: CHUNK * 3 });
     expect(conn.finished().map((f) => [f.request.id, f.outcome.ok])).toEqual([[first.id, true], [req.id, true]]);
     await conn.requestFinished(req);
-    await expectPattern(dev, compute, cache, prompt, blocks);
+    await expectPattern(fx.dev, fx.stream, fx.cache, prompt, blocks);
     await conn.dispose();
     await pattern.dispose();
     await store.close();
@@ -78,8 +57,8 @@ describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('the last token is never counted loadable, even when every chunk is cached', async () => {
     const store = await openStore();
-    const conn = new KvConnector({ store, cache });
-    const pattern = new PatternCompute(dev, cache);
+    const conn = new KvConnector({ store, cache: fx.cache });
+    const pattern = new PatternCompute(fx.dev, fx.cache);
     const prompt = randomTokens(CHUNK * 2);
     const r = conn.lookup(prompt);
     const b = randomBlocks(4, SPEC.numBlocks);
@@ -96,8 +75,8 @@ describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('a failed load is reported for its request only, with the tokens still good; the runtime recomputes and stays exact', async () => {
     const store = await openStore();
-    const conn = new KvConnector({ store, cache });
-    const pattern = new PatternCompute(dev, cache);
+    const conn = new KvConnector({ store, cache: fx.cache });
+    const pattern = new PatternCompute(fx.dev, fx.cache);
     const a = randomTokens(CHUNK * 3);
     const c = randomTokens(CHUNK * 3);
     for (const t of [a, c]) {
@@ -132,19 +111,19 @@ describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
     forward(conn, rc, blocks.slice(6), oc.validTokens, pattern);
     await conn.waitForSave(ra);
     await conn.waitForSave(rc);
-    await expectPattern(dev, compute, cache, a, blocks.slice(0, 6));
-    await expectPattern(dev, compute, cache, c, blocks.slice(6));
+    await expectPattern(fx.dev, fx.stream, fx.cache, a, blocks.slice(0, 6));
+    await expectPattern(fx.dev, fx.stream, fx.cache, c, blocks.slice(6));
     await conn.dispose();
     await pattern.dispose();
     await store.close();
   });
 
   it.skipIf(skip)('a save computed before a failed load was known is never committed (the put begins with the loads)', async () => {
-    let store = await KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 128 * 8192, dramBytes: 64 * 8192 });
-    const pattern = new PatternCompute(dev, cache);
+    let store = await openStore();
+    const pattern = new PatternCompute(fx.dev, fx.cache);
     const prompt = randomTokens(CHUNK * 4);
     const b0 = randomBlocks(12, SPEC.numBlocks);
-    let conn = new KvConnector({ store, cache });
+    let conn = new KvConnector({ store, cache: fx.cache });
     const first = conn.lookup(prompt.slice(0, CHUNK * 3 + 1));
     conn.startLoad(first, b0);
     forward(conn, first, b0, 0, pattern);
@@ -152,18 +131,13 @@ describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
     await conn.requestFinished(first);
     await conn.dispose();
     // Durable on NVMe, then the DRAM copies dropped: the next loads read the slab.
-    await store.put(prompt.slice(0, CHUNK * 3), cache, b0, compute, { durable: true });
+    await store.put(prompt.slice(0, CHUNK * 3), fx.cache, b0, fx.stream, { durable: true });
     const loc = nvmeLocation(store, store.keys(prompt)[1]!)!;
     const dir = store.dir;
     await store.close();
-    const fd = openSync(loc.file.path, 'r+');
-    const buf = Buffer.alloc(8);
-    readSync(fd, buf, 0, 8, loc.offset + 10); // layer 0 of chunk 1
-    for (let i = 0; i < 8; i++) buf[i] = buf[i]! ^ 0x5a;
-    writeSync(fd, buf, 0, 8, loc.offset + 10);
-    closeSync(fd);
-    store = await KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK });
-    conn = new KvConnector({ store, cache });
+    flipBytes(loc.file.path, loc.offset + 10, 8); // layer 0 of chunk 1
+    store = await KvStore.open({ device: fx.dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK });
+    conn = new KvConnector({ store, cache: fx.cache });
     const req = conn.lookup(prompt);
     expect(req.loadableTokens).toBe(CHUNK * 3);
     const blocks = randomBlocks(8, SPEC.numBlocks);
@@ -185,16 +159,16 @@ describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('a request finished without waitForSave commits nothing; bad calls carry codes', async () => {
     const store = await openStore();
-    const conn = new KvConnector({ store, cache });
-    const pattern = new PatternCompute(dev, cache);
+    const conn = new KvConnector({ store, cache: fx.cache });
+    const pattern = new PatternCompute(fx.dev, fx.cache);
     const t = randomTokens(CHUNK * 2);
     const r = conn.lookup(t);
     const b = randomBlocks(4, SPEC.numBlocks);
     expect(() => conn.startLoad(r, b, { tokens: CHUNK })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
     conn.startLoad(r, b);
     expect(() => conn.startLoad(r, b)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
-    expect(() => conn.waitForLayerLoad(r, 99, compute)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
-    expect(() => conn.saveLayer(r, 0, compute, [1])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => conn.waitForLayerLoad(r, 99, fx.stream)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => conn.saveLayer(r, 0, fx.stream, [1])).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
     forward(conn, r, b, 0, pattern);
     await conn.requestFinished(r);
     expect(store.lookup(t).chunks).toHaveLength(0);

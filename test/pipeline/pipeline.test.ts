@@ -1,53 +1,21 @@
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { describe, expect, it } from 'vitest';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-import {
-  ComputeModel,
-  KvLayout,
-  KvStore,
-  LayerPipeline,
-  type Device,
-  type KvCache,
-  type Stream,
-} from '../../src/index.js';
+import { ComputeModel, LayerPipeline } from '../../src/index.js';
 import { holdStream, injectFailure } from '../../src/device/testing.js';
 import { nvmeLocation } from '../../src/store/testing.js';
-import { backends, open } from '../helpers/backends.js';
+import { backends } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
-import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
+import { randomBlocks, randomTokens } from '../helpers/store.js';
+import { flipBytes, pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 4, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 512 };
 const CHUNK = 8;
-const BPC = CHUNK / SPEC.blockTokens;
 
 describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  let cache: KvCache;
-  let side: Stream;
-  let root: string;
-  const layout = new KvLayout(SPEC);
+  const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-pipeline-', spec: SPEC, chunk: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192 });
+  const { openStore } = fx;
 
-  beforeAll(() => {
-    if (skip) return;
-    dev = open(backend);
-    cache = dev.allocKvCache(layout);
-    side = dev.createStream();
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-pipeline-'));
-  });
-  afterAll(async () => {
-    if (skip) return;
-    await dev.dispose();
-    rmSync(root, { recursive: true, force: true });
-  });
-
-  let dirs = 0;
-  const openStore = (extra: Partial<Parameters<typeof KvStore.open>[0]> = {}) =>
-    KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192, ...extra });
-
-  const expectExact = (tokens: number[], blocks: number[]) => expectPattern(dev, side, cache, tokens, blocks);
+  const expectExact = (tokens: number[], blocks: number[]) => expectPattern(fx.dev, fx.stream, fx.cache, tokens, blocks);
 
   /** Runs a first prefill of `tokens` (everything computed and saved) and returns what it saved. */
   async function warm(pipe: LayerPipeline, compute: PatternCompute, tokens: number[]): Promise<number> {
@@ -58,8 +26,8 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('loads the cached prefix, computes the rest, saves the new chunks: the cache is exact', async () => {
     const store = await openStore();
-    const pipe = new LayerPipeline({ store, cache, lookahead: 2 });
-    const compute = new PatternCompute(dev, cache);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
     const prompt = randomTokens(CHUNK * 6 + 3);
     expect(await warm(pipe, compute, prompt.slice(0, CHUNK * 4))).toBe(4);
     for (const policy of ['load-all', 'recompute', 'adaptive'] as const) {
@@ -90,9 +58,9 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('issues loads lookahead layers ahead of finished compute, compute right behind its load, saves behind compute', async () => {
     const store = await openStore();
-    const stream = dev.createStream();
-    const pipe = new LayerPipeline({ store, cache, computeStream: stream, lookahead: 2 });
-    const compute = new PatternCompute(dev, cache);
+    const stream = fx.dev.createStream();
+    const pipe = new LayerPipeline({ store, cache: fx.cache, computeStream: stream, lookahead: 2 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
     const prompt = randomTokens(CHUNK * 5);
     await warm(pipe, compute, prompt.slice(0, CHUNK * 3));
     // Log the store calls in order with the compute calls.
@@ -131,9 +99,9 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('a compute stream held back keeps the prefill pending: the host never waits on a layer it need not', async () => {
     const store = await openStore();
-    const compute = new PatternCompute(dev, cache);
-    const stream = dev.createStream();
-    const pipe = new LayerPipeline({ store, cache, computeStream: stream, lookahead: 8 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const stream = fx.dev.createStream();
+    const pipe = new LayerPipeline({ store, cache: fx.cache, computeStream: stream, lookahead: 8 });
     const prompt = randomTokens(CHUNK * 3);
     await warm(pipe, compute, prompt.slice(0, CHUNK * 2));
     const release = holdStream(stream);
@@ -157,8 +125,8 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('a failed load restarts from layer 0 without the failed chunk: nothing of the failed attempt is committed', async () => {
     const store = await openStore();
-    const compute = new PatternCompute(dev, cache);
-    const pipe = new LayerPipeline({ store, cache, lookahead: 1 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 1 });
     const prompt = randomTokens(CHUNK * 5);
     await warm(pipe, compute, prompt.slice(0, CHUNK * 3));
     // The load stream's next operation (layer 0's load) fails, as an IO error would.
@@ -190,9 +158,9 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('a checksum failure on NVMe cuts the hit before the bad chunk and recomputes from there', async () => {
     let store = await openStore({ admit: 'always' });
-    const compute = new PatternCompute(dev, cache);
+    const compute = new PatternCompute(fx.dev, fx.cache);
     const prompt = randomTokens(CHUNK * 4);
-    let pipe = new LayerPipeline({ store, cache });
+    let pipe = new LayerPipeline({ store, cache: fx.cache });
     await warm(pipe, compute, prompt.slice(0, CHUNK * 3));
     await store.flush();
     const bad = store.keys(prompt)[1]!;
@@ -201,16 +169,10 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
     const sdir = store.dir;
     await pipe.dispose();
     await store.close();
-    const fd = openSync(file, 'r+');
-    const at = loc.offset + 2 * store.extentBytes + 10; // layer 2 of chunk 1
-    const buf = Buffer.alloc(8);
-    readSync(fd, buf, 0, 8, at);
-    for (let i = 0; i < 8; i++) buf[i] = buf[i]! ^ 0x3c;
-    writeSync(fd, buf, 0, 8, at);
-    closeSync(fd);
+    flipBytes(file, loc.offset + 2 * store.extentBytes + 10, 8, 0x3c); // layer 2 of chunk 1
 
     store = await openStore({ dir: sdir });
-    pipe = new LayerPipeline({ store, cache, computeModel: ComputeModel.fromTerms({ floorMs: 0, perTokenMs: 1, perPairMs: 0 }) });
+    pipe = new LayerPipeline({ store, cache: fx.cache, computeModel: ComputeModel.fromTerms({ floorMs: 0, perTokenMs: 1, perPairMs: 0 }) });
     compute.calls.length = 0;
     const blocks = randomBlocks(prompt.length / SPEC.blockTokens, SPEC.numBlocks);
     const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
@@ -228,8 +190,8 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('abort: ERR_ABORTED, nothing committed, the store and the pipeline stay usable', async () => {
     const store = await openStore();
-    const compute = new PatternCompute(dev, cache);
-    const pipe = new LayerPipeline({ store, cache, lookahead: 1 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 1 });
     const prompt = randomTokens(CHUNK * 4);
     const ac = new AbortController();
     const fn = compute.fn();
@@ -252,7 +214,7 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('a compute that throws rejects the prefill with its error and commits nothing', async () => {
     const store = await openStore();
-    const pipe = new LayerPipeline({ store, cache });
+    const pipe = new LayerPipeline({ store, cache: fx.cache });
     const prompt = randomTokens(CHUNK * 2);
     const blocks = randomBlocks(prompt.length / SPEC.blockTokens, SPEC.numBlocks);
     await expect(pipe.prefill({ tokens: prompt, blocks, compute: (l) => { if (l === 2) throw new RangeError('kernel launch failed'); } }))
@@ -264,8 +226,8 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('32 prefills at once on one pipeline: all finish, all exact', async () => {
     const store = await openStore({ dramBytes: 512 * 8192 });
-    const compute = new PatternCompute(dev, cache);
-    const pipe = new LayerPipeline({ store, cache, lookahead: 2 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2 });
     const shared = randomTokens(CHUNK * 2);
     await warm(pipe, compute, shared);
     const all = randomBlocks(SPEC.numBlocks, SPEC.numBlocks);
@@ -287,7 +249,7 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
 
   it.skipIf(skip)('rejects bad requests with codes and changes nothing', async () => {
     const store = await openStore();
-    const pipe = new LayerPipeline({ store, cache });
+    const pipe = new LayerPipeline({ store, cache: fx.cache });
     const t = randomTokens(CHUNK);
     const b = randomBlocks(2, SPEC.numBlocks);
     const f = () => undefined;
@@ -304,7 +266,7 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
     for (const [req, code] of cases) {
       expect(() => pipe.prefill(req as never), JSON.stringify(req)).toThrow(expect.objectContaining({ code }));
     }
-    expect(() => new LayerPipeline({ store, cache, lookahead: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => new LayerPipeline({ store, cache: fx.cache, lookahead: 0 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
     expect(store.stats().local.lookups).toBe(0);
     await pipe.dispose();
     expect(() => pipe.prefill({ tokens: t, blocks: b, compute: f })).toThrow(expect.objectContaining({ code: 'ERR_DISPOSED' }));

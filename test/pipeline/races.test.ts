@@ -4,9 +4,6 @@
  * abort, a failed load. The results are exact, the pinned pool returns to
  * where it was, and the store counts the prompt's lookup once.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -15,7 +12,8 @@ import { holdStream, injectFailure } from '../../src/device/testing.js';
 import { dropDram, expireLeases } from '../../src/store/testing.js';
 import { backends, open } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
-import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
+import { randomBlocks, randomTokens } from '../helpers/store.js';
+import { pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 4, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 512 };
 const CHUNK = 8;
@@ -26,42 +24,28 @@ const turns = async (n: number): Promise<void> => {
 };
 
 describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  let cache: KvCache;
-  let side: Stream;
-  let root: string;
+  const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-races-', spec: SPEC, chunk: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192 });
+  const { options } = fx;
   // The other process's device, cache and stream: a CPU device of its own
   // (see otherPuts).
   let otherDev: Device;
   let otherCache: KvCache;
   let otherStream: Stream;
-  const layout = new KvLayout(SPEC);
-
   beforeAll(() => {
     if (skip) return;
-    dev = open(backend);
-    cache = dev.allocKvCache(layout);
-    side = dev.createStream();
     otherDev = open('cpu');
-    otherCache = otherDev.allocKvCache(layout);
+    otherCache = otherDev.allocKvCache(new KvLayout(SPEC));
     otherStream = otherDev.createStream();
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-races-'));
   });
   afterAll(async () => {
     if (skip) return;
-    await dev.dispose();
     await otherDev.dispose();
-    rmSync(root, { recursive: true, force: true });
   });
-
-  let dirs = 0;
-  const options = (extra: Partial<Parameters<typeof KvStore.open>[0]> = {}) =>
-    ({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192, ...extra });
 
   /** Allocates the pattern's host buffers for `tokens` up front, so that the pinned pool's level is the prefill's own. */
   function prewarm(compute: PatternCompute, tokens: number[]): void {
     const fn = compute.fn();
-    for (let l = 0; l < SPEC.layers; l++) fn(l, { stream: side, tokens, blocks: [], computeFrom: tokens.length, plan: undefined as never, attempt: 0 });
+    for (let l = 0; l < SPEC.layers; l++) fn(l, { stream: fx.stream, tokens, blocks: [], computeFrom: tokens.length, plan: undefined as never, attempt: 0 });
     compute.calls.length = 0;
     compute.log.length = 0;
   }
@@ -69,8 +53,8 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
   /** The pinned pool's bytes in use, once the store's deferred releases ran. */
   async function pinnedSettled(store: KvStore, want: number): Promise<number> {
     await store.flush();
-    for (let i = 0; i < 200 && dev.pinnedStats().inUseBytes !== want; i++) await turns(1);
-    return dev.pinnedStats().inUseBytes;
+    for (let i = 0; i < 200 && fx.dev.pinnedStats().inUseBytes !== want; i++) await turns(1);
+    return fx.dev.pinnedStats().inUseBytes;
   }
 
   /**
@@ -85,16 +69,16 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     await probe.close();
     const o = options({ nvmeBytes: 3 * rec, admit: 'always' });
     const store = await KvStore.open(o);
-    const compute = new PatternCompute(dev, cache);
-    const stream = dev.createStream();
-    const pipe = new LayerPipeline({ store, cache, computeStream: stream, lookahead: 1 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const stream = fx.dev.createStream();
+    const pipe = new LayerPipeline({ store, cache: fx.cache, computeStream: stream, lookahead: 1 });
     const prompt = randomTokens(CHUNK * 3 + 1);
     const warmBlocks = randomBlocks(2 * BPC, SPEC.numBlocks);
     await pipe.prefill({ tokens: prompt.slice(0, 2 * CHUNK), blocks: warmBlocks, compute: compute.fn(), policy: 'recompute' });
     await store.flush();
     dropDram(store);
     prewarm(compute, prompt);
-    const pinned = dev.pinnedStats().inUseBytes;
+    const pinned = fx.dev.pinnedStats().inUseBytes;
     const lookups = store.stats().hits.lookups;
     const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
     const release = holdStream(stream);
@@ -111,7 +95,7 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
       release();
     }
     const r = await run;
-    await expectPattern(dev, side, cache, prompt, blocks);
+    await expectPattern(fx.dev, fx.stream, fx.cache, prompt, blocks);
     expect(store.stats().hits.lookups).toBe(lookups + 1); // once, restart or not
     expect(await pinnedSettled(store, pinned)).toBe(pinned);
     await pipe.dispose();
@@ -154,12 +138,12 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
 
   it.skipIf(skip)('abort mid-load and a failed load leave the pinned pool where it was; a restart counts one lookup', async () => {
     const store = await KvStore.open(options());
-    const compute = new PatternCompute(dev, cache);
-    const pipe = new LayerPipeline({ store, cache, lookahead: 1 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 1 });
     const prompt = randomTokens(CHUNK * 4 + 2);
     await pipe.prefill({ tokens: prompt.slice(0, 3 * CHUNK), blocks: randomBlocks(3 * BPC, SPEC.numBlocks), compute: compute.fn(), policy: 'recompute' });
     prewarm(compute, prompt);
-    const pinned = dev.pinnedStats().inUseBytes;
+    const pinned = fx.dev.pinnedStats().inUseBytes;
     const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
     // Abort after layer 1's compute was enqueued, loads in flight.
     const ac = new AbortController();
@@ -192,7 +176,7 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     const after = store.stats().hits;
     expect(after.lookups).toBe(before.lookups + 1);
     expect(after.dramTokens + after.nvmeTokens).toBe(before.dramTokens + before.nvmeTokens + 3 * CHUNK);
-    await expectPattern(dev, side, cache, prompt, blocks);
+    await expectPattern(fx.dev, fx.stream, fx.cache, prompt, blocks);
     expect(r.saved).toBe(1);
     expect(await pinnedSettled(store, pinned)).toBe(pinned);
     await pipe.dispose();

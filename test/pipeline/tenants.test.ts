@@ -1,50 +1,30 @@
 // Tenants through the pipeline and the connector: two tenants with identical
 // token streams share one store, and neither ever hits the other's prefixes.
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { KvConnector, KvLayout, KvStore, LayerPipeline, type Device, type KvCache, type Stream } from '../../src/index.js';
-import { backends, open } from '../helpers/backends.js';
+import { KvConnector, LayerPipeline } from '../../src/index.js';
+import { backends } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
-import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
+import { randomBlocks, randomTokens } from '../helpers/store.js';
+import { pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 3, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 256 };
 const CHUNK = 8;
 
 describe.each(backends)('tenants in the pipeline and the connector, on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  let cache: KvCache;
-  let side: Stream;
-  let root: string;
-  const layout = new KvLayout(SPEC);
-
-  beforeAll(() => {
-    if (skip) return;
-    dev = open(backend);
-    cache = dev.allocKvCache(layout);
-    side = dev.createStream();
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-tenants-'));
-  });
-  afterAll(async () => {
-    if (skip) return;
-    await dev.dispose();
-    rmSync(root, { recursive: true, force: true });
-  });
-  let dirs = 0;
-  const openStore = () => KvStore.open({ device: dev, layout, fingerprint: FP, dir: path.join(root, `s${dirs++}`), chunkTokens: CHUNK, nvmeBytes: 128 * 8192, dramBytes: 64 * 8192 });
+  const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-tenants-', spec: SPEC, chunk: CHUNK, nvmeBytes: 128 * 8192, dramBytes: 64 * 8192 });
+  const { openStore } = fx;
 
   it.skipIf(skip)('LayerPipeline: prefills of identical prompts for two tenants never hit each other\'s prefixes; each hits its own', async () => {
     const store = await openStore();
-    const pipe = new LayerPipeline({ store, cache, lookahead: 2 });
-    const compute = new PatternCompute(dev, cache);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
     const prompt = randomTokens(CHUNK * 4 + 3);
     const run = async (tenant: string | undefined, policy: 'load-all' | 'recompute' = 'load-all') => {
       const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
       const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy, tenant });
-      await expectPattern(dev, side, cache, prompt, blocks);
+      await expectPattern(fx.dev, fx.stream, fx.cache, prompt, blocks);
       return r;
     };
     // Tenant a computes and saves the prompt.
@@ -69,8 +49,8 @@ describe.each(backends)('tenants in the pipeline and the connector, on $backend'
 
   it.skipIf(skip)('KvConnector: lookup and saves under a tenant; the other tenant\'s identical prompt is not loadable', async () => {
     const store = await openStore();
-    const conn = new KvConnector({ store, cache });
-    const pattern = new PatternCompute(dev, cache);
+    const conn = new KvConnector({ store, cache: fx.cache });
+    const pattern = new PatternCompute(fx.dev, fx.cache);
     const prompt = randomTokens(CHUNK * 3 + 2);
     const turn = async (tenant: string, expectLoadable: number, expectSaved: number): Promise<void> => {
       const req = conn.lookup(prompt, { tenant });
@@ -80,14 +60,14 @@ describe.each(backends)('tenants in the pipeline and the connector, on $backend'
       conn.startLoad(req, blocks);
       const fn = pattern.fn();
       for (let l = 0; l < SPEC.layers; l++) {
-        conn.waitForLayerLoad(req, l, side);
-        fn(l, { stream: side, tokens: req.tokens, blocks, computeFrom: req.loadableTokens, plan: undefined as never, attempt: 0 });
-        conn.saveLayer(req, l, side, blocks);
+        conn.waitForLayerLoad(req, l, fx.stream);
+        fn(l, { stream: fx.stream, tokens: req.tokens, blocks, computeFrom: req.loadableTokens, plan: undefined as never, attempt: 0 });
+        conn.saveLayer(req, l, fx.stream, blocks);
       }
       expect(await conn.waitForSave(req)).toEqual({ saved: expectSaved });
       expect(await conn.loadResult(req)).toMatchObject({ ok: true, validTokens: expectLoadable });
       await conn.requestFinished(req);
-      await expectPattern(dev, side, cache, prompt, blocks);
+      await expectPattern(fx.dev, fx.stream, fx.cache, prompt, blocks);
     };
     await turn('a', 0, 3);
     await turn('b', 0, 3);

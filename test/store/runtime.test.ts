@@ -1,89 +1,38 @@
 // The store as a runtime drives it: batched loads of several requests with
 // failures mid-prefill, per-request outcomes, puts after a failed load, whole
 // block tables, tenants and the stats a runtime reads (issue #12).
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { open as openIndex } from 'lmdb';
 
-import { KvStore, KvLayout, STORE_FORMAT_VERSION, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { KvStore, STORE_FORMAT_VERSION } from '../../src/index.js';
 import { dropDram, expireLeases, nvmeLocation } from '../../src/store/testing.js';
-import { backends, open, randomBytes } from '../helpers/backends.js';
-import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
+import { backends, randomBytes } from '../helpers/backends.js';
+import { CHUNK, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
+import { corruptExtent, storeSuite } from '../helpers/suite.js';
 
-const layout = new KvLayout(SPEC);
 const BPC = CHUNK / SPEC.blockTokens;
 
 describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  let stream: Stream;
-  let src: KvCache;
-  let srcData: Uint8Array[];
-  let dst: KvCache;
-  let root: string;
-
-  beforeAll(async () => {
-    if (skip) return;
-    dev = open(backend);
-    stream = dev.createStream();
-    src = dev.allocKvCache(layout);
-    dst = dev.allocKvCache(layout);
-    srcData = src.buffers.map((b) => randomBytes(b.byteLength));
-    await fillCache(dev, stream, src, srcData);
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-store-runtime-'));
-  });
-  afterAll(async () => {
-    await dev?.dispose();
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
-
-  let n = 0;
-  function storeDir(): string {
-    return path.join(root, `s${n++}`);
-  }
-
-  async function openStore(dir: string, extra: Partial<Parameters<typeof KvStore.open>[0]> = {}): Promise<KvStore> {
-    return KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 64 * 12288, dramBytes: 16 * 12288, ...extra });
-  }
-
-  /** Flips bytes inside layer `layer`'s extent of the chunk `key` (the store must be closed). */
-  function corrupt(loc: { file: { path: string }; offset: number }, extentBytes: number, layer: number): void {
-    const fd = openSync(loc.file.path, 'r+');
-    const at = loc.offset + layer * extentBytes + 64;
-    const buf = Buffer.alloc(16);
-    readSync(fd, buf, 0, 16, at);
-    for (let i = 0; i < 16; i++) buf[i] = buf[i]! ^ 0x5a;
-    writeSync(fd, buf, 0, 16, at);
-    closeSync(fd);
-  }
+  const fx = storeSuite(backend, skip, 'kvflow-store-runtime-');
+  const { storeDir, openStore } = fx;
 
   /** Whether blocks `to` of dst hold src's `from` blocks (or zeros where `from` is null) in `layers`. */
   function expectBlocks(got: Uint8Array[], to: readonly number[], from: readonly (number | null)[], layers: readonly number[], what: string): void {
     for (const layer of layers) {
       for (let i = 0; i < to.length; i++) {
         for (const kv of [0, 1] as const) {
-          const have = pieceOf(dst, got, layer, kv, to[i]!);
+          const have = pieceOf(fx.dst, got, layer, kv, to[i]!);
           const f = from[i];
           if (f === null || f === undefined) expect(have.every((x) => x === 0), `${what}: layer ${layer} block ${i} kv ${kv} zeros`).toBe(true);
-          else expect(Buffer.compare(have, pieceOf(src, srcData, layer, kv, f)), `${what}: layer ${layer} block ${i} kv ${kv}`).toBe(0);
+          else expect(Buffer.compare(have, pieceOf(fx.src, fx.srcData, layer, kv, f)), `${what}: layer ${layer} block ${i} kv ${kv}`).toBe(0);
         }
       }
     }
   }
 
-  /** The runtime's "compute" of `layer` on `on`: src's blocks `from` written into dst's blocks `to`. */
-  function compute(on: Stream, layer: number, from: readonly number[], to: readonly number[]): void {
-    for (let i = 0; i < from.length; i++) {
-      for (const kv of [0, 1] as const) {
-        const a = src.layout.piece(layer, kv, from[i]!);
-        const b = dst.layout.piece(layer, kv, to[i]!);
-        on.copy(dst.buffers[b.buffer]!, b.offset, src.buffers[a.buffer]!, a.offset, src.layout.pieceBytes);
-      }
-    }
-  }
 
   it.skipIf(skip)('a checksum failure on layer 0 of one request in a batched load: later layers never throw, the other request loads exactly, each hit settles with its own outcome', async () => {
     const dir = storeDir();
@@ -93,32 +42,32 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     const fa = from.slice(0, 3 * BPC);
     const fb = from.slice(3 * BPC);
     let store = await openStore(dir);
-    await store.put(a, src, fa, stream, { durable: true });
-    await store.put(b, src, fb, stream, { durable: true });
+    await store.put(a, fx.src, fa, fx.stream, { durable: true });
+    await store.put(b, fx.src, fb, fx.stream, { durable: true });
     const loc = nvmeLocation(store, store.keys(a)[1]!)!;
     await store.close();
-    corrupt(loc, store.extentBytes, 0);
+    corruptExtent(loc, store.extentBytes, 0);
 
     store = await openStore(dir);
     const ha = store.lookup(a);
     const hb = store.lookup(b);
     expect([ha.nvme, hb.nvme]).toEqual([3, 2]);
     const to = randomBlocks(5 * BPC, SPEC.numBlocks);
-    await fillCache(dev, stream, dst, dst.buffers.map((x) => randomBytes(x.byteLength)));
+    await fillCache(fx.dev, fx.stream, fx.dst, fx.dst.buffers.map((x) => randomBytes(x.byteLength)));
     const chunks = [...ha.chunks, ...hb.chunks];
-    const e0 = store.loadLayer(chunks, 0, dst, to, stream);
+    const e0 = store.loadLayer(chunks, 0, fx.dst, to, fx.stream);
     await expect(e0.done()).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
     // Each request's outcome, without store.flush().
     expect(await ha.settled()).toEqual({ ok: false, failed: [1], validTokens: CHUNK, codes: { 1: 'ERR_CHECKSUM' } });
     expect(await hb.settled()).toEqual({ ok: true, failed: [], validTokens: 2 * CHUNK, codes: {} });
     // Whether or not the bad chunk's drop from the index has landed, later layers load (never a throw).
     await store.flush();
-    const later = [1, 2].map((layer) => store.loadLayer(chunks, layer, dst, to, stream));
+    const later = [1, 2].map((layer) => store.loadLayer(chunks, layer, fx.dst, to, fx.stream));
     for (const e of later) await expect(e.done()).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
     expect(await hb.settled()).toMatchObject({ ok: true, failed: [] });
     expect(ha.failed).toEqual([1]);
     expect(ha.validTokens).toBe(CHUNK);
-    const got = await readCache(dev, stream, dst);
+    const got = await readCache(fx.dev, fx.stream, fx.dst);
     // A's chunk 1 holds zeros in every layer; A's other chunks and all of B are exact.
     const want = [...fa.slice(0, BPC), ...fa.slice(BPC, 2 * BPC).map(() => null), ...fa.slice(2 * BPC), ...fb];
     expectBlocks(got, to, want, [0, 1, 2], 'batched');
@@ -134,13 +83,13 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     const tokens = randomTokens(CHUNK * 5);
     const from = randomBlocks(5 * BPC, SPEC.numBlocks);
     let store = await openStore(dir);
-    await store.put(tokens.slice(0, 3 * CHUNK), src, from.slice(0, 3 * BPC), stream, { durable: true });
+    await store.put(tokens.slice(0, 3 * CHUNK), fx.src, from.slice(0, 3 * BPC), fx.stream, { durable: true });
     const loc = nvmeLocation(store, store.keys(tokens)[1]!)!;
     await store.close();
-    corrupt(loc, store.extentBytes, 0);
+    corruptExtent(loc, store.extentBytes, 0);
     store = await openStore(dir);
-    const computeStream = dev.createStream();
-    const save = dev.createStream();
+    const computeStream = fx.dev.createStream();
+    const save = fx.dev.createStream();
     const table = randomBlocks(5 * BPC, SPEC.numBlocks);
     const hit = store.lookup(tokens);
     expect(hit.tokens).toBe(3 * CHUNK);
@@ -149,34 +98,34 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     expect(put.chunks.map((c) => c.index)).toEqual([3, 4]);
     const suffix = hit.tokens / CHUNK * BPC;
     for (let layer = 0; layer < SPEC.layers; layer++) {
-      computeStream.waitEvent(store.loadLayer(hit.chunks, layer, dst, table, stream));
-      compute(computeStream, layer, from.slice(suffix), table.slice(suffix));
+      computeStream.waitEvent(store.loadLayer(hit.chunks, layer, fx.dst, table, fx.stream));
+      fx.compute(computeStream, layer, from.slice(suffix), table.slice(suffix));
       save.waitEvent(computeStream.record());
-      store.putLayer(put, layer, dst, table, save);
+      store.putLayer(put, layer, fx.dst, table, save);
     }
     const outcome = await hit.settled();
     expect(outcome).toMatchObject({ ok: false, failed: [1], validTokens: CHUNK });
     // Compute again from validTokens (chunks 1 to 4) and put every layer again, on a clean stream.
     const redo = outcome.validTokens / CHUNK * BPC;
     for (let layer = 0; layer < SPEC.layers; layer++) {
-      compute(computeStream, layer, from.slice(redo), table.slice(redo));
+      fx.compute(computeStream, layer, from.slice(redo), table.slice(redo));
       save.waitEvent(computeStream.record());
-      store.putLayer(put, layer, dst, table, save);
+      store.putLayer(put, layer, fx.dst, table, save);
     }
     expect(await store.commit(put)).toMatchObject({ added: 2 });
     hit.release();
-    const got = await readCache(dev, stream, dst);
+    const got = await readCache(fx.dev, fx.stream, fx.dst);
     expectBlocks(got, table, from, [0, 1, 2], 'recomputed');
     // The bad chunk is put again from the recomputed cache: the whole prompt is cached and exact.
     await store.flush();
-    expect(await store.put(tokens, dst, table, stream)).toMatchObject({ added: 1 });
+    expect(await store.put(tokens, fx.dst, table, fx.stream)).toMatchObject({ added: 1 });
     const again = store.lookup(tokens);
     expect(again.tokens).toBe(5 * CHUNK);
     const to = randomBlocks(5 * BPC, SPEC.numBlocks);
-    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(again.chunks, layer, dst, to, stream);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(again.chunks, layer, fx.dst, to, fx.stream);
     expect(await again.settled()).toMatchObject({ ok: true });
     again.release();
-    expectBlocks(await readCache(dev, stream, dst), to, from, [0, 1, 2], 'reloaded');
+    expectBlocks(await readCache(fx.dev, fx.stream, fx.dst), to, from, [0, 1, 2], 'reloaded');
     await computeStream.dispose();
     await save.dispose();
     await store.close();
@@ -187,7 +136,7 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     const tokens = randomTokens(CHUNK * 3);
     const from = randomBlocks(3 * BPC, SPEC.numBlocks);
     const store = await openStore(dir, { nvmeBytes: 3 * 12288 });
-    await store.put(tokens.slice(0, 2 * CHUNK), src, from.slice(0, 2 * BPC), stream, { durable: true });
+    await store.put(tokens.slice(0, 2 * CHUNK), fx.src, from.slice(0, 2 * BPC), fx.stream, { durable: true });
     dropDram(store);
     const hit = store.lookup(tokens);
     expect(hit.nvme).toBe(2);
@@ -195,17 +144,17 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     // Its lease expired; another store instance on the directory (as another process would) evicts the prefix's tail.
     expireLeases(store);
     const other = await openStore(dir, { nvmeBytes: 3 * 12288 });
-    await other.put(randomTokens(2 * CHUNK), src, from.slice(0, 2 * BPC), stream, { durable: true });
+    await other.put(randomTokens(2 * CHUNK), fx.src, from.slice(0, 2 * BPC), fx.stream, { durable: true });
     await other.close();
     const table = randomBlocks(3 * BPC, SPEC.numBlocks);
-    const save = dev.createStream();
+    const save = fx.dev.createStream();
     const loads = [];
     for (let layer = 0; layer < SPEC.layers; layer++) {
-      const loaded = store.loadLayer(hit.chunks, layer, dst, table, stream);
+      const loaded = store.loadLayer(hit.chunks, layer, fx.dst, table, fx.stream);
       loads.push(loaded);
       save.waitEvent(loaded);
-      compute(save, layer, from.slice(2 * BPC), table.slice(2 * BPC));
-      store.putLayer(put, layer, dst, table, save);
+      fx.compute(save, layer, from.slice(2 * BPC), table.slice(2 * BPC));
+      store.putLayer(put, layer, fx.dst, table, save);
     }
     for (const e of loads) await expect(e.done()).rejects.toMatchObject({ code: 'ERR_EVICTED' });
     expect(await hit.settled()).toEqual({ ok: false, failed: [1], validTokens: CHUNK, codes: { 1: 'ERR_EVICTED' } });
@@ -225,35 +174,35 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     const all = randomBlocks(13 * BPC, SPEC.numBlocks);
     const ta = all.slice(0, 3 * BPC);
     const tb = all.slice(3 * BPC, 7 * BPC);
-    expect((await store.put(a, src, ta, stream)).added).toBe(2);
+    expect((await store.put(a, fx.src, ta, fx.stream)).added).toBe(2);
     const pb = store.beginPut(b);
-    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(pb, layer, src, tb, stream);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(pb, layer, fx.src, tb, fx.stream);
     expect((await store.commit(pb)).added).toBe(3);
     const ha = store.lookup(a);
     const hb = store.lookup(b);
     const da = all.slice(7 * BPC, 9 * BPC + 1);
     const db = all.slice(9 * BPC + 1);
-    const poison = dst.buffers.map((x) => randomBytes(x.byteLength));
-    await fillCache(dev, stream, dst, poison);
-    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer([ha.chunks, hb.chunks], layer, dst, [da, db], stream);
+    const poison = fx.dst.buffers.map((x) => randomBytes(x.byteLength));
+    await fillCache(fx.dev, fx.stream, fx.dst, poison);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer([ha.chunks, hb.chunks], layer, fx.dst, [da, db], fx.stream);
     expect(await ha.settled()).toMatchObject({ ok: true, validTokens: 2 * CHUNK });
     expect(await hb.settled()).toMatchObject({ ok: true, validTokens: 3 * CHUNK });
-    let got = await readCache(dev, stream, dst);
+    let got = await readCache(fx.dev, fx.stream, fx.dst);
     expectBlocks(got, da.slice(0, 2 * BPC), ta.slice(0, 2 * BPC), [0, 1, 2], 'a');
     expectBlocks(got, db.slice(0, 3 * BPC), tb.slice(0, 3 * BPC), [0, 1, 2], 'b');
     // The blocks past the prefix were left alone.
     for (const extra of [da[2 * BPC]!, db[3 * BPC]!]) {
-      expect(Buffer.compare(pieceOf(dst, got, 1, 0, extra), pieceOf(dst, poison, 1, 0, extra))).toBe(0);
+      expect(Buffer.compare(pieceOf(fx.dst, got, 1, 0, extra), pieceOf(fx.dst, poison, 1, 0, extra))).toBe(0);
     }
     // One request's whole table, with the flat form (a DRAM plan of its prefix).
     const dc = randomBlocks(3 * BPC, SPEC.numBlocks);
-    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(ha.chunks, layer, dst, dc, stream);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(ha.chunks, layer, fx.dst, dc, fx.stream);
     expect(await ha.settled()).toMatchObject({ ok: true });
-    got = await readCache(dev, stream, dst);
+    got = await readCache(fx.dev, fx.stream, fx.dst);
     expectBlocks(got, dc.slice(0, 2 * BPC), ta.slice(0, 2 * BPC), [0, 1, 2], 'flat');
     // A table shorter than the chunks is still an error, as is one table for two requests.
-    expect(() => store.loadLayer(ha.chunks, 0, dst, dc.slice(0, 3), stream)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
-    expect(() => store.loadLayer([ha.chunks, hb.chunks], 0, dst, [da], stream)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => store.loadLayer(ha.chunks, 0, fx.dst, dc.slice(0, 3), fx.stream)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => store.loadLayer([ha.chunks, hb.chunks], 0, fx.dst, [da], fx.stream)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
     ha.release();
     hb.release();
     await store.close();
@@ -268,29 +217,29 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     expect(store.keys(tokens, { tenant: 'a' })[0]).not.toBe(store.keys(tokens, { tenant: 'b' })[0]);
     expect(store.keys(tokens, { tenant: '' })).toEqual(store.keys(tokens));
     expect(store.keys(tokens)[0]).not.toBe(store.keys(tokens, { tenant: 'a' })[0]);
-    expect((await store.put(tokens, src, tables.a, stream, { tenant: 'a' })).added).toBe(3);
+    expect((await store.put(tokens, fx.src, tables.a, fx.stream, { tenant: 'a' })).added).toBe(3);
     expect(store.lookup(tokens, { tenant: 'b' }).chunks).toHaveLength(0);
     expect(store.lookup(tokens).chunks).toHaveLength(0);
     // b's identical prompt is new to b: its own chunks, with b's bytes.
     const pb = store.beginPut(tokens, { tenant: 'b' });
     expect(pb.chunks).toHaveLength(3);
-    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(pb, layer, src, tables.b, stream);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(pb, layer, fx.src, tables.b, fx.stream);
     expect((await store.commit(pb)).added).toBe(3);
     expect(store.stats().dram.chunks).toBe(6); // one DRAM budget for both
     const check = async (s: KvStore, tenant: 'a' | 'b', tier: 'dram' | 'nvme'): Promise<void> => {
       const hit = s.lookup(tokens, { tenant });
       expect(hit.chunks.map((c) => c.tier)).toEqual([tier, tier, tier]);
       const to = all.slice(6 * BPC);
-      for (let layer = 0; layer < SPEC.layers; layer++) s.loadLayer(hit.chunks, layer, dst, to, stream);
+      for (let layer = 0; layer < SPEC.layers; layer++) s.loadLayer(hit.chunks, layer, fx.dst, to, fx.stream);
       expect(await hit.settled()).toMatchObject({ ok: true });
       hit.release();
-      expectBlocks(await readCache(dev, stream, dst), to, tables[tenant], [0, 1, 2], `${tenant} ${tier}`);
+      expectBlocks(await readCache(fx.dev, fx.stream, fx.dst), to, tables[tenant], [0, 1, 2], `${tenant} ${tier}`);
     };
     await check(store, 'a', 'dram');
     await check(store, 'b', 'dram');
     // Durable for both, then a restart: each finds its own chunks on NVMe.
-    await store.put(tokens, src, tables.a, stream, { tenant: 'a', durable: true });
-    await store.put(tokens, src, tables.b, stream, { tenant: 'b', durable: true });
+    await store.put(tokens, fx.src, tables.a, fx.stream, { tenant: 'a', durable: true });
+    await store.put(tokens, fx.src, tables.b, fx.stream, { tenant: 'b', durable: true });
     await store.close();
     store = await openStore(dir, { dramBytes: 6 * 12288 });
     expect(store.stats().nvme.chunks).toBe(6);
@@ -320,11 +269,11 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     const store = await openStore(storeDir(), { admit: 'never' });
     const tokens = randomTokens(4 * CHUNK);
     const table = randomBlocks(4 * BPC, SPEC.numBlocks);
-    await store.put(tokens.slice(0, 2 * CHUNK), src, table, stream, { durable: true });
+    await store.put(tokens.slice(0, 2 * CHUNK), fx.src, table, fx.stream, { durable: true });
     dropDram(store);
     // Chunks 0-1 on NVMe only, chunk 2 in DRAM only, chunk 3 nowhere.
     const keys = store.keys(tokens);
-    expect(await store.put(tokens.slice(0, 3 * CHUNK), src, table, stream)).toEqual({ added: 1, keys: [keys[2]], durable: [] });
+    expect(await store.put(tokens.slice(0, 3 * CHUNK), fx.src, table, fx.stream)).toEqual({ added: 1, keys: [keys[2]], durable: [] });
     const hit = store.lookup(tokens);
     expect(hit.chunks.map((c) => c.tier)).toEqual(['nvme', 'nvme', 'dram']);
     hit.release();
@@ -333,14 +282,14 @@ describe.each(backends)('KvStore as a runtime uses it, on $backend', ({ backend,
     expect(stats.local.lookups).toBe(1);
     expect(stats.nvme.chunks).toBe(2);
     // The durable put adds chunk 3 and writes chunk 2, which was in DRAM only.
-    const r = await store.put(tokens, src, table, stream, { durable: true });
+    const r = await store.put(tokens, fx.src, table, fx.stream, { durable: true });
     expect(r.added).toBe(1);
     expect(r.keys).toEqual([keys[3]]);
     expect([...r.durable].sort()).toEqual([keys[2], keys[3]].sort());
     expect(store.stats().madeDurable).toBe(1);
     expect(store.stats().nvme.chunks).toBe(4);
     // Again: everything is durable already.
-    expect(await store.put(tokens, src, table, stream, { durable: true })).toEqual({ added: 0, keys: [], durable: [] });
+    expect(await store.put(tokens, fx.src, table, fx.stream, { durable: true })).toEqual({ added: 0, keys: [], durable: [] });
     await store.close();
   });
 });

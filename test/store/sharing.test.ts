@@ -2,85 +2,35 @@
 // chunk another request's read is still filling, puts linked to their own
 // hit beside another request's failed load of a shared chunk, and NVMe slot
 // reservations beside lookups (the eviction lock, leases) (issue #12).
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { loadBinding } from '../../src/binding/load.js';
-import { KvStore, KvLayout, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { KvLayout } from '../../src/index.js';
 import { dramRecord, dropDram, indexProblems, nvmeLocation, onReserve } from '../../src/store/testing.js';
-import { backends, open, randomBytes } from '../helpers/backends.js';
-import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens } from '../helpers/store.js';
+import { backends } from '../helpers/backends.js';
+import { CHUNK, SPEC, pieceOf, randomBlocks, randomTokens } from '../helpers/store.js';
+import { corruptExtent, storeSuite } from '../helpers/suite.js';
 
 const layout = new KvLayout(SPEC);
 const BPC = CHUNK / SPEC.blockTokens;
 
 describe.each(backends)('KvStore requests sharing chunks and a directory, on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  let stream: Stream;
-  let src: KvCache;
-  let srcData: Uint8Array[];
-  let dst: KvCache;
-  let root: string;
+  const fx = storeSuite(backend, skip, 'kvflow-store-sharing-');
+  const { storeDir, openStore } = fx;
 
-  beforeAll(async () => {
-    if (skip) return;
-    dev = open(backend);
-    stream = dev.createStream();
-    src = dev.allocKvCache(layout);
-    dst = dev.allocKvCache(layout);
-    srcData = src.buffers.map((b) => randomBytes(b.byteLength));
-    await fillCache(dev, stream, src, srcData);
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-store-sharing-'));
-  });
-  afterAll(async () => {
-    await dev?.dispose();
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
-
-  let n = 0;
-  function storeDir(): string {
-    return path.join(root, `s${n++}`);
-  }
-
-  async function openStore(dir: string, extra: Partial<Parameters<typeof KvStore.open>[0]> = {}): Promise<KvStore> {
-    return KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 64 * 12288, dramBytes: 16 * 12288, ...extra });
-  }
-
-  /** Flips bytes inside layer `layer`'s extent of the chunk `key` (the store must be closed). */
-  function corrupt(loc: { file: { path: string }; offset: number }, extentBytes: number, layer: number): void {
-    const fd = openSync(loc.file.path, 'r+');
-    const at = loc.offset + layer * extentBytes + 64;
-    const buf = Buffer.alloc(16);
-    readSync(fd, buf, 0, 16, at);
-    for (let i = 0; i < 16; i++) buf[i] = buf[i]! ^ 0x5a;
-    writeSync(fd, buf, 0, 16, at);
-    closeSync(fd);
-  }
-
-  /** The runtime's "compute" of `layer` on `on`: src's blocks `from` written into dst's blocks `to`. */
-  function compute(on: Stream, layer: number, from: readonly number[], to: readonly number[]): void {
-    for (let i = 0; i < from.length; i++) {
-      for (const kv of [0, 1] as const) {
-        const a = src.layout.piece(layer, kv, from[i]!);
-        const b = dst.layout.piece(layer, kv, to[i]!);
-        on.copy(dst.buffers[b.buffer]!, b.offset, src.buffers[a.buffer]!, a.offset, src.layout.pieceBytes);
-      }
-    }
-  }
 
   it.skipIf(skip)('a load that scatters a chunk another request\'s read is still filling learns that read\'s failure for its own hit, beside a failure of its own', async () => {
     const dir = storeDir();
     const tokens = randomTokens(CHUNK * 2);
     const from = randomBlocks(2 * BPC, SPEC.numBlocks);
     let store = await openStore(dir);
-    await store.put(tokens, src, from, stream, { durable: true });
+    await store.put(tokens, fx.src, from, fx.stream, { durable: true });
     const keys = store.keys(tokens);
     const locs = keys.map((k) => nvmeLocation(store, k)!);
     await store.close();
-    for (const loc of locs) corrupt(loc, store.extentBytes, 0);
+    for (const loc of locs) corruptExtent(loc, store.extentBytes, 0);
     store = await openStore(dir);
     // A's hit is chunk 0; B's is chunks 0 and 1 (the same chunk 0).
     const ha = store.lookup(tokens.slice(0, CHUNK));
@@ -90,8 +40,8 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
     const tb = randomBlocks(2 * BPC, SPEC.numBlocks);
     // A's load reads chunk 0 into a DRAM promotion; B's load, a call of its own, scatters from that
     // promotion once A's read landed, and reads chunk 1 itself.
-    const ea = store.loadLayer(ha.chunks, 0, dst, ta, stream);
-    const eb = store.loadLayer(hb.chunks, 0, dst, tb, stream);
+    const ea = store.loadLayer(ha.chunks, 0, fx.dst, ta, fx.stream);
+    const eb = store.loadLayer(hb.chunks, 0, fx.dst, tb, fx.stream);
     await expect(ea.done()).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
     await expect(eb.done()).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
     expect(await ha.settled()).toMatchObject({ ok: false, failed: [0], validTokens: 0 });
@@ -109,7 +59,7 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
       const from = randomBlocks(2 * BPC, SPEC.numBlocks);
       // One DRAM slot: B's put takes it, so every load of chunk 0 reads the NVMe slot.
       const store = await openStore(dir, { dramBytes: 12288 });
-      await store.put(tokens.slice(0, CHUNK), src, from, stream, { durable: true });
+      await store.put(tokens.slice(0, CHUNK), fx.src, from, fx.stream, { durable: true });
       dropDram(store);
       const loc = nvmeLocation(store, store.keys(tokens)[0]!)!;
       // Request B: loads chunk 0 (its bytes verify), computes chunk 1 over them and puts it.
@@ -119,17 +69,17 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
       expect(pb.chunks.map((c) => c.index)).toEqual([1]);
       const tb = randomBlocks(2 * BPC, SPEC.numBlocks);
       for (let layer = 0; layer < SPEC.layers; layer++) {
-        store.loadLayer(hb.chunks, layer, dst, tb, stream);
-        compute(stream, layer, from.slice(BPC), tb.slice(BPC));
-        store.putLayer(pb, layer, dst, tb, stream);
+        store.loadLayer(hb.chunks, layer, fx.dst, tb, fx.stream);
+        fx.compute(fx.stream, layer, from.slice(BPC), tb.slice(BPC));
+        store.putLayer(pb, layer, fx.dst, tb, fx.stream);
       }
       expect(await hb.settled()).toMatchObject({ ok: true });
       // Then the slot rots, and request A's load of the same chunk fails its check.
-      corrupt(loc, store.extentBytes, 0);
+      corruptExtent(loc, store.extentBytes, 0);
       const ha = store.lookup(tokens.slice(0, CHUNK));
       expect(ha.nvme).toBe(1);
       const ta = randomBlocks(BPC, SPEC.numBlocks);
-      await expect(store.loadLayer(ha.chunks, 0, dst, ta, stream).done()).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
+      await expect(store.loadLayer(ha.chunks, 0, fx.dst, ta, fx.stream).done()).rejects.toMatchObject({ code: 'ERR_CHECKSUM' });
       expect(await ha.settled()).toMatchObject({ ok: false, failed: [0] });
       ha.release();
       if (link) {
@@ -137,7 +87,7 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
         expect(await store.commit(pb)).toMatchObject({ added: 1, keys: [store.keys(tokens)[1]] });
         const record = dramRecord(store, store.keys(tokens)[1]!)!;
         for (let layer = 0; layer < SPEC.layers; layer++) {
-          const k0 = pieceOf(src, srcData, layer, 0, from[BPC]!);
+          const k0 = pieceOf(fx.src, fx.srcData, layer, 0, from[BPC]!);
           const at = layout.recordOffset(CHUNK, layer, 0, 0);
           expect(Buffer.compare(record.subarray(at, at + k0.length), k0), `layer ${layer}`).toBe(0);
         }
@@ -153,8 +103,8 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
   it.skipIf(skip)('beginPut refuses a hit of another prompt or store', async () => {
     const store = await openStore(storeDir());
     const a = randomTokens(2 * CHUNK);
-    await store.put(a, src, randomBlocks(2 * BPC, SPEC.numBlocks), stream);
-    await store.put(a, src, randomBlocks(2 * BPC, SPEC.numBlocks), stream, { tenant: 't' });
+    await store.put(a, fx.src, randomBlocks(2 * BPC, SPEC.numBlocks), fx.stream);
+    await store.put(a, fx.src, randomBlocks(2 * BPC, SPEC.numBlocks), fx.stream, { tenant: 't' });
     const hit = store.lookup(a);
     const other = store.lookup(a, { tenant: 't' });
     expect([hit.chunks.length, other.chunks.length]).toEqual([2, 2]);
@@ -174,7 +124,7 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
     const tokens = randomTokens(3 * CHUNK);
     const table = randomBlocks(3 * BPC, SPEC.numBlocks);
     const store = await openStore(dir, { nvmeBytes: 5 * 12288 });
-    await store.put(tokens, src, table, stream, { durable: true });
+    await store.put(tokens, fx.src, table, fx.stream, { durable: true });
     dropDram(store);
     const seen: { evicting: boolean; tiers: string[] }[] = [];
     onReserve(store, (evicting) => {
@@ -184,12 +134,12 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
       hit.release();
     });
     // 2 free slots of 5: reserved without the lock.
-    await store.put(randomTokens(2 * CHUNK), src, table, stream, { durable: true });
+    await store.put(randomTokens(2 * CHUNK), fx.src, table, fx.stream, { durable: true });
     expect(seen).toEqual([{ evicting: false, tiers: ['nvme', 'nvme', 'nvme'] }]);
     expect(store.stats().local.leaseMisses).toBe(0);
     // The tier is full: this reservation evicts (the two chunks just put rank lowest), under the lock.
     seen.length = 0;
-    await store.put(randomTokens(CHUNK), src, table, stream, { durable: true });
+    await store.put(randomTokens(CHUNK), fx.src, table, fx.stream, { durable: true });
     expect(seen).toEqual([{ evicting: true, tiers: [] }]);
     expect(store.stats().local.leaseMisses).toBe(1);
     onReserve(store, undefined);
@@ -203,11 +153,11 @@ describe.each(backends)('KvStore requests sharing chunks and a directory, on $ba
     const tokens = randomTokens(3 * CHUNK);
     const table = randomBlocks(3 * BPC, SPEC.numBlocks);
     const store = await openStore(dir);
-    await store.put(tokens, src, table, stream, { durable: true });
+    await store.put(tokens, fx.src, table, fx.stream, { durable: true });
     dropDram(store);
     // Chunk 0 back in DRAM (a load promotes it).
     const first = store.lookup(tokens.slice(0, CHUNK));
-    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(first.chunks, layer, dst, table, stream);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(first.chunks, layer, fx.dst, table, fx.stream);
     await first.settled();
     first.release();
     await store.flush();

@@ -1,51 +1,22 @@
 import { createHash } from 'node:crypto';
-import { openSync, readSync, rmSync, statSync, writeSync, closeSync } from 'node:fs';
-import os from 'node:os';
+import { statSync } from 'node:fs';
 import path from 'node:path';
-import { mkdtempSync } from 'node:fs';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { KvflowError, KvStore, KvLayout, STORE_FORMAT_VERSION, type Device, type KvCache, type Stream } from '../../src/index.js';
+import { KvflowError, KvStore, KvLayout, STORE_FORMAT_VERSION } from '../../src/index.js';
 import { injectIoFault } from '../../src/io/testing.js';
 import { dropDram, indexProblems, nvmeLocation, storeFiles } from '../../src/store/testing.js';
-import { backends, open, randomBytes } from '../helpers/backends.js';
+import { backends, randomBytes } from '../helpers/backends.js';
 import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
+import { flipBytes, storeSuite } from '../helpers/suite.js';
 
 const layout = new KvLayout(SPEC);
 const BPC = CHUNK / SPEC.blockTokens;
 
 describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  let stream: Stream;
-  let src: KvCache;
-  let srcData: Uint8Array[];
-  let dst: KvCache;
-  let root: string;
-
-  beforeAll(async () => {
-    if (skip) return;
-    dev = open(backend);
-    stream = dev.createStream();
-    src = dev.allocKvCache(layout);
-    dst = dev.allocKvCache(layout);
-    srcData = src.buffers.map((b) => randomBytes(b.byteLength));
-    await fillCache(dev, stream, src, srcData);
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-store-test-'));
-  });
-  afterAll(async () => {
-    await dev?.dispose();
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
-
-  let n = 0;
-  function storeDir(): string {
-    return path.join(root, `s${n++}`);
-  }
-
-  async function openStore(dir: string, extra: Partial<Parameters<typeof KvStore.open>[0]> = {}): Promise<KvStore> {
-    return KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 64 * 12288, dramBytes: 16 * 12288, ...extra });
-  }
+  const fx = storeSuite(backend, skip, 'kvflow-store-test-');
+  const { storeDir, openStore } = fx;
 
   /**
    * A prompt of `chunks` chunks put durably into a fresh store directory,
@@ -56,7 +27,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const tokens = randomTokens(CHUNK * chunks);
     const blocks = randomBlocks(chunks * BPC, SPEC.numBlocks);
     const first = await openStore(dir, create);
-    await first.put(tokens, src, blocks, stream, { durable: true });
+    await first.put(tokens, fx.src, blocks, fx.stream, { durable: true });
     await first.close();
     return { store: await openStore(dir, reopen), tokens, blocks };
   }
@@ -67,16 +38,16 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     expect(hit.chunks.length).toBe(expectChunks);
     const blocks = randomBlocks(hit.chunks.length * BPC, SPEC.numBlocks);
     const events = [];
-    for (let layer = 0; layer < SPEC.layers; layer++) events.push(store.loadLayer(hit.chunks, layer, dst, blocks, stream));
+    for (let layer = 0; layer < SPEC.layers; layer++) events.push(store.loadLayer(hit.chunks, layer, fx.dst, blocks, fx.stream));
     await Promise.all(events.map((e) => e.done()));
     hit.release();
     await store.flush(); // promotions and use records settle in the background
-    const got = await readCache(dev, stream, dst);
+    const got = await readCache(fx.dev, fx.stream, fx.dst);
     for (let layer = 0; layer < SPEC.layers; layer++) {
       for (let i = 0; i < blocks.length; i++) {
         for (const kv of [0, 1] as const) {
-          const want = pieceOf(src, srcData, layer, kv, srcBlocks[i]!);
-          const have = pieceOf(dst, got, layer, kv, blocks[i]!);
+          const want = pieceOf(fx.src, fx.srcData, layer, kv, srcBlocks[i]!);
+          const have = pieceOf(fx.dst, got, layer, kv, blocks[i]!);
           expect(Buffer.compare(want, have), `layer ${layer} block ${i} kv ${kv}`).toBe(0);
         }
       }
@@ -97,7 +68,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
       prev = createHash('sha256').update(version).update(Buffer.from(store.fingerprint, 'hex')).update(prev).update(ids).digest();
       expect(keys[c]).toBe(prev.toString('hex'));
     }
-    const other = await KvStore.open({ device: dev, layout, fingerprint: { ...FP, tenantSalt: 'tenant-b' }, dir: storeDir(), chunkTokens: CHUNK, nvmeBytes: 4 * 12288, dramBytes: 2 * 12288 });
+    const other = await KvStore.open({ device: fx.dev, layout, fingerprint: { ...FP, tenantSalt: 'tenant-b' }, dir: storeDir(), chunkTokens: CHUNK, nvmeBytes: 4 * 12288, dramBytes: 2 * 12288 });
     expect(other.fingerprint).not.toBe(store.fingerprint);
     expect(other.keys(tokens)[0]).not.toBe(keys[0]);
     await other.close();
@@ -108,7 +79,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const store = await openStore(storeDir());
     const tokens = randomTokens(CHUNK * 4);
     const blocks = randomBlocks(4 * BPC, SPEC.numBlocks);
-    const r = await store.put(tokens, src, blocks, stream);
+    const r = await store.put(tokens, fx.src, blocks, fx.stream);
     expect(r.added).toBe(4);
     const hit = store.lookup(tokens);
     expect([hit.dram, hit.nvme]).toEqual([4, 0]);
@@ -121,7 +92,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const store = await openStore(storeDir());
     const tokens = randomTokens(CHUNK * 3);
     const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
-    await store.put(tokens, src, blocks, stream);
+    await store.put(tokens, fx.src, blocks, fx.stream);
     const hit = store.lookup(tokens);
     expect(hit.dram).toBe(3);
     // One table object, rewritten before every other layer: each layer lands in the table it was called with.
@@ -130,11 +101,11 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     for (let layer = 0; layer < SPEC.layers; layer++) {
       if (layer % 2 === 1) table.splice(0, table.length, ...randomBlocks(3 * BPC, SPEC.numBlocks));
       used.push([...table]);
-      await store.loadLayer(hit.chunks, layer, dst, table, stream).done();
-      const got = await readCache(dev, stream, dst);
+      await store.loadLayer(hit.chunks, layer, fx.dst, table, fx.stream).done();
+      const got = await readCache(fx.dev, fx.stream, fx.dst);
       for (let i = 0; i < table.length; i++) {
         for (const kv of [0, 1] as const) {
-          expect(Buffer.compare(pieceOf(src, srcData, layer, kv, blocks[i]!), pieceOf(dst, got, layer, kv, table[i]!)), `layer ${layer} block ${i} kv ${kv}`).toBe(0);
+          expect(Buffer.compare(pieceOf(fx.src, fx.srcData, layer, kv, blocks[i]!), pieceOf(fx.dst, got, layer, kv, table[i]!)), `layer ${layer} block ${i} kv ${kv}`).toBe(0);
         }
       }
     }
@@ -145,16 +116,16 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     expect(local.dramPlannedLayers).toBe(1);
     // A second lookup of the same prompt with one table reuses one plan for every layer.
     const again = store.lookup(tokens);
-    for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer(again.chunks, layer, dst, table, stream).done();
+    for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer(again.chunks, layer, fx.dst, table, fx.stream).done();
     again.release();
     expect(store.stats().local.dramPlans).toBe(2);
     expect(store.stats().local.dramPlannedLayers).toBe(1 + SPEC.layers);
     // A bad block table after a plan exists is still a typed error.
-    expect(() => store.loadLayer(hit.chunks, 0, dst, null as never, stream)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
-    const other = dev.allocKvCache(layout);
-    await store.loadLayer(hit.chunks, 0, other, table, stream).done();
+    expect(() => store.loadLayer(hit.chunks, 0, fx.dst, null as never, fx.stream)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    const other = fx.dev.allocKvCache(layout);
+    await store.loadLayer(hit.chunks, 0, other, table, fx.stream).done();
     await other.dispose();
-    expect(() => store.loadLayer(hit.chunks, 1, other, table, stream)).toThrow(expect.objectContaining({ code: 'ERR_DISPOSED' }));
+    expect(() => store.loadLayer(hit.chunks, 1, other, table, fx.stream)).toThrow(expect.objectContaining({ code: 'ERR_DISPOSED' }));
     hit.release();
     await store.close();
   });
@@ -174,7 +145,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const p = store.beginPut(tokens);
     expect(p.chunks.map((c) => c.index)).toEqual([0, 1]);
     for (let layer = 0; layer < SPEC.layers; layer++) {
-      store.putLayer(p, layer, src, blocks, stream);
+      store.putLayer(p, layer, fx.src, blocks, fx.stream);
       expect(store.lookup(tokens).chunks).toHaveLength(0);
     }
     const done = await store.commit(p);
@@ -183,11 +154,11 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
 
     const t2 = randomTokens(CHUNK);
     const p2 = store.beginPut(t2);
-    store.putLayer(p2, 0, src, blocks.slice(0, BPC), stream);
+    store.putLayer(p2, 0, fx.src, blocks.slice(0, BPC), fx.stream);
     await expect(store.commit(p2)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
     expect(store.lookup(t2).chunks).toHaveLength(0);
     const p3 = store.beginPut(t2);
-    store.putLayer(p3, 0, src, blocks.slice(0, BPC), stream);
+    store.putLayer(p3, 0, fx.src, blocks.slice(0, BPC), fx.stream);
     await store.abort(p3);
     expect(store.lookup(t2).chunks).toHaveLength(0);
     await expect(store.commit(p3)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
@@ -199,18 +170,18 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const tokens = randomTokens(CHUNK * 3);
     const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
     const p = store.beginPut(tokens);
-    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(p, layer, src, blocks, stream, { engine: layer % 2 === 0 ? 'kernel' : 'dma' });
+    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(p, layer, fx.src, blocks, fx.stream, { engine: layer % 2 === 0 ? 'kernel' : 'dma' });
     expect((await store.commit(p)).added).toBe(3);
     const table = randomBlocks(3 * BPC, SPEC.numBlocks);
     for (const engine of ['kernel', 'dma', 'kernel'] as const) {
       const hit = store.lookup(tokens);
-      for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer(hit.chunks, layer, dst, table, stream, { engine }).done();
+      for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer(hit.chunks, layer, fx.dst, table, fx.stream, { engine }).done();
       hit.release();
-      const got = await readCache(dev, stream, dst);
+      const got = await readCache(fx.dev, fx.stream, fx.dst);
       for (let layer = 0; layer < SPEC.layers; layer++) {
         for (let i = 0; i < table.length; i++) {
           for (const kv of [0, 1] as const) {
-            expect(Buffer.compare(pieceOf(src, srcData, layer, kv, blocks[i]!), pieceOf(dst, got, layer, kv, table[i]!)), `${engine} layer ${layer} block ${i} kv ${kv}`).toBe(0);
+            expect(Buffer.compare(pieceOf(fx.src, fx.srcData, layer, kv, blocks[i]!), pieceOf(fx.dst, got, layer, kv, table[i]!)), `${engine} layer ${layer} block ${i} kv ${kv}`).toBe(0);
           }
         }
       }
@@ -218,12 +189,12 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     // One plan per engine: the third load reused the first's.
     expect(store.stats().local.dramPlans).toBe(2);
     const hit = store.lookup(tokens);
-    expect(() => store.loadLayer(hit.chunks, 0, dst, table, stream, { engine: 'fast' as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => store.loadLayer(hit.chunks, 0, fx.dst, table, fx.stream, { engine: 'fast' as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
     // null options are the defaults (the store's engine).
-    await store.loadLayer(hit.chunks, 0, dst, table, stream, null as never).done();
+    await store.loadLayer(hit.chunks, 0, fx.dst, table, fx.stream, null as never).done();
     hit.release();
     const p2 = store.beginPut(randomTokens(CHUNK));
-    expect(() => store.putLayer(p2, 0, src, blocks.slice(0, BPC), stream, { engine: 7 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => store.putLayer(p2, 0, fx.src, blocks.slice(0, BPC), fx.stream, { engine: 7 as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
     await store.abort(p2);
     await store.close();
   });
@@ -236,7 +207,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const bb = randomBlocks(3 * BPC, SPEC.numBlocks);
     const pa = store.beginPut(ta);
     const pb = store.beginPut(tb);
-    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer([pa, pb], layer, src, [ba, bb], stream);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer([pa, pb], layer, fx.src, [ba, bb], fx.stream);
     await store.commit(pa);
     await store.commit(pb);
     await loadAndCheck(store, ta, ba, 2);
@@ -247,7 +218,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
   it.skipIf(skip)('lookup returns the longest prefix: a diverging token stops the match at its chunk', async () => {
     const store = await openStore(storeDir(), { admit: 'always' });
     const tokens = randomTokens(CHUNK * 5);
-    await store.put(tokens, src, randomBlocks(5 * BPC, SPEC.numBlocks), stream);
+    await store.put(tokens, fx.src, randomBlocks(5 * BPC, SPEC.numBlocks), fx.stream);
     expect(store.lookup(tokens).chunks.map((c) => c.index)).toEqual([0, 1, 2, 3, 4]);
     const changed = tokens.slice();
     changed[CHUNK * 2 + 3] = (changed[CHUNK * 2 + 3]! + 1) % 128000;
@@ -275,7 +246,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
   it.skipIf(skip)('a promotion that did not receive every layer is dropped with its hit and frees its DRAM slot', async () => {
     const { store, tokens, blocks } = await storedOnNvme(2, { dramBytes: 2 * 12288 });
     const hit = store.lookup(tokens);
-    await store.loadLayer(hit.chunks, 0, dst, randomBlocks(2 * BPC, SPEC.numBlocks), stream).done();
+    await store.loadLayer(hit.chunks, 0, fx.dst, randomBlocks(2 * BPC, SPEC.numBlocks), fx.stream).done();
     expect(store.stats().dram.usedBytes).toBe(2 * 12288); // two promotions filling
     hit.release();
     await store.flush();
@@ -290,7 +261,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const store = await openStore(storeDir());
     const tokens = randomTokens(CHUNK);
     const blocks = randomBlocks(BPC, SPEC.numBlocks);
-    await store.put(tokens, src, blocks, stream);
+    await store.put(tokens, fx.src, blocks, fx.stream);
     await store.flush();
     expect(store.stats().nvme.chunks).toBe(0);
     await loadAndCheck(store, tokens, blocks, 1); // a hit admits it
@@ -304,14 +275,14 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const prompts = [0, 1, 2, 3].map(() => randomTokens(CHUNK));
     const blocks = randomBlocks(BPC, SPEC.numBlocks);
     for (const t of prompts.slice(0, 3)) {
-      await store.put(t, src, blocks, stream, { durable: true });
+      await store.put(t, fx.src, blocks, fx.stream, { durable: true });
       await new Promise((r) => setTimeout(r, 5));
     }
     dropDram(store);
     // Use the first chunk again: the second becomes the least recently used.
     await loadAndCheck(store, prompts[0]!, blocks, 1);
     await store.flush();
-    await store.put(prompts[3]!, src, blocks, stream, { durable: true });
+    await store.put(prompts[3]!, fx.src, blocks, fx.stream, { durable: true });
     dropDram(store);
     expect(prompts.map((t) => store.lookup(t).chunks.length)).toEqual([1, 0, 1, 1]);
     expect(store.stats().shared.evictions).toBe(1);
@@ -324,11 +295,11 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const b = randomTokens(CHUNK);
     const c = randomTokens(CHUNK);
     const blocks = randomBlocks(BPC, SPEC.numBlocks);
-    await store.put(a, src, blocks, stream);
+    await store.put(a, fx.src, blocks, fx.stream);
     await new Promise((r) => setTimeout(r, 5));
-    await store.put(b, src, blocks, stream);
+    await store.put(b, fx.src, blocks, fx.stream);
     const pinA = store.lookup(a); // a is older but pinned: b goes
-    await store.put(c, src, blocks, stream);
+    await store.put(c, fx.src, blocks, fx.stream);
     expect([a, b, c].map((t) => store.lookup(t).chunks.length)).toEqual([1, 0, 1]);
     pinA.release();
     await store.close();
@@ -339,28 +310,22 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     let store = await openStore(dir);
     const tokens = randomTokens(CHUNK * 3);
     const blocks = randomBlocks(3 * BPC, SPEC.numBlocks);
-    await store.put(tokens, src, blocks, stream, { durable: true });
+    await store.put(tokens, fx.src, blocks, fx.stream, { durable: true });
     const bad = store.keys(tokens)[1]!;
     const loc = nvmeLocation(store, bad)!;
     const file = loc.file.path;
     await store.close();
     // Flip bytes inside layer 1's extent of chunk 1.
-    const fd = openSync(file, 'r+');
-    const at = loc.offset + store.extentBytes + 100;
-    const buf = Buffer.alloc(16);
-    readSync(fd, buf, 0, 16, at);
-    for (let i = 0; i < 16; i++) buf[i] = buf[i]! ^ 0x5a;
-    writeSync(fd, buf, 0, 16, at);
-    closeSync(fd);
+    flipBytes(file, loc.offset + store.extentBytes + 100, 16);
 
     store = await openStore(dir);
     const hit = store.lookup(tokens);
     expect(hit.nvme).toBe(3);
     const to = randomBlocks(3 * BPC, SPEC.numBlocks);
-    const poison = dst.buffers.map((b) => randomBytes(b.byteLength));
-    await fillCache(dev, stream, dst, poison);
-    const e0 = store.loadLayer(hit.chunks, 0, dst, to, stream);
-    const e1 = store.loadLayer(hit.chunks, 1, dst, to, stream);
+    const poison = fx.dst.buffers.map((b) => randomBytes(b.byteLength));
+    await fillCache(fx.dev, fx.stream, fx.dst, poison);
+    const e0 = store.loadLayer(hit.chunks, 0, fx.dst, to, fx.stream);
+    const e1 = store.loadLayer(hit.chunks, 1, fx.dst, to, fx.stream);
     await e0.done();
     const err = await e1.done().then(() => undefined, (x: unknown) => x);
     expect(err).toBeInstanceOf(KvflowError);
@@ -370,11 +335,11 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     expect(hit.failed).toEqual([1]);
     expect(hit.validTokens).toBe(CHUNK);
     hit.release();
-    const got = await readCache(dev, stream, dst);
+    const got = await readCache(fx.dev, fx.stream, fx.dst);
     for (let i = 0; i < 3; i++) {
       for (let b = 0; b < BPC; b++) {
-        const have = pieceOf(dst, got, 1, 0, to[i * BPC + b]!);
-        const want = pieceOf(src, srcData, 1, 0, blocks[i * BPC + b]!);
+        const have = pieceOf(fx.dst, got, 1, 0, to[i * BPC + b]!);
+        const want = pieceOf(fx.src, fx.srcData, 1, 0, blocks[i * BPC + b]!);
         if (i === 1) expect(have.every((x) => x === 0)).toBe(true);
         else expect(Buffer.compare(have, want)).toBe(0);
       }
@@ -391,21 +356,21 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const tokens = randomTokens(CHUNK);
     const blocks = randomBlocks(BPC, SPEC.numBlocks);
     injectIoFault(storeFiles(store)[0]!, 1, 28 /* ENOSPC */);
-    await expect(store.put(tokens, src, blocks, stream, { durable: true })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
+    await expect(store.put(tokens, fx.src, blocks, fx.stream, { durable: true })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
     expect(store.stats().nvme.chunks).toBe(0);
     expect(indexProblems(store)).toEqual([]);
     // A batch where one chunk of three fails: the other two are entered, the failed one's slot is free again.
     const three = randomTokens(CHUNK * 3);
     const b3 = randomBlocks(3 * BPC, SPEC.numBlocks);
     injectIoFault(storeFiles(store)[0]!, 2, 28);
-    await expect(store.put(three, src, b3, stream, { durable: true })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
+    await expect(store.put(three, fx.src, b3, fx.stream, { durable: true })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
     expect(store.stats().nvme.chunks).toBe(2);
     expect(indexProblems(store)).toEqual([]);
     dropDram(store);
     const present = store.keys(three).map((k) => nvmeLocation(store, k) !== undefined);
     expect(present.filter(Boolean)).toHaveLength(2);
     const t2 = randomTokens(CHUNK);
-    await store.put(t2, src, blocks, stream, { durable: true });
+    await store.put(t2, fx.src, blocks, fx.stream, { durable: true });
     expect(store.stats().nvme.chunks).toBe(3);
     dropDram(store);
     await loadAndCheck(store, t2, blocks, 1);
@@ -417,13 +382,13 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const prompts = [0, 1, 2].map(() => randomTokens(CHUNK));
     const tables = [0, 1, 2].map(() => randomBlocks(BPC, SPEC.numBlocks));
     const p = store.beginPut(prompts[0]!);
-    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(p, layer, src, tables[0]!, stream);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.putLayer(p, layer, fx.src, tables[0]!, fx.stream);
     const committed = store.commit(p);
     await store.abort(p);
     expect((await committed).added).toBe(1);
     await store.flush();
-    await store.put(prompts[1]!, src, tables[1]!, stream);
-    await store.put(prompts[2]!, src, tables[2]!, stream);
+    await store.put(prompts[1]!, fx.src, tables[1]!, fx.stream);
+    await store.put(prompts[2]!, fx.src, tables[2]!, fx.stream);
     for (let i = 0; i < 3; i++) await loadAndCheck(store, prompts[i]!, tables[i]!, 1);
     expect(indexProblems(store)).toEqual([]);
     await store.close();
@@ -437,8 +402,8 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const ta = randomBlocks(2 * BPC, SPEC.numBlocks);
     const tb = [...ta.slice(0, BPC), ...randomBlocks(SPEC.numBlocks, SPEC.numBlocks).filter((x) => !ta.includes(x)).slice(0, BPC)];
     let store = await openStore(dir);
-    await store.put(a, src, ta, stream, { durable: true });
-    await store.put(b, src, tb, stream, { durable: true });
+    await store.put(a, fx.src, ta, fx.stream, { durable: true });
+    await store.put(b, fx.src, tb, fx.stream, { durable: true });
     await store.close();
     store = await openStore(dir);
     for (const round of ['nvme', 'dram']) {
@@ -446,15 +411,15 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
       const hb = store.lookup(b);
       expect(ha.chunks.map((c) => c.tier)).toEqual(round === 'nvme' ? ['nvme', 'nvme'] : ['dram', 'dram']);
       const to = randomBlocks(4 * BPC, SPEC.numBlocks);
-      for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer([...ha.chunks, ...hb.chunks], layer, dst, to, stream).done();
+      for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer([...ha.chunks, ...hb.chunks], layer, fx.dst, to, fx.stream).done();
       ha.release();
       hb.release();
       await store.flush();
-      const got = await readCache(dev, stream, dst);
+      const got = await readCache(fx.dev, fx.stream, fx.dst);
       const from = [...ta, ...tb];
       for (let layer = 0; layer < SPEC.layers; layer++) {
         for (let i = 0; i < to.length; i++) {
-          expect(Buffer.compare(pieceOf(dst, got, layer, 1, to[i]!), pieceOf(src, srcData, layer, 1, from[i]!)), `${round} layer ${layer} block ${i}`).toBe(0);
+          expect(Buffer.compare(pieceOf(fx.dst, got, layer, 1, to[i]!), pieceOf(fx.src, fx.srcData, layer, 1, from[i]!)), `${round} layer ${layer} block ${i}`).toBe(0);
         }
       }
     }
@@ -472,11 +437,11 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const store = await openStore(storeDir());
     const tokens = randomTokens(CHUNK);
     const blocks = randomBlocks(BPC, SPEC.numBlocks);
-    await store.put(tokens, src, blocks, stream);
+    await store.put(tokens, fx.src, blocks, fx.stream);
     await store.flush();
     expect(store.stats().nvme.chunks).toBe(0);
     dropDram(store);
-    await store.put(tokens, src, blocks, stream);
+    await store.put(tokens, fx.src, blocks, fx.stream);
     await store.flush();
     expect(store.stats().nvme.chunks).toBe(1);
     await store.close();
@@ -485,16 +450,16 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
   it.skipIf(skip)('NVMe slots of unreleased hits are not evicted by their own process', async () => {
     const { store, tokens: a, blocks } = await storedOnNvme(2, {}, { nvmeBytes: 2 * 12288 });
     const hit = store.lookup(a);
-    await store.loadLayer(hit.chunks, 0, dst, blocks, stream).done();
+    await store.loadLayer(hit.chunks, 0, fx.dst, blocks, fx.stream).done();
     const b = randomTokens(CHUNK);
-    await expect(store.put(b, src, blocks.slice(0, BPC), stream, { durable: true })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
-    await store.loadLayer(hit.chunks, 1, dst, blocks, stream).done();
-    await store.loadLayer(hit.chunks, 2, dst, blocks, stream).done();
+    await expect(store.put(b, fx.src, blocks.slice(0, BPC), fx.stream, { durable: true })).rejects.toMatchObject({ code: 'ERR_NO_SPACE' });
+    await store.loadLayer(hit.chunks, 1, fx.dst, blocks, fx.stream).done();
+    await store.loadLayer(hit.chunks, 2, fx.dst, blocks, fx.stream).done();
     hit.release();
     await store.flush();
     expect(store.stats().local.checksumFailures).toBe(0);
     dropDram(store);
-    await store.put(b, src, blocks.slice(0, BPC), stream, { durable: true });
+    await store.put(b, fx.src, blocks.slice(0, BPC), fx.stream, { durable: true });
     expect(nvmeLocation(store, store.keys(b)[0]!)).toBeDefined();
     expect(indexProblems(store)).toEqual([]);
     await store.close();
@@ -504,7 +469,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     const store = await openStore(storeDir());
     const tokens = randomTokens(CHUNK * 2);
     const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
-    await store.put(tokens, src, blocks, stream);
+    await store.put(tokens, fx.src, blocks, fx.stream);
     const hit = store.lookup(tokens);
     const code = (fn: () => unknown): string => {
       try {
@@ -514,20 +479,20 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
         return (e as KvflowError).code;
       }
     };
-    expect(code(() => store.loadLayer(hit.chunks, 3, dst, blocks, stream))).toBe('ERR_OUT_OF_RANGE');
-    expect(code(() => store.loadLayer(hit.chunks, 0, dst, blocks.slice(1), stream))).toBe('ERR_INVALID_ARG');
-    expect(code(() => store.loadLayer(hit.chunks, 0, dst, [...blocks.slice(1), blocks[0]! + 1000], stream))).toBe('ERR_OUT_OF_RANGE');
-    expect(code(() => store.loadLayer(hit.chunks, 0, dst, [blocks[0]!, ...blocks.slice(0, -1)], stream))).toBe('ERR_INVALID_ARG');
-    expect(code(() => store.loadLayer([{ key: 'x', index: 0, tier: 'dram' }], 0, dst, blocks.slice(0, BPC), stream))).toBe('ERR_INVALID_ARG');
+    expect(code(() => store.loadLayer(hit.chunks, 3, fx.dst, blocks, fx.stream))).toBe('ERR_OUT_OF_RANGE');
+    expect(code(() => store.loadLayer(hit.chunks, 0, fx.dst, blocks.slice(1), fx.stream))).toBe('ERR_INVALID_ARG');
+    expect(code(() => store.loadLayer(hit.chunks, 0, fx.dst, [...blocks.slice(1), blocks[0]! + 1000], fx.stream))).toBe('ERR_OUT_OF_RANGE');
+    expect(code(() => store.loadLayer(hit.chunks, 0, fx.dst, [blocks[0]!, ...blocks.slice(0, -1)], fx.stream))).toBe('ERR_INVALID_ARG');
+    expect(code(() => store.loadLayer([{ key: 'x', index: 0, tier: 'dram' }], 0, fx.dst, blocks.slice(0, BPC), fx.stream))).toBe('ERR_INVALID_ARG');
     expect(code(() => store.lookup([1.5]))).toBe('ERR_INVALID_ARG');
     expect(code(() => store.lookup([-1]))).toBe('ERR_INVALID_ARG');
-    const other = dev.allocKvCache({ ...SPEC, headDim: 16 });
-    expect(code(() => store.loadLayer(hit.chunks, 0, other, blocks, stream))).toBe('ERR_INVALID_ARG');
+    const other = fx.dev.allocKvCache({ ...SPEC, headDim: 16 });
+    expect(code(() => store.loadLayer(hit.chunks, 0, other, blocks, fx.stream))).toBe('ERR_INVALID_ARG');
     await other.dispose();
     hit.release();
-    expect(code(() => store.loadLayer(hit.chunks, 0, dst, blocks, stream))).toBe('ERR_INVALID_ARG');
-    await expect(KvStore.open({ device: dev, layout, fingerprint: FP, dir: storeDir(), chunkTokens: 6 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
-    await expect(KvStore.open({ device: dev, layout, fingerprint: { model: '' }, dir: storeDir(), chunkTokens: CHUNK })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    expect(code(() => store.loadLayer(hit.chunks, 0, fx.dst, blocks, fx.stream))).toBe('ERR_INVALID_ARG');
+    await expect(KvStore.open({ device: fx.dev, layout, fingerprint: FP, dir: storeDir(), chunkTokens: 6 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
+    await expect(KvStore.open({ device: fx.dev, layout, fingerprint: { model: '' }, dir: storeDir(), chunkTokens: CHUNK })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
     await expect(openStore(store.dir, { layout: new KvLayout({ ...SPEC, headDim: 256 }) })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG' });
     await store.close();
     expect(code(() => store.lookup(tokens))).toBe('ERR_DISPOSED');
@@ -538,7 +503,7 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     expect(statSync(store.dir).mode & 0o777).toBe(0o700);
     for (const f of ['index.mdb', 'slab-0000.kv']) expect(statSync(path.join(store.dir, f)).mode & 0o777).toBe(0o600);
     await store.close();
-    const temp = await KvStore.open({ device: dev, layout, fingerprint: FP, chunkTokens: CHUNK, nvmeBytes: 4 * 12288, dramBytes: 2 * 12288 });
+    const temp = await KvStore.open({ device: fx.dev, layout, fingerprint: FP, chunkTokens: CHUNK, nvmeBytes: 4 * 12288, dramBytes: 2 * 12288 });
     const tdir = temp.dir;
     expect(statSync(tdir).isDirectory()).toBe(true);
     await temp.close();

@@ -1,73 +1,35 @@
 // store.verify(): the scrub reads every chunk's every layer in both tiers,
 // reports exactly the extents that fail their checksum, drops those chunks
 // and leaves every other chunk loadable and byte-exact (issue #12 item 9).
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
-import { KvStore, KvLayout, type Device, type KvCache, type Stream, type VerifyProgress } from '../../src/index.js';
+import { KvStore, type VerifyProgress } from '../../src/index.js';
 import { dramRecord, dropDram, indexProblems, nvmeLocation } from '../../src/store/testing.js';
-import { backends, open, randomBytes } from '../helpers/backends.js';
-import { CHUNK, FP, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
+import { backends, randomBytes } from '../helpers/backends.js';
+import { CHUNK, SPEC, fillCache, pieceOf, randomBlocks, randomTokens, readCache } from '../helpers/store.js';
+import { corruptExtent, storeSuite } from '../helpers/suite.js';
 
-const layout = new KvLayout(SPEC);
 const BPC = CHUNK / SPEC.blockTokens;
 
 describe.each(backends)('KvStore.verify on $backend', ({ backend, skip }) => {
-  let dev: Device;
-  let stream: Stream;
-  let src: KvCache;
-  let srcData: Uint8Array[];
-  let dst: KvCache;
-  let root: string;
-
-  beforeAll(async () => {
-    if (skip) return;
-    dev = open(backend);
-    stream = dev.createStream();
-    src = dev.allocKvCache(layout);
-    dst = dev.allocKvCache(layout);
-    srcData = src.buffers.map((b) => randomBytes(b.byteLength));
-    await fillCache(dev, stream, src, srcData);
-    root = mkdtempSync(path.join(os.tmpdir(), 'kvflow-store-verify-'));
-  });
-  afterAll(async () => {
-    await dev?.dispose();
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
-
-  let n = 0;
-  function openStore(extra: Partial<Parameters<typeof KvStore.open>[0]> = {}, dir = path.join(root, `s${n++}`)): Promise<KvStore> {
-    return KvStore.open({ device: dev, layout, fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 64 * 12288, dramBytes: 16 * 12288, ...extra });
-  }
-
-  /** Flips 16 bytes inside layer `layer`'s extent of the slot at `loc`. */
-  function corrupt(loc: { file: { path: string }; offset: number }, extentBytes: number, layer: number): void {
-    const fd = openSync(loc.file.path, 'r+');
-    const at = loc.offset + layer * extentBytes + 64;
-    const buf = Buffer.alloc(16);
-    readSync(fd, buf, 0, 16, at);
-    for (let i = 0; i < 16; i++) buf[i] = buf[i]! ^ 0x5a;
-    writeSync(fd, buf, 0, 16, at);
-    closeSync(fd);
-  }
+  const fx = storeSuite(backend, skip, 'kvflow-store-verify-');
+  const { storeDir, openStore } = fx;
 
   /** Loads the whole hit of `tokens` into fresh blocks and checks it holds src's `from` blocks in every layer; returns the hit's tiers. */
   async function expectExact(store: KvStore, tokens: number[], from: readonly number[]): Promise<string[]> {
     const hit = store.lookup(tokens);
     const to = randomBlocks(hit.chunks.length * BPC, SPEC.numBlocks);
-    await fillCache(dev, stream, dst, dst.buffers.map((b) => randomBytes(b.byteLength)));
-    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(hit.chunks, layer, dst, to, stream);
+    await fillCache(fx.dev, fx.stream, fx.dst, fx.dst.buffers.map((b) => randomBytes(b.byteLength)));
+    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(hit.chunks, layer, fx.dst, to, fx.stream);
     expect(await hit.settled()).toMatchObject({ ok: true });
     const tiers = hit.chunks.map((c) => c.tier);
     hit.release();
-    const got = await readCache(dev, stream, dst);
+    const got = await readCache(fx.dev, fx.stream, fx.dst);
     for (let layer = 0; layer < SPEC.layers; layer++) {
       for (let i = 0; i < to.length; i++) {
         for (const kv of [0, 1] as const) {
-          expect(Buffer.compare(pieceOf(dst, got, layer, kv, to[i]!), pieceOf(src, srcData, layer, kv, from[i]!)), `layer ${layer} block ${i} kv ${kv}`).toBe(0);
+          expect(Buffer.compare(pieceOf(fx.dst, got, layer, kv, to[i]!), pieceOf(fx.src, fx.srcData, layer, kv, from[i]!)), `layer ${layer} block ${i} kv ${kv}`).toBe(0);
         }
       }
     }
@@ -75,25 +37,25 @@ describe.each(backends)('KvStore.verify on $backend', ({ backend, skip }) => {
   }
 
   it.skipIf(skip)('finds exactly the NVMe extent whose bytes were flipped, drops that chunk only, and every other chunk stays loadable and exact; progress grows to the totals', async () => {
-    const dir = path.join(root, `s${n++}`);
+    const dir = storeDir();
     const a = randomTokens(3 * CHUNK);
     const b = randomTokens(2 * CHUNK);
     const blocks = randomBlocks(5 * BPC, SPEC.numBlocks);
     const fa = blocks.slice(0, 3 * BPC);
     const fb = blocks.slice(3 * BPC);
-    let store = await openStore({}, dir);
-    await store.put(a, src, fa, stream, { durable: true });
-    await store.put(b, src, fb, stream, { durable: true });
+    let store = await openStore(dir);
+    await store.put(a, fx.src, fa, fx.stream, { durable: true });
+    await store.put(b, fx.src, fb, fx.stream, { durable: true });
     const bad = store.keys(a)[1]!;
     const loc = nvmeLocation(store, bad)!;
     await store.close();
-    corrupt(loc, store.extentBytes, 2);
+    corruptExtent(loc, store.extentBytes, 2);
 
-    store = await openStore({}, dir);
+    store = await openStore(dir);
     // A hit of b is leased and loading while the scrub runs.
     const hb = store.lookup(b);
     const to = randomBlocks(2 * BPC, SPEC.numBlocks);
-    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(hb.chunks, layer, dst, to, stream);
+    for (let layer = 0; layer < SPEC.layers; layer++) store.loadLayer(hb.chunks, layer, fx.dst, to, fx.stream);
     const progress: VerifyProgress[] = [];
     const report = await store.verify({ onProgress: (p) => progress.push(p) });
     expect(await hb.settled()).toMatchObject({ ok: true });
@@ -131,12 +93,12 @@ describe.each(backends)('KvStore.verify on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('a clean store reports nothing bad, counting DRAM chunks of known checksums and NVMe chunks; DRAM chunks never written or read from NVMe are unchecked', async () => {
-    const store = await openStore({ admit: 'never' });
+    const store = await openStore(undefined, { admit: 'never' });
     const a = randomTokens(2 * CHUNK);
     const b = randomTokens(3 * CHUNK);
     const table = randomBlocks(3 * BPC, SPEC.numBlocks);
-    await store.put(a, src, table, stream, { durable: true }); // DRAM (checksums of its write) and NVMe
-    await store.put(b, src, table, stream); // DRAM only: no checksum known
+    await store.put(a, fx.src, table, fx.stream, { durable: true }); // DRAM (checksums of its write) and NVMe
+    await store.put(b, fx.src, table, fx.stream); // DRAM only: no checksum known
     const report = await store.verify();
     expect(report).toEqual({ chunks: 4, layers: 4 * SPEC.layers, bytes: 4 * store.recordBytes, bad: [], dropped: 0, skipped: 0, unchecked: 3 });
     expect(await store.verify({ drop: false })).toEqual(report);
@@ -151,7 +113,7 @@ describe.each(backends)('KvStore.verify on $backend', ({ backend, skip }) => {
     const store = await openStore();
     const a = randomTokens(2 * CHUNK);
     const table = randomBlocks(2 * BPC, SPEC.numBlocks);
-    await store.put(a, src, table, stream, { durable: true });
+    await store.put(a, fx.src, table, fx.stream, { durable: true });
     const key = store.keys(a)[0]!;
     dramRecord(store, key)![store.extentBytes + 100]! ^= 0x01;
     // Reported only, then dropped.
@@ -170,17 +132,17 @@ describe.each(backends)('KvStore.verify on $backend', ({ backend, skip }) => {
   });
 
   it.skipIf(skip)('an aborted verify rejects with ERR_ABORTED; one aborted before it starts changes nothing; bad options are refused', async () => {
-    const dir = path.join(root, `s${n++}`);
-    let store = await openStore({}, dir);
+    const dir = storeDir();
+    let store = await openStore(dir);
     const tokens = randomTokens(4 * CHUNK);
     const table = randomBlocks(4 * BPC, SPEC.numBlocks);
-    await store.put(tokens, src, table, stream, { durable: true });
+    await store.put(tokens, fx.src, table, fx.stream, { durable: true });
     // The chunk the scrub reaches last (the index is read in key order).
     const bad = [...store.keys(tokens)].sort().at(-1)!;
     const loc = nvmeLocation(store, bad)!;
     await store.close();
-    corrupt(loc, store.extentBytes, 0);
-    store = await openStore({}, dir);
+    corruptExtent(loc, store.extentBytes, 0);
+    store = await openStore(dir);
     const before = new AbortController();
     before.abort();
     await expect(store.verify({ signal: before.signal })).rejects.toMatchObject({ code: 'ERR_ABORTED' });
@@ -196,7 +158,7 @@ describe.each(backends)('KvStore.verify on $backend', ({ backend, skip }) => {
     expect(nvmeLocation(store, bad)).toBeDefined();
     expect((await store.verify()).bad).toEqual([{ key: bad, layer: 0, tier: 'nvme', code: 'ERR_CHECKSUM' }]);
     // A scrub under way when the store closes stops and rejects; close does not wait for it.
-    await store.put(randomTokens(4 * CHUNK), src, table, stream, { durable: true });
+    await store.put(randomTokens(4 * CHUNK), fx.src, table, fx.stream, { durable: true });
     const running = store.verify().then(() => undefined, (e: unknown) => e);
     await store.close();
     expect(await running).toMatchObject({ code: 'ERR_DISPOSED' });
