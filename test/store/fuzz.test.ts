@@ -6,6 +6,8 @@
 // succeed or fail with a KvflowError code, settle, and change nothing in the
 // store when rejected. The child runs the built package (dist/).
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -37,7 +39,10 @@ describe('fuzzing the public API (child process)', () => {
     // A fixed seed, so every run drives the same calls (KVFLOW_FUZZ_SEED explores others).
     const seed = process.env.KVFLOW_FUZZ_SEED ? Number(process.env.KVFLOW_FUZZ_SEED) : 20261206;
     const r = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve, reject) => {
+      // In a directory of its own: fuzzed paths are relative to it, and it is removed after.
+      const cwd = mkdtempSync(path.join(os.tmpdir(), 'kvflow-fuzz-cwd-'));
       const p = spawn(process.execPath, [child, entry, String(seed), String(FUZZ_MS)], {
+        cwd,
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { ...process.env, KVFLOW_BACKEND: 'cpu' },
       });
@@ -49,6 +54,7 @@ describe('fuzzing the public API (child process)', () => {
       p.on('error', reject);
       p.on('close', (code, signal) => {
         clearTimeout(guard);
+        rmSync(cwd, { recursive: true, force: true });
         resolve({ code, signal, stdout, stderr });
       });
     });
