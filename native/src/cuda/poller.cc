@@ -23,6 +23,11 @@ constexpr unsigned kSpinRounds = 8;
 constexpr auto kSpinWindow = std::chrono::microseconds(50);
 constexpr auto kFirstSleep = std::chrono::microseconds(10);
 constexpr auto kMaxSleep = std::chrono::microseconds(200);
+// With nothing left to poll, keep looking for new work this long after the
+// last completion or addition before sleeping on the condition variable: a
+// caller that waits for one operation and then issues the next (a small
+// copy's round trip) finds the thread awake instead of paying a wake-up.
+constexpr auto kIdleSpin = std::chrono::microseconds(200);
 // A timed event this far past the timing reference moves the reference on.
 constexpr float kRebaseMs = 1000.0F;
 
@@ -168,6 +173,7 @@ void Poller::run() noexcept {
   std::vector<PollEntry> active;
   unsigned idle_rounds = 0;
   Clock::time_point spin_until = Clock::now();
+  Clock::time_point idle_until = Clock::now();
   for (;;) {
     try {
       bool give_up = false;
@@ -175,6 +181,11 @@ void Poller::run() noexcept {
         std::unique_lock<std::mutex> lock(mutex_);
         if (active.empty() && incoming_.empty()) {
           if (stopping_) break;
+          if (Clock::now() < idle_until) {
+            lock.unlock();
+            std::this_thread::yield();
+            continue;
+          }
           cv_.wait(lock, [this] { return stopping_ || !incoming_.empty(); });
           if (incoming_.empty()) break;
         }
@@ -184,6 +195,7 @@ void Poller::run() noexcept {
         if (!incoming_.empty()) {
           idle_rounds = std::min(idle_rounds, kSpinRounds);
           spin_until = Clock::now() + kSpinWindow;
+          idle_until = spin_until + kIdleSpin;
         }
         std::move(incoming_.begin(), incoming_.end(), std::back_inserter(active));
         incoming_.clear();
@@ -202,6 +214,7 @@ void Poller::run() noexcept {
       if (poll_once(active)) {
         idle_rounds = 0;
         spin_until = Clock::now() + kSpinWindow;
+        idle_until = Clock::now() + kIdleSpin;
       } else if (idle_rounds < kSpinRounds || Clock::now() < spin_until) {
         ++idle_rounds;
         std::this_thread::yield();
