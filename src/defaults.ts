@@ -112,6 +112,14 @@ export interface KvflowDefaults {
    * take it, `auto` says in `info().cudaGateReason` why it fell back.
    */
   readonly cudaGate: CudaGateRequest;
+  /**
+   * `KVFLOW_COMPLETION_SPIN_US` (0-10000): for this long after a wait on an
+   * event begins, the event loop checks it on every turn (a short operation
+   * is seen done without waiting for the completion thread's wake-up of the
+   * loop); past it, or with 0, only the completion thread's notice settles
+   * it. The loop keeps turning either way.
+   */
+  readonly completionSpinUs: number;
   /** Defaults of a KvStore opened on the device. */
   readonly store: StoreDefaults;
 }
@@ -137,6 +145,7 @@ export const BUILT_IN_DEFAULTS: KvflowDefaults = deepFreeze({
   gds: 'auto',
   pagedEngine: 'dma',
   cudaGate: 'host',
+  completionSpinUs: 50,
   store: {
     chunkTokens: 256,
     dramBytes: GiB,
@@ -199,6 +208,7 @@ export function readConfig(env: Environment = process.env): KvflowDefaults {
     gds: choice('KVFLOW_GDS', b.gds, ['auto', 'on', 'off'] as const),
     pagedEngine: choice('KVFLOW_PAGED_ENGINE', b.pagedEngine, ['dma', 'kernel'] as const),
     cudaGate: choice('KVFLOW_CUDA_GATE', b.cudaGate, ['host', 'wait-value', 'auto'] as const),
+    completionSpinUs: integer('KVFLOW_COMPLETION_SPIN_US', b.completionSpinUs, 0, 10_000),
     store: { ...b.store },
   });
 }

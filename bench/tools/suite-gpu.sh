@@ -18,7 +18,7 @@ for f in "$@"; do
   name=$(echo "$f" | sed 's#^test/##; s#\.test\.ts$##; s#/#-#g')
   t0=$(date +%s)
   rc=0
-  bash "$here/watchdog.sh" "$name" "$limit" vitest run "$f" || rc=$?
+  NO_COLOR=1 bash "$here/watchdog.sh" "$name" "$limit" vitest run --reporter=verbose "$f" || rc=$?
   summary=$(grep -E "Tests +[0-9]" "$OUT/$name.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | tr -s ' ')
   echo "$f: rc=$rc $(( $(date +%s) - t0 ))s $summary" | tee -a "$OUT/suite.txt"
 done

@@ -99,6 +99,7 @@ describe('device.config', () => {
       ['KVFLOW_IO_BOUNCE_SLOTS', '65', 'expected an integer from 1 to 64 for KVFLOW_IO_BOUNCE_SLOTS'],
       ['KVFLOW_GDS', 'yes', "expected 'auto', 'on' or 'off' for KVFLOW_GDS"],
       ['KVFLOW_PAGED_ENGINE', 'auto', "expected 'dma' or 'kernel' for KVFLOW_PAGED_ENGINE"],
+      ['KVFLOW_COMPLETION_SPIN_US', '10001', 'expected an integer from 0 to 10000 for KVFLOW_COMPLETION_SPIN_US'],
     ];
     for (const [name, value, message] of bad) {
       expect(() => readConfig({ [name]: value }), name).toThrow(message);
@@ -106,5 +107,6 @@ describe('device.config', () => {
     }
     expect(readConfig({})).toEqual(BUILT_IN_DEFAULTS);
     expect(readConfig({ KVFLOW_IO_THREADS: '' }).ioThreads).toBe(BUILT_IN_DEFAULTS.ioThreads);
+    expect(readConfig({ KVFLOW_COMPLETION_SPIN_US: '0' }).completionSpinUs).toBe(0);
   });
 });

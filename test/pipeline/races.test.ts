@@ -24,7 +24,12 @@ const turns = async (n: number): Promise<void> => {
 };
 
 describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) => {
-  const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-races-', spec: SPEC, chunk: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192 });
+  // The test holds the prefill's compute stream while its NVMe loads go on.
+  // On CUDA a hold with the default host-function gates occupies CUDA's one
+  // host-function thread, which every stream's IO gates need too: the loads
+  // could never land and the JS thread ends up blocked in a launch. With
+  // wait-value gates the stream waits on the GPU and the thread stays free.
+  const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-races-', spec: SPEC, chunk: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192, cudaGate: 'wait-value' });
   const { options } = fx;
   // The other process's device, cache and stream: a CPU device of its own
   // (see otherPuts).

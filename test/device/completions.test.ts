@@ -1,0 +1,87 @@
+/**
+ * The completion channel's JS end: a wait is settled by the completion
+ * thread's notice, or, within the spin window, by the event loop seeing the
+ * event complete on one of its turns (no notice needed).
+ */
+import { describe, expect, it } from 'vitest';
+
+import type { NativeDevice, NativeEvent, NativeEventStatus } from '../../src/binding/types.js';
+import { Completions } from '../../src/device/completions.js';
+
+/** A native event whose status the test sets; counts how often it is asked. */
+function fakeEvent(id: number): NativeEvent & { state: NativeEventStatus; asked: number } {
+  const e = {
+    id,
+    state: 0 as NativeEventStatus,
+    asked: 0,
+    watch: () => e.state,
+    status: () => {
+      e.asked++;
+      return e.state;
+    },
+    error: () => undefined,
+  };
+  return e;
+}
+
+function fakeDevice(): NativeDevice & { refs: number } {
+  const d = { refs: 0, ref: () => void (d.refs = 1), unref: () => void (d.refs = 0) };
+  return d as unknown as NativeDevice & { refs: number };
+}
+
+const turns = async (n: number): Promise<void> => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+describe('Completions', () => {
+  it('within the spin window, an event seen complete settles its wait without a notice; the channel is let go', async () => {
+    const c = new Completions();
+    const dev = fakeDevice();
+    c.attach(dev, 1_000_000); // a window far longer than the test
+    const e = fakeEvent(7);
+    let settled = false;
+    const p = c.settle(e).then(() => void (settled = true));
+    await turns(3);
+    expect(settled).toBe(false);
+    expect(dev.refs).toBe(1); // something waits: the process is held
+    e.state = 1;
+    await turns(3);
+    expect(settled).toBe(true);
+    expect(dev.refs).toBe(0);
+    expect(c.pending).toBe(0);
+    c.onBatch([7]); // the late notice changes nothing
+    await p;
+  });
+
+  it('without a spin window only the notice settles a wait, and the event is never polled', async () => {
+    const c = new Completions();
+    c.attach(fakeDevice(), 0);
+    const e = fakeEvent(3);
+    let settled = false;
+    void c.settle(e).then(() => void (settled = true));
+    e.state = 1;
+    await turns(5);
+    expect(settled).toBe(false);
+    expect(e.asked).toBe(0);
+    c.onBatch([3]);
+    await turns(1);
+    expect(settled).toBe(true);
+  });
+
+  it('past the window an event is no longer polled; its notice still settles it', async () => {
+    const c = new Completions();
+    c.attach(fakeDevice(), 200);
+    const e = fakeEvent(9);
+    let settled = false;
+    void c.settle(e).then(() => void (settled = true));
+    await new Promise((r) => setTimeout(r, 20)); // well past 200 us
+    await turns(2);
+    const asked = e.asked;
+    await turns(5);
+    expect(e.asked).toBe(asked);
+    expect(settled).toBe(false);
+    c.onBatch([9]);
+    await turns(1);
+    expect(settled).toBe(true);
+  });
+});
