@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs test files one at a time on the GPU box, each under bench/tools/watchdog.sh
-# (thread stacks of a file that hangs land in $OUT/stacks.txt), and stops
-# starting new files once the call's own budget is spent. One line per file in
-# $OUT/suite.txt: the file, its exit status and seconds, vitest's summary.
+# (each file's log in $OUT/suite-logs/, with the thread stacks of a file that
+# hangs in stacks.txt there), and stops starting new files once the call's own
+# budget is spent. One line per file in $OUT/suite.txt: the file, its exit
+# status and seconds, vitest's summary.
 #
 #   PER_FILE_S=120 BUDGET_S=540 bash bench/tools/suite-gpu.sh test/a.test.ts test/b.test.ts ...
 set -u
@@ -10,6 +11,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 per=${PER_FILE_S:-120}
 budget=${BUDGET_S:-540}
 start=$(date +%s)
+logs="$OUT/suite-logs"
+mkdir -p "$logs"
 for f in "$@"; do
   used=$(( $(date +%s) - start ))
   if (( used + 10 > budget )); then echo "$f: not started (budget)" >> "$OUT/suite.txt"; continue; fi
@@ -18,7 +21,7 @@ for f in "$@"; do
   name=$(echo "$f" | sed 's#^test/##; s#\.test\.ts$##; s#/#-#g')
   t0=$(date +%s)
   rc=0
-  NO_COLOR=1 bash "$here/watchdog.sh" "$name" "$limit" vitest run --reporter=verbose "$f" || rc=$?
-  summary=$(grep -E "Tests +[0-9]" "$OUT/$name.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | tr -s ' ')
+  OUT="$logs" NO_COLOR=1 bash "$here/watchdog.sh" "$name" "$limit" vitest run --reporter=verbose "$f" || rc=$?
+  summary=$(grep -E "Tests +[0-9]" "$logs/$name.log" | tail -1 | tr -s ' ')
   echo "$f: rc=$rc $(( $(date +%s) - t0 ))s $summary" | tee -a "$OUT/suite.txt"
 done
