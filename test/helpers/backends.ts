@@ -6,7 +6,7 @@ import { randomFillSync } from 'node:crypto';
 
 import { afterAll, beforeAll, expect } from 'vitest';
 
-import { KvflowError, openDevice, selectBackend, type Backend, type CudaGateRequest, type Device, type KvBuffer } from '../../src/index.js';
+import { KvflowError, openDevice, selectBackend, type Backend, type Device, type KvBuffer } from '../../src/index.js';
 
 function cudaUnavailable(): string | undefined {
   try {
@@ -26,7 +26,7 @@ export const backends: Array<{ backend: Backend; skip: boolean }> = [
   { backend: 'cuda', skip: cudaSkipReason !== undefined },
 ];
 
-export function open(backend: Backend, options: { maxPinnedBytes?: number; cudaGate?: CudaGateRequest } = {}): Device {
+export function open(backend: Backend, options: { maxPinnedBytes?: number } = {}): Device {
   return openDevice({ backend, ...options });
 }
 

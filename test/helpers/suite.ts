@@ -12,7 +12,7 @@ import path from 'node:path';
 
 import { afterAll, beforeAll } from 'vitest';
 
-import { KvLayout, KvStore, type Backend, type CudaGateRequest, type Device, type KvCache, type KvLayoutSpec, type KvStoreOptions, type Stream } from '../../src/index.js';
+import { KvLayout, KvStore, type Backend, type Device, type KvCache, type KvLayoutSpec, type KvStoreOptions, type Stream } from '../../src/index.js';
 import { open, randomBytes } from './backends.js';
 import { fillCache } from './cache.js';
 import { CHUNK, FP, SPEC } from './store.js';
@@ -59,8 +59,6 @@ interface SuiteSetup {
   chunk: number;
   nvmeBytes: number;
   dramBytes: number;
-  /** How the device's CUDA streams wait on gates (default: the device's default). */
-  cudaGate?: CudaGateRequest;
 }
 
 /** The device, root and store options; `setup` allocates the rest once the device is open. */
@@ -83,7 +81,7 @@ function suite<T extends Suite>(backend: Backend, skip: boolean, s: SuiteSetup, 
   } as unknown as T;
   beforeAll(async () => {
     if (skip) return;
-    fx.dev = open(backend, s.cudaGate === undefined ? {} : { cudaGate: s.cudaGate });
+    fx.dev = open(backend);
     await setup(fx);
     fx.root = mkdtempSync(path.join(os.tmpdir(), s.prefix));
   });

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvLayout, KvStore, LayerPipeline, type Device, type KvCache, type Stream } from '../../src/index.js';
-import { holdStream, injectFailure } from '../../src/device/testing.js';
+import { holdCompletions, holdStream, injectFailure } from '../../src/device/testing.js';
 import { dropDram, expireLeases } from '../../src/store/testing.js';
 import { backends, open } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
@@ -24,12 +24,7 @@ const turns = async (n: number): Promise<void> => {
 };
 
 describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) => {
-  // The test holds the prefill's compute stream while its NVMe loads go on.
-  // On CUDA a hold with the default host-function gates occupies CUDA's one
-  // host-function thread, which every stream's IO gates need too: the loads
-  // could never land and the JS thread ends up blocked in a launch. With
-  // wait-value gates the stream waits on the GPU and the thread stays free.
-  const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-races-', spec: SPEC, chunk: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192, cudaGate: 'wait-value' });
+  const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-races-', spec: SPEC, chunk: CHUNK, nvmeBytes: 256 * 8192, dramBytes: 128 * 8192 });
   const { options } = fx;
   // The other process's device, cache and stream: a CPU device of its own
   // (see otherPuts).
@@ -86,7 +81,15 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     const pinned = fx.dev.pinnedStats().inUseBytes;
     const lookups = store.stats().hits.lookups;
     const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
-    const release = holdStream(stream);
+    // The prefill must not go past layer 0 until `between` ran. The CPU
+    // backend holds its compute stream. On CUDA, with the compute stream held
+    // (host-function or wait-value gate alike), the JS thread was seen stuck
+    // in the driver's launch of a load kernel (an H100, driver 580; a held
+    // stream blocks the GPU queue it sits on, which streams share past
+    // CUDA_DEVICE_MAX_CONNECTIONS). There the device's completions are held
+    // instead: the GPU runs on, but layer 0's compute is not seen done, so
+    // layer 1's load is not issued.
+    const release = backend === 'cuda' ? holdCompletions(fx.dev) : holdStream(stream);
     let run: ReturnType<typeof pipe.prefill>;
     try {
       run = pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
