@@ -12,6 +12,7 @@ import type { KvCache } from '../layout/kvcache.js';
 import type { PrefillPlan } from '../model/plan.js';
 import type { PendingPut, StoreHit, KvStore } from '../store/store.js';
 import type { LayerBatcher } from './batcher.js';
+import { hostCost, Window, type HostCost } from './hostcost.js';
 import { timeline, type LayerRecord, type LayerTiming } from './timeline.js';
 import type { LayerCompute } from './work.js';
 
@@ -40,6 +41,10 @@ export interface AttemptArgs {
   lookahead: number;
   /** No other prefill is in flight: loads issued before this one's first compute have the device to themselves. */
   alone: boolean;
+  /** The load engine: `auto` picks per load (kernel before the first compute when alone, dma beside compute). */
+  engine: 'auto' | 'kernel' | 'dma';
+  /** Record timed events (device times for the timeline); untimed ones otherwise. */
+  timed: boolean;
   computeStream: Stream;
   /** The pipeline's loads and saves, batched with other prefills'. */
   io: LayerBatcher;
@@ -81,8 +86,10 @@ function codeOf(e: unknown): KvflowErrorCode | 'ERR_UNKNOWN' {
   return e instanceof KvflowError ? e.code : 'ERR_UNKNOWN';
 }
 
+const TIMED = { timing: true } as const;
+
 export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
-  const { store, cache, plan, t0 } = a;
+  const { store, cache, plan, t0, timed } = a;
   const layers = cache.layout.layers;
   const bpc = store.blocksPerChunk;
   const ct = store.chunkTokens;
@@ -102,7 +109,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   }
   const putBlocks = put ? a.blocks.slice(0, put.chunkCount * bpc) : [];
   // The device's clock for this attempt starts where its compute stream is now.
-  const origin = a.computeStream.record({ timing: true });
+  const origin = timed ? a.computeStream.record(TIMED) : undefined;
 
   const loads: (Watched | undefined)[] = new Array(layers).fill(undefined);
   const loadBefore: (Event | undefined)[] = new Array(layers).fill(undefined);
@@ -110,7 +117,8 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const computed: Watched[] = [];
   const computeStart: Event[] = [];
   const enqueued: number[] = [];
-  const hostMs: number[] = new Array(layers).fill(0);
+  const costs: HostCost[] = Array.from({ length: layers }, hostCost);
+  const win = new Window(a.io);
   const saves: Promise<Watched | undefined>[] = [];
   let syncFailure: { layer: number; error: unknown } | undefined;
   let computeError: unknown;
@@ -130,31 +138,34 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     else syncFailure ??= { layer, error: e };
   };
   const issue = (j: number): void => {
-    const h = performance.now();
     // Before any compute, with no other prefill in flight, the device is idle:
     // the kernel engine moves fastest there; beside compute, DMA costs compute nothing.
-    const engine = a.alone && computed.length === 0 ? 'kernel' : 'dma';
-    issued[j] = h - t0;
-    a.io.load({ hit: a.hit, chunks: loadChunks, blocks: loadBlocks, layer: j, engine }).then((l) => {
+    const engine = a.engine !== 'auto' ? a.engine : a.alone && computed.length === 0 ? 'kernel' : 'dma';
+    issued[j] = performance.now() - t0;
+    a.io.load({ hit: a.hit, chunks: loadChunks, blocks: loadBlocks, layer: j, engine, cost: costs[j]! }).then((l) => {
+      win.open();
       loadBefore[j] = l.before;
       loads[j] = watch(l.after, t0, l.done);
       loadIssued[j]!.resolve(true);
+      win.close(costs[j]!);
     }, (e: unknown) => {
       refused(e, j);
       loadIssued[j]!.resolve(false);
     });
-    hostMs[j] = (hostMs[j] ?? 0) + performance.now() - h;
   };
   const issuer = loadChunks.length === 0 ? Promise.resolve() : (async () => {
     for (let j = 0; j < layers; j++) {
       if (j >= a.lookahead) await computeSettled[j - a.lookahead]!.promise;
+      win.open();
       const ok = !stop && !a.signal?.aborted && (j < a.lookahead || computed[j - a.lookahead]?.error === undefined) &&
         !loads.some((w) => w?.error !== undefined) && syncFailure === undefined && fatal === undefined;
       if (!ok) {
         for (let k = j; k < layers; k++) loadIssued[k]!.resolve(false);
+        win.close(costs[j]!);
         return;
       }
       issue(j);
+      win.close(costs[j]!);
     }
   })();
 
@@ -162,38 +173,48 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     for (let l = 0; l < layers; l++) {
       if (loadChunks.length > 0 && !(await loadIssued[l]!.promise)) break; // failure or abort
       if (a.signal?.aborted || fatal !== undefined) break;
-      const h = performance.now();
+      win.open();
+      const cost = costs[l]!;
       const load = loads[l];
       try {
         if (load) a.computeStream.waitEvent(load.event);
-        computeStart[l] = a.computeStream.record({ timing: true });
+        if (timed) computeStart[l] = a.computeStream.record(TIMED);
       } catch (e) {
         fatal ??= e;
+        win.close(cost);
         break;
       }
+      const c = performance.now();
       try {
         a.compute(l, { stream: a.computeStream, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
       } catch (e) {
         computeError = e;
+        const dc = performance.now() - c;
+        cost.computeMs += dc;
+        win.close(cost, dc);
         break;
       }
-      enqueued[l] = performance.now() - t0;
+      const end = performance.now();
+      const dc = end - c;
+      cost.computeMs += dc;
+      enqueued[l] = end - t0;
       try {
-        const done = a.computeStream.record({ timing: true });
+        const done = timed ? a.computeStream.record(TIMED) : a.computeStream.record();
         const w = watch(done, t0);
         computed.push(w);
         void w.settled.then(() => computeSettled[l]!.resolve());
         if (put) {
-          saves.push(a.io.save({ put, layer: l, blocks: putBlocks, computed: done }).then((e) => watch(e, t0), (e: unknown) => {
+          saves.push(a.io.save({ put, layer: l, blocks: putBlocks, computed: done, cost }).then((e) => watch(e, t0), (e: unknown) => {
             fatal ??= e;
             return undefined;
           }));
         }
       } catch (e) {
         fatal ??= e;
+        win.close(cost, dc);
         break;
       }
-      hostMs[l] = (hostMs[l] ?? 0) + performance.now() - h;
+      win.close(cost, dc);
     }
   } finally {
     // Whatever happened, the issuer ends and nothing enqueued is left behind unobserved.
@@ -202,7 +223,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     await issuer;
     if (loadChunks.length > 0) await Promise.all(loadIssued.map((d) => d.promise)); // the issuer resolved each, or the batcher will
     const saved = await Promise.all(saves);
-    await Promise.all([...loads, ...computed, ...saved, { settled: origin.done().catch(() => undefined) }].map((w) => w?.settled));
+    await Promise.all([...loads, ...computed, ...saved, { settled: origin?.done().catch(() => undefined) }].map((w) => w?.settled));
   }
 
   const failedLoad = loads.findIndex((w) => w?.error !== undefined);
@@ -252,7 +273,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     records.push({
       loadIssuedMs: load ? issued[l]! : null, loadSeenMs: load ? load.at : null, loadBefore: loadBefore[l], loadAfter: load?.event,
       computeEnqueuedMs: enqueued[l]!, computeSeenMs: computed[l]!.at, computeStart: computeStart[l], computeEnd: computed[l]!.event,
-      hostMs: hostMs[l]!,
+      host: costs[l]!,
     });
   }
   const t = timeline(origin, records);

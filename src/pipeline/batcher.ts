@@ -18,12 +18,18 @@
  * Saves in flight are bounded (`saveDepth` store calls): past it, saves wait
  * in the queue (a few references each, no buffers: a put's DRAM slots are
  * reserved when it begins) until earlier ones completed.
+ *
+ * Host time: each call's store-side time (the store call and the events
+ * recorded around it) is charged to the prefills it carries, 1/N each; a
+ * flush that runs outside any prefill's host window (the batching window's,
+ * or one a completed save let go) charges its own scheduling the same way.
  */
 import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import { KvflowError } from '../errors.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { ChunkRef, PendingPut, StoreHit, KvStore } from '../store/store.js';
+import type { HostCost, StoreClock } from './hostcost.js';
 
 /** One prefill's load of one layer. */
 export interface LoadCall {
@@ -32,11 +38,13 @@ export interface LoadCall {
   blocks: readonly number[];
   layer: number;
   engine: 'kernel' | 'dma';
+  /** The layer's host cost: the call's store time is charged here. */
+  cost: HostCost;
 }
 
 /** What a prefill gets for its load once it went to the store. */
 export interface IssuedLoad {
-  /** Recorded (timed) on the load stream just before the store call: when the load began on the device. */
+  /** Recorded (timed) on the load stream just before the store call: when the load began on the device. Undefined with untimed events. */
   before: Event | undefined;
   /** Recorded on the load stream after the (batched) load: streams wait on this one. Timed when the device can. */
   after: Event;
@@ -52,6 +60,8 @@ export interface SaveCall {
   blocks: readonly number[];
   layer: number;
   computed: Event;
+  /** The layer's host cost: the call's store time is charged here. */
+  cost: HostCost;
 }
 
 /** Counts of store calls and the prefill requests they carried. */
@@ -87,18 +97,30 @@ export interface BatcherOptions {
   saveDepth: number;
   /** True while calls should wait for the window (several prefills in flight). */
   batching: () => boolean;
+  /** Record timed events around loads (device times for the timeline); untimed ones otherwise. */
+  timed: boolean;
 }
 
-export class LayerBatcher {
+const TIMED = { timing: true } as const;
+
+export class LayerBatcher implements StoreClock {
   readonly stats: BatchStats = { loadCalls: 0, loadRequests: 0, saveCalls: 0, saveRequests: 0, savesDeferred: 0 };
   readonly #o: BatcherOptions;
   #loads: QueuedLoad[] = [];
   #saves: QueuedSave[] = [];
   #savesInFlight = 0;
   #scheduled = false;
+  #storeMs = 0;
+  /** The costs of the calls a deferred flush issued (undefined outside one). */
+  #flushed: HostCost[] | undefined;
 
   constructor(options: BatcherOptions) {
     this.#o = options;
+  }
+
+  /** Host time spent in store calls so far, for every prefill (ms). */
+  get storeMs(): number {
+    return this.#storeMs;
   }
 
   /** Saves queued behind the bound, not yet given to the store. */
@@ -131,8 +153,39 @@ export class LayerBatcher {
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
-      this.#flush();
+      this.#deferred(() => this.#flush());
     });
+  }
+
+  /**
+   * Runs a flush outside any prefill's host window: its scheduling time (its
+   * length less the store time inside it) is charged to the calls it issued.
+   */
+  #deferred(flush: () => void): void {
+    const t = performance.now();
+    const s = this.#storeMs;
+    const costs: HostCost[] = [];
+    this.#flushed = costs;
+    try {
+      flush();
+    } finally {
+      this.#flushed = undefined;
+      if (costs.length > 0) {
+        const share = Math.max(0, performance.now() - t - (this.#storeMs - s)) / costs.length;
+        for (const c of costs) c.ownMs += share;
+      }
+    }
+  }
+
+  /** Charges the store-side time since `t` to the calls of `group`, 1/N each. */
+  #charge(group: readonly (QueuedLoad | QueuedSave)[], t: number): void {
+    const dt = performance.now() - t;
+    this.#storeMs += dt;
+    const share = dt / group.length;
+    for (const q of group) {
+      q.call.cost.storeMs += share;
+      this.#flushed?.push(q.call.cost);
+    }
   }
 
   #flush(): void {
@@ -151,12 +204,14 @@ export class LayerBatcher {
   }
 
   #issueLoads(group: QueuedLoad[]): void {
-    const { store, cache, load: stream } = this.#o;
+    const { store, cache, load: stream, timed } = this.#o;
     const { layer, engine } = group[0]!.call;
+    const t = performance.now();
     let before: Event | undefined;
     try {
-      before = stream.record({ timing: true });
+      if (timed) before = stream.record(TIMED);
     } catch (e) {
+      this.#charge(group, t);
       for (const q of group) q.reject(e);
       return;
     }
@@ -166,23 +221,26 @@ export class LayerBatcher {
         ? store.loadLayer(group[0]!.call.chunks, layer, cache, group[0]!.call.blocks, stream, { engine })
         : store.loadLayer(group.map((q) => q.call.chunks), layer, cache, group.map((q) => q.call.blocks), stream, { engine });
     } catch (e) {
+      this.#charge(group, t);
       // The store refused the call before enqueuing anything: one at a time,
       // so only the prefill whose request it refuses sees the refusal.
       if (group.length === 1) group[0]!.reject(e);
       else for (const q of group) this.#issueLoads([q]);
       return;
     }
-    this.stats.loadCalls++;
-    this.stats.loadRequests += group.length;
     let after: Event;
     try {
-      after = stream.record({ timing: true });
+      after = timed ? stream.record(TIMED) : stream.record();
     } catch (e) {
+      this.#charge(group, t);
       // The stream was closed under the call (the load itself is tracked by the store).
       event.done().catch(() => undefined);
       for (const q of group) q.reject(e);
       return;
     }
+    this.#charge(group, t);
+    this.stats.loadCalls++;
+    this.stats.loadRequests += group.length;
     if (group.length === 1) {
       group[0]!.resolve({ before, after, done: event.done(), batch: 1 });
       return;
@@ -223,22 +281,25 @@ export class LayerBatcher {
 
   #issueSaveGroup(store: KvStore, cache: KvCache, stream: Stream, group: QueuedSave[]): void {
     let event: Event;
+    const t = performance.now();
     try {
       for (const q of group) stream.waitEvent(q.call.computed);
       event = group.length === 1
         ? store.putLayer(group[0]!.call.put, group[0]!.call.layer, cache, group[0]!.call.blocks, stream, { engine: 'dma' })
         : store.putLayer(group.map((q) => q.call.put), group[0]!.call.layer, cache, group.map((q) => q.call.blocks), stream, { engine: 'dma' });
     } catch (e) {
+      this.#charge(group, t);
       if (group.length === 1) group[0]!.reject(e);
       else for (const q of group) this.#issueSaveGroup(store, cache, stream, [q]);
       return;
     }
+    this.#charge(group, t);
     this.stats.saveCalls++;
     this.stats.saveRequests += group.length;
     this.#savesInFlight++;
     const free = (): void => {
       this.#savesInFlight--;
-      if (this.#saves.length > 0) this.#issueSaves();
+      if (this.#saves.length > 0) this.#deferred(() => this.#issueSaves());
     };
     event.done().then(free, free);
     for (const q of group) q.resolve(event);

@@ -8,6 +8,9 @@
  * would only blur.
  */
 import type { Event } from '../device/event.js';
+import type { HostCost } from './hostcost.js';
+
+export type { HostCost } from './hostcost.js';
 
 /** What happened in one layer. */
 export interface LayerTiming {
@@ -30,8 +33,14 @@ export interface LayerTiming {
   computeMs: number;
   /** Time the compute stream waited for this layer's load after the previous layer's compute. */
   stallMs: number;
-  /** Host time spent enqueuing the layer (store and compute calls included). */
+  /** Host time spent on the layer (ms): `host.ownMs + host.storeMs + host.computeMs`. */
   hostMs: number;
+  /**
+   * That host time by who spent it: the pipeline's own scheduling, the
+   * store's calls for the layer's load and save (1/N of a call batched for N
+   * prefills), the runtime's `compute` callback.
+   */
+  host: HostCost;
 }
 
 /** What an attempt knows of one layer once everything settled. */
@@ -45,7 +54,7 @@ export interface LayerRecord {
   computeSeenMs: number;
   computeStart: Event | undefined;
   computeEnd: Event;
-  hostMs: number;
+  host: HostCost;
 }
 
 function timeOf(e: Event | undefined): number | undefined {
@@ -82,9 +91,11 @@ function deviceTimes(origin: Event | undefined, layers: LayerRecord[]): LayerTim
 export function timeline(origin: Event | undefined, layers: LayerRecord[]): { layers: LayerTiming[]; source: 'device' | 'host' } {
   const dev = deviceTimes(origin, layers);
   const out: LayerTiming[] = layers.map((r, l) => {
+    // Float rounding can leave a window's own time a hair below 0.
+    const host = { ownMs: Math.max(0, r.host.ownMs), storeMs: r.host.storeMs, computeMs: r.host.computeMs };
     const base = {
       layer: l, loadIssuedMs: r.loadIssuedMs, loadLandedMs: r.loadSeenMs, computeEnqueuedMs: r.computeEnqueuedMs,
-      computeEndMs: r.computeSeenMs, hostMs: r.hostMs,
+      computeEndMs: r.computeSeenMs, hostMs: host.ownMs + host.storeMs + host.computeMs, host,
     };
     const d = dev?.[l];
     if (d) {
