@@ -31,6 +31,21 @@ import type { KvCache } from '../layout/kvcache.js';
 import type { ChunkRef, PendingPut, StoreHit, KvStore } from '../store/store.js';
 import type { HostCost, StoreClock } from './hostcost.js';
 
+/**
+ * Where a prefill learns what became of its loads: called once per call,
+ * from inside the flush that made (or refused) its store call. Must not throw.
+ */
+export interface LoadSink {
+  loadIssued(layer: number, load: IssuedLoad): void;
+  loadRefused(layer: number, error: unknown): void;
+}
+
+/** Likewise for saves. */
+export interface SaveSink {
+  saveIssued(layer: number, event: Event): void;
+  saveRefused(layer: number, error: unknown): void;
+}
+
 /** One prefill's load of one layer. */
 export interface LoadCall {
   hit: StoreHit;
@@ -40,6 +55,7 @@ export interface LoadCall {
   engine: 'kernel' | 'dma';
   /** The layer's host cost: the call's store time is charged here. */
   cost: HostCost;
+  sink: LoadSink;
 }
 
 /** What a prefill gets for its load once it went to the store. */
@@ -62,6 +78,7 @@ export interface SaveCall {
   computed: Event;
   /** The layer's host cost: the call's store time is charged here. */
   cost: HostCost;
+  sink: SaveSink;
 }
 
 /** Counts of store calls and the prefill requests they carried. */
@@ -74,16 +91,7 @@ export interface BatchStats {
   savesDeferred: number;
 }
 
-interface Waiter<T> {
-  resolve: (v: T) => void;
-  reject: (e: unknown) => void;
-}
-
-interface QueuedLoad extends Waiter<IssuedLoad> {
-  call: LoadCall;
-}
-
-interface QueuedSave extends Waiter<Event> {
+interface QueuedSave {
   call: SaveCall;
   deferred: boolean;
 }
@@ -102,11 +110,13 @@ export interface BatcherOptions {
 }
 
 const TIMED = { timing: true } as const;
+/** Saves copy on the copy engines: they run beside compute. */
+const SAVE = { engine: 'dma' } as const;
 
 export class LayerBatcher implements StoreClock {
   readonly stats: BatchStats = { loadCalls: 0, loadRequests: 0, saveCalls: 0, saveRequests: 0, savesDeferred: 0 };
   readonly #o: BatcherOptions;
-  #loads: QueuedLoad[] = [];
+  #loads: LoadCall[] = [];
   #saves: QueuedSave[] = [];
   #savesInFlight = 0;
   #scheduled = false;
@@ -128,20 +138,30 @@ export class LayerBatcher implements StoreClock {
     return this.#saves.length;
   }
 
-  /** Queues a load; resolves once it went to the store, rejects when the store refused it. */
-  load(call: LoadCall): Promise<IssuedLoad> {
-    return new Promise<IssuedLoad>((resolve, reject) => {
-      this.#loads.push({ call, resolve, reject });
-      this.#kick();
-    });
+  /**
+   * Queues a load: `call.sink` hears once it went to the store (at once while
+   * one prefill is in flight), or that the store refused it.
+   */
+  load(call: LoadCall): void {
+    if (this.#loads.length === 0 && !this.#o.batching()) {
+      // Nothing queued and no window: the flush of this one call, without its bookkeeping.
+      this.#issueLoads([call]);
+      if (this.#saves.length > 0) this.#issueSaves();
+      return;
+    }
+    this.#loads.push(call);
+    this.#kick();
   }
 
-  /** Queues a save; resolves with the event of the store call that carries it, rejects when the store refused it. */
-  save(call: SaveCall): Promise<Event> {
-    return new Promise<Event>((resolve, reject) => {
-      this.#saves.push({ call, resolve, reject, deferred: false });
-      this.#kick();
-    });
+  /** Queues a save: `call.sink` hears the event of the store call that carries it, or that the store refused it. */
+  save(call: SaveCall): void {
+    const { store, cache, save: stream, saveDepth } = this.#o;
+    if (this.#loads.length === 0 && this.#saves.length === 0 && this.#savesInFlight < saveDepth && !this.#o.batching()) {
+      this.#issueSaveGroup(store, cache, stream, [{ call, deferred: false }]);
+      return;
+    }
+    this.#saves.push({ call, deferred: false });
+    this.#kick();
   }
 
   #kick(): void {
@@ -178,13 +198,14 @@ export class LayerBatcher implements StoreClock {
   }
 
   /** Charges the store-side time since `t` to the calls of `group`, 1/N each. */
-  #charge(group: readonly (QueuedLoad | QueuedSave)[], t: number): void {
+  #charge(group: readonly (LoadCall | QueuedSave)[], t: number): void {
     const dt = performance.now() - t;
     this.#storeMs += dt;
     const share = dt / group.length;
     for (const q of group) {
-      q.call.cost.storeMs += share;
-      this.#flushed?.push(q.call.cost);
+      const cost = 'call' in q ? q.call.cost : q.cost;
+      cost.storeMs += share;
+      this.#flushed?.push(cost);
     }
   }
 
@@ -192,39 +213,39 @@ export class LayerBatcher implements StoreClock {
     const loads = this.#loads;
     this.#loads = [];
     // Reads first: a prefill waits on its loads, a save only delays a commit.
-    const groups = new Map<string, QueuedLoad[]>();
+    // One store call per layer and engine, in the order their first load came.
+    const groups: LoadCall[][] = [];
     for (const q of loads) {
-      const key = `${q.call.layer}/${q.call.engine}`;
-      const g = groups.get(key);
+      const g = groups.find((x) => x[0]!.layer === q.layer && x[0]!.engine === q.engine);
       if (g) g.push(q);
-      else groups.set(key, [q]);
+      else groups.push([q]);
     }
-    for (const g of groups.values()) this.#issueLoads(g);
-    this.#issueSaves();
+    for (const g of groups) this.#issueLoads(g);
+    if (this.#saves.length > 0) this.#issueSaves();
   }
 
-  #issueLoads(group: QueuedLoad[]): void {
+  #issueLoads(group: LoadCall[]): void {
     const { store, cache, load: stream, timed } = this.#o;
-    const { layer, engine } = group[0]!.call;
+    const { layer, engine } = group[0]!;
     const t = performance.now();
     let before: Event | undefined;
     try {
       if (timed) before = stream.record(TIMED);
     } catch (e) {
       this.#charge(group, t);
-      for (const q of group) q.reject(e);
+      for (const q of group) q.sink.loadRefused(layer, e);
       return;
     }
     let event: Event;
     try {
       event = group.length === 1
-        ? store.loadLayer(group[0]!.call.chunks, layer, cache, group[0]!.call.blocks, stream, { engine })
-        : store.loadLayer(group.map((q) => q.call.chunks), layer, cache, group.map((q) => q.call.blocks), stream, { engine });
+        ? store.loadLayer(group[0]!.chunks, layer, cache, group[0]!.blocks, stream, { engine })
+        : store.loadLayer(group.map((q) => q.chunks), layer, cache, group.map((q) => q.blocks), stream, { engine });
     } catch (e) {
       this.#charge(group, t);
       // The store refused the call before enqueuing anything: one at a time,
       // so only the prefill whose request it refuses sees the refusal.
-      if (group.length === 1) group[0]!.reject(e);
+      if (group.length === 1) group[0]!.sink.loadRefused(layer, e);
       else for (const q of group) this.#issueLoads([q]);
       return;
     }
@@ -235,14 +256,14 @@ export class LayerBatcher implements StoreClock {
       this.#charge(group, t);
       // The stream was closed under the call (the load itself is tracked by the store).
       event.done().catch(() => undefined);
-      for (const q of group) q.reject(e);
+      for (const q of group) q.sink.loadRefused(layer, e);
       return;
     }
     this.#charge(group, t);
     this.stats.loadCalls++;
     this.stats.loadRequests += group.length;
     if (group.length === 1) {
-      group[0]!.resolve({ before, after, done: event.done(), batch: 1 });
+      group[0]!.sink.loadIssued(layer, { before, after, done: event.done(), batch: 1 });
       return;
     }
     const outcome = event.done().then(() => undefined, (e: unknown) => e ?? new Error('failed'));
@@ -250,15 +271,15 @@ export class LayerBatcher implements StoreClock {
       const done = outcome.then(async (error) => {
         if (error === undefined) return;
         // Which chunks failed is put down to their hits once the call's bookkeeping ran.
-        const settled = await q.call.hit.settled();
-        const mine = q.call.chunks.find((c) => settled.codes[c.index] !== undefined);
+        const settled = await q.hit.settled();
+        const mine = q.chunks.find((c) => settled.codes[c.index] !== undefined);
         if (mine === undefined) return;
         const code = settled.codes[mine.index]!;
         throw error instanceof KvflowError && error.code === code
           ? error
           : new KvflowError(`chunk ${mine.index} failed in a batched load of layer ${layer} (${code})`, code);
       });
-      q.resolve({ before, after, done, batch: group.length });
+      q.sink.loadIssued(layer, { before, after, done, batch: group.length });
     }
   }
 
@@ -285,11 +306,11 @@ export class LayerBatcher implements StoreClock {
     try {
       for (const q of group) stream.waitEvent(q.call.computed);
       event = group.length === 1
-        ? store.putLayer(group[0]!.call.put, group[0]!.call.layer, cache, group[0]!.call.blocks, stream, { engine: 'dma' })
-        : store.putLayer(group.map((q) => q.call.put), group[0]!.call.layer, cache, group.map((q) => q.call.blocks), stream, { engine: 'dma' });
+        ? store.putLayer(group[0]!.call.put, group[0]!.call.layer, cache, group[0]!.call.blocks, stream, SAVE)
+        : store.putLayer(group.map((q) => q.call.put), group[0]!.call.layer, cache, group.map((q) => q.call.blocks), stream, SAVE);
     } catch (e) {
       this.#charge(group, t);
-      if (group.length === 1) group[0]!.reject(e);
+      if (group.length === 1) group[0]!.call.sink.saveRefused(group[0]!.call.layer, e);
       else for (const q of group) this.#issueSaveGroup(store, cache, stream, [q]);
       return;
     }
@@ -302,6 +323,6 @@ export class LayerBatcher implements StoreClock {
       if (this.#saves.length > 0) this.#deferred(() => this.#issueSaves());
     };
     event.done().then(free, free);
-    for (const q of group) q.resolve(event);
+    for (const q of group) q.call.sink.saveIssued(q.call.layer, event);
   }
 }
