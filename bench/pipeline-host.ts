@@ -7,7 +7,9 @@
  * medians and the 10th / 90th percentiles over --reps prefills, for
  * recompute (no store calls), load-all alone, and load-all with --concurrent
  * prefills at once (per prefill and layer). Timed events (`timing: 'device'`)
- * and untimed ones (`'host'`) each.
+ * and untimed ones (`'host'`) each. `wall us/layer` is a prefill's wall
+ * time over its layers (its per-prefill work included: lookup, plan,
+ * timeline; the 16 at once: the batch's wall time over 16 x 32 layers).
  *
  *   node dist/bench/pipeline-host.js [--json out.json] [--backend auto|cuda|cpu] [--reps N] [--concurrent N]
  */
@@ -51,14 +53,15 @@ async function main(): Promise<void> {
   const tables = prompts.map((_, i) => Array.from({ length: perPrompt }, (_, b) => i * perPrompt + b));
   const results: Result[] = [];
   const rows: string[][] = [];
-  const report = (name: string, rs: PrefillResult[]): void => {
+  const report = (name: string, rs: PrefillResult[], wallUs: number[]): void => {
     const us = (f: (r: PrefillResult) => number) => rs.map((r) => f(r) * 1e3);
     const own = us((r) => r.host.ownMsPerLayer);
     const store_ = us((r) => r.host.storeMsPerLayer);
     const host = us((r) => r.hostMsPerLayer);
     results.push({ metric: `own_us_per_layer_${name}`, value: median(own), unit: 'us', baseline: null, ratio: null,
-      p10: quantile(own, 0.1), p90: quantile(own, 0.9), storeUs: median(store_), hostUs: median(host), prefills: rs.length });
-    rows.push([name, median(own).toFixed(2), quantile(own, 0.1).toFixed(2), quantile(own, 0.9).toFixed(2), median(store_).toFixed(2), median(host).toFixed(2)]);
+      p10: quantile(own, 0.1), p90: quantile(own, 0.9), storeUs: median(store_), hostUs: median(host), wallUsPerLayer: median(wallUs), prefills: rs.length });
+    rows.push([name, median(own).toFixed(2), quantile(own, 0.1).toFixed(2), quantile(own, 0.9).toFixed(2), median(store_).toFixed(2), median(host).toFixed(2),
+      median(wallUs).toFixed(2)]);
   };
 
   for (const timing of ['device', 'host'] as const) {
@@ -72,14 +75,24 @@ async function main(): Promise<void> {
     const recompute: PrefillResult[] = [];
     const alone: PrefillResult[] = [];
     const many: PrefillResult[] = [];
+    const wall = { recompute: [] as number[], alone: [] as number[], many: [] as number[] };
+    const L = layout.layers;
     for (let i = 0; i < reps; i++) {
+      let t = performance.now();
       recompute.push(await run(0, 'recompute'));
+      wall.recompute.push(((performance.now() - t) / L) * 1e3);
+      t = performance.now();
       alone.push(await run(0, 'load-all'));
-      if (i % concurrent === 0) many.push(...await Promise.all(prompts.map((_, k) => run(k, 'load-all'))));
+      wall.alone.push(((performance.now() - t) / L) * 1e3);
+      if (i % concurrent === 0) {
+        t = performance.now();
+        many.push(...await Promise.all(prompts.map((_, k) => run(k, 'load-all'))));
+        wall.many.push(((performance.now() - t) / (L * concurrent)) * 1e3);
+      }
     }
-    report(`recompute_${timing}`, recompute);
-    report(`load-all_${timing}`, alone);
-    report(`load-all_${concurrent}_at_once_${timing}`, many);
+    report(`recompute_${timing}`, recompute, wall.recompute);
+    report(`load-all_${timing}`, alone, wall.alone);
+    report(`load-all_${concurrent}_at_once_${timing}`, many, wall.many);
     await pipe.dispose();
   }
 
@@ -89,7 +102,7 @@ async function main(): Promise<void> {
   if (values.json) {
     writeResult(values.json, { bench: 'pipeline-host', device: info.name, config: { backend: info.backend, reps, concurrent, layers: 32, tokens: n, chunkTokens }, results });
   }
-  const head = ['point', 'own us/layer', 'p10', 'p90', 'store us', 'host us'];
+  const head = ['point', 'own us/layer', 'p10', 'p90', 'store us', 'host us', 'wall us/layer'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [head, ...rows]) console.log(r.map((c, i) => c.padStart(widths[i]!)).join('  '));
 }

@@ -47,6 +47,12 @@ export interface AttemptArgs {
   /** Record timed events (device times for the timeline); untimed ones otherwise. */
   timed: boolean;
   computeStream: Stream;
+  /**
+   * Events the compute stream waits on already (the pipeline's prefills share
+   * it, and a wait holds for all work enqueued after it): prefills whose
+   * loads went to the store in one batched call wait on its event once.
+   */
+  waited: WeakSet<Event>;
   /** The pipeline's loads and saves, batched with other prefills'. */
   io: LayerBatcher;
 }
@@ -180,7 +186,10 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
       const cost = costs[l]!;
       const load = loads[l];
       try {
-        if (load) a.computeStream.waitEvent(load.event);
+        if (load && !a.waited.has(load.event)) {
+          a.computeStream.waitEvent(load.event);
+          a.waited.add(load.event);
+        }
         if (timed) computeStart[l] = a.computeStream.record(TIMED);
       } catch (e) {
         fatal ??= e;

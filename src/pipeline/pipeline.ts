@@ -9,6 +9,7 @@
  * before the failed chunk; the runtime never computes on missing or wrong KV
  * without being called again.
  */
+import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js';
 import type { KvCache, PagedEngine } from '../layout/kvcache.js';
@@ -145,6 +146,7 @@ export class LayerPipeline {
   readonly #saveStream: Stream;
   readonly #ownsCompute: boolean;
   readonly #io: LayerBatcher;
+  readonly #waited = new WeakSet<Event>();
   #inFlight = 0;
   #disposed = false;
   readonly #running = new Set<Promise<unknown>>();
@@ -251,7 +253,7 @@ export class LayerPipeline {
             store: this.store, cache: this.cache, hit, plan, attempt, t0,
             tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, tenant: req.tenant, heldTokens: req.heldTokens, signal: req.signal,
             lookahead: this.lookahead, alone: this.#inFlight === 1, engine: req.engine, timed: this.timing === 'device',
-            computeStream: this.#computeStream, io: this.#io,
+            computeStream: this.#computeStream, waited: this.#waited, io: this.#io,
           });
           if (outcome.kind === 'failed-load') {
             cut = Math.min(cut, outcome.validTokens);

@@ -148,6 +148,42 @@ describe.each(backends)('LayerPipeline host side on $backend', ({ backend, skip 
     await store.close();
   });
 
+  it.skipIf(skip)('prefills whose loads went to the store in one call make the compute stream wait on it once; every cache is exact', async () => {
+    const store = await openStore();
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const stream = fx.dev.createStream();
+    let waits = 0;
+    const waitEvent = stream.waitEvent.bind(stream);
+    stream.waitEvent = (e) => {
+      waits++;
+      waitEvent(e);
+    };
+    const pipe = new LayerPipeline({ store, cache: fx.cache, computeStream: stream, lookahead: 2 });
+    const all = randomBlocks(SPEC.numBlocks, SPEC.numBlocks);
+    const prompts = Array.from({ length: 8 }, () => randomTokens(CHUNK * 2 + 1));
+    const per = Math.ceil(prompts[0]!.length / SPEC.blockTokens);
+    const tables = prompts.map((_, i) => all.slice(i * per, (i + 1) * per));
+    for (const [i, t] of prompts.entries()) await pipe.prefill({ tokens: t, blocks: tables[i]!, compute: compute.fn(), policy: 'recompute' });
+    // Fresh tables: the loads must bring every cached byte.
+    const fresh = prompts.map((_, i) => all.slice((8 + i) * per, (9 + i) * per));
+    waits = 0;
+    const s0 = pipe.stats();
+    const rs = await Promise.all(prompts.map((t, i) => pipe.prefill({ tokens: t, blocks: fresh[i]!, compute: compute.fn(), policy: 'load-all', save: false })));
+    const s1 = pipe.stats();
+    const calls = s1.loadCalls - s0.loadCalls;
+    expect(s1.loadRequests - s0.loadRequests).toBe(8 * SPEC.layers);
+    expect(calls).toBeLessThan(8 * SPEC.layers); // batched
+    expect(waits).toBe(calls);
+    for (const [i, r] of rs.entries()) {
+      expect(r.plan.loadTokens).toBe(CHUNK * 2);
+      await expectPattern(fx.dev, fx.stream, fx.cache, prompts[i]!, fresh[i]!);
+    }
+    await pipe.dispose();
+    await stream.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
   it.skipIf(skip)('engine: auto takes kernel before the first compute when alone and dma beside it; kernel or dma forces every load', async () => {
     const store = await openStore();
     const compute = new PatternCompute(fx.dev, fx.cache);
