@@ -16,8 +16,8 @@
  * - host time per layer, split as the prefill's result splits it (medians
  *   of the samples): the pipeline's own scheduling, the store's calls, the
  *   runtime's compute callback.
- * At the 90% hit with load-all, A/B points (samples interleaved with the
- * default's): the load engine forced to `kernel`, forced to `dma`, and a
+ * At the 90% hit with load-all, A/B points (a warm-up each, then samples
+ * interleaved with the default's, each round starting one later): the load engine forced to `kernel`, forced to `dma`, and a
  * second pipeline with `timing: 'host'` (untimed events), each against the
  * default (`auto` engine, timed events).
  * Plus 16 prefills of distinct prompts at once: host time per layer and
@@ -144,8 +144,15 @@ async function main(): Promise<void> {
       ['engine_dma', () => pipe.prefill({ ...base, engine: 'dma' })],
       ['timing_host', () => hostPipe.prefill(base)],
     ];
+    for (const [, f] of variants) await f(); // a warm-up each, not kept
     const runs = new Map<string, PrefillResult[]>(variants.map(([k]) => [k, []]));
-    for (let i = 0; i < samples; i++) for (const [k, f] of variants) runs.get(k)!.push(await f()); // interleaved: drift hits all alike
+    // Interleaved, each round starting one variant later: drift, and whatever the prefix's save left running, hit all alike.
+    for (let i = 0; i < samples; i++) {
+      for (let v = 0; v < variants.length; v++) {
+        const [k, f] = variants[(i + v) % variants.length]!;
+        runs.get(k)!.push(await f());
+      }
+    }
     const def = summary(runs.get('default')!);
     for (const [k] of variants) {
       const r = summary(runs.get(k)!);
