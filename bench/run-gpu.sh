@@ -17,6 +17,9 @@
 # against both into $OUT/nvme.json. Run as root so the page cache can be
 # dropped before cold reads. If the torch peer fails, nvme runs without it.
 #
+# pipeline-host runs dist/bench/pipeline-host.js (the pipeline's own host cost
+# per layer, tiny heads, no compute) into $OUT/pipeline-host.json.
+#
 # replay runs dist/bench/replay.js --restart (1, 4 and 16 chats by default) with
 # its store under NVME_DIR/replay (removed after) into $OUT/replay.json.
 #
@@ -47,8 +50,8 @@ mkdir -p "$OUT"
 
 for bench in $BENCH; do
   case "$bench" in
-    copy | paged | nvme | store | pipeline | prefill | replay) ;;
-    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme, store, pipeline, prefill, replay)" >&2; exit 2 ;;
+    copy | paged | nvme | store | pipeline | pipeline-host | prefill | replay) ;;
+    *) echo "run-gpu.sh: unknown benchmark '$bench' in BENCH (copy, paged, nvme, store, pipeline, pipeline-host, prefill, replay)" >&2; exit 2 ;;
   esac
 done
 
@@ -125,6 +128,9 @@ for bench in $BENCH; do
       ;;
     pipeline)
       guarded pipeline node dist/bench/pipeline.js --backend cuda --json "$OUT/pipeline.json" "$@"
+      ;;
+    pipeline-host)
+      guarded pipeline-host node dist/bench/pipeline-host.js --backend cuda --json "$OUT/pipeline-host.json" "$@"
       ;;
     replay)
       # The multi-turn replay: recompute, kvflow and kvflow after a restart, its store under NVME_DIR.

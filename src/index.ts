@@ -94,6 +94,7 @@ export {
   LayerPipeline,
   type LayerCompute,
   type LayerPipelineOptions,
+  type HostCost,
   type LayerTiming,
   type PrefillRequest,
   type PrefillRestart,

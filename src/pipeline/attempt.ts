@@ -11,8 +11,10 @@ import { KvflowError, type KvflowErrorCode } from '../errors.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { PrefillPlan } from '../model/plan.js';
 import type { PendingPut, StoreHit, KvStore } from '../store/store.js';
-import type { LayerBatcher } from './batcher.js';
+import type { LayerBatcher, LoadSink, SaveSink } from './batcher.js';
+import { hostCost, Window, type HostCost } from './hostcost.js';
 import { timeline, type LayerRecord, type LayerTiming } from './timeline.js';
+import { LayerFlags, Pending, watch, type Watched } from './waits.js';
 import type { LayerCompute } from './work.js';
 
 export type { LayerTiming } from './timeline.js';
@@ -40,34 +42,19 @@ export interface AttemptArgs {
   lookahead: number;
   /** No other prefill is in flight: loads issued before this one's first compute have the device to themselves. */
   alone: boolean;
+  /** The load engine: `auto` picks per load (kernel before the first compute when alone, dma beside compute). */
+  engine: 'auto' | 'kernel' | 'dma';
+  /** Record timed events (device times for the timeline); untimed ones otherwise. */
+  timed: boolean;
   computeStream: Stream;
+  /**
+   * Events the compute stream waits on already (the pipeline's prefills share
+   * it, and a wait holds for all work enqueued after it): prefills whose
+   * loads went to the store in one batched call wait on its event once.
+   */
+  waited: WeakSet<Event>;
   /** The pipeline's loads and saves, batched with other prefills'. */
   io: LayerBatcher;
-}
-
-interface Watched {
-  event: Event;
-  at: number;
-  error: unknown;
-  settled: Promise<void>;
-}
-
-function watch(event: Event, t0: number, done: Promise<void> = event.done()): Watched {
-  const w: Watched = { event, at: Number.NaN, error: undefined, settled: Promise.resolve() };
-  w.settled = done.then(
-    () => void (w.at = performance.now() - t0),
-    (e: unknown) => {
-      w.at = performance.now() - t0;
-      w.error = e ?? new Error('failed');
-    },
-  );
-  return w;
-}
-
-function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
-  let resolve!: (v: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
 }
 
 /** Codes of a refused call: thrown to the caller, never taken for a failed load. */
@@ -81,8 +68,10 @@ function codeOf(e: unknown): KvflowErrorCode | 'ERR_UNKNOWN' {
   return e instanceof KvflowError ? e.code : 'ERR_UNKNOWN';
 }
 
+const TIMED = { timing: true } as const;
+
 export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
-  const { store, cache, plan, t0 } = a;
+  const { store, cache, plan, t0, timed } = a;
   const layers = cache.layout.layers;
   const bpc = store.blocksPerChunk;
   const ct = store.chunkTokens;
@@ -102,7 +91,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   }
   const putBlocks = put ? a.blocks.slice(0, put.chunkCount * bpc) : [];
   // The device's clock for this attempt starts where its compute stream is now.
-  const origin = a.computeStream.record({ timing: true });
+  const origin = timed ? a.computeStream.record(TIMED) : undefined;
 
   const loads: (Watched | undefined)[] = new Array(layers).fill(undefined);
   const loadBefore: (Event | undefined)[] = new Array(layers).fill(undefined);
@@ -110,8 +99,12 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const computed: Watched[] = [];
   const computeStart: Event[] = [];
   const enqueued: number[] = [];
-  const hostMs: number[] = new Array(layers).fill(0);
-  const saves: Promise<Watched | undefined>[] = [];
+  const saves: Watched[] = [];
+  // Host time per layer, by who spent it (see hostcost.ts): every stretch of
+  // this attempt's code for a layer runs inside `win`.
+  const costs: HostCost[] = Array.from({ length: layers }, hostCost);
+  const win = new Window(a.io);
+  let loadFailed = false;
   let syncFailure: { layer: number; error: unknown } | undefined;
   let computeError: unknown;
   let fatal: unknown;
@@ -120,8 +113,9 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   // `lookahead` layers of loads are in flight beyond finished compute), and
   // compute of layer l is enqueued as soon as its load went to the store, so
   // the compute stream always has the layers whose loads are in flight queued.
-  const computeSettled = Array.from({ length: layers }, () => deferred<void>());
-  const loadIssued = Array.from({ length: layers }, () => deferred<boolean>());
+  const computeSettled = new LayerFlags<true>(layers);
+  const loadIssued = new LayerFlags<boolean>(layers);
+  const calls = new Pending(); // loads and saves handed to the batcher, not yet issued or refused
   let stop = false;
   const refused = (e: unknown, layer: number): void => {
     // A call the store refused (a bad argument, a closed store) is the
@@ -129,80 +123,116 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     if (e instanceof KvflowError && FATAL.has(e.code)) fatal ??= e;
     else syncFailure ??= { layer, error: e };
   };
+  const loadSettled = (w: Watched): void => {
+    if (w.error !== undefined) loadFailed = true;
+  };
+  // What became of the calls (from inside the batcher's flush: at once while
+  // this prefill is alone in flight).
+  const sink: LoadSink & SaveSink = {
+    loadIssued(j, l) {
+      loadBefore[j] = l.before;
+      loads[j] = watch(l.after, t0, l.done, loadSettled);
+      calls.done();
+      loadIssued.set(j, true);
+    },
+    loadRefused(j, e) {
+      refused(e, j);
+      calls.done();
+      loadIssued.set(j, false);
+    },
+    saveIssued(_l, event) {
+      saves.push(watch(event, t0));
+      calls.done();
+    },
+    saveRefused(_l, e) {
+      fatal ??= e;
+      calls.done();
+    },
+  };
   const issue = (j: number): void => {
-    const h = performance.now();
     // Before any compute, with no other prefill in flight, the device is idle:
     // the kernel engine moves fastest there; beside compute, DMA costs compute nothing.
-    const engine = a.alone && computed.length === 0 ? 'kernel' : 'dma';
-    issued[j] = h - t0;
-    a.io.load({ hit: a.hit, chunks: loadChunks, blocks: loadBlocks, layer: j, engine }).then((l) => {
-      loadBefore[j] = l.before;
-      loads[j] = watch(l.after, t0, l.done);
-      loadIssued[j]!.resolve(true);
-    }, (e: unknown) => {
-      refused(e, j);
-      loadIssued[j]!.resolve(false);
-    });
-    hostMs[j] = (hostMs[j] ?? 0) + performance.now() - h;
+    const engine = a.engine !== 'auto' ? a.engine : a.alone && computed.length === 0 ? 'kernel' : 'dma';
+    issued[j] = performance.now() - t0;
+    calls.add();
+    a.io.load({ hit: a.hit, chunks: loadChunks, blocks: loadBlocks, layer: j, engine, cost: costs[j]!, sink });
   };
-  const issuer = loadChunks.length === 0 ? Promise.resolve() : (async () => {
+  const issuer = loadChunks.length === 0 ? undefined : (async () => {
     for (let j = 0; j < layers; j++) {
-      if (j >= a.lookahead) await computeSettled[j - a.lookahead]!.promise;
+      const wait = j >= a.lookahead ? computeSettled.wait(j - a.lookahead) : undefined;
+      if (wait) await wait;
+      win.open();
       const ok = !stop && !a.signal?.aborted && (j < a.lookahead || computed[j - a.lookahead]?.error === undefined) &&
-        !loads.some((w) => w?.error !== undefined) && syncFailure === undefined && fatal === undefined;
+        !loadFailed && syncFailure === undefined && fatal === undefined;
       if (!ok) {
-        for (let k = j; k < layers; k++) loadIssued[k]!.resolve(false);
+        for (let k = j; k < layers; k++) loadIssued.set(k, false);
+        win.close(costs[j]!);
         return;
       }
       issue(j);
+      win.close(costs[j]!);
     }
   })();
 
   try {
     for (let l = 0; l < layers; l++) {
-      if (loadChunks.length > 0 && !(await loadIssued[l]!.promise)) break; // failure or abort
+      if (loadChunks.length > 0) {
+        const wait = loadIssued.wait(l);
+        if (wait) await wait;
+        if (!loadIssued.get(l)) break; // failure or abort
+      }
       if (a.signal?.aborted || fatal !== undefined) break;
-      const h = performance.now();
+      win.open();
+      const cost = costs[l]!;
       const load = loads[l];
       try {
-        if (load) a.computeStream.waitEvent(load.event);
-        computeStart[l] = a.computeStream.record({ timing: true });
+        if (load && !a.waited.has(load.event)) {
+          a.computeStream.waitEvent(load.event);
+          a.waited.add(load.event);
+        }
+        if (timed) computeStart[l] = a.computeStream.record(TIMED);
       } catch (e) {
         fatal ??= e;
+        win.close(cost);
         break;
       }
+      const c = performance.now();
       try {
         a.compute(l, { stream: a.computeStream, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
       } catch (e) {
         computeError = e;
+        const dc = performance.now() - c;
+        cost.computeMs += dc;
+        win.close(cost, dc);
         break;
       }
-      enqueued[l] = performance.now() - t0;
+      const end = performance.now();
+      const dc = end - c;
+      cost.computeMs += dc;
+      enqueued[l] = end - t0;
       try {
-        const done = a.computeStream.record({ timing: true });
-        const w = watch(done, t0);
-        computed.push(w);
-        void w.settled.then(() => computeSettled[l]!.resolve());
+        const done = timed ? a.computeStream.record(TIMED) : a.computeStream.record();
+        computed.push(watch(done, t0, undefined, () => computeSettled.set(l, true)));
         if (put) {
-          saves.push(a.io.save({ put, layer: l, blocks: putBlocks, computed: done }).then((e) => watch(e, t0), (e: unknown) => {
-            fatal ??= e;
-            return undefined;
-          }));
+          calls.add();
+          a.io.save({ put, layer: l, blocks: putBlocks, computed: done, cost, sink });
         }
       } catch (e) {
         fatal ??= e;
+        win.close(cost, dc);
         break;
       }
-      hostMs[l] = (hostMs[l] ?? 0) + performance.now() - h;
+      win.close(cost, dc);
     }
   } finally {
     // Whatever happened, the issuer ends and nothing enqueued is left behind unobserved.
     stop = true;
-    for (let l = computed.length; l < layers; l++) computeSettled[l]!.resolve();
-    await issuer;
-    if (loadChunks.length > 0) await Promise.all(loadIssued.map((d) => d.promise)); // the issuer resolved each, or the batcher will
-    const saved = await Promise.all(saves);
-    await Promise.all([...loads, ...computed, ...saved, { settled: origin.done().catch(() => undefined) }].map((w) => w?.settled));
+    for (let l = computed.length; l < layers; l++) computeSettled.set(l, true);
+    if (issuer) await issuer;
+    // Every load and save handed to the batcher was issued or refused (the issuer set the rest as not issued).
+    const drained = calls.drained();
+    if (drained) await drained;
+    await Promise.all([...loads, ...computed, ...saves, { settled: origin?.done().catch(() => undefined) }].map((w) => w?.settled));
   }
 
   const failedLoad = loads.findIndex((w) => w?.error !== undefined);
@@ -252,7 +282,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     records.push({
       loadIssuedMs: load ? issued[l]! : null, loadSeenMs: load ? load.at : null, loadBefore: loadBefore[l], loadAfter: load?.event,
       computeEnqueuedMs: enqueued[l]!, computeSeenMs: computed[l]!.at, computeStart: computeStart[l], computeEnd: computed[l]!.event,
-      hostMs: hostMs[l]!,
+      host: costs[l]!,
     });
   }
   const t = timeline(origin, records);

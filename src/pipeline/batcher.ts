@@ -18,12 +18,33 @@
  * Saves in flight are bounded (`saveDepth` store calls): past it, saves wait
  * in the queue (a few references each, no buffers: a put's DRAM slots are
  * reserved when it begins) until earlier ones completed.
+ *
+ * Host time: each call's store-side time (the store call and the events
+ * recorded around it) is charged to the prefills it carries, 1/N each; a
+ * flush that runs outside any prefill's host window (the batching window's,
+ * or one a completed save let go) charges its own scheduling the same way.
  */
 import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import { KvflowError } from '../errors.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { ChunkRef, PendingPut, StoreHit, KvStore } from '../store/store.js';
+import type { HostCost, StoreClock } from './hostcost.js';
+
+/**
+ * Where a prefill learns what became of its loads: called once per call,
+ * from inside the flush that made (or refused) its store call. Must not throw.
+ */
+export interface LoadSink {
+  loadIssued(layer: number, load: IssuedLoad): void;
+  loadRefused(layer: number, error: unknown): void;
+}
+
+/** Likewise for saves. */
+export interface SaveSink {
+  saveIssued(layer: number, event: Event): void;
+  saveRefused(layer: number, error: unknown): void;
+}
 
 /** One prefill's load of one layer. */
 export interface LoadCall {
@@ -32,11 +53,14 @@ export interface LoadCall {
   blocks: readonly number[];
   layer: number;
   engine: 'kernel' | 'dma';
+  /** The layer's host cost: the call's store time is charged here. */
+  cost: HostCost;
+  sink: LoadSink;
 }
 
 /** What a prefill gets for its load once it went to the store. */
 export interface IssuedLoad {
-  /** Recorded (timed) on the load stream just before the store call: when the load began on the device. */
+  /** Recorded (timed) on the load stream just before the store call: when the load began on the device. Undefined with untimed events. */
   before: Event | undefined;
   /** Recorded on the load stream after the (batched) load: streams wait on this one. Timed when the device can. */
   after: Event;
@@ -52,6 +76,9 @@ export interface SaveCall {
   blocks: readonly number[];
   layer: number;
   computed: Event;
+  /** The layer's host cost: the call's store time is charged here. */
+  cost: HostCost;
+  sink: SaveSink;
 }
 
 /** Counts of store calls and the prefill requests they carried. */
@@ -64,16 +91,7 @@ export interface BatchStats {
   savesDeferred: number;
 }
 
-interface Waiter<T> {
-  resolve: (v: T) => void;
-  reject: (e: unknown) => void;
-}
-
-interface QueuedLoad extends Waiter<IssuedLoad> {
-  call: LoadCall;
-}
-
-interface QueuedSave extends Waiter<Event> {
+interface QueuedSave {
   call: SaveCall;
   deferred: boolean;
 }
@@ -87,18 +105,32 @@ export interface BatcherOptions {
   saveDepth: number;
   /** True while calls should wait for the window (several prefills in flight). */
   batching: () => boolean;
+  /** Record timed events around loads (device times for the timeline); untimed ones otherwise. */
+  timed: boolean;
 }
 
-export class LayerBatcher {
+const TIMED = { timing: true } as const;
+/** Saves copy on the copy engines: they run beside compute. */
+const SAVE = { engine: 'dma' } as const;
+
+export class LayerBatcher implements StoreClock {
   readonly stats: BatchStats = { loadCalls: 0, loadRequests: 0, saveCalls: 0, saveRequests: 0, savesDeferred: 0 };
   readonly #o: BatcherOptions;
-  #loads: QueuedLoad[] = [];
+  #loads: LoadCall[] = [];
   #saves: QueuedSave[] = [];
   #savesInFlight = 0;
   #scheduled = false;
+  #storeMs = 0;
+  /** The costs of the calls a deferred flush issued (undefined outside one). */
+  #flushed: HostCost[] | undefined;
 
   constructor(options: BatcherOptions) {
     this.#o = options;
+  }
+
+  /** Host time spent in store calls so far, for every prefill (ms). */
+  get storeMs(): number {
+    return this.#storeMs;
   }
 
   /** Saves queued behind the bound, not yet given to the store. */
@@ -106,20 +138,30 @@ export class LayerBatcher {
     return this.#saves.length;
   }
 
-  /** Queues a load; resolves once it went to the store, rejects when the store refused it. */
-  load(call: LoadCall): Promise<IssuedLoad> {
-    return new Promise<IssuedLoad>((resolve, reject) => {
-      this.#loads.push({ call, resolve, reject });
-      this.#kick();
-    });
+  /**
+   * Queues a load: `call.sink` hears once it went to the store (at once while
+   * one prefill is in flight), or that the store refused it.
+   */
+  load(call: LoadCall): void {
+    if (this.#loads.length === 0 && !this.#o.batching()) {
+      // Nothing queued and no window: the flush of this one call, without its bookkeeping.
+      this.#issueLoads([call]);
+      if (this.#saves.length > 0) this.#issueSaves();
+      return;
+    }
+    this.#loads.push(call);
+    this.#kick();
   }
 
-  /** Queues a save; resolves with the event of the store call that carries it, rejects when the store refused it. */
-  save(call: SaveCall): Promise<Event> {
-    return new Promise<Event>((resolve, reject) => {
-      this.#saves.push({ call, resolve, reject, deferred: false });
-      this.#kick();
-    });
+  /** Queues a save: `call.sink` hears the event of the store call that carries it, or that the store refused it. */
+  save(call: SaveCall): void {
+    const { store, cache, save: stream, saveDepth } = this.#o;
+    if (this.#loads.length === 0 && this.#saves.length === 0 && this.#savesInFlight < saveDepth && !this.#o.batching()) {
+      this.#issueSaveGroup(store, cache, stream, [{ call, deferred: false }]);
+      return;
+    }
+    this.#saves.push({ call, deferred: false });
+    this.#kick();
   }
 
   #kick(): void {
@@ -131,60 +173,97 @@ export class LayerBatcher {
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
-      this.#flush();
+      this.#deferred(() => this.#flush());
     });
+  }
+
+  /**
+   * Runs a flush outside any prefill's host window: its scheduling time (its
+   * length less the store time inside it) is charged to the calls it issued.
+   */
+  #deferred(flush: () => void): void {
+    const t = performance.now();
+    const s = this.#storeMs;
+    const costs: HostCost[] = [];
+    this.#flushed = costs;
+    try {
+      flush();
+    } finally {
+      this.#flushed = undefined;
+      if (costs.length > 0) {
+        const share = Math.max(0, performance.now() - t - (this.#storeMs - s)) / costs.length;
+        for (const c of costs) c.ownMs += share;
+      }
+    }
+  }
+
+  /** Charges the store-side time since `t` to the calls of `group`, 1/N each. */
+  #charge(group: readonly (LoadCall | QueuedSave)[], t: number): void {
+    const dt = performance.now() - t;
+    this.#storeMs += dt;
+    const share = dt / group.length;
+    for (const q of group) {
+      const cost = 'call' in q ? q.call.cost : q.cost;
+      cost.storeMs += share;
+      this.#flushed?.push(cost);
+    }
   }
 
   #flush(): void {
     const loads = this.#loads;
     this.#loads = [];
     // Reads first: a prefill waits on its loads, a save only delays a commit.
-    const groups = new Map<string, QueuedLoad[]>();
+    // One store call per layer and engine, in the order their first load came.
+    const groups: LoadCall[][] = [];
     for (const q of loads) {
-      const key = `${q.call.layer}/${q.call.engine}`;
-      const g = groups.get(key);
+      const g = groups.find((x) => x[0]!.layer === q.layer && x[0]!.engine === q.engine);
       if (g) g.push(q);
-      else groups.set(key, [q]);
+      else groups.push([q]);
     }
-    for (const g of groups.values()) this.#issueLoads(g);
-    this.#issueSaves();
+    for (const g of groups) this.#issueLoads(g);
+    if (this.#saves.length > 0) this.#issueSaves();
   }
 
-  #issueLoads(group: QueuedLoad[]): void {
-    const { store, cache, load: stream } = this.#o;
-    const { layer, engine } = group[0]!.call;
+  #issueLoads(group: LoadCall[]): void {
+    const { store, cache, load: stream, timed } = this.#o;
+    const { layer, engine } = group[0]!;
+    const t = performance.now();
     let before: Event | undefined;
     try {
-      before = stream.record({ timing: true });
+      if (timed) before = stream.record(TIMED);
     } catch (e) {
-      for (const q of group) q.reject(e);
+      this.#charge(group, t);
+      for (const q of group) q.sink.loadRefused(layer, e);
       return;
     }
     let event: Event;
     try {
       event = group.length === 1
-        ? store.loadLayer(group[0]!.call.chunks, layer, cache, group[0]!.call.blocks, stream, { engine })
-        : store.loadLayer(group.map((q) => q.call.chunks), layer, cache, group.map((q) => q.call.blocks), stream, { engine });
+        ? store.loadLayer(group[0]!.chunks, layer, cache, group[0]!.blocks, stream, { engine })
+        : store.loadLayer(group.map((q) => q.chunks), layer, cache, group.map((q) => q.blocks), stream, { engine });
     } catch (e) {
+      this.#charge(group, t);
       // The store refused the call before enqueuing anything: one at a time,
       // so only the prefill whose request it refuses sees the refusal.
-      if (group.length === 1) group[0]!.reject(e);
+      if (group.length === 1) group[0]!.sink.loadRefused(layer, e);
       else for (const q of group) this.#issueLoads([q]);
       return;
     }
-    this.stats.loadCalls++;
-    this.stats.loadRequests += group.length;
     let after: Event;
     try {
-      after = stream.record({ timing: true });
+      after = timed ? stream.record(TIMED) : stream.record();
     } catch (e) {
+      this.#charge(group, t);
       // The stream was closed under the call (the load itself is tracked by the store).
       event.done().catch(() => undefined);
-      for (const q of group) q.reject(e);
+      for (const q of group) q.sink.loadRefused(layer, e);
       return;
     }
+    this.#charge(group, t);
+    this.stats.loadCalls++;
+    this.stats.loadRequests += group.length;
     if (group.length === 1) {
-      group[0]!.resolve({ before, after, done: event.done(), batch: 1 });
+      group[0]!.sink.loadIssued(layer, { before, after, done: event.done(), batch: 1 });
       return;
     }
     const outcome = event.done().then(() => undefined, (e: unknown) => e ?? new Error('failed'));
@@ -192,15 +271,15 @@ export class LayerBatcher {
       const done = outcome.then(async (error) => {
         if (error === undefined) return;
         // Which chunks failed is put down to their hits once the call's bookkeeping ran.
-        const settled = await q.call.hit.settled();
-        const mine = q.call.chunks.find((c) => settled.codes[c.index] !== undefined);
+        const settled = await q.hit.settled();
+        const mine = q.chunks.find((c) => settled.codes[c.index] !== undefined);
         if (mine === undefined) return;
         const code = settled.codes[mine.index]!;
         throw error instanceof KvflowError && error.code === code
           ? error
           : new KvflowError(`chunk ${mine.index} failed in a batched load of layer ${layer} (${code})`, code);
       });
-      q.resolve({ before, after, done, batch: group.length });
+      q.sink.loadIssued(layer, { before, after, done, batch: group.length });
     }
   }
 
@@ -223,24 +302,27 @@ export class LayerBatcher {
 
   #issueSaveGroup(store: KvStore, cache: KvCache, stream: Stream, group: QueuedSave[]): void {
     let event: Event;
+    const t = performance.now();
     try {
       for (const q of group) stream.waitEvent(q.call.computed);
       event = group.length === 1
-        ? store.putLayer(group[0]!.call.put, group[0]!.call.layer, cache, group[0]!.call.blocks, stream, { engine: 'dma' })
-        : store.putLayer(group.map((q) => q.call.put), group[0]!.call.layer, cache, group.map((q) => q.call.blocks), stream, { engine: 'dma' });
+        ? store.putLayer(group[0]!.call.put, group[0]!.call.layer, cache, group[0]!.call.blocks, stream, SAVE)
+        : store.putLayer(group.map((q) => q.call.put), group[0]!.call.layer, cache, group.map((q) => q.call.blocks), stream, SAVE);
     } catch (e) {
-      if (group.length === 1) group[0]!.reject(e);
+      this.#charge(group, t);
+      if (group.length === 1) group[0]!.call.sink.saveRefused(group[0]!.call.layer, e);
       else for (const q of group) this.#issueSaveGroup(store, cache, stream, [q]);
       return;
     }
+    this.#charge(group, t);
     this.stats.saveCalls++;
     this.stats.saveRequests += group.length;
     this.#savesInFlight++;
     const free = (): void => {
       this.#savesInFlight--;
-      if (this.#saves.length > 0) this.#issueSaves();
+      if (this.#saves.length > 0) this.#deferred(() => this.#issueSaves());
     };
     event.done().then(free, free);
-    for (const q of group) q.resolve(event);
+    for (const q of group) q.call.sink.saveIssued(q.call.layer, event);
   }
 }

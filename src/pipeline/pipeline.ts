@@ -9,9 +9,10 @@
  * before the failed chunk; the runtime never computes on missing or wrong KV
  * without being called again.
  */
+import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js';
-import type { KvCache } from '../layout/kvcache.js';
+import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import { BandwidthMeter } from '../model/bandwidth.js';
 import { ComputeModel } from '../model/compute.js';
 import { POLICIES, planPrefill, type PrefillPlan, type PrefillPolicy } from '../model/plan.js';
@@ -26,6 +27,7 @@ import type { LayerCompute } from './work.js';
 export type { LayerCompute, PrefillWork } from './work.js';
 
 export type { LayerTiming } from './attempt.js';
+export type { HostCost } from './hostcost.js';
 export type { BatchStats } from './batcher.js';
 
 /** One prefill. */
@@ -42,8 +44,18 @@ export interface PrefillRequest {
   save?: boolean;
   /** Whose prompt it is (the store's `{ tenant }`): a tenant never hits another's prefixes. Default: none. */
   tenant?: string;
+  /**
+   * The engine of the prefill's loads: `auto` (default) takes `kernel` for
+   * loads issued before the first compute while no other prefill is in
+   * flight (the device is idle), `dma` beside compute; `kernel` or `dma`
+   * forces one for every load.
+   */
+  engine?: PagedEngine;
   signal?: AbortSignal;
 }
+
+const ENGINES: readonly PagedEngine[] = ['auto', 'dma', 'kernel'];
+const TIMINGS: readonly ('device' | 'host')[] = ['device', 'host'];
 
 /** A restart after a failed load. */
 export interface PrefillRestart {
@@ -75,8 +87,10 @@ export interface PrefillResult {
   ttftMs: number;
   /** Wall time of the whole prefill, from the call to the last layer computed and its new chunks committed. */
   ms: number;
-  /** Host time spent enqueuing per layer, store and compute calls included. */
+  /** Host time spent per layer (mean over the layers), store and compute calls included: the sum of `host`'s three. */
   hostMsPerLayer: number;
+  /** That host time by who spent it (means over the layers; see `LayerTiming.host`). */
+  host: { ownMsPerLayer: number; storeMsPerLayer: number; computeMsPerLayer: number };
 }
 
 type CheckedRequest = Required<Omit<PrefillRequest, 'signal' | 'tokens' | 'blocks' | 'tenant'>> & {
@@ -105,6 +119,13 @@ export interface LayerPipelineOptions {
    * when it begins) until earlier saves completed.
    */
   saveDepth?: number;
+  /**
+   * `device` (default): timed events (`stream.record({ timing: true })`)
+   * around loads and compute give the timeline device times. `host`: only
+   * the untimed events the pipeline needs (cheaper); the timeline's
+   * durations come from when the host saw events complete (`timeSource: 'host'`).
+   */
+  timing?: 'device' | 'host';
 }
 
 function intOption(value: unknown, name: string, min: number, fallback: number): number {
@@ -119,11 +140,13 @@ export class LayerPipeline {
   readonly bandwidth: BandwidthMeter;
   readonly lookahead: number;
   readonly maxRestarts: number;
+  readonly timing: 'device' | 'host';
   readonly #computeStream: Stream;
   readonly #loadStream: Stream;
   readonly #saveStream: Stream;
   readonly #ownsCompute: boolean;
   readonly #io: LayerBatcher;
+  readonly #waited = new WeakSet<Event>();
   #inFlight = 0;
   #disposed = false;
   readonly #running = new Set<Promise<unknown>>();
@@ -131,7 +154,7 @@ export class LayerPipeline {
 
   constructor(options: LayerPipelineOptions) {
     if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected pipeline options, got ${describe(options)}`);
-    checkKnownOptions(options, 'options', ['store', 'cache', 'computeStream', 'lookahead', 'maxRestarts', 'computeModel', 'bandwidth', 'saveDepth']);
+    checkKnownOptions(options, 'options', ['store', 'cache', 'computeStream', 'lookahead', 'maxRestarts', 'computeModel', 'bandwidth', 'saveDepth', 'timing']);
     const { store, cache } = options;
     if (typeof store?.lookup !== 'function') fail('ERR_INVALID_ARG', `expected a KvStore for store, got ${describe(store)}`);
     if (typeof cache?.layout !== 'object') fail('ERR_INVALID_ARG', `expected a KvCache for cache, got ${describe(cache)}`);
@@ -141,6 +164,7 @@ export class LayerPipeline {
     }
     this.lookahead = intOption(options.lookahead, 'lookahead', 1, 4);
     this.maxRestarts = intOption(options.maxRestarts, 'maxRestarts', 0, 2);
+    this.timing = options.timing === undefined ? 'device' : checkChoice(options.timing, 'timing', TIMINGS);
     this.store = store;
     this.cache = cache;
     this.computeModel = options.computeModel ?? new ComputeModel();
@@ -151,7 +175,7 @@ export class LayerPipeline {
     this.#saveStream = store.device.createStream();
     this.#io = new LayerBatcher({
       store, cache, load: this.#loadStream, save: this.#saveStream, saveDepth: intOption(options.saveDepth, 'saveDepth', 1, 16),
-      batching: () => this.#inFlight > 1,
+      batching: () => this.#inFlight > 1, timed: this.timing === 'device',
     });
     this.#detach = store.device.adopt(this);
   }
@@ -184,7 +208,7 @@ export class LayerPipeline {
 
   #check(r: PrefillRequest): CheckedRequest {
     if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a prefill request, got ${describe(r)}`);
-    checkKnownOptions(r, 'request', ['tokens', 'blocks', 'compute', 'heldTokens', 'policy', 'save', 'tenant', 'signal']);
+    checkKnownOptions(r, 'request', ['tokens', 'blocks', 'compute', 'heldTokens', 'policy', 'save', 'tenant', 'engine', 'signal']);
     const tokens = toTokenIds(r.tokens);
     const n = tokens.length;
     if (n < 1) fail('ERR_INVALID_ARG', `expected at least one token for tokens, got ${describe(r.tokens)}`);
@@ -199,12 +223,13 @@ export class LayerPipeline {
     if (held >= n) fail('ERR_OUT_OF_RANGE', `expected heldTokens below the ${n} tokens of the prompt, got ${held}`);
     const policy = r.policy ?? 'adaptive';
     checkChoice(policy, 'policy', POLICIES);
+    const engine = r.engine === undefined ? 'auto' : checkChoice(r.engine, 'engine', ENGINES);
     if (r.signal !== undefined && !(r.signal instanceof AbortSignal)) fail('ERR_INVALID_ARG', `expected an AbortSignal for signal, got ${describe(r.signal)}`);
     if (r.save !== undefined && typeof r.save !== 'boolean') fail('ERR_INVALID_ARG', `expected a boolean for save, got ${describe(r.save)}`);
     if (r.tenant !== undefined && typeof r.tenant !== 'string') fail('ERR_INVALID_ARG', `expected a string for tenant, got ${describe(r.tenant)}`);
     return {
       tokens: Array.from(tokens), blocks: Array.prototype.slice.call(r.blocks, 0, needBlocks) as number[], compute: r.compute, heldTokens: held, policy,
-      save: r.save ?? true, tenant: r.tenant, signal: r.signal,
+      save: r.save ?? true, tenant: r.tenant, engine, signal: r.signal,
     };
   }
 
@@ -227,7 +252,8 @@ export class LayerPipeline {
           const outcome: AttemptOutcome = await runAttempt({
             store: this.store, cache: this.cache, hit, plan, attempt, t0,
             tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, tenant: req.tenant, heldTokens: req.heldTokens, signal: req.signal,
-            lookahead: this.lookahead, alone: this.#inFlight === 1, computeStream: this.#computeStream, io: this.#io,
+            lookahead: this.lookahead, alone: this.#inFlight === 1, engine: req.engine, timed: this.timing === 'device',
+            computeStream: this.#computeStream, waited: this.#waited, io: this.#io,
           });
           if (outcome.kind === 'failed-load') {
             cut = Math.min(cut, outcome.validTokens);
@@ -235,10 +261,17 @@ export class LayerPipeline {
             continue;
           }
           this.#learn(plan, outcome.layers);
-          const host = outcome.layers.reduce((a, l) => a + l.hostMs, 0) / Math.max(1, outcome.layers.length);
+          const n = Math.max(1, outcome.layers.length);
+          const host = { ownMsPerLayer: 0, storeMsPerLayer: 0, computeMsPerLayer: 0 };
+          for (const l of outcome.layers) {
+            host.ownMsPerLayer += l.host.ownMs / n;
+            host.storeMsPerLayer += l.host.storeMs / n;
+            host.computeMsPerLayer += l.host.computeMs / n;
+          }
           return {
             plan, hitTokens: hit.tokens, restarts, layers: outcome.layers, timeSource: outcome.timeSource, saved: outcome.saved,
-            ttftMs: outcome.computedMs, ms: performance.now() - t0, hostMsPerLayer: host,
+            ttftMs: outcome.computedMs, ms: performance.now() - t0,
+            hostMsPerLayer: host.ownMsPerLayer + host.storeMsPerLayer + host.computeMsPerLayer, host,
           };
         }
       } finally {

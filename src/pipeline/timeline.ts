@@ -8,6 +8,9 @@
  * would only blur.
  */
 import type { Event } from '../device/event.js';
+import type { HostCost } from './hostcost.js';
+
+export type { HostCost } from './hostcost.js';
 
 /** What happened in one layer. */
 export interface LayerTiming {
@@ -30,8 +33,14 @@ export interface LayerTiming {
   computeMs: number;
   /** Time the compute stream waited for this layer's load after the previous layer's compute. */
   stallMs: number;
-  /** Host time spent enqueuing the layer (store and compute calls included). */
+  /** Host time spent on the layer (ms): `host.ownMs + host.storeMs + host.computeMs`. */
   hostMs: number;
+  /**
+   * That host time by who spent it: the pipeline's own scheduling, the
+   * store's calls for the layer's load and save (1/N of a call batched for N
+   * prefills), the runtime's `compute` callback.
+   */
+  host: HostCost;
 }
 
 /** What an attempt knows of one layer once everything settled. */
@@ -45,7 +54,7 @@ export interface LayerRecord {
   computeSeenMs: number;
   computeStart: Event | undefined;
   computeEnd: Event;
-  hostMs: number;
+  host: HostCost;
 }
 
 function timeOf(e: Event | undefined): number | undefined {
@@ -81,31 +90,34 @@ function deviceTimes(origin: Event | undefined, layers: LayerRecord[]): LayerTim
 /** The timeline of a finished attempt: device durations when every layer has device times, host ones otherwise. */
 export function timeline(origin: Event | undefined, layers: LayerRecord[]): { layers: LayerTiming[]; source: 'device' | 'host' } {
   const dev = deviceTimes(origin, layers);
-  const out: LayerTiming[] = layers.map((r, l) => {
-    const base = {
-      layer: l, loadIssuedMs: r.loadIssuedMs, loadLandedMs: r.loadSeenMs, computeEnqueuedMs: r.computeEnqueuedMs,
-      computeEndMs: r.computeSeenMs, hostMs: r.hostMs,
-    };
-    const d = dev?.[l];
+  const out: LayerTiming[] = [];
+  for (let l = 0; l < layers.length; l++) {
+    const r = layers[l]!;
+    // Float rounding can leave a window's own time a hair below 0.
+    const host = { ownMs: Math.max(0, r.host.ownMs), storeMs: r.host.storeMs, computeMs: r.host.computeMs };
+    const d = dev?.[l] ?? null;
+    let loadMs: number;
+    let computeMs: number;
+    let stallMs: number;
     if (d) {
       const prevEnd = l > 0 ? dev![l - 1]!.computeEndMs : 0;
-      return {
-        ...base, device: d,
-        loadMs: d.loadLandedMs === null ? 0 : Math.max(0, d.loadLandedMs - d.loadStartMs!),
-        computeMs: Math.max(0, d.computeEndMs - d.computeStartMs),
-        stallMs: d.loadLandedMs === null ? 0 : Math.max(0, Math.min(d.loadLandedMs, d.computeStartMs) - prevEnd),
-      };
+      loadMs = d.loadLandedMs === null ? 0 : Math.max(0, d.loadLandedMs - d.loadStartMs!);
+      computeMs = Math.max(0, d.computeEndMs - d.computeStartMs);
+      stallMs = d.loadLandedMs === null ? 0 : Math.max(0, Math.min(d.loadLandedMs, d.computeStartMs) - prevEnd);
+    } else {
+      const prevEnd = l > 0 ? layers[l - 1]!.computeSeenMs : 0;
+      const landed = r.loadSeenMs;
+      const startBound = Math.max(prevEnd, landed ?? 0, r.computeEnqueuedMs);
+      const prevLanded = l > 0 ? layers[l - 1]!.loadSeenMs ?? 0 : 0;
+      loadMs = landed === null ? 0 : Math.max(0, landed - Math.max(r.loadIssuedMs!, prevLanded));
+      computeMs = Math.max(0, r.computeSeenMs - startBound);
+      stallMs = landed === null ? 0 : Math.max(0, landed - Math.max(prevEnd, r.computeEnqueuedMs));
     }
-    const prevEnd = l > 0 ? layers[l - 1]!.computeSeenMs : 0;
-    const landed = r.loadSeenMs;
-    const startBound = Math.max(prevEnd, landed ?? 0, r.computeEnqueuedMs);
-    const prevLanded = l > 0 ? layers[l - 1]!.loadSeenMs ?? 0 : 0;
-    return {
-      ...base, device: null,
-      loadMs: landed === null ? 0 : Math.max(0, landed - Math.max(r.loadIssuedMs!, prevLanded)),
-      computeMs: Math.max(0, r.computeSeenMs - startBound),
-      stallMs: landed === null ? 0 : Math.max(0, landed - Math.max(prevEnd, r.computeEnqueuedMs)),
-    };
-  });
+    // One object shape for every layer (spreading a base object per layer cost microseconds each).
+    out.push({
+      layer: l, loadIssuedMs: r.loadIssuedMs, loadLandedMs: r.loadSeenMs, computeEnqueuedMs: r.computeEnqueuedMs,
+      computeEndMs: r.computeSeenMs, device: d, loadMs, computeMs, stallMs, hostMs: host.ownMs + host.storeMs + host.computeMs, host,
+    });
+  }
   return { layers: out, source: dev ? 'device' : 'host' };
 }

@@ -1,0 +1,93 @@
+/**
+ * What an attempt waits on, made cheap: per layer it would otherwise hold a
+ * promise (and its closures) for every load issued and every compute
+ * finished, though only one of each is ever awaited at a time.
+ */
+import type { Event } from '../device/event.js';
+
+/** An event watched from the host: when it was seen settled (ms from `t0`) and its error. */
+export interface Watched {
+  event: Event;
+  at: number;
+  error: unknown;
+  settled: Promise<void>;
+}
+
+/** Watches `event` (or `done`, its outcome); `onSettled` runs once it is known. */
+export function watch(event: Event, t0: number, done: Promise<void> = event.done(), onSettled?: (w: Watched) => void): Watched {
+  const w = { event, at: Number.NaN, error: undefined } as Watched;
+  w.settled = done.then(
+    () => {
+      w.at = performance.now() - t0;
+      onSettled?.(w);
+    },
+    (e: unknown) => {
+      w.at = performance.now() - t0;
+      w.error = e ?? new Error('failed');
+      onSettled?.(w);
+    },
+  );
+  return w;
+}
+
+/** A value per layer, set once (the first set wins), and one waiter at a time for one layer's. */
+export class LayerFlags<T> {
+  readonly #values: (T | undefined)[];
+  #waiting = -1;
+  #wake: (() => void) | undefined;
+
+  constructor(layers: number) {
+    this.#values = new Array<T | undefined>(layers).fill(undefined);
+  }
+
+  get(layer: number): T | undefined {
+    return this.#values[layer];
+  }
+
+  set(layer: number, value: T): void {
+    if (this.#values[layer] !== undefined) return;
+    this.#values[layer] = value;
+    if (this.#waiting === layer) {
+      const wake = this.#wake!;
+      this.#waiting = -1;
+      this.#wake = undefined;
+      wake();
+    }
+  }
+
+  /**
+   * Undefined when `layer` has its value already; else a promise that
+   * resolves once it is set. One waiter at a time: the attempt's issuer waits
+   * on one set of flags, its compute loop on another.
+   */
+  wait(layer: number): Promise<void> | undefined {
+    if (this.#values[layer] !== undefined) return undefined;
+    return new Promise<void>((resolve) => {
+      this.#waiting = layer;
+      this.#wake = resolve;
+    });
+  }
+}
+
+/** A count of calls under way, and a wait for none left. */
+export class Pending {
+  #n = 0;
+  #wake: (() => void) | undefined;
+
+  add(): void {
+    this.#n++;
+  }
+
+  done(): void {
+    if (--this.#n === 0 && this.#wake) {
+      const wake = this.#wake;
+      this.#wake = undefined;
+      wake();
+    }
+  }
+
+  /** Undefined when none is under way; else a promise that resolves once the last one is done. */
+  drained(): Promise<void> | undefined {
+    return this.#n === 0 ? undefined : new Promise<void>((resolve) => (this.#wake = resolve));
+  }
+}
