@@ -6,7 +6,12 @@
 # status and seconds, vitest's summary.
 #
 #   PER_FILE_S=120 BUDGET_S=540 bash bench/tools/suite-gpu.sh test/a.test.ts test/b.test.ts ...
+#   FROM=N bash bench/tools/suite-gpu.sh     (no files: every test file, from the Nth, 0-based)
 set -u
+if (( $# == 0 )); then
+  mapfile -t all < <(ls test/*/*.test.ts)
+  set -- "${all[@]:${FROM:-0}}"
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 per=${PER_FILE_S:-120}
 budget=${BUDGET_S:-540}
