@@ -1,5 +1,11 @@
 // Registers the wrapped classes; nothing else lives here.
+#include <execinfo.h>
+#include <unistd.h>
+
 #include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <napi.h>
 
 #include "buffer_wrap.hpp"
@@ -16,6 +22,36 @@
 #include "writer_lock.hpp"
 
 namespace kvflow::napi {
+
+// KVFLOW_TRACE_TERMINATE=1: a C++ exception that escapes to std::terminate
+// writes its message and the native stack to stderr before the abort, so a
+// crash report says where it came from (symbolise kvflow.node offsets with
+// addr2line). Off by default: the process's terminate handler is the user's.
+[[noreturn]] static void trace_terminate() noexcept {
+  const char head[] = "kvflow: std::terminate";
+  (void)!write(2, head, sizeof(head) - 1);
+  if (std::exception_ptr e = std::current_exception()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      (void)!write(2, ": ", 2);
+      (void)!write(2, x.what(), std::strlen(x.what()));
+    } catch (...) {
+    }
+  }
+  (void)!write(2, "\n", 1);
+  void* frames[64];
+  backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
+  std::abort();
+}
+
+static void install_terminate_trace() {
+  static bool installed = false;
+  const char* flag = std::getenv("KVFLOW_TRACE_TERMINATE");
+  if (installed || flag == nullptr || std::strcmp(flag, "1") != 0) return;
+  installed = true;
+  std::set_terminate(trace_terminate);
+}
 
 static Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "expected the KvflowError class");
@@ -52,6 +88,7 @@ static Napi::Value ProbeCudaGate(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  install_terminate_trace();
   auto* data = new AddonData();
   env.SetInstanceData(data);
   Napi::Function buffer = BufferWrap::Init(env);

@@ -64,9 +64,16 @@ DeviceWrap::DeviceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Device
         if (!handle || env == nullptr) return;
         const std::vector<std::uint64_t> ids = handle->device->completer().drain();
         if (ids.empty()) return;
-        Napi::Array array = Napi::Array::New(env, ids.size());
-        for (std::size_t i = 0; i < ids.size(); ++i) array.Set(static_cast<std::uint32_t>(i), static_cast<double>(ids[i]));
-        callback.Call({array});
+        // Nothing may escape this callback: no JS frame is below it to take an
+        // exception, so one would end the process (std::terminate). A call
+        // fails when JS can no longer run (a notice still queued while the
+        // process exits, e.g. after process.exit()): the notice is dropped.
+        try {
+          Napi::Array array = Napi::Array::New(env, ids.size());
+          for (std::size_t i = 0; i < ids.size(); ++i) array.Set(static_cast<std::uint32_t>(i), static_cast<double>(ids[i]));
+          callback.Call({array});
+        } catch (const Napi::Error&) {
+        }
       });
     });
     napi_add_env_cleanup_hook(env, &DeviceWrap::on_env_cleanup, this);
