@@ -21,6 +21,19 @@ export interface DemoTurn {
   restarts: number;
   /** Chunks the turn added to the store. */
   saved: number;
+  /** Where kvflow's prefill spent its time, per layer (see `DemoTimeline`); the recompute's beside it. */
+  timeline: { kvflow: DemoTimeline; recompute: DemoTimeline };
+}
+
+/** A prefill's layers in brief: medians of the device (or host) durations, and the host's time per layer by who spent it. */
+export interface DemoTimeline {
+  timeSource: 'device' | 'host';
+  computeMsMedian: number;
+  loadMsMedian: number;
+  /** Compute waiting on loads, summed over the layers. */
+  stallMs: number;
+  /** Host time per layer (means): the pipeline's own work, the store's calls, the model's launches. */
+  hostUs: { own: number; store: number; compute: number };
 }
 
 /** What `kvflow demo --json` prints. */

@@ -5,13 +5,13 @@
  */
 import type { Device } from '../device/device.js';
 import type { PrefillPolicy } from '../model/plan.js';
-import { LayerPipeline } from '../pipeline/pipeline.js';
+import { LayerPipeline, type PrefillResult } from '../pipeline/pipeline.js';
 import type { ReferenceModel } from '../reference/model.js';
 import { KvStore } from '../store/store.js';
 import {
   chatPrompts, checkTolerance, createModel, longestPrompt, maxRelDiff, Prefiller, type ChatModel, type ChatShape, type TurnRun,
 } from './demo-chat.js';
-import type { DemoReport, DemoTurn } from './demo-report.js';
+import type { DemoReport, DemoTimeline, DemoTurn } from './demo-report.js';
 import type { Progress } from './progress.js';
 
 /** The run was stopped by a signal. */
@@ -158,6 +158,22 @@ async function turnReport(s: ChatSession, turn: number, tokens: number[], kv: Tu
     check: { maxRelDiff: diff, tolerance: tol, ok: diff <= tol },
     restarts: kv.result.restarts.length,
     saved: kv.result.saved,
+    timeline: { kvflow: timelineOf(kv.result), recompute: timelineOf(ref.result) },
+  };
+}
+
+function medianOf(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? 0 : s[Math.floor(s.length / 2)]!;
+}
+
+function timelineOf(r: PrefillResult): DemoTimeline {
+  return {
+    timeSource: r.timeSource,
+    computeMsMedian: medianOf(r.layers.map((l) => l.computeMs)),
+    loadMsMedian: medianOf(r.layers.map((l) => l.loadMs)),
+    stallMs: r.layers.reduce((a, l) => a + l.stallMs, 0),
+    hostUs: { own: r.host.ownMsPerLayer * 1e3, store: r.host.storeMsPerLayer * 1e3, compute: r.host.computeMsPerLayer * 1e3 },
   };
 }
 

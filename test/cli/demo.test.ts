@@ -75,6 +75,23 @@ describe('kvflow demo', () => {
     expect(later.some((t) => t.plan.loadTokens > 0)).toBe(true);
   });
 
+  it('each turn reports where its prefills spent their time: loads only where kvflow loaded, host time by who spent it', () => {
+    for (const t of report.turns) {
+      for (const tl of [t.timeline.kvflow, t.timeline.recompute]) {
+        expect(['device', 'host']).toContain(tl.timeSource);
+        expect(tl.computeMsMedian).toBeGreaterThan(0);
+        for (const v of [tl.stallMs, tl.hostUs.own, tl.hostUs.store, tl.hostUs.compute]) expect(v).toBeGreaterThanOrEqual(0);
+        expect(tl.hostUs.compute).toBeGreaterThan(0); // the model's launches
+      }
+      expect(t.timeline.recompute.loadMsMedian).toBe(0);
+      expect(t.timeline.recompute.stallMs).toBe(0);
+      if (t.plan.loadTokens > 0) {
+        expect(t.timeline.kvflow.loadMsMedian).toBeGreaterThan(0);
+        expect(t.timeline.kvflow.hostUs.store).toBeGreaterThan(0);
+      }
+    }
+  });
+
   it('prints a table and the verdict without --json', () => {
     const r = demo(['--backend', 'cpu', '--turns', '3', '--tokens', '256']);
     expect(r.status, r.stderr).toBe(0);
