@@ -102,7 +102,9 @@ export {
   type PrefillWork,
   ConnectorRequest,
   KvConnector,
+  type ConnectorStats,
   type KvConnectorOptions,
   type LoadOutcome,
+  type StartLoadOptions,
 } from './pipeline/index.js';
 export { CHANNEL_NAMES, type ChecksumMessage, type DemoteDroppedMessage, type EvictMessage, type FallbackMessage } from './util/diagnostics.js';

@@ -2,7 +2,9 @@
  * KvConnector: the verbs of vLLM's KV connector in a Node shape, for runtimes
  * that drive layers themselves. A lookup returns the loadable tokens with a
  * lease (its chunks stay loadable until the request finishes); loads are
- * issued for every layer at once on the connector's load stream, and the
+ * issued for every layer at once on the connector's load stream (those of
+ * the requests of one startLoads call as one store call per layer, see
+ * connector-loads.ts), and the
  * runtime's compute stream waits for a layer on the device; saves go behind
  * the runtime's compute on the save stream and are committed by
  * `waitForSave`. A failed load is reported per request with the tokens still
@@ -11,7 +13,9 @@
  * failure was known is refused at commit. Requests whose layers share one
  * stream share its waited-on failures (a failure fails the stream's next
  * event): give a request whose loads failed a stream of its own, or skip
- * its waits once its outcome is known (waitForLayerLoad does).
+ * its waits once its outcome is known (waitForLayerLoad does). Requests
+ * loaded together wait on a clean event after their batched call, so one's
+ * failure never carries into another's stream.
  */
 import type { Event } from '../device/event.js';
 import { Stream } from '../device/stream.js';
@@ -20,6 +24,9 @@ import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import { toTokenIds } from '../store/keys.js';
 import type { KvStore, PendingPut, StoreHit } from '../store/store.js';
 import { checkChoice, checkInstance, checkKnownOptions } from '../util/validate.js';
+import { issueLoads, type ConnectorStats, type LoadItem } from './connector-loads.js';
+
+export type { ConnectorStats } from './connector-loads.js';
 
 /** The outcome of a request's loads. */
 export interface LoadOutcome {
@@ -28,6 +35,20 @@ export interface LoadOutcome {
   validTokens: number;
   code?: KvflowErrorCode | 'ERR_UNKNOWN';
   message?: string;
+}
+
+/** Options of startLoad (and of each item of startLoads). */
+export interface StartLoadOptions {
+  /** Loadable tokens to load, a multiple of the chunk size (default all). */
+  tokens?: number;
+  engine?: PagedEngine;
+}
+
+function codeOf(error: unknown): { code: KvflowErrorCode | 'ERR_UNKNOWN'; message: string } {
+  return {
+    code: error instanceof KvflowError ? error.code : 'ERR_UNKNOWN',
+    message: error instanceof Error ? error.message : String(error),
+  };
 }
 
 /** One request known to the connector, from lookup to requestFinished. */
@@ -88,6 +109,7 @@ export class KvConnector {
   readonly #owned: Stream[] = [];
   readonly #requests = new Set<ConnectorRequest>();
   readonly #finishedLoads: { request: ConnectorRequest; outcome: LoadOutcome }[] = [];
+  readonly #stats: ConnectorStats = { loadCalls: 0, loadRequests: 0 };
   #nextId = 1;
   readonly #detach: () => void;
   #disposed = false;
@@ -147,66 +169,97 @@ export class KvConnector {
    * every layer into `blocks` (the request's block table from token 0). The
    * outcome arrives through finished() and loadResult().
    */
-  startLoad(request: ConnectorRequest, blocks: ArrayLike<number>, options: { tokens?: number; engine?: PagedEngine } = {}): void {
+  startLoad(request: ConnectorRequest, blocks: ArrayLike<number>, options: StartLoadOptions = {}): void {
+    this.startLoads([{ request, blocks, options }]);
+  }
+
+  /**
+   * startLoad for several requests at once: per layer, one store call loads
+   * them all (one per engine asked for). Each request keeps its own waits
+   * and outcome: chunks of one request that fail fail only its outcome.
+   * Every item is checked first: a refused call issues nothing.
+   */
+  startLoads(items: readonly { request: ConnectorRequest; blocks: ArrayLike<number>; options?: StartLoadOptions }[]): void {
     this.#live();
+    if (!Array.isArray(items)) fail('ERR_INVALID_ARG', `expected an array of { request, blocks, options? }, got ${describe(items)}`);
+    const seen = new Set<ConnectorRequest>();
+    const plans = items.map((item, i) => {
+      const plan = this.#plan(item, `items[${i}]`);
+      if (seen.has(plan.request)) fail('ERR_INVALID_ARG', `request ${plan.request.id} is named twice (items[${i}])`);
+      seen.add(plan.request);
+      return plan;
+    });
+    // The puts begin before any load, so that a load failure they must not
+    // save over is known to them (the store refuses layers put before one).
+    const begun: ConnectorRequest[] = [];
+    try {
+      for (const { request } of plans) {
+        if (request.put) continue;
+        request.put = this.store.beginPut(request.tokens, { tenant: request.tenant });
+        begun.push(request);
+      }
+    } catch (e) {
+      for (const r of begun) {
+        void this.store.abort(r.put!).catch(() => undefined);
+        r.put = undefined;
+      }
+      throw e;
+    }
+    const loads = plans.map((p): LoadItem => ({
+      hit: p.request.hit, chunks: p.request.hit.chunks.slice(0, p.chunks), blocks: p.table, engine: p.engine, waits: [], dones: [],
+    }));
+    issueLoads(this.store, this.cache, this.#load, loads.filter((q) => q.chunks.length > 0), this.#stats);
+    plans.forEach(({ request, tokens }, i) => {
+      const { waits, dones, refused } = loads[i]!;
+      request.loads = waits;
+      request.loadTokens = tokens;
+      if (refused) {
+        // Layers past the refusal have no load to wait for: the outcome is known now.
+        request.outcome = { ok: false, validTokens: 0, ...codeOf(refused.error) };
+      }
+      request.loadDone = this.#outcome(request, dones, refused);
+    });
+  }
+
+  /** Checks one item of startLoads; changes nothing. */
+  #plan(item: unknown, name: string): { request: ConnectorRequest; tokens: number; chunks: number; table: number[]; engine: PagedEngine | undefined } {
+    if (typeof item !== 'object' || item === null) fail('ERR_INVALID_ARG', `expected { request, blocks, options? } for ${name}, got ${describe(item)}`);
+    const { request, blocks, options } = checkKnownOptions(item, name, ['request', 'blocks', 'options']) as
+      { request: ConnectorRequest; blocks: ArrayLike<number>; options?: StartLoadOptions };
     this.#check(request);
     if (request.loadDone) fail('ERR_INVALID_ARG', `request ${request.id}'s loads were started already`);
-    const o = checkKnownOptions(options, 'options', ['tokens', 'engine']) as { tokens?: number; engine?: PagedEngine };
+    const o = checkKnownOptions(options ?? {}, `${name}.options`, ['tokens', 'engine']) as StartLoadOptions;
     const tokens = o.tokens ?? request.loadableTokens;
     const ct = this.store.chunkTokens;
     if (!Number.isSafeInteger(tokens) || tokens < 0 || tokens > request.loadableTokens || tokens % ct !== 0) {
       fail('ERR_INVALID_ARG', `expected a multiple of ${ct} in [0, ${request.loadableTokens}] for tokens, got ${describe(tokens)}`);
     }
     const chunks = tokens / ct;
-    const bpc = this.store.blocksPerChunk;
-    if (typeof blocks?.length !== 'number' || blocks.length < chunks * bpc) {
-      fail('ERR_INVALID_ARG', `expected a block table of at least ${chunks * bpc} blocks, got ${blocks?.length ?? describe(blocks)}`);
+    const need = chunks * this.store.blocksPerChunk;
+    if (typeof blocks?.length !== 'number' || blocks.length < need) {
+      fail('ERR_INVALID_ARG', `expected a block table of at least ${need} blocks, got ${blocks?.length ?? describe(blocks)}`);
     }
-    const table = Array.prototype.slice.call(blocks, 0, chunks * bpc) as number[];
+    const table = Array.prototype.slice.call(blocks, 0, need) as number[];
     for (let i = 0; i < table.length; i++) this.cache.layout.checkBlock(table[i]!, `blocks[${i}]`); // before the put begins
     if (o.engine !== undefined) checkChoice(o.engine, 'engine', ['auto', 'dma', 'kernel']);
-    const refs = request.hit.chunks.slice(0, chunks);
-    // The put begins before any load, so that a load failure it must not
-    // save over is known to it (the store refuses layers put before one).
-    request.put ??= this.store.beginPut(request.tokens, { tenant: request.tenant });
-    const events: Event[] = [];
-    let thrown: unknown;
-    if (chunks > 0) {
-      for (let l = 0; l < this.cache.layout.layers; l++) {
-        try {
-          events.push(this.store.loadLayer(refs, l, this.cache, table, this.#load, { engine: o.engine }));
-        } catch (e) {
-          thrown = e;
-          break;
-        }
-      }
-    }
-    request.loads = events;
-    request.loadTokens = tokens;
-    if (thrown !== undefined) {
-      // Layers past the throw have no load to wait for: the outcome is known now.
-      request.outcome = {
-        ok: false, validTokens: 0, code: thrown instanceof KvflowError ? thrown.code : 'ERR_UNKNOWN',
-        message: thrown instanceof Error ? thrown.message : String(thrown),
-      };
-    }
-    request.loadDone = this.#outcome(request, events, thrown);
+    return { request, tokens, chunks, table, engine: o.engine };
   }
 
-  async #outcome(request: ConnectorRequest, events: Event[], thrown: unknown): Promise<LoadOutcome> {
-    const results = await Promise.allSettled(events.map((e) => e.done()));
+  /** The connector's store calls for loads so far, and the requests they carried. */
+  stats(): ConnectorStats {
+    return { ...this.#stats };
+  }
+
+  async #outcome(request: ConnectorRequest, dones: Promise<void>[], refused: { error: unknown } | undefined): Promise<LoadOutcome> {
+    const results = await Promise.allSettled(dones);
     const bad = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-    const error = bad?.reason ?? thrown;
+    const failure = bad ? { error: bad.reason as unknown } : refused;
     let outcome: LoadOutcome;
-    if (error === undefined) outcome = { ok: true, validTokens: request.loadTokens };
+    if (failure === undefined) outcome = { ok: true, validTokens: request.loadTokens };
     else {
       const settled = await request.hit.settled();
       const valid = settled.failed.length > 0 ? Math.min(settled.validTokens, request.loadTokens) : 0;
-      outcome = {
-        ok: false, validTokens: valid,
-        code: error instanceof KvflowError ? error.code : 'ERR_UNKNOWN',
-        message: error instanceof Error ? error.message : String(error),
-      };
+      outcome = { ok: false, validTokens: valid, ...codeOf(failure.error) };
     }
     request.outcome = outcome;
     this.#finishedLoads.push({ request, outcome });

@@ -10,4 +10,11 @@ export {
   type PrefillResult,
   type PrefillWork,
 } from './pipeline.js';
-export { ConnectorRequest, KvConnector, type KvConnectorOptions, type LoadOutcome } from './connector.js';
+export {
+  ConnectorRequest,
+  KvConnector,
+  type ConnectorStats,
+  type KvConnectorOptions,
+  type LoadOutcome,
+  type StartLoadOptions,
+} from './connector.js';
