@@ -114,10 +114,12 @@ export interface KvflowDefaults {
   readonly cudaGate: CudaGateRequest;
   /**
    * `KVFLOW_COMPLETION_SPIN_US` (0-10000): for this long after a wait on an
-   * event begins, the event loop checks it on every turn (a short operation
-   * is seen done without waiting for the completion thread's wake-up of the
-   * loop); past it, or with 0, only the completion thread's notice settles
-   * it. The loop keeps turning either way.
+   * event begins, the event loop also checks it on each of its turns (a
+   * short operation is seen done without waiting for the completion thread's
+   * wake-up of the loop; the loop keeps turning, other work runs between the
+   * checks); past it, only the completion thread's notice settles it. The
+   * CUDA completion thread likewise keeps looking for new work this long
+   * after its last completion before it sleeps. 0 turns both off.
    */
   readonly completionSpinUs: number;
   /** Defaults of a KvStore opened on the device. */

@@ -210,6 +210,8 @@ export interface NativeBinding {
     onCompletions: (ids: number[]) => void,
     /** 0 host functions, 1 wait-value, 2 auto; the CPU backend ignores it. */
     cudaGate: number,
+    /** How long the CUDA completion poller keeps looking for new work before it sleeps, us (0-10000; default 50). */
+    completionSpinUs?: number,
   ) => NativeDevice;
   /** The reference model on the device of `anchor` (any live buffer of that device). */
   ReferenceModel: new (device: NativeDevice, shape: NativeModelShape) => NativeReferenceModel;

@@ -144,7 +144,7 @@ export class Device extends Disposable {
     this.backend = selection.backend;
     this.config = config;
     const gate = CUDA_GATE_MODES.indexOf(config.cudaGate);
-    this.#native = new binding.Device(selection.backend, config.ordinal, config.maxPinnedBytes, this.completions.onBatch, gate);
+    this.#native = new binding.Device(selection.backend, config.ordinal, config.maxPinnedBytes, this.completions.onBatch, gate, config.completionSpinUs);
     this.completions.attach(this.#native, config.completionSpinUs);
   }
 

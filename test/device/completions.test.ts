@@ -9,7 +9,7 @@ import type { NativeDevice, NativeEvent, NativeEventStatus } from '../../src/bin
 import { Completions } from '../../src/device/completions.js';
 
 /** A native event whose status the test sets; counts how often it is asked. */
-function fakeEvent(id: number): NativeEvent & { state: NativeEventStatus; asked: number } {
+function fakeEvent(id: number): NativeEvent & { state: NativeEventStatus; asked: number; error: () => Error | undefined } {
   const e = {
     id,
     state: 0 as NativeEventStatus,
@@ -19,7 +19,7 @@ function fakeEvent(id: number): NativeEvent & { state: NativeEventStatus; asked:
       e.asked++;
       return e.state;
     },
-    error: () => undefined,
+    error: (): Error | undefined => undefined,
   };
   return e;
 }
@@ -51,6 +51,20 @@ describe('Completions', () => {
     expect(c.pending).toBe(0);
     c.onBatch([7]); // the late notice changes nothing
     await p;
+  });
+
+  it('an event seen failed within the spin window rejects its wait with the event\'s error', async () => {
+    const c = new Completions();
+    c.attach(fakeDevice(), 1_000_000);
+    const e = fakeEvent(5);
+    const failure = new Error('read failed');
+    e.error = () => (e.state === 2 ? failure : undefined);
+    const p = c.settle(e);
+    const seen = p.then(() => undefined, (err: unknown) => err);
+    await turns(2);
+    e.state = 2;
+    expect(await seen).toBe(failure);
+    expect(c.pending).toBe(0);
   });
 
   it('without a spin window only the notice settles a wait, and the event is never polled', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { KvflowError } from '../../src/index.js';
+import { KvflowError, openDevice } from '../../src/index.js';
 import { holdStream, injectFailure } from '../../src/device/testing.js';
 import { backends, deviceSuite, sameBytes, throughDevice, ticks } from '../helpers/backends.js';
 
@@ -28,6 +28,34 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
     expect(loaded.status()).toBe('ok');
     expect(sameBytes(out.array, data)).toBe('equal');
     await Promise.all([a.dispose(), b.dispose()]);
+  });
+
+  it.skipIf(skip)('a stream whose last event was seen done is idle: dispose({ wait: false }) never finds it busy', async () => {
+    // Both ways of seeing an event done: the completion thread's notice (no
+    // spin) and the event loop's own check (the default spin).
+    for (const spin of ['0', '50']) {
+      const before = process.env.KVFLOW_COMPLETION_SPIN_US;
+      process.env.KVFLOW_COMPLETION_SPIN_US = spin;
+      let dev;
+      try {
+        dev = openDevice({ backend });
+      } finally {
+        if (before === undefined) delete process.env.KVFLOW_COMPLETION_SPIN_US;
+        else process.env.KVFLOW_COMPLETION_SPIN_US = before;
+      }
+      const a = dev.allocPinned(4096);
+      const b = dev.allocPinned(4096);
+      let busy = 0;
+      for (let i = 0; i < 3000; i++) {
+        const s = dev.createStream();
+        s.copy(b, 0, a, 0, 64);
+        await s.record().done();
+        if (!s.idle()) busy++;
+        await s.dispose({ wait: false });
+      }
+      expect(busy, `spin ${spin}`).toBe(0);
+      await dev.dispose();
+    }
   });
 
   it.skipIf(skip)('10k small operations in flight all complete, in order', async () => {

@@ -59,9 +59,10 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
 
   /**
    * A store whose NVMe tier holds three chunks, the first two of `prompt`
-   * on it (not in DRAM); the prefill of `prompt` starts with its compute
-   * stream held, its first layer's load issued; `between` runs; the stream
-   * is released and the result returned.
+   * on it (not in DRAM); the prefill of `prompt` starts held after its
+   * first layer's load and compute were issued (the compute stream held on
+   * the CPU backend, the device's completions on CUDA: see below); `between`
+   * runs; the hold is released and the result returned.
    */
   async function raceEviction(between: (dir: string, recordBytes: number, store: KvStore) => Promise<void>) {
     const probe = await KvStore.open(options());
@@ -84,11 +85,11 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     // The prefill must not go past layer 0 until `between` ran. The CPU
     // backend holds its compute stream. On CUDA, with the compute stream held
     // (host-function or wait-value gate alike), the JS thread was seen stuck
-    // in the driver's launch of a load kernel (an H100, driver 580; a held
-    // stream blocks the GPU queue it sits on, which streams share past
-    // CUDA_DEVICE_MAX_CONNECTIONS). There the device's completions are held
-    // instead: the GPU runs on, but layer 0's compute is not seen done, so
-    // layer 1's load is not issued.
+    // in the driver's first launch of the load kernel (an H100, driver 580;
+    // likely CUDA's lazy module loading waiting for the held stream: devices
+    // now load kvflow's kernels when they open, not yet run on a GPU). There
+    // the device's completions are held instead: the GPU runs on, but layer
+    // 0's compute is not seen done, so layer 1's load is not issued.
     const release = backend === 'cuda' ? holdCompletions(fx.dev) : holdStream(stream);
     let run: ReturnType<typeof pipe.prefill>;
     try {
@@ -98,8 +99,8 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
       expect(compute.calls.map((c) => c.layer)).toEqual([0]); // layer 0 loaded and enqueued, layer 1's load waits for it
       await between(o.dir, rec, store);
     } finally {
-      // Never left held: on CUDA a held stream stalls every later implicit
-      // synchronisation (and CUDA's host-function thread) of the process.
+      // Never left held: a held stream stalls what is queued behind it, and
+      // held completions stall every wait on the device.
       release();
     }
     const r = await run;
@@ -115,11 +116,10 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
 
   /**
    * Another store on the directory (as another process) puts two new chunks
-   * durably: it must evict to make room. It runs while the prefill's compute
-   * stream is held by a gate only this thread opens, so it must not touch
-   * that device: on CUDA, its pinned and device allocations (a DRAM segment,
-   * a stream's scratch) synchronise implicitly with the held stream and
-   * would never return. Like another process, it has a device of its own.
+   * durably: it must evict to make room. It runs while the prefill is held,
+   * so it must not wait on that device (its completions are held on CUDA;
+   * a held stream would also stall pinned and device allocations that
+   * synchronise implicitly). Like another process, it has a device of its own.
    */
   async function otherPuts(dir: string, rec: number): Promise<void> {
     const other = await KvStore.open({ ...options({ dir, nvmeBytes: 3 * rec }), device: otherDev });

@@ -28,6 +28,9 @@ struct DeviceOptions {
   int ordinal = 0;
   std::uint64_t max_pinned_bytes = 0;  // 0: no limit but the system's
   CudaGate cuda_gate = CudaGate::kHost;
+  // How long the CUDA completion poller, with nothing left to poll, keeps
+  // looking for new work before it sleeps (KVFLOW_COMPLETION_SPIN_US).
+  std::uint32_t completion_spin_us = 50;
 };
 
 struct DeviceInfo {

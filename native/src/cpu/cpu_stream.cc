@@ -89,26 +89,32 @@ void CpuStream::run() {
       op = std::move(queue_.front());
       queue_.pop_front();
     }
-    execute(op);
+    // A marker always completes, so a failure never leaves a waiter hanging.
+    // It completes after the stream counted it done: whoever sees the event
+    // complete also sees the stream idle when nothing else is queued.
+    EventPtr mark;
+    ErrorPtr mark_error;
+    if (auto* m = std::get_if<MarkOp>(&op.body)) {
+      if (op.injected && !span_error_) span_error_ = op.injected;
+      if (m->event->timed() && !span_error_) {  // a failed event has no time, as on CUDA
+        const auto now = std::chrono::steady_clock::now().time_since_epoch();
+        m->event->set_time_ms(std::chrono::duration<double, std::milli>(now).count());
+      }
+      mark = m->event;
+      mark_error = std::exchange(span_error_, nullptr);
+    } else {
+      execute(op);
+    }
     op = Op{};  // what the op held is let go before the stream reads idle
     {
       std::lock_guard<std::mutex> lock(mutex_);
       --pending_;
     }
+    if (mark && mark->complete(std::move(mark_error))) completer_.post(mark->id());
   }
 }
 
 void CpuStream::execute(Op& op) {
-  // A marker always completes, so a failure never leaves a waiter hanging.
-  if (auto* mark = std::get_if<MarkOp>(&op.body)) {
-    if (op.injected && !span_error_) span_error_ = op.injected;
-    if (mark->event->timed() && !span_error_) {  // a failed event has no time, as on CUDA
-      const auto now = std::chrono::steady_clock::now().time_since_epoch();
-      mark->event->set_time_ms(std::chrono::duration<double, std::milli>(now).count());
-    }
-    if (mark->event->complete(std::exchange(span_error_, nullptr))) completer_.post(mark->event->id());
-    return;
-  }
   if (auto* call = std::get_if<CallOp>(&op.body)) {
     try {
       call->fn(span_error_);

@@ -7,6 +7,7 @@
 #include "cuda_error.hpp"
 #include "cuda_probe.hpp"
 #include "cuda_stream.hpp"
+#include "kernels.hpp"
 #include "pcie.hpp"
 #include "reference/cuda_reference.hpp"
 
@@ -61,8 +62,12 @@ CudaDevice::CudaDevice(const DeviceOptions& options)
       ordinal_(options.ordinal),
       gate_(choose_gate(options.ordinal, options.cuda_gate)) {
   set_device(ordinal_);
+  // Before any stream exists: a lazy module load at a first kernel launch
+  // could wait behind a stream held by a gate (seen as a launch stuck in the
+  // driver). A failure here surfaces at that launch instead.
+  if (load_kernels() != cudaSuccess) (void)cudaGetLastError();
   events_ = std::make_shared<EventPool>(ordinal_);
-  poller_ = std::make_shared<Poller>(ordinal_, completer(), events_);
+  poller_ = std::make_shared<Poller>(ordinal_, completer(), events_, std::chrono::microseconds(options.completion_spin_us));
 }
 
 CudaDevice::~CudaDevice() { close(); }

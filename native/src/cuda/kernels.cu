@@ -69,6 +69,17 @@ cudaError_t launch_piece_copy(const DevicePiece* pieces, std::size_t count, int 
   return cudaSuccess;
 }
 
+cudaError_t load_kernels() noexcept {
+  // Asking for a kernel's attributes loads its module now (CUDA loads modules
+  // lazily by default): a later first launch then needs no module load,
+  // which can wait for work already queued on the device, such as a stream
+  // blocked on a gate that only the launching thread would open.
+  cudaFuncAttributes attributes{};
+  cudaError_t err = cudaFuncGetAttributes(&attributes, piece_copy_kernel);
+  if (err == cudaSuccess) err = cudaFuncGetAttributes(&attributes, busy_kernel);
+  return err;
+}
+
 cudaError_t launch_busy(std::uint64_t iterations, int sm_count, cudaStream_t stream) noexcept {
   busy_kernel<<<sm_count * 8, 256, 0, stream>>>(iterations, nullptr);
   return cudaGetLastError();

@@ -26,6 +26,9 @@ inline constexpr std::size_t kPiecesPerLaunch = 1024;
 
 /// A load that keeps every SM busy for `iterations` rounds of FMAs: the
 /// concurrent compute of the contention benchmark.
+/// Loads the module of kvflow's kernels (called when a device opens): no
+/// first launch has to load it later. Returns the first error.
+[[nodiscard]] cudaError_t load_kernels() noexcept;
 [[nodiscard]] cudaError_t launch_busy(std::uint64_t iterations, int sm_count, cudaStream_t stream) noexcept;
 
 }  // namespace kvflow::cuda

@@ -23,18 +23,14 @@ constexpr unsigned kSpinRounds = 8;
 constexpr auto kSpinWindow = std::chrono::microseconds(50);
 constexpr auto kFirstSleep = std::chrono::microseconds(10);
 constexpr auto kMaxSleep = std::chrono::microseconds(200);
-// With nothing left to poll, keep looking for new work this long after the
-// last completion or addition before sleeping on the condition variable: a
-// caller that waits for one operation and then issues the next (a small
-// copy's round trip) finds the thread awake instead of paying a wake-up.
-constexpr auto kIdleSpin = std::chrono::microseconds(200);
+
 // A timed event this far past the timing reference moves the reference on.
 constexpr float kRebaseMs = 1000.0F;
 
 }  // namespace
 
-Poller::Poller(int ordinal, Completer& completer, std::shared_ptr<EventPool> events)
-    : ordinal_(ordinal), completer_(completer), events_(std::move(events)) {
+Poller::Poller(int ordinal, Completer& completer, std::shared_ptr<EventPool> events, std::chrono::microseconds idle_spin)
+    : ordinal_(ordinal), completer_(completer), events_(std::move(events)), idle_spin_(idle_spin) {
   // The timing reference exists before any event can be recorded on the
   // device: every timed event completes after it (no timing is lost if this fails).
   if (cudaSetDevice(ordinal_) == cudaSuccess &&
@@ -130,6 +126,7 @@ void Poller::add(PollEntry entry) {
     KVFLOW_CHECK(!stopped_, kDisposed, "device is disposed");
     wake = incoming_.empty();
     incoming_.push_back(std::move(entry));
+    has_incoming_.store(true, std::memory_order_release);
   }
   // The thread blocks only when it has nothing at all; a non-empty list means
   // it is polling already and will pick the entry up.
@@ -181,9 +178,14 @@ void Poller::run() noexcept {
         std::unique_lock<std::mutex> lock(mutex_);
         if (active.empty() && incoming_.empty()) {
           if (stopping_) break;
+          // With nothing left to poll, keep looking for new work (without the
+          // lock) until the idle window after the last completion or addition
+          // ends: a caller that waits for one operation and then issues the
+          // next (a small copy's round trip) finds the thread awake instead of
+          // paying a wake-up. stop() is seen at the window's end at the latest.
           if (Clock::now() < idle_until) {
             lock.unlock();
-            std::this_thread::yield();
+            while (Clock::now() < idle_until && !has_incoming_.load(std::memory_order_acquire)) std::this_thread::yield();
             continue;
           }
           cv_.wait(lock, [this] { return stopping_ || !incoming_.empty(); });
@@ -195,10 +197,11 @@ void Poller::run() noexcept {
         if (!incoming_.empty()) {
           idle_rounds = std::min(idle_rounds, kSpinRounds);
           spin_until = Clock::now() + kSpinWindow;
-          idle_until = spin_until + kIdleSpin;
+          idle_until = spin_until + idle_spin_;
         }
         std::move(incoming_.begin(), incoming_.end(), std::back_inserter(active));
         incoming_.clear();
+        has_incoming_.store(false, std::memory_order_relaxed);
         give_up = stopping_ && Clock::now() >= deadline_;
       }
       if (give_up) {
@@ -214,7 +217,7 @@ void Poller::run() noexcept {
       if (poll_once(active)) {
         idle_rounds = 0;
         spin_until = Clock::now() + kSpinWindow;
-        idle_until = Clock::now() + kIdleSpin;
+        idle_until = Clock::now() + idle_spin_;
       } else if (idle_rounds < kSpinRounds || Clock::now() < spin_until) {
         ++idle_rounds;
         std::this_thread::yield();

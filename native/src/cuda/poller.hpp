@@ -47,7 +47,9 @@ struct PollEntry {
 
 class Poller {
  public:
-  Poller(int ordinal, Completer& completer, std::shared_ptr<EventPool> events);
+  /// `idle_spin`: with nothing left to poll, how long the thread keeps
+  /// looking for new work (no lock taken) before it sleeps; 0 sleeps at once.
+  Poller(int ordinal, Completer& completer, std::shared_ptr<EventPool> events, std::chrono::microseconds idle_spin);
   ~Poller();
   Poller(const Poller&) = delete;
   Poller& operator=(const Poller&) = delete;
@@ -89,6 +91,8 @@ class Poller {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<PollEntry> incoming_;
+  std::atomic<bool> has_incoming_{false};  // incoming_ is not empty (read without the mutex while spinning)
+  const std::chrono::microseconds idle_spin_;
   bool stopping_ = false;
   std::shared_ptr<std::atomic<int>> held_ = std::make_shared<std::atomic<int>>(0);
   bool stopped_ = false;

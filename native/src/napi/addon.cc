@@ -1,11 +1,14 @@
-// Registers the wrapped classes; nothing else lives here.
+// Registers the wrapped classes (and the opt-in terminate trace).
+#if __has_include(<execinfo.h>)
 #include <execinfo.h>
+#endif
 #include <unistd.h>
 
 #include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <napi.h>
 
 #include "buffer_wrap.hpp"
@@ -24,34 +27,54 @@
 namespace kvflow::napi {
 
 // KVFLOW_TRACE_TERMINATE=1: a C++ exception that escapes to std::terminate
-// writes its message and the native stack to stderr before the abort, so a
-// crash report says where it came from (symbolise kvflow.node offsets with
-// addr2line). Off by default: the process's terminate handler is the user's.
-[[noreturn]] static void trace_terminate() noexcept {
-  const char head[] = "kvflow: std::terminate";
-  (void)!write(2, head, sizeof(head) - 1);
+// writes its message and the native stack to stderr before the handler that
+// was in place runs, so a crash report says where it came from (symbolise
+// kvflow.node offsets with addr2line). Off by default: the process's
+// terminate handler is the user's.
+namespace {
+
+std::terminate_handler previous_terminate = nullptr;
+
+void write_text(const char* text) noexcept { (void)!write(2, text, std::strlen(text)); }
+
+[[noreturn]] void trace_terminate() noexcept {
+  write_text("kvflow: std::terminate");
   if (std::exception_ptr e = std::current_exception()) {
     try {
       std::rethrow_exception(e);
+    } catch (const Napi::Error&) {
+      // Its message is read through Node-API, which may be what failed.
+      write_text(": a Napi::Error (a Node-API call failed)");
     } catch (const std::exception& x) {
-      (void)!write(2, ": ", 2);
-      (void)!write(2, x.what(), std::strlen(x.what()));
+      write_text(": ");
+      write_text(x.what());
     } catch (...) {
+      write_text(": an exception of unknown type");
     }
   }
-  (void)!write(2, "\n", 1);
+  write_text("\n");
+#if __has_include(<execinfo.h>)
   void* frames[64];
   backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
+#endif
+  if (previous_terminate != nullptr) previous_terminate();
   std::abort();
 }
 
-static void install_terminate_trace() {
-  static bool installed = false;
-  const char* flag = std::getenv("KVFLOW_TRACE_TERMINATE");
-  if (installed || flag == nullptr || std::strcmp(flag, "1") != 0) return;
-  installed = true;
-  std::set_terminate(trace_terminate);
+void install_terminate_trace() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* flag = std::getenv("KVFLOW_TRACE_TERMINATE");
+    if (flag == nullptr || std::strcmp(flag, "1") != 0) return;
+#if __has_include(<execinfo.h>)
+    void* warm[1];
+    (void)backtrace(warm, 1);  // loads what backtrace needs now, not inside terminate
+#endif
+    previous_terminate = std::set_terminate(trace_terminate);
+  });
 }
+
+}  // namespace
 
 static Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "expected the KvflowError class");

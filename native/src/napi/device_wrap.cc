@@ -44,6 +44,11 @@ DeviceWrap::DeviceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Device
     const std::size_t gate = arg_size(info, 4, "cudaGate");
     if (gate > 2) throw make_error(env, ErrorCode::kInvalidArg, "expected a CUDA gate mode 0, 1 or 2");
     options.cuda_gate = static_cast<CudaGate>(gate);  // the CPU backend ignores it
+    if (info.Length() > 5 && !info[5].IsUndefined()) {
+      const std::size_t spin = arg_size(info, 5, "completionSpinUs");
+      if (spin > 10000) throw make_error(env, ErrorCode::kOutOfRange, "expected completionSpinUs from 0 to 10000, got " + std::to_string(spin));
+      options.completion_spin_us = static_cast<std::uint32_t>(spin);
+    }
     std::unique_ptr<Device> device;
     if (backend == "cpu") {
       device = open_cpu_device(options);
@@ -62,17 +67,19 @@ DeviceWrap::DeviceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Device
       tsfn.NonBlockingCall([weak](Napi::Env env, Napi::Function callback) {
         auto handle = weak.lock();
         if (!handle || env == nullptr) return;
-        const std::vector<std::uint64_t> ids = handle->device->completer().drain();
-        if (ids.empty()) return;
         // Nothing may escape this callback: no JS frame is below it to take an
         // exception, so one would end the process (std::terminate). A call
         // fails when JS can no longer run (a notice still queued while the
         // process exits, e.g. after process.exit()): the notice is dropped.
+        // The JS side never throws from its callback, so no live waiter is
+        // lost that way; an allocation failure here drops this batch's ids.
         try {
+          const std::vector<std::uint64_t> ids = handle->device->completer().drain();
+          if (ids.empty()) return;
           Napi::Array array = Napi::Array::New(env, ids.size());
           for (std::size_t i = 0; i < ids.size(); ++i) array.Set(static_cast<std::uint32_t>(i), static_cast<double>(ids[i]));
           callback.Call({array});
-        } catch (const Napi::Error&) {
+        } catch (...) {
         }
       });
     });
