@@ -1,9 +1,5 @@
 #include "device_handle.hpp"
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-
 namespace kvflow::napi {
 
 void DeviceHandle::add_stream(const std::shared_ptr<Stream>& stream) {
@@ -69,14 +65,6 @@ void DeviceHandle::shutdown(bool abandon) {
     std::lock_guard<std::mutex> lock(mutex);
     released.swap(orphans);
   }
-  released.clear();
-#if defined(__GLIBC__)
-  // The device's threads are joined: what they freed stays in glibc's
-  // per-thread arenas (up to 8 per core), which a long-lived process that
-  // opens devices again and again sees as resident memory creeping up
-  // (bench/soak). Hand the free pages of every arena back to the system.
-  (void)malloc_trim(0);
-#endif
 }
 
 }  // namespace kvflow::napi
