@@ -113,6 +113,25 @@ const TIMED = { timing: true } as const;
 /** Saves copy on the copy engines: they run beside compute. */
 const SAVE = { engine: 'dma' } as const;
 
+/**
+ * One request's share of a batched load's outcome (`outcome` resolves with
+ * the call's error, or undefined): it rejects only when a chunk of this
+ * request failed (its hit says which, once the call's bookkeeping ran),
+ * with that chunk's code.
+ */
+export function ownFailure(outcome: Promise<unknown>, hit: StoreHit, chunks: readonly ChunkRef[], layer: number): Promise<void> {
+  return outcome.then(async (error) => {
+    if (error === undefined) return;
+    const settled = await hit.settled();
+    const mine = chunks.find((c) => settled.codes[c.index] !== undefined);
+    if (mine === undefined) return;
+    const code = settled.codes[mine.index]!;
+    throw error instanceof KvflowError && error.code === code
+      ? error
+      : new KvflowError(`chunk ${mine.index} failed in a batched load of layer ${layer} (${code})`, code);
+  });
+}
+
 export class LayerBatcher implements StoreClock {
   readonly stats: BatchStats = { loadCalls: 0, loadRequests: 0, saveCalls: 0, saveRequests: 0, savesDeferred: 0 };
   readonly #o: BatcherOptions;
@@ -268,18 +287,7 @@ export class LayerBatcher implements StoreClock {
     }
     const outcome = event.done().then(() => undefined, (e: unknown) => e ?? new Error('failed'));
     for (const q of group) {
-      const done = outcome.then(async (error) => {
-        if (error === undefined) return;
-        // Which chunks failed is put down to their hits once the call's bookkeeping ran.
-        const settled = await q.hit.settled();
-        const mine = q.chunks.find((c) => settled.codes[c.index] !== undefined);
-        if (mine === undefined) return;
-        const code = settled.codes[mine.index]!;
-        throw error instanceof KvflowError && error.code === code
-          ? error
-          : new KvflowError(`chunk ${mine.index} failed in a batched load of layer ${layer} (${code})`, code);
-      });
-      q.sink.loadIssued(layer, { before, after, done, batch: group.length });
+      q.sink.loadIssued(layer, { before, after, done: ownFailure(outcome, q.hit, q.chunks, layer), batch: group.length });
     }
   }
 

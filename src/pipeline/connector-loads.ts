@@ -13,9 +13,9 @@
  */
 import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
-import { KvflowError } from '../errors.js';
 import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import type { ChunkRef, KvStore, StoreHit } from '../store/store.js';
+import { ownFailure } from './batcher.js';
 
 /** Counts of the connector's store calls for loads and the requests they carried. */
 export interface ConnectorStats {
@@ -82,16 +82,6 @@ function issue(store: KvStore, cache: KvCache, stream: Stream, group: LoadItem[]
   const failure = event.done().then(() => undefined, (e: unknown) => e ?? new Error('load failed'));
   for (const q of group) {
     q.waits.push(after);
-    q.dones.push(failure.then(async (error) => {
-      if (error === undefined) return;
-      // Which chunks failed is put down to their hits once the call's bookkeeping ran.
-      const settled = await q.hit.settled();
-      const mine = q.chunks.find((c) => settled.codes[c.index] !== undefined);
-      if (mine === undefined) return;
-      const code = settled.codes[mine.index]!;
-      throw error instanceof KvflowError && error.code === code
-        ? error
-        : new KvflowError(`chunk ${mine.index} failed in a batched load of layer ${layer} (${code})`, code);
-    }));
+    q.dones.push(ownFailure(failure, q.hit, q.chunks, layer));
   }
 }
