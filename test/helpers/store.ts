@@ -2,7 +2,8 @@
  * What the store suites share: a small layout, random prompts and block
  * tables, and a reference of what a chunk's blocks must hold.
  */
-import type { KvCache, KvLayoutSpec } from '../../src/index.js';
+import type { KvCache, KvflowErrorCode, KvLayoutSpec, KvStore } from '../../src/index.js';
+import { injectFailure } from '../../src/device/testing.js';
 
 export { fillCache, readCache } from './cache.js';
 
@@ -30,4 +31,31 @@ export function randomBlocks(count: number, numBlocks: number): number[] {
 /** Random token ids. */
 export function randomTokens(n: number): number[] {
   return Array.from({ length: n }, () => Math.floor(Math.random() * 128000));
+}
+
+/** Counts the store's `loadLayer` calls: one entry per call, the number of requests it carried. */
+export function spyLoads(store: KvStore): number[] {
+  const calls: number[] = [];
+  const load = store.loadLayer.bind(store);
+  store.loadLayer = (chunks, ...rest) => {
+    calls.push(Array.isArray(chunks[0]) ? chunks.length : 1);
+    return load(chunks, ...rest);
+  };
+  return calls;
+}
+
+/**
+ * The store's next `loadLayer` call (of `layer`, when given) fails on its
+ * stream with `code`, as an IO error would; later calls load as usual.
+ */
+export function failNextLoad(store: KvStore, o: { layer?: number; code?: KvflowErrorCode } = {}): void {
+  const load = store.loadLayer.bind(store);
+  let armed = true;
+  store.loadLayer = (chunks, layer, cache, blocks, stream, opts) => {
+    if (armed && (o.layer === undefined || layer === o.layer)) {
+      armed = false;
+      injectFailure(stream, o.code ?? 'ERR_IO', 'injected read failure');
+    }
+    return load(chunks, layer, cache, blocks, stream, opts);
+  };
 }

@@ -6,12 +6,12 @@
 
 import { describe, expect, it } from 'vitest';
 
-import { ComputeModel, KvStore, LayerPipeline } from '../../src/index.js';
+import { ComputeModel, LayerPipeline } from '../../src/index.js';
 import { dropDram, nvmeLocation } from '../../src/store/testing.js';
 import { backends } from '../helpers/backends.js';
 import { readCache } from '../helpers/cache.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
-import { randomBlocks, randomTokens } from '../helpers/store.js';
+import { randomBlocks, randomTokens, spyLoads } from '../helpers/store.js';
 import { flipBytes, pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 4, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 1024 };
@@ -21,17 +21,6 @@ const BPC = CHUNK / SPEC.blockTokens;
 describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }) => {
   const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-batching-', spec: SPEC, chunk: CHUNK, nvmeBytes: 512 * 8192, dramBytes: 512 * 8192 });
   const { layout, openStore } = fx;
-
-  /** Counts the store's load calls and the requests each carried. */
-  function spyLoads(store: KvStore): { calls: number[] } {
-    const seen = { calls: [] as number[] };
-    const load = store.loadLayer.bind(store);
-    store.loadLayer = (chunks, ...rest) => {
-      seen.calls.push(Array.isArray(chunks[0]) ? chunks.length : 1);
-      return load(chunks, ...rest);
-    };
-    return seen;
-  }
 
   it.skipIf(skip)('32 prefills at once: loads of a layer go to the store together, every cache is exact and equals a serial load', async () => {
     const store = await openStore();
@@ -80,10 +69,10 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
     const after = pipe.stats();
     const requests = after.loadRequests - before.loadRequests;
     expect(requests).toBe(32 * SPEC.layers);
-    expect(after.loadCalls - before.loadCalls).toBe(spy.calls.length);
-    expect(spy.calls.length).toBeLessThan(requests); // batched
-    expect(spy.calls.reduce((a, b) => a + b, 0)).toBe(requests);
-    expect(Math.max(...spy.calls)).toBeGreaterThan(1);
+    expect(after.loadCalls - before.loadCalls).toBe(spy.length);
+    expect(spy.length).toBeLessThan(requests); // batched
+    expect(spy.reduce((a, b) => a + b, 0)).toBe(requests);
+    expect(Math.max(...spy)).toBeGreaterThan(1);
     await pipe.dispose();
     await compute.dispose();
     await store.close();
@@ -102,17 +91,17 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
       return { tokens, blocks: all.slice(i * 5 * BPC, (i + 1) * 5 * BPC) };
     });
     const results = await Promise.all(reqs.map((q) => pipe.prefill({ ...q, compute: compute.fn(), policy: 'load-all' })));
-    expect(Math.max(...spy.calls)).toBeGreaterThan(1);
-    expect(spy.calls.length).toBeLessThan(16 * SPEC.layers);
+    expect(Math.max(...spy)).toBeGreaterThan(1);
+    expect(spy.length).toBeLessThan(16 * SPEC.layers);
     for (const [i, r] of results.entries()) {
       expect(r.plan.loadTokens).toBe(CHUNK * 3);
       await expectPattern(fx.dev, fx.stream, fx.cache, reqs[i]!.tokens, reqs[i]!.blocks);
     }
     // Alone, each layer's load is its own call, made at once.
-    spy.calls.length = 0;
+    spy.length = 0;
     const one = { tokens: [...shared, ...randomTokens(2)], blocks: all.slice(0, 4 * BPC) };
     await pipe.prefill({ ...one, compute: compute.fn(), policy: 'load-all' });
-    expect(spy.calls).toEqual([1, 1, 1, 1]);
+    expect(spy).toEqual([1, 1, 1, 1]);
     await expectPattern(fx.dev, fx.stream, fx.cache, one.tokens, one.blocks);
     await pipe.dispose();
     await compute.dispose();
@@ -140,7 +129,7 @@ describe.each(backends)('LayerPipeline batching on $backend', ({ backend, skip }
     pipe = new LayerPipeline({ store, cache: fx.cache, computeModel: ComputeModel.fromTerms({ floorMs: 0, perTokenMs: 1, perPairMs: 0 }) });
     const spy = spyLoads(store);
     const results = await Promise.all(prompts.map((t, i) => pipe.prefill({ tokens: t, blocks: tables[i]!, compute: compute.fn(), policy: 'load-all' })));
-    expect(Math.max(...spy.calls)).toBeGreaterThan(1); // the failure came through a batched call
+    expect(Math.max(...spy)).toBeGreaterThan(1); // the failure came through a batched call
     for (const [i, r] of results.entries()) {
       if (i === 2) {
         expect(r.restarts).toHaveLength(1);

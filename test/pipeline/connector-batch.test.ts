@@ -8,12 +8,11 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 
 import { KvConnector, type ConnectorRequest, type KvStore } from '../../src/index.js';
-import { injectFailure } from '../../src/device/testing.js';
 import { dropDram, nvmeLocation } from '../../src/store/testing.js';
 import { backends } from '../helpers/backends.js';
 import { fillCache, readCache } from '../helpers/cache.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
-import { pieceOf, randomBlocks, randomTokens } from '../helpers/store.js';
+import { failNextLoad, pieceOf, randomBlocks, randomTokens, spyLoads } from '../helpers/store.js';
 import { flipBytes, pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 3, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 256 };
@@ -23,17 +22,6 @@ const BPC = CHUNK / SPEC.blockTokens;
 describe.each(backends)('KvConnector.startLoads on $backend', ({ backend, skip }) => {
   const fx = pipelineSuite(backend, skip, { prefix: 'kvflow-connbatch-', spec: SPEC, chunk: CHUNK, nvmeBytes: 128 * 8192, dramBytes: 64 * 8192 });
   const { openStore } = fx;
-
-  /** Counts the store's load calls and the requests each carried. */
-  function spyLoads(store: KvStore): number[] {
-    const calls: number[] = [];
-    const load = store.loadLayer.bind(store);
-    store.loadLayer = (chunks, ...rest) => {
-      calls.push(Array.isArray(chunks[0]) ? chunks.length : 1);
-      return load(chunks, ...rest);
-    };
-    return calls;
-  }
 
   interface Saved {
     tokens: number[];
@@ -172,15 +160,7 @@ describe.each(backends)('KvConnector.startLoads on $backend', ({ backend, skip }
     const { saved } = await savePrompts(store, [2, 2]);
     const conn = new KvConnector({ store, cache: fx.cache });
     const reqs = saved.map((s) => conn.lookup(s.tokens));
-    const load = store.loadLayer.bind(store);
-    let armed = true;
-    store.loadLayer = (chunks, layer, k, bt, s, o) => {
-      if (armed) {
-        armed = false;
-        injectFailure(s, 'ERR_IO', 'injected read failure');
-      }
-      return load(chunks, layer, k, bt, s, o);
-    };
+    failNextLoad(store);
     conn.startLoads(reqs.map((request, i) => ({ request, blocks: saved[i]!.dst })));
     waitAll(conn, reqs);
     await expect(fx.stream.record().done()).resolves.toBeUndefined();

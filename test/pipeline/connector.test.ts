@@ -1,11 +1,10 @@
 import { describe, expect, it } from 'vitest';
 
 import { KvConnector, KvStore } from '../../src/index.js';
-import { injectFailure } from '../../src/device/testing.js';
 import { nvmeLocation } from '../../src/store/testing.js';
 import { backends } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
-import { FP, randomBlocks, randomTokens } from '../helpers/store.js';
+import { FP, failNextLoad, randomBlocks, randomTokens } from '../helpers/store.js';
 import { flipBytes, pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 3, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 256 };
@@ -91,15 +90,7 @@ describe.each(backends)('KvConnector on $backend', ({ backend, skip }) => {
     const ra = conn.lookup(a);
     const rc = conn.lookup(c);
     // The load of request a's first layer fails (an IO error on its stream).
-    const load = store.loadLayer.bind(store);
-    let armed = true;
-    store.loadLayer = (chunks, layer, k, bt, s, o) => {
-      if (armed) {
-        armed = false;
-        injectFailure(s, 'ERR_IO', 'injected read failure');
-      }
-      return load(chunks, layer, k, bt, s, o);
-    };
+    failNextLoad(store);
     conn.startLoad(ra, blocks.slice(0, 6));
     conn.startLoad(rc, blocks.slice(6));
     const oa = await conn.loadResult(ra);

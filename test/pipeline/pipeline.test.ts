@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 
 import { ComputeModel, LayerPipeline } from '../../src/index.js';
-import { holdStream, injectFailure } from '../../src/device/testing.js';
+import { holdStream } from '../../src/device/testing.js';
 import { nvmeLocation } from '../../src/store/testing.js';
 import { backends } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
-import { randomBlocks, randomTokens } from '../helpers/store.js';
+import { failNextLoad, randomBlocks, randomTokens } from '../helpers/store.js';
 import { flipBytes, pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 4, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 512 };
@@ -130,15 +130,7 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
     const prompt = randomTokens(CHUNK * 5);
     await warm(pipe, compute, prompt.slice(0, CHUNK * 3));
     // The load stream's next operation (layer 0's load) fails, as an IO error would.
-    const load = store.loadLayer.bind(store);
-    let armed = true;
-    store.loadLayer = (chunks, layer, c, b, stream, o) => {
-      if (armed && layer === 2) {
-        armed = false;
-        injectFailure(stream, 'ERR_IO', 'injected read failure');
-      }
-      return load(chunks, layer, c, b, stream, o);
-    };
+    failNextLoad(store, { layer: 2 });
     compute.calls.length = 0;
     const before = store.stats().local;
     const blocks = randomBlocks(prompt.length / SPEC.blockTokens, SPEC.numBlocks);

@@ -8,11 +8,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvLayout, KvStore, LayerPipeline, type Device, type KvCache, type Stream } from '../../src/index.js';
-import { holdCompletions, holdStream, injectFailure } from '../../src/device/testing.js';
+import { holdCompletions, holdStream } from '../../src/device/testing.js';
 import { dropDram, expireLeases } from '../../src/store/testing.js';
 import { backends, open } from '../helpers/backends.js';
 import { PatternCompute, expectPattern } from '../helpers/pattern.js';
-import { randomBlocks, randomTokens } from '../helpers/store.js';
+import { failNextLoad, randomBlocks, randomTokens } from '../helpers/store.js';
 import { pipelineSuite } from '../helpers/suite.js';
 
 const SPEC = { layers: 4, kvHeads: 2, headDim: 8, dtype: 'f16' as const, blockTokens: 4, numBlocks: 512 };
@@ -90,7 +90,9 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     // now load kvflow's kernels when they open, not yet run on a GPU). There
     // the device's completions are held instead: the GPU runs on, but layer
     // 0's compute is not seen done, so layer 1's load is not issued.
-    const release = backend === 'cuda' ? holdCompletions(fx.dev) : holdStream(stream);
+    // KVFLOW_RACES_HOLD=stream holds the stream on CUDA too (to check the eager kernel load).
+    const holdCuda = backend === 'cuda' && process.env.KVFLOW_RACES_HOLD !== 'stream';
+    const release = holdCuda ? holdCompletions(fx.dev) : holdStream(stream);
     let run: ReturnType<typeof pipe.prefill>;
     try {
       run = pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
@@ -168,15 +170,7 @@ describe.each(backends)('LayerPipeline races on $backend', ({ backend, skip }) =
     seen.release();
     expect(await pinnedSettled(store, pinned)).toBe(pinned);
     // A failed load of layer 2: one restart, one lookup, the hit's tokens counted once.
-    const load = store.loadLayer.bind(store);
-    let armed = true;
-    store.loadLayer = (chunks, layer, c, b, stream, o) => {
-      if (armed && layer === 2) {
-        armed = false;
-        injectFailure(stream, 'ERR_IO', 'injected read failure');
-      }
-      return load(chunks, layer, c, b, stream, o);
-    };
+    failNextLoad(store, { layer: 2 });
     const before = store.stats().hits;
     const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
     expect(r.restarts).toHaveLength(1);
