@@ -27,7 +27,7 @@
 import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import { KvflowError } from '../errors.js';
-import type { KvCache } from '../layout/kvcache.js';
+import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import type { ChunkRef, PendingPut, StoreHit, KvStore } from '../store/store.js';
 import type { HostCost, StoreClock } from './hostcost.js';
 
@@ -132,6 +132,22 @@ export function ownFailure(outcome: Promise<unknown>, hit: StoreHit, chunks: rea
   });
 }
 
+/** One request's part of a load call: its chunks and the blocks they load into. */
+export interface LoadPart {
+  readonly chunks: readonly ChunkRef[];
+  readonly blocks: readonly number[];
+}
+
+/**
+ * Loads `layer` of every part in one store call: the single-request form for
+ * one part (its event carries its own failure), the batched form otherwise.
+ */
+export function loadParts(store: KvStore, parts: readonly LoadPart[], layer: number, cache: KvCache, stream: Stream, engine: PagedEngine | undefined): Event {
+  return parts.length === 1
+    ? store.loadLayer(parts[0]!.chunks, layer, cache, parts[0]!.blocks, stream, { engine })
+    : store.loadLayer(parts.map((q) => q.chunks), layer, cache, parts.map((q) => q.blocks), stream, { engine });
+}
+
 export class LayerBatcher implements StoreClock {
   readonly stats: BatchStats = { loadCalls: 0, loadRequests: 0, saveCalls: 0, saveRequests: 0, savesDeferred: 0 };
   readonly #o: BatcherOptions;
@@ -140,8 +156,8 @@ export class LayerBatcher implements StoreClock {
   #savesInFlight = 0;
   #scheduled = false;
   #storeMs = 0;
-  /** The costs of the calls a deferred flush issued (undefined outside one). */
-  #flushed: HostCost[] | undefined;
+  /** The costs of the calls a deferred flush issued, each once (undefined outside one). */
+  #flushed: Set<HostCost> | undefined;
 
   constructor(options: BatcherOptions) {
     this.#o = options;
@@ -203,14 +219,14 @@ export class LayerBatcher implements StoreClock {
   #deferred(flush: () => void): void {
     const t = performance.now();
     const s = this.#storeMs;
-    const costs: HostCost[] = [];
+    const costs = new Set<HostCost>();
     this.#flushed = costs;
     try {
       flush();
     } finally {
       this.#flushed = undefined;
-      if (costs.length > 0) {
-        const share = Math.max(0, performance.now() - t - (this.#storeMs - s)) / costs.length;
+      if (costs.size > 0) {
+        const share = Math.max(0, performance.now() - t - (this.#storeMs - s)) / costs.size;
         for (const c of costs) c.ownMs += share;
       }
     }
@@ -224,7 +240,7 @@ export class LayerBatcher implements StoreClock {
     for (const q of group) {
       const cost = 'call' in q ? q.call.cost : q.cost;
       cost.storeMs += share;
-      this.#flushed?.push(cost);
+      this.#flushed?.add(cost);
     }
   }
 
@@ -257,9 +273,7 @@ export class LayerBatcher implements StoreClock {
     }
     let event: Event;
     try {
-      event = group.length === 1
-        ? store.loadLayer(group[0]!.chunks, layer, cache, group[0]!.blocks, stream, { engine })
-        : store.loadLayer(group.map((q) => q.chunks), layer, cache, group.map((q) => q.blocks), stream, { engine });
+      event = loadParts(store, group, layer, cache, stream, engine);
     } catch (e) {
       this.#charge(group, t);
       // The store refused the call before enqueuing anything: one at a time,

@@ -15,7 +15,7 @@ import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import type { ChunkRef, KvStore, StoreHit } from '../store/store.js';
-import { ownFailure } from './batcher.js';
+import { loadParts, ownFailure } from './batcher.js';
 
 /** Counts of the connector's store calls for loads and the requests they carried. */
 export interface ConnectorStats {
@@ -52,9 +52,7 @@ function issue(store: KvStore, cache: KvCache, stream: Stream, group: LoadItem[]
   const engine = group[0]!.engine;
   let event: Event;
   try {
-    event = group.length === 1
-      ? store.loadLayer(group[0]!.chunks, layer, cache, group[0]!.blocks, stream, { engine })
-      : store.loadLayer(group.map((q) => q.chunks), layer, cache, group.map((q) => q.blocks), stream, { engine });
+    event = loadParts(store, group, layer, cache, stream, engine);
   } catch (error) {
     // Refused before anything was enqueued: one at a time, so that only the request it refuses sees it.
     if (group.length === 1) group[0]!.refused = { error };
