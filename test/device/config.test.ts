@@ -7,7 +7,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { BUILT_IN_DEFAULTS, KvLayout, KvflowError, defaults, openDevice, readConfig } from '../../src/index.js';
 import { codeOf, randomBytes, sameBytes } from '../helpers/backends.js';
-import { tempDir } from '../helpers/io.js';
+import { scratchDirs } from '../helpers/io.js';
+
+const tempDir = scratchDirs();
 
 const touched = new Map<string, string | undefined>();
 function setEnv(name: string, value: string): void {

@@ -9,7 +9,9 @@ import { describe, expect, it } from 'vitest';
 
 import { KvLayout, openDevice, type Disposable } from '../../src/index.js';
 import { codeOf } from '../helpers/backends.js';
-import { tempDir } from '../helpers/io.js';
+import { scratchDirs } from '../helpers/io.js';
+
+const tempDir = scratchDirs();
 
 const layout = new KvLayout({ layers: 2, kvHeads: 2, headDim: 64, dtype: 'f16', blockTokens: 16, numBlocks: 8 });
 

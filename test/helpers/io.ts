@@ -32,6 +32,22 @@ export function tempDir(prefix = 'kvflow-io-'): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
+/**
+ * For a test file's top level: a maker of fresh temp directories, every one
+ * removed after the file's tests.
+ */
+export function scratchDirs(prefix = 'kvflow-io-'): () => string {
+  const made: string[] = [];
+  afterAll(() => {
+    for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+  return () => {
+    const d = tempDir(prefix);
+    made.push(d);
+    return d;
+  };
+}
+
 /** A CPU device and a temp directory, made before the suite's tests and removed after them. */
 export function ioFixture(): { readonly dev: Device; readonly dir: string } {
   const fixture = {} as { dev: Device; dir: string };
