@@ -174,7 +174,7 @@ export class KvCache extends Disposable {
     const [dsts, srcs] = this.#sides(direction, checked.stagings);
     // Nothing to move (no record names a block): a plan whose moves do nothing.
     const native = pieces === 0 ? null : loadBinding().binding.prepareBatch(dsts, srcs, table, groups);
-    const transfer = new PreparedTransfer(this, direction, range, checked.engine, native);
+    const transfer = new PreparedTransfer(this, direction, range, { code: checked.engine, auto: this.#autoEngine, mixed: checked.mixed }, native);
     // Disposed before the buffers it names; held weakly, so plans made and
     // dropped without dispose() do not pile up under the cache.
     this.ownWeakly(transfer, DisposeOrder.caches);
@@ -193,6 +193,7 @@ export class KvCache extends Disposable {
     records: { blocks: ArrayLike<number>; staging: number; offset: number; extent: number }[];
     stagings: (PinnedBuffer | DeviceBuffer)[];
     engine: number;
+    mixed: boolean;
   } {
     const { layout } = this;
     if (!Array.isArray(records)) fail('ERR_INVALID_ARG', `expected an array of records, got ${describe(records)}`);
@@ -213,11 +214,8 @@ export class KvCache extends Disposable {
       if (index < 0) index = stagings.push(r.staging) - 1;
       out.push({ blocks: r.blocks, staging: index, offset, extent });
     }
-    const chosen = engine === 'auto' ? this.#autoEngine : engine;
-    if (chosen === 'kernel' && stagings.some((b) => b instanceof DeviceBuffer) && stagings.some((b) => b instanceof PinnedBuffer)) {
-      fail('ERR_INVALID_ARG', "expected staging of one kind (pinned or device) in a kernel-engine batch, got both; use engine 'dma' or separate calls");
-    }
-    return { records: out, stagings, engine: chosen === 'kernel' ? 1 : 0 };
+    const mixed = stagings.some((b) => b instanceof DeviceBuffer) && stagings.some((b) => b instanceof PinnedBuffer);
+    return { records: out, stagings, engine: engineCode(engine, this.#autoEngine, mixed), mixed };
   }
 
   /**
@@ -227,6 +225,18 @@ export class KvCache extends Disposable {
   protected async disposeSelf(): Promise<void> {
     await Promise.all(this.buffers.map((b) => b.dispose()));
   }
+}
+
+/**
+ * The native engine number of `engine` ('auto': the cache's default); the
+ * kernel engine refuses staging of both kinds in one batch.
+ */
+function engineCode(engine: PagedEngine, auto: 'dma' | 'kernel', mixed: boolean): number {
+  const chosen = engine === 'auto' ? auto : engine;
+  if (chosen === 'kernel' && mixed) {
+    fail('ERR_INVALID_ARG', "expected staging of one kind (pinned or device) in a kernel-engine batch, got both; use engine 'dma' or separate calls");
+  }
+  return chosen === 'kernel' ? 1 : 0;
 }
 
 /** Writes a record's planned pieces as copyBatch rows (dst, dstOffset, src, srcOffset, bytes); returns the next row's index. */
@@ -261,13 +271,15 @@ export class PreparedTransfer extends Disposable {
   readonly direction: 'gather' | 'scatter';
   /** The layers it was prepared for. */
   readonly layers: Readonly<LayerRange>;
-  readonly #engine: number;
+  /** The engine chosen at prepare (native number), the cache's 'auto', and whether staging is of both kinds (no kernel engine then). */
+  readonly #engine: { code: number; auto: 'dma' | 'kernel'; mixed: boolean };
   // null: nothing to move; undefined: disposed.
   #native: NativeBatch | null | undefined;
   protected readonly resourceName = 'prepared transfer';
 
   /** @internal Use `kvCache.prepare`. */
-  constructor(cache: KvCache, direction: 'gather' | 'scatter', layers: LayerRange, engine: number, native: NativeBatch | null) {
+  constructor(cache: KvCache, direction: 'gather' | 'scatter', layers: LayerRange, engine: { code: number; auto: 'dma' | 'kernel'; mixed: boolean },
+    native: NativeBatch | null) {
     super();
     this.cache = cache;
     this.direction = direction;
@@ -278,10 +290,18 @@ export class PreparedTransfer extends Disposable {
 
   /**
    * Enqueues on `stream` the move of `layers` (a layer or range within the
-   * prepared ones; default: all of them), with the engine chosen at prepare.
+   * prepared ones; default: all of them), with the engine chosen at prepare
+   * unless `engine` names another: a plan serves either engine, so a prefill
+   * can move its first layers with the kernel engine while nothing computes
+   * and the rest on the copy engines, from one plan.
    */
-  move(stream: Stream, layers?: number | LayerRange): void {
+  move(stream: Stream, layers?: number | LayerRange, engine?: PagedEngine): void {
     checkInstance(stream, 'stream', 'a Stream', Stream);
+    let code = this.#engine.code;
+    if (engine !== undefined) {
+      checkChoice(engine, 'engine', PAGED_ENGINES);
+      code = engineCode(engine, this.#engine.auto, this.#engine.mixed);
+    }
     const native = this.#native;
     if (native === undefined) fail('ERR_DISPOSED', 'prepared transfer is disposed');
     const all = this.layers;
@@ -299,7 +319,7 @@ export class PreparedTransfer extends Disposable {
       count = r.count;
     }
     const s = stream.native;
-    if (native !== null) s.copyPrepared(native, first - all.first, count, this.#engine);
+    if (native !== null) s.copyPrepared(native, first - all.first, count, code);
   }
 
   /** Frees the plan (transfers in flight are unaffected). */

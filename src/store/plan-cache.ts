@@ -1,9 +1,9 @@
 /**
  * The DRAM plan cache: a load whose chunks are all ready in DRAM is planned
  * once for every layer of the store (a prepared transfer per DRAM chunks,
- * cache, block table and engine, whichever lookup found the chunks), and
- * each layer is then one native call. Plans are kept least recently used
- * last and dropped oldest first.
+ * cache and block table, whichever lookup found the chunks), and each layer
+ * is then one native call, with the engine that layer's call asks for.
+ * Plans are kept least recently used last and dropped oldest first.
  */
 import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
@@ -13,13 +13,12 @@ import { settle, type StoreCore } from './core.js';
 import { failureOf, finishLoad, isLiveRef, type ChunkRef, type RefState } from './hit.js';
 
 
-/** A DRAM load planned for all layers. */
+/** A DRAM load planned for all layers (for either engine: the engine is chosen per move). */
 interface PreparedLoad {
   cache: KvCache;
   blocks: number[];
   dram: DramChunk[];
   transfer: PreparedTransfer;
-  engine: PagedEngine;
 }
 
 /** Whether `a` is the first a.length ids of `b`. */
@@ -34,9 +33,9 @@ export class PlanCache {
   readonly #plans: PreparedLoad[] = [];
 
   /** The plan of this load, made most recently used; undefined when there is none. */
-  find(cache: KvCache, engine: PagedEngine, dram: readonly DramChunk[], blocks: ArrayLike<number>, used: number): PreparedLoad | undefined {
+  find(cache: KvCache, dram: readonly DramChunk[], blocks: ArrayLike<number>, used: number): PreparedLoad | undefined {
     const plans = this.#plans;
-    const at = plans.findIndex((e) => e.cache === cache && e.engine === engine && e.dram.length === dram.length &&
+    const at = plans.findIndex((e) => e.cache === cache && e.dram.length === dram.length &&
       e.dram.every((c, i) => c === dram[i]) && e.blocks.length === used && sameBlocks(e.blocks, blocks));
     if (at < 0) return undefined;
     const entry = plans[at]!;
@@ -79,7 +78,7 @@ export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly Chu
     keys.add(r.key);
     dram.push(c);
   }
-  let entry = plans.find(kvCache, engine, dram, blockTable, used);
+  let entry = plans.find(kvCache, dram, blockTable, used);
   if (entry === undefined) {
     // Planning every layer pays off over a layer-by-layer load, which starts at the first
     // layer; a load that starts elsewhere (or whose plan was dropped) takes the general path.
@@ -92,7 +91,7 @@ export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly Chu
       stagingOffset: c.slot.offset,
     }));
     const transfer = kvCache.prepare('scatter', records, core.config.layers, engine);
-    entry = { cache: kvCache, blocks: Array.prototype.slice.call(blockTable, 0, used) as number[], dram, transfer, engine };
+    entry = { cache: kvCache, blocks: Array.prototype.slice.call(blockTable, 0, used) as number[], dram, transfer };
     plans.add(entry, core.config.preparedLoads);
     core.local.dramPlans!++;
   }
@@ -100,7 +99,7 @@ export function dramLoad(core: StoreCore, plans: PlanCache, chunks: readonly Chu
   for (const c of dram) tier.pin(c);
   let event: Event;
   try {
-    transfer.move(stream, layer);
+    transfer.move(stream, layer, engine);
     event = stream.record();
   } catch (e) {
     for (const c of dram) tier.unpin(c);

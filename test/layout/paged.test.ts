@@ -441,6 +441,42 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     await cache.dispose();
   });
 
+  it.skipIf(skip)('a prepared transfer moves with the engine a move names, and refuses what that engine cannot move', async () => {
+    const shape = { ...SHAPES[3]!, numBlocks: 64 };
+    const layout = new KvLayout(shape);
+    const cache = dev.allocKvCache(layout);
+    const original = await fill(cache);
+    const order = shuffle(layout.numBlocks);
+    const recs = [order.slice(0, 4), order.slice(4, 7)];
+    const bytes = recs.map((b) => layout.stagingBytes(b.length * layout.blockTokens));
+    const a = dev.allocPinned(bytes[0]!);
+    const b = dev.allocPinned(bytes[1]!);
+    poison(a.array);
+    poison(b.array);
+    // Prepared for the copy engines; layers alternate between the kernel engine, 'auto' and the default.
+    const plan = cache.prepare('gather', [{ blocks: recs[0]!, staging: a }, { blocks: recs[1]!, staging: b }], undefined, 'dma');
+    for (let layer = 0; layer < layout.layers; layer++) plan.move(stream, layer, (['kernel', 'auto', undefined] as const)[layer % 3]);
+    await stream.synchronize();
+    expectRecord(shape, original, a.array, 0, recs[0]!, 'record 0');
+    expectRecord(shape, original, b.array, 0, recs[1]!, 'record 1');
+    expect(codeOf(() => plan.move(stream, 0, 'fast' as never))).toBe('ERR_INVALID_ARG');
+    // Pinned and device staging in one plan: the copy engines move it, the kernel engine refuses it and enqueues nothing.
+    const d = dev.allocDevice(bytes[1]!);
+    const mixed = cache.prepare('gather', [{ blocks: recs[0]!, staging: a }, { blocks: recs[1]!, staging: d }], undefined, 'dma');
+    poison(a.array);
+    const poisoned = a.array.slice();
+    expect(codeOf(() => mixed.move(stream, 0, 'kernel'))).toBe('ERR_INVALID_ARG');
+    await stream.synchronize();
+    expect(sameBytes(a.array, poisoned)).toBe('equal');
+    mixed.move(stream, undefined, 'dma');
+    await stream.synchronize();
+    expectRecord(shape, original, a.array, 0, recs[0]!, 'mixed record 0');
+    mixed.dispose();
+    plan.dispose();
+    await Promise.all([a.dispose(), b.dispose(), d.dispose()]);
+    await cache.dispose();
+  });
+
   it.skipIf(skip)('a native prepared batch keeps its groups across empty rows and refuses bad groups', async () => {
     const { binding } = loadBinding();
     const src = dev.allocPinned(4096);
