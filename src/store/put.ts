@@ -26,7 +26,7 @@
 import type { Event } from '../device/event.js';
 import { Stream } from '../device/stream.js';
 import { KvflowError, describe, fail } from '../errors.js';
-import type { KvCache, StagingRecord } from '../layout/kvcache.js';
+import type { KvCache, PreparedTransfer, StagingRecord } from '../layout/kvcache.js';
 import type { DramChunk } from './arena.js';
 import { engineOf, putOptions, type LayerMoveOptions } from './config.js';
 import { settle, type StoreCore } from './core.js';
@@ -68,6 +68,12 @@ interface PutState {
   /** Per layer: its latest copy's event and core.seq when it was enqueued. */
   readonly latest: ({ event: Event; seq: number } | undefined)[];
   state: 'open' | 'committing' | 'done';
+  /**
+   * The gather of every layer of the put's chunks, planned at its first
+   * putLayer (a put alone in its call): later layers with the same blocks
+   * cost one native call each. Disposed when the put ends.
+   */
+  plan: { cache: KvCache; blocks: readonly (readonly number[])[]; transfer: PreparedTransfer } | undefined;
   /** Settles when a commit in progress ends. */
   committing: Promise<unknown> | undefined;
 }
@@ -134,7 +140,7 @@ export function beginPut(core: StoreCore, keys: readonly string[], hit?: StoreHi
   });
   return makePut({
     owner: core, parts, keys, begun: core.seq, hit, events: [], latest: new Array(layers).fill(undefined),
-    state: 'open', committing: undefined,
+    state: 'open', plan: undefined, committing: undefined,
   }, keys.length);
 }
 
@@ -167,7 +173,9 @@ export function putLayer(core: StoreCore, pending: PendingPut | readonly Pending
     }
     return s;
   });
-  kvCache.moveRecords(stream, 'gather', records, layer, engine);
+  const plan = states.length === 1 ? planOf(core, states[0]!, kvCache, records.map((r) => r.blocks as number[])) : undefined;
+  if (plan) plan.move(stream, layer, engine);
+  else kvCache.moveRecords(stream, 'gather', records, layer, engine);
   const event = stream.record();
   const seq = ++core.seq;
   for (const s of states) {
@@ -175,6 +183,39 @@ export function putLayer(core: StoreCore, pending: PendingPut | readonly Pending
     s.latest[li] = { event, seq };
   }
   return event;
+}
+
+/**
+ * The put's prepared gather when `blocks` (this layer's, per chunk with a
+ * DRAM slot) are those it was planned with, planning it at the put's first
+ * call; undefined when the general path must move this layer (the block
+ * table changed, another cache, a store of one layer).
+ */
+function planOf(core: StoreCore, s: PutState, kvCache: KvCache, blocks: readonly (readonly number[])[]): PreparedTransfer | undefined {
+  if (blocks.length === 0 || core.config.layers.count === 1) return undefined;
+  const plan = s.plan;
+  if (plan) {
+    const same = plan.cache === kvCache && plan.blocks.length === blocks.length && plan.blocks.every((b, i) => sameIds(b, blocks[i]!));
+    return same ? plan.transfer : undefined;
+  }
+  if (s.events.length > 0) return undefined; // planned at the first call only
+  const slots = s.parts.filter((p) => p.dram).map((p) => p.dram!.slot);
+  const transfer = kvCache.prepare('gather', slots.map((slot, i) => ({ blocks: blocks[i]!, staging: slot.buffer, stagingOffset: slot.offset })),
+    core.config.layers);
+  s.plan = { cache: kvCache, blocks, transfer };
+  return transfer;
+}
+
+function sameIds(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Frees the put's plan (its moves in flight are unaffected). */
+function dropPlan(s: PutState): void {
+  void s.plan?.transfer.dispose();
+  s.plan = undefined;
 }
 
 /** KvStore.put (see there). */
@@ -266,6 +307,7 @@ async function refusal(core: StoreCore, s: PutState): Promise<unknown> {
 
 async function commitParts(core: StoreCore, s: PutState, options: { durable?: boolean }): Promise<PutResult> {
   const refused = await refusal(core, s);
+  dropPlan(s);
   if (refused !== undefined) {
     discardParts(core, s);
     s.state = 'done';
@@ -300,6 +342,7 @@ export async function abort(core: StoreCore, pending: PendingPut): Promise<void>
   }
   if (s.state === 'done') return;
   s.state = 'done';
+  dropPlan(s);
   await Promise.all(s.events.map(settle));
   discardParts(core, s);
 }
