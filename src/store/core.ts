@@ -48,7 +48,7 @@ export class StoreCore {
   /** The first lower tier that can be written: where chunks are demoted to. */
   readonly demoteTo: Tier | undefined;
   readonly local: LocalCounters = {
-    lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, dramPlans: 0, dramPlannedLayers: 0, checksumFailures: 0, evictedLoads: 0, leaseMisses: 0,
+    lookups: 0, hitChunks: 0, missChunks: 0, dramLoads: 0, nvmeLoads: 0, dramPlans: 0, dramPlannedLayers: 0, putPlans: 0, putPlannedLayers: 0, checksumFailures: 0, evictedLoads: 0, leaseMisses: 0,
     puts: 0, putSkipped: 0, madeDurable: 0, dramHitTokens: 0, nvmeHitTokens: 0, missTokens: 0, failedTokens: 0, demoted: 0, demoteDropped: 0, writeErrors: 0, admitErrors: 0,
   };
   /** Loads and their bookkeeping in flight (flush and close wait for them). */

@@ -174,8 +174,19 @@ export function putLayer(core: StoreCore, pending: PendingPut | readonly Pending
     return s;
   });
   const plan = states.length === 1 ? planOf(core, states[0]!, kvCache, records.map((r) => r.blocks as number[])) : undefined;
-  if (plan) plan.move(stream, layer, engine);
-  else kvCache.moveRecords(stream, 'gather', records, layer, engine);
+  if (plan) {
+    try {
+      plan.transfer.move(stream, layer, engine);
+    } catch (e) {
+      // A rejected call changes nothing: a plan made for it goes with it.
+      if (plan.made) dropPlan(states[0]!);
+      throw e;
+    }
+    if (plan.made) core.local.putPlans!++;
+    core.local.putPlannedLayers!++;
+  } else {
+    kvCache.moveRecords(stream, 'gather', records, layer, engine);
+  }
   const event = stream.record();
   const seq = ++core.seq;
   for (const s of states) {
@@ -188,22 +199,23 @@ export function putLayer(core: StoreCore, pending: PendingPut | readonly Pending
 /**
  * The put's prepared gather when `blocks` (this layer's, per chunk with a
  * DRAM slot) are those it was planned with, planning it at the put's first
- * call; undefined when the general path must move this layer (the block
- * table changed, another cache, a store of one layer).
+ * call (`made`: by this call); undefined when the general path must move
+ * this layer (the block table changed, another cache, more chunks than
+ * `preparedMaxChunks`, a store of one layer, a first call that was batched).
  */
-function planOf(core: StoreCore, s: PutState, kvCache: KvCache, blocks: readonly (readonly number[])[]): PreparedTransfer | undefined {
-  if (blocks.length === 0 || core.config.layers.count === 1) return undefined;
+function planOf(core: StoreCore, s: PutState, kvCache: KvCache, blocks: readonly (readonly number[])[]): { transfer: PreparedTransfer; made: boolean } | undefined {
+  if (blocks.length === 0 || blocks.length > core.config.preparedMaxChunks || core.config.layers.count === 1) return undefined;
   const plan = s.plan;
   if (plan) {
     const same = plan.cache === kvCache && plan.blocks.length === blocks.length && plan.blocks.every((b, i) => sameIds(b, blocks[i]!));
-    return same ? plan.transfer : undefined;
+    return same ? { transfer: plan.transfer, made: false } : undefined;
   }
   if (s.events.length > 0) return undefined; // planned at the first call only
   const slots = s.parts.filter((p) => p.dram).map((p) => p.dram!.slot);
   const transfer = kvCache.prepare('gather', slots.map((slot, i) => ({ blocks: blocks[i]!, staging: slot.buffer, stagingOffset: slot.offset })),
     core.config.layers);
   s.plan = { cache: kvCache, blocks, transfer };
-  return transfer;
+  return { transfer, made: true };
 }
 
 function sameIds(a: readonly number[], b: readonly number[]): boolean {

@@ -22,6 +22,9 @@ export interface KvStoreLocalCounters {
   /** DRAM loads planned for every layer at once, and the layer loads those plans served. */
   dramPlans: number;
   dramPlannedLayers: number;
+  /** Puts whose gather was planned for every layer at their first putLayer, and the layer copies those plans served. */
+  putPlans: number;
+  putPlannedLayers: number;
   /** Loads whose data failed its checksum, loads of chunks evicted before they were read, hit chunks whose lease was lost. */
   checksumFailures: number;
   evictedLoads: number;

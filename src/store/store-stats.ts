@@ -22,8 +22,9 @@ export interface KvStoreStats {
   /**
    * This process: lookups and the chunks they hit or missed, loads (per chunk
    * and layer; `dramPlans`: DRAM loads planned for every layer at once,
-   * `dramPlannedLayers`: layer loads those plans served), checksum failures,
-   * NVMe writes.
+   * `dramPlannedLayers`: layer loads those plans served; `putPlans` and
+   * `putPlannedLayers` the same of puts' copies), checksum failures, NVMe
+   * writes.
    */
   local: KvStoreLocalCounters;
   /** Every process of the directory (written in batches). */

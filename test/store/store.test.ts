@@ -181,6 +181,8 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     }
     expect((await store.commit(p)).added).toBe(2);
     expect(used[0]).not.toEqual(used[1]);
+    // Planned at layer 0 and used for layer 2; layer 1 (another table) took the general path.
+    expect(store.stats().local).toMatchObject({ putPlans: 1, putPlannedLayers: 2 });
     const hit = store.lookup(tokens);
     const dst = randomBlocks(2 * BPC, SPEC.numBlocks);
     for (let layer = 0; layer < SPEC.layers; layer++) await store.loadLayer(hit.chunks, layer, fx.dst, dst, fx.stream).done();
