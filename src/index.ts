@@ -77,6 +77,7 @@ export { lruRank, type ChunkUse, type EvictionRank } from './store/dram.js';
 export {
   BandwidthMeter,
   ComputeModel,
+  HostModel,
   PRIOR_BYTES_PER_MS,
   attentionPairs,
   layerModelMs,
@@ -84,6 +85,8 @@ export {
   type ComputeSample,
   type ComputeTerms,
   type HitSpan,
+  type HostSample,
+  type HostTerms,
   type PlanRequest,
   type PrefillPlan,
   type PrefillPolicy,

@@ -4,6 +4,7 @@
  */
 export { ComputeModel, attentionPairs, type ComputeSample, type ComputeTerms } from './compute.js';
 export { BandwidthMeter, PRIOR_BYTES_PER_MS, type TierBandwidth } from './bandwidth.js';
+export { HostModel, type HostSample, type HostTerms } from './host.js';
 export {
   layerModelMs,
   planPrefill,

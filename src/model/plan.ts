@@ -14,6 +14,7 @@ import { describe, fail } from '../errors.js';
 import { checkChoice, checkInteger } from '../util/validate.js';
 import type { BandwidthMeter } from './bandwidth.js';
 import type { ComputeModel } from './compute.js';
+import type { HostModel } from './host.js';
 
 /** `adaptive` balances IO and compute; `load-all` loads every cached token; `recompute` loads nothing. */
 export type PrefillPolicy = 'adaptive' | 'load-all' | 'recompute';
@@ -43,6 +44,12 @@ export interface PlanRequest {
   compute: ComputeModel | ((newTokens: number, start: number) => number);
   /** Read bandwidth of a tier in bytes per millisecond. */
   bandwidth: BandwidthMeter | ((tier: string) => number);
+  /**
+   * Host time of one layer of this prefill alone (ms), loading `chunks`
+   * chunks per layer: a layer takes at least that long (scaled by
+   * `computeSharing`: prefills in flight share one JS thread). Default: none.
+   */
+  host?: HostModel | ((chunks: number) => number);
   /** Prefills loading at once, which share each tier's bandwidth (default 1). */
   sharing?: number;
   /**
@@ -73,7 +80,9 @@ export interface SplitPrediction {
   computeFrom: number;
   loadMsPerLayer: number;
   computeMsPerLayer: number;
-  /** Predicted prefill time. */
+  /** Host time per layer (with the prefills sharing the host); 0 without a host model. */
+  hostMsPerLayer: number;
+  /** Predicted prefill time: the per-layer model, or the host's floor `layers x hostMsPerLayer` when that is longer. */
   ms: number;
 }
 
@@ -132,6 +141,13 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
   const meter = req.bandwidth;
   const bw = typeof meter === 'function' ? (t: string) => meter(t) / sharing : (t: string) => meter.share(t, sharing);
   const loadFrom = Math.floor(held / chunk) * chunk;
+  const hostOf = req.host === undefined ? () => 0
+    : typeof req.host === 'function' ? req.host : req.host.predict.bind(req.host);
+  const hostMs = (loadTokens: number): number => {
+    const h = hostOf(Math.ceil(loadTokens / chunk)) * computeSharing;
+    return Number.isFinite(h) && h > 0 ? h : 0;
+  };
+  const total = (loadMs: number, c: number, h: number): number => Math.max(layerModelMs(layers, loadMs, c), layers * h);
 
   // Tokens of [loadFrom, end) per tier.
   const perTier = (end: number): HitSpan[] => {
@@ -152,12 +168,14 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
   const predict = (end: number): SplitPrediction => {
     if (end <= held) {
       const c = compute(n - held, held);
-      return { loadTokens: 0, computeFrom: held, loadMsPerLayer: 0, computeMsPerLayer: c, ms: layerModelMs(layers, 0, c) };
+      const h = hostMs(0);
+      return { loadTokens: 0, computeFrom: held, loadMsPerLayer: 0, computeMsPerLayer: c, hostMsPerLayer: h, ms: total(0, c, h) };
     }
     const computeFrom = Math.min(end, n - 1);
     const loadMs = perTier(end).reduce((a, s) => a + (s.tokens * req.bytesPerTokenPerLayer) / bw(s.tier), 0);
     const c = compute(n - computeFrom, computeFrom);
-    return { loadTokens: end - loadFrom, computeFrom, loadMsPerLayer: loadMs, computeMsPerLayer: c, ms: layerModelMs(layers, loadMs, c) };
+    const h = hostMs(end - loadFrom);
+    return { loadTokens: end - loadFrom, computeFrom, loadMsPerLayer: loadMs, computeMsPerLayer: c, hostMsPerLayer: h, ms: total(loadMs, c, h) };
   };
 
   const recompute = predict(held);
@@ -181,6 +199,8 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
     if (best && best.ms < chosen.ms * (1 - margin)) chosen = best;
   }
   const basis = describeBasis(req);
+  const hostBound = chosen.ms > layerModelMs(layers, chosen.loadMsPerLayer, chosen.computeMsPerLayer) * (1 + 1e-9)
+    ? `; host-bound (${chosen.hostMsPerLayer.toFixed(3)} ms per layer)` : '';
   const why = policy !== 'adaptive' ? `policy ${policy}`
     : chosen.loadTokens === 0 ? (hitTokens <= held ? 'nothing cached beyond what is held' : 'recomputing is predicted fastest')
     : chosen.computeFrom >= Math.min(hitTokens, n - 1) ? 'loading the whole hit is predicted fastest'
@@ -193,7 +213,7 @@ export function planPrefill(req: PlanRequest): PrefillPlan {
     computeTokens: n - chosen.computeFrom,
     recomputeMs: recompute.ms,
     loadAllMs: loadAll.ms,
-    reason: `${why}; ${basis}`,
+    reason: `${why}; ${basis}${hostBound}`,
   };
 }
 

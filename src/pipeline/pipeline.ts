@@ -15,9 +15,10 @@ import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js'
 import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import { BandwidthMeter } from '../model/bandwidth.js';
 import { ComputeModel } from '../model/compute.js';
+import { HostModel } from '../model/host.js';
 import { POLICIES, planPrefill, type PrefillPlan, type PrefillPolicy } from '../model/plan.js';
 import { abortError, throwIfAborted } from '../util/abort.js';
-import { checkChoice, checkInteger, checkKnownOptions } from '../util/validate.js';
+import { checkChoice, checkInstance, checkInteger, checkKnownOptions } from '../util/validate.js';
 import { toTokenIds } from '../store/keys.js';
 import type { KvStore } from '../store/store.js';
 import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
@@ -113,6 +114,8 @@ export interface LayerPipelineOptions {
   /** Shared calibration; default: a new one per pipeline. */
   computeModel?: ComputeModel;
   bandwidth?: BandwidthMeter;
+  /** Host time per layer (a floor under a prefill's time), calibrated from this pipeline's prefills; default: a new one. */
+  hostModel?: HostModel;
   /**
    * Store calls of saves in flight at most (default 16): past it, saves wait
    * in the pipeline's queue (references only: a put's slots are reserved
@@ -138,6 +141,7 @@ export class LayerPipeline {
   readonly cache: KvCache;
   readonly computeModel: ComputeModel;
   readonly bandwidth: BandwidthMeter;
+  readonly hostModel: HostModel;
   readonly lookahead: number;
   readonly maxRestarts: number;
   readonly timing: 'device' | 'host';
@@ -154,7 +158,7 @@ export class LayerPipeline {
 
   constructor(options: LayerPipelineOptions) {
     if (typeof options !== 'object' || options === null) fail('ERR_INVALID_ARG', `expected pipeline options, got ${describe(options)}`);
-    checkKnownOptions(options, 'options', ['store', 'cache', 'computeStream', 'lookahead', 'maxRestarts', 'computeModel', 'bandwidth', 'saveDepth', 'timing']);
+    checkKnownOptions(options, 'options', ['store', 'cache', 'computeStream', 'lookahead', 'maxRestarts', 'computeModel', 'bandwidth', 'hostModel', 'saveDepth', 'timing']);
     const { store, cache } = options;
     if (typeof store?.lookup !== 'function') fail('ERR_INVALID_ARG', `expected a KvStore for store, got ${describe(store)}`);
     if (typeof cache?.layout !== 'object') fail('ERR_INVALID_ARG', `expected a KvCache for cache, got ${describe(cache)}`);
@@ -169,6 +173,8 @@ export class LayerPipeline {
     this.cache = cache;
     this.computeModel = options.computeModel ?? new ComputeModel();
     this.bandwidth = options.bandwidth ?? new BandwidthMeter();
+    if (options.hostModel !== undefined) checkInstance(options.hostModel, 'hostModel', 'a HostModel', HostModel);
+    this.hostModel = options.hostModel ?? new HostModel();
     this.#ownsCompute = options.computeStream === undefined;
     this.#computeStream = options.computeStream ?? store.device.createStream();
     this.#loadStream = store.device.createStream({ priority: 'high' });
@@ -268,10 +274,14 @@ export class LayerPipeline {
             host.storeMsPerLayer += l.host.storeMs / n;
             host.computeMsPerLayer += l.host.computeMs / n;
           }
+          const hostMs = host.ownMsPerLayer + host.storeMsPerLayer + host.computeMsPerLayer;
+          if (outcome.layers.length > 0 && Number.isFinite(hostMs) && hostMs >= 0) {
+            this.hostModel.observe({ chunks: Math.ceil(plan.loadTokens / this.store.chunkTokens), ms: hostMs });
+          }
           return {
             plan, hitTokens: hit.tokens, restarts, layers: outcome.layers, timeSource: outcome.timeSource, saved: outcome.saved,
             ttftMs: outcome.computedMs, ms: performance.now() - t0,
-            hostMsPerLayer: host.ownMsPerLayer + host.storeMsPerLayer + host.computeMsPerLayer, host,
+            hostMsPerLayer: hostMs, host,
           };
         }
       } finally {
@@ -299,6 +309,7 @@ export class LayerPipeline {
       hit,
       compute: this.computeModel,
       bandwidth: this.bandwidth,
+      host: this.hostModel,
       sharing: this.#inFlight,
     });
   }

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import { BandwidthMeter, ComputeModel, KvflowError, attentionPairs, layerModelMs, planPrefill, type PlanRequest } from '../../src/index.js';
+import { BandwidthMeter, ComputeModel, HostModel, KvflowError, attentionPairs, layerModelMs, planPrefill, type PlanRequest } from '../../src/index.js';
 
 function code(fn: () => unknown): string | undefined {
   try {
@@ -111,7 +111,80 @@ const requestArb = fc
     return req;
   });
 
+describe('HostModel', () => {
+  it('recovers base and per-chunk host time from prefills of two load sizes; flat with one, and says so', () => {
+    const m = new HostModel();
+    expect(m.terms.basis).toBe('none');
+    expect(m.predict(8)).toBe(0);
+    m.observe({ chunks: 4, ms: 0.5 });
+    m.observe({ chunks: 4, ms: 0.7 });
+    expect(m.terms).toMatchObject({ basis: 'flat', perChunkMs: 0, samples: 2 });
+    expect(m.terms.baseMs).toBeCloseTo(0.6, 9);
+    for (const [chunks, ms] of [[0, 0.1], [2, 0.3], [8, 0.9], [0, 0.1], [8, 0.9]] as const) m.observe({ chunks, ms });
+    // Samples on 0.1 + 0.1 x chunks, and the two first ones (0.5, 0.7 at 4: mean 0.6 is off the line by 0.1 each).
+    expect(m.terms.basis).toBe('measured');
+    expect(m.terms.perChunkMs).toBeGreaterThan(0.05);
+    expect(m.predict(8)).toBeGreaterThan(m.predict(0));
+  });
+
+  it('never fits a negative term, and rejects bad samples with codes, keeping its terms', () => {
+    fc.assert(
+      fc.property(fc.array(fc.record({ chunks: fc.integer({ min: 0, max: 64 }), ms: fc.double({ min: 0, max: 10, noNaN: true }) }), { minLength: 1, maxLength: 40 }), (samples) => {
+        const m = new HostModel();
+        for (const s of samples) m.observe(s);
+        expect(m.terms.baseMs).toBeGreaterThanOrEqual(0);
+        expect(m.terms.perChunkMs).toBeGreaterThanOrEqual(0);
+        for (const c of [0, 1, 16, 64]) expect(Number.isFinite(m.predict(c)) && m.predict(c) >= 0).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+    const m = new HostModel();
+    m.observe({ chunks: 2, ms: 1 });
+    const before = { ...m.terms };
+    for (const bad of [{ chunks: -1, ms: 1 }, { chunks: 1.5, ms: 1 }, { chunks: 1, ms: -1 }, { chunks: 1, ms: Number.NaN }, null]) {
+      expect(code(() => m.observe(bad as never))).toBe('ERR_INVALID_ARG');
+    }
+    expect(m.terms).toEqual(before);
+  });
+});
+
 describe('planPrefill', () => {
+  it('a layer takes at least its host time: the floor is in every prediction, adaptive still never predicted slower than either end', () => {
+    fc.assert(
+      fc.property(requestArb, fc.double({ min: 0, max: 5, noNaN: true }), fc.double({ min: 0, max: 1, noNaN: true }), (req, base, perChunk) => {
+        const host = (chunks: number): number => base + perChunk * chunks;
+        const a = planPrefill({ ...req, policy: 'adaptive', host });
+        const r = planPrefill({ ...req, policy: 'recompute', host });
+        const l = planPrefill({ ...req, policy: 'load-all', host });
+        expect(a.ms).toBeLessThanOrEqual(r.ms);
+        expect(a.ms).toBeLessThanOrEqual(l.ms);
+        const sharing = req.computeSharing ?? req.sharing ?? 1;
+        for (const p of [a, r, l]) {
+          expect(p.hostMsPerLayer).toBeCloseTo(host(Math.ceil(p.loadTokens / req.chunkTokens)) * Math.max(1, sharing), 9);
+          expect(p.ms).toBeCloseTo(Math.max(layerModelMs(req.layers, p.loadMsPerLayer, p.computeMsPerLayer), req.layers * p.hostMsPerLayer), 9);
+          if (p.ms > layerModelMs(req.layers, p.loadMsPerLayer, p.computeMsPerLayer) * (1 + 1e-6)) expect(p.reason).toContain('host-bound');
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a host that loads slowly turns a load into a recompute; a HostModel serves as the host', () => {
+    const req: PlanRequest = {
+      policy: 'adaptive', layers: 32, bytesPerTokenPerLayer: 4096, promptTokens: 3000, chunkTokens: 256,
+      hit: [{ tier: 'dram', tokens: 2560 }], compute: (n) => 0.002 * n, bandwidth: () => 50e6,
+    };
+    const fast = planPrefill(req);
+    expect(fast.loadTokens).toBe(2560); // loading is far cheaper on the GPU
+    const m = new HostModel();
+    m.observe({ chunks: 0, ms: 0.5 });
+    m.observe({ chunks: 10, ms: 6.5 }); // 0.6 ms of host per chunk and layer: loading 10 chunks is host-bound at 6.5 ms per layer
+    const slow = planPrefill({ ...req, host: m });
+    expect(slow.loadTokens).toBeLessThan(2560);
+    expect(slow.ms).toBeLessThanOrEqual(slow.recomputeMs);
+    expect(slow.loadAllMs).toBeCloseTo(32 * m.predict(10), 6);
+  });
+
   it('prefills of one pipeline share compute as they share IO: the split does not change with how many are in flight', () => {
     fc.assert(
       fc.property(requestArb, fc.constantFrom<PlanRequest['policy']>('adaptive', 'load-all', 'recompute'), (req, policy) => {

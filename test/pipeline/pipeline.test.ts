@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { ComputeModel, LayerPipeline } from '../../src/index.js';
+import { ComputeModel, HostModel, LayerPipeline } from '../../src/index.js';
 import { holdStream } from '../../src/device/testing.js';
 import { nvmeLocation } from '../../src/store/testing.js';
 import { backends } from '../helpers/backends.js';
@@ -51,6 +51,33 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
       await expectExact(prompt, blocks);
     }
     expect(store.lookup(prompt).chunks).toHaveLength(6);
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('learns its host time per layer from its prefills, and plans with it: a host that loads slowly recomputes', async () => {
+    const store = await openStore();
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const prompt = randomTokens(CHUNK * 4 + 3);
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2 });
+    await warm(pipe, compute, prompt);
+    const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
+    const r = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
+    expect(pipe.hostModel.terms.samples).toBe(2); // the warm-up and this prefill
+    expect(r.plan.hostMsPerLayer).toBeGreaterThan(0);
+    expect(r.plan.loadTokens).toBe(CHUNK * 4);
+    // The same prompt with a host model that says each loaded chunk costs a second of host time per layer.
+    const host = new HostModel();
+    host.observe({ chunks: 0, ms: 0 });
+    host.observe({ chunks: 1, ms: 1000 });
+    const slow = new LayerPipeline({ store, cache: fx.cache, lookahead: 2, hostModel: host, computeModel: pipe.computeModel, bandwidth: pipe.bandwidth });
+    const again = await slow.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'adaptive' });
+    expect(again.plan.loadTokens).toBe(0);
+    expect(again.plan.loadAllMs).toBeGreaterThanOrEqual(SPEC.layers * 4000);
+    await expectExact(prompt, blocks);
+    expect(() => new LayerPipeline({ store, cache: fx.cache, hostModel: {} as never })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    await slow.dispose();
     await pipe.dispose();
     await compute.dispose();
     await store.close();
