@@ -198,6 +198,32 @@ describe.each(backends)('KvStore on $backend', ({ backend, skip }) => {
     await store.close();
   });
 
+  it.skipIf(skip)('a store of a layer range plans its puts and DRAM loads by the range: bytes exact, either engine, any order', async () => {
+    const store = await openStore(storeDir(), { layers: { first: 1, count: SPEC.layers - 1 } });
+    const tokens = randomTokens(CHUNK * 2);
+    const blocks = randomBlocks(2 * BPC, SPEC.numBlocks);
+    const p = store.beginPut(tokens);
+    expect(() => store.putLayer(p, 0, fx.src, blocks, fx.stream)).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    for (let layer = SPEC.layers - 1; layer >= 1; layer--) store.putLayer(p, layer, fx.src, blocks, fx.stream, { engine: layer % 2 ? 'kernel' : 'dma' });
+    expect((await store.commit(p)).added).toBe(2);
+    const hit = store.lookup(tokens);
+    const dst = randomBlocks(2 * BPC, SPEC.numBlocks);
+    for (let layer = 1; layer < SPEC.layers; layer++) {
+      await store.loadLayer(hit.chunks, layer, fx.dst, dst, fx.stream, { engine: layer % 2 ? 'dma' : 'kernel' }).done();
+    }
+    hit.release();
+    expect(store.stats().local).toMatchObject({ putPlans: 1, putPlannedLayers: SPEC.layers - 1, dramPlans: 1, dramPlannedLayers: SPEC.layers - 1 });
+    const got = await readCache(fx.dev, fx.stream, fx.dst);
+    for (let layer = 1; layer < SPEC.layers; layer++) {
+      for (let i = 0; i < dst.length; i++) {
+        for (const kv of [0, 1] as const) {
+          expect(Buffer.compare(pieceOf(fx.src, fx.srcData, layer, kv, blocks[i]!), pieceOf(fx.dst, got, layer, kv, dst[i]!)), `layer ${layer} block ${i} kv ${kv}`).toBe(0);
+        }
+      }
+    }
+    await store.close();
+  });
+
   it.skipIf(skip)('a per-call engine overrides the store\'s for putLayer and loadLayer; one DRAM plan serves both engines', async () => {
     const store = await openStore(storeDir());
     const tokens = randomTokens(CHUNK * 3);
