@@ -441,6 +441,45 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     await cache.dispose();
   });
 
+  it.skipIf(skip).each(ARRANGEMENTS)('%s: a prepared gather of any layer range moves the bytes moveRecords moves, layer by layer (random records, runs that merge)', async (arrangement) => {
+    const layout = new KvLayout({ ...SHAPES[3]!, layers: 5, numBlocks: 48, arrangement });
+    const cache = dev.allocKvCache(layout);
+    await fill(cache);
+    for (let round = 0; round < 6; round++) {
+      const first = Math.floor(Math.random() * layout.layers);
+      const range = { first, count: 1 + Math.floor(Math.random() * (layout.layers - first)) };
+      const order = shuffle(layout.numBlocks);
+      // Three records: random blocks, a run of neighbours (merged pieces), one block.
+      const start = Math.floor(Math.random() * (layout.numBlocks - 4));
+      const blockSets = [order.slice(0, 1 + Math.floor(Math.random() * 6)), [start, start + 1, start + 2, start + 3], [order[10]!]];
+      const sizes = blockSets.map((b) => layout.extentBytes(b.length * layout.blockTokens) * range.count);
+      const total = sizes.reduce((a, b) => a + b, 0) + 3 * 4096;
+      const viaPlan = dev.allocPinned(total);
+      const viaMove = dev.allocPinned(total);
+      poison(viaPlan.array);
+      viaMove.array.set(viaPlan.array);
+      let at = 0;
+      const records = blockSets.map((blocks, i) => {
+        const r = { blocks, stagingOffset: at + 4096 * i };
+        at += sizes[i]!;
+        return r;
+      });
+      const plan = cache.prepare('gather', records.map((r) => ({ ...r, staging: viaPlan })), range);
+      for (let li = range.count - 1; li >= 0; li--) plan.move(stream, range.first + li);
+      for (let li = 0; li < range.count; li++) {
+        const layer = range.first + li;
+        cache.moveRecords(stream, 'gather', records.map((r, i) => ({
+          blocks: r.blocks, staging: viaMove, stagingOffset: r.stagingOffset + li * layout.extentBytes(blockSets[i]!.length * layout.blockTokens),
+        })), layer);
+      }
+      await stream.synchronize();
+      expect(sameBytes(viaPlan.array, viaMove.array), `round ${round} layers ${range.first}+${range.count}`).toBe('equal');
+      plan.dispose();
+      await Promise.all([viaPlan.dispose(), viaMove.dispose()]);
+    }
+    await cache.dispose();
+  });
+
   it.skipIf(skip)('a prepared transfer moves with the engine a move names, and refuses what that engine cannot move', async () => {
     const shape = { ...SHAPES[3]!, numBlocks: 64 };
     const layout = new KvLayout(shape);
