@@ -226,7 +226,8 @@ export interface NativeBinding {
   /** CRC32C of `data` continuing from `seed`, on the calling thread. */
   crc32c(data: Uint8Array, seed: number): number;
   /** Checks and keeps a batch (rows as copyBatch takes them) cut into groups at the row indices of `groups`. */
-  prepareBatch(dsts: NativeBuffer[], srcs: NativeBuffer[], pieces: Float64Array, groups: Uint32Array): NativeBatch;
+  /** With `steps` (one per number of `pieces`): `repeat` copies of the pieces, copy k each number plus k steps. */
+  prepareBatch(dsts: NativeBuffer[], srcs: NativeBuffer[], pieces: Float64Array, groups: Uint32Array, steps?: Float64Array, repeat?: number): NativeBatch;
   /** Creates `path` (0600) and holds an exclusive flock on it; returns the fd. ERR_BUSY when held elsewhere. */
   holdLock(path: string): number;
   /** Unlocks and closes a lock taken by holdLock. */

@@ -156,38 +156,33 @@ export class KvCache extends Disposable {
     const checked = this.#checkRecords(direction, records, range, engine);
     // Pieces grouped by layer (records in order within a layer), so that a
     // move of a layer range hands the stream one run of the table. The first
-    // layer is planned; every later one is the same pieces moved by its
-    // place: the next cache buffer (layer-major) or two pieces further in a
-    // block's run (block-major), and the record's next extent of staging.
+    // layer is planned; the native side makes every later one from it, the
+    // same pieces moved by the layer's place: the next cache buffer
+    // (layer-major) or two pieces further in a block's run (block-major),
+    // and the record's next extent of staging.
     const first = { first: range.first, count: 1 };
     const rows = checked.records.map((r) => planCheckedPieces(this.layout, r.blocks, first));
     const perLayer = rows.reduce((n, p) => n + p.count, 0);
-    const pieces = perLayer * range.count;
-    const table = new Float64Array(pieces * 5);
-    const extents = new Float64Array(perLayer); // each row's record extent
-    let o = 0;
-    checked.records.forEach((r, i) => {
-      const from = o / 5;
-      o = fillTable(table, o, direction, rows[i]!, r.staging, r.offset);
-      extents.fill(r.extent, from, o / 5);
-    });
+    const table = new Float64Array(perLayer * 5);
+    const steps = new Float64Array(perLayer * 5);
     const layerMajor = this.layout.arrangement === 'layer-major';
-    const cacheStep = layerMajor ? 1 : 2 * this.layout.pieceBytes; // added to the cache buffer (layer-major) or offset per layer
     const cacheCol = (direction === 'gather' ? 2 : 0) + (layerMajor ? 0 : 1);
     const stagingCol = direction === 'gather' ? 1 : 3;
-    const groups = new Uint32Array(range.count + 1);
-    for (let li = 1; li < range.count; li++) {
-      const at = li * perLayer * 5;
-      table.copyWithin(at, 0, perLayer * 5);
-      for (let row = 0; row < perLayer; row++) {
-        table[at + row * 5 + cacheCol]! += li * cacheStep;
-        table[at + row * 5 + stagingCol]! += li * extents[row]!;
+    const cacheStep = layerMajor ? 1 : 2 * this.layout.pieceBytes;
+    let o = 0;
+    checked.records.forEach((r, i) => {
+      const from = o;
+      o = fillTable(table, o, direction, rows[i]!, r.staging, r.offset);
+      for (let at = from; at < o; at += 5) {
+        steps[at + cacheCol] = cacheStep;
+        steps[at + stagingCol] = r.extent;
       }
-    }
+    });
+    const groups = new Uint32Array(range.count + 1);
     for (let li = 1; li <= range.count; li++) groups[li] = li * perLayer;
     const [dsts, srcs] = this.#sides(direction, checked.stagings);
     // Nothing to move (no record names a block): a plan whose moves do nothing.
-    const native = pieces === 0 ? null : loadBinding().binding.prepareBatch(dsts, srcs, table, groups);
+    const native = perLayer === 0 ? null : loadBinding().binding.prepareBatch(dsts, srcs, table, groups, steps, range.count);
     const transfer = new PreparedTransfer(this, direction, range, { code: checked.engine, auto: this.#autoEngine, mixed: checked.mixed }, native);
     // Disposed before the buffers it names; held weakly, so plans made and
     // dropped without dispose() do not pile up under the cache.

@@ -543,6 +543,22 @@ describe.each(backends)('paged transfers on $backend', ({ backend, skip }) => {
     expect(codeOf(() => binding.prepareBatch([dst.native], [src.native], new Float64Array([0, 0, 0, 4000, 200]), new Uint32Array([0, 1])))).toBe('ERR_OUT_OF_RANGE');
     batch.release();
     expect(codeOf(() => stream.native.copyPrepared(batch, 0, 1, 0))).toBe('ERR_DISPOSED');
+    // Steps: one row of 64 bytes, repeated 3 times 1000 bytes further on both sides; group k = copy k.
+    const one = new Float64Array([0, 10, 0, 20, 64]);
+    const steps = new Float64Array([0, 1000, 0, 1000, 0]);
+    const repeated = binding.prepareBatch([dst.native], [src.native], one, new Uint32Array([0, 1, 2, 3]), steps, 3);
+    poison(back.array);
+    stream.copy(dst, 0, back, 0, 4096);
+    stream.native.copyPrepared(repeated, 0, 3, 0);
+    stream.copy(back, 0, dst, 0, 4096);
+    await stream.synchronize();
+    for (const k of [0, 1, 2]) expect(sameBytes(back.array.subarray(10 + 1000 * k, 74 + 1000 * k), src.array.subarray(20 + 1000 * k, 84 + 1000 * k)), `copy ${k}`).toBe('equal');
+    expect(back.array.subarray(74, 1010).every((v) => v === 0xa5)).toBe(true);
+    repeated.release();
+    // Steps of another length, no repeat, a repeat that walks off the buffer: refused.
+    expect(codeOf(() => binding.prepareBatch([dst.native], [src.native], one, new Uint32Array([0, 1]), new Float64Array(4), 1))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => binding.prepareBatch([dst.native], [src.native], one, new Uint32Array([0, 1]), steps, 0))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => binding.prepareBatch([dst.native], [src.native], one, new Uint32Array([0, 1, 2, 3, 4, 5, 6]), steps, 6))).toBe('ERR_OUT_OF_RANGE');
     await Promise.all([src.dispose(), dst.dispose(), back.dispose()]);
   });
 

@@ -222,8 +222,11 @@ Napi::Value BatchWrap::Release(const Napi::CallbackInfo& info) {
 }
 
 /// prepareBatch(dsts, srcs, pieces: Float64Array as copyBatch takes, groups: Uint32Array of row
-/// indices, ascending, first 0 and last the row count): the checked pieces, and weak references to
-/// their buffers, for copyPrepared. Every buffer must be of one device.
+/// indices, ascending, first 0 and last the row count[, steps: Float64Array, repeat]): the checked
+/// pieces, and weak references to their buffers, for copyPrepared. Every buffer must be of one
+/// device. With `steps` (one step per number of `pieces`) the rows are `repeat` copies of
+/// `pieces`, copy k each number plus k times its step: a transfer's later layers from its first,
+/// expanded here rather than in JS (a table of every layer costs JS milliseconds per prefill).
 Napi::Value PrepareBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -244,9 +247,31 @@ Napi::Value PrepareBatch(const Napi::CallbackInfo& info) {
     const Napi::Uint32Array groups = info[3].As<Napi::Uint32Array>();
     std::vector<std::size_t> cuts(groups.ElementLength());
     for (std::size_t g = 0; g < cuts.size(); ++g) cuts[g] = groups[g];
-    const PieceRow rows = table_rows(env, table);
-    std::shared_ptr<const PreparedBatch> done =
-        PreparedBatch::make(owner, dsts, srcs, table.ElementLength() / 5, rows, std::move(cuts));
+    PieceRow rows = table_rows(env, table);
+    std::size_t count = table.ElementLength() / 5;
+    if (info.Length() > 4 && !info[4].IsUndefined()) {
+      const Napi::Float64Array steps = table_arg(info, 4);
+      const std::size_t repeat = arg_size(info, 5, "repeat");
+      KVFLOW_CHECK(steps.ElementLength() == table.ElementLength(), kInvalidArg,
+                   "expected one step per number of the pieces");
+      KVFLOW_CHECK(repeat >= 1 && count <= SIZE_MAX / repeat, kInvalidArg, "expected a repeat of at least 1");
+      const std::size_t per = count;
+      rows = [env, table, steps, per](std::size_t row) {
+        const std::size_t k = row / per;
+        const std::size_t i = (row % per) * 5;
+        const auto at = [&](std::size_t f) { return table[i + f] + static_cast<double>(k) * steps[i + f]; };
+        const auto index = [](std::size_t v) { return static_cast<std::uint32_t>(std::min<std::size_t>(v, UINT32_MAX)); };
+        CopyPiece p;
+        p.dst = index(piece_field(env, at(0), "destination"));
+        p.src = index(piece_field(env, at(2), "source"));
+        p.dst_offset = piece_field(env, at(1), "destination offset");
+        p.src_offset = piece_field(env, at(3), "source offset");
+        p.bytes = piece_field(env, at(4), "size");
+        return p;
+      };
+      count = per * repeat;
+    }
+    std::shared_ptr<const PreparedBatch> done = PreparedBatch::make(owner, dsts, srcs, count, rows, std::move(cuts));
     return addon_data(env).batch_ctor.New({Napi::External<std::shared_ptr<const PreparedBatch>>::New(env, &done)});
   });
 }
