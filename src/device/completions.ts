@@ -43,16 +43,23 @@ export class Completions {
   readonly #check = (): void => {
     this.#spinning = false;
     const now = performance.now();
-    for (const [id, f] of this.#fresh) {
-      let done = false;
+    // Newest wait first: work that completes in the order it was queued (one
+    // stream, one IO queue) is then never seen done before work queued ahead
+    // of it, which is checked later; the settling below goes oldest first, so
+    // promises resolve in the order their work completed.
+    const fresh = [...this.#fresh];
+    const done = new Array<boolean>(fresh.length);
+    for (let i = fresh.length - 1; i >= 0; i--) {
       try {
-        done = f.event.status() !== 0;
+        done[i] = fresh[i]![1].event.status() !== 0;
       } catch {
-        done = false; // the notice settles it
+        done[i] = false; // the notice settles it
       }
-      if (done) this.#settle(id);
-      else if (now >= f.until) this.#fresh.delete(id);
     }
+    fresh.forEach(([id, f], i) => {
+      if (done[i]) this.#settle(id);
+      else if (now >= f.until) this.#fresh.delete(id);
+    });
     if (this.#waiters.size === 0) this.#native?.unref();
     if (this.#fresh.size > 0) this.#spin();
   };

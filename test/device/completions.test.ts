@@ -67,6 +67,31 @@ describe('Completions', () => {
     expect(c.pending).toBe(0);
   });
 
+  it('work that completes in queue order is settled in that order, even when it completes while the loop checks', async () => {
+    const c = new Completions();
+    c.attach(fakeDevice(), 1_000_000);
+    // Three events of one queue; each completes (with all before it) when the check asks any event a set number of times.
+    const events = [fakeEvent(1), fakeEvent(2), fakeEvent(3)];
+    let asks = 0;
+    for (const e of events) {
+      const status = e.status;
+      e.status = () => {
+        asks++;
+        // The queue moves on while the loop is checking: after the 2nd ask, events 1 and 2 are done; after the 4th, all three.
+        const finished = asks >= 4 ? 3 : asks >= 2 ? 2 : 0;
+        events.forEach((x, i) => {
+          if (i < finished) x.state = 1 as NativeEventStatus;
+        });
+        return status();
+      };
+    }
+    const order: number[] = [];
+    const waits = events.map((e) => c.wait(e.id, e).then(() => order.push(e.id)));
+    await turns(4);
+    await Promise.all(waits);
+    expect(order).toEqual([1, 2, 3]);
+  });
+
   it('without a spin window only the notice settles a wait, and the event is never polled', async () => {
     const c = new Completions();
     c.attach(fakeDevice(), 0);
