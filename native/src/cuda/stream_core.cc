@@ -33,6 +33,9 @@ void StreamCore::on_completed(std::uint64_t covers, bool sweep) noexcept {
 
 void StreamCore::arm_sweep_locked() noexcept {
   if (closed || sweep_outstanding || retained.empty()) return;
+  // Operations on the side stream are swept there, by the submission thread.
+  const std::uint64_t covers = side_from != 0 ? side_from - 1 : op_seq;
+  if (retained.front().seq > covers) return;
   cudaEvent_t event = nullptr;
   try {
     event = events->acquire();
@@ -41,7 +44,7 @@ void StreamCore::arm_sweep_locked() noexcept {
     PollEntry entry;
     entry.event = event;
     entry.stream = shared_from_this();
-    entry.covers = op_seq;
+    entry.covers = covers;
     poller->add(std::move(entry));
     sweep_outstanding = true;
   } catch (...) {

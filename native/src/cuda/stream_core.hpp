@@ -80,6 +80,10 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
     chained = 0;
   }
   std::vector<GatePtr> gates;          // gates waited on, opened by close(abandon)
+  // Non-zero while the stream's work from operation `side_from` on is
+  // enqueued by its submission thread on a side stream (cuda_batch.cc): a
+  // sweep recorded on the stream then covers only the operations before it.
+  std::uint64_t side_from = 0;
   bool closed = false;
 
   /// Records a sweep when operations hold buffers and none is outstanding, so
