@@ -380,12 +380,13 @@ class Submitter {
       Job job = std::move(queue_.front());
       queue_.pop_front();
       busy_ = true;
-      ErrorPtr reported = failed_;  // a record takes the failure over
+      const bool is_record = job.kind == Job::kRecord;
+      ErrorPtr reported = is_record ? failed_ : nullptr;  // a record's event reports the failure
       lock.unlock();
       ErrorPtr failed = run(job, reported);
       job = Job{};  // its buffers and events go before the caller may see the queue empty
       lock.lock();
-      if (reported && failed_ == reported) failed_ = nullptr;
+      if (is_record && reported && failed_ == reported) failed_ = nullptr;
       if (failed && !failed_) failed_ = std::move(failed);
       busy_ = false;
       cv_.notify_all();
@@ -421,18 +422,25 @@ class Submitter {
   ErrorPtr record(PollEntry& entry, const ErrorPtr& reported) noexcept {
     const EventPtr user = entry.user;
     const cudaError_t status = cudaEventRecord(entry.event, side_.stream());
-    ErrorPtr own;
-    try {
-      if (status != cudaSuccess) own = KVFLOW_CUDA_ERROR(status, "cudaEventRecord");
-      // Before the failures of the event's own span, which came after.
-      if (reported) entry.failures.insert(entry.failures.begin(), FailureSource{reported, nullptr});
-      if (own) entry.failures.push_back(FailureSource{own, nullptr});
-      core_->poller->add(std::move(entry));
-    } catch (...) {
-      // Not handed to the poller (the device closed, or no memory): settle it here.
-      if (!own) own = capture_current_exception();
-      (void)user->complete(own);
-      core_->events->drop_sources(user.get());
+    if (status != cudaSuccess) {
+      // Never recorded: a query would call it complete at once. It fails now
+      // and releases nothing (the side stream's copies may still run).
+      ErrorPtr error = reported;
+      try {
+        if (!error) error = KVFLOW_CUDA_ERROR(status, "cudaEventRecord");
+      } catch (...) {
+        error = capture_current_exception();
+      }
+      core_->poller->settle_unpolled(std::move(entry), std::move(error));
+    } else {
+      try {
+        // Before the failures of the event's own span, which came after.
+        if (reported) entry.failures.insert(entry.failures.begin(), FailureSource{reported, nullptr});
+        core_->poller->add(entry);  // a copy: on failure the entry is settled here
+      } catch (...) {
+        // Not handed to the poller (the device closed, or no memory).
+        core_->poller->settle_unpolled(std::move(entry), reported ? reported : capture_current_exception());
+      }
     }
     core_->events->mark_recorded(user.get());
     return nullptr;  // reported by this event
@@ -449,6 +457,7 @@ class Submitter {
       entry.event = event;
       entry.stream = core_;
       entry.covers = seq;
+      entry.side = true;
       core_->poller->add(std::move(entry));
     } catch (...) {
       // The buffers wait for the stream's next event or close().
@@ -573,6 +582,8 @@ void CudaStream::copy_batch(const std::vector<BufferPtr>& dsts, const std::vecto
                             std::vector<CopyPiece> pieces, BatchEngine engine) {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
+  // Before the operation's number: a sweep recorded by the settle must not cover it.
+  if (engine == BatchEngine::kKernel) settle_locked();
   const std::uint64_t seq = begin_op_locked();
   if (seq == 0 || pieces.empty()) return;
   StreamCore::Retained keep{seq, {}};
@@ -584,7 +595,6 @@ void CudaStream::copy_batch(const std::vector<BufferPtr>& dsts, const std::vecto
   try {
     KVFLOW_CUDA(cudaSetDevice(c.ordinal));
     if (engine == BatchEngine::kKernel) {
-      settle_locked();
       batch_kernel_locked(dsts, srcs, pieces, c.retained.back().hold, seq);
     } else {
       batch_dma_locked(dsts, srcs, pieces);
@@ -642,6 +652,7 @@ bool CudaStream::detach_locked(std::size_t copies) {
 void CudaStream::settle_locked() const noexcept {
   StreamCore& c = *core_;
   if (c.side_from == 0) return;
+  (void)cudaSetDevice(c.ordinal);
   const ErrorPtr failed = submitter_->settle(c.stream);
   c.side_from = 0;
   if (failed) {

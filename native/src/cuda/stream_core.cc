@@ -17,13 +17,15 @@ StreamCore::StreamCore(int ordinal_in, cudaStream_t stream_in, bool owned_in, st
       poller(std::move(poller_in)),
       flags(std::move(flags_in)) {}
 
-void StreamCore::on_completed(std::uint64_t covers, bool sweep) noexcept {
+void StreamCore::on_completed(std::uint64_t covers, bool sweep, bool side) noexcept {
   std::list<Retained> done;  // destroyed after unlocking: freeing buffers may call CUDA
   std::lock_guard<std::mutex> lock(mutex);
   auto end = retained.begin();
   while (end != retained.end() && end->seq <= covers) ++end;
   done.splice(done.end(), retained, retained.begin(), end);
-  if (sweep) {
+  if (side) {
+    // not the stream's sweep, not a user event
+  } else if (sweep) {
     sweep_outstanding = false;
   } else if (events_outstanding > 0) {
     --events_outstanding;

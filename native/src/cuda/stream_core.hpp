@@ -31,7 +31,8 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   /// Poller thread: the event recorded after operation `covers` completed.
   /// Releases what those operations held and, for a sweep, records the next
   /// sweep when newer operations still hold buffers.
-  void on_completed(std::uint64_t covers, bool sweep) noexcept;
+  /// `side`: a sweep of the submission thread's, not the stream's one sweep.
+  void on_completed(std::uint64_t covers, bool sweep, bool side = false) noexcept;
 
   /// What operations hold until an event recorded after them completes.
   struct Retained {
