@@ -122,16 +122,6 @@ export interface KvflowDefaults {
    * after its last completion before it sleeps. 0 turns both off.
    */
   readonly completionSpinUs: number;
-  /**
-   * `KVFLOW_DMA_SUBMIT`: who enqueues a CUDA stream's large copy-engine
-   * batches (a paged load's hundreds of pieces cost the driver about a
-   * microsecond of CPU each). `caller`: the thread that issues them (the JS
-   * thread); `thread`: a submission thread of the stream's own, so the JS
-   * thread returns at once (the stream's order is kept: its records and
-   * waits follow the batch there, anything else waits until it is enqueued).
-   * The CPU backend ignores it.
-   */
-  readonly dmaSubmit: 'caller' | 'thread';
   /** Defaults of a KvStore opened on the device. */
   readonly store: StoreDefaults;
 }
@@ -158,7 +148,6 @@ export const BUILT_IN_DEFAULTS: KvflowDefaults = deepFreeze({
   pagedEngine: 'dma',
   cudaGate: 'host',
   completionSpinUs: 50,
-  dmaSubmit: 'caller',
   store: {
     chunkTokens: 256,
     dramBytes: GiB,
@@ -222,7 +211,6 @@ export function readConfig(env: Environment = process.env): KvflowDefaults {
     pagedEngine: choice('KVFLOW_PAGED_ENGINE', b.pagedEngine, ['dma', 'kernel'] as const),
     cudaGate: choice('KVFLOW_CUDA_GATE', b.cudaGate, ['host', 'wait-value', 'auto'] as const),
     completionSpinUs: integer('KVFLOW_COMPLETION_SPIN_US', b.completionSpinUs, 0, 10_000),
-    dmaSubmit: choice('KVFLOW_DMA_SUBMIT', b.dmaSubmit, ['caller', 'thread'] as const),
     store: { ...b.store },
   });
 }

@@ -212,8 +212,6 @@ export interface NativeBinding {
     cudaGate: number,
     /** How long the CUDA completion poller keeps looking for new work before it sleeps, us (0-10000; default 50). */
     completionSpinUs?: number,
-    /** 0: the caller enqueues DMA batches; 1: a CUDA stream's submission thread does (the CPU backend ignores it). */
-    dmaSubmit?: number,
   ) => NativeDevice;
   /** The reference model on the device of `anchor` (any live buffer of that device). */
   ReferenceModel: new (device: NativeDevice, shape: NativeModelShape) => NativeReferenceModel;

@@ -33,15 +33,7 @@ export interface OpenDeviceOptions {
    * backend ignores it.
    */
   cudaGate?: CudaGateRequest;
-  /**
-   * Who enqueues a CUDA stream's large copy-engine batches: `caller` (the
-   * JS thread) or `thread` (a submission thread of the stream's own; see
-   * `KVFLOW_DMA_SUBMIT`). The CPU backend ignores it.
-   */
-  dmaSubmit?: 'caller' | 'thread';
 }
-
-const DMA_SUBMIT_MODES = ['caller', 'thread'] as const;
 
 /** Which backend was chosen, and why; `backend` repeats `chosen`. */
 export interface BackendSelection extends Choice<Backend, BackendRequest> {
@@ -105,14 +97,13 @@ const CUDA_GATE_MODES: readonly CudaGateRequest[] = ['host', 'wait-value', 'auto
  * device with `dispose()` (or `await using`).
  */
 export function openDevice(options: OpenDeviceOptions = {}): Device {
-  options = checkKnownOptions(options, 'options', ['backend', 'ordinal', 'maxPinnedBytes', 'cudaGate', 'dmaSubmit']) as OpenDeviceOptions;
+  options = checkKnownOptions(options, 'options', ['backend', 'ordinal', 'maxPinnedBytes', 'cudaGate']) as OpenDeviceOptions;
   const env = readConfig(process.env);
   const backend = checkChoice(options.backend ?? env.backend, 'backend', BACKENDS);
   const ordinal = checkSize(options.ordinal ?? env.ordinal, 'ordinal');
   const maxPinnedBytes = checkSize(options.maxPinnedBytes ?? env.maxPinnedBytes, 'maxPinnedBytes');
   const cudaGate = checkChoice(options.cudaGate ?? env.cudaGate, 'cudaGate', CUDA_GATE_MODES);
-  const dmaSubmit = checkChoice(options.dmaSubmit ?? env.dmaSubmit, 'dmaSubmit', DMA_SUBMIT_MODES);
-  const config: KvflowDefaults = Object.freeze({ ...env, backend, ordinal, maxPinnedBytes, cudaGate, dmaSubmit });
+  const config: KvflowDefaults = Object.freeze({ ...env, backend, ordinal, maxPinnedBytes, cudaGate });
   const selection = selectBackend(backend);
   if (selection.requested === 'auto' && selection.backend === 'cpu' && channels.fallback.hasSubscribers) channels.fallback.publish({ what: 'backend', requested: 'auto', chosen: 'cpu', reason: selection.reason });
   if (selection.backend === 'cpu' && options.ordinal !== undefined && options.ordinal !== 0) {
@@ -153,8 +144,7 @@ export class Device extends Disposable {
     this.backend = selection.backend;
     this.config = config;
     const gate = CUDA_GATE_MODES.indexOf(config.cudaGate);
-    this.#native = new binding.Device(selection.backend, config.ordinal, config.maxPinnedBytes, this.completions.onBatch, gate, config.completionSpinUs,
-      config.dmaSubmit === 'thread' ? 1 : 0);
+    this.#native = new binding.Device(selection.backend, config.ordinal, config.maxPinnedBytes, this.completions.onBatch, gate, config.completionSpinUs);
     this.completions.attach(this.#native, config.completionSpinUs);
   }
 

@@ -102,7 +102,6 @@ describe('device.config', () => {
       ['KVFLOW_GDS', 'yes', "expected 'auto', 'on' or 'off' for KVFLOW_GDS"],
       ['KVFLOW_PAGED_ENGINE', 'auto', "expected 'dma' or 'kernel' for KVFLOW_PAGED_ENGINE"],
       ['KVFLOW_COMPLETION_SPIN_US', '10001', 'expected an integer from 0 to 10000 for KVFLOW_COMPLETION_SPIN_US'],
-      ['KVFLOW_DMA_SUBMIT', 'worker', "expected 'caller' or 'thread' for KVFLOW_DMA_SUBMIT"],
     ];
     for (const [name, value, message] of bad) {
       expect(() => readConfig({ [name]: value }), name).toThrow(message);
@@ -111,6 +110,5 @@ describe('device.config', () => {
     expect(readConfig({})).toEqual(BUILT_IN_DEFAULTS);
     expect(readConfig({ KVFLOW_IO_THREADS: '' }).ioThreads).toBe(BUILT_IN_DEFAULTS.ioThreads);
     expect(readConfig({ KVFLOW_COMPLETION_SPIN_US: '0' }).completionSpinUs).toBe(0);
-    expect(readConfig({ KVFLOW_DMA_SUBMIT: 'thread' }).dmaSubmit).toBe('thread');
   });
 });

@@ -7,6 +7,6 @@
 
 namespace kvflow {
 
-inline constexpr int kAbiVersion = 6;
+inline constexpr int kAbiVersion = 5;
 
 }  // namespace kvflow

@@ -31,11 +31,6 @@ struct DeviceOptions {
   // How long the CUDA completion poller, with nothing left to poll, keeps
   // looking for new work before it sleeps (KVFLOW_COMPLETION_SPIN_US).
   std::uint32_t completion_spin_us = 50;
-  // CUDA: streams hand large DMA batches (and the records and waits after
-  // them) to a submission thread of their own (KVFLOW_DMA_SUBMIT=thread), so
-  // the caller does not pay the driver's CPU time per copy. The CPU backend
-  // ignores it (its streams run on threads of their own already).
-  bool dma_submit_thread = false;
 };
 
 struct DeviceInfo {

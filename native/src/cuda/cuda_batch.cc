@@ -7,16 +7,13 @@
 #include <algorithm>
 #include <array>
 #include <condition_variable>
-#include <deque>
 #include <exception>
 #include <mutex>
 #include <string>
 #include <thread>
-#include <utility>
 
 #include "cuda_error.hpp"
 #include "cuda_stream.hpp"
-#include "event_pool.hpp"
 #include "kernels.hpp"
 #include "span_plan.hpp"
 
@@ -236,250 +233,6 @@ class DmaHelper {
   std::exception_ptr failed_;
 };
 
-/// Enqueues `copies` on `stream`, a large batch in shares: the caller's
-/// thread one, each helper another on its own stream, joined into `stream`.
-void enqueue_shared(Copies& copies, cudaStream_t stream, std::vector<std::shared_ptr<DmaHelper>>& helpers) {
-  if (helpers.empty() || copies.to.size() < kSplitCopies) {
-    enqueue_copies(copies, stream);
-    return;
-  }
-  // Equal shares, the caller's first (each batch's copies may run in any
-  // order, so its shares may too).
-  const std::size_t parts = helpers.size() + 1;
-  const std::size_t share = (copies.to.size() + parts - 1) / parts;
-  std::vector<Copies> theirs(helpers.size());
-  for (std::size_t h = 0; h < theirs.size(); ++h) {
-    const std::size_t lo = std::min(copies.to.size(), share * (h + 1));
-    const std::size_t hi = std::min(copies.to.size(), share * (h + 2));
-    theirs[h].to.assign(copies.to.begin() + lo, copies.to.begin() + hi);
-    theirs[h].from.assign(copies.from.begin() + lo, copies.from.begin() + hi);
-    theirs[h].sizes.assign(copies.sizes.begin() + lo, copies.sizes.begin() + hi);
-    theirs[h].kinds.assign(copies.kinds.begin() + lo, copies.kinds.begin() + hi);
-  }
-  copies.to.resize(share);
-  copies.from.resize(share);
-  copies.sizes.resize(share);
-  copies.kinds.resize(share);
-  std::exception_ptr failed;
-  std::size_t started = 0;
-  try {
-    for (; started < theirs.size(); ++started) helpers[started]->start(theirs[started], stream);
-    enqueue_copies(copies, stream);
-  } catch (...) {
-    failed = std::current_exception();
-  }
-  for (std::size_t h = 0; h < started; ++h) {
-    std::exception_ptr there = helpers[h]->finish(stream);
-    if (!failed) failed = there;
-  }
-  if (failed) std::rethrow_exception(failed);
-}
-
-/// The thread that enqueues a stream's DMA batches, event records and waits
-/// in its place, so the JS thread does not pay the driver's CPU time per copy
-/// (about a microsecond each: a layer of 288 pieces is 0.2-0.3 ms). While a
-/// stream is detached, its work goes in order to a side stream that first
-/// waited for the stream's work before (a fork); its other operations first
-/// settle: wait until everything queued here is enqueued, then make the stream
-/// wait for the side stream (a join). An event recorded while detached is
-/// recorded here and handed to the poller here; until then the event pool
-/// marks it pending, so another stream's wait on it waits for the record.
-class Submitter {
- public:
-  Submitter(int ordinal, cudaStream_t like, std::shared_ptr<StreamCore> core,
-            std::vector<std::shared_ptr<DmaHelper>>* helpers)
-      : side_(ordinal, like), core_(std::move(core)), helpers_(helpers) {
-    thread_ = std::thread([this] { loop(); });
-  }
-  Submitter(const Submitter&) = delete;
-  Submitter& operator=(const Submitter&) = delete;
-  ~Submitter() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
-
-  /// Caller, with nothing queued: the side stream waits for `stream`'s work so far.
-  void fork(cudaStream_t stream) {
-    KVFLOW_CUDA(cudaEventRecord(side_.event(kFork), stream));
-    KVFLOW_CUDA(cudaStreamWaitEvent(side_.stream(), side_.event(kFork), 0));
-  }
-
-  /// Operation `seq`'s copies, enqueued on the side stream and swept after.
-  void post_copies(Copies copies, std::uint64_t seq) {
-    Job job;
-    job.kind = Job::kCopies;
-    job.copies = std::move(copies);
-    job.seq = seq;
-    post(std::move(job));
-  }
-  /// A user event's record; `entry` goes to the poller once it is made.
-  void post_record(PollEntry entry) {
-    Job job;
-    job.kind = Job::kRecord;
-    job.entry = std::move(entry);
-    post(std::move(job));
-  }
-  /// A wait on a recorded event (held until the wait is enqueued).
-  void post_wait(cudaEvent_t event, EventPtr keep) {
-    Job job;
-    job.kind = Job::kWait;
-    job.wait = event;
-    job.keep = std::move(keep);
-    post(std::move(job));
-  }
-
-  /// Caller: waits until everything queued is enqueued, then makes `stream`
-  /// wait for the side stream. Returns a failure of the queued work that no
-  /// event recorded here reported (the stream's next event reports it).
-  ErrorPtr settle(cudaStream_t stream) noexcept {
-    ErrorPtr failed;
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      cv_.wait(lock, [this] { return queue_.empty() && !busy_; });
-      failed = std::exchange(failed_, nullptr);
-    }
-    // Nothing enqueues on the side stream now but this thread.
-    const bool joined = cudaEventRecord(side_.event(kJoin), side_.stream()) == cudaSuccess &&
-                        cudaStreamWaitEvent(stream, side_.event(kJoin), 0) == cudaSuccess;
-    if (!joined) {
-      // No copy may outlive the buffers it uses: wait for the side stream here.
-      (void)cudaStreamSynchronize(side_.stream());
-      (void)cudaGetLastError();
-    }
-    return failed;
-  }
-
- private:
-  struct Job {
-    enum Kind { kCopies, kRecord, kWait } kind = kCopies;
-    Copies copies;
-    std::uint64_t seq = 0;
-    PollEntry entry;
-    cudaEvent_t wait = nullptr;
-    EventPtr keep;
-  };
-
-  void post(Job job) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      queue_.push_back(std::move(job));
-    }
-    cv_.notify_all();
-  }
-
-  void loop() noexcept {
-    (void)cudaSetDevice(side_.ordinal());
-    std::unique_lock<std::mutex> lock(mutex_);
-    for (;;) {
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stop_, with nothing left to enqueue
-      Job job = std::move(queue_.front());
-      queue_.pop_front();
-      busy_ = true;
-      const bool is_record = job.kind == Job::kRecord;
-      ErrorPtr reported = is_record ? failed_ : nullptr;  // a record's event reports the failure
-      lock.unlock();
-      ErrorPtr failed = run(job, reported);
-      job = Job{};  // its buffers and events go before the caller may see the queue empty
-      lock.lock();
-      if (is_record && reported && failed_ == reported) failed_ = nullptr;
-      if (failed && !failed_) failed_ = std::move(failed);
-      busy_ = false;
-      cv_.notify_all();
-    }
-  }
-
-  // Enqueues one job; returns the failure it caused. `reported`: an earlier
-  // failure the job's event (a record) reports.
-  ErrorPtr run(Job& job, const ErrorPtr& reported) noexcept {
-    try {
-      switch (job.kind) {
-        case Job::kCopies:
-          try {
-            enqueue_shared(job.copies, side_.stream(), *helpers_);
-          } catch (...) {
-            sweep(job.seq);
-            return capture_current_exception();
-          }
-          sweep(job.seq);
-          return nullptr;
-        case Job::kWait:
-          KVFLOW_CUDA(cudaStreamWaitEvent(side_.stream(), job.wait, cudaEventWaitDefault));
-          return nullptr;
-        case Job::kRecord:
-          return record(job.entry, reported);
-      }
-    } catch (...) {
-      return capture_current_exception();
-    }
-    return nullptr;
-  }
-
-  ErrorPtr record(PollEntry& entry, const ErrorPtr& reported) noexcept {
-    const EventPtr user = entry.user;
-    const cudaError_t status = cudaEventRecord(entry.event, side_.stream());
-    if (status != cudaSuccess) {
-      // Never recorded: a query would call it complete at once. It fails now
-      // and releases nothing (the side stream's copies may still run).
-      ErrorPtr error = reported;
-      try {
-        if (!error) error = KVFLOW_CUDA_ERROR(status, "cudaEventRecord");
-      } catch (...) {
-        error = capture_current_exception();
-      }
-      core_->poller->settle_unpolled(std::move(entry), std::move(error));
-    } else {
-      try {
-        // Before the failures of the event's own span, which came after.
-        if (reported) entry.failures.insert(entry.failures.begin(), FailureSource{reported, nullptr});
-        core_->poller->add(entry);  // a copy: on failure the entry is settled here
-      } catch (...) {
-        // Not handed to the poller (the device closed, or no memory).
-        core_->poller->settle_unpolled(std::move(entry), reported ? reported : capture_current_exception());
-      }
-    }
-    core_->events->mark_recorded(user.get());
-    return nullptr;  // reported by this event
-  }
-
-  // Releases operation `seq`'s buffers once the side stream passed it, even if
-  // no event is recorded after it.
-  void sweep(std::uint64_t seq) noexcept {
-    cudaEvent_t event = nullptr;
-    try {
-      event = core_->events->acquire();
-      KVFLOW_CUDA(cudaEventRecord(event, side_.stream()));
-      PollEntry entry;
-      entry.event = event;
-      entry.stream = core_;
-      entry.covers = seq;
-      entry.side = true;
-      core_->poller->add(std::move(entry));
-    } catch (...) {
-      // The buffers wait for the stream's next event or close().
-      if (event != nullptr) core_->events->release(event);
-      (void)cudaGetLastError();
-    }
-  }
-
-  static constexpr std::size_t kFork = 0;
-  static constexpr std::size_t kJoin = 1;
-  SideStream<2> side_;  // destroyed last, after the thread was joined
-  const std::shared_ptr<StreamCore> core_;
-  std::vector<std::shared_ptr<DmaHelper>>* const helpers_;  // the stream's; used here only while detached
-  std::thread thread_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<Job> queue_;
-  bool busy_ = false;
-  bool stop_ = false;
-  ErrorPtr failed_;  // enqueuing failed; not yet reported by an event
-};
-
 /// The two stages of a kernel-engine batch on two streams, so that one
 /// batch's second stage overlaps the next batch's first. A scatter's first
 /// stage is its DMA into device scratch and its second the kernel into the
@@ -567,7 +320,6 @@ class KernelPipe {
 void CudaStream::busy(std::uint64_t iterations) {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
-  settle_locked();
   if (begin_op_locked() == 0) return;
   KVFLOW_CUDA(cudaSetDevice(c.ordinal));
   check_cuda(launch_busy(iterations, sm_count(), c.stream), "busy kernel", __FILE__, __LINE__);
@@ -582,8 +334,6 @@ void CudaStream::copy_batch(const std::vector<BufferPtr>& dsts, const std::vecto
                             std::vector<CopyPiece> pieces, BatchEngine engine) {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
-  // Before the operation's number: a sweep recorded by the settle must not cover it.
-  if (engine == BatchEngine::kKernel) settle_locked();
   const std::uint64_t seq = begin_op_locked();
   if (seq == 0 || pieces.empty()) return;
   StreamCore::Retained keep{seq, {}};
@@ -615,71 +365,54 @@ void CudaStream::batch_dma_locked(const std::vector<BufferPtr>& dsts, const std:
     copies.add(static_cast<char*>(d.ptr()) + p.dst_offset, static_cast<const char*>(s.ptr()) + p.src_offset, p.bytes,
                direction_of(d, s));
   }
-  if (detach_locked(pieces.size())) {
-    submitter_->post_copies(std::move(copies), core_->op_seq);
-    return;
-  }
   const cudaStream_t stream = core_->stream;
   if (pieces.size() < kSplitCopies || stream == nullptr) {
     enqueue_copies(copies, stream);
     return;
   }
-  make_dma_helpers_locked();
-  enqueue_shared(copies, stream, dma_helpers_);
-}
-
-bool CudaStream::detach_locked(std::size_t copies) {
-  StreamCore& c = *core_;
-  if (c.side_from != 0) return true;
-  if (!submit_thread_ || submitter_failed_ || copies < kSplitCopies || c.stream == nullptr || !c.owned ||
-      handle_shared_.load(std::memory_order_relaxed)) {
-    return false;
-  }
-  make_dma_helpers_locked();
-  try {
-    if (!submitter_) submitter_ = std::make_shared<Submitter>(c.ordinal, c.stream, core_, &dma_helpers_);
-    submitter_->fork(c.stream);
-  } catch (...) {
-    submitter_.reset();
-    submitter_failed_ = true;  // this stream enqueues its batches itself, as before
-    (void)cudaGetLastError();
-    return false;
-  }
-  c.side_from = c.op_seq;
-  return true;
-}
-
-void CudaStream::settle_locked() const noexcept {
-  StreamCore& c = *core_;
-  if (c.side_from == 0) return;
-  (void)cudaSetDevice(c.ordinal);
-  const ErrorPtr failed = submitter_->settle(c.stream);
-  c.side_from = 0;
-  if (failed) {
+  if (dma_helpers_.empty() && !dma_helper_failed_) {
     try {
-      c.failures.push_back(FailureSource{failed, nullptr});
+      for (std::size_t i = 0; i < kDmaHelpers; ++i) dma_helpers_.push_back(std::make_shared<DmaHelper>(core_->ordinal, stream));
     } catch (...) {
-      if (!c.injected) c.injected = failed;  // still fails the stream's next operation
+      dma_helpers_.clear();
+      dma_helper_failed_ = true;  // no second stream or thread: this stream enqueues alone, as before
+      (void)cudaGetLastError();
     }
   }
-  c.arm_sweep_locked();  // what the side stream's sweeps had not covered yet
-}
-
-void CudaStream::queue_record_locked(PollEntry entry) { submitter_->post_record(std::move(entry)); }
-
-void CudaStream::queue_wait_locked(cudaEvent_t event, EventPtr keep) { submitter_->post_wait(event, std::move(keep)); }
-
-void CudaStream::make_dma_helpers_locked() {
-  if (!dma_helpers_.empty() || dma_helper_failed_) return;
+  if (dma_helpers_.empty()) {
+    enqueue_copies(copies, stream);
+    return;
+  }
+  // Equal shares, the caller's first (each batch's copies may run in any
+  // order, so its shares may too).
+  const std::size_t parts = dma_helpers_.size() + 1;
+  const std::size_t share = (copies.to.size() + parts - 1) / parts;
+  std::vector<Copies> theirs(dma_helpers_.size());
+  for (std::size_t h = 0; h < theirs.size(); ++h) {
+    const std::size_t lo = std::min(copies.to.size(), share * (h + 1));
+    const std::size_t hi = std::min(copies.to.size(), share * (h + 2));
+    theirs[h].to.assign(copies.to.begin() + lo, copies.to.begin() + hi);
+    theirs[h].from.assign(copies.from.begin() + lo, copies.from.begin() + hi);
+    theirs[h].sizes.assign(copies.sizes.begin() + lo, copies.sizes.begin() + hi);
+    theirs[h].kinds.assign(copies.kinds.begin() + lo, copies.kinds.begin() + hi);
+  }
+  copies.to.resize(share);
+  copies.from.resize(share);
+  copies.sizes.resize(share);
+  copies.kinds.resize(share);
+  std::exception_ptr failed;
+  std::size_t started = 0;
   try {
-    for (std::size_t i = 0; i < kDmaHelpers; ++i) {
-      dma_helpers_.push_back(std::make_shared<DmaHelper>(core_->ordinal, core_->stream));
-    }
+    for (; started < theirs.size(); ++started) dma_helpers_[started]->start(theirs[started], stream);
+    enqueue_copies(copies, stream);
   } catch (...) {
-    dma_helpers_.clear();
-    dma_helper_failed_ = true;  // no second stream or thread: this stream enqueues alone, as before
-    (void)cudaGetLastError();
+    failed = std::current_exception();
   }
+  for (std::size_t h = 0; h < started; ++h) {
+    std::exception_ptr there = dma_helpers_[h]->finish(stream);
+    if (!failed) failed = there;
+  }
+  if (failed) std::rethrow_exception(failed);
 }
 
 void CudaStream::batch_kernel_locked(const std::vector<BufferPtr>& dsts, const std::vector<BufferPtr>& srcs,

@@ -60,8 +60,7 @@ std::string describe(const cudaPointerAttributes& attr) {
 CudaDevice::CudaDevice(const DeviceOptions& options)
     : Device(options.max_pinned_bytes, pinned_alloc(options.ordinal), pinned_free(options.ordinal)),
       ordinal_(options.ordinal),
-      gate_(choose_gate(options.ordinal, options.cuda_gate)),
-      submit_thread_(options.dma_submit_thread) {
+      gate_(choose_gate(options.ordinal, options.cuda_gate)) {
   set_device(ordinal_);
   // Before any stream exists: a lazy module load at a first kernel launch
   // could wait behind a stream held by a gate (seen as a launch stuck in the
@@ -173,7 +172,7 @@ BufferPtr CudaDevice::wrap_device(std::uintptr_t address, std::size_t bytes) {
 
 std::unique_ptr<Stream> CudaDevice::create_stream(int priority) {
   check_open();
-  return CudaStream::create(*this, ordinal_, priority, events_, poller_, gate_.flags, submit_thread_);
+  return CudaStream::create(*this, ordinal_, priority, events_, poller_, gate_.flags);
 }
 
 std::unique_ptr<Stream> CudaDevice::wrap_stream(std::uintptr_t handle) {

@@ -40,7 +40,6 @@ class CudaDevice final : public Device {
 
   const int ordinal_;
   const GateChoice gate_;  // how streams wait on gates (KVFLOW_CUDA_GATE)
-  const bool submit_thread_;  // streams enqueue large DMA batches from a thread of their own
   std::shared_ptr<EventPool> events_;
   std::shared_ptr<Poller> poller_;
   std::atomic<bool> closed_{false};

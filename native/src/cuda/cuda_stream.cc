@@ -128,8 +128,7 @@ std::size_t bounce_chunk(std::size_t bytes) noexcept {
 }
 
 std::unique_ptr<Stream> CudaStream::create(Device& device, int ordinal, int priority, std::shared_ptr<EventPool> events,
-                                           std::shared_ptr<Poller> poller, std::shared_ptr<FlagPool> flags,
-                                           bool submit_thread) {
+                                           std::shared_ptr<Poller> poller, std::shared_ptr<FlagPool> flags) {
   KVFLOW_CHECK(priority == 0 || priority == 1, kInvalidArg,
                "expected stream priority 0 (normal) or 1 (high), got " + std::to_string(priority));
   set_device(ordinal);
@@ -142,7 +141,7 @@ std::unique_ptr<Stream> CudaStream::create(Device& device, int ordinal, int prio
   try {
     auto core =
         std::make_shared<StreamCore>(ordinal, stream, true, std::move(events), std::move(poller), std::move(flags));
-    return std::make_unique<CudaStream>(device, std::move(core), submit_thread);
+    return std::make_unique<CudaStream>(device, std::move(core));
   } catch (...) {
     (void)cudaStreamDestroy(stream);
     throw;
@@ -184,8 +183,7 @@ std::unique_ptr<Stream> CudaStream::wrap(Device& device, int ordinal, std::uintp
   return std::make_unique<CudaStream>(device, std::move(core));
 }
 
-CudaStream::CudaStream(Device& device, std::shared_ptr<StreamCore> core, bool submit_thread)
-    : device_(device), core_(std::move(core)), submit_thread_(submit_thread) {}
+CudaStream::CudaStream(Device& device, std::shared_ptr<StreamCore> core) : device_(device), core_(std::move(core)) {}
 
 CudaStream::~CudaStream() { close(true); }
 
@@ -205,7 +203,6 @@ void CudaStream::copy(const BufferPtr& dst, std::size_t dst_offset, const Buffer
                       std::size_t bytes) {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
-  settle_locked();
   const std::uint64_t seq = begin_op_locked();
   if (seq == 0 || bytes == 0) return;
   char* to = static_cast<char*>(dst->ptr()) + dst_offset;
@@ -278,7 +275,6 @@ void CudaStream::launch(std::function<void(std::uintptr_t stream)> fn, std::vect
   KVFLOW_CHECK(fn != nullptr, kInvalidArg, "expected a function to launch, got none");
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
-  settle_locked();
   // A sequence number like any operation: an injected failure skips it, and
   // the kernel engine's next batch does not take the fork of the one before.
   const std::uint64_t seq = begin_op_locked();
@@ -304,14 +300,11 @@ EventPtr CudaStream::record_event(bool timed) {
   std::lock_guard<std::mutex> lock(c.mutex);
   KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
   set_device(c.ordinal);
-  const bool queued = c.side_from != 0;  // recorded on the side stream by the submission thread
   cudaEvent_t cuda_event = c.events->acquire(timed);
-  if (!queued) {
-    const cudaError_t status = cudaEventRecord(cuda_event, c.stream);
-    if (status != cudaSuccess) {
-      c.events->release(cuda_event, timed);
-      throw_cuda(status, "cudaEventRecord", __FILE__, __LINE__);
-    }
+  const cudaError_t status = cudaEventRecord(cuda_event, c.stream);
+  if (status != cudaSuccess) {
+    c.events->release(cuda_event, timed);
+    throw_cuda(status, "cudaEventRecord", __FILE__, __LINE__);
   }
   EventPtr event = c.events->adopt(device_.next_id(), cuda_event, timed);  // owns cuda_event from here
   PollEntry entry;
@@ -330,17 +323,7 @@ EventPtr CudaStream::record_event(bool timed) {
     sources = std::move(seg);
   }
   if (sources) c.events->set_sources(event.get(), std::move(sources));
-  if (queued) {
-    c.events->mark_pending(event.get());
-    try {
-      queue_record_locked(std::move(entry));
-    } catch (...) {
-      c.events->mark_recorded(event.get());
-      throw;
-    }
-  } else {
-    c.poller->add(std::move(entry));
-  }
+  c.poller->add(std::move(entry));
   c.clear_failures_locked();
   c.injected.reset();
   ++c.events_outstanding;
@@ -367,11 +350,7 @@ void CudaStream::wait(const EventPtr& event) {
   set_device(c.ordinal);
   // The wait captures the event's current record; the EventPtr kept below
   // lets this stream's next event inherit the waited event's failure.
-  if (c.side_from != 0) {
-    queue_wait_locked(*cuda_event, event);
-  } else {
-    KVFLOW_CUDA(cudaStreamWaitEvent(c.stream, *cuda_event, cudaEventWaitDefault));
-  }
+  KVFLOW_CUDA(cudaStreamWaitEvent(c.stream, *cuda_event, cudaEventWaitDefault));
   c.failures.push_back(FailureSource{nullptr, event, c.events->sources(event.get())});
 }
 
@@ -380,7 +359,6 @@ void CudaStream::wait_gate(const GatePtr& gate, HostCall before) {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
   KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
-  settle_locked();
   // An injected failure fails the span but the wait still happens: what
   // follows it (a bounce slot's reuse, say) must never run before the gate opens.
   if (c.injected) c.failures.push_back(FailureSource{std::exchange(c.injected, nullptr), nullptr});
@@ -418,7 +396,6 @@ void CudaStream::host_call(HostCall fn) {
 std::shared_ptr<const void> CudaStream::host_call_locked(HostCall fn) {
   StreamCore& c = *core_;
   KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
-  settle_locked();
   const std::uint64_t seq = ++c.op_seq;  // not a user operation: an injected failure is left for the next one
   auto call = std::make_shared<HostCallData>(HostCallData{std::move(fn), c.failures_so_far_locked()});
   // Freed by the sweep once an event after it completed, never by the host
@@ -446,7 +423,6 @@ bool CudaStream::idle() {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
   if (c.closed) return true;
-  settle_locked();
   if (!c.retained.empty() || c.events_outstanding != 0) return false;
   // A wrapped stream also runs its owner's work; only kvflow's own counts.
   if (!c.owned) return true;
@@ -460,11 +436,6 @@ bool CudaStream::idle() {
 
 std::uintptr_t CudaStream::handle() const noexcept {
   handle_shared_.store(true, std::memory_order_relaxed);
-  {
-    // Work enqueued on the handle from here must follow the stream's own.
-    std::lock_guard<std::mutex> lock(core_->mutex);
-    settle_locked();
-  }
   return reinterpret_cast<std::uintptr_t>(core_->stream);
 }
 
@@ -517,12 +488,6 @@ void CudaStream::close(bool abandon) {
       const auto aborted = std::make_shared<const Error>(ErrorCode::kAborted, "the stream was closed while it waited");
       for (const GatePtr& gate : gates) gate->open(aborted);
     }
-    {
-      // The side stream's work joins the stream's, which drain() waits for
-      // (after the gates opened: an enqueue may wait for the GPU's queue).
-      std::lock_guard<std::mutex> lock(c.mutex);
-      settle_locked();
-    }
     const bool finished = drain(kStreamCloseWait);
     std::list<StreamCore::Retained> released;  // freed after unlocking
     {
@@ -537,7 +502,6 @@ void CudaStream::close(bool abandon) {
       }
       c.clear_failures_locked();
     }
-    submitter_.reset();    // joins its thread; its side stream's work is behind this stream's
     dma_helpers_.clear();  // joins their threads; their streams' work is behind this stream's
     kernel_pipe_.reset();  // its side stream's work is behind this stream's too
     if (c.owned) {

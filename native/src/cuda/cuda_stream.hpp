@@ -22,7 +22,6 @@ namespace kvflow::cuda {
 class EventPool;
 class FlagPool;
 class DmaHelper;   // cuda_batch.cc
-class Submitter;   // cuda_batch.cc
 class KernelPipe;  // cuda_batch.cc
 
 /// Pageable <-> device copies bounce through one pinned staging buffer, in
@@ -47,16 +46,14 @@ class CudaStream final : public Stream {
   [[nodiscard]] static std::unique_ptr<Stream> create(Device& device, int ordinal, int priority,
                                                       std::shared_ptr<EventPool> events,
                                                       std::shared_ptr<Poller> poller,
-                                                      std::shared_ptr<FlagPool> flags, bool submit_thread = false);
+                                                      std::shared_ptr<FlagPool> flags);
   /// A stream kvflow uses but never destroys; 0 is the legacy default stream.
   [[nodiscard]] static std::unique_ptr<Stream> wrap(Device& device, int ordinal, std::uintptr_t handle,
                                                     std::shared_ptr<EventPool> events,
                                                     std::shared_ptr<Poller> poller,
                                                     std::shared_ptr<FlagPool> flags);
 
-  /// `submit_thread`: large DMA batches, and the records and waits after
-  /// them, are enqueued by a thread of the stream's own (Submitter).
-  CudaStream(Device& device, std::shared_ptr<StreamCore> core, bool submit_thread = false);
+  CudaStream(Device& device, std::shared_ptr<StreamCore> core);
   ~CudaStream() override;
   CudaStream(const CudaStream&) = delete;
   CudaStream& operator=(const CudaStream&) = delete;
@@ -99,19 +96,6 @@ class CudaStream final : public Stream {
                            const std::vector<CopyPiece>& pieces, std::vector<std::shared_ptr<const void>>& hold,
                            std::uint64_t seq);
   [[nodiscard]] int sm_count();
-  // cuda_batch.cc, mutex held. Hands the stream's work from this operation on
-  // to the submission thread where it may (a large DMA batch on an owned
-  // stream whose handle was never handed out); true while it does.
-  [[nodiscard]] bool detach_locked(std::size_t copies);
-  // Ends a detachment: waits until the submission thread has enqueued what it
-  // was given, then the stream waits for its side stream. Every operation but
-  // a DMA batch, a record and a wait calls it first. Const for handle().
-  void settle_locked() const noexcept;
-  // While detached: a user event's record, a wait on a recorded event, queued
-  // on the submission thread behind the batches.
-  void queue_record_locked(PollEntry entry);
-  void queue_wait_locked(cudaEvent_t event, EventPtr keep);
-  void make_dma_helpers_locked();
 
   Device& device_;  // for bounce buffers and event ids; used only while the stream is open
   std::shared_ptr<StreamCore> core_;
@@ -127,10 +111,6 @@ class CudaStream final : public Stream {
   // of their own (cuda_batch.cc), made on first use, ended by close().
   std::vector<std::shared_ptr<DmaHelper>> dma_helpers_;
   bool dma_helper_failed_ = false;  // making one failed: batches are enqueued by one thread
-  // The submission thread (cuda_batch.cc), made on first use, ended by close().
-  const bool submit_thread_;
-  std::shared_ptr<Submitter> submitter_;
-  bool submitter_failed_ = false;  // making it failed: the stream enqueues everything itself
   int sm_count_ = 0;
 };
 

@@ -67,26 +67,10 @@ EventPtr EventPool::adopt(std::uint64_t id, cudaEvent_t event, bool timed) {
 }
 
 std::optional<cudaEvent_t> EventPool::find(const EventState* state) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  // A pending record is made by a submission thread that takes no lock a
-  // caller of find() can hold (only this pool's and the poller's), so this ends.
-  recorded_.wait(lock, [&] { return pending_.count(state) == 0; });
+  std::lock_guard<std::mutex> lock(mutex_);
   const auto it = owners_.find(state);
   if (it == owners_.end()) return std::nullopt;
   return it->second;
-}
-
-void EventPool::mark_pending(const EventState* state) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  pending_.insert(state);
-}
-
-void EventPool::mark_recorded(const EventState* state) noexcept {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (pending_.erase(state) == 0) return;
-  }
-  recorded_.notify_all();
 }
 
 void EventPool::set_sources(const EventState* state, std::shared_ptr<const void> sources) {
@@ -118,7 +102,6 @@ void EventPool::forget(const EventState* state) noexcept {
   std::shared_ptr<const void> dropped;  // as in drop_sources
   std::lock_guard<std::mutex> lock(mutex_);
   owners_.erase(state);
-  pending_.erase(state);  // never pending here: the queued record holds the event
   dropped = take_sources_locked(state);
 }
 

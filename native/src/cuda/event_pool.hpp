@@ -8,11 +8,9 @@
 
 #include <cstdint>
 #include <memory>
-#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "kvflow/event.hpp"
@@ -39,15 +37,7 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   /// `timed`: `event` came from acquire(true); the EventState is marked timed.
   [[nodiscard]] EventPtr adopt(std::uint64_t id, cudaEvent_t event, bool timed = false);
   /// The cudaEvent_t behind an EventState made by adopt(), if it is one of ours.
-  /// An event marked pending (its record is still queued on a stream's
-  /// submission thread) is waited for first: a stream told to wait on an event
-  /// not yet recorded would not wait at all.
   [[nodiscard]] std::optional<cudaEvent_t> find(const EventState* state);
-  /// The record of an adopted event is queued, not made yet (see find()).
-  void mark_pending(const EventState* state);
-  /// Any thread: the record of a pending event was made (or failed; the event
-  /// then fails when it completes). Never throws.
-  void mark_recorded(const EventState* state) noexcept;
   /// What can fail an event of ours, as its stream knew when it was recorded
   /// (StreamCore::FailureChain, opaque here): a stream that waits on the
   /// event while it is pending lets its host calls judge it before the
@@ -78,8 +68,6 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   std::vector<cudaEvent_t> timed_free_;
   std::unordered_map<const EventState*, cudaEvent_t> owners_;
   std::unordered_map<const EventState*, std::shared_ptr<const void>> sources_;
-  std::unordered_set<const EventState*> pending_;  // adopted, their record still queued
-  std::condition_variable recorded_;
   bool closed_ = false;
 };
 

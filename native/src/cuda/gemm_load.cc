@@ -84,7 +84,6 @@ void CudaStream::busy_gemm(std::uint32_t count, std::uint32_t n) {
     (void)gemm_state_locked(lib, c.ordinal, n);
   }
   std::lock_guard<std::mutex> lock(c.mutex);
-  settle_locked();
   if (begin_op_locked() == 0 || count == 0) return;
   KVFLOW_CUDA(cudaSetDevice(c.ordinal));
   std::lock_guard<std::mutex> g(gemm_mutex);

@@ -133,11 +133,6 @@ void Poller::add(PollEntry entry) {
   if (wake) cv_.notify_one();
 }
 
-void Poller::settle_unpolled(PollEntry entry, ErrorPtr error) noexcept {
-  entry.covers = 0;
-  finish(entry, std::move(error));
-}
-
 void Poller::stop(std::chrono::milliseconds budget) noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -288,7 +283,7 @@ bool Poller::try_finish(PollEntry& entry) noexcept {
 
 void Poller::finish(PollEntry& entry, ErrorPtr error) noexcept {
   // Buffers go first, so whoever sees the event done also sees them released.
-  if (entry.stream) entry.stream->on_completed(entry.covers, !entry.user, entry.side);
+  if (entry.stream) entry.stream->on_completed(entry.covers, !entry.user);
   if (entry.user) {
     if (!error && entry.user->timed()) entry.user->set_time_ms(time_of(entry.event));
     try {

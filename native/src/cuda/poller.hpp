@@ -43,7 +43,6 @@ struct PollEntry {
   std::shared_ptr<StreamCore> stream;
   std::uint64_t covers = 0;             // the stream's operations up to this sequence number
   std::vector<FailureSource> failures;  // user events only, in operation order
-  bool side = false;                    // a sweep a stream's submission thread recorded on its side stream
 };
 
 class Poller {
@@ -57,10 +56,6 @@ class Poller {
 
   /// Any thread. Throws kDisposed once the poller stopped.
   void add(PollEntry entry);
-  /// Any thread: settles a user entry that never reached add() (its record
-  /// failed, or add() threw) with `error`, releasing nothing its stream holds
-  /// (the GPU may not be done with it), and tells JS. Never throws.
-  void settle_unpolled(PollEntry entry, ErrorPtr error) noexcept;
   /// Test hook: nothing is polled until the returned function is called.
   [[nodiscard]] std::function<void()> hold();
 

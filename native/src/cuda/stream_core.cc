@@ -17,15 +17,13 @@ StreamCore::StreamCore(int ordinal_in, cudaStream_t stream_in, bool owned_in, st
       poller(std::move(poller_in)),
       flags(std::move(flags_in)) {}
 
-void StreamCore::on_completed(std::uint64_t covers, bool sweep, bool side) noexcept {
+void StreamCore::on_completed(std::uint64_t covers, bool sweep) noexcept {
   std::list<Retained> done;  // destroyed after unlocking: freeing buffers may call CUDA
   std::lock_guard<std::mutex> lock(mutex);
   auto end = retained.begin();
   while (end != retained.end() && end->seq <= covers) ++end;
   done.splice(done.end(), retained, retained.begin(), end);
-  if (side) {
-    // not the stream's sweep, not a user event
-  } else if (sweep) {
+  if (sweep) {
     sweep_outstanding = false;
   } else if (events_outstanding > 0) {
     --events_outstanding;
@@ -35,9 +33,6 @@ void StreamCore::on_completed(std::uint64_t covers, bool sweep, bool side) noexc
 
 void StreamCore::arm_sweep_locked() noexcept {
   if (closed || sweep_outstanding || retained.empty()) return;
-  // Operations on the side stream are swept there, by the submission thread.
-  const std::uint64_t covers = side_from != 0 ? side_from - 1 : op_seq;
-  if (retained.front().seq > covers) return;
   cudaEvent_t event = nullptr;
   try {
     event = events->acquire();
@@ -46,7 +41,7 @@ void StreamCore::arm_sweep_locked() noexcept {
     PollEntry entry;
     entry.event = event;
     entry.stream = shared_from_this();
-    entry.covers = covers;
+    entry.covers = op_seq;
     poller->add(std::move(entry));
     sweep_outstanding = true;
   } catch (...) {

@@ -31,8 +31,7 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   /// Poller thread: the event recorded after operation `covers` completed.
   /// Releases what those operations held and, for a sweep, records the next
   /// sweep when newer operations still hold buffers.
-  /// `side`: a sweep of the submission thread's, not the stream's one sweep.
-  void on_completed(std::uint64_t covers, bool sweep, bool side = false) noexcept;
+  void on_completed(std::uint64_t covers, bool sweep) noexcept;
 
   /// What operations hold until an event recorded after them completes.
   struct Retained {
@@ -81,10 +80,6 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
     chained = 0;
   }
   std::vector<GatePtr> gates;          // gates waited on, opened by close(abandon)
-  // Non-zero while the stream's work from operation `side_from` on is
-  // enqueued by its submission thread on a side stream (cuda_batch.cc): a
-  // sweep recorded on the stream then covers only the operations before it.
-  std::uint64_t side_from = 0;
   bool closed = false;
 
   /// Records a sweep when operations hold buffers and none is outstanding, so

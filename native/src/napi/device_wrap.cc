@@ -49,11 +49,6 @@ DeviceWrap::DeviceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Device
       if (spin > 10000) throw make_error(env, ErrorCode::kOutOfRange, "expected completionSpinUs from 0 to 10000, got " + std::to_string(spin));
       options.completion_spin_us = static_cast<std::uint32_t>(spin);
     }
-    if (info.Length() > 6 && !info[6].IsUndefined()) {
-      const std::size_t submit = arg_size(info, 6, "dmaSubmit");
-      if (submit > 1) throw make_error(env, ErrorCode::kInvalidArg, "expected a DMA submit mode 0 (caller) or 1 (thread)");
-      options.dma_submit_thread = submit == 1;
-    }
     std::unique_ptr<Device> device;
     if (backend == "cpu") {
       device = open_cpu_device(options);
