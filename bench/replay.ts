@@ -26,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { KvStore, LayerPipeline, openDevice, type Device, type KvCache, type PrefillPolicy, type Stream } from '../src/index.js';
+import { KvStore, LayerPipeline, openDevice, type Device, type HostTerms, type KvCache, type PrefillPolicy, type Stream } from '../src/index.js';
 import {
   chatPrompts, createModel, longestPrompt, percentile, Prefiller, type ChatModel, type ChatShape,
 } from '../src/cli/demo-chat.js';
@@ -41,12 +41,18 @@ interface TurnSample {
   hitTokens: number;
   loadTokens: number;
   nvmeTokens: number;
+  /** The plan's predicted TTFT, its host time per layer, and whether the host's floor decided it. */
+  predictedMs: number;
+  hostMsPerLayer: number;
+  hostBound: boolean;
 }
 
 interface Pass {
   name: 'recompute' | 'kvflow' | 'kvflow-restart';
   samples: TurnSample[];
   wallMs: number;
+  /** The pipeline's host model at the end of the pass (the planner's host floor per chunk loaded). */
+  hostModel?: Readonly<HostTerms>;
 }
 
 const GiB = 2 ** 30;
@@ -192,10 +198,11 @@ async function runPass(
         samples.push({
           chat, turn: turn + 1, promptTokens: tokens.length, ms: result.ttftMs, hitTokens: result.hitTokens, loadTokens: result.plan.loadTokens,
           nvmeTokens: result.plan.loaded.filter((x) => x.tier === 'nvme').reduce((a, x) => a + x.tokens, 0),
+          predictedMs: result.plan.ms, hostMsPerLayer: result.plan.hostMsPerLayer, hostBound: result.plan.reason.includes('host-bound'),
         });
       }
     }));
-    return { name, samples, wallMs: performance.now() - t0 };
+    return { name, samples, wallMs: performance.now() - t0, hostModel: { ...pipeline.hostModel.terms } };
   } finally {
     await Promise.all(prefillers.map((p) => p.dispose()));
     await pipeline.dispose();
@@ -235,12 +242,16 @@ function summarize(chats: number, turns: number, passes: Pass[]): { rows: Result
     rows.push({ metric: `turns_hit${tag}_chats${chats}`, value: pass.samples.filter((s) => s.hitTokens > 0).length / pass.samples.length, unit: 'share of turns', baseline: null, ratio: null });
     summary[pass.name] = {
       wallMs: pass.wallMs,
+      hostModel: pass.hostModel,
       perTurn: Array.from({ length: turns }, (_, i) => {
         const at = pass.samples.filter((s) => s.turn === i + 1);
         const ref = base.samples.filter((s) => s.turn === i + 1);
         return {
           turn: i + 1, promptTokens: at[0]?.promptTokens, ttftMs: percentile(at.map((s) => s.ms), 50), recomputeMs: percentile(ref.map((s) => s.ms), 50),
           hitRate: sum(at.map((s) => s.hitTokens)) / sum(at.map((s) => s.promptTokens)), loadRate: sum(at.map((s) => s.loadTokens)) / sum(at.map((s) => s.promptTokens)),
+          // The plans behind those TTFTs: medians over the chats, and how many the host's floor decided.
+          predictedMs: percentile(at.map((s) => s.predictedMs), 50), hostMsPerLayer: percentile(at.map((s) => s.hostMsPerLayer), 50),
+          hostBound: at.filter((s) => s.hostBound).length,
         };
       }),
     };
