@@ -2,40 +2,48 @@
 """Growth of live heap bytes by library over a heaptrack run (decode.py's OUT.pkl).
 
     python3 bench/tools/heaptrack/by_library.py OUT.pkl
+
+Libraries: kvflow.node, lmdb (the lmdb package's addon, node.abiNNN.*.node),
+Node/V8, other. Then the 25 growing sites, labelled by library and function.
+Growth: see common.py.
 """
-import pickle, collections
-import os, sys
-exec(open(os.path.join(os.path.dirname(__file__), 'sites.py')).read().split("times=[s[0]")[0])
-times=[s[0] for s in snaps]
+import collections
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import EARLY, frames, growth, late, live_by, load, window_times  # noqa: E402
+
+LMDB = re.compile(r'node\.abi\d+\..*\.node$|lmdb')
+d = load(sys.argv[1])
+snaps = d['snaps']
+
+
 def classify(ti):
-    fr=frames(ti,60)
-    mods=[f[1] for f in fr]
-    fns=[f[0] or '?' for f in fr]
-    if any('kvflow' in m for m in mods): return 'kvflow.node'
-    if any('node.abi115' in m for m in mods):
-        # first lmdb function
-        for f in fr:
-            if 'node.abi115' in f[1]: return 'lmdb:'+(f[0] or '?').split('(')[0]+' '+f[2]
-    if any(fn.startswith('Builtins_') or 'v8::' in fn for fn in fns): return 'node/v8'
-    return 'other:'+ str([x[0] for x in fr[:4] if x[0] and 'malloc' not in x[0]][:2])
-# per allocinfo -> class
-cls={}
-agg=collections.defaultdict(lambda:[0]*len(snaps)); cnt=collections.defaultdict(lambda:[0]*len(snaps))
-tcache={}
-for i,(sz,ti) in enumerate(ai):
-    c=tcache.get(ti)
-    if c is None: c=tcache[ti]=classify(ti)
-    for k in range(len(snaps)):
-        L=snaps[k][1]
-        if i<len(L) and L[i]: agg[c][k]+=sz*L[i]; cnt[c][k]+=L[i]
-def score(v): return min(v[14:20])-min(v[2:8])
-mod=collections.defaultdict(lambda:[0]*len(snaps))
-for c,v in agg.items():
-    key=c.split(':')[0]
-    for k in range(len(v)): mod[key][k]+=v[k]
-print('by module, KiB at 30s steps (every 2nd), robust growth')
-for key,v in sorted(mod.items(), key=lambda kv:-score(kv[1])):
-    print(key, round(score(v)/1024,1), [round(x/1024) for x in v[1::2]])
+    fr = frames(d, ti, 60)
+    mods = [f[1] for f in fr]
+    fns = [f[0] or '?' for f in fr]
+    if any('kvflow' in m for m in mods):
+        return 'kvflow.node'
+    for f in fr:
+        if LMDB.search(f[1]):
+            return 'lmdb:' + (f[0] or '?').split('(')[0] + ' ' + f[2]
+    if any(fn.startswith('Builtins_') or 'v8::' in fn for fn in fns):
+        return 'node/v8'
+    return 'other:' + str([x[0] for x in fr[:4] if x[0] and 'malloc' not in x[0]][:2])
+
+
+size, count = live_by(d, classify)
+by_lib = collections.defaultdict(lambda: [0] * len(snaps))
+for c, v in size.items():
+    for k in range(len(v)):
+        by_lib[c.split(':')[0]][k] += v[k]
+a, b = EARLY.start, late(snaps).stop - 1
+print(f'by library: growth KiB ({window_times(snaps)}), then live KiB every 2nd snapshot')
+for lib, v in sorted(by_lib.items(), key=lambda kv: -growth(kv[1], snaps)):
+    print(lib, round(growth(v, snaps) / 1024, 1), [round(x / 1024) for x in v[1::2]])
 print()
-for c,v in sorted(agg.items(), key=lambda kv:-score(kv[1]))[:25]:
-    print('%8.1f KiB  n %5d->%5d  end %7.1f KiB  %s' % (score(v)/1024, cnt[c][2], cnt[c][19], v[-1]/1024, c[:150]))
+print(f'sites: growth, live count at {snaps[a][0] / 1000:.0f} s -> {snaps[b][0] / 1000:.0f} s, live at the end')
+for c, v in sorted(size.items(), key=lambda kv: -growth(kv[1], snaps))[:25]:
+    print('%8.1f KiB  n %5d->%5d  end %7.1f KiB  %s' % (growth(v, snaps) / 1024, count[c][a], count[c][b], v[-1] / 1024, c[:150]))

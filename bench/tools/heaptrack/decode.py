@@ -4,7 +4,8 @@
     zstd -dc heaptrack.node.PID.zst | python3 bench/tools/heaptrack/decode.py OUT.pkl [STEP_MS]
 
 Then sites.py (the call sites whose live bytes grow, with their frames) and
-by_library.py (growth by library: kvflow.node, lmdb's addon, Node/V8). Used
+by_library.py (growth by library: kvflow.node, lmdb's addon, Node/V8); the
+growth windows are in common.py. Used
 for bench/results soak-heaptrack-cpu.txt (issue #13 item 8).
 """
 import sys, pickle
