@@ -18,7 +18,7 @@
  * also gives the pipeline its first compute measurement.
  *
  *   node dist/bench/replay.js [--model tiny|llama-3-8b] [--backend auto|cuda|cpu] [--chats 1,4,16]
- *     [--turns 15] [--first 2200] [--answer 170] [--user 100] [--policy adaptive|load-all|recompute]
+ *     [--turns 15] [--first 2200] [--answer 170] [--user 100] [--policy adaptive|load-all|recompute] [--engine auto|dma|kernel]
  *     [--restart] [--dir DIR] [--dram-gib G] [--nvme-gib G] [--json out.json]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -26,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { KvStore, LayerPipeline, openDevice, type Device, type HostTerms, type KvCache, type PrefillPolicy, type Stream } from '../src/index.js';
+import { KvStore, LayerPipeline, openDevice, type Device, type HostTerms, type KvCache, type PagedEngine, type PrefillPolicy, type Stream } from '../src/index.js';
 import {
   chatPrompts, createModel, longestPrompt, percentile, Prefiller, type ChatModel, type ChatShape,
 } from '../src/cli/demo-chat.js';
@@ -80,6 +80,7 @@ async function main(): Promise<void> {
       answer: { type: 'string', default: '170' },
       user: { type: 'string', default: '100' },
       policy: { type: 'string', default: 'adaptive' },
+      engine: { type: 'string', default: 'auto' },
       restart: { type: 'boolean', default: false },
       dir: { type: 'string' },
       'dram-gib': { type: 'string' },
@@ -91,6 +92,8 @@ async function main(): Promise<void> {
   if (backend !== 'auto' && backend !== 'cuda' && backend !== 'cpu') fail(`expected auto, cuda or cpu for --backend, got '${backend}'`);
   const policy = values.policy as PrefillPolicy;
   if (!['adaptive', 'load-all', 'recompute'].includes(policy)) fail(`expected adaptive, load-all or recompute for --policy, got '${policy}'`);
+  const engine = values.engine as PagedEngine;
+  if (!['auto', 'dma', 'kernel'].includes(engine)) fail(`expected auto, dma or kernel for --engine, got '${engine}'`);
   const chatCounts = values.chats.split(',').map((c) => int(c.trim(), '--chats', 1));
   const shape: ChatShape = {
     turns: int(values.turns, '--turns', 1), firstTokens: int(values.first, '--first', 1),
@@ -108,7 +111,7 @@ async function main(): Promise<void> {
   const runs: Record<string, unknown>[] = [];
   try {
     for (const chats of chatCounts) {
-      const passes = await replay(dev, model, { shape, chats, chunkTokens, blockTokens, policy, restart: values.restart, dir: values.dir,
+      const passes = await replay(dev, model, { shape, chats, chunkTokens, blockTokens, policy, engine, restart: values.restart, dir: values.dir,
         dramGiB: values['dram-gib'] === undefined ? undefined : Number(values['dram-gib']),
         nvmeGiB: values['nvme-gib'] === undefined ? undefined : Number(values['nvme-gib']) });
       const { rows, summary } = summarize(chats, shape.turns, passes);
@@ -121,7 +124,7 @@ async function main(): Promise<void> {
   }
   const config = {
     model: preset, layers: model.config.layers, dtype: model.dtype, backend: info.backend, chats: chatCounts, ...shape,
-    longestPrompt: longest, chunkTokens, blockTokens, policy, restart: values.restart, runs,
+    longestPrompt: longest, chunkTokens, blockTokens, policy, engine, restart: values.restart, runs,
   };
   if (values.json) writeResult(values.json, { bench: 'replay', device: info.name, config, results });
   for (const run of runs) printTurns(run);
@@ -134,6 +137,7 @@ interface ReplayOptions {
   chunkTokens: number;
   blockTokens: number;
   policy: PrefillPolicy;
+  engine: PagedEngine;
   restart: boolean;
   dir: string | undefined;
   dramGiB: number | undefined;
@@ -163,12 +167,12 @@ async function replay(dev: Device, model: ReferenceModel, o: ReplayOptions): Pro
   let store = await KvStore.open(storeOptions);
   try {
     passes.push(await runPass('recompute', dev, model, store, cache, stream, prompts, blocks, 'recompute', false));
-    passes.push(await runPass('kvflow', dev, model, store, cache, stream, prompts, blocks, o.policy, true));
+    passes.push(await runPass('kvflow', dev, model, store, cache, stream, prompts, blocks, o.policy, true, o.engine));
     if (o.restart) {
       await store.flush();
       await store.close();
       store = await KvStore.open(storeOptions);
-      passes.push(await runPass('kvflow-restart', dev, model, store, cache, stream, prompts, blocks, o.policy, true));
+      passes.push(await runPass('kvflow-restart', dev, model, store, cache, stream, prompts, blocks, o.policy, true, o.engine));
     }
   } finally {
     await store.close();
@@ -182,7 +186,7 @@ async function replay(dev: Device, model: ReferenceModel, o: ReplayOptions): Pro
 /** Every chat's turns in order, the chats at once, through one new pipeline over the store. */
 async function runPass(
   name: Pass['name'], dev: Device, model: ReferenceModel, store: KvStore, cache: KvCache, stream: Stream,
-  prompts: number[][][], blocks: number[][], policy: PrefillPolicy, save: boolean,
+  prompts: number[][][], blocks: number[][], policy: PrefillPolicy, save: boolean, engine: PagedEngine = 'auto',
 ): Promise<Pass> {
   const pipeline = new LayerPipeline({ store, cache, computeStream: stream });
   const prefillers = prompts.map(() => new Prefiller(dev, model, cache, pipeline, stream));
@@ -194,7 +198,7 @@ async function runPass(
     await Promise.all(prompts.map(async (turns, chat) => {
       for (let turn = 0; turn < turns.length; turn++) {
         const tokens = turns[turn]!;
-        const { result } = await prefillers[chat]!.run(tokens, blocks[chat]!, { policy, save, read: false });
+        const { result } = await prefillers[chat]!.run(tokens, blocks[chat]!, { policy, engine, save, read: false });
         samples.push({
           chat, turn: turn + 1, promptTokens: tokens.length, ms: result.ttftMs, hitTokens: result.hitTokens, loadTokens: result.plan.loadTokens,
           nvmeTokens: result.plan.loaded.filter((x) => x.tier === 'nvme').reduce((a, x) => a + x.tokens, 0),

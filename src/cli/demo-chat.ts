@@ -8,6 +8,7 @@ import type { DeviceBuffer } from '../device/buffer.js';
 import type { Device } from '../device/device.js';
 import type { Stream } from '../device/stream.js';
 import type { KvCache } from '../layout/kvcache.js';
+import type { PagedEngine } from '../layout/kvcache.js';
 import type { PrefillPolicy } from '../model/plan.js';
 import type { LayerCompute, LayerPipeline, PrefillResult } from '../pipeline/pipeline.js';
 import { ReferenceModel } from '../reference/model.js';
@@ -96,7 +97,7 @@ export class Prefiller {
   }
 
   /** One prefill of `tokens` into `blocks`; `read` copies the final hidden states back. */
-  async run(tokens: number[], blocks: number[], opts: { policy: PrefillPolicy; save: boolean; read: boolean; signal?: AbortSignal }): Promise<TurnRun> {
+  async run(tokens: number[], blocks: number[], opts: { policy: PrefillPolicy; engine?: PagedEngine; save: boolean; read: boolean; signal?: AbortSignal }): Promise<TurnRun> {
     const model = this.#model;
     const last = model.config.layers - 1;
     const compute: LayerCompute = (layer, work) => {
@@ -105,7 +106,7 @@ export class Prefiller {
       model.layer(work.stream, layer, { hidden: this.#hidden, cache: this.#cache, blocks: work.blocks, start: work.computeFrom, count });
       if (layer === last) model.finalNorm(work.stream, this.#out, this.#hidden, count);
     };
-    const result = await this.#pipeline.prefill({ tokens, blocks, compute, policy: opts.policy, save: opts.save, signal: opts.signal });
+    const result = await this.#pipeline.prefill({ tokens, blocks, compute, policy: opts.policy, engine: opts.engine, save: opts.save, signal: opts.signal });
     const computed = tokens.length - result.plan.computeFrom;
     let out: Float32Array | undefined;
     if (opts.read) out = await this.read(this.#out, computed * model.config.hidden * 4);

@@ -1,4 +1,5 @@
 /** What `kvflow demo` reports: the shapes of `--json`, and the table people read. */
+import type { PagedEngine } from '../layout/kvcache.js';
 import type { PrefillPolicy } from '../model/plan.js';
 import type { ChatModel, ChatShape } from './demo-chat.js';
 
@@ -9,7 +10,8 @@ export interface DemoTurn {
   /** Cached tokens the store held for this prompt (whole chunks of its start), and their share of it. */
   hit: { tokens: number; rate: number };
   /** What kvflow's prefill did: tokens loaded per tier, tokens computed, and why. */
-  plan: { policy: PrefillPolicy; loadTokens: number; loaded: { tier: string; tokens: number }[]; computeFrom: number; computeTokens: number; predictedMs: number; reason: string };
+  /** `engine`: how its loads moved (`auto`: the pipeline's rule; `--engine`). */
+  plan: { policy: PrefillPolicy; engine: PagedEngine; loadTokens: number; loaded: { tier: string; tokens: number }[]; computeFrom: number; computeTokens: number; predictedMs: number; reason: string };
   /** Time to first token in ms (the whole prefill: embedding, every layer, final norm; saves to DRAM included). */
   ttftMs: { kvflow: number; recompute: number };
   /** recompute / kvflow. */

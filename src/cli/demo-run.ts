@@ -4,6 +4,7 @@
  * from scratch, and through kvflow) and compared.
  */
 import type { Device } from '../device/device.js';
+import type { PagedEngine } from '../layout/kvcache.js';
 import type { PrefillPolicy } from '../model/plan.js';
 import { LayerPipeline, type PrefillResult } from '../pipeline/pipeline.js';
 import type { ReferenceModel } from '../reference/model.js';
@@ -36,6 +37,8 @@ export interface ChatRun {
   firstTokens: number;
   model: ChatModel | undefined;
   policy: PrefillPolicy;
+  /** The engine of kvflow's loads (`auto`: the pipeline's rule). */
+  engine?: PagedEngine;
   dir: string;
   temporary: boolean;
   signal: AbortSignal;
@@ -112,10 +115,10 @@ export async function chat(f: ChatRun, dev: Device): Promise<DemoReport> {
       const ref = await prefiller.run(tokens, recomputeBlocks, { policy: 'recompute', save: false, read: true, signal });
       check();
       progress.step(`turn ${t + 1}/${prompts.length}: prefill through kvflow`);
-      const kv = await prefiller.run(tokens, kvflowBlocks, { policy: f.policy, save: true, read: true, signal });
+      const kv = await prefiller.run(tokens, kvflowBlocks, { policy: f.policy, engine: f.engine, save: true, read: true, signal });
       check();
       progress.step(`turn ${t + 1}/${prompts.length}: checking`);
-      report.turns.push(await turnReport(s, t + 1, tokens, kv, ref, tol));
+      report.turns.push(await turnReport(s, t + 1, tokens, kv, ref, tol, f.engine ?? 'auto'));
       check();
     }
     report.ok = report.turns.every((t) => t.check.ok && t.predicted.kvflow === t.predicted.recompute);
@@ -133,7 +136,7 @@ export async function chat(f: ChatRun, dev: Device): Promise<DemoReport> {
   }
 }
 
-async function turnReport(s: ChatSession, turn: number, tokens: number[], kv: TurnRun, ref: TurnRun, tol: number): Promise<DemoTurn> {
+async function turnReport(s: ChatSession, turn: number, tokens: number[], kv: TurnRun, ref: TurnRun, tol: number, engine: PagedEngine): Promise<DemoTurn> {
   const hidden = s.model.config.hidden;
   const from = kv.result.plan.computeFrom;
   // The recompute computed every token; kvflow the tokens from `from` on.
@@ -149,7 +152,7 @@ async function turnReport(s: ChatSession, turn: number, tokens: number[], kv: Tu
     promptTokens: tokens.length,
     hit: { tokens: kv.result.hitTokens, rate: kv.result.hitTokens / tokens.length },
     plan: {
-      policy: p.policy, loadTokens: p.loadTokens, loaded: p.loaded.map((x) => ({ tier: x.tier, tokens: x.tokens })),
+      policy: p.policy, engine, loadTokens: p.loadTokens, loaded: p.loaded.map((x) => ({ tier: x.tier, tokens: x.tokens })),
       computeFrom: p.computeFrom, computeTokens: p.computeTokens, predictedMs: p.ms, reason: p.reason,
     },
     ttftMs: { kvflow: kv.result.ttftMs, recompute: ref.result.ttftMs },

@@ -11,6 +11,7 @@
 import type { Device } from '../device/device.js';
 import { KvflowError } from '../errors.js';
 import { openDevice } from '../index.js';
+import type { PagedEngine } from '../layout/kvcache.js';
 import type { PrefillPolicy } from '../model/plan.js';
 import { presets } from '../reference/config.js';
 import { backendFlag, choiceFlag, intFlag, parseCommand, UsageError, type Command } from './args.js';
@@ -48,6 +49,8 @@ options:
   --model M          tiny | llama-3-8b (default: llama-3-8b on CUDA, tiny on CPU)
   --backend B        auto | cuda | cpu (default auto; gpu is taken for cuda)
   --policy P         adaptive | load-all | recompute, kvflow's prefills (default adaptive)
+  --engine E         auto | dma | kernel: how kvflow's prefills load (default auto: kernel
+                     before the first compute, the copy engines beside it)
   --dir DIR          store directory, kept afterwards (default: a temporary one, removed)
   --json             the same as one JSON object on stdout
   --store-check      instead: store a prompt's KV (Llama-3-8B-shaped), reopen the
@@ -66,6 +69,7 @@ interface DemoFlags {
   model: ChatModel | undefined;
   backend: 'auto' | 'cuda' | 'cpu' | undefined;
   policy: PrefillPolicy;
+  engine: PagedEngine;
   dir: string | undefined;
   json: boolean;
   storeCheck: boolean;
@@ -77,6 +81,7 @@ interface RawFlags {
   model?: string;
   backend?: string;
   policy?: string;
+  engine?: string;
   dir?: string;
   json?: boolean;
   'store-check'?: boolean;
@@ -90,6 +95,7 @@ function parseFlags(args: string[]): DemoFlags | undefined {
     model: { type: 'string' },
     backend: { type: 'string' },
     policy: { type: 'string' },
+    engine: { type: 'string' },
     dir: { type: 'string' },
     json: { type: 'boolean' },
     'store-check': { type: 'boolean' },
@@ -98,7 +104,7 @@ function parseFlags(args: string[]): DemoFlags | undefined {
   if (help) return undefined;
   const storeCheck = values['store-check'] ?? false;
   if (storeCheck) {
-    for (const f of ['turns', 'model', 'policy', 'json'] as const) {
+    for (const f of ['turns', 'model', 'policy', 'engine', 'json'] as const) {
       if (values[f] !== undefined) throw new UsageError(`--${f} does not apply to --store-check`);
     }
   }
@@ -109,6 +115,7 @@ function parseFlags(args: string[]): DemoFlags | undefined {
     model: choiceFlag(values.model, '--model', ['tiny', 'llama-3-8b'] as const),
     backend: backendFlag(values.backend),
     policy: choiceFlag(values.policy, '--policy', ['adaptive', 'load-all', 'recompute'] as const) ?? 'adaptive',
+    engine: choiceFlag(values.engine, '--engine', ['auto', 'dma', 'kernel'] as const) ?? 'auto',
     dir: values.dir,
     json: values.json ?? false,
     storeCheck,
@@ -161,7 +168,7 @@ export async function runDemo(args: string[]): Promise<number> {
   try {
     if (f.storeCheck) return await runStoreCheck({ tokens: f.tokens, backend: f.backend, dir: scratch.dir, signal: scratch.signal });
     progress.step('opening the device');
-    const report = await runChat(f, { ...scratch, turns: f.turns, firstTokens: f.tokens, policy: f.policy, progress });
+    const report = await runChat(f, { ...scratch, turns: f.turns, firstTokens: f.tokens, policy: f.policy, engine: f.engine, progress });
     process.stdout.write(f.json ? `${JSON.stringify(report, null, 2)}\n` : formatDemo(report));
     return report.ok ? 0 : 1;
   } catch (e) {

@@ -67,6 +67,8 @@ describe('kvflow command line', () => {
     [['demo', '--backend', 'tpu'], /^kvflow demo: expected auto, cuda or cpu for --backend, got 'tpu'\n/],
     [['demo', '--model=gpt'], /^kvflow demo: expected tiny or llama-3-8b for --model, got 'gpt'\n/],
     [['demo', '--policy', 'some'], /^kvflow demo: expected adaptive, load-all or recompute for --policy, got 'some'\n/],
+    [['demo', '--engine', 'fast'], /^kvflow demo: expected auto, dma or kernel for --engine, got 'fast'\n/],
+    [['demo', '--store-check', '--engine', 'dma'], /^kvflow demo: --engine does not apply to --store-check\n/],
     [['demo', '--tokens=10'], /^kvflow demo: expected an integer from 64 to 32768 for --tokens, got '10'\n/],
     [['demo', '--store-check', '--tokens', '7'], /^kvflow demo: expected an integer from 256 to 32768 for --tokens, got '7'\n/],
     [['demo', '--store-check', '--json'], /^kvflow demo: --json does not apply to --store-check\n/],

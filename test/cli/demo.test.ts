@@ -39,7 +39,18 @@ describe('kvflow demo', () => {
     // --tokens sets the first prompt; each later turn appends an answer and a message.
     expect(report.chat).toEqual({ turns: 3, firstTokens: 256, answerTokens: 170, userTokens: 100 });
     expect(report.turns.map((t) => t.promptTokens)).toEqual([256, 526, 796]);
+    expect(report.turns.map((t) => t.plan.engine)).toEqual(['auto', 'auto', 'auto']);
     expect(readdirSync(tmp)).toEqual([]);
+  });
+
+  it('--engine kernel loads every turn with the kernel engine, and the outputs still equal a full recompute', () => {
+    const r = demo(['--json', '--backend', 'cpu', '--turns', '2', '--tokens=256', '--engine', 'kernel'], { ...process.env, TMPDIR: tmp });
+    expect(r.status, r.stderr).toBe(0);
+    const k = JSON.parse(r.stdout) as DemoReport;
+    expect(k.ok).toBe(true);
+    expect(k.turns.map((t) => t.plan.engine)).toEqual(['kernel', 'kernel']);
+    expect(k.turns[1]!.plan.loadTokens).toBeGreaterThan(0);
+    expect(k.turns.every((t) => t.check.ok)).toBe(true);
   });
 
   it('each turn\'s final hidden states equal a full recompute, with the same predicted token', () => {
