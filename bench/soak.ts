@@ -4,13 +4,22 @@
  * on one directory, put prompts (some durable), look them up and load every
  * layer (bytes checked on a sample of loads), put more than the tiers hold
  * (DRAM and NVMe evictions), close; every `--device-every` cycles the device
- * is disposed and opened again. Every `--sample-seconds` it samples RSS,
+ * is disposed and opened again. `--store-every N` keeps a store open for N
+ * cycles (at most until the device is reopened): each open starts an index
+ * thread with its own LMDB environment, and LMDB keeps ~4 KiB of each after
+ * close, so a large N takes that out of the figures. Every `--sample-seconds` it samples RSS,
  * V8 heap, external and array-buffer memory, the pinned pool, open
  * descriptors and threads. The result's headline is the slope of RSS over
  * the last half of the run (MiB per minute): near zero when it levels off.
  *
  *   node dist/bench/soak.js [--minutes 60] [--sample-seconds 10] [--backend cpu]
+ *                           [--device-every 20] [--store-every 1]
  *                           [--json bench/results/soak-cpu.json] [--dir DIR]
+ *
+ * Besides the slope of every sample over the last half, the slope of the
+ * floor (each minute's lowest resident size, over the last half of the
+ * minutes): device reopens swing resident size by tens of MiB, the floor
+ * shows memory that is never given back.
  *
  * Run off CI (an hour by default); a short run proves it works but says
  * little about a slope.
@@ -72,6 +81,7 @@ async function main(): Promise<void> {
       minutes: { type: 'string', default: '60' },
       'sample-seconds': { type: 'string', default: '10' },
       'device-every': { type: 'string', default: '20' },
+      'store-every': { type: 'string', default: '1' },
       backend: { type: 'string', default: 'cpu' },
       json: { type: 'string', default: path.join('bench', 'results', 'soak-cpu.json') },
       dir: { type: 'string' },
@@ -80,6 +90,10 @@ async function main(): Promise<void> {
   const minutes = Number(values.minutes);
   const sampleMs = Number(values['sample-seconds']) * 1000;
   const deviceEvery = Number(values['device-every']);
+  const storeEvery = Number(values['store-every']);
+  for (const [flag, v] of [['--device-every', deviceEvery], ['--store-every', storeEvery]] as const) {
+    if (!Number.isSafeInteger(v) || v < 1) throw new Error(`expected an integer >= 1 for ${flag}, got ${v}`);
+  }
   const backend = values.backend as 'cpu' | 'cuda' | 'auto';
   const base = values.dir ?? mkdtempSync(path.join(os.tmpdir(), 'kvflow-soak-'));
   const dir = path.join(base, 'store');
@@ -127,9 +141,19 @@ async function main(): Promise<void> {
     const b = seed++ * 100_003;
     return Array.from({ length: chunks * CHUNK }, (_, i) => (b + i * 31) % 128_000);
   };
+  let store: KvStore | undefined;
+  let storeCycles = 0;
+  const closeStore = async (): Promise<void> => {
+    if (!store) return;
+    counts.dramEvictions += store.stats().dram.evictions;
+    await store.flush();
+    await store.close();
+    store = undefined;
+  };
   try {
     while (Date.now() - start < minutes * 60_000) {
       if (cycles > 0 && cycles % deviceEvery === 0) {
+        await closeStore();
         await dev.dispose();
         dev = openDevice({ backend });
       }
@@ -143,10 +167,13 @@ async function main(): Promise<void> {
         stream.copy(b, 0, host, 0, b.byteLength);
       }
       await stream.synchronize();
-      const store = await KvStore.open({
-        device: dev, layout, dir, fingerprint: { model: 'soak' }, chunkTokens: CHUNK,
-        dramBytes: 24 * recordBytes, nvmeBytes: 48 * recordBytes, admit: 'always',
-      });
+      if (!store) {
+        store = await KvStore.open({
+          device: dev, layout, dir, fingerprint: { model: 'soak' }, chunkTokens: CHUNK,
+          dramBytes: 24 * recordBytes, nvmeBytes: 48 * recordBytes, admit: 'always',
+        });
+        storeCycles = 0;
+      }
       const prompts: number[][] = [];
       for (let p = 0; p < 12; p++) {
         const chunks = 1 + (p % 6);
@@ -188,14 +215,14 @@ async function main(): Promise<void> {
         }
         hit.release();
       }
-      counts.dramEvictions += store.stats().dram.evictions;
-      await store.flush();
-      await store.close();
+      if (++storeCycles >= storeEvery) await closeStore();
+      else await store.flush();
       await Promise.all([host.dispose(), src.dispose(), dst.dispose(), stream.dispose()]);
       cycles++;
     }
   } finally {
     clearInterval(timer);
+    await closeStore();
     sample();
     await dev.dispose();
     if (values.dir === undefined) rmSync(base, { recursive: true, force: true });
@@ -203,11 +230,22 @@ async function main(): Promise<void> {
 
   const half = samples.filter((s) => s.t >= samples[samples.length - 1]!.t / 2);
   const perMinute = (key: keyof Sample): number => slope(half.map((s) => s.t / 60), half.map((s) => s[key] as number));
+  // Each whole minute's lowest resident size, and its slope over the last half of the minutes.
+  const floors: { minute: number; rssMiB: number }[] = [];
+  for (const s of samples) {
+    const m = Math.floor(s.t / 60);
+    if (m >= minutes) break;
+    const f = floors.find((x) => x.minute === m);
+    if (!f) floors.push({ minute: m, rssMiB: s.rssMiB });
+    else f.rssMiB = Math.min(f.rssMiB, s.rssMiB);
+  }
+  const lateFloors = floors.filter((f) => f.minute >= minutes / 2);
   const first = samples[0]!;
   const last = samples[samples.length - 1]!;
   const fig = (metric: string, value: number, unit: string, extra: Record<string, unknown> = {}): Result => ({ metric, value, unit, baseline: null, ratio: null, ...extra });
   const results: Result[] = [
     fig('rss_slope_last_half', perMinute('rssMiB'), 'MiB/min', { samples: half.length }),
+    fig('rss_floor_slope_last_half', slope(lateFloors.map((f) => f.minute), lateFloors.map((f) => f.rssMiB)), 'MiB/min', { floors }),
     fig('heap_used_slope_last_half', perMinute('heapUsedMiB'), 'MiB/min'),
     fig('external_slope_last_half', perMinute('externalMiB'), 'MiB/min'),
     fig('rss_start', first.rssMiB, 'MiB'),
@@ -226,7 +264,7 @@ async function main(): Promise<void> {
   const out = writeResult(values.json!, {
     bench: 'soak',
     device: deviceName,
-    config: { backend, minutes, sampleSeconds: sampleMs / 1000, deviceEvery, spec: SPEC, chunkTokens: CHUNK, recordBytes, counts, samples },
+    config: { backend, minutes, sampleSeconds: sampleMs / 1000, deviceEvery, storeEvery, spec: SPEC, chunkTokens: CHUNK, recordBytes, counts, samples },
     results,
   });
   printTable(out.results);
