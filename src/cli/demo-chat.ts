@@ -7,8 +7,7 @@
 import type { DeviceBuffer } from '../device/buffer.js';
 import type { Device } from '../device/device.js';
 import type { Stream } from '../device/stream.js';
-import type { KvCache } from '../layout/kvcache.js';
-import type { PagedEngine } from '../layout/kvcache.js';
+import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import type { PrefillPolicy } from '../model/plan.js';
 import type { LayerCompute, LayerPipeline, PrefillResult } from '../pipeline/pipeline.js';
 import { ReferenceModel } from '../reference/model.js';
