@@ -50,6 +50,7 @@ import {
 } from '../src/index.js';
 import { ReferenceModel, presets, type PresetName } from '../src/reference/index.js';
 import { dropDram } from '../src/store/testing.js';
+import { medianBreakdown, PARTS, type Breakdown } from './lib/breakdown.js';
 import { median } from './lib/measure.js';
 import { ratioOf, writeResult, type Result } from './lib/results.js';
 import { linePlot, type Series } from './lib/svg.js';
@@ -117,6 +118,8 @@ class CacheDrop {
   }
 }
 
+/** A part of a prefill's wall time and, in parentheses, the same part of its suffix computed alone. */
+const partCell = (p: Breakdown, alone: Breakdown, k: keyof Breakdown): string => `${p[k].toFixed(2)} (${alone[k].toFixed(2)})`;
 const pct = (h: number): string => `${Math.round(h * 100)}pct`;
 const f2 = (v: number | null | undefined): string => (v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(2));
 
@@ -182,6 +185,7 @@ async function main(): Promise<void> {
 
   const results: Result[] = [];
   const rows: string[][] = [];
+  const partRows: string[][] = [];
   const plots: { name: string; svg: string }[] = [];
   const promptOf = (n: number, seed: number): number[] =>
     Array.from({ length: n }, (_, i) => Number((BigInt(i + 1) * 2654435761n + BigInt(seed) * 40503n) % BigInt(vocab)));
@@ -298,6 +302,10 @@ async function main(): Promise<void> {
           const vsPeerRecompute = peerPt ? peerPt.recomputeMs / r.ms.median : null;
           const vsPeerLoadThenCompute = peerPt ? peerPt.loadThenComputeMs / r.ms.median : null;
           const gbps = loadAlone ? (plan.loadTokens * layout.bytesPerToken) / (loadAlone.ms.median / 1e3) / 1e9 : null;
+          // Where the time went, against the same suffix computed alone (medians of each part).
+          const parts = medianBreakdown(r.runs);
+          const aloneParts = medianBreakdown(computeAlone.runs);
+          if (parts && aloneParts) partRows.push([`${n} ${pct(hit)} ${tier} ${policy}`, ...PARTS.map((k) => partCell(parts, aloneParts, k))]);
           results.push({
             metric: `ttft_${n}_${pct(hit)}_${tier}_${policy}`, value: r.ms.median, unit: 'ms', baseline: modelMs, ratio: ratioOf(r.ms.median, modelMs),
             min: r.ms.min, max: r.ms.max, samples: r.ms.samples, tokens: n, hit, hitTokens, tier, policy,
@@ -306,6 +314,7 @@ async function main(): Promise<void> {
             loadAloneMs: loadAlone?.ms.median ?? 0, loadAloneRange: loadAlone ? [loadAlone.ms.min, loadAlone.ms.max] : null, loadGBps: gbps,
             computeAloneMs: computeAlone.ms.median, computeAloneRange: [computeAlone.ms.min, computeAlone.ms.max],
             modelMs, overlap, stallUsPerLayer: stallUs, stallMaxUsPerLayer: stallMaxUs, hostUsPerLayer: hostUs,
+            breakdown: parts ?? null, computeAloneBreakdown: aloneParts ?? null,
             speedupVsRecompute: vsRecompute, speedupVsPeerOverlap: vsPeerOverlap, speedupVsPeerRecompute: vsPeerRecompute,
             speedupVsPeerLoadThenCompute: vsPeerLoadThenCompute, ...peerFields,
           });
@@ -381,6 +390,7 @@ async function main(): Promise<void> {
       'baseline/ratio of load-all and adaptive: the per-layer model (DESIGN.md section 5) from the same run\'s load alone and compute alone',
       'recompute does not depend on the tier: measured once per (tokens, hit), its baseline is the PyTorch peer\'s recompute',
       'speedupVsPeerOverlap: the peer\'s per-layer overlap (prefix in pinned DRAM) over this TTFT, for the NVMe tier too',
+      'breakdown / computeAloneBreakdown: medians of the parts of the wall time (bench/lib/breakdown.ts: outside the device timeline, lead, stall, compute, gaps) of this point and of its suffix computed alone',
     ],
   };
   if (values.json) writeResult(values.json, { bench: 'prefill', device: info.name, config, results });
@@ -393,6 +403,12 @@ async function main(): Promise<void> {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   console.log(`prefill: ${modelName} on ${info.name} (${info.backend}), ${samples} samples per point`);
   for (const r of [head, ...rows]) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
+  if (partRows.length > 0) {
+    // What each part of the wall time took, with the compute-alone run's in parentheses (ms, medians).
+    const ph = ['where (ms): point', 'outside', 'lead', 'stall', 'compute', 'gap'];
+    const pw = ph.map((h, i) => Math.max(h.length, ...partRows.map((r) => r[i]!.length)));
+    for (const r of [ph, ...partRows]) console.log(r.map((c, i) => (i === 0 ? c.padEnd(pw[i]!) : c.padStart(pw[i]!))).join('  '));
+  }
   for (const r of results.filter((x) => x.metric.startsWith('crossover_'))) {
     console.log(`${r.metric}: e = ${(r.e as number).toFixed(3)}, a* = ${r.value.toFixed(3)} (compute ${(r.computeUsPerToken as number).toFixed(2)} us/token, load ${(r.loadUsPerToken as number).toFixed(2)} us/token)`);
   }

@@ -1,0 +1,55 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+
+import { breakdown, medianBreakdown, PARTS, type TimedPrefill } from '../../bench/lib/breakdown.js';
+
+/** A consistent timeline: per layer a gap, a stall (wait for its load), then compute; `ms` adds host time around it. */
+const timeline = fc
+  .record({
+    before: fc.double({ min: 0, max: 5, noNaN: true }),
+    after: fc.double({ min: 0, max: 5, noNaN: true }),
+    layers: fc.array(
+      fc.record({ gap: fc.double({ min: 0, max: 2, noNaN: true }), stall: fc.double({ min: 0, max: 2, noNaN: true }), compute: fc.double({ min: 0.01, max: 3, noNaN: true }) }),
+      { minLength: 1, maxLength: 40 },
+    ),
+  })
+  .map(({ before, after, layers }) => {
+    let t = 0;
+    const out: TimedPrefill['layers'][number][] = [];
+    for (const l of layers) {
+      t += l.gap + l.stall;
+      out.push({ stallMs: l.stall, device: { computeStartMs: t, computeEndMs: t + l.compute } });
+      t += l.compute;
+    }
+    return { run: { ms: before + t + after, layers: out }, layers, before, after };
+  });
+
+describe('bench prefill breakdown', () => {
+  it('splits the wall time into parts that add up to it', () => {
+    fc.assert(
+      fc.property(timeline, ({ run, layers, after }) => {
+        const b = breakdown(run)!;
+        const sum = PARTS.reduce((s, k) => s + b[k], 0);
+        expect(sum).toBeCloseTo(run.ms, 6);
+        expect(b.stallMs).toBeCloseTo(layers.reduce((s, l) => s + l.stall, 0), 6);
+        expect(b.computeMs).toBeCloseTo(layers.reduce((s, l) => s + l.compute, 0), 6);
+        expect(b.leadMs).toBeCloseTo(layers[0]!.gap, 6);
+        expect(b.gapMs).toBeCloseTo(layers.slice(1).reduce((s, l) => s + l.gap, 0), 6);
+        // Host time around the device timeline: the attempt's origin is the device clock's 0.
+        expect(b.outsideMs).toBeGreaterThanOrEqual(after - 1e-9);
+      }),
+    );
+  });
+
+  it('gives no breakdown without device times, and medians of each part over the runs that have them', () => {
+    const timed: TimedPrefill = { ms: 10, layers: [{ stallMs: 1, device: { computeStartMs: 2, computeEndMs: 6 } }, { stallMs: 0.5, device: { computeStartMs: 7, computeEndMs: 9 } }] };
+    const host: TimedPrefill = { ms: 10, layers: [{ stallMs: 0, device: null }] };
+    expect(breakdown(host)).toBeUndefined();
+    expect(breakdown({ ms: 1, layers: [] })).toBeUndefined();
+    expect(medianBreakdown([host])).toBeUndefined();
+    expect(breakdown(timed)).toEqual({ outsideMs: 1, leadMs: 1, stallMs: 1.5, computeMs: 6, gapMs: 0.5 });
+    const slower: TimedPrefill = { ...timed, ms: 14 };
+    const slowest: TimedPrefill = { ...timed, ms: 20 };
+    expect(medianBreakdown([timed, host, slowest, slower])).toEqual({ outsideMs: 5, leadMs: 1, stallMs: 1.5, computeMs: 6, gapMs: 0.5 });
+  });
+});
