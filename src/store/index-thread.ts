@@ -1,5 +1,5 @@
 /**
- * The client of the store's index thread (index-worker.ts): requests posted
+ * The client of the stores' index thread (index-worker.ts): requests posted
  * in order, one reply each, failures rebuilt as the thread made them.
  */
 import path from 'node:path';
@@ -36,17 +36,40 @@ function replyError(r: Reply): KvflowError {
   return r.damage ? markDamage(k) : k;
 }
 
-/** The index thread: requests in order, one reply each; referenced only while a request is out. */
-export class IndexThread {
-  readonly #worker: Worker;
-  readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; after: (() => void) | undefined }>();
-  #next = 1;
-  #dead: KvflowError | undefined;
+/** How long the thread stays once no store uses it: a store opened again soon after reuses it. */
+export const INDEX_THREAD_LINGER_MS = 5_000;
 
-  constructor(file: string) {
+let lingerMs = INDEX_THREAD_LINGER_MS;
+let starts = 0;
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+  after: (() => void) | undefined;
+}
+
+/**
+ * The thread behind every open store's index (one per process, made on the
+ * first open): requests in order, one reply each; referenced only while a
+ * request is out. Once no store uses it, it ends after
+ * INDEX_THREAD_LINGER_MS; a store opened meanwhile keeps it. A thread per
+ * store cost a Node worker's start and end at every open and close, and
+ * kept about 8 KiB of each (bench/results "soak").
+ */
+class SharedThread {
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, Pending>();
+  #next = 1;
+  #nextIndex = 1;
+  #users = 0;
+  #linger: NodeJS.Timeout | undefined;
+  dead: KvflowError | undefined;
+
+  constructor() {
     // No inherited Node flags: the thread runs one compiled module, and flags of the
     // process's own entry (--input-type with --eval, say) fail a worker's start.
-    this.#worker = new Worker(workerScript(), { workerData: { file }, execArgv: [] });
+    this.#worker = new Worker(workerScript(), { execArgv: [] });
+    starts++;
     this.#worker.on('message', (r: Reply) => {
       const p = this.#pending.get(r.id);
       if (!p) return;
@@ -57,8 +80,10 @@ export class IndexThread {
       else p.reject(replyError(r));
     });
     const die = (e: KvflowError): void => {
-      this.#dead ??= e;
-      for (const p of this.#pending.values()) p.reject(this.#dead);
+      this.dead ??= e;
+      if (shared === this) shared = undefined;
+      clearTimeout(this.#linger);
+      for (const p of this.#pending.values()) p.reject(this.dead);
       this.#pending.clear();
     };
     this.#worker.on('error', (e) => die(new KvflowError(`the store index thread failed: ${e.message}`, 'ERR_IO')));
@@ -68,22 +93,77 @@ export class IndexThread {
     this.#worker.unref();
   }
 
-  /** Runs a request on the index thread; `after` runs on its reply, before the caller resumes. */
-  call<T>(op: string, args: unknown[], after?: () => void): Promise<T> {
-    if (this.#dead) return Promise.reject(this.#dead);
+  /** A store starts using the thread: the number its requests name its index by. */
+  enter(): number {
+    this.#users++;
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
+    return this.#nextIndex++;
+  }
+
+  /** A store stopped using the thread; the last one leaves it lingering. */
+  leave(): void {
+    if (--this.#users > 0 || this.dead) return;
+    this.#linger = setTimeout(() => {
+      if (this.#users > 0) return;
+      if (shared === this) shared = undefined;
+      void this.#worker.terminate();
+    }, lingerMs);
+    this.#linger.unref();
+  }
+
+  /** Runs a request on the thread; `after` runs on its reply, before the caller resumes. */
+  call<T>(index: number, op: string, args: unknown[], after?: () => void): Promise<T> {
+    if (this.dead) return Promise.reject(this.dead);
     const id = this.#next++;
     return new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, after });
       if (this.#pending.size === 1) this.#worker.ref();
-      this.#worker.postMessage({ id, op, args });
+      this.#worker.postMessage({ id, index, op, args });
     });
+  }
+}
+
+let shared: SharedThread | undefined;
+
+/** One store's index on the process's index thread: requests in order, one reply each. */
+export class IndexThread {
+  readonly #thread: SharedThread;
+  readonly #index: number;
+  readonly #opened: Promise<unknown>;
+  #closed = false;
+
+  constructor(file: string) {
+    if (shared === undefined || shared.dead) shared = new SharedThread();
+    this.#thread = shared;
+    this.#index = this.#thread.enter();
+    // Requests run in order: every later one finds the index open, or is refused with why it is not.
+    this.#opened = this.#thread.call(this.#index, 'open', [file]);
+    this.#opened.catch(() => undefined);
+  }
+
+  /** Runs a request on the index thread; `after` runs on its reply, before the caller resumes. */
+  call<T>(op: string, args: unknown[], after?: () => void): Promise<T> {
+    if (this.#closed) return Promise.reject(new KvflowError('the store index is closed', 'ERR_DISPOSED'));
+    return this.#thread.call<T>(this.#index, op, args, after);
   }
 
   async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
     try {
-      await this.call('close', []);
+      await this.#thread.call(this.#index, 'close', []);
     } finally {
-      await this.#worker.terminate();
+      this.#thread.leave();
     }
   }
+}
+
+/** Test hooks (src/store/testing.ts): how many index threads the process started, whether one runs now, and the linger time. */
+export function indexThreadState(): { starts: number; running: boolean } {
+  return { starts, running: shared !== undefined && shared.dead === undefined };
+}
+
+export function setIndexThreadLinger(ms: number): void {
+  lingerMs = ms;
 }

@@ -1,36 +1,44 @@
 /**
- * The store's index thread: runs every write transaction of one store's
- * index (flushed to disk before it returns) off the JS thread. Requests and
- * replies are plain messages; see Catalog (catalog.ts).
+ * The stores' index thread: runs every write transaction of the process's
+ * open stores' indexes (each flushed to disk before it returns) off the JS
+ * thread. One thread serves every store of the process (index-thread.ts):
+ * each store's index is an environment opened here by an `open` request and
+ * closed by its `close`. Requests and replies are plain messages; see
+ * Catalog (catalog.ts).
  */
 import { statSync, statfsSync } from 'node:fs';
 import path from 'node:path';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 
-import { open } from 'lmdb';
+import { open, type RootDatabase } from 'lmdb';
 
 import { KvflowError } from '../errors.js';
 import { isIndexDamage } from './index-check.js';
 import { INDEX_OPTIONS, IndexTables, catalogError, indexRoomNeeded } from './tables.js';
 
+type WriteOp = 'reserve' | 'commit' | 'drop' | 'record';
+
 interface Request {
   id: number;
-  op: 'reserve' | 'commit' | 'drop' | 'record' | 'close';
+  /** The store's index: a number its client gave at `open`. */
+  index: number;
+  op: WriteOp | 'open' | 'close';
   args: unknown[];
 }
 
-const { file } = workerData as { file: string };
-const root = open({ path: file, ...INDEX_OPTIONS });
-const tables = new IndexTables(root, file);
+/** An index opened here: its environment and tables, or why it could not be opened. */
+interface Index {
+  file: string;
+  root?: RootDatabase;
+  tables?: IndexTables;
+  failed?: KvflowError;
+}
+
+const indexes = new Map<number, Index>();
 const port = parentPort!;
 
 // The write transactions, each synchronous on this thread (see IndexTables).
-const ops: Record<Exclude<Request['op'], 'close'>, (...args: never[]) => unknown> = {
-  reserve: tables.reserve.bind(tables),
-  commit: tables.commit.bind(tables),
-  drop: tables.drop.bind(tables),
-  record: tables.record.bind(tables),
-};
+const WRITES: ReadonlySet<string> = new Set<WriteOp>(['reserve', 'commit', 'drop', 'record']);
 
 /**
  * Refuses a write transaction that may not fit on the disk, before LMDB
@@ -41,7 +49,7 @@ const ops: Record<Exclude<Request['op'], 'close'>, (...args: never[]) => unknown
  * can still meet it inside LMDB, which is then mapped from its errno
  * (catalogError).
  */
-function roomLeft(op: string, args: readonly unknown[]): void {
+function roomLeft(file: string, op: string, args: readonly unknown[]): void {
   let free: number;
   let need: number;
   try {
@@ -63,19 +71,59 @@ function failure(id: number, k: KvflowError): object {
   return { id, ok: false, message: k.message, code: k.code, errno: k.errno, damage: isIndexDamage(k) };
 }
 
+function reply(id: number, run: () => unknown, what: string, file: string): void {
+  try {
+    port.postMessage({ id, ok: true, value: run() });
+  } catch (e) {
+    port.postMessage(failure(id, e instanceof KvflowError ? e : catalogError(e, what, file)));
+  }
+}
+
 port.on('message', (m: Request) => {
+  if (m.op === 'open') {
+    const file = m.args[0] as string;
+    const index: Index = { file };
+    indexes.set(m.index, index);
+    reply(m.id, () => {
+      try {
+        index.root = open({ path: file, ...INDEX_OPTIONS });
+        index.tables = new IndexTables(index.root, file);
+      } catch (e) {
+        index.failed = e instanceof KvflowError ? e : catalogError(e, 'opening the index', file);
+        throw index.failed;
+      }
+      return true;
+    }, 'opening the index', file);
+    return;
+  }
+  const index = indexes.get(m.index);
+  if (index === undefined) {
+    port.postMessage(failure(m.id, new KvflowError('the store index is not open on its thread', 'ERR_DISPOSED')));
+    return;
+  }
   if (m.op === 'close') {
-    void root.close().then(
+    indexes.delete(m.index);
+    if (index.root === undefined) {
+      port.postMessage({ id: m.id, ok: true });
+      return;
+    }
+    void index.root.close().then(
       () => port.postMessage({ id: m.id, ok: true }),
-      (e: unknown) => port.postMessage(failure(m.id, catalogError(e, 'closing the index', file))),
+      (e: unknown) => port.postMessage(failure(m.id, catalogError(e, 'closing the index', index.file))),
     );
     return;
   }
-  try {
-    roomLeft(m.op, m.args);
-    const value = (ops[m.op] as (...args: unknown[]) => unknown)(...m.args);
-    port.postMessage({ id: m.id, ok: true, value });
-  } catch (e) {
-    port.postMessage(failure(m.id, e instanceof KvflowError ? e : catalogError(e, m.op, file)));
+  if (index.failed !== undefined || index.tables === undefined) {
+    port.postMessage(failure(m.id, index.failed ?? new KvflowError('the store index is not open on its thread', 'ERR_DISPOSED')));
+    return;
   }
+  if (!WRITES.has(m.op)) {
+    port.postMessage(failure(m.id, new KvflowError(`unknown store index request '${String(m.op)}'`, 'ERR_INVALID_ARG')));
+    return;
+  }
+  const tables = index.tables;
+  reply(m.id, () => {
+    roomLeft(index.file, m.op, m.args);
+    return (tables[m.op as WriteOp] as (...args: unknown[]) => unknown).apply(tables, m.args);
+  }, m.op, index.file);
 });
