@@ -138,6 +138,7 @@ async function main(): Promise<void> {
       dir: { type: 'string', default: 'bench-out/prefill-store' },
       'chunk-tokens': { type: 'string' },
       lookahead: { type: 'string', default: '4' },
+      engine: { type: 'string', default: 'auto' },
       seed: { type: 'string', default: '1' },
     },
   });
@@ -148,6 +149,8 @@ async function main(): Promise<void> {
   const tiers = values.tiers!.split(',') as Tier[];
   const samples = Number(values.samples);
   const lookahead = Number(values.lookahead);
+  const engine = values.engine as 'auto' | 'dma' | 'kernel';
+  if (!['auto', 'dma', 'kernel'].includes(engine)) throw new Error(`--engine: expected auto, dma or kernel, got ${values.engine}`);
   const chunkTokens = Number(values['chunk-tokens'] ?? (modelName === 'tiny' ? 32 : 256));
   const blockTokens = 16;
   if (sizes.some((n) => !Number.isSafeInteger(n) || n < 2 * chunkTokens)) throw new Error(`--tokens: expected integers of at least two chunks (${2 * chunkTokens})`);
@@ -237,7 +240,7 @@ async function main(): Promise<void> {
       const frac = hitTokens / n;
       await pipe.prefill({ tokens: tokens.slice(0, hitTokens + 1), blocks, compute: reference, policy: 'recompute' });
       if (useNvme) await store.flush();
-      const base = { tokens, blocks, compute: reference };
+      const base = { tokens, blocks, compute: reference, engine };
       const loadAlones = new Map<string, Awaited<ReturnType<typeof timed>>>();
       const computeAlones = new Map<number, Awaited<ReturnType<typeof timed>>>();
 
@@ -381,7 +384,7 @@ async function main(): Promise<void> {
   await dev.dispose();
 
   const config = {
-    model: modelName, shapes: model.config, dtype: model.dtype, tokens: sizes, hits, tiers, samples, chunkTokens, blockTokens, lookahead,
+    model: modelName, shapes: model.config, dtype: model.dtype, tokens: sizes, hits, tiers, samples, chunkTokens, blockTokens, lookahead, engine,
     backend: info.backend, policies: POLICIES,
     nvmeCold: useNvme ? { dramTierDropped: true, pageCacheDrops: { attempts: drop.attempts, failures: drop.failures, error: drop.error } } : null,
     peer: peer ? { file: values.peer, device: peer.device ?? null, error: peer.error ?? null, config: peer.config ?? null } : null,
