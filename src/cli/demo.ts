@@ -50,7 +50,7 @@ options:
   --backend B        auto | cuda | cpu (default auto; gpu is taken for cuda)
   --policy P         adaptive | load-all | recompute, kvflow's prefills (default adaptive)
   --engine E         auto | dma | kernel: how kvflow's prefills load (default auto: kernel
-                     for the first layer, the copy engines beside compute)
+                     before the first compute, the copy engines beside it)
   --dir DIR          store directory, kept afterwards (default: a temporary one, removed)
   --json             the same as one JSON object on stdout
   --store-check      instead: store a prompt's KV (Llama-3-8B-shaped), reopen the

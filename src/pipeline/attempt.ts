@@ -42,7 +42,7 @@ export interface AttemptArgs {
   lookahead: number;
   /** No other prefill is in flight: loads issued before this one's first compute have the device to themselves. */
   alone: boolean;
-  /** The load engine: `auto` picks per load (kernel for the first layer's load when alone, dma beside compute). */
+  /** The load engine: `auto` picks per load (kernel before the first compute when alone, dma beside compute). */
   engine: 'auto' | 'kernel' | 'dma';
   /** Record timed events (device times for the timeline); untimed ones otherwise. */
   timed: boolean;
@@ -150,12 +150,9 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     },
   };
   const issue = (j: number): void => {
-    // The first layer's load, with no other prefill in flight, runs on an idle
-    // device (compute waits for it): the kernel engine moves fastest there.
-    // Every later load runs beside compute, even those issued before the first
-    // compute was enqueued, where DMA costs compute nothing and the kernel
-    // engine's SMs would slow it.
-    const engine = a.engine !== 'auto' ? a.engine : a.alone && computed.length === 0 && j === 0 ? 'kernel' : 'dma';
+    // Before any compute, with no other prefill in flight, the device is idle:
+    // the kernel engine moves fastest there; beside compute, DMA costs compute nothing.
+    const engine = a.engine !== 'auto' ? a.engine : a.alone && computed.length === 0 ? 'kernel' : 'dma';
     issued[j] = performance.now() - t0;
     calls.add();
     a.io.load({ hit: a.hit, chunks: loadChunks, blocks: loadBlocks, layer: j, engine, cost: costs[j]!, sink });

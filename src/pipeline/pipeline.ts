@@ -47,9 +47,9 @@ export interface PrefillRequest {
   tenant?: string;
   /**
    * The engine of the prefill's loads: `auto` (default) takes `kernel` for
-   * the first layer's load while no other prefill is in flight (the device
-   * is idle: compute waits for it), `dma` for every load beside compute;
-   * `kernel` or `dma` forces one for every load.
+   * loads issued before the first compute while no other prefill is in
+   * flight (the device is idle), `dma` beside compute; `kernel` or `dma`
+   * forces one for every load.
    */
   engine?: PagedEngine;
   signal?: AbortSignal;

@@ -184,15 +184,14 @@ describe.each(backends)('LayerPipeline host side on $backend', ({ backend, skip 
     await store.close();
   });
 
-  it.skipIf(skip)('engine: auto takes kernel for the first layer\'s load when alone and dma for the loads beside compute; kernel or dma forces every load', async () => {
+  it.skipIf(skip)('engine: auto takes kernel before the first compute when alone and dma beside it; kernel or dma forces every load', async () => {
     const store = await openStore();
     const compute = new PatternCompute(fx.dev, fx.cache);
     const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2 });
     const prompt = randomTokens(CHUNK * 3 + 1);
     await pipe.prefill({ tokens: prompt, blocks: blocksFor(prompt), compute: compute.fn(), policy: 'recompute' });
     const seen = spyEngines(store);
-    // With lookahead 2 the first two loads are issued before any compute: only the first runs on an idle device.
-    const expected = { auto: ['kernel', 'dma', 'dma', 'dma'], dma: ['dma', 'dma', 'dma', 'dma'], kernel: ['kernel', 'kernel', 'kernel', 'kernel'] };
+    const expected = { auto: ['kernel', 'kernel', 'dma', 'dma'], dma: ['dma', 'dma', 'dma', 'dma'], kernel: ['kernel', 'kernel', 'kernel', 'kernel'] };
     for (const engine of ['auto', 'dma', 'kernel', undefined] as const) {
       seen.length = 0;
       const blocks = blocksFor(prompt);
