@@ -40,7 +40,10 @@ function replyError(r: Reply): KvflowError {
 export const INDEX_THREAD_LINGER_MS = 5_000;
 
 let lingerMs = INDEX_THREAD_LINGER_MS;
-let starts = 0;
+/** Threads started and ended, per index file (test hooks). */
+const started = new Map<string, number>();
+const ended = new Map<string, number>();
+const bump = (m: Map<string, number>, file: string): void => void m.set(file, (m.get(file) ?? 0) + 1);
 
 interface Pending {
   resolve: (v: unknown) => void;
@@ -49,12 +52,13 @@ interface Pending {
 }
 
 /**
- * The thread behind every open store's index (one per process, made on the
- * first open): requests in order, one reply each; referenced only while a
- * request is out. Once no store uses it, it ends after
- * INDEX_THREAD_LINGER_MS; a store opened meanwhile keeps it. A thread per
- * store cost a Node worker's start and end at every open and close, and
- * kept about 8 KiB of each (bench/results "soak").
+ * The thread behind the open stores of one index file (made by the first
+ * open): requests in order, one reply each; referenced only while a request
+ * is out. Once no store uses it, it ends after INDEX_THREAD_LINGER_MS; a
+ * store of that directory opened meanwhile keeps it. A thread per store
+ * cost a Node worker's start and end at every open and close, and kept
+ * about 8 KiB of each (bench/results "soak"); one per directory keeps the
+ * stores of different directories from waiting on each other's writes.
  */
 class SharedThread {
   readonly #worker: Worker;
@@ -65,11 +69,11 @@ class SharedThread {
   #linger: NodeJS.Timeout | undefined;
   dead: KvflowError | undefined;
 
-  constructor() {
+  constructor(readonly file: string) {
     // No inherited Node flags: the thread runs one compiled module, and flags of the
     // process's own entry (--input-type with --eval, say) fail a worker's start.
     this.#worker = new Worker(workerScript(), { execArgv: [] });
-    starts++;
+    bump(started, file);
     this.#worker.on('message', (r: Reply) => {
       const p = this.#pending.get(r.id);
       if (!p) return;
@@ -81,13 +85,16 @@ class SharedThread {
     });
     const die = (e: KvflowError): void => {
       this.dead ??= e;
-      if (shared === this) shared = undefined;
+      if (threads.get(this.file) === this) threads.delete(this.file);
       clearTimeout(this.#linger);
       for (const p of this.#pending.values()) p.reject(this.dead);
       this.#pending.clear();
     };
     this.#worker.on('error', (e) => die(new KvflowError(`the store index thread failed: ${e.message}`, 'ERR_IO')));
-    this.#worker.on('exit', () => die(new KvflowError('the store index thread has exited', 'ERR_DISPOSED')));
+    this.#worker.on('exit', () => {
+      bump(ended, file);
+      die(new KvflowError('the store index thread has exited', 'ERR_DISPOSED'));
+    });
     // Unreferenced once its listeners are in place (a listener added later references it again): an
     // open store whose index thread has nothing to do never keeps the process alive.
     this.#worker.unref();
@@ -106,7 +113,7 @@ class SharedThread {
     if (--this.#users > 0 || this.dead) return;
     this.#linger = setTimeout(() => {
       if (this.#users > 0) return;
-      if (shared === this) shared = undefined;
+      if (threads.get(this.file) === this) threads.delete(this.file);
       void this.#worker.terminate();
     }, lingerMs);
     this.#linger.unref();
@@ -117,25 +124,31 @@ class SharedThread {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.#next++;
     return new Promise<T>((resolve, reject) => {
+      // Posted first: arguments that cannot be cloned throw here, and leave nothing pending.
+      this.#worker.postMessage({ id, index, op, args });
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, after });
       if (this.#pending.size === 1) this.#worker.ref();
-      this.#worker.postMessage({ id, index, op, args });
     });
   }
 }
 
-let shared: SharedThread | undefined;
+/** The live thread of each index file. */
+const threads = new Map<string, SharedThread>();
 
 /** One store's index on the process's index thread: requests in order, one reply each. */
 export class IndexThread {
   readonly #thread: SharedThread;
   readonly #index: number;
   readonly #opened: Promise<unknown>;
-  #closed = false;
+  #closing: Promise<void> | undefined;
 
   constructor(file: string) {
-    if (shared === undefined || shared.dead) shared = new SharedThread();
-    this.#thread = shared;
+    let thread = threads.get(file);
+    if (thread === undefined || thread.dead) {
+      thread = new SharedThread(file);
+      threads.set(file, thread);
+    }
+    this.#thread = thread;
     this.#index = this.#thread.enter();
     // Requests run in order: every later one finds the index open, or is refused with why it is not.
     this.#opened = this.#thread.call(this.#index, 'open', [file]);
@@ -144,24 +157,26 @@ export class IndexThread {
 
   /** Runs a request on the index thread; `after` runs on its reply, before the caller resumes. */
   call<T>(op: string, args: unknown[], after?: () => void): Promise<T> {
-    if (this.#closed) return Promise.reject(new KvflowError('the store index is closed', 'ERR_DISPOSED'));
+    if (this.#closing) return Promise.reject(new KvflowError('the store index is closed', 'ERR_DISPOSED'));
     return this.#thread.call<T>(this.#index, op, args, after);
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      await this.#thread.call(this.#index, 'close', []);
-    } finally {
-      this.#thread.leave();
-    }
+  /** Closes the index on its thread; every call returns the first one's promise. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      try {
+        await this.#thread.call(this.#index, 'close', []);
+      } finally {
+        this.#thread.leave();
+      }
+    })();
+    return this.#closing;
   }
 }
 
-/** Test hooks (src/store/testing.ts): how many index threads the process started, whether one runs now, and the linger time. */
-export function indexThreadState(): { starts: number; running: boolean } {
-  return { starts, running: shared !== undefined && shared.dead === undefined };
+/** Test hooks (src/store/testing.ts): how many threads of an index file were started and have ended, whether one runs now; the linger time. */
+export function indexThreadState(file: string): { starts: number; exits: number; running: boolean } {
+  return { starts: started.get(file) ?? 0, exits: ended.get(file) ?? 0, running: threads.has(file) };
 }
 
 export function setIndexThreadLinger(ms: number): void {
