@@ -135,11 +135,10 @@ class SharedThread {
 /** The live thread of each index file. */
 const threads = new Map<string, SharedThread>();
 
-/** One store's index on the process's index thread: requests in order, one reply each. */
+/** One store's index on its directory's index thread: requests in order, one reply each. */
 export class IndexThread {
   readonly #thread: SharedThread;
   readonly #index: number;
-  readonly #opened: Promise<unknown>;
   #closing: Promise<void> | undefined;
 
   constructor(file: string) {
@@ -151,8 +150,7 @@ export class IndexThread {
     this.#thread = thread;
     this.#index = this.#thread.enter();
     // Requests run in order: every later one finds the index open, or is refused with why it is not.
-    this.#opened = this.#thread.call(this.#index, 'open', [file]);
-    this.#opened.catch(() => undefined);
+    this.#thread.call(this.#index, 'open', [file]).catch(() => undefined);
   }
 
   /** Runs a request on the index thread; `after` runs on its reply, before the caller resumes. */

@@ -1,10 +1,10 @@
 /**
- * The stores' index thread: runs every write transaction of the process's
- * open stores' indexes (each flushed to disk before it returns) off the JS
- * thread. One thread serves every store of the process (index-thread.ts):
- * each store's index is an environment opened here by an `open` request and
- * closed by its `close`. Requests and replies are plain messages; see
- * Catalog (catalog.ts).
+ * A store directory's index thread: runs every write transaction of the
+ * indexes its open stores name (each flushed to disk before it returns) off
+ * the JS thread. One thread serves the stores of one directory
+ * (index-thread.ts): each store's index is an environment opened here by an
+ * `open` request and closed by its `close`. Requests and replies are plain
+ * messages; see Catalog (catalog.ts).
  */
 import { statSync, statfsSync } from 'node:fs';
 import path from 'node:path';
