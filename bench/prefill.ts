@@ -35,7 +35,7 @@
  *
  *   node dist/bench/prefill.js [--model llama-3-8b|qwen3-14b|llama-3-70b|tiny] [--tokens 4096,16384]
  *     [--hits 0.5,0.9,0.95] [--tiers dram,nvme] [--samples 5] [--json out.json] [--svg DIR]
- *     [--peer torch_prefill.json] [--backend auto|cuda|cpu] [--dir STORE_DIR] [--chunk-tokens N] [--lookahead N] [--seed N]
+ *     [--peer torch_prefill.json] [--backend auto|cuda|cpu] [--dir STORE_DIR] [--chunk-tokens N] [--lookahead N] [--engine auto|dma|kernel] [--seed N]
  *
  * CPU smoke: `node dist/bench/prefill.js --backend cpu --model tiny --tokens 512 --hits 0.5,0.9 --samples 2`.
  */
