@@ -13,8 +13,21 @@
 // stored at chunk c ^ (r % 8)) so ldmatrix reads them without bank conflicts.
 // Head sizes 16, 32, 64 and 128 take this kernel; others (small test models)
 // a plain one below.
+//
+// One block per (query tile, head) leaves SMs idle whenever the blocks do not
+// fill whole waves: a cached suffix of 1,792 tokens of a 32-head model is 448
+// blocks of near-equal length, 1.7 waves of 264 slots on an H100, so the
+// second wave runs 70% full. The balanced launch (stream-K) instead starts
+// one block per slot and gives each an equal share of all (query tile, head,
+// key tile) work in one fixed order; a block walks its share tile after tile,
+// and a (query tile, head) whose keys two or more blocks shared is written
+// by each as a partial (normalised O in f32 and its log-sum-exp), merged by a
+// second kernel. A block writes at most two partials: the first and the last
+// piece of its share.
 #include <cuda_bf16.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -135,8 +148,21 @@ __device__ __forceinline__ void load_kv_tile(__nv_bfloat16* ks, __nv_bfloat16* v
   }
 }
 
+// Key tiles query tile `q_tile` (of kBlockM queries) needs: keys [0, start + its last query].
+template <int kBlockM>
+__host__ __device__ __forceinline__ int tiles_of(const Params& p, int q_tile) {
+  const int q_end = (q_tile + 1) * kBlockM < p.count ? (q_tile + 1) * kBlockM : p.count;
+  return (p.start + q_end + kBlockN - 1) / kBlockN;
+}
+
+// Attention of query tile `q_tile` of head `head` over key tiles [j0, j1).
+// With `part_o` null the tile's keys are all there are, and the output is
+// written; otherwise O normalised over these keys (f32, [kBlockM][kDim]) and
+// each row's log2-sum-exp (part_lse, [kBlockM], -inf where the row saw no
+// key) go to the partial for combine_kernel.
 template <int kDim, int kWarps, int kMT, bool kQRegs, bool kSkipRescale>
-__global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
+__device__ __forceinline__ void attend(const Params& p, unsigned char* smem_raw, int head, int q_tile, int j0,
+                                       int j1, float* part_o, float* part_lse) {
   using C = Config<kDim, kWarps, kMT, kQRegs>;
   constexpr int kThreads = C::kThreads;
   constexpr int kBlockM = C::kBlockM;
@@ -145,19 +171,13 @@ __global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
   constexpr int kNTiles = kBlockN / 8;
   constexpr int kDTiles = kDim / 8;
   constexpr int kWarpRows = 16 * kMT;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* ks = qs + kBlockM * kDim;  // [2][kBlockN * kDim]
   __nv_bfloat16* vs = ks + 2 * kBlockN * kDim;
 
-  const int q_tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);  // the longest rows first
-  const int head = blockIdx.y;
   const int kvh = head / p.group;
   const int q0 = q_tile * kBlockM;
   const int total = p.start + p.count;
-  const int q_end = min(q0 + kBlockM, p.count);
-  const int kv_end = p.start + q_end;  // keys this block needs
-  const int n_tiles = (kv_end + kBlockN - 1) / kBlockN;
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -173,7 +193,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
         valid ? p.q + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + chunk * 8 : p.q;
     cp_async16(qs + swz<kDim>(row, chunk), src, valid);
   }
-  load_kv_tile<kDim, kThreads>(ks, vs, p, kvh, 0, total);
+  load_kv_tile<kDim, kThreads>(ks, vs, p, kvh, j0 * kBlockN, total);
   cp_commit();
 
   unsigned qf[kQRegs ? kMT : 1][kQRegs ? kSteps : 1][4];
@@ -191,9 +211,9 @@ __global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
   const int warp_first_pos = p.start + q0 + warp_row0;
   const float scale = p.scale_log2;
 
-  for (int j = 0; j < n_tiles; ++j) {
-    const int buf = j & 1;
-    if (j + 1 < n_tiles) {
+  for (int j = j0; j < j1; ++j) {
+    const int buf = (j - j0) & 1;
+    if (j + 1 < j1) {
       load_kv_tile<kDim, kThreads>(ks + (buf ^ 1) * kBlockN * kDim, vs + (buf ^ 1) * kBlockN * kDim, p, kvh,
                                    (j + 1) * kBlockN, total);
       cp_commit();
@@ -203,7 +223,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
     }
     __syncthreads();
     if constexpr (kQRegs) {
-      if (j == 0) {
+      if (j == j0) {
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
@@ -335,7 +355,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
     __syncthreads();  // the next iteration's loads overwrite this buffer's other half
   }
 
-  // Normalise and write this thread's rows.
+  // Normalise and write this thread's rows (or the partial).
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
@@ -343,15 +363,140 @@ __global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
       float l = l_run[mt][r];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const int qi = q0 + warp_row0 + mt * 16 + g + r * 8;
+      const int row = warp_row0 + mt * 16 + g + r * 8;
+      const int qi = q0 + row;
       if (qi >= p.count) continue;
       const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-      __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + 2 * t4;
+      if (part_o == nullptr) {
+        __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + 2 * t4;
 #pragma unroll
-      for (int d = 0; d < kDTiles; ++d) {
-        *reinterpret_cast<unsigned*>(dst + d * 8) = pack_bf16(o[mt][d][2 * r] * inv, o[mt][d][2 * r + 1] * inv);
+        for (int d = 0; d < kDTiles; ++d) {
+          *reinterpret_cast<unsigned*>(dst + d * 8) = pack_bf16(o[mt][d][2 * r] * inv, o[mt][d][2 * r + 1] * inv);
+        }
+      } else {
+        float* dst = part_o + row * kDim + 2 * t4;
+#pragma unroll
+        for (int d = 0; d < kDTiles; ++d) {
+          *reinterpret_cast<float2*>(dst + d * 8) = make_float2(o[mt][d][2 * r] * inv, o[mt][d][2 * r + 1] * inv);
+        }
+        if (t4 == 0) part_lse[row] = l > 0.0f ? m_run[mt][r] + __log2f(l) : -INFINITY;
       }
     }
+  }
+}
+
+template <int kDim, int kWarps, int kMT, bool kQRegs, bool kSkipRescale>
+__global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
+  constexpr int kBlockM = Config<kDim, kWarps, kMT, kQRegs>::kBlockM;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int q_tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);  // the longest rows first
+  attend<kDim, kWarps, kMT, kQRegs, kSkipRescale>(p, smem_raw, static_cast<int>(blockIdx.y), q_tile, 0,
+                                                  tiles_of<kBlockM>(p, q_tile), nullptr, nullptr);
+}
+
+// The balanced launch's division of work: all (head, query tile, key tile)
+// in that order, `work` of them, block c taking [begin(c), begin(c + 1)).
+struct Balance {
+  float* part_o;    // [ctas][2][kBlockM][kDim]: each block's first and last partial
+  float* part_lse;  // [ctas][2][kBlockM]
+  std::int64_t work;
+  int ctas;
+  int q_tiles;
+  std::int64_t head_work;  // key tiles of one head's query tiles
+};
+
+__host__ __device__ __forceinline__ std::int64_t cta_begin(const Balance& b, int c) {
+  return static_cast<std::int64_t>(c) * b.work / b.ctas;
+}
+
+template <int kDim, int kWarps, int kMT, bool kQRegs, bool kSkipRescale>
+__global__ void __launch_bounds__(kWarps * 32) flash_balanced_kernel(Params p, Balance b) {
+  constexpr int kBlockM = Config<kDim, kWarps, kMT, kQRegs>::kBlockM;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int c = static_cast<int>(blockIdx.x);
+  std::int64_t pos = cta_begin(b, c);
+  const std::int64_t end = cta_begin(b, c + 1);
+  if (pos >= end) return;
+  int head = static_cast<int>(pos / b.head_work);
+  std::int64_t rest = pos - static_cast<std::int64_t>(head) * b.head_work;  // key tiles into this head's
+  int q = 0;
+  for (int t = tiles_of<kBlockM>(p, 0); rest >= t; t = tiles_of<kBlockM>(p, q)) {
+    rest -= t;
+    ++q;
+  }
+  int j0 = static_cast<int>(rest);
+  bool first = true;
+  while (pos < end) {
+    const int t = tiles_of<kBlockM>(p, q);
+    const int n = static_cast<int>(min(static_cast<std::int64_t>(t - j0), end - pos));
+    float* po = nullptr;
+    float* pl = nullptr;
+    if (j0 != 0 || n != t) {  // another block has the rest of this tile's keys
+      const std::int64_t slot = 2 * static_cast<std::int64_t>(c) + (first ? 0 : 1);
+      po = b.part_o + slot * kBlockM * kDim;
+      pl = b.part_lse + slot * kBlockM;
+    }
+    attend<kDim, kWarps, kMT, kQRegs, kSkipRescale>(p, smem_raw, head, q, j0, j0 + n, po, pl);
+    pos += n;
+    first = false;
+    j0 = 0;
+    if (++q == b.q_tiles) {
+      q = 0;
+      ++head;
+    }
+  }
+}
+
+// One block per (head, query tile): where blocks of the balanced launch
+// shared its keys, merges their partials (weights 2^(lse - max)) into the
+// output; otherwise returns at once (the one block wrote it).
+template <int kDim, int kBlockM>
+__global__ void __launch_bounds__(256) combine_kernel(Params p, Balance b) {
+  const int head = static_cast<int>(blockIdx.x) / b.q_tiles;
+  const int q = static_cast<int>(blockIdx.x) % b.q_tiles;
+  std::int64_t s = static_cast<std::int64_t>(head) * b.head_work;
+  for (int i = 0; i < q; ++i) s += tiles_of<kBlockM>(p, i);
+  const std::int64_t e = s + tiles_of<kBlockM>(p, q);
+  // The block whose share holds this tile's first key tile.
+  int c0 = static_cast<int>(s * b.ctas / b.work);
+  while (c0 + 1 < b.ctas && cta_begin(b, c0 + 1) <= s) ++c0;
+  while (c0 > 0 && cta_begin(b, c0) > s) --c0;
+  if (cta_begin(b, c0 + 1) >= e) return;
+  constexpr int kQuads = kDim / 4;
+  for (int idx = threadIdx.x; idx < kBlockM * kQuads; idx += blockDim.x) {
+    const int row = idx / kQuads;
+    const int col = (idx % kQuads) * 4;
+    const int qi = q * kBlockM + row;
+    if (qi >= p.count) break;  // rows only grow with idx
+    float mx = -INFINITY;
+    for (int c = c0; c < b.ctas; ++c) {
+      const std::int64_t lo = cta_begin(b, c);
+      if (lo >= e) break;
+      if (lo == cta_begin(b, c + 1)) continue;  // an empty share wrote nothing
+      const std::int64_t slot = 2 * static_cast<std::int64_t>(c) + (lo >= s ? 0 : 1);
+      mx = fmaxf(mx, b.part_lse[slot * kBlockM + row]);
+    }
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float wsum = 0.0f;
+    for (int c = c0; c < b.ctas; ++c) {
+      const std::int64_t lo = cta_begin(b, c);
+      if (lo >= e) break;
+      if (lo == cta_begin(b, c + 1)) continue;
+      const std::int64_t slot = 2 * static_cast<std::int64_t>(c) + (lo >= s ? 0 : 1);
+      const float lse = b.part_lse[slot * kBlockM + row];
+      if (lse == -INFINITY) continue;
+      const float w = ex2(lse - mx);
+      const float4 v = *reinterpret_cast<const float4*>(b.part_o + (slot * kBlockM + row) * kDim + col);
+      acc[0] += w * v.x;
+      acc[1] += w * v.y;
+      acc[2] += w * v.z;
+      acc[3] += w * v.w;
+      wsum += w;
+    }
+    const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
+    __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + col;
+    const uint2 packed = make_uint2(pack_bf16(acc[0] * inv, acc[1] * inv), pack_bf16(acc[2] * inv, acc[3] * inv));
+    *reinterpret_cast<uint2*>(dst) = packed;
   }
 }
 
@@ -453,19 +598,122 @@ void prepare_config() {
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
 }
 
-// The shapes attention_variant() offers: 0 is the default.
+// The balanced launch runs variant 3's shape (4 warps x 32 rows, Q read from
+// shared memory, O rescaled only where a row's maximum moved).
+template <int kDim>
+using BalancedConfig = Config<kDim, 4, 2, false>;
+
+template <int kDim>
+void prepare_balanced() {
+  KVFLOW_CUDA(cudaFuncSetAttribute(flash_balanced_kernel<kDim, 4, 2, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   BalancedConfig<kDim>::kSmem));
+}
+
+// Blocks of the balanced kernel resident on one SM (two on an H100: 96 KiB
+// of shared memory each for head size 128); the launch starts that many per SM.
+template <int kDim>
+int balanced_blocks_per_sm() {
+  static const int n = [] {
+    using C = BalancedConfig<kDim>;
+    prepare_balanced<kDim>();
+    int blocks = 0;
+    KVFLOW_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, flash_balanced_kernel<kDim, 4, 2, false, true>, C::kThreads, C::kSmem));
+    return blocks > 1 ? blocks : 1;
+  }();
+  return n;
+}
+
+// Scratch of one block of the balanced launch: two partials.
+template <int kDim>
+constexpr std::size_t balanced_block_bytes() {
+  return std::size_t{2} * BalancedConfig<kDim>::kBlockM * (kDim + 1) * sizeof(float);
+}
+
+template <int kDim>
+std::size_t balanced_scratch_bytes(int sm_count) {
+  return balanced_block_bytes<kDim>() * static_cast<std::size_t>(sm_count) * balanced_blocks_per_sm<kDim>();
+}
+
+// Whether the balanced launch is predicted faster, in units of one block's
+// key tile: the plain launch takes its waves of mean-length blocks, and at
+// least its longest block; the balanced one an equal share of all key tiles,
+// plus one tile of start-up per (query tile, head) it begins and two for the
+// merge. 5% margin: a close call keeps the plain launch.
+template <int kBlockM>
+bool balanced_pays(const Params& p, std::int64_t q_tiles, std::int64_t head_work, int ctas) {
+  const double items = static_cast<double>(q_tiles) * p.heads;
+  const double longest = tiles_of<kBlockM>(p, static_cast<int>(q_tiles - 1));
+  const double mean = static_cast<double>(head_work) / static_cast<double>(q_tiles);
+  const double plain = std::max(longest, std::ceil(items / ctas) * mean);
+  const double balanced = static_cast<double>(head_work) * p.heads / ctas + items / ctas + 3.0;
+  return balanced * 1.05 < plain;
+}
+
+// Launches the balanced kernel and its merge; false (nothing launched) where
+// the scratch holds no block's partials, or `only_if_pays` and the plain
+// launch is predicted as fast.
+template <int kDim>
+bool run_balanced(cudaStream_t stream, const Params& p, int sm_count, Scratch scratch, bool only_if_pays) {
+  using C = BalancedConfig<kDim>;
+  constexpr int kBlockM = C::kBlockM;
+  const std::size_t fit = scratch.ptr == nullptr ? 0 : scratch.bytes / balanced_block_bytes<kDim>();
+  const std::size_t want = static_cast<std::size_t>(sm_count > 0 ? sm_count : 1) * balanced_blocks_per_sm<kDim>();
+  const int ctas = static_cast<int>(std::min(fit, want));
+  if (ctas < 1) return false;
+  const std::int64_t q_tiles = (p.count + kBlockM - 1) / kBlockM;
+  std::int64_t head_work = 0;
+  for (std::int64_t q = 0; q < q_tiles; ++q) head_work += tiles_of<kBlockM>(p, static_cast<int>(q));
+  const std::int64_t work = head_work * p.heads;
+  if (work > (std::int64_t{1} << 40)) return false;  // begin(c) = c * work / ctas stays in 64 bits
+  if (only_if_pays && !balanced_pays<kBlockM>(p, q_tiles, head_work, ctas)) return false;
+  Balance b{};
+  b.part_o = static_cast<float*>(scratch.ptr);
+  b.part_lse = b.part_o + static_cast<std::size_t>(ctas) * 2 * kBlockM * kDim;
+  b.work = work;
+  b.ctas = ctas;
+  b.q_tiles = static_cast<int>(q_tiles);
+  b.head_work = head_work;
+  flash_balanced_kernel<kDim, 4, 2, false, true><<<ctas, C::kThreads, C::kSmem, stream>>>(p, b);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda(err, "flash_balanced_kernel", __FILE__, __LINE__);
+  combine_kernel<kDim, kBlockM><<<static_cast<unsigned>(q_tiles * p.heads), 256, 0, stream>>>(p, b);
+  err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda(err, "combine_kernel", __FILE__, __LINE__);
+  return true;
+}
+
+// The shapes attention_variant() offers:
 //   0: 4 warps x 32 rows, Q read from shared memory at each tile (128 queries
 //      a block; each K and V fragment serves two row tiles; two blocks fit an SM)
 //   1: 4 warps x 16 rows, Q in registers (64 queries a block)
 //   2: 8 warps x 16 rows, Q in registers (128 queries a block)
 //   3: as 0, rescaling O only where a row's maximum moved
-constexpr int kVariants = 4;
+//   4: 3's shape in the balanced launch (3 where the scratch is too small)
+constexpr int kVariants = 5;
+constexpr int kAuto = -1;
 
 template <int kDim>
-void run_variant(cudaStream_t stream, const Params& p, int variant) {
+void run_variant(cudaStream_t stream, const Params& p, int variant, int sm_count, Scratch scratch) {
   switch (variant) {
+    case kAuto: {
+      // Measured on an H100 (bench/results/reference.json, attention_check):
+      // the 4x32 shape (rescaling only where needed) is the fastest once its
+      // 128-query blocks cover every SM; below that 8 warps of 16 rows a
+      // block hide latency better, unless the balanced launch pays.
+      if (run_balanced<kDim>(stream, p, sm_count, scratch, true)) break;
+      const std::int64_t blocks = (std::int64_t{p.count} + 127) / 128 * p.heads;
+      if (blocks < sm_count) {
+        run_config<kDim, 8, 1, true, false>(stream, p);
+      } else {
+        run_config<kDim, 4, 2, false, true>(stream, p);
+      }
+      break;
+    }
     case 1: run_config<kDim, 4, 1, true, false>(stream, p); break;
     case 2: run_config<kDim, 8, 1, true, false>(stream, p); break;
+    case 4:
+      if (run_balanced<kDim>(stream, p, sm_count, scratch, false)) break;
+      [[fallthrough]];
     case 3: run_config<kDim, 4, 2, false, true>(stream, p); break;
     default: run_config<kDim, 4, 2, false, false>(stream, p); break;
   }
@@ -477,34 +725,11 @@ void prepare_dim() {
   prepare_config<kDim, 4, 1, true, false>();
   prepare_config<kDim, 8, 1, true, false>();
   prepare_config<kDim, 4, 2, false, true>();
+  prepare_balanced<kDim>();
 }
 
-}  // namespace
-
-bool attention_supports(std::uint32_t head_dim) noexcept { return head_dim >= 1 && head_dim <= 256; }
-
-void attention_prepare() {
-  prepare_dim<16>();
-  prepare_dim<32>();
-  prepare_dim<64>();
-  prepare_dim<128>();
-}
-
-void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
-               std::uint32_t start, std::uint32_t count, int sm_count) {
-  // Measured on an H100 (bench/results/reference.json, attention_check): the
-  // 4x32 shape (rescaling only where needed) is the fastest once its
-  // 128-query blocks cover every SM;
-  // below that (a few hundred new tokens over a cached prefix) 8 warps of 16
-  // rows a block hide latency better.
-  const std::uint64_t blocks = (std::uint64_t{count} + 127) / 128 * shape.heads;
-  attention_variant(stream, out, q, kv, shape, start, count, blocks < static_cast<std::uint64_t>(sm_count) ? 2 : 3);
-}
-
-int attention_variants() noexcept { return kVariants; }
-
-void attention_variant(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
-                       std::uint32_t start, std::uint32_t count, int variant) {
+void run(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape, std::uint32_t start,
+         std::uint32_t count, int variant, int sm_count, Scratch scratch) {
   if (count == 0) return;
   Params p{};
   p.q = reinterpret_cast<const __nv_bfloat16*>(q);
@@ -528,15 +753,51 @@ void attention_variant(cudaStream_t stream, bf16_t* out, const bf16_t* q, const 
   const bool aligned = reinterpret_cast<std::uintptr_t>(kv.k) % 16 == 0 &&
                        reinterpret_cast<std::uintptr_t>(kv.v) % 16 == 0 && kv.block_stride % 8 == 0;
   switch (aligned ? shape.head_dim : 0) {
-    case 16: run_variant<16>(stream, p, variant); break;
-    case 32: run_variant<32>(stream, p, variant); break;
-    case 64: run_variant<64>(stream, p, variant); break;
-    case 128: run_variant<128>(stream, p, variant); break;
+    case 16: run_variant<16>(stream, p, variant, sm_count, scratch); break;
+    case 32: run_variant<32>(stream, p, variant, sm_count, scratch); break;
+    case 64: run_variant<64>(stream, p, variant, sm_count, scratch); break;
+    case 128: run_variant<128>(stream, p, variant, sm_count, scratch); break;
     default:
       KVFLOW_CHECK(attention_supports(shape.head_dim), kUnsupported,
                    "attention supports head_dim 1 to 256, got " + std::to_string(shape.head_dim));
       run_simple(stream, p, static_cast<int>(shape.head_dim));
   }
+}
+
+}  // namespace
+
+bool attention_supports(std::uint32_t head_dim) noexcept { return head_dim >= 1 && head_dim <= 256; }
+
+void attention_prepare() {
+  prepare_dim<16>();
+  prepare_dim<32>();
+  prepare_dim<64>();
+  prepare_dim<128>();
+}
+
+std::size_t attention_scratch_bytes(std::uint32_t head_dim, int sm_count) {
+  switch (head_dim) {
+    case 16: return balanced_scratch_bytes<16>(sm_count);
+    case 32: return balanced_scratch_bytes<32>(sm_count);
+    case 64: return balanced_scratch_bytes<64>(sm_count);
+    case 128: return balanced_scratch_bytes<128>(sm_count);
+    default: return 0;
+  }
+}
+
+void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
+               std::uint32_t start, std::uint32_t count, int sm_count, Scratch scratch) {
+  run(stream, out, q, kv, shape, start, count, kAuto, sm_count, scratch);
+}
+
+int attention_variants() noexcept { return kVariants; }
+
+void attention_variant(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
+                       std::uint32_t start, std::uint32_t count, int variant, int sm_count, Scratch scratch) {
+  KVFLOW_CHECK(variant >= 0 && variant < kVariants, kInvalidArg,
+               "expected an attention variant in [0, " + std::to_string(kVariants) + "), got " +
+                   std::to_string(variant));
+  run(stream, out, q, kv, shape, start, count, variant, sm_count, scratch);
 }
 
 }  // namespace kvflow::cuda::ref

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace kvflow::cuda::ref {
@@ -56,15 +57,26 @@ void qkv_rope(cudaStream_t stream, bf16_t* q_out, const bf16_t* qkv, const Paged
               std::uint32_t start, std::uint32_t count, float rope_theta, const float* q_norm, const float* k_norm,
               float eps);
 
+/// Device memory attention() may use to spread a launch evenly over the
+/// SMs; null (or too small) for none, at the cost of idle SMs where the work
+/// does not fill whole waves. Used in stream order: one launch at a time.
+struct Scratch {
+  void* ptr = nullptr;
+  std::size_t bytes = 0;
+};
+/// The scratch attention() uses at most for this head size on a device of
+/// `sm_count` multiprocessors (0: it uses none).
+[[nodiscard]] std::size_t attention_scratch_bytes(std::uint32_t head_dim, int sm_count);
+
 /// Causal attention of `count` queries at positions start + i over keys
 /// [0, start + count) read from the cache: out[i][h] (same layout as q).
 /// `sm_count` (the device's multiprocessors) picks the kernel's shape.
 void attention(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
-               std::uint32_t start, std::uint32_t count, int sm_count);
+               std::uint32_t start, std::uint32_t count, int sm_count, Scratch scratch);
 /// attention() with one of the tensor-core kernel's shapes, 0 to
-/// attention_variants() - 1 (0 is what attention() uses); for measuring them.
+/// attention_variants() - 1 (attention() picks among them); for measuring them.
 void attention_variant(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv, HeadShape shape,
-                       std::uint32_t start, std::uint32_t count, int variant);
+                       std::uint32_t start, std::uint32_t count, int variant, int sm_count, Scratch scratch);
 [[nodiscard]] int attention_variants() noexcept;
 /// Whether attention() supports this head_dim.
 [[nodiscard]] bool attention_supports(std::uint32_t head_dim) noexcept;

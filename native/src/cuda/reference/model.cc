@@ -66,6 +66,7 @@ struct State {
   BufferPtr table;   // i32 [kTableCapacity]
   BufferPtr tokens;  // i32 [max_tokens]
   BufferPtr workspace;
+  BufferPtr attn_scratch;  // ref::attention_scratch_bytes(); may be empty
   cublas::Handle handle = nullptr;
   cudaEvent_t order = nullptr;  // recorded after each call; the next one waits on it
   int sm_count = 0;
@@ -75,6 +76,10 @@ struct State {
     (void)cudaSetDevice(ordinal);
     if (handle != nullptr) (void)cublas::api().destroy(handle);
     if (order != nullptr) (void)cudaEventDestroy(order);
+  }
+
+  ref::Scratch scratch() const {
+    return attn_scratch ? ref::Scratch{attn_scratch->ptr(), attn_scratch->bytes()} : ref::Scratch{};
   }
 
   /// Enqueues `work` on `cs` after every earlier call of the model, on any stream.
@@ -194,7 +199,7 @@ class CudaReferenceModel final : public ReferenceModel {
             const ref::HeadShape heads{m.heads, m.kv_heads, m.head_dim};
             ref::qkv_rope(cs, bf(s->q), bf(s->wide), view, heads, start, count, m.rope_theta,
                           w.q_norm ? f32(w.q_norm) : nullptr, w.k_norm ? f32(w.k_norm) : nullptr, m.norm_eps);
-            ref::attention(cs, bf(s->attn), bf(s->q), view, heads, start, count, s->sm_count);
+            ref::attention(cs, bf(s->attn), bf(s->q), view, heads, start, count, s->sm_count, s->scratch());
             linear(lib, s->handle, x, bf(s->attn), bf(w.wo), count, m.hidden, attn_width, true);
             ref::rms_norm(cs, bf(s->xn), false, x, f32(w.mlp_norm), count, m.hidden, m.norm_eps);
             linear(lib, s->handle, bf(s->wide), bf(s->xn), bf(w.gate_up), count, 2 * m.intermediate, m.hidden, false);
@@ -379,6 +384,9 @@ std::unique_ptr<ReferenceModel> create_cuda_reference(Device& device, int ordina
   st->workspace = dev(kWorkspaceBytes, false);
   KVFLOW_CUDA(cudaEventCreateWithFlags(&st->order, cudaEventDisableTiming));
   KVFLOW_CUDA(cudaDeviceGetAttribute(&st->sm_count, cudaDevAttrMultiProcessorCount, ordinal));
+  if (const std::size_t bytes = ref::attention_scratch_bytes(m.head_dim, st->sm_count); bytes > 0) {
+    st->attn_scratch = dev(bytes, false);
+  }
   KVFLOW_CUBLAS_CALL(lib.create(&st->handle));
   // One small product now, so cuBLAS's lazy set-up (which may allocate and
   // synchronise) happens here rather than inside a layer.

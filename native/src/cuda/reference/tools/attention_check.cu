@@ -142,11 +142,14 @@ bool run_case(const Case& c, std::mt19937& rng) {
   // -1: attention() itself, with its choice of shape.
   int sm_count = 0;
   CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, 0));
+  kvflow::cuda::ref::Scratch scratch;
+  scratch.bytes = kvflow::cuda::ref::attention_scratch_bytes(c.hd, sm_count);
+  if (scratch.bytes > 0) CHECK(cudaMalloc(&scratch.ptr, scratch.bytes));
   auto launch = [&](int variant) {
     if (variant < 0) {
-      kvflow::cuda::ref::attention(s, dout, dq, view, shape, c.start, c.count, sm_count);
+      kvflow::cuda::ref::attention(s, dout, dq, view, shape, c.start, c.count, sm_count, scratch);
     } else {
-      kvflow::cuda::ref::attention_variant(s, dout, dq, view, shape, c.start, c.count, variant);
+      kvflow::cuda::ref::attention_variant(s, dout, dq, view, shape, c.start, c.count, variant, sm_count, scratch);
     }
   };
   for (int variant = -1; variant < kvflow::cuda::ref::attention_variants(); ++variant) {
@@ -202,6 +205,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
   CHECK(cudaFree(dout));
   CHECK(cudaFree(dcache));
   CHECK(cudaFree(dtable));
+  if (scratch.ptr != nullptr) CHECK(cudaFree(scratch.ptr));
   CHECK(cudaStreamDestroy(s));
   return ok;
 }
@@ -223,11 +227,17 @@ int main() {
       {"hd16_bt3", 4, 2, 16, 3, 45, 150, true, true},
       {"hd96_generic", 4, 2, 96, 16, 20, 70, false, true},
       {"llama8b_1k", 32, 8, 128, 16, 0, 1024, false, true},
+      {"suffix_600_over_5000_bt16", 4, 1, 128, 16, 5000, 600, false, true},
+      {"suffix_130_over_9000_hd64", 4, 1, 64, 16, 9000, 130, true, true},
       {"llama8b_4k", 32, 8, 128, 16, 0, 4096, false, false},
       {"llama8b_8k", 32, 8, 128, 16, 0, 8192, false, false},
       {"llama8b_16k", 32, 8, 128, 16, 0, 16384, false, false},
       {"llama8b_512_over_3584", 32, 8, 128, 16, 3584, 512, false, false},
       {"llama8b_1024_over_15360", 32, 8, 128, 16, 15360, 1024, false, false},
+      {"llama8b_1792_over_14592", 32, 8, 128, 16, 14592, 1792, false, false},
+      {"llama8b_256_over_3840", 32, 8, 128, 16, 3840, 256, false, false},
+      {"qwen14b_1792_over_14592", 40, 8, 128, 16, 14592, 1792, false, false},
+      {"qwen14b_1024_over_15360", 40, 8, 128, 16, 15360, 1024, false, false},
       {"qwen14b_4k", 40, 8, 128, 16, 0, 4096, false, false},
       {"llama70b_4k", 64, 8, 128, 16, 0, 4096, false, false},
   };
