@@ -1,7 +1,8 @@
 // Unit tests of the pure native planners: how a file transfer is split into
 // tasks, how a stream-ordered file transfer is cut into bounce chunks, how a
-// kernel-engine batch packs its host side into spans, and the order in which
-// queued IO tasks start. Plain checks, no framework: each failed check prints
+// kernel-engine batch packs its host side into spans, the order in which
+// queued IO tasks start, and how the balanced attention launch shares its
+// work among blocks. Plain checks, no framework: each failed check prints
 // its line and the run exits with status 1. Built by CMake as kvflow_unit.
 #include <cstdint>
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/reference/balance.hpp"
 #include "cuda/span_plan.hpp"
 #include "io/bounce_plan.hpp"
 #include "io/priority_queues.hpp"
@@ -291,6 +293,80 @@ void priority_take() {
   }
 }
 
+// The balanced attention launch: for random shapes and block counts, every
+// key tile of every (head, query tile) is taken by exactly one block, in
+// order; a tile's keys taken by one block are written whole, and where
+// several blocks shared them, the merge finds exactly the partial slots
+// they wrote, each slot written once.
+void attention_balance() {
+  namespace bal = kvflow::cuda::ref::balance;
+  std::mt19937 rng(7);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int round = 0; round < 3000; ++round) {
+    const int start = pick(0, 3) == 0 ? 0 : pick(0, 5000);
+    const int count = pick(1, 2000);
+    const int block_m = pick(0, 1) == 0 ? 128 : 64;
+    const int heads = pick(1, 9);
+    const int ctas = pick(1, 300);
+    const bal::Plan plan = bal::make_plan(start, count, block_m, heads, ctas);
+    CHECK(plan.q_tiles == (count + block_m - 1) / block_m);
+    CHECK(bal::begin(plan, 0) == 0 && bal::begin(plan, ctas) == plan.work);
+    // Pieces per (head, query tile).
+    std::vector<std::vector<bal::Piece>> pieces(static_cast<std::size_t>(heads) * plan.q_tiles);
+    std::vector<int> slot_writes(static_cast<std::size_t>(2) * ctas, 0);
+    for (int c = 0; c < ctas; ++c) {
+      const std::int64_t share = bal::begin(plan, c + 1) - bal::begin(plan, c);
+      CHECK(share >= plan.work / ctas && share <= plan.work / ctas + 1);
+      std::int64_t taken = 0;
+      int partials = 0;
+      bal::for_each_piece(plan, c, [&](const bal::Piece& p) {
+        CHECK(p.head >= 0 && p.head < heads && p.q_tile >= 0 && p.q_tile < plan.q_tiles);
+        CHECK(p.key_begin < p.key_end);
+        taken += p.key_end - p.key_begin;
+        if (p.slot >= 0) {
+          ++partials;
+          CHECK(p.slot == 2 * c || p.slot == 2 * c + 1);
+          ++slot_writes[static_cast<std::size_t>(p.slot)];
+        }
+        pieces[static_cast<std::size_t>(p.head) * plan.q_tiles + p.q_tile].push_back(p);
+      });
+      CHECK(taken == share);
+      CHECK(partials <= 2);
+    }
+    for (const int w : slot_writes) CHECK(w <= 1);
+    for (int h = 0; h < heads; ++h) {
+      for (int q = 0; q < plan.q_tiles; ++q) {
+        const std::vector<bal::Piece>& ps = pieces[static_cast<std::size_t>(h) * plan.q_tiles + q];
+        const int tiles = bal::tiles_of(start, count, block_m, q);
+        CHECK(!ps.empty());
+        if (ps.empty()) continue;
+        int at = 0;
+        for (const bal::Piece& p : ps) {  // blocks ran in order, so pieces arrive in key order
+          CHECK(p.key_begin == at);
+          at = p.key_end;
+        }
+        CHECK(at == tiles);
+        CHECK((ps.size() == 1) == (ps[0].slot < 0));
+        // The merge's view: the blocks overlapping this item and the slots it reads.
+        const std::int64_t s = bal::item_begin(plan, h, q);
+        const std::int64_t e = s + tiles;
+        const int c0 = bal::block_at(plan, s);
+        CHECK(bal::begin(plan, c0) <= s && bal::begin(plan, c0 + 1) > s);
+        const bool whole = bal::begin(plan, c0 + 1) >= e;
+        CHECK(whole == (ps.size() == 1));
+        if (whole) continue;
+        std::vector<std::int64_t> read;
+        for (int c = c0; c < ctas && bal::begin(plan, c) < e; ++c) {
+          if (bal::begin(plan, c) == bal::begin(plan, c + 1)) continue;
+          read.push_back(bal::slot_of(plan, c, s));
+        }
+        CHECK(read.size() == ps.size());
+        for (std::size_t i = 0; i < read.size() && i < ps.size(); ++i) CHECK(read[i] == ps[i].slot);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -298,6 +374,7 @@ int main() {
   bounce_plan();
   span_plan();
   priority_take();
+  attention_balance();
   std::printf("kvflow_unit: %d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

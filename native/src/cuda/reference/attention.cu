@@ -32,13 +32,14 @@
 #include <string>
 
 #include "../cuda_error.hpp"
+#include "balance.hpp"
 #include "kernels.hpp"
 
 namespace kvflow::cuda::ref {
 
 namespace {
 
-constexpr int kBlockN = 64;  // keys per tile
+constexpr int kBlockN = balance::kKeyTile;  // keys per tile
 
 struct Params {
   const __nv_bfloat16* q;
@@ -146,13 +147,6 @@ __device__ __forceinline__ void load_kv_tile(__nv_bfloat16* ks, __nv_bfloat16* v
     cp_async16(ks + swz<kDim>(row, chunk), p.k + off, valid);
     cp_async16(vs + swz<kDim>(row, chunk), p.v + off, valid);
   }
-}
-
-// Key tiles query tile `q_tile` (of kBlockM queries) needs: keys [0, start + its last query].
-template <int kBlockM>
-__host__ __device__ __forceinline__ int tiles_of(const Params& p, int q_tile) {
-  const int q_end = (q_tile + 1) * kBlockM < p.count ? (q_tile + 1) * kBlockM : p.count;
-  return (p.start + q_end + kBlockN - 1) / kBlockN;
 }
 
 // Attention of query tile `q_tile` of head `head` over key tiles [j0, j1).
@@ -391,60 +385,32 @@ __global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int q_tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);  // the longest rows first
   attend<kDim, kWarps, kMT, kQRegs, kSkipRescale>(p, smem_raw, static_cast<int>(blockIdx.y), q_tile, 0,
-                                                  tiles_of<kBlockM>(p, q_tile), nullptr, nullptr);
+                                                  balance::tiles_of(p.start, p.count, kBlockM, q_tile), nullptr,
+                                                  nullptr);
 }
 
-// The balanced launch's division of work: all (head, query tile, key tile)
-// in that order, `work` of them, block c taking [begin(c), begin(c + 1)).
+// The balanced launch: its division of the work (balance.hpp) and each
+// block's scratch for two partials.
 struct Balance {
-  float* part_o;    // [ctas][2][kBlockM][kDim]: each block's first and last partial
+  balance::Plan plan;
+  float* part_o;    // [ctas][2][kBlockM][kDim]
   float* part_lse;  // [ctas][2][kBlockM]
-  std::int64_t work;
-  int ctas;
-  int q_tiles;
-  std::int64_t head_work;  // key tiles of one head's query tiles
 };
-
-__host__ __device__ __forceinline__ std::int64_t cta_begin(const Balance& b, int c) {
-  return static_cast<std::int64_t>(c) * b.work / b.ctas;
-}
 
 template <int kDim, int kWarps, int kMT, bool kQRegs, bool kSkipRescale>
 __global__ void __launch_bounds__(kWarps * 32) flash_balanced_kernel(Params p, Balance b) {
   constexpr int kBlockM = Config<kDim, kWarps, kMT, kQRegs>::kBlockM;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  const int c = static_cast<int>(blockIdx.x);
-  std::int64_t pos = cta_begin(b, c);
-  const std::int64_t end = cta_begin(b, c + 1);
-  if (pos >= end) return;
-  int head = static_cast<int>(pos / b.head_work);
-  std::int64_t rest = pos - static_cast<std::int64_t>(head) * b.head_work;  // key tiles into this head's
-  int q = 0;
-  for (int t = tiles_of<kBlockM>(p, 0); rest >= t; t = tiles_of<kBlockM>(p, q)) {
-    rest -= t;
-    ++q;
-  }
-  int j0 = static_cast<int>(rest);
-  bool first = true;
-  while (pos < end) {
-    const int t = tiles_of<kBlockM>(p, q);
-    const int n = static_cast<int>(min(static_cast<std::int64_t>(t - j0), end - pos));
+  balance::for_each_piece(b.plan, static_cast<int>(blockIdx.x), [&](const balance::Piece& piece) {
     float* po = nullptr;
     float* pl = nullptr;
-    if (j0 != 0 || n != t) {  // another block has the rest of this tile's keys
-      const std::int64_t slot = 2 * static_cast<std::int64_t>(c) + (first ? 0 : 1);
-      po = b.part_o + slot * kBlockM * kDim;
-      pl = b.part_lse + slot * kBlockM;
+    if (piece.slot >= 0) {  // another block has the rest of this tile's keys
+      po = b.part_o + piece.slot * kBlockM * kDim;
+      pl = b.part_lse + piece.slot * kBlockM;
     }
-    attend<kDim, kWarps, kMT, kQRegs, kSkipRescale>(p, smem_raw, head, q, j0, j0 + n, po, pl);
-    pos += n;
-    first = false;
-    j0 = 0;
-    if (++q == b.q_tiles) {
-      q = 0;
-      ++head;
-    }
-  }
+    attend<kDim, kWarps, kMT, kQRegs, kSkipRescale>(p, smem_raw, piece.head, piece.q_tile, piece.key_begin,
+                                                    piece.key_end, po, pl);
+  });
 }
 
 // One block per (head, query tile): where blocks of the balanced launch
@@ -452,16 +418,13 @@ __global__ void __launch_bounds__(kWarps * 32) flash_balanced_kernel(Params p, B
 // output; otherwise returns at once (the one block wrote it).
 template <int kDim, int kBlockM>
 __global__ void __launch_bounds__(256) combine_kernel(Params p, Balance b) {
-  const int head = static_cast<int>(blockIdx.x) / b.q_tiles;
-  const int q = static_cast<int>(blockIdx.x) % b.q_tiles;
-  std::int64_t s = static_cast<std::int64_t>(head) * b.head_work;
-  for (int i = 0; i < q; ++i) s += tiles_of<kBlockM>(p, i);
-  const std::int64_t e = s + tiles_of<kBlockM>(p, q);
-  // The block whose share holds this tile's first key tile.
-  int c0 = static_cast<int>(s * b.ctas / b.work);
-  while (c0 + 1 < b.ctas && cta_begin(b, c0 + 1) <= s) ++c0;
-  while (c0 > 0 && cta_begin(b, c0) > s) --c0;
-  if (cta_begin(b, c0 + 1) >= e) return;
+  const balance::Plan& plan = b.plan;
+  const int head = static_cast<int>(blockIdx.x) / plan.q_tiles;
+  const int q = static_cast<int>(blockIdx.x) % plan.q_tiles;
+  const std::int64_t s = balance::item_begin(plan, head, q);
+  const std::int64_t e = s + balance::tiles_of(p.start, p.count, kBlockM, q);
+  const int c0 = balance::block_at(plan, s);
+  if (balance::begin(plan, c0 + 1) >= e) return;
   constexpr int kQuads = kDim / 4;
   for (int idx = threadIdx.x; idx < kBlockM * kQuads; idx += blockDim.x) {
     const int row = idx / kQuads;
@@ -469,20 +432,19 @@ __global__ void __launch_bounds__(256) combine_kernel(Params p, Balance b) {
     const int qi = q * kBlockM + row;
     if (qi >= p.count) break;  // rows only grow with idx
     float mx = -INFINITY;
-    for (int c = c0; c < b.ctas; ++c) {
-      const std::int64_t lo = cta_begin(b, c);
+    for (int c = c0; c < plan.ctas; ++c) {
+      const std::int64_t lo = balance::begin(plan, c);
       if (lo >= e) break;
-      if (lo == cta_begin(b, c + 1)) continue;  // an empty share wrote nothing
-      const std::int64_t slot = 2 * static_cast<std::int64_t>(c) + (lo >= s ? 0 : 1);
-      mx = fmaxf(mx, b.part_lse[slot * kBlockM + row]);
+      if (lo == balance::begin(plan, c + 1)) continue;  // an empty share wrote nothing
+      mx = fmaxf(mx, b.part_lse[balance::slot_of(plan, c, s) * kBlockM + row]);
     }
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     float wsum = 0.0f;
-    for (int c = c0; c < b.ctas; ++c) {
-      const std::int64_t lo = cta_begin(b, c);
+    for (int c = c0; c < plan.ctas; ++c) {
+      const std::int64_t lo = balance::begin(plan, c);
       if (lo >= e) break;
-      if (lo == cta_begin(b, c + 1)) continue;
-      const std::int64_t slot = 2 * static_cast<std::int64_t>(c) + (lo >= s ? 0 : 1);
+      if (lo == balance::begin(plan, c + 1)) continue;
+      const std::int64_t slot = balance::slot_of(plan, c, s);
       const float lse = b.part_lse[slot * kBlockM + row];
       if (lse == -INFINITY) continue;
       const float w = ex2(lse - mx);
@@ -495,8 +457,8 @@ __global__ void __launch_bounds__(256) combine_kernel(Params p, Balance b) {
     }
     const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
     __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + col;
-    const uint2 packed = make_uint2(pack_bf16(acc[0] * inv, acc[1] * inv), pack_bf16(acc[2] * inv, acc[3] * inv));
-    *reinterpret_cast<uint2*>(dst) = packed;
+    *reinterpret_cast<uint2*>(dst) =
+        make_uint2(pack_bf16(acc[0] * inv, acc[1] * inv), pack_bf16(acc[2] * inv, acc[3] * inv));
   }
 }
 
@@ -640,12 +602,12 @@ std::size_t balanced_scratch_bytes(int sm_count) {
 // plus one tile of start-up per (query tile, head) it begins and two for the
 // merge. 5% margin: a close call keeps the plain launch.
 template <int kBlockM>
-bool balanced_pays(const Params& p, std::int64_t q_tiles, std::int64_t head_work, int ctas) {
-  const double items = static_cast<double>(q_tiles) * p.heads;
-  const double longest = tiles_of<kBlockM>(p, static_cast<int>(q_tiles - 1));
-  const double mean = static_cast<double>(head_work) / static_cast<double>(q_tiles);
-  const double plain = std::max(longest, std::ceil(items / ctas) * mean);
-  const double balanced = static_cast<double>(head_work) * p.heads / ctas + items / ctas + 3.0;
+bool balanced_pays(const Params& p, const balance::Plan& plan) {
+  const double items = static_cast<double>(plan.q_tiles) * p.heads;
+  const double longest = balance::tiles_of(p.start, p.count, kBlockM, plan.q_tiles - 1);
+  const double mean = static_cast<double>(plan.head_work) / plan.q_tiles;
+  const double plain = std::max(longest, std::ceil(items / plan.ctas) * mean);
+  const double balanced = static_cast<double>(plan.work) / plan.ctas + items / plan.ctas + 3.0;
   return balanced * 1.05 < plain;
 }
 
@@ -660,23 +622,17 @@ bool run_balanced(cudaStream_t stream, const Params& p, int sm_count, Scratch sc
   const std::size_t want = static_cast<std::size_t>(sm_count > 0 ? sm_count : 1) * balanced_blocks_per_sm<kDim>();
   const int ctas = static_cast<int>(std::min(fit, want));
   if (ctas < 1) return false;
-  const std::int64_t q_tiles = (p.count + kBlockM - 1) / kBlockM;
-  std::int64_t head_work = 0;
-  for (std::int64_t q = 0; q < q_tiles; ++q) head_work += tiles_of<kBlockM>(p, static_cast<int>(q));
-  const std::int64_t work = head_work * p.heads;
-  if (work > (std::int64_t{1} << 40)) return false;  // begin(c) = c * work / ctas stays in 64 bits
-  if (only_if_pays && !balanced_pays<kBlockM>(p, q_tiles, head_work, ctas)) return false;
   Balance b{};
+  b.plan = balance::make_plan(p.start, p.count, kBlockM, p.heads, ctas);
+  if (b.plan.work > (std::int64_t{1} << 40)) return false;  // begin(c) = c * work / ctas stays in 64 bits
+  if (only_if_pays && !balanced_pays<kBlockM>(p, b.plan)) return false;
   b.part_o = static_cast<float*>(scratch.ptr);
   b.part_lse = b.part_o + static_cast<std::size_t>(ctas) * 2 * kBlockM * kDim;
-  b.work = work;
-  b.ctas = ctas;
-  b.q_tiles = static_cast<int>(q_tiles);
-  b.head_work = head_work;
   flash_balanced_kernel<kDim, 4, 2, false, true><<<ctas, C::kThreads, C::kSmem, stream>>>(p, b);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw_cuda(err, "flash_balanced_kernel", __FILE__, __LINE__);
-  combine_kernel<kDim, kBlockM><<<static_cast<unsigned>(q_tiles * p.heads), 256, 0, stream>>>(p, b);
+  const unsigned items = static_cast<unsigned>(b.plan.q_tiles) * static_cast<unsigned>(p.heads);
+  combine_kernel<kDim, kBlockM><<<items, 256, 0, stream>>>(p, b);
   err = cudaGetLastError();
   if (err != cudaSuccess) throw_cuda(err, "combine_kernel", __FILE__, __LINE__);
   return true;

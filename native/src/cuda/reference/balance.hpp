@@ -1,0 +1,146 @@
+// How the balanced attention launch (attention.cu) divides its work, as
+// plain arithmetic that the kernels and the host share, and that the C++
+// unit tests check on the CPU (native/test/planners.cc).
+//
+// The work is every (head, query tile, key tile) in that order: head-major,
+// so the query tiles that read one KV head's keys run side by side. Query
+// tile q of kBlockM queries needs key tiles [0, tiles_of(q)) (the causal
+// mask: keys [0, start + its last query]). Block c of `ctas` takes positions
+// [begin(c), begin(c + 1)) of that order: equal shares to within one tile.
+// A (head, query tile) whose key tiles one block took whole is written by
+// that block; one that several blocks shared is written by each as a
+// partial, into slot 2c of the block's scratch if the piece is the first of
+// the block's share and 2c + 1 otherwise (a share has at most two partial
+// pieces, its first and its last), and merged afterwards.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define KVFLOW_HD __host__ __device__ __forceinline__
+#else
+#define KVFLOW_HD inline
+#endif
+
+namespace kvflow::cuda::ref::balance {
+
+constexpr int kKeyTile = 64;  // keys per tile
+
+/// Key tiles query tile `q_tile` needs, with `block_m` queries a tile.
+KVFLOW_HD int tiles_of(int start, int count, int block_m, int q_tile) {
+  const int q_end = (q_tile + 1) * block_m < count ? (q_tile + 1) * block_m : count;
+  return (start + q_end + kKeyTile - 1) / kKeyTile;
+}
+
+struct Plan {
+  int start = 0;
+  int count = 0;
+  int block_m = 0;
+  int heads = 0;
+  int ctas = 0;
+  int q_tiles = 0;
+  std::int64_t head_work = 0;  // key tiles of one head's query tiles
+  std::int64_t work = 0;       // head_work * heads
+};
+
+/// The plan for `count` queries at positions start + i, or one with no work
+/// where the arguments give none.
+inline Plan make_plan(int start, int count, int block_m, int heads, int ctas) {
+  Plan p;
+  p.start = start;
+  p.count = count;
+  p.block_m = block_m;
+  p.heads = heads;
+  p.ctas = ctas;
+  if (count <= 0 || block_m <= 0 || heads <= 0 || ctas <= 0) return p;
+  p.q_tiles = (count + block_m - 1) / block_m;
+  for (int q = 0; q < p.q_tiles; ++q) p.head_work += tiles_of(start, count, block_m, q);
+  p.work = p.head_work * heads;
+  return p;
+}
+
+/// First position of block c's share (c = ctas: the end of the work).
+KVFLOW_HD std::int64_t begin(const Plan& p, int c) { return static_cast<std::int64_t>(c) * p.work / p.ctas; }
+
+/// Where the work stands at position `pos`: (head, query tile) and the key
+/// tile within it.
+struct Cursor {
+  int head = 0;
+  int q_tile = 0;
+  int key_tile = 0;
+};
+KVFLOW_HD Cursor locate(const Plan& p, std::int64_t pos) {
+  Cursor c;
+  c.head = static_cast<int>(pos / p.head_work);
+  std::int64_t rest = pos - static_cast<std::int64_t>(c.head) * p.head_work;
+  for (int t = tiles_of(p.start, p.count, p.block_m, 0); rest >= t; t = tiles_of(p.start, p.count, p.block_m, c.q_tile)) {
+    rest -= t;
+    ++c.q_tile;
+  }
+  c.key_tile = static_cast<int>(rest);
+  return c;
+}
+
+/// Position of the first key tile of (head, q_tile).
+KVFLOW_HD std::int64_t item_begin(const Plan& p, int head, int q_tile) {
+  std::int64_t s = static_cast<std::int64_t>(head) * p.head_work;
+  for (int i = 0; i < q_tile; ++i) s += tiles_of(p.start, p.count, p.block_m, i);
+  return s;
+}
+
+/// The block whose share holds position `pos` (0 <= pos < work).
+KVFLOW_HD int block_at(const Plan& p, std::int64_t pos) {
+  int c = static_cast<int>(pos * p.ctas / p.work);
+  while (c + 1 < p.ctas && begin(p, c + 1) <= pos) ++c;
+  while (c > 0 && begin(p, c) > pos) --c;
+  return c;
+}
+
+/// The partial slot block c wrote for the item starting at `item_start`,
+/// given that its share overlaps that item: 2c where the item holds the
+/// start of its share, else 2c + 1.
+KVFLOW_HD std::int64_t slot_of(const Plan& p, int c, std::int64_t item_start) {
+  return 2 * static_cast<std::int64_t>(c) + (begin(p, c) >= item_start ? 0 : 1);
+}
+
+/// One piece of a block's share: key tiles [key_begin, key_end) of (head,
+/// q_tile), and the partial slot it is written to (-1: the whole tile's
+/// keys, written as the output).
+struct Piece {
+  int head = 0;
+  int q_tile = 0;
+  int key_begin = 0;
+  int key_end = 0;
+  std::int64_t slot = -1;
+};
+
+/// Calls f(piece) for each piece of block c's share, in order.
+template <typename F>
+KVFLOW_HD void for_each_piece(const Plan& p, int c, F&& f) {
+  std::int64_t pos = begin(p, c);
+  const std::int64_t end = begin(p, c + 1);
+  if (pos >= end) return;
+  Cursor at = locate(p, pos);
+  bool first = true;
+  while (pos < end) {
+    const int t = tiles_of(p.start, p.count, p.block_m, at.q_tile);
+    const std::int64_t left = end - pos;
+    const int n = left < t - at.key_tile ? static_cast<int>(left) : t - at.key_tile;
+    Piece piece;
+    piece.head = at.head;
+    piece.q_tile = at.q_tile;
+    piece.key_begin = at.key_tile;
+    piece.key_end = at.key_tile + n;
+    if (at.key_tile != 0 || n != t) piece.slot = 2 * static_cast<std::int64_t>(c) + (first ? 0 : 1);
+    f(piece);
+    pos += n;
+    first = false;
+    at.key_tile = 0;
+    if (++at.q_tile == p.q_tiles) {
+      at.q_tile = 0;
+      ++at.head;
+    }
+  }
+}
+
+}  // namespace kvflow::cuda::ref::balance
