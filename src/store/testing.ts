@@ -11,7 +11,7 @@ import type { StoreCore } from './core.js';
 import { openStore, storeCores, type ArrangeTiers, type KvStore, type KvStoreOptions } from './store.js';
 
 export type { ArrangeTiers } from './store.js';
-export { IndexThread, INDEX_THREAD_LINGER_MS, indexThreadState, setIndexThreadLinger } from './index-thread.js';
+export { IndexThread, INDEX_THREAD_LINGER_MS, indexEnvState, indexThreadState, setIndexThreadLinger } from './index-thread.js';
 export type { ReadBatch, ReadOutcome, Staging, Tier, TierRead, TierWrite, WriteResult } from './tier.js';
 
 function coreOf(store: KvStore): StoreCore {

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { KvLayout, KvStore, type Device, type KvCache, type Stream } from '../../src/index.js';
 import { checkIndexFile } from '../../src/store/index-check.js';
+import { INDEX_THREAD_LINGER_MS, indexThreadState, setIndexThreadLinger } from '../../src/store/testing.js';
 import { MIN_INDEX_FREE, catalogError, indexRoomNeeded } from '../../src/store/tables.js';
 import { open } from '../helpers/backends.js';
 import { mountTemp } from '../helpers/io.js';
@@ -258,6 +259,17 @@ describe('index writes are sized before LMDB starts them', () => {
   });
 });
 
+/**
+ * Waits (bounded) until the index thread of the store `dir` has ended: the
+ * LMDB environment it kept after the last close is closed, so the mount
+ * holding `dir` can go.
+ */
+async function indexReleased(dir: string): Promise<void> {
+  const file = path.join(dir, 'index.mdb');
+  for (let i = 0; i < 500 && indexThreadState(file).running; i++) await new Promise((r) => setTimeout(r, 10));
+  expect(indexThreadState(file).running).toBe(false);
+}
+
 describe('a full disk under the store (tmpfs)', () => {
   let dev: Device;
   let stream: Stream;
@@ -266,8 +278,10 @@ describe('a full disk under the store (tmpfs)', () => {
     dev = open('cpu');
     stream = dev.createStream();
     cache = dev.allocKvCache(layout);
+    setIndexThreadLinger(20);
   });
   afterAll(async () => {
+    setIndexThreadLinger(INDEX_THREAD_LINGER_MS);
     await dev?.dispose();
   });
 
@@ -286,6 +300,7 @@ describe('a full disk under the store (tmpfs)', () => {
       const store = await KvStore.open({ ...opts, nvmeBytes: 32 * 12288 });
       expect(store.geometry.slotCount).toBe(32);
       await store.close();
+      await indexReleased(dir);
     } finally {
       small.release();
     }
@@ -313,7 +328,8 @@ describe('a full disk under the store (tmpfs)', () => {
       expect(warnings).toHaveLength(1);
       expect(warnings[0]).toMatchObject({ name: 'KvflowWarning', code: 'KVFLOW_USE_RECORDS_LOST' });
       expect(warnings[0]!.message).toMatch(/lost 0 batched chunk use\(s\) and \d+ counter update\(s\): store index: .*disk is full/);
-      // Released: no descriptor of the process names the directory, the writer lock is gone.
+      // Released: no descriptor of the process names the directory, the writer lock is gone (an index
+      // whose write failed is closed at once, never kept for the next open).
       expect(openUnder(dir)).toEqual([]);
       expect(readdirSync(path.join(dir, 'writers'))).toEqual([]);
       rmSync(path.join(small.dir, 'filler'));
@@ -323,6 +339,7 @@ describe('a full disk under the store (tmpfs)', () => {
       expect(hit.chunks).toHaveLength(2);
       hit.release();
       await again.close();
+      await indexReleased(dir);
     } finally {
       process.off('warning', onWarning);
       small.release();
