@@ -53,10 +53,14 @@ interface Sample {
   pinnedCachedMiB: number;
   fds: number;
   threads: number;
+  /** Resident anonymous memory and resident file pages (mapped files: the index's, among others), from /proc/self/status. */
+  rssAnonMiB: number;
+  rssFileMiB: number;
 }
 
-function threads(): number {
-  const m = /^Threads:\s+(\d+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+/** A field of /proc/self/status (`Threads`, or a size in kB as `RssAnon`), NaN where the kernel gives none. */
+function procStatus(status: string, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status);
   return m ? Number(m[1]) : Number.NaN;
 }
 
@@ -114,6 +118,7 @@ async function main(): Promise<void> {
     } catch {
       // Between a device's dispose and the next open.
     }
+    const status = readFileSync('/proc/self/status', 'utf8');
     samples.push({
       t: (Date.now() - start) / 1000,
       cycles,
@@ -125,10 +130,12 @@ async function main(): Promise<void> {
       pinnedInUseMiB: pinned.inUseBytes / MiB,
       pinnedCachedMiB: pinned.cachedBytes / MiB,
       fds: readdirSync('/proc/self/fd').length,
-      threads: threads(),
+      threads: procStatus(status, 'Threads'),
+      rssAnonMiB: procStatus(status, 'RssAnon') / 1024,
+      rssFileMiB: procStatus(status, 'RssFile') / 1024,
     });
     const s = samples[samples.length - 1]!;
-    console.error(`[soak] ${s.t.toFixed(0)} s, ${cycles} cycles: rss ${s.rssMiB.toFixed(1)} MiB, heap ${s.heapUsedMiB.toFixed(1)}, ` +
+    console.error(`[soak] ${s.t.toFixed(0)} s, ${cycles} cycles: rss ${s.rssMiB.toFixed(1)} MiB (anon ${s.rssAnonMiB.toFixed(1)}, file ${s.rssFileMiB.toFixed(1)}), heap ${s.heapUsedMiB.toFixed(1)}, ` +
       `external ${s.externalMiB.toFixed(1)}, pinned ${s.pinnedInUseMiB.toFixed(1)}/${s.pinnedCachedMiB.toFixed(1)}, fds ${s.fds}, threads ${s.threads}`);
   };
   sample();
