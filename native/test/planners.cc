@@ -4,6 +4,7 @@
 // queued IO tasks start, and how the balanced attention launch shares its
 // work among blocks. Plain checks, no framework: each failed check prints
 // its line and the run exits with status 1. Built by CMake as kvflow_unit.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <random>
@@ -310,6 +311,13 @@ void attention_balance() {
     const int ctas = pick(1, 300);
     const bal::Plan plan = bal::make_plan(start, count, block_m, heads, ctas);
     CHECK(plan.q_tiles == (count + block_m - 1) / block_m);
+    // The causal tile count against brute force: query i (position start + i)
+    // sees keys [0, start + i], so a query tile needs the tile of its last key.
+    for (int q = 0; q < plan.q_tiles; ++q) {
+      int need = 0;
+      for (int i = q * block_m; i < count && i < (q + 1) * block_m; ++i) need = std::max(need, (start + i) / 64 + 1);
+      CHECK(bal::tiles_of(start, count, block_m, q) == need);
+    }
     CHECK(bal::begin(plan, 0) == 0 && bal::begin(plan, ctas) == plan.work);
     // Pieces per (head, query tile).
     std::vector<std::vector<bal::Piece>> pieces(static_cast<std::size_t>(heads) * plan.q_tiles);

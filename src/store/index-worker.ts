@@ -56,8 +56,6 @@ interface Index {
   /** The environment this index opened, kept apart from `env` so that it is closed even when its tables failed. */
   root?: RootDatabase;
   failed?: KvflowError;
-  /** A write failed: the environment is closed at close, never kept (LMDB may have marked it unusable). */
-  tainted?: boolean;
 }
 
 /**
@@ -75,6 +73,13 @@ interface EnvCounts {
 const indexes = new Map<number, Index>();
 /** Environments of closed stores, one per file, kept for the next open of that file. */
 const kept = new Map<string, Env>();
+/**
+ * Files an index write failed on: their environment is never kept or taken
+ * again while this thread lives (LMDB may have marked it unusable, and
+ * lmdb-js shares one environment among every store open on the file, so a
+ * failure seen by one store taints the others' too).
+ */
+const tainted = new Set<string>();
 const port = parentPort!;
 
 // The write transactions, each synchronous on this thread (see IndexTables).
@@ -114,7 +119,7 @@ function takeKept(file: string, counts: EnvCounts): Env | undefined {
   if (env === undefined) return undefined;
   kept.delete(file);
   counts.kept--;
-  if (env.id !== undefined && stillNames(file, env.id)) {
+  if (env.id !== undefined && !tainted.has(file) && stillNames(file, env.id)) {
     counts.reused++;
     return env;
   }
@@ -193,13 +198,20 @@ function openIndex(index: Index, counts: EnvCounts): void {
 function closeIndex(id: number, index: Index): void {
   const counts = noCounts();
   const env = index.env;
-  if (env?.id !== undefined && !index.tainted && !kept.has(index.file) && stillNames(index.file, env.id)) {
-    // A kept environment pins no snapshot: other writers of the file may reuse its freed pages.
-    env.root.resetReadTxn();
-    kept.set(index.file, env);
-    counts.kept++;
-    port.postMessage({ id, ok: true, envs: counts });
-    return;
+  if (env?.id !== undefined && !tainted.has(index.file) && !kept.has(index.file) && stillNames(index.file, env.id)) {
+    let parked = true;
+    try {
+      // A kept environment pins no snapshot: other writers of the file may reuse its freed pages.
+      env.root.resetReadTxn();
+    } catch {
+      parked = false;  // closed below instead
+    }
+    if (parked) {
+      kept.set(index.file, env);
+      counts.kept++;
+      port.postMessage({ id, ok: true, envs: counts });
+      return;
+    }
   }
   const root = env?.root ?? index.root;
   if (root === undefined) {
@@ -217,6 +229,7 @@ function release(id: number): void {
   const counts = noCounts();
   const envs = [...kept.values()];
   kept.clear();
+  tainted.clear();  // no store is open here: the next open of any file opens it afresh
   counts.kept -= envs.length;
   void Promise.allSettled(envs.map((env) => closeEnv(env.root, counts))).then(() => port.postMessage({ id, ok: true, envs: counts }));
 }
@@ -256,5 +269,5 @@ port.on('message', (m: Request) => {
     roomLeft(index.file, m.op, m.args);
     return (tables[m.op as WriteOp] as (...args: unknown[]) => unknown).apply(tables, m.args);
   }, m.op, index.file);
-  if (!done) index.tainted = true;
+  if (!done) tainted.add(index.file);
 });

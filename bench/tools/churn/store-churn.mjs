@@ -33,9 +33,11 @@ while (Date.now() - t0 < secs * 1000) {
   }
   await store.close();
   n++;
-  const rss = process.memoryUsage().rss / 2 ** 20; floor = Math.min(floor, rss);
+  const rss = process.memoryUsage().rss / 2 ** 20;
   const w = Math.floor((Date.now() - t0) / 30000);
-  if (w !== win) { if (win >= 0) rows.push({ cycles: n, floor }); floor = Infinity; win = w; }
+  // A sample belongs to the window it was taken in: close the last one first.
+  if (w !== win) { if (win >= 0) rows.push({ cycles: n - 1, floor }); floor = Infinity; win = w; }
+  floor = Math.min(floor, rss);
 }
 if (Date.now() - t0 - win * 30000 >= 20000) rows.push({ cycles: n, floor }); // a last window of 20 s or more
 // Growth of the floor per cycle: least squares over the windows after the first (warm-up).

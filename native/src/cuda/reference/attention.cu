@@ -737,6 +737,8 @@ void attention_prepare() {
   prepare_dim<128>();
 }
 
+bool attention_takes_scratch() noexcept { return kBalancedByDefault; }
+
 std::size_t attention_scratch_bytes(std::uint32_t head_dim, int sm_count) {
   switch (head_dim) {
     case 16: return balanced_scratch_bytes<16>(sm_count);

@@ -64,9 +64,12 @@ struct Scratch {
   void* ptr = nullptr;
   std::size_t bytes = 0;
 };
-/// The scratch attention() uses at most for this head size on a device of
-/// `sm_count` multiprocessors (0: it uses none).
+/// The scratch the balanced launch uses at most for this head size on a
+/// device of `sm_count` multiprocessors (0: it takes none).
 [[nodiscard]] std::size_t attention_scratch_bytes(std::uint32_t head_dim, int sm_count);
+/// Whether attention() itself may take the balanced launch (and so use a
+/// scratch); attention_variant() 4 takes it whenever given one.
+[[nodiscard]] bool attention_takes_scratch() noexcept;
 
 /// Causal attention of `count` queries at positions start + i over keys
 /// [0, start + count) read from the cache: out[i][h] (same layout as q).

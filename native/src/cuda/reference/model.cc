@@ -384,8 +384,10 @@ std::unique_ptr<ReferenceModel> create_cuda_reference(Device& device, int ordina
   st->workspace = dev(kWorkspaceBytes, false);
   KVFLOW_CUDA(cudaEventCreateWithFlags(&st->order, cudaEventDisableTiming));
   KVFLOW_CUDA(cudaDeviceGetAttribute(&st->sm_count, cudaDevAttrMultiProcessorCount, ordinal));
-  if (const std::size_t bytes = ref::attention_scratch_bytes(m.head_dim, st->sm_count); bytes > 0) {
-    st->attn_scratch = dev(bytes, false);
+  if (ref::attention_takes_scratch()) {
+    if (const std::size_t bytes = ref::attention_scratch_bytes(m.head_dim, st->sm_count); bytes > 0) {
+      st->attn_scratch = dev(bytes, false);
+    }
   }
   KVFLOW_CUBLAS_CALL(lib.create(&st->handle));
   // One small product now, so cuBLAS's lazy set-up (which may allocate and

@@ -171,6 +171,10 @@ bool run_case(const Case& c, std::mt19937& rng) {
       }
       rel = std::sqrt(num / den);
       if (!(rel < 1e-2)) vok = false;
+      // Every element too: one wrongly merged row barely moves the relative
+      // L2 of a large output. Outputs are averages of values in [-2, 2]; bf16
+      // rounding of them stays near 1e-2.
+      if (!(maxerr < 5e-2)) vok = false;
     }
     // Timing: median of 20 after warm-up.
     cudaEvent_t a, b;
