@@ -375,6 +375,55 @@ void attention_balance() {
   }
 }
 
+// The launch choice on the shapes attention_check timed on an H100 (132 SMs,
+// two balanced blocks each; bench/results "attention: the balanced launch"):
+// taken exactly where the balanced launch measured faster than the plain one
+// the auto path would run, and never where the plain launch fits one wave.
+void attention_balance_choice() {
+  namespace bal = kvflow::cuda::ref::balance;
+  struct Shape {
+    const char* name;
+    int heads, start, count;
+    bool faster;  // measured: the balanced launch beat the plain auto choice by 5% or more
+  };
+  const Shape shapes[] = {
+      {"llama8b_1792_over_14592", 32, 14592, 1792, true},  // 1.974 -> 1.759 ms
+      {"qwen14b_1792_over_14592", 40, 14592, 1792, true},  // 2.604 -> 2.118
+      {"qwen14b_1024_over_15360", 40, 15360, 1024, true},  // 1.754 -> 1.312
+      {"llama8b_1024_over_15360", 32, 15360, 1024, false},  // 1.057 / 1.070
+      {"llama8b_512_over_3584", 32, 3584, 512, false},      // 0.172 / 0.199
+      {"llama8b_256_over_3840", 32, 3840, 256, false},      // 0.178 / 0.169 (under 5%)
+      {"llama8b_1k", 32, 0, 1024, false},                   // 0.077 / 0.124
+      {"llama8b_4k", 32, 0, 4096, false},                   // 0.675 / 0.653 (under 5%)
+      {"llama8b_8k", 32, 0, 8192, false},                   // 2.248 / 2.165 (under 5%)
+      {"llama8b_16k", 32, 0, 16384, false},                 // 8.276 / 8.266
+      {"qwen14b_4k", 40, 0, 4096, false},                   // 0.809 / 0.807
+      {"llama70b_4k", 64, 0, 4096, false},                  // 1.186 / 1.174
+      {"suffix_600_over_5000", 4, 5000, 600, false},        // 0.245 / 0.269
+      {"suffix_77_over_1001", 8, 1001, 77, false},          // 0.054 / 0.260
+      {"whole_100", 8, 0, 100, false},                      // 0.013 / 0.148
+  };
+  for (const Shape& s : shapes) {
+    const bal::Plan plan = bal::make_plan(s.start, s.count, 128, s.heads, 264);
+    const bool took = bal::balanced_pays(plan, 132, 2);
+    if (took != s.faster) std::printf("balanced_pays(%s) = %d, measured faster: %d\n", s.name, took, s.faster);
+    CHECK(took == s.faster);
+  }
+  // Never where the plain launch fits one wave, whatever the shape.
+  std::mt19937 rng(11);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int round = 0; round < 2000; ++round) {
+    const int sms = pick(1, 200);
+    const int per_sm = pick(1, 4);
+    const int heads = pick(1, 64);
+    const int count = pick(1, 20000);
+    const bal::Plan plan = bal::make_plan(pick(0, 1) == 0 ? 0 : pick(0, 30000), count, 128, heads, pick(1, sms * per_sm));
+    if (static_cast<std::int64_t>(plan.q_tiles) * heads <= static_cast<std::int64_t>(sms) * per_sm) CHECK(!bal::balanced_pays(plan, sms, per_sm));
+  }
+  CHECK(!bal::balanced_pays(bal::make_plan(0, 0, 128, 32, 264), 132, 2));
+  CHECK(!bal::balanced_pays(bal::make_plan(100, 5000, 128, 32, 264), 0, 2));
+}
+
 }  // namespace
 
 int main() {
@@ -383,6 +432,7 @@ int main() {
   span_plan();
   priority_take();
   attention_balance();
+  attention_balance_choice();
   std::printf("kvflow_unit: %d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

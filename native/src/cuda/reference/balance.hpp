@@ -143,4 +143,34 @@ KVFLOW_HD void for_each_piece(const Plan& p, int c, F&& f) {
   }
 }
 
+/// Whether the balanced launch is predicted faster than the plain one (one
+/// block per (head, query tile), the longest first), in tile-times of one
+/// SM. `slots` = SMs x `per_sm` resident blocks; `ctas` (the plan's) may be
+/// fewer where the scratch is small. Measured on an H100 (head size 128,
+/// attention_check, bench/results "attention: the balanced launch"):
+/// - a plain block sharing its SM with per_sm - 1 others takes per_sm
+///   tile-times per key tile, so the plain launch takes its waves of
+///   mean-length blocks, and at least its longest block, times per_sm;
+/// - the balanced launch takes its share of all key tiles at the SM's full
+///   rate, plus about 50 tile-times (0.05-0.1 ms) of partial writes and the
+///   merge;
+/// - where the plain launch fits one wave (items <= slots) the balanced one
+///   lost at every measured shape (its fixed cost, and a lone block per SM
+///   of the 8-warp shape runs at ~0.77 of the SM's rate): never taken there.
+/// A 5% margin: a close call keeps the plain launch.
+inline bool balanced_pays(const Plan& p, int sm_count, int per_sm) {
+  constexpr double kFixed = 50.0;
+  if (p.q_tiles <= 0 || p.ctas <= 0 || sm_count <= 0 || per_sm <= 0) return false;
+  const std::int64_t items = static_cast<std::int64_t>(p.q_tiles) * p.heads;
+  const std::int64_t slots = static_cast<std::int64_t>(sm_count) * per_sm;
+  if (items <= slots) return false;
+  const double longest = tiles_of(p.start, p.count, p.block_m, p.q_tiles - 1);
+  const double mean = static_cast<double>(p.head_work) / p.q_tiles;
+  const double waves = static_cast<double>((items + slots - 1) / slots);
+  const double plain = (longest > waves * mean ? longest : waves * mean) * per_sm;
+  // ctas blocks over the SMs (at most per_sm on one): the work at the SMs' full rate.
+  const double share = static_cast<double>(p.work) / (p.ctas < sm_count ? p.ctas : sm_count);
+  return (share + kFixed) * 1.05 < plain;
+}
+
 }  // namespace kvflow::cuda::ref::balance
