@@ -69,9 +69,10 @@ export class Catalog {
     const file = path.join(dir, 'index.mdb');
     makeWritersDir(dir);
     const root = openIndex(file, false);
+    let tables: IndexTables | undefined;
     try {
       for (const f of [file, `${file}-lock`]) if (existsSync(f)) chmodSync(f, 0o600);
-      const tables = new IndexTables(root, file);
+      tables = new IndexTables(root, file);
       const geometry = tables.geometry(wanted)!;
       if (geometry.version !== STORE_FORMAT_VERSION) {
         fail('ERR_UNSUPPORTED', `store at ${dir} has format version ${geometry.version}; this kvflow reads version ${STORE_FORMAT_VERSION}`);
@@ -91,6 +92,7 @@ export class Catalog {
         throw e;
       }
     } catch (e) {
+      tables?.releaseCursors();
       void root.close();
       throw withFile(e, file);
     }
@@ -287,6 +289,7 @@ export class Catalog {
       this.#closed = true;
       await this.#thread.close().catch(() => undefined);
       let failed: KvflowError | undefined;
+      this.tables.releaseCursors();
       await this.root.close().catch((e: unknown) => {
         failed = catalogError(e, 'closing the index');
       });

@@ -137,8 +137,9 @@ export function inspectIndex(dir: string): StoreReport {
   const file = path.join(dir, 'index.mdb');
   if (!existsSync(file)) fail('ERR_INVALID_ARG', `expected a kvflow store directory, but ${dir} has no index.mdb`);
   const root = openIndex(file, true);
+  let tables: IndexTables | undefined;
   try {
-    const tables = new IndexTables(root);
+    tables = new IndexTables(root);
     const geometry = tables.meta.get('geometry') as StoreGeometry | undefined;
     if (!geometry) fail('ERR_INVALID_ARG', `the index at ${file} has no store geometry`);
     const reservations: StoreReport['reservations'] = [];
@@ -147,6 +148,7 @@ export function inspectIndex(dir: string): StoreReport {
   } catch (e) {
     throw withFile(e instanceof KvflowError ? e : catalogError(e, `reading ${file}`), file);
   } finally {
+    tables?.releaseCursors();
     void root.close();
   }
 }

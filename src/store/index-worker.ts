@@ -103,9 +103,10 @@ function stillNames(file: string, id: FileId): boolean {
   return now !== undefined && now.dev === id.dev && now.ino === id.ino;
 }
 
-/** Really closes an environment: lmdb-js frees LMDB's once no thread of the process has it open. */
-function closeEnv(root: RootDatabase, counts: EnvCounts): Promise<void> {
+/** Really closes an environment (its cached cursors first: closeCachedCursor): lmdb-js frees LMDB's once no thread of the process has it open. */
+function closeEnv(root: RootDatabase, tables: IndexTables | undefined, counts: EnvCounts): Promise<void> {
   counts.closed++;
+  tables?.releaseCursors();
   return root.close();
 }
 
@@ -123,7 +124,7 @@ function takeKept(file: string, counts: EnvCounts): Env | undefined {
     counts.reused++;
     return env;
   }
-  void closeEnv(env.root, counts).catch(() => undefined);
+  void closeEnv(env.root, env.tables, counts).catch(() => undefined);
   return undefined;
 }
 
@@ -214,11 +215,12 @@ function closeIndex(id: number, index: Index): void {
     }
   }
   const root = env?.root ?? index.root;
+  const tables = env?.root === root ? env?.tables : undefined;
   if (root === undefined) {
     port.postMessage({ id, ok: true, envs: counts });
     return;
   }
-  closeEnv(root, counts).then(
+  closeEnv(root, tables, counts).then(
     () => port.postMessage({ id, ok: true, envs: counts }),
     (e: unknown) => port.postMessage(failure(id, catalogError(e, 'closing the index', index.file), counts)),
   );
@@ -231,7 +233,7 @@ function release(id: number): void {
   kept.clear();
   tainted.clear();  // no store is open here: the next open of any file opens it afresh
   counts.kept -= envs.length;
-  void Promise.allSettled(envs.map((env) => closeEnv(env.root, counts))).then(() => port.postMessage({ id, ok: true, envs: counts }));
+  void Promise.allSettled(envs.map((env) => closeEnv(env.root, env.tables, counts))).then(() => port.postMessage({ id, ok: true, envs: counts }));
 }
 
 port.on('message', (m: Request) => {
