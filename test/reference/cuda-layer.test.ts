@@ -94,6 +94,19 @@ async function prefill(dev: Device, stream: Stream, c: Case, tokens: Int32Array,
   }
 }
 
+/**
+ * A cached suffix whose attention takes the balanced launch on an H100 or
+ * H200 (132 SMs): 1,792 new tokens of 32 heads are 448 blocks of 128
+ * queries, 1.7 waves of the plain launch (balance::balanced_pays). The whole
+ * prompt takes the plain launch, so the two outputs compare the launches.
+ * CUDA only: the CPU backend would take minutes over 16k tokens.
+ */
+const BALANCED: Case = {
+  name: '32 heads of 128, GQA 4, 16k tokens, prefix 14,592',
+  config: { layers: 1, hidden: 256, heads: 32, kvHeads: 8, headDim: 128, intermediate: 256, vocab: 300 },
+  arrangement: 'layer-major', blockTokens: 16, tokens: 16384, prefix: 14592,
+};
+
 describe.skipIf(skip)('reference model on CUDA, tensor-core attention', () => {
   let cuda: Device;
   let cpu: Device;
@@ -121,6 +134,19 @@ describe.skipIf(skip)('reference model on CUDA, tensor-core attention', () => {
     const suffix = await prefill(cuda, cs, c, tokens, c.prefix);
     expect(relErr(whole, ref)).toBeLessThanOrEqual(2e-2);
     expect(relErr(suffix, ref)).toBeLessThanOrEqual(2e-2);
+    expect(relErr(suffix, whole)).toBeLessThanOrEqual(2e-2);
+  });
+
+  it('a long cached suffix (the balanced attention launch) matches the whole prompt', async () => {
+    const c = BALANCED;
+    let s = 7;
+    const tokens = Int32Array.from({ length: c.tokens }, () => {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      return s % c.config.vocab;
+    });
+    const whole = await prefill(cuda, cs, c, tokens, 0);
+    const suffix = await prefill(cuda, cs, c, tokens, c.prefix);
+    expect(suffix.length).toBe((c.tokens - c.prefix) * c.config.hidden);
     expect(relErr(suffix, whole)).toBeLessThanOrEqual(2e-2);
   });
 });
