@@ -92,8 +92,11 @@ export class Catalog {
         throw e;
       }
     } catch (e) {
-      tables?.releaseCursors();
-      void root.close();
+      try {
+        tables?.releaseCursors();
+      } finally {
+        void root.close();
+      }
       throw withFile(e, file);
     }
   }

@@ -148,7 +148,10 @@ export function inspectIndex(dir: string): StoreReport {
   } catch (e) {
     throw withFile(e instanceof KvflowError ? e : catalogError(e, `reading ${file}`), file);
   } finally {
-    tables?.releaseCursors();
-    void root.close();
+    try {
+      tables?.releaseCursors();
+    } finally {
+      void root.close();
+    }
   }
 }

@@ -165,8 +165,9 @@ export const INDEX_OPTIONS = {
  * iterates: the cached cursor is one no iteration holds. Must run before
  * the root closes.
  */
-export function closeCachedCursor(db: object): void {
-  const handle = (db as { db?: { availableCursor?: { close(): void } | null } }).db;
+export function closeCachedCursor(db: object | undefined): void {
+  // A read-only root's openDB gives undefined for a table the file lacks.
+  const handle = (db as { db?: { availableCursor?: { close(): void } | null } } | undefined)?.db;
   const cursor = handle?.availableCursor;
   if (!handle || !cursor) return;
   handle.availableCursor = null;

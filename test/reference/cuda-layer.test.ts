@@ -96,10 +96,15 @@ async function prefill(dev: Device, stream: Stream, c: Case, tokens: Int32Array,
 
 /**
  * A cached suffix whose attention takes the balanced launch on an H100 or
- * H200 (132 SMs): 1,792 new tokens of 32 heads are 448 blocks of 128
- * queries, 1.7 waves of the plain launch (balance::balanced_pays). The whole
- * prompt takes the plain launch, so the two outputs compare the launches.
- * CUDA only: the CPU backend would take minutes over 16k tokens.
+ * H200 (132 SMs; other GPUs may take the plain one): 1,792 new tokens of 32
+ * heads are 448 blocks of 128 queries, 1.7 waves of the plain launch
+ * (balance::balanced_pays). The whole prompt takes the plain launch. An
+ * end-to-end run of the model's balanced path (its scratch, the merge, no
+ * NaN), not a fine check of the launch: one layer's output is mostly its
+ * residual, and attention over 16k random keys is small beside it. The
+ * launch itself is checked against an f64 reference by attention_check
+ * (case llama8b_1792_over_14592_checked). CUDA only: the CPU backend would
+ * take minutes over 16k tokens.
  */
 const BALANCED: Case = {
   name: '32 heads of 128, GQA 4, 16k tokens, prefix 14,592',
@@ -137,7 +142,7 @@ describe.skipIf(skip)('reference model on CUDA, tensor-core attention', () => {
     expect(relErr(suffix, whole)).toBeLessThanOrEqual(2e-2);
   });
 
-  it('a long cached suffix (the balanced attention launch) matches the whole prompt', async () => {
+  it('a long cached suffix (the balanced attention launch on 132-SM GPUs) runs and matches the whole prompt', async () => {
     const c = BALANCED;
     let s = 7;
     const tokens = Int32Array.from({ length: c.tokens }, () => {
@@ -147,6 +152,7 @@ describe.skipIf(skip)('reference model on CUDA, tensor-core attention', () => {
     const whole = await prefill(cuda, cs, c, tokens, 0);
     const suffix = await prefill(cuda, cs, c, tokens, c.prefix);
     expect(suffix.length).toBe((c.tokens - c.prefix) * c.config.hidden);
+    expect(suffix.every(Number.isFinite)).toBe(true);
     expect(relErr(suffix, whole)).toBeLessThanOrEqual(2e-2);
   });
 });

@@ -10,9 +10,12 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { open } from 'lmdb';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 
+import { KvLayout, KvStore, KvflowError, openDevice } from '../../src/index.js';
+import { Catalog } from '../../src/store/catalog.js';
 import { INDEX_OPTIONS, IndexTables, closeCachedCursor } from '../../src/store/tables.js';
+import { CHUNK, FP, SPEC } from '../helpers/store.js';
 
 type Cached = { availableCursor?: { close(): void } | null };
 /** The cursor lmdb-js keeps on a database's native handle for its next read. */
@@ -34,8 +37,23 @@ function freshIndex(): { root: ReturnType<typeof open>; tables: IndexTables } {
 }
 
 afterEach(() => {
+  vi.restoreAllMocks();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
+
+/** A store directory with an index, made by a CPU store opened and closed. */
+async function storeDir(): Promise<string> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kvflow-cursors-store-'));
+  dirs.push(dir);
+  const device = openDevice({ backend: 'cpu' });
+  try {
+    const store = await KvStore.open({ device, layout: new KvLayout(SPEC), fingerprint: FP, dir, chunkTokens: CHUNK, nvmeBytes: 8 * 12288, dramBytes: 2 * 12288 });
+    await store.close();
+  } finally {
+    await device.dispose();
+  }
+  return dir;
+}
 
 describe('index cursors', () => {
   it('lmdb-js keeps a cursor after a read iteration, which releaseCursors closes', async () => {
@@ -64,7 +82,36 @@ describe('index cursors', () => {
     await root.close();
   });
 
+  it('a store closing and an inspect release the cursors of the tables they read, on the JS thread', async () => {
+    const release = vi.spyOn(IndexTables.prototype, 'releaseCursors');
+    const dir = await storeDir();
+    expect(release).toHaveBeenCalled();  // the store's close
+    const calls = release.mock.calls.length;
+    expect(Catalog.inspect(dir).chunks).toBe(0);
+    expect(release.mock.calls.length).toBe(calls + 1);
+  });
+
+  it('inspecting an index that lacks a table fails with a KvflowError and closes it', async () => {
+    const dir = await storeDir();
+    const file = path.join(dir, 'index.mdb');
+    const root = open({ path: file, ...INDEX_OPTIONS });
+    await root.openDB({ name: 'counters' }).drop();
+    await root.close();
+    let thrown: unknown;
+    try {
+      Catalog.inspect(dir);
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(KvflowError);
+    // Closed: the file can be opened and changed again from here.
+    const again = open({ path: file, ...INDEX_OPTIONS });
+    await again.openDB<unknown, string>({ name: 'meta' }).put('probe', 1);
+    await again.close();
+  });
+
   it('closeCachedCursor does nothing where no cursor is kept, and survives a cursor that fails to close', () => {
+    expect(() => closeCachedCursor(undefined)).not.toThrow();
     expect(() => closeCachedCursor({})).not.toThrow();
     expect(() => closeCachedCursor({ db: {} })).not.toThrow();
     let closed = 0;
