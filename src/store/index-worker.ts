@@ -215,12 +215,11 @@ function closeIndex(id: number, index: Index): void {
     }
   }
   const root = env?.root ?? index.root;
-  const tables = env?.root === root ? env?.tables : undefined;
   if (root === undefined) {
     port.postMessage({ id, ok: true, envs: counts });
     return;
   }
-  closeEnv(root, tables, counts).then(
+  closeEnv(root, env?.tables, counts).then(
     () => port.postMessage({ id, ok: true, envs: counts }),
     (e: unknown) => port.postMessage(failure(id, catalogError(e, 'closing the index', index.file), counts)),
   );
