@@ -5,7 +5,8 @@
 # ADDON.xz, and build-bench/dist-first is made from dist with the kernel
 # engine for layer 0 only), ROUNDS times, in one device call. Env: MODEL,
 # TOKENS, HITS, SAMPLES, TIERS, ROUNDS, DEADLINE (s), CHECK_ONLY=1,
-# SKIP_CHECK=1, PEER=0, EXTRA (more prefill arguments). Everything lands in
+# SKIP_CHECK=1, PEER=0, EXTRA (more prefill arguments), TESTS (vitest paths
+# run first, e.g. test/reference). Everything lands in
 # $OUT/sitA-*.tgz (the device tool returns a few files only). Example:
 #   VARIANTS="A=dist:build-cmake/Release/kvflow.node B=dist:build-bench/bal/kvflow.node" \
 #   ROUNDS=2 bash bench/tools/prefill-ab.sh
@@ -29,6 +30,11 @@ VARIANTS=${VARIANTS:-"A=dist:build-cmake/Release/kvflow.node"}
 pack() { tar czf "$OUT/sitA-$1.tgz" -C "$R" . ; }
 START=$(date +%s); DEADLINE=${DEADLINE:-540}
 left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
+if [ -n "${TESTS:-}" ]; then
+  t0=$(date +%s)
+  timeout 240 vitest run $TESTS > "$R/tests.log" 2>&1; rc=$?
+  echo "tests rc=$rc in $(( $(date +%s) - t0 ))s: $(grep -E '^ +Tests ' "$R/tests.log" | tail -n 1)"
+fi
 if [ "${SKIP_CHECK:-0}" != 1 ]; then
   t0=$(date +%s)
   timeout 240 build-cmake/tools/attention_check > "$R/attcheck.jsonl" 2> "$R/attcheck.err"; rc=$?

@@ -294,7 +294,8 @@ void priority_take() {
   }
 }
 
-// The balanced attention launch: for random shapes and block counts, every
+// The balanced attention launch: for random shapes, block counts and packs
+// (grouped-query heads packed into the rows: row r is query r / pack), every
 // key tile of every (head, query tile) is taken by exactly one block, in
 // order; a tile's keys taken by one block are written whole, and where
 // several blocks shared them, the merge finds exactly the partial slots
@@ -305,18 +306,22 @@ void attention_balance() {
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   for (int round = 0; round < 3000; ++round) {
     const int start = pick(0, 3) == 0 ? 0 : pick(0, 5000);
-    const int count = pick(1, 2000);
+    const int pack = pick(0, 2) == 0 ? pick(2, 8) : 1;
+    const int count = pick(1, 2000) * pack;  // rows: queries x pack
     const int block_m = pick(0, 1) == 0 ? 128 : 64;
     const int heads = pick(1, 9);
     const int ctas = pick(1, 300);
-    const bal::Plan plan = bal::make_plan(start, count, block_m, heads, ctas);
+    const bal::Plan plan = bal::make_plan(start, count, block_m, heads, ctas, pack);
     CHECK(plan.q_tiles == (count + block_m - 1) / block_m);
-    // The causal tile count against brute force: query i (position start + i)
-    // sees keys [0, start + i], so a query tile needs the tile of its last key.
+    // The causal tile count against brute force: row i is query i / pack
+    // (position start + i / pack), which sees keys [0, start + i / pack], so
+    // a row tile needs the tile of its last row's last key.
     for (int q = 0; q < plan.q_tiles; ++q) {
       int need = 0;
-      for (int i = q * block_m; i < count && i < (q + 1) * block_m; ++i) need = std::max(need, (start + i) / 64 + 1);
-      CHECK(bal::tiles_of(start, count, block_m, q) == need);
+      for (int i = q * block_m; i < count && i < (q + 1) * block_m; ++i) {
+        need = std::max(need, (start + i / pack) / 64 + 1);
+      }
+      CHECK(bal::tiles_of(start, count, block_m, q, pack) == need);
     }
     CHECK(bal::begin(plan, 0) == 0 && bal::begin(plan, ctas) == plan.work);
     // Pieces per (head, query tile).
@@ -345,7 +350,7 @@ void attention_balance() {
     for (int h = 0; h < heads; ++h) {
       for (int q = 0; q < plan.q_tiles; ++q) {
         const std::vector<bal::Piece>& ps = pieces[static_cast<std::size_t>(h) * plan.q_tiles + q];
-        const int tiles = bal::tiles_of(start, count, block_m, q);
+        const int tiles = bal::tiles_of(start, count, block_m, q, pack);
         CHECK(!ps.empty());
         if (ps.empty()) continue;
         int at = 0;

@@ -25,6 +25,13 @@
 // second kernel. A block writes at most two partials: the first and the last
 // piece of its share. It is variant 4 of attention_variant(); attention()
 // takes it where balance::balanced_pays() predicts it faster.
+//
+// Grouped-query heads may instead be packed into one block's rows (Params::
+// pack, variants 5-7): a block takes 128 rows of one KV head, row r being
+// query r / group of head r % group of that KV head's group, so every K/V
+// tile it brings into shared memory serves all heads of the group (4x fewer
+// K/V bytes through L2 for Llama-3-8B), and a tile's rows span 128 / group
+// positions, so the causal mask differs per row position, not per row.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -35,6 +42,10 @@
 #include "../cuda_error.hpp"
 #include "balance.hpp"
 #include "kernels.hpp"
+
+#ifndef KVFLOW_ATTENTION_PACK
+#define KVFLOW_ATTENTION_PACK 0
+#endif
 
 namespace kvflow::cuda::ref {
 
@@ -57,7 +68,28 @@ struct Params {
   int heads;
   int group;  // heads / kv_heads
   float scale_log2;  // log2(e) / sqrt(head_dim)
+  // Rows of a block's tile: with pack 1, row r is query r of one head (a
+  // block per (query tile, head)); with pack = group, row r is query r /
+  // group of head r % group of one KV head's group (a block per (row tile,
+  // KV head)), so each K/V tile a block loads serves the whole group.
+  int pack;
+  int rows;  // count * pack
 };
+
+// Heads the rows are split over: one block's tile holds rows of one of them.
+__host__ __device__ __forceinline__ int items_of(const Params& p) { return p.pack == 1 ? p.heads : p.heads / p.group; }
+
+// Query of row `r` of the packed order (see Params::pack).
+__device__ __forceinline__ int row_query(const Params& p, int r) { return p.pack == 1 ? r : r / p.pack; }
+
+// Element offset of row `r`'s head vector in q or out ([count][heads][kDim]),
+// for a block whose item is `item` (a head, or a KV head where pack > 1).
+template <int kDim>
+__device__ __forceinline__ std::int64_t row_offset(const Params& p, int item, int r) {
+  const int query = row_query(p, r);
+  const int head = p.pack == 1 ? item : item * p.pack + (r - query * p.pack);
+  return (static_cast<std::int64_t>(query) * p.heads + head) * kDim;
+}
 
 __device__ __forceinline__ float ex2(float x) {
   float y;
@@ -150,7 +182,8 @@ __device__ __forceinline__ void load_kv_tile(__nv_bfloat16* ks, __nv_bfloat16* v
   }
 }
 
-// Attention of query tile `q_tile` of head `head` over key tiles [j0, j1).
+// Attention of query tile `q_tile` of item `head` (a head; a KV head where
+// p.pack > 1) over key tiles [j0, j1).
 // With `part_o` null the tile's keys are all there are, and the output is
 // written; otherwise O normalised over these keys (f32, [kBlockM][kDim]) and
 // each row's log2-sum-exp (part_lse, [kBlockM], -inf where the row saw no
@@ -170,8 +203,8 @@ __device__ __forceinline__ void attend(const Params& p, unsigned char* smem_raw,
   __nv_bfloat16* ks = qs + kBlockM * kDim;  // [2][kBlockN * kDim]
   __nv_bfloat16* vs = ks + 2 * kBlockN * kDim;
 
-  const int kvh = head / p.group;
-  const int q0 = q_tile * kBlockM;
+  const int kvh = p.pack == 1 ? head / p.group : head;
+  const int q0 = q_tile * kBlockM;  // first row
   const int total = p.start + p.count;
 
   const int warp = threadIdx.x / 32;
@@ -183,9 +216,8 @@ __device__ __forceinline__ void attend(const Params& p, unsigned char* smem_raw,
     const int row = i / kChunks;
     const int chunk = i % kChunks;
     const int qi = q0 + row;
-    const bool valid = qi < p.count;
-    const __nv_bfloat16* src =
-        valid ? p.q + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + chunk * 8 : p.q;
+    const bool valid = qi < p.rows;
+    const __nv_bfloat16* src = valid ? p.q + row_offset<kDim>(p, head, qi) + chunk * 8 : p.q;
     cp_async16(qs + swz<kDim>(row, chunk), src, valid);
   }
   load_kv_tile<kDim, kThreads>(ks, vs, p, kvh, j0 * kBlockN, total);
@@ -203,7 +235,15 @@ __device__ __forceinline__ void attend(const Params& p, unsigned char* smem_raw,
     l_run[mt][0] = l_run[mt][1] = 0.0f;
   }
   const int warp_row0 = warp * kWarpRows;
-  const int warp_first_pos = p.start + q0 + warp_row0;
+  const int warp_first_pos = p.start + row_query(p, q0 + warp_row0);
+  const int warp_last_pos = p.start + row_query(p, q0 + warp_row0 + kWarpRows - 1);
+  // Positions of this thread's rows (g and g + 8 of each 16-row tile).
+  int row_pos[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+    row_pos[mt][0] = p.start + row_query(p, q0 + warp_row0 + mt * 16 + g);
+    row_pos[mt][1] = p.start + row_query(p, q0 + warp_row0 + mt * 16 + g + 8);
+  }
   const float scale = p.scale_log2;
 
   for (int j = j0; j < j1; ++j) {
@@ -232,7 +272,7 @@ __device__ __forceinline__ void attend(const Params& p, unsigned char* smem_raw,
     }
     const int key0 = j * kBlockN;
     // A warp whose queries all precede this tile has nothing to add.
-    if (key0 <= warp_first_pos + kWarpRows - 1) {
+    if (key0 <= warp_last_pos) {
       const __nv_bfloat16* kt = ks + buf * kBlockN * kDim;
       const __nv_bfloat16* vt = vs + buf * kBlockN * kDim;
       float s[kMT][kNTiles][4];
@@ -271,7 +311,6 @@ __device__ __forceinline__ void attend(const Params& p, unsigned char* smem_raw,
       const bool masked = key0 + kBlockN - 1 > warp_first_pos;
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        const int pos0 = warp_first_pos + mt * 16 + g;  // this thread's rows: pos0 and pos0 + 8
         // Mask, and the running maximum of each of the two rows.
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -280,7 +319,7 @@ __device__ __forceinline__ void attend(const Params& p, unsigned char* smem_raw,
           for (int e = 0; e < 4; ++e) {
             if (masked) {
               const int key = key0 + n * 8 + 2 * t4 + (e & 1);
-              if (key > pos0 + (e >> 1) * 8) s[mt][n][e] = -INFINITY;
+              if (key > row_pos[mt][e >> 1]) s[mt][n][e] = -INFINITY;
             }
             mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][n][e]);
           }
@@ -360,10 +399,10 @@ __device__ __forceinline__ void attend(const Params& p, unsigned char* smem_raw,
       l += __shfl_xor_sync(0xffffffffu, l, 2);
       const int row = warp_row0 + mt * 16 + g + r * 8;
       const int qi = q0 + row;
-      if (qi >= p.count) continue;
+      if (qi >= p.rows) continue;
       const float inv = l > 0.0f ? 1.0f / l : 0.0f;
       if (part_o == nullptr) {
-        __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + 2 * t4;
+        __nv_bfloat16* dst = p.out + row_offset<kDim>(p, head, qi) + 2 * t4;
 #pragma unroll
         for (int d = 0; d < kDTiles; ++d) {
           *reinterpret_cast<unsigned*>(dst + d * 8) = pack_bf16(o[mt][d][2 * r] * inv, o[mt][d][2 * r + 1] * inv);
@@ -386,8 +425,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_paged_kernel(Params p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int q_tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);  // the longest rows first
   attend<kDim, kWarps, kMT, kQRegs, kSkipRescale>(p, smem_raw, static_cast<int>(blockIdx.y), q_tile, 0,
-                                                  balance::tiles_of(p.start, p.count, kBlockM, q_tile), nullptr,
-                                                  nullptr);
+                                                  balance::tiles_of(p.start, p.rows, kBlockM, q_tile, p.pack),
+                                                  nullptr, nullptr);
 }
 
 // The balanced launch: its division of the work (balance.hpp) and each
@@ -423,7 +462,7 @@ __global__ void __launch_bounds__(256) combine_kernel(Params p, Balance b) {
   const int head = static_cast<int>(blockIdx.x) / plan.q_tiles;
   const int q = static_cast<int>(blockIdx.x) % plan.q_tiles;
   const std::int64_t s = balance::item_begin(plan, head, q);
-  const std::int64_t e = s + balance::tiles_of(p.start, p.count, kBlockM, q);
+  const std::int64_t e = s + balance::tiles_of(p.start, p.rows, kBlockM, q, p.pack);
   const int c0 = balance::block_at(plan, s);
   if (balance::begin(plan, c0 + 1) >= e) return;
   constexpr int kQuads = kDim / 4;
@@ -431,7 +470,7 @@ __global__ void __launch_bounds__(256) combine_kernel(Params p, Balance b) {
     const int row = idx / kQuads;
     const int col = (idx % kQuads) * 4;
     const int qi = q * kBlockM + row;
-    if (qi >= p.count) break;  // rows only grow with idx
+    if (qi >= p.rows) break;  // rows only grow with idx
     float mx = -INFINITY;
     for (int c = c0; c < plan.ctas; ++c) {
       const std::int64_t lo = balance::begin(plan, c);
@@ -457,7 +496,7 @@ __global__ void __launch_bounds__(256) combine_kernel(Params p, Balance b) {
       wsum += w;
     }
     const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
-    __nv_bfloat16* dst = p.out + (static_cast<std::int64_t>(qi) * p.heads + head) * kDim + col;
+    __nv_bfloat16* dst = p.out + row_offset<kDim>(p, head, qi) + col;
     *reinterpret_cast<uint2*>(dst) =
         make_uint2(pack_bf16(acc[0] * inv, acc[1] * inv), pack_bf16(acc[2] * inv, acc[3] * inv));
   }
@@ -548,7 +587,7 @@ void run_simple(cudaStream_t stream, const Params& p, int hd) {
 template <int kDim, int kWarps, int kMT, bool kQRegs, bool kSkip>
 void run_config(cudaStream_t stream, const Params& p) {
   using C = Config<kDim, kWarps, kMT, kQRegs>;
-  const dim3 grid((p.count + C::kBlockM - 1) / C::kBlockM, p.heads);
+  const dim3 grid((p.rows + C::kBlockM - 1) / C::kBlockM, items_of(p));
   flash_paged_kernel<kDim, kWarps, kMT, kQRegs, kSkip><<<grid, C::kThreads, C::kSmem, stream>>>(p);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw_cuda(err, "flash_paged_kernel", __FILE__, __LINE__);
@@ -609,7 +648,7 @@ bool run_balanced(cudaStream_t stream, const Params& p, int sm_count, Scratch sc
   const int ctas = static_cast<int>(std::min(fit, want));
   if (ctas < 1) return false;
   Balance b{};
-  b.plan = balance::make_plan(p.start, p.count, kBlockM, p.heads, ctas);
+  b.plan = balance::make_plan(p.start, p.rows, kBlockM, items_of(p), ctas, p.pack);
   if (b.plan.work > (std::int64_t{1} << 40)) return false;  // begin(c) = c * work / ctas stays in 64 bits
   if (only_if_pays && !balance::balanced_pays(b.plan, sm_count, balanced_blocks_per_sm<kDim>())) return false;
   b.part_o = static_cast<float*>(scratch.ptr);
@@ -617,7 +656,7 @@ bool run_balanced(cudaStream_t stream, const Params& p, int sm_count, Scratch sc
   flash_balanced_kernel<kDim, 4, 2, false, true><<<ctas, C::kThreads, C::kSmem, stream>>>(p, b);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw_cuda(err, "flash_balanced_kernel", __FILE__, __LINE__);
-  const unsigned items = static_cast<unsigned>(b.plan.q_tiles) * static_cast<unsigned>(p.heads);
+  const unsigned items = static_cast<unsigned>(b.plan.q_tiles) * static_cast<unsigned>(b.plan.heads);
   combine_kernel<kDim, kBlockM><<<items, 256, 0, stream>>>(p, b);
   err = cudaGetLastError();
   if (err != cudaSuccess) throw_cuda(err, "combine_kernel", __FILE__, __LINE__);
@@ -631,8 +670,13 @@ bool run_balanced(cudaStream_t stream, const Params& p, int sm_count, Scratch sc
 //   2: 8 warps x 16 rows, Q in registers (128 queries a block)
 //   3: as 0, rescaling O only where a row's maximum moved
 //   4: 3's shape in the balanced launch (3 where the scratch is too small)
-constexpr int kVariants = 5;
+//   5, 6, 7: 3, 4 and attention()'s own choice with the heads of a KV head's
+//      group packed into one block's rows (Params::pack; as 3, 4 and the
+//      choice without packing where a KV head serves one query head)
+constexpr int kVariants = 8;
 constexpr int kAuto = -1;
+// Whether attention() packs grouped-query heads (variant 7's choice).
+constexpr bool kPackByDefault = KVFLOW_ATTENTION_PACK;
 // Whether attention() takes the balanced launch where balance::balanced_pays()
 // predicts a gain (see kAuto below). On since attention_check checked it
 // against the f64 reference on an H100 and bench/prefill measured the gain
@@ -651,7 +695,7 @@ void run_variant(cudaStream_t stream, const Params& p, int variant, int sm_count
       // (balance::balanced_pays) predicts it 5% faster: a cached suffix's
       // near-equal blocks leave the last wave part-empty.
       if (kBalancedByDefault && run_balanced<kDim>(stream, p, sm_count, scratch, true)) break;
-      const std::int64_t blocks = (std::int64_t{p.count} + 127) / 128 * p.heads;
+      const std::int64_t blocks = (std::int64_t{p.rows} + 127) / 128 * items_of(p);
       if (blocks < sm_count) {
         run_config<kDim, 8, 1, true, false>(stream, p);
       } else {
@@ -699,6 +743,14 @@ void run(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv,
   p.heads = static_cast<int>(shape.heads);
   p.group = static_cast<int>(shape.heads / shape.kv_heads);
   p.scale_log2 = 1.4426950408889634f / sqrtf(static_cast<float>(shape.head_dim));
+  p.pack = 1;
+  p.rows = p.count;
+  bool packed = variant == kAuto ? kPackByDefault : variant >= 5;
+  if (variant >= 5) variant = variant == 5 ? 3 : variant == 6 ? 4 : kAuto;
+  if (packed && p.group > 1 && std::int64_t{p.count} * p.group <= std::int64_t{INT32_MAX}) {
+    p.pack = p.group;
+    p.rows = p.count * p.group;
+  }
   // The tensor-core kernel reads 16-byte pieces of K and V rows.
   const bool aligned = reinterpret_cast<std::uintptr_t>(kv.k) % 16 == 0 &&
                        reinterpret_cast<std::uintptr_t>(kv.v) % 16 == 0 && kv.block_stride % 8 == 0;

@@ -26,35 +26,40 @@ namespace kvflow::cuda::ref::balance {
 
 constexpr int kKeyTile = 64;  // keys per tile
 
-/// Key tiles query tile `q_tile` needs, with `block_m` queries a tile.
-KVFLOW_HD int tiles_of(int start, int count, int block_m, int q_tile) {
+/// Key tiles query tile `q_tile` needs, with `block_m` rows a tile and
+/// `count` rows in all. With `pack` > 1 (grouped-query heads packed into the
+/// rows: row r is query r / pack of head r % pack of the group) a tile's
+/// last row is query ceil(q_end / pack) - 1.
+KVFLOW_HD int tiles_of(int start, int count, int block_m, int q_tile, int pack = 1) {
   const int q_end = (q_tile + 1) * block_m < count ? (q_tile + 1) * block_m : count;
-  return (start + q_end + kKeyTile - 1) / kKeyTile;
+  return (start + (q_end + pack - 1) / pack + kKeyTile - 1) / kKeyTile;
 }
 
 struct Plan {
   int start = 0;
-  int count = 0;
+  int count = 0;  // rows: queries x pack
   int block_m = 0;
-  int heads = 0;
+  int heads = 0;  // heads the rows are split over: KV heads where pack > 1
+  int pack = 1;   // query heads a row group holds (tiles_of)
   int ctas = 0;
   int q_tiles = 0;
   std::int64_t head_work = 0;  // key tiles of one head's query tiles
   std::int64_t work = 0;       // head_work * heads
 };
 
-/// The plan for `count` queries at positions start + i, or one with no work
-/// where the arguments give none.
-inline Plan make_plan(int start, int count, int block_m, int heads, int ctas) {
+/// The plan for `count` rows (queries at positions start + i / pack) of each
+/// of `heads`, or one with no work where the arguments give none.
+inline Plan make_plan(int start, int count, int block_m, int heads, int ctas, int pack = 1) {
   Plan p;
   p.start = start;
   p.count = count;
   p.block_m = block_m;
   p.heads = heads;
+  p.pack = pack;
   p.ctas = ctas;
-  if (count <= 0 || block_m <= 0 || heads <= 0 || ctas <= 0) return p;
+  if (count <= 0 || block_m <= 0 || heads <= 0 || ctas <= 0 || pack <= 0) return p;
   p.q_tiles = (count + block_m - 1) / block_m;
-  for (int q = 0; q < p.q_tiles; ++q) p.head_work += tiles_of(start, count, block_m, q);
+  for (int q = 0; q < p.q_tiles; ++q) p.head_work += tiles_of(start, count, block_m, q, pack);
   p.work = p.head_work * heads;
   return p;
 }
@@ -73,7 +78,7 @@ KVFLOW_HD Cursor locate(const Plan& p, std::int64_t pos) {
   Cursor c;
   c.head = static_cast<int>(pos / p.head_work);
   std::int64_t rest = pos - static_cast<std::int64_t>(c.head) * p.head_work;
-  for (int t = tiles_of(p.start, p.count, p.block_m, 0); rest >= t; t = tiles_of(p.start, p.count, p.block_m, c.q_tile)) {
+  for (int t = tiles_of(p.start, p.count, p.block_m, 0, p.pack); rest >= t; t = tiles_of(p.start, p.count, p.block_m, c.q_tile, p.pack)) {
     rest -= t;
     ++c.q_tile;
   }
@@ -84,7 +89,7 @@ KVFLOW_HD Cursor locate(const Plan& p, std::int64_t pos) {
 /// Position of the first key tile of (head, q_tile).
 KVFLOW_HD std::int64_t item_begin(const Plan& p, int head, int q_tile) {
   std::int64_t s = static_cast<std::int64_t>(head) * p.head_work;
-  for (int i = 0; i < q_tile; ++i) s += tiles_of(p.start, p.count, p.block_m, i);
+  for (int i = 0; i < q_tile; ++i) s += tiles_of(p.start, p.count, p.block_m, i, p.pack);
   return s;
 }
 
@@ -123,7 +128,7 @@ KVFLOW_HD void for_each_piece(const Plan& p, int c, F&& f) {
   Cursor at = locate(p, pos);
   bool first = true;
   while (pos < end) {
-    const int t = tiles_of(p.start, p.count, p.block_m, at.q_tile);
+    const int t = tiles_of(p.start, p.count, p.block_m, at.q_tile, p.pack);
     const std::int64_t left = end - pos;
     const int n = left < t - at.key_tile ? static_cast<int>(left) : t - at.key_tile;
     Piece piece;
@@ -165,7 +170,7 @@ inline bool balanced_pays(const Plan& p, int sm_count, int per_sm) {
   const std::int64_t items = static_cast<std::int64_t>(p.q_tiles) * p.heads;
   const std::int64_t slots = static_cast<std::int64_t>(sm_count) * per_sm;
   if (items <= slots) return false;
-  const double longest = tiles_of(p.start, p.count, p.block_m, p.q_tiles - 1);
+  const double longest = tiles_of(p.start, p.count, p.block_m, p.q_tiles - 1, p.pack);
   const double mean = static_cast<double>(p.head_work) / p.q_tiles;
   const double waves = static_cast<double>((items + slots - 1) / slots);
   const double plain = (longest > waves * mean ? longest : waves * mean) * per_sm;
