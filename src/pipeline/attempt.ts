@@ -13,6 +13,7 @@ import type { PrefillPlan } from '../model/plan.js';
 import type { PendingPut, StoreHit, KvStore } from '../store/store.js';
 import type { LayerBatcher, LoadSink, SaveSink } from './batcher.js';
 import { hostCost, Window, type HostCost } from './hostcost.js';
+import type { ComputeRuns } from './runs.js';
 import { timeline, type LayerRecord, type LayerTiming } from './timeline.js';
 import { LayerFlags, Pending, watch, type Watched } from './waits.js';
 import type { LayerCompute } from './work.js';
@@ -55,6 +56,8 @@ export interface AttemptArgs {
   waited: WeakSet<Event>;
   /** The pipeline's loads and saves, batched with other prefills'. */
   io: LayerBatcher;
+  /** The pipeline's runs of compute steps (shared by its prefills: they share the compute stream). */
+  runs: ComputeRuns;
 }
 
 /** Codes of a refused call: thrown to the caller, never taken for a failed load. */
@@ -174,56 +177,88 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     }
   })();
 
-  try {
-    for (let l = 0; l < layers; l++) {
-      if (loadChunks.length > 0) {
-        const wait = loadIssued.wait(l);
-        if (wait) await wait;
-        if (!loadIssued.get(l)) break; // failure or abort
+  // One layer's compute: false when the prefill stops there.
+  const step = (l: number): boolean => {
+    win.open();
+    const cost = costs[l]!;
+    const load = loads[l];
+    // The end record of the step just before in this run, when nothing came
+    // after it on the stream (see runs.ts): it marks this compute's start
+    // unless a wait goes in between.
+    const shared = a.runs.take();
+    try {
+      let waits = false;
+      if (load && !a.waited.has(load.event)) {
+        a.computeStream.waitEvent(load.event);
+        a.waited.add(load.event);
+        waits = true;
       }
-      if (a.signal?.aborted || fatal !== undefined) break;
-      win.open();
-      const cost = costs[l]!;
-      const load = loads[l];
-      try {
-        if (load && !a.waited.has(load.event)) {
-          a.computeStream.waitEvent(load.event);
-          a.waited.add(load.event);
-        }
-        if (timed) computeStart[l] = a.computeStream.record(TIMED);
-      } catch (e) {
-        fatal ??= e;
-        win.close(cost);
-        break;
-      }
-      const c = performance.now();
-      try {
-        a.compute(l, { stream: a.computeStream, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
-      } catch (e) {
-        computeError = e;
-        const dc = performance.now() - c;
-        cost.computeMs += dc;
-        win.close(cost, dc);
-        break;
-      }
-      const end = performance.now();
-      const dc = end - c;
-      cost.computeMs += dc;
-      enqueued[l] = end - t0;
-      try {
-        const done = timed ? a.computeStream.record(TIMED) : a.computeStream.record();
-        computed.push(watch(done, t0, undefined, () => computeSettled.set(l, true)));
-        if (put) {
-          calls.add();
-          a.io.save({ put, layer: l, blocks: putBlocks, computed: done, cost, sink });
-        }
-      } catch (e) {
-        fatal ??= e;
-        win.close(cost, dc);
-        break;
-      }
-      win.close(cost, dc);
+      if (timed) computeStart[l] = shared !== undefined && !waits ? shared : a.computeStream.record(TIMED);
+    } catch (e) {
+      fatal ??= e;
+      win.close(cost);
+      return false;
     }
+    const c = performance.now();
+    try {
+      a.compute(l, { stream: a.computeStream, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
+    } catch (e) {
+      computeError = e;
+      const dc = performance.now() - c;
+      cost.computeMs += dc;
+      win.close(cost, dc);
+      return false;
+    }
+    const end = performance.now();
+    const dc = end - c;
+    cost.computeMs += dc;
+    enqueued[l] = end - t0;
+    try {
+      const done = timed ? a.computeStream.record(TIMED) : a.computeStream.record();
+      if (timed) a.runs.set(done);
+      computed.push(watch(done, t0, undefined, () => computeSettled.set(l, true)));
+      if (put) {
+        calls.add();
+        a.io.save({ put, layer: l, blocks: putBlocks, computed: done, cost, sink });
+      }
+    } catch (e) {
+      fatal ??= e;
+      win.close(cost, dc);
+      return false;
+    }
+    win.close(cost, dc);
+    return true;
+  };
+  // Compute runs layer by layer as loads go to the store: each layer right
+  // once its load was issued (a step resumed by the flush that issued it),
+  // without a promise per layer.
+  let next = 0;
+  let endCompute!: () => void;
+  const computeEnded = new Promise<void>((resolve) => (endCompute = resolve));
+  const advance = (): void => {
+    try {
+      for (; next < layers; next++) {
+        if (loadChunks.length > 0) {
+          const issuedOk = loadIssued.get(next);
+          if (issuedOk === undefined) {
+            loadIssued.when(next, resume);
+            return;
+          }
+          if (!issuedOk) break; // failure or abort
+        }
+        if (a.signal?.aborted || fatal !== undefined) break;
+        if (!step(next)) break;
+      }
+    } catch (e) {
+      fatal ??= e;
+    }
+    endCompute();
+  };
+  const resume = (): void => a.runs.resume(advance);
+
+  try {
+    a.runs.run(advance);
+    await computeEnded;
   } finally {
     // Whatever happened, the issuer ends and nothing enqueued is left behind unobserved.
     stop = true;

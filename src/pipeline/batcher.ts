@@ -19,6 +19,10 @@
  * in the queue (a few references each, no buffers: a put's DRAM slots are
  * reserved when it begins) until earlier ones completed.
  *
+ * The prefills told in a deferred flush that their loads went to the store
+ * compute those layers together right after it, in one synchronous run
+ * (runs.ts: consecutive computes there share timed records).
+ *
  * Host time: each call's store-side time (the store call and the events
  * recorded around it) is charged to the prefills it carries, 1/N each; a
  * flush that runs outside any prefill's host window (the batching window's,
@@ -30,6 +34,7 @@ import { KvflowError } from '../errors.js';
 import type { KvCache, PagedEngine } from '../layout/kvcache.js';
 import type { ChunkRef, PendingPut, StoreHit, KvStore } from '../store/store.js';
 import type { HostCost, StoreClock } from './hostcost.js';
+import type { ComputeRuns } from './runs.js';
 
 /**
  * Where a prefill learns what became of its loads: called once per call,
@@ -107,6 +112,11 @@ export interface BatcherOptions {
   batching: () => boolean;
   /** Record timed events around loads (device times for the timeline); untimed ones otherwise. */
   timed: boolean;
+  /**
+   * The prefills' compute steps: those a deferred flush resumes (their loads
+   * went to the store) run together once it is over, in one synchronous run.
+   */
+  runs: ComputeRuns;
 }
 
 const TIMED = { timing: true } as const;
@@ -208,7 +218,7 @@ export class LayerBatcher implements StoreClock {
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
-      this.#deferred(() => this.#flush());
+      this.#o.runs.gather(() => this.#deferred(() => this.#flush()));
     });
   }
 

@@ -23,6 +23,7 @@ import { toTokenIds } from '../store/keys.js';
 import type { KvStore } from '../store/store.js';
 import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
 import { LayerBatcher, type BatchStats } from './batcher.js';
+import { ComputeRuns } from './runs.js';
 import type { LayerCompute } from './work.js';
 
 export type { LayerCompute, PrefillWork } from './work.js';
@@ -151,6 +152,7 @@ export class LayerPipeline {
   readonly #ownsCompute: boolean;
   readonly #io: LayerBatcher;
   readonly #waited = new WeakSet<Event>();
+  readonly #runs = new ComputeRuns();
   #inFlight = 0;
   #disposed = false;
   readonly #running = new Set<Promise<unknown>>();
@@ -181,7 +183,7 @@ export class LayerPipeline {
     this.#saveStream = store.device.createStream();
     this.#io = new LayerBatcher({
       store, cache, load: this.#loadStream, save: this.#saveStream, saveDepth: intOption(options.saveDepth, 'saveDepth', 1, 16),
-      batching: () => this.#inFlight > 1, timed: this.timing === 'device',
+      batching: () => this.#inFlight > 1, timed: this.timing === 'device', runs: this.#runs,
     });
     this.#detach = store.device.adopt(this);
   }
@@ -259,7 +261,7 @@ export class LayerPipeline {
             store: this.store, cache: this.cache, hit, plan, attempt, t0,
             tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, tenant: req.tenant, heldTokens: req.heldTokens, signal: req.signal,
             lookahead: this.lookahead, alone: this.#inFlight === 1, engine: req.engine, timed: this.timing === 'device',
-            computeStream: this.#computeStream, waited: this.#waited, io: this.#io,
+            computeStream: this.#computeStream, waited: this.#waited, io: this.#io, runs: this.#runs,
           });
           if (outcome.kind === 'failed-load') {
             cut = Math.min(cut, outcome.validTokens);

@@ -58,14 +58,17 @@ export class LayerFlags<T> {
   /**
    * Undefined when `layer` has its value already; else a promise that
    * resolves once it is set. One waiter at a time: the attempt's issuer waits
-   * on one set of flags, its compute loop on another.
+   * on one set of flags, its compute steps on another.
    */
   wait(layer: number): Promise<void> | undefined {
     if (this.#values[layer] !== undefined) return undefined;
-    return new Promise<void>((resolve) => {
-      this.#waiting = layer;
-      this.#wake = resolve;
-    });
+    return new Promise<void>((resolve) => this.when(layer, resolve));
+  }
+
+  /** Calls `wake` from inside the `set` of `layer` (which must not be set yet); it must not throw. */
+  when(layer: number, wake: () => void): void {
+    this.#waiting = layer;
+    this.#wake = wake;
   }
 }
 
