@@ -17,6 +17,15 @@
  *   nothing loaded), from which the per-layer model of DESIGN.md section 5
  *   predicts the prefill (`model_ms`; `ratio` = measured / model) and the
  *   overlap efficiency follows;
+ * - for the DRAM tier, the same compute alone beside a bare copy of the
+ *   plan's loaded bytes (pinned host memory to HBM, one contiguous
+ *   `stream.copy` per layer on a stream of its own, all enqueued as the
+ *   prefill starts): what the GPU gives a perfectly overlapped load at the
+ *   copy engine's rate. `bareCopyFloorMs` = that time plus one layer's load
+ *   (the first, which nothing can hide) is the TTFT a scheduler reaches with
+ *   loads as fast as a bare copy, and `bareCopyOverlap` the overlap
+ *   efficiency at that floor (compute slows down beside copies, so 100% is
+ *   out of reach for any scheduler);
  * - stall per layer (the compute stream's wait on each layer's load), host
  *   time per layer (the pipeline's enqueue, store and compute calls included);
  * - speedups against recompute (same run) and, with `--peer`, against the
@@ -198,6 +207,19 @@ async function main(): Promise<void> {
     const cache = dev.allocKvCache(layout);
     const reference = referenceOver(cache);
     const blocks = Array.from({ length: layout.numBlocks }, (_, i) => i);
+    // The bare copy beside compute (DRAM tier): the largest plan's bytes, one contiguous piece per layer.
+    const layerBytes = layout.bytesPerToken / L;
+    const bareMax = tiers.includes('dram') ? Math.floor((Math.max(...hits) * n) / chunkTokens) * chunkTokens * layout.bytesPerToken : 0;
+    const bareSrc = bareMax > 0 ? dev.allocPinned(bareMax) : undefined;
+    const bareDst = bareMax > 0 ? dev.allocDevice(bareMax) : undefined;
+    const bareStream = dev.createStream();
+    let bareDone: Promise<void> = Promise.resolve();
+    const bareCopy = (tokens: number) => async (): Promise<void> => {
+      await bareDone;
+      const bytes = tokens * layerBytes;
+      for (let l = 0; l < L; l++) bareStream.copy(bareDst!, l * bytes, bareSrc!, l * bytes, bytes);
+      bareDone = bareStream.record().done();
+    };
     const prefixBytes = layout.bytesPerToken * n * (hits.length + 1);
     if (useNvme) rmSync(storeDir, { recursive: true, force: true });
     if (useNvme) mkdirSync(path.dirname(storeDir), { recursive: true });
@@ -243,6 +265,7 @@ async function main(): Promise<void> {
       const base = { tokens, blocks, compute: reference, engine };
       const loadAlones = new Map<string, Awaited<ReturnType<typeof timed>>>();
       const computeAlones = new Map<number, Awaited<ReturnType<typeof timed>>>();
+      const besideCopies = new Map<string, Awaited<ReturnType<typeof timed>>>();
 
       const recompute = await timed(pipe, { ...base, policy: 'recompute' });
       recomputeByHit.set(hit, recompute.ms);
@@ -257,7 +280,7 @@ async function main(): Promise<void> {
         min: recompute.ms.min, max: recompute.ms.max, samples: recompute.ms.samples, tokens: n, hit, hitTokens,
         hostUsPerLayer: median(recompute.runs.map((r) => r.hostMsPerLayer)) * 1e3, ...peerFields,
       });
-      rows.push([`${n} ${pct(hit)} recompute`, `${f2(recompute.ms.median)} (${f2(recompute.ms.min)}-${f2(recompute.ms.max)})`, '-', '-', '-', '-',
+      rows.push([`${n} ${pct(hit)} recompute`, `${f2(recompute.ms.median)} (${f2(recompute.ms.min)}-${f2(recompute.ms.max)})`, '-', '-', '-', '-', '-',
         (median(recompute.runs.map((r) => r.hostMsPerLayer)) * 1e3).toFixed(0), '1.00', peerPt ? f2(peerPt.recomputeMs / recompute.ms.median) : '-', `0/${hitTokens}`]);
       points.push(...tiers.map((tier) => ({ tier, hit, frac, policy: 'recompute' as PrefillPolicy, ms: recompute.ms, modelMs: recompute.ms.median })));
 
@@ -292,11 +315,20 @@ async function main(): Promise<void> {
             computeAlones.set(plan.computeFrom, await timed(pipe, { ...base, policy: 'recompute', heldTokens: plan.computeFrom }));
           }
           const computeAlone = plan.computeFrom > 0 ? computeAlones.get(plan.computeFrom)! : recompute;
+          const copyKey = `${plan.loadTokens}:${plan.computeFrom}`;
+          if (tier === 'dram' && bareSrc && plan.loadTokens > 0 && plan.computeFrom > 0 && !besideCopies.has(copyKey)) {
+            besideCopies.set(copyKey, await timed(pipe, { ...base, policy: 'recompute', heldTokens: plan.computeFrom }, bareCopy(plan.loadTokens)));
+            await bareDone;
+          }
+          const besideCopy = tier === 'dram' ? besideCopies.get(copyKey) : undefined;
           const load = loadAlone ? loadAlone.ms.median / L : 0;
           const comp = computeAlone.ms.median / L;
           const modelMs = L * Math.max(load, comp) + Math.min(load, comp);
           const overlap = loadAlone ? (loadAlone.ms.median + computeAlone.ms.median - r.ms.median) / Math.min(loadAlone.ms.median, computeAlone.ms.median) : null;
           if (policy === 'load-all' && loadAlone && plan.loadTokens > 0) loadPerToken.get(tier)!.push(loadAlone.ms.median / plan.loadTokens);
+          const bareFloor = besideCopy && loadAlone ? besideCopy.ms.median + load : null;
+          const bareOverlap = bareFloor !== null && loadAlone
+            ? (loadAlone.ms.median + computeAlone.ms.median - bareFloor) / Math.min(loadAlone.ms.median, computeAlone.ms.median) : null;
           const stallUs = median(r.runs.map((x) => x.layers.reduce((s, l) => s + l.stallMs, 0) / x.layers.length)) * 1e3;
           const stallMaxUs = median(r.runs.map((x) => Math.max(...x.layers.map((l) => l.stallMs)))) * 1e3;
           const hostUs = median(r.runs.map((x) => x.hostMsPerLayer)) * 1e3;
@@ -316,14 +348,16 @@ async function main(): Promise<void> {
             tiersLoaded, restarts: r.runs.reduce((s, x) => s + x.restarts.length, 0),
             loadAloneMs: loadAlone?.ms.median ?? 0, loadAloneRange: loadAlone ? [loadAlone.ms.min, loadAlone.ms.max] : null, loadGBps: gbps,
             computeAloneMs: computeAlone.ms.median, computeAloneRange: [computeAlone.ms.min, computeAlone.ms.max],
-            modelMs, overlap, stallUsPerLayer: stallUs, stallMaxUsPerLayer: stallMaxUs, hostUsPerLayer: hostUs,
+            modelMs, overlap, computeBesideCopyMs: besideCopy?.ms.median ?? null,
+            computeBesideCopyRange: besideCopy ? [besideCopy.ms.min, besideCopy.ms.max] : null,
+            bareCopyFloorMs: bareFloor, bareCopyOverlap: bareOverlap, stallUsPerLayer: stallUs, stallMaxUsPerLayer: stallMaxUs, hostUsPerLayer: hostUs,
             breakdown: parts ?? null, computeAloneBreakdown: aloneParts ?? null,
             speedupVsRecompute: vsRecompute, speedupVsPeerOverlap: vsPeerOverlap, speedupVsPeerRecompute: vsPeerRecompute,
             speedupVsPeerLoadThenCompute: vsPeerLoadThenCompute, ...peerFields,
           });
           points.push({ tier, hit, frac, policy, ms: r.ms, modelMs });
           rows.push([`${n} ${pct(hit)} ${tier} ${policy}`, `${f2(r.ms.median)} (${f2(r.ms.min)}-${f2(r.ms.max)})`, f2(modelMs), f2(r.ms.median / modelMs),
-            overlap === null ? '-' : (overlap * 100).toFixed(1), stallUs.toFixed(0), hostUs.toFixed(0), f2(vsRecompute), f2(vsPeerOverlap),
+            overlap === null ? '-' : (overlap * 100).toFixed(1), bareOverlap === null ? '-' : (bareOverlap * 100).toFixed(1), stallUs.toFixed(0), hostUs.toFixed(0), f2(vsRecompute), f2(vsPeerOverlap),
             `${plan.loadTokens}/${hitTokens}${tiersLoaded.length ? ` ${tiersLoaded.join('+')}` : ''}`]);
         }
       }
@@ -370,6 +404,10 @@ async function main(): Promise<void> {
       }
     }
 
+    await bareDone;
+    await bareStream.dispose();
+    await bareSrc?.dispose();
+    await bareDst?.dispose();
     await probe.dispose();
     await pipe.dispose();
     await store.close();
@@ -393,6 +431,7 @@ async function main(): Promise<void> {
       'baseline/ratio of load-all and adaptive: the per-layer model (DESIGN.md section 5) from the same run\'s load alone and compute alone',
       'recompute does not depend on the tier: measured once per (tokens, hit), its baseline is the PyTorch peer\'s recompute',
       'speedupVsPeerOverlap: the peer\'s per-layer overlap (prefix in pinned DRAM) over this TTFT, for the NVMe tier too',
+      'computeBesideCopyMs: the suffix computed alone beside a bare copy of the loaded bytes (pinned to HBM, one piece per layer, its own stream); bareCopyFloorMs = that + one layer\'s load alone; bareCopyOverlap: the overlap efficiency at that floor (DRAM tier)',
       'breakdown / computeAloneBreakdown: medians of the parts of the wall time (bench/lib/breakdown.ts: outside the device timeline, lead, stall, compute, gaps) of this point and of its suffix computed alone',
     ],
   };
@@ -402,7 +441,7 @@ async function main(): Promise<void> {
     for (const p of plots) writeFileSync(path.join(values.svg, p.name), p.svg);
   }
   if (useNvme && drop.failures > 0) console.error(`prefill: page cache not dropped (${drop.error}); NVMe loads may have read cached pages unless the store reads with O_DIRECT`);
-  const head = ['point', 'ttft ms (min-max)', 'model ms', 'ratio', 'overlap %', 'stall us/layer', 'host us/layer', 'x recompute', 'x torch overlap', 'loaded/hit'];
+  const head = ['point', 'ttft ms (min-max)', 'model ms', 'ratio', 'overlap %', 'bare-copy overlap %', 'stall us/layer', 'host us/layer', 'x recompute', 'x torch overlap', 'loaded/hit'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   console.log(`prefill: ${modelName} on ${info.name} (${info.backend}), ${samples} samples per point`);
   for (const r of [head, ...rows]) console.log(r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
