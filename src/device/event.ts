@@ -15,9 +15,20 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
-/** @internal What an event needs from its stream: the latest done() still pending, after which later events settle. */
+/** @internal What an event needs from its stream: the latest event waited on and not settled yet, after which later events settle. */
 export interface EventOrder {
-  pendingDone: { id: number; promise: Promise<void> } | undefined;
+  pendingDone: Event | undefined;
+}
+
+/** @internal Told an event's outcome: its error, undefined when it succeeded. Must not throw. */
+export type EventSink = (error: unknown) => void;
+
+const NOT_WATCHED = 0;
+const WATCHING = 1;
+const SETTLED = 2;
+
+function ignore(): void {
+  // a rejection already handled by its owner
 }
 
 /** @internal The signal of a wait's options, checked; ERR_ABORTED when it has already aborted. */
@@ -41,6 +52,14 @@ export class Event {
   readonly #native: NativeEvent;
   readonly #completions: Completions;
   #done: Promise<void> | undefined;
+  #state = NOT_WATCHED;
+  #error: unknown;
+  /** Told the outcome when it settles (one sink, or several). */
+  #sinks: EventSink | EventSink[] | undefined;
+  /** A later event of the stream, complete, that settles right after this one. */
+  #next: (() => void) | undefined;
+  /** It was its stream's latest pending event when first waited on: its rejection counts as handled. */
+  #tracked = false;
   /** @internal The stream it was recorded on; undefined for an IO request's event. */
   readonly stream: EventOrder | undefined;
 
@@ -93,29 +112,97 @@ export class Event {
       return abortable(this.done(), signal, 'waiting for the event');
     }
     if (this.#done) return this.#done;
-    const own = this.#completions.settle(this.#native);
+    let resolve!: () => void;
+    let reject!: (e: unknown) => void;
+    const done = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.#done = done;
+    this.#whenDone((error) => {
+      if (error === undefined) {
+        resolve();
+        return;
+      }
+      if (this.#tracked) done.catch(ignore);
+      reject(error);
+    });
+    return done;
+  }
+
+  /**
+   * @internal Tells `sink` the outcome once the event settles, exactly when
+   * `done()` would settle (in stream order), without a promise: at once when
+   * it has settled already. An event whose owner replaced its `done()` (the
+   * store fails a load's event on the host: store/load.ts) is told what that
+   * `done()` says.
+   */
+  whenDone(sink: EventSink): void {
+    if (this.done !== Event.prototype.done) {
+      this.done().then(() => sink(undefined), (e: unknown) => sink(e ?? new Error('failed')));
+      return;
+    }
+    this.#whenDone(sink);
+  }
+
+  #whenDone(sink: EventSink): void {
+    if (this.#state === SETTLED) {
+      sink(this.#error);
+      return;
+    }
+    const sinks = this.#sinks;
+    if (sinks === undefined) this.#sinks = sink;
+    else if (typeof sinks === 'function') this.#sinks = [sinks, sink];
+    else sinks.push(sink);
+    if (this.#state === NOT_WATCHED) this.#watch();
+  }
+
+  #watch(): void {
+    this.#state = WATCHING;
     const stream = this.stream;
     const id = this.#native.id;
     // Events of one stream settle in stream order: one found complete at once
-    // waits for a done() of an earlier event of its stream that is still on
-    // its way (complete too, since the stream runs in order; its notice is
-    // only not delivered yet).
-    const earlier = stream?.pendingDone;
-    if (earlier && earlier.id < id) {
-      own.catch(() => undefined); // handled below, once the earlier one settled
-      this.#done = earlier.promise.then(() => own, () => own);
-    } else {
-      this.#done = own;
+    // settles after an earlier event of its stream still on its way (complete
+    // too, since the stream runs in order; its notice is only not delivered yet).
+    const pending = stream?.pendingDone;
+    const earlier = pending !== undefined && pending.#native.id < id ? pending : undefined;
+    if (stream && (pending === undefined || earlier !== undefined)) {
+      stream.pendingDone = this;
+      this.#tracked = true;
     }
-    if (stream && (!stream.pendingDone || stream.pendingDone.id < id)) {
-      const entry = { id, promise: this.#done };
-      stream.pendingDone = entry;
-      const clear = (): void => {
-        if (stream.pendingDone === entry) stream.pendingDone = undefined;
+    this.#completions.when(this.#native, (error) => {
+      if (earlier === undefined || earlier.#state === SETTLED) {
+        this.#settle(error);
+        return;
+      }
+      const next = earlier.#next;
+      const settle = (): void => this.#settle(error);
+      earlier.#next = next === undefined ? settle : () => {
+        next();
+        settle();
       };
-      this.#done.then(clear, clear);
-    }
-    return this.#done;
+    });
+  }
+
+  #settle(error: unknown): void {
+    this.#state = SETTLED;
+    this.#error = error;
+    const stream = this.stream;
+    if (stream?.pendingDone === this) stream.pendingDone = undefined;
+    const sinks = this.#sinks;
+    this.#sinks = undefined;
+    if (typeof sinks === 'function') tell(sinks, error);
+    else if (sinks !== undefined) for (const sink of sinks) tell(sink, error);
+    const next = this.#next;
+    this.#next = undefined;
+    next?.();
   }
 }
 
+function tell(sink: EventSink, error: unknown): void {
+  try {
+    sink(error);
+  } catch {
+    // a sink's own failure must not stop the others
+  }
+}

@@ -34,7 +34,7 @@ export interface RecordOptions {
  */
 export class Stream extends Disposable {
   /** @internal The latest done() of an event of this stream still pending: later events settle after it. */
-  pendingDone: { id: number; promise: Promise<void> } | undefined;
+  pendingDone: Event | undefined;
   #native: NativeStream | undefined;
   readonly #owner: StreamOwner;
   protected readonly resourceName = 'stream';

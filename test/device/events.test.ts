@@ -98,6 +98,48 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
     await s.dispose();
   });
 
+  it.skipIf(skip)('whenDone tells each sink once, in stream order with done(), at once for an event settled already', async () => {
+    const s = fx.dev.createStream();
+    const release = holdStream(s);
+    const [a, b, c] = [s.record(), s.record(), s.record()];
+    const order: string[] = [];
+    a.whenDone((e) => order.push(`a:${String(e)}`));
+    const pb = b.done();
+    b.whenDone(() => order.push('b'));
+    a.whenDone(() => order.push('a2'));
+    release();
+    // c is found complete before a's notice is delivered: it still settles after a and b.
+    const until = Date.now() + 10_000;
+    while (c.status() === 'pending' && Date.now() < until);
+    c.whenDone(() => order.push('c'));
+    expect(order).toEqual([]);
+    await pb;
+    await ticks(2);
+    expect(order).toEqual(['a:undefined', 'a2', 'b', 'c']);
+    let late: unknown = 'not told';
+    a.whenDone((e) => (late = e));
+    expect(late).toBeUndefined();
+    await s.dispose();
+  });
+
+  it.skipIf(skip)('whenDone tells a failure with its code, and what a replaced done() says', async () => {
+    const s = fx.dev.createStream();
+    const buf = fx.dev.allocPinned(64);
+    const dst = fx.dev.allocDevice(64);
+    injectFailure(s, 'ERR_IO', 'injected read failure');
+    s.copy(dst, 0, buf, 0, 64);
+    const failed = s.record();
+    const told = await new Promise<unknown>((resolve) => failed.whenDone(resolve));
+    expect(told).toMatchObject({ code: 'ERR_IO', message: 'injected read failure' });
+    // An owner that fails an event on the host replaces its done(): whenDone follows it.
+    const ok = s.record();
+    const failure = new KvflowError('evicted', 'ERR_EVICTED');
+    const done = ok.done.bind(ok);
+    ok.done = () => done().then(() => Promise.reject(failure));
+    expect(await new Promise<unknown>((resolve) => ok.whenDone(resolve))).toBe(failure);
+    await s.dispose();
+  });
+
   it.skipIf(skip)('done() settles once and returns the same promise', async () => {
     const s = fx.dev.createStream();
     const e = s.record();
