@@ -119,6 +119,11 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const computeSettled = new LayerFlags<true>(layers);
   const loadIssued = new LayerFlags<boolean>(layers);
   const calls = new Pending(); // loads and saves handed to the batcher, not yet issued or refused
+  const watching = new Pending(); // events watched (loads, computes, saves, the origin), not settled yet
+  if (origin) {
+    watching.add();
+    origin.whenDone(() => watching.done());
+  }
   let stop = false;
   const refused = (e: unknown, layer: number): void => {
     // A call the store refused (a bad argument, a closed store) is the
@@ -126,17 +131,22 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     if (e instanceof KvflowError && FATAL.has(e.code)) fatal ??= e;
     else syncFailure ??= { layer, error: e };
   };
-  const loadSettled = (w: Watched): void => {
-    if (w.error !== undefined) loadFailed = true;
-  };
   // What became of the calls (from inside the batcher's flush: at once while
   // this prefill is alone in flight).
   const sink: LoadSink & SaveSink = {
     loadIssued(j, l) {
       loadBefore[j] = l.before;
-      loads[j] = watch(l.after, t0, l.done, loadSettled);
+      loads[j] = { event: l.after, at: Number.NaN, error: undefined };
+      watching.add();
       calls.done();
       loadIssued.set(j, true);
+    },
+    loadSettled(j, error) {
+      const w = loads[j]!;
+      w.at = performance.now() - t0;
+      w.error = error;
+      if (error !== undefined) loadFailed = true;
+      watching.done();
     },
     loadRefused(j, e) {
       refused(e, j);
@@ -144,7 +154,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
       loadIssued.set(j, false);
     },
     saveIssued(_l, event) {
-      saves.push(watch(event, t0));
+      saves.push(watch(event, t0, watching));
       calls.done();
     },
     saveRefused(_l, e) {
@@ -216,7 +226,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     try {
       const done = timed ? a.computeStream.record(TIMED) : a.computeStream.record();
       if (timed) a.runs.set(done);
-      computed.push(watch(done, t0, undefined, () => computeSettled.set(l, true)));
+      computed.push(watch(done, t0, watching, () => computeSettled.set(l, true)));
       if (put) {
         calls.add();
         a.io.save({ put, layer: l, blocks: putBlocks, computed: done, cost, sink });
@@ -267,7 +277,8 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     // Every load and save handed to the batcher was issued or refused (the issuer set the rest as not issued).
     const drained = calls.drained();
     if (drained) await drained;
-    await Promise.all([...loads, ...computed, ...saves, { settled: origin?.done().catch(() => undefined) }].map((w) => w?.settled));
+    const settled = watching.drained();
+    if (settled) await settled;
   }
 
   const failedLoad = loads.findIndex((w) => w?.error !== undefined);

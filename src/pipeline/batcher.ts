@@ -42,6 +42,12 @@ import type { ComputeRuns } from './runs.js';
  */
 export interface LoadSink {
   loadIssued(layer: number, load: IssuedLoad): void;
+  /**
+   * Once per issued load, when it completed (after its `loadIssued`): an
+   * error only when chunks of this prefill failed (or the whole call did),
+   * undefined otherwise.
+   */
+  loadSettled(layer: number, error: unknown): void;
   loadRefused(layer: number, error: unknown): void;
 }
 
@@ -69,8 +75,6 @@ export interface IssuedLoad {
   before: Event | undefined;
   /** Recorded on the load stream after the (batched) load: streams wait on this one. Timed when the device can. */
   after: Event;
-  /** Settles when the load completed: rejects only when chunks of this prefill failed (or the whole call did). */
-  done: Promise<void>;
   /** Prefills in the store call. */
   batch: number;
 }
@@ -305,14 +309,24 @@ export class LayerBatcher implements StoreClock {
     this.#charge(group, t);
     this.stats.loadCalls++;
     this.stats.loadRequests += group.length;
+    const issued: IssuedLoad = { before, after, batch: group.length };
+    for (const q of group) q.sink.loadIssued(layer, issued);
+    // The outcome without a promise per prefill: one sink for the call.
     if (group.length === 1) {
-      group[0]!.sink.loadIssued(layer, { before, after, done: event.done(), batch: 1 });
+      const sink = group[0]!.sink;
+      event.whenDone((error) => sink.loadSettled(layer, error));
       return;
     }
-    const outcome = event.done().then(() => undefined, (e: unknown) => e ?? new Error('failed'));
-    for (const q of group) {
-      q.sink.loadIssued(layer, { before, after, done: ownFailure(outcome, q.hit, q.chunks, layer), batch: group.length });
-    }
+    event.whenDone((error) => {
+      if (error === undefined) {
+        for (const q of group) q.sink.loadSettled(layer, undefined);
+        return;
+      }
+      const outcome = Promise.resolve(error);
+      for (const q of group) {
+        ownFailure(outcome, q.hit, q.chunks, layer).then(() => q.sink.loadSettled(layer, undefined), (e: unknown) => q.sink.loadSettled(layer, e ?? new Error('failed')));
+      }
+    });
   }
 
   #issueSaves(): void {

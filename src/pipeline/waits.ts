@@ -10,23 +10,21 @@ export interface Watched {
   event: Event;
   at: number;
   error: unknown;
-  settled: Promise<void>;
 }
 
-/** Watches `event` (or `done`, its outcome); `onSettled` runs once it is known. */
-export function watch(event: Event, t0: number, done: Promise<void> = event.done(), onSettled?: (w: Watched) => void): Watched {
-  const w = { event, at: Number.NaN, error: undefined } as Watched;
-  w.settled = done.then(
-    () => {
-      w.at = performance.now() - t0;
-      onSettled?.(w);
-    },
-    (e: unknown) => {
-      w.at = performance.now() - t0;
-      w.error = e ?? new Error('failed');
-      onSettled?.(w);
-    },
-  );
+/**
+ * Watches `event`: `onSettled` runs once its outcome is known. `pending`
+ * counts it until then (no promise per event: the attempt awaits the count once).
+ */
+export function watch(event: Event, t0: number, pending: Pending, onSettled?: (w: Watched) => void): Watched {
+  const w: Watched = { event, at: Number.NaN, error: undefined };
+  pending.add();
+  event.whenDone((error) => {
+    w.at = performance.now() - t0;
+    w.error = error;
+    pending.done();
+    onSettled?.(w);
+  });
   return w;
 }
 
