@@ -3,6 +3,7 @@
 // q (QK-norm, RoPE) and the paged cache. bf16 in memory, f32 arithmetic.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "../cuda_error.hpp"
@@ -130,6 +131,10 @@ __global__ void embed_kernel(__nv_bfloat16* out, const __nv_bfloat16* table, con
   } else {
     for (std::uint32_t c = threadIdx.x; c < dim; c += blockDim.x) dst[c] = src[c];
   }
+}
+
+__global__ void copy_words_kernel(std::int32_t* dst, const std::int32_t* src, std::uint32_t n) {
+  for (std::uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) dst[i] = src[i];
 }
 
 __global__ void swiglu_kernel(__nv_bfloat16* act, const __nv_bfloat16* gu, std::uint32_t inter) {
@@ -278,6 +283,14 @@ void embed(cudaStream_t stream, bf16_t* out, const bf16_t* embedding, const std:
   embed_kernel<<<rows, 128, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(out),
                                          reinterpret_cast<const __nv_bfloat16*>(embedding), tokens, dim);
   check_launch("embed_kernel");
+}
+
+void copy_from_pinned(cudaStream_t stream, std::int32_t* dst, const std::int32_t* pinned, std::uint32_t n) {
+  if (n == 0) return;
+  const unsigned threads = 256;
+  const unsigned blocks = std::min<unsigned>((n + threads - 1) / threads, 64);
+  copy_words_kernel<<<blocks, threads, 0, stream>>>(dst, pinned, n);
+  check_launch("copy_words_kernel");
 }
 
 void swiglu(cudaStream_t stream, bf16_t* act, const bf16_t* gu, std::uint32_t rows, std::uint32_t inter) {

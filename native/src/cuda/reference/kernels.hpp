@@ -29,6 +29,14 @@ void rms_norm(cudaStream_t stream, void* out, bool out_f32, const bf16_t* in, co
 void embed(cudaStream_t stream, bf16_t* out, const bf16_t* embedding, const std::int32_t* tokens,
            std::uint32_t rows, std::uint32_t dim);
 
+/// dst[i] = pinned[i] for i < n, `pinned` being page-locked host memory
+/// (cudaHostAlloc: mapped into the device's address space under unified
+/// addressing). A kernel reads it over PCIe, so the copy takes no copy
+/// engine: an upload on the compute stream never waits behind loads queued
+/// on the copy engines (a cudaMemcpyAsync of a few bytes would, for as long
+/// as the loads ahead of it take).
+void copy_from_pinned(cudaStream_t stream, std::int32_t* dst, const std::int32_t* pinned, std::uint32_t n);
+
 /// act[r][i] = silu(gu[r][i]) * gu[r][inter + i].
 void swiglu(cudaStream_t stream, bf16_t* act, const bf16_t* gu, std::uint32_t rows, std::uint32_t inter);
 

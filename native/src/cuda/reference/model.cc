@@ -136,8 +136,8 @@ class CudaReferenceModel final : public ReferenceModel {
         [s, staging, hidden, n](std::uintptr_t handle) {
           auto cs = reinterpret_cast<cudaStream_t>(handle);
           s->ordered(cs, [&] {
-            KVFLOW_CUDA(cudaMemcpyAsync(s->tokens->ptr(), staging->ptr(), n * sizeof(std::int32_t),
-                                        cudaMemcpyHostToDevice, cs));
+            ref::copy_from_pinned(cs, static_cast<std::int32_t*>(s->tokens->ptr()),
+                                  static_cast<const std::int32_t*>(staging->ptr()), static_cast<std::uint32_t>(n));
             ref::embed(cs, bf(hidden), bf(s->embedding), static_cast<const std::int32_t*>(s->tokens->ptr()),
                        static_cast<std::uint32_t>(n), s->shape.hidden);
           });
@@ -188,8 +188,10 @@ class CudaReferenceModel final : public ReferenceModel {
           ref::PagedView view = view0;
           view.table = static_cast<const std::int32_t*>(s->table->ptr());
           s->ordered(cs, [&] {
-            KVFLOW_CUDA(cudaMemcpyAsync(s->table->ptr(), staging->ptr(), needed * sizeof(std::int32_t),
-                                        cudaMemcpyHostToDevice, cs));
+            // Not cudaMemcpyAsync: it would queue behind the loads on the copy
+            // engines and hold this layer's compute back until they land.
+            ref::copy_from_pinned(cs, static_cast<std::int32_t*>(s->table->ptr()),
+                                  static_cast<const std::int32_t*>(staging->ptr()), static_cast<std::uint32_t>(needed));
             KVFLOW_CUBLAS_CALL(lib.set_stream(s->handle, cs));
             // cublasSetStream puts the handle back on its own workspace: ours again.
             KVFLOW_CUBLAS_CALL(lib.set_workspace(s->handle, s->workspace->ptr(), s->workspace->bytes()));
