@@ -10,6 +10,10 @@
  * and untimed ones (`'host'`) each. `wall us/layer` is a prefill's wall
  * time over its layers (its per-prefill work included: lookup, plan,
  * timeline; the 16 at once: the batch's wall time over 16 x 32 layers).
+ * `records` / `waits`: what the pipeline enqueued on the compute stream per
+ * prefill and layer (records timed or not, and waits on loads), counted in
+ * one more round of each point after the timed ones (src/pipeline/runs.ts:
+ * consecutive computes share a record where nothing comes between them).
  *
  *   node dist/bench/pipeline-host.js [--json out.json] [--backend auto|cuda|cpu] [--reps N] [--concurrent N]
  */
@@ -53,15 +57,37 @@ async function main(): Promise<void> {
   const tables = prompts.map((_, i) => Array.from({ length: perPrompt }, (_, b) => i * perPrompt + b));
   const results: Result[] = [];
   const rows: string[][] = [];
-  const report = (name: string, rs: PrefillResult[], wallUs: number[]): void => {
+  // Counts the compute stream's records and waits while `fn` runs (wrapped only then: the timed rounds run unwrapped).
+  const enqueued = async (prefills: number, fn: () => Promise<unknown>): Promise<{ records: number; waits: number }> => {
+    const n = { records: 0, waits: 0 };
+    const { record, waitEvent } = computeStream;
+    computeStream.record = (o) => {
+      n.records++;
+      return record.call(computeStream, o);
+    };
+    computeStream.waitEvent = (e) => {
+      n.waits++;
+      waitEvent.call(computeStream, e);
+    };
+    try {
+      await fn();
+    } finally {
+      computeStream.record = record;
+      computeStream.waitEvent = waitEvent;
+    }
+    const per = prefills * layout.layers;
+    return { records: n.records / per, waits: n.waits / per };
+  };
+  const report = (name: string, rs: PrefillResult[], wallUs: number[], stream: { records: number; waits: number }): void => {
     const us = (f: (r: PrefillResult) => number) => rs.map((r) => f(r) * 1e3);
     const own = us((r) => r.host.ownMsPerLayer);
     const store_ = us((r) => r.host.storeMsPerLayer);
     const host = us((r) => r.hostMsPerLayer);
     results.push({ metric: `own_us_per_layer_${name}`, value: median(own), unit: 'us', baseline: null, ratio: null,
-      p10: quantile(own, 0.1), p90: quantile(own, 0.9), storeUs: median(store_), hostUs: median(host), wallUsPerLayer: median(wallUs), prefills: rs.length });
+      p10: quantile(own, 0.1), p90: quantile(own, 0.9), storeUs: median(store_), hostUs: median(host), wallUsPerLayer: median(wallUs), prefills: rs.length,
+      computeRecordsPerLayer: stream.records, computeWaitsPerLayer: stream.waits });
     rows.push([name, median(own).toFixed(2), quantile(own, 0.1).toFixed(2), quantile(own, 0.9).toFixed(2), median(store_).toFixed(2), median(host).toFixed(2),
-      median(wallUs).toFixed(2)]);
+      median(wallUs).toFixed(2), stream.records.toFixed(3), stream.waits.toFixed(3)]);
   };
 
   for (const timing of ['device', 'host'] as const) {
@@ -90,9 +116,14 @@ async function main(): Promise<void> {
         wall.many.push(((performance.now() - t) / (L * concurrent)) * 1e3);
       }
     }
-    report(`recompute_${timing}`, recompute, wall.recompute);
-    report(`load-all_${timing}`, alone, wall.alone);
-    report(`load-all_${concurrent}_at_once_${timing}`, many, wall.many);
+    const counts = {
+      recompute: await enqueued(1, () => run(0, 'recompute')),
+      alone: await enqueued(1, () => run(0, 'load-all')),
+      many: await enqueued(concurrent, () => Promise.all(prompts.map((_, k) => run(k, 'load-all')))),
+    };
+    report(`recompute_${timing}`, recompute, wall.recompute, counts.recompute);
+    report(`load-all_${timing}`, alone, wall.alone, counts.alone);
+    report(`load-all_${concurrent}_at_once_${timing}`, many, wall.many, counts.many);
     await pipe.dispose();
   }
 
@@ -102,7 +133,7 @@ async function main(): Promise<void> {
   if (values.json) {
     writeResult(values.json, { bench: 'pipeline-host', device: info.name, config: { backend: info.backend, reps, concurrent, layers: 32, tokens: n, chunkTokens }, results });
   }
-  const head = ['point', 'own us/layer', 'p10', 'p90', 'store us', 'host us', 'wall us/layer'];
+  const head = ['point', 'own us/layer', 'p10', 'p90', 'store us', 'host us', 'wall us/layer', 'records', 'waits'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [head, ...rows]) console.log(r.map((c, i) => c.padStart(widths[i]!)).join('  '));
 }
