@@ -24,7 +24,10 @@ export interface LayerTiming {
   /**
    * Device times (ms from the attempt's start on its compute stream, from
    * timed events): the load began and landed (null without a load), the
-   * compute began and ended. Null when the device gave no times.
+   * compute began and ended. Null when the device gave no times. A
+   * compute's start is the record that ends the compute just before it on the
+   * stream (this prefill's previous layer, or another prefill's layer) where
+   * nothing was enqueued between the two (src/pipeline/runs.ts).
    */
   device: { loadStartMs: number | null; loadLandedMs: number | null; computeStartMs: number; computeEndMs: number } | null;
   /** Time the load took (device: its store call from start to landing, shared with the prefills batched with it). */
