@@ -57,7 +57,9 @@ export class Event {
   /** Told the outcome when it settles (one sink, or several). */
   #sinks: EventSink | EventSink[] | undefined;
   /** A later event of the stream, complete, that settles right after this one. */
-  #next: (() => void) | undefined;
+  #next: Event[] | undefined;
+  /** The outcome a later event was told while waiting on an earlier one. */
+  #told: unknown;
   /** It was its stream's latest pending event when first waited on: its rejection counts as handled. */
   #tracked = false;
   /** @internal The stream it was recorded on; undefined for an IO request's event. */
@@ -175,12 +177,8 @@ export class Event {
         this.#settle(error);
         return;
       }
-      const next = earlier.#next;
-      const settle = (): void => this.#settle(error);
-      earlier.#next = next === undefined ? settle : () => {
-        next();
-        settle();
-      };
+      this.#told = error;
+      (earlier.#next ??= []).push(this);
     });
   }
 
@@ -195,7 +193,31 @@ export class Event {
     else if (sinks !== undefined) for (const sink of sinks) tell(sink, error);
     const next = this.#next;
     this.#next = undefined;
-    next?.();
+    if (next !== undefined) for (const e of next) Event.#settleLater(e);
+  }
+
+  // Events that waited on an earlier one settle from a queue, not from inside
+  // the earlier one's settle: a chain of thousands (a stream found finished
+  // before the first notice arrived) would otherwise recurse once per event
+  // and overflow the stack. First in, first out, so stream order holds.
+  static #queue: Event[] = [];
+  static #settling = false;
+  static #settleLater(e: Event): void {
+    const queue = Event.#queue;
+    queue.push(e);
+    if (Event.#settling) return;
+    Event.#settling = true;
+    try {
+      for (let i = 0; i < queue.length; i++) {
+        const next = queue[i]!;
+        const error = next.#told;
+        next.#told = undefined;
+        next.#settle(error);
+      }
+    } finally {
+      queue.length = 0;
+      Event.#settling = false;
+    }
   }
 }
 

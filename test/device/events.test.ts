@@ -122,6 +122,28 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
     await s.dispose();
   });
 
+  it.skipIf(skip)('a long chain of events found complete before the first notice all settle, in order', async () => {
+    const s = fx.dev.createStream();
+    const release = holdStream(s);
+    const first = s.record();
+    const pFirst = first.done(); // pending: its notice comes in a later batch
+    const n = 20_000;
+    const rest = Array.from({ length: n }, () => s.record());
+    release();
+    const until = Date.now() + 20_000;
+    while (rest[n - 1]!.status() === 'pending' && Date.now() < until);
+    expect(rest[n - 1]!.status()).toBe('ok');
+    // Each waits on the one before it: settling them must not recurse once per event.
+    const order: number[] = [];
+    rest.forEach((e, i) => e.whenDone((err) => order.push(err === undefined ? i : -1 - i)));
+    const pLast = rest[n - 1]!.done();
+    await pFirst;
+    await pLast;
+    expect(order.length).toBe(n);
+    expect(order.every((v, i) => v === i)).toBe(true);
+    await s.dispose();
+  });
+
   it.skipIf(skip)('whenDone tells a failure with its code, and what a replaced done() says', async () => {
     const s = fx.dev.createStream();
     const buf = fx.dev.allocPinned(64);
