@@ -21,8 +21,9 @@
  *   plan's loaded bytes (pinned host memory to HBM, one contiguous
  *   `stream.copy` per layer on a stream of its own, all enqueued as the
  *   prefill starts): what the GPU gives a perfectly overlapped load at the
- *   copy engine's rate. `bareCopyFloorMs` = that time plus one layer's load
- *   (the first, which nothing can hide) is the TTFT a scheduler reaches with
+ *   copy engine's rate. `bareCopyFloorMs` = that time plus one layer's copy
+ *   (the first, which nothing can hide), or the copies' own time plus one
+ *   layer's compute where they take longer, is the TTFT a scheduler reaches with
  *   loads as fast as a bare copy, and `bareCopyOverlap` the overlap
  *   efficiency at that floor (compute slows down beside copies, so 100% is
  *   out of reach for any scheduler);
@@ -214,11 +215,16 @@ async function main(): Promise<void> {
     const bareDst = bareMax > 0 ? dev.allocDevice(bareMax) : undefined;
     const bareStream = dev.createStream();
     let bareDone: Promise<void> = Promise.resolve();
+    let bareTimes: number[] = []; // each bare copy's device time, ms
     const bareCopy = (tokens: number) => async (): Promise<void> => {
       await bareDone;
       const bytes = tokens * layerBytes;
+      const start = bareStream.record({ timing: true });
       for (let l = 0; l < L; l++) bareStream.copy(bareDst!, l * bytes, bareSrc!, l * bytes, bytes);
-      bareDone = bareStream.record().done();
+      const end = bareStream.record({ timing: true });
+      bareDone = end.done().then(() => {
+        bareTimes.push(end.elapsedSince(start));
+      });
     };
     const prefixBytes = layout.bytesPerToken * n * (hits.length + 1);
     if (useNvme) rmSync(storeDir, { recursive: true, force: true });
@@ -234,6 +240,8 @@ async function main(): Promise<void> {
     const pipe = new LayerPipeline({ store, cache, computeStream, lookahead, computeModel, bandwidth });
     // Load-alone runs compute nothing: their own compute model, so that they do not teach the main one.
     const probe = new LayerPipeline({ store, cache, computeStream, lookahead, computeModel: new ComputeModel(), bandwidth });
+    // Runs beside the copies teach nothing: their own compute model and meter (the main ones plan adaptive).
+    const besidePipe = new LayerPipeline({ store, cache, computeStream, lookahead, computeModel: new ComputeModel(), bandwidth: new BandwidthMeter() });
 
     /** `samples` prefills that do not save; `before` runs untimed ahead of each. */
     const timed = async (p: LayerPipeline, req: PrefillRequest, before?: () => Promise<void>): Promise<{ ms: Fig; runs: PrefillResult[] }> => {
@@ -265,7 +273,7 @@ async function main(): Promise<void> {
       const base = { tokens, blocks, compute: reference, engine };
       const loadAlones = new Map<string, Awaited<ReturnType<typeof timed>>>();
       const computeAlones = new Map<number, Awaited<ReturnType<typeof timed>>>();
-      const besideCopies = new Map<string, Awaited<ReturnType<typeof timed>>>();
+      const besideCopies = new Map<string, { run: Awaited<ReturnType<typeof timed>>; copyMs: number; copyAloneMs: number }>();
 
       const recompute = await timed(pipe, { ...base, policy: 'recompute' });
       recomputeByHit.set(hit, recompute.ms);
@@ -317,16 +325,28 @@ async function main(): Promise<void> {
           const computeAlone = plan.computeFrom > 0 ? computeAlones.get(plan.computeFrom)! : recompute;
           const copyKey = `${plan.loadTokens}:${plan.computeFrom}`;
           if (tier === 'dram' && bareSrc && plan.loadTokens > 0 && plan.computeFrom > 0 && !besideCopies.has(copyKey)) {
-            besideCopies.set(copyKey, await timed(pipe, { ...base, policy: 'recompute', heldTokens: plan.computeFrom }, bareCopy(plan.loadTokens)));
+            // The copy alone (its per-layer time is what the first layer's load would take), then beside the compute.
+            bareTimes = [];
+            for (let i = 0; i < samples; i++) {
+              await bareCopy(plan.loadTokens)();
+              await bareDone;
+            }
+            const copyAloneMs = median(bareTimes);
+            bareTimes = [];
+            const run = await timed(besidePipe, { ...base, policy: 'recompute', heldTokens: plan.computeFrom }, bareCopy(plan.loadTokens));
             await bareDone;
+            besideCopies.set(copyKey, { run, copyMs: median(bareTimes), copyAloneMs });
           }
-          const besideCopy = tier === 'dram' ? besideCopies.get(copyKey) : undefined;
+          const beside = tier === 'dram' ? besideCopies.get(copyKey) : undefined;
+          const besideCopy = beside?.run;
           const load = loadAlone ? loadAlone.ms.median / L : 0;
           const comp = computeAlone.ms.median / L;
           const modelMs = L * Math.max(load, comp) + Math.min(load, comp);
           const overlap = loadAlone ? (loadAlone.ms.median + computeAlone.ms.median - r.ms.median) / Math.min(loadAlone.ms.median, computeAlone.ms.median) : null;
           if (policy === 'load-all' && loadAlone && plan.loadTokens > 0) loadPerToken.get(tier)!.push(loadAlone.ms.median / plan.loadTokens);
-          const bareFloor = besideCopy && loadAlone ? besideCopy.ms.median + load : null;
+          // The floor: the compute beside the copies plus the first layer's copy, or the copies plus the last layer's compute.
+          const bareFloor = beside && loadAlone
+            ? Math.max(beside.run.ms.median + beside.copyAloneMs / L, beside.copyMs + computeAlone.ms.median / L) : null;
           const bareOverlap = bareFloor !== null && loadAlone
             ? (loadAlone.ms.median + computeAlone.ms.median - bareFloor) / Math.min(loadAlone.ms.median, computeAlone.ms.median) : null;
           const stallUs = median(r.runs.map((x) => x.layers.reduce((s, l) => s + l.stallMs, 0) / x.layers.length)) * 1e3;
@@ -350,6 +370,7 @@ async function main(): Promise<void> {
             computeAloneMs: computeAlone.ms.median, computeAloneRange: [computeAlone.ms.min, computeAlone.ms.max],
             modelMs, overlap, computeBesideCopyMs: besideCopy?.ms.median ?? null,
             computeBesideCopyRange: besideCopy ? [besideCopy.ms.min, besideCopy.ms.max] : null,
+            bareCopyMs: beside?.copyMs ?? null, bareCopyAloneMs: beside?.copyAloneMs ?? null,
             bareCopyFloorMs: bareFloor, bareCopyOverlap: bareOverlap, stallUsPerLayer: stallUs, stallMaxUsPerLayer: stallMaxUs, hostUsPerLayer: hostUs,
             breakdown: parts ?? null, computeAloneBreakdown: aloneParts ?? null,
             speedupVsRecompute: vsRecompute, speedupVsPeerOverlap: vsPeerOverlap, speedupVsPeerRecompute: vsPeerRecompute,
@@ -405,6 +426,7 @@ async function main(): Promise<void> {
     }
 
     await bareDone;
+    await besidePipe.dispose();
     await bareStream.dispose();
     await bareSrc?.dispose();
     await bareDst?.dispose();
@@ -431,7 +453,7 @@ async function main(): Promise<void> {
       'baseline/ratio of load-all and adaptive: the per-layer model (DESIGN.md section 5) from the same run\'s load alone and compute alone',
       'recompute does not depend on the tier: measured once per (tokens, hit), its baseline is the PyTorch peer\'s recompute',
       'speedupVsPeerOverlap: the peer\'s per-layer overlap (prefix in pinned DRAM) over this TTFT, for the NVMe tier too',
-      'computeBesideCopyMs: the suffix computed alone beside a bare copy of the loaded bytes (pinned to HBM, one piece per layer, its own stream); bareCopyFloorMs = that + one layer\'s load alone; bareCopyOverlap: the overlap efficiency at that floor (DRAM tier)',
+      'computeBesideCopyMs: the suffix computed alone beside a bare copy of the loaded bytes (pinned to HBM, one piece per layer, its own stream); bareCopyMs / bareCopyAloneMs: the copies\' device time beside the compute and alone; bareCopyFloorMs = max(that compute + one layer\'s copy alone, the copies beside + one layer\'s compute alone); bareCopyOverlap: the overlap efficiency at that floor (DRAM tier)',
       'breakdown / computeAloneBreakdown: medians of the parts of the wall time (bench/lib/breakdown.ts: outside the device timeline, lead, stall, compute, gaps) of this point and of its suffix computed alone',
     ],
   };
