@@ -71,7 +71,17 @@ export class ComputeRuns {
     } finally {
       this.#gathering = outer;
       this.run(() => {
-        for (const fn of resumed) fn();
+        // Each step on its own: one that throws must not strand the prefills after it.
+        let failure: unknown;
+        for (const fn of resumed) {
+          try {
+            fn();
+          } catch (e) {
+            failure ??= e;
+            this.#tail = undefined; // what it left is not a record the next step may share
+          }
+        }
+        if (failure !== undefined) throw failure;
       });
     }
   }
