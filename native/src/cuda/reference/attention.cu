@@ -751,7 +751,8 @@ void run(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv,
   p.rows = p.count;
   bool packed = variant == kAuto ? kPackByDefault : variant >= 5;
   if (variant >= 5) variant = variant == 5 ? 3 : variant == 6 ? 4 : kAuto;
-  if (packed && p.group > 1 && std::int64_t{p.count} * p.group <= std::int64_t{INT32_MAX}) {
+  // Rows and their tile arithmetic ((q_tile + 1) * 128, rows + 127) stay in int.
+  if (packed && p.group > 1 && std::int64_t{p.count} * p.group <= std::int64_t{INT32_MAX} - 2 * 128) {
     p.pack = p.group;
     p.rows = p.count * p.group;
   }
