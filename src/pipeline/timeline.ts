@@ -27,7 +27,9 @@ export interface LayerTiming {
    * compute began and ended. Null when the device gave no times. A
    * compute's start is the record that ends the compute just before it on the
    * stream (this prefill's previous layer, or another prefill's layer) where
-   * nothing was enqueued between the two (src/pipeline/runs.ts).
+   * nothing was enqueued between the two (src/pipeline/runs.ts). Where that
+   * other prefill's compute failed on the device, its end record carries no
+   * time, and this prefill's timeline takes the host's times instead.
    */
   device: { loadStartMs: number | null; loadLandedMs: number | null; computeStartMs: number; computeEndMs: number } | null;
   /** Time the load took (device: its store call from start to landing, shared with the prefills batched with it). */
