@@ -7,6 +7,16 @@ import { backends, deviceSuite, sameBytes, throughDevice, ticks } from '../helpe
 describe.each(backends)('streams and events on $backend', ({ backend, skip }) => {
   const fx = deviceSuite(backend, skip);
 
+  /** A stream whose copy fails with ERR_IO, and the event recorded after it. */
+  const failedCopy = () => {
+    const s = fx.dev.createStream();
+    const buf = fx.dev.allocPinned(64);
+    const dst = fx.dev.allocDevice(64);
+    injectFailure(s, 'ERR_IO', 'injected read failure');
+    s.copy(dst, 0, buf, 0, 64);
+    return { s, buf, dst, failed: s.record() };
+  };
+
   it.skipIf(skip)('a copy that waits on another stream\'s event sees its data', async () => {
     const a = fx.dev.createStream();
     const b = fx.dev.createStream({ priority: 'high' });
@@ -145,12 +155,7 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('whenDone tells a failure with its code, and what a replaced done() says', async () => {
-    const s = fx.dev.createStream();
-    const buf = fx.dev.allocPinned(64);
-    const dst = fx.dev.allocDevice(64);
-    injectFailure(s, 'ERR_IO', 'injected read failure');
-    s.copy(dst, 0, buf, 0, 64);
-    const failed = s.record();
+    const { s, failed } = failedCopy();
     const told = await new Promise<unknown>((resolve) => failed.whenDone(resolve));
     expect(told).toMatchObject({ code: 'ERR_IO', message: 'injected read failure' });
     // An owner that fails an event on the host replaces its done(): whenDone follows it.
@@ -173,12 +178,7 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('a failed operation rejects the next event with its code, and the stream recovers', async () => {
-    const s = fx.dev.createStream();
-    const buf = fx.dev.allocPinned(64);
-    const dst = fx.dev.allocDevice(64);
-    injectFailure(s, 'ERR_IO', 'injected read failure');
-    s.copy(dst, 0, buf, 0, 64);
-    const failed = s.record();
+    const { s, buf, dst, failed } = failedCopy();
     await expect(failed.done()).rejects.toMatchObject({ code: 'ERR_IO', message: 'injected read failure' });
     await expect(failed.done()).rejects.toBeInstanceOf(KvflowError);
     expect(failed.status()).toBe('failed');
