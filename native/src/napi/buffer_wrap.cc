@@ -32,6 +32,7 @@ BufferWrap::BufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Buffer
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw make_error(info.Env(), ErrorCode::kInvalidArg, "buffers are made by a Device, not constructed directly");
   }
+  tag_wrap<BufferWrap>(info);
   auto* init = info[0].As<Napi::External<BufferInit>>().Data();
   device_ = std::move(init->device);
   buffer_ = std::move(init->buffer);

@@ -13,6 +13,9 @@ class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
   static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<DeviceHandle> device, BufferPtr buffer);
+  /// Marks its objects (see wrap_of in common.hpp).
+  static constexpr napi_type_tag kTypeTag{0x6b76666c6f770001ULL, 0x9d2c4e7a1b3f5a01ULL};
+
   explicit BufferWrap(const Napi::CallbackInfo& info);
   ~BufferWrap() override;
 

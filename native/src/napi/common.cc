@@ -28,13 +28,14 @@ Napi::Value error_value(Napi::Env env, const Error& error) {
 }
 
 std::size_t arg_size(const Napi::CallbackInfo& info, std::size_t index, const char* name) {
-  Napi::Value v = info[index];
   const double max_safe = 9007199254740991.0;
-  if (!v.IsNumber()) {
+  // One call, which also tells a non-number (napi_number_expected), where
+  // IsNumber() and DoubleValue() took two: sizes are on every copy's path.
+  double d = 0;
+  if (napi_get_value_double(info.Env(), info[index], &d) != napi_ok) {
     throw make_error(info.Env(), ErrorCode::kInvalidArg,
                      std::string("expected a non-negative integer for ") + name + ", got a non-number");
   }
-  const double d = v.As<Napi::Number>().DoubleValue();
   if (!std::isfinite(d) || d < 0 || d != std::floor(d) || d > max_safe) {
     throw make_error(info.Env(), ErrorCode::kInvalidArg,
                      std::string("expected a non-negative integer for ") + name + ", got " + std::to_string(d));

@@ -24,6 +24,8 @@ struct AddonData {
   Napi::FunctionReference io_engine_ctor;
   Napi::FunctionReference file_ctor;
   Napi::FunctionReference batch_ctor;
+  /// The state of the event EventWrap::NewInstance is constructing (an EventInit), only during that call.
+  void* pending_event = nullptr;
 };
 
 [[nodiscard]] AddonData& addon_data(Napi::Env env);
@@ -54,15 +56,36 @@ auto guarded(Napi::Env env, Fn&& fn) -> decltype(fn()) {
 [[nodiscard]] std::uintptr_t arg_address(const Napi::CallbackInfo& info, std::size_t index, const char* name);
 [[nodiscard]] std::string arg_string(const Napi::CallbackInfo& info, std::size_t index, const char* name);
 
+// Wrap classes whose objects JS hands back as arguments mark them in their
+// constructor (tag_wrap) with a type tag of their own (`Wrap::kTypeTag`), and
+// arguments are recognised by that tag: a private-property lookup, where
+// InstanceOf looked up Symbol.hasInstance, called it and walked the prototype
+// chain, the costliest step of checking a copy's arguments. An object that
+// merely inherits a wrap's prototype carries no tag and is refused.
+
+/// Marks the object under construction as a `Wrap`.
 template <class Wrap>
-[[nodiscard]] Wrap* arg_wrap(const Napi::CallbackInfo& info, std::size_t index, const Napi::FunctionReference& ctor,
-                             const char* name) {
-  Napi::Value v = info[index];
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor.Value())) {
+void tag_wrap(const Napi::CallbackInfo& info) {
+  info.This().As<Napi::Object>().TypeTag(&Wrap::kTypeTag);
+}
+
+/// The `Wrap` behind `v`, or nullptr when `v` is not an object made by `Wrap`'s class.
+template <class Wrap>
+[[nodiscard]] Wrap* wrap_of(const Napi::Value& v) {
+  if (!v.IsObject()) return nullptr;
+  const Napi::Object object = v.As<Napi::Object>();
+  if (!object.CheckTypeTag(&Wrap::kTypeTag)) return nullptr;
+  return Wrap::Unwrap(object);
+}
+
+template <class Wrap>
+[[nodiscard]] Wrap* arg_wrap(const Napi::CallbackInfo& info, std::size_t index, const char* name) {
+  Wrap* wrap = wrap_of<Wrap>(info[index]);
+  if (wrap == nullptr) {
     throw make_error(info.Env(), ErrorCode::kInvalidArg, std::string("expected a kvflow ") + name + " for argument " +
                                                              std::to_string(index) + ", got something else");
   }
-  return Wrap::Unwrap(v.As<Napi::Object>());
+  return wrap;
 }
 
 }  // namespace kvflow::napi

@@ -31,6 +31,7 @@ Napi::Function DeviceWrap::Init(Napi::Env env) {
 
 DeviceWrap::DeviceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceWrap>(info) {
   Napi::Env env = info.Env();
+  tag_wrap<DeviceWrap>(info);
   guarded(env, [&] {
     const std::string backend = arg_string(info, 0, "backend");
     DeviceOptions options;

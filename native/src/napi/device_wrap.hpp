@@ -12,6 +12,9 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
   /// new Device(backend: 'cpu' | 'cuda', ordinal, maxPinnedBytes, onCompletions(ids: number[]))
+  /// Marks its objects (see wrap_of in common.hpp).
+  static constexpr napi_type_tag kTypeTag{0x6b76666c6f770002ULL, 0x9d2c4e7a1b3f5a02ULL};
+
   explicit DeviceWrap(const Napi::CallbackInfo& info);
   ~DeviceWrap() override;
   /// The device, for wraps made on it by other classes (a reference model).

@@ -55,6 +55,7 @@ FileWrap::FileWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FileWrap>(
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw make_error(info.Env(), ErrorCode::kInvalidArg, "files are opened by a Device, not constructed directly");
   }
+  tag_wrap<FileWrap>(info);
   auto* init = info[0].As<Napi::External<FileInit>>().Data();
   device_ = std::move(init->device);
   engine_ = std::move(init->engine);
@@ -80,7 +81,7 @@ Napi::Value FileWrap::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     io::FilePtr f = file(env);
-    auto* dst = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
+    auto* dst = arg_wrap<BufferWrap>(info, 0, "buffer");
     const std::size_t dst_offset = arg_size(info, 1, "dstOffset");
     const std::size_t file_offset = arg_size(info, 2, "fileOffset");
     const std::size_t bytes = arg_size(info, 3, "bytes");
@@ -96,7 +97,7 @@ Napi::Value FileWrap::Write(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     io::FilePtr f = file(env);
     const std::size_t file_offset = arg_size(info, 0, "fileOffset");
-    auto* src = arg_wrap<BufferWrap>(info, 1, addon_data(env).buffer_ctor, "buffer");
+    auto* src = arg_wrap<BufferWrap>(info, 1, "buffer");
     const std::size_t src_offset = arg_size(info, 2, "srcOffset");
     const std::size_t bytes = arg_size(info, 3, "bytes");
     const io::Priority priority = arg_priority(info, 4, io::Priority::kLow);
@@ -158,7 +159,7 @@ Napi::Value FileWrap::ReadChecked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     io::FilePtr f = file(env);
-    auto* dst = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
+    auto* dst = arg_wrap<BufferWrap>(info, 0, "buffer");
     std::vector<io::CheckedPiece> pieces = parse_pieces(info, 1, 5);
     const io::Priority priority = arg_priority(info, 2, io::Priority::kHigh);
     const BufferPtr& d = dst->buffer(env);
@@ -185,7 +186,7 @@ Napi::Value FileWrap::WriteSummed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     io::FilePtr f = file(env);
-    auto* src = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
+    auto* src = arg_wrap<BufferWrap>(info, 0, "buffer");
     std::vector<io::CheckedPiece> pieces = parse_pieces(info, 1, 4);
     const io::Priority priority = arg_priority(info, 2, io::Priority::kLow);
     const BufferPtr& s = src->buffer(env);

@@ -23,6 +23,9 @@ class FileWrap : public Napi::ObjectWrap<FileWrap> {
   static Napi::Function Init(Napi::Env env);
   static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<DeviceHandle> device, io::EnginePtr engine,
                                   std::shared_ptr<FileSlot> slot);
+  /// Marks its objects (see wrap_of in common.hpp).
+  static constexpr napi_type_tag kTypeTag{0x6b76666c6f770003ULL, 0x9d2c4e7a1b3f5a03ULL};
+
   explicit FileWrap(const Napi::CallbackInfo& info);
 
   /// The open file, or ERR_DISPOSED.

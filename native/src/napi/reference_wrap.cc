@@ -105,7 +105,7 @@ Napi::Function ReferenceModelWrap::Init(Napi::Env env) {
 ReferenceModelWrap::ReferenceModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ReferenceModelWrap>(info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
-    auto* owner = arg_wrap<DeviceWrap>(info, 0, addon_data(env).device_ctor, "device");
+    auto* owner = arg_wrap<DeviceWrap>(info, 0, "device");
     const std::shared_ptr<DeviceHandle>& device = owner->handle();
     if (!device || device->closed) throw make_error(env, ErrorCode::kDisposed, "device is disposed");
     const ModelShape shape = parse_shape(env, info[1]);
@@ -130,7 +130,7 @@ ReferenceModel& ReferenceModelWrap::model(Napi::Env env) {
 
 Stream& ReferenceModelWrap::stream_arg(const Napi::CallbackInfo& info, std::size_t index) {
   Napi::Env env = info.Env();
-  auto* s = arg_wrap<StreamWrap>(info, index, addon_data(env).stream_ctor, "stream");
+  auto* s = arg_wrap<StreamWrap>(info, index, "stream");
   if (s->device().get() != device_.get()) {
     throw invalid(env, "expected a stream of the model's device, got a stream of another device");
   }
@@ -140,7 +140,7 @@ Stream& ReferenceModelWrap::stream_arg(const Napi::CallbackInfo& info, std::size
 BufferPtr ReferenceModelWrap::buffer_arg(const Napi::CallbackInfo& info, std::size_t index, std::size_t bytes,
                                          const char* name) {
   Napi::Env env = info.Env();
-  auto* wrap = arg_wrap<BufferWrap>(info, index, addon_data(env).buffer_ctor, "buffer");
+  auto* wrap = arg_wrap<BufferWrap>(info, index, "buffer");
   const BufferPtr& buffer = wrap->buffer(env);
   if (buffer->kind() != MemoryKind::kDevice) {
     throw invalid(env, std::string("expected device memory for ") + name + ", got " + memory_kind_name(buffer->kind()) + " memory");
@@ -235,13 +235,10 @@ Napi::Value ReferenceModelWrap::Layer(const Napi::CallbackInfo& info) {
       throw invalid(env, "expected " + std::to_string(buffer_count) + " cache buffers");
     }
     const Napi::Array array = list.As<Napi::Array>();
-    AddonData& data = addon_data(env);
     for (std::uint32_t i = 0; i < buffer_count; ++i) {
-      const Napi::Value v = array.Get(i);
-      if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(data.buffer_ctor.Value())) {
-        throw invalid(env, "expected kvflow buffers in the cache");
-      }
-      const BufferPtr& b = BufferWrap::Unwrap(v.As<Napi::Object>())->buffer(env);
+      BufferWrap* wrap = wrap_of<BufferWrap>(array.Get(i));
+      if (wrap == nullptr) throw invalid(env, "expected kvflow buffers in the cache");
+      const BufferPtr& b = wrap->buffer(env);
       if (b->kind() != MemoryKind::kDevice) throw invalid(env, "expected device memory for the KV cache");
       check_range(b.get(), device_->device.get(), 0, buffer_bytes, "cache");
       kv.buffers.push_back(b);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "buffer_wrap.hpp"
 #include "common.hpp"
@@ -60,6 +61,7 @@ StreamWrap::StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Stream
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw make_error(info.Env(), ErrorCode::kInvalidArg, "streams are made by a Device, not constructed directly");
   }
+  tag_wrap<StreamWrap>(info);
   auto* init = info[0].As<Napi::External<StreamInit>>().Data();
   device_ = std::move(init->device);
   stream_ = std::move(init->stream);
@@ -81,10 +83,9 @@ Napi::Value StreamWrap::Copy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
     Stream& s = stream(env);
-    AddonData& data = addon_data(env);
-    auto* dst = arg_wrap<BufferWrap>(info, 0, data.buffer_ctor, "buffer");
+    auto* dst = arg_wrap<BufferWrap>(info, 0, "buffer");
     const std::size_t dst_offset = arg_size(info, 1, "dstOffset");
-    auto* src = arg_wrap<BufferWrap>(info, 2, data.buffer_ctor, "buffer");
+    auto* src = arg_wrap<BufferWrap>(info, 2, "buffer");
     const std::size_t src_offset = arg_size(info, 3, "srcOffset");
     const std::size_t bytes = arg_size(info, 4, "bytes");
     const BufferPtr& d = dst->buffer(env);
@@ -106,15 +107,12 @@ std::vector<BufferPtr> batch_buffers(const Napi::CallbackInfo& info, std::size_t
   Napi::Env env = info.Env();
   if (!info[index].IsArray()) throw make_error(env, ErrorCode::kInvalidArg, std::string("expected an array for ") + name);
   Napi::Array array = info[index].As<Napi::Array>();
-  AddonData& data = addon_data(env);
   std::vector<BufferPtr> out;
   out.reserve(array.Length());
   for (std::uint32_t i = 0; i < array.Length(); ++i) {
-    Napi::Value v = array.Get(i);
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(data.buffer_ctor.Value())) {
-      throw make_error(env, ErrorCode::kInvalidArg, std::string("expected kvflow buffers in ") + name);
-    }
-    const BufferPtr& buffer = BufferWrap::Unwrap(v.As<Napi::Object>())->buffer(env);
+    BufferWrap* wrap = wrap_of<BufferWrap>(array.Get(i));
+    if (wrap == nullptr) throw make_error(env, ErrorCode::kInvalidArg, std::string("expected kvflow buffers in ") + name);
+    const BufferPtr& buffer = wrap->buffer(env);
     check_range(buffer.get(), owner, 0, 0, name);
     if (buffer->kind() == MemoryKind::kHost) {
       throw make_error(env, ErrorCode::kInvalidArg,
@@ -188,10 +186,9 @@ Napi::Value StreamWrap::CopyPrepared(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
     Stream& s = stream(env);
-    if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(addon_data(env).batch_ctor.Value())) {
-      throw make_error(env, ErrorCode::kInvalidArg, "expected a prepared batch");
-    }
-    const auto& b = BatchWrap::Unwrap(info[0].As<Napi::Object>())->batch(env);
+    BatchWrap* batch = wrap_of<BatchWrap>(info[0]);
+    if (batch == nullptr) throw make_error(env, ErrorCode::kInvalidArg, "expected a prepared batch");
+    const auto& b = batch->batch(env);
     const std::size_t first = arg_size(info, 1, "firstGroup");
     const std::size_t count = arg_size(info, 2, "groupCount");
     const std::size_t engine = engine_arg(info, 3);
@@ -208,6 +205,7 @@ BatchWrap::BatchWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BatchWra
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw make_error(info.Env(), ErrorCode::kInvalidArg, "prepared batches are made by prepareBatch()");
   }
+  tag_wrap<BatchWrap>(info);
   batch_ = *info[0].As<Napi::External<std::shared_ptr<const PreparedBatch>>>().Data();
 }
 
@@ -233,11 +231,9 @@ Napi::Value PrepareBatch(const Napi::CallbackInfo& info) {
     if (!info[0].IsArray() || info[0].As<Napi::Array>().Length() == 0) {
       throw make_error(env, ErrorCode::kInvalidArg, "expected a non-empty array of destination buffers");
     }
-    Napi::Value first = info[0].As<Napi::Array>().Get(0u);
-    if (!first.IsObject() || !first.As<Napi::Object>().InstanceOf(addon_data(env).buffer_ctor.Value())) {
-      throw make_error(env, ErrorCode::kInvalidArg, "expected kvflow buffers in destination");
-    }
-    const void* owner = BufferWrap::Unwrap(first.As<Napi::Object>())->buffer(env)->owner();
+    BufferWrap* first = wrap_of<BufferWrap>(info[0].As<Napi::Array>().Get(0u));
+    if (first == nullptr) throw make_error(env, ErrorCode::kInvalidArg, "expected kvflow buffers in destination");
+    const void* owner = first->buffer(env)->owner();
     const std::vector<BufferPtr> dsts = batch_buffers(info, 0, owner, "destination");
     const std::vector<BufferPtr> srcs = batch_buffers(info, 1, owner, "source");
     const Napi::Float64Array table = table_arg(info, 2);
@@ -286,7 +282,7 @@ io::BounceOptions bounce_options(const Napi::CallbackInfo& info, std::size_t ind
 }
 
 FileWrap* file_arg(const Napi::CallbackInfo& info, std::size_t index, const DeviceHandle& device) {
-  auto* file = arg_wrap<FileWrap>(info, index, addon_data(info.Env()).file_ctor, "file");
+  auto* file = arg_wrap<FileWrap>(info, index, "file");
   if (file->device().get() != &device) {
     throw make_error(info.Env(), ErrorCode::kInvalidArg, "expected a file opened on this device, got one of another device");
   }
@@ -300,7 +296,7 @@ Napi::Value StreamWrap::ReadFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
     Stream& s = stream(env);
-    auto* dst = arg_wrap<BufferWrap>(info, 0, addon_data(env).buffer_ctor, "buffer");
+    auto* dst = arg_wrap<BufferWrap>(info, 0, "buffer");
     const std::size_t dst_offset = arg_size(info, 1, "dstOffset");
     FileWrap* file = file_arg(info, 2, *device_);
     const std::size_t file_offset = arg_size(info, 3, "fileOffset");
@@ -320,7 +316,7 @@ Napi::Value StreamWrap::WriteFile(const Napi::CallbackInfo& info) {
     Stream& s = stream(env);
     FileWrap* file = file_arg(info, 0, *device_);
     const std::size_t file_offset = arg_size(info, 1, "fileOffset");
-    auto* src = arg_wrap<BufferWrap>(info, 2, addon_data(env).buffer_ctor, "buffer");
+    auto* src = arg_wrap<BufferWrap>(info, 2, "buffer");
     const std::size_t src_offset = arg_size(info, 3, "srcOffset");
     const std::size_t bytes = arg_size(info, 4, "bytes");
     const BufferPtr& sr = src->buffer(env);
@@ -361,7 +357,13 @@ Napi::Value StreamWrap::WaitEvent(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
     Stream& s = stream(env);
-    auto* ev = arg_wrap<EventWrap>(info, 0, addon_data(env).event_ctor, "Event");
+    // Events are not type-tagged (a tag costs each record() a property of
+    // its own); a wait is rarer than a record, and InstanceOf does here.
+    Napi::Value v = info[0];
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env).event_ctor.Value())) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected a kvflow Event for argument 0, got something else");
+    }
+    auto* ev = EventWrap::Unwrap(v.As<Napi::Object>());
     if (ev->owner() != device_->device.get()) {
       throw make_error(env, ErrorCode::kInvalidArg, "expected an event of this device, got an event of another device");
     }
@@ -439,16 +441,30 @@ Napi::Function EventWrap::Init(Napi::Env env) {
                      });
 }
 
+// One event per record(): its state reaches the constructor through the
+// addon data rather than an External argument, which would cost a weak handle
+// and a finalizer of its own per event. The constructor runs inside New(), on
+// this thread, before any other JS: nothing else can see the pending state.
 Napi::Object EventWrap::NewInstance(Napi::Env env, const void* owner, EventPtr event, bool host) {
   EventInit init{owner, std::move(event), host};
-  return addon_data(env).event_ctor.New({Napi::External<EventInit>::New(env, &init)});
+  AddonData& data = addon_data(env);
+  data.pending_event = &init;
+  try {
+    Napi::Object object = data.event_ctor.New({});
+    data.pending_event = nullptr;
+    return object;
+  } catch (...) {
+    data.pending_event = nullptr;
+    throw;
+  }
 }
 
 EventWrap::EventWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EventWrap>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
+  AddonData& data = addon_data(info.Env());
+  auto* init = static_cast<EventInit*>(std::exchange(data.pending_event, nullptr));
+  if (init == nullptr || info.Length() != 0) {
     throw make_error(info.Env(), ErrorCode::kInvalidArg, "events are made by a Stream, not constructed directly");
   }
-  auto* init = info[0].As<Napi::External<EventInit>>().Data();
   owner_ = init->owner;
   event_ = std::move(init->event);
   host_ = init->host;

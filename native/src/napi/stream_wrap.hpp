@@ -15,6 +15,9 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
   static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<DeviceHandle> device, std::shared_ptr<Stream> stream);
+  /// Marks its objects (see wrap_of in common.hpp).
+  static constexpr napi_type_tag kTypeTag{0x6b76666c6f770004ULL, 0x9d2c4e7a1b3f5a04ULL};
+
   explicit StreamWrap(const Napi::CallbackInfo& info);
   ~StreamWrap() override;
 
@@ -70,6 +73,9 @@ class EventWrap : public Napi::ObjectWrap<EventWrap> {
 class BatchWrap : public Napi::ObjectWrap<BatchWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
+  /// Marks its objects (see wrap_of in common.hpp).
+  static constexpr napi_type_tag kTypeTag{0x6b76666c6f770006ULL, 0x9d2c4e7a1b3f5a06ULL};
+
   explicit BatchWrap(const Napi::CallbackInfo& info);
   /// The batch, or ERR_DISPOSED once released.
   [[nodiscard]] const std::shared_ptr<const PreparedBatch>& batch(Napi::Env env) const;
