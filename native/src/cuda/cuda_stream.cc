@@ -327,6 +327,7 @@ EventPtr CudaStream::record_event(bool timed) {
   c.clear_failures_locked();
   c.injected.reset();
   ++c.events_outstanding;
+  c.covered = c.op_seq;  // no sweep is needed for what this event covers
   return event;
 }
 

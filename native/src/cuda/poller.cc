@@ -249,7 +249,9 @@ bool Poller::poll_once(std::vector<PollEntry>& active) noexcept {
   bool progress = false;
   std::size_t kept = 0;
   for (std::size_t i = 0; i < active.size(); ++i) {
-    if (try_finish(active[i])) {
+    if (active[i].event == nullptr) {
+      if (try_sweep(active[i])) continue;
+    } else if (try_finish(active[i])) {
       progress = true;
       continue;
     }
@@ -258,6 +260,13 @@ bool Poller::poll_once(std::vector<PollEntry>& active) noexcept {
   }
   active.erase(active.begin() + static_cast<std::ptrdiff_t>(kept), active.end());
   return progress;
+}
+
+bool Poller::try_sweep(PollEntry& entry) noexcept {
+  if (std::chrono::steady_clock::now() < entry.due) return false;
+  if (entry.stream) entry.stream->on_sweep_due();
+  entry = PollEntry{};
+  return true;
 }
 
 bool Poller::try_finish(PollEntry& entry) noexcept {

@@ -37,12 +37,18 @@ struct FailureSource {
   std::weak_ptr<const void> early{};
 };
 
+/// What the poller watches: a recorded event (a user's, or an internal
+/// sweep's), or, with no event, a sweep that `stream` asked for, due at `due`
+/// (StreamCore::arm_sweep_locked: sweeps are deferred, so that an event the
+/// caller records meanwhile makes one needless, and one stream's sweeps come
+/// at most once per kSweepDelay).
 struct PollEntry {
-  cudaEvent_t event = nullptr;  // recorded on `stream`
+  cudaEvent_t event = nullptr;  // recorded on `stream`; null: a deferred sweep
   EventPtr user;                // null: an internal sweep, whose event goes back to the pool
   std::shared_ptr<StreamCore> stream;
   std::uint64_t covers = 0;             // the stream's operations up to this sequence number
   std::vector<FailureSource> failures;  // user events only, in operation order
+  std::chrono::steady_clock::time_point due{};  // a deferred sweep: when it is recorded
 };
 
 class Poller {
@@ -68,9 +74,12 @@ class Poller {
   using Clock = std::chrono::steady_clock;
 
   void run() noexcept;
-  // Finishes what completed, in order; true when anything did.
+  // Finishes what completed, in order; true when an event did (a deferred
+  // sweep coming due is not progress: it must not keep the thread spinning).
   bool poll_once(std::vector<PollEntry>& active) noexcept;
   [[nodiscard]] bool try_finish(PollEntry& entry) noexcept;
+  // A deferred sweep: asks its stream for the sweep once due; true when it did.
+  [[nodiscard]] static bool try_sweep(PollEntry& entry) noexcept;
   void finish(PollEntry& entry, ErrorPtr error) noexcept;
   void abort_all(std::vector<PollEntry>& entries) noexcept;
   // Timed events: the completion time of `event` (complete, timing-enabled)

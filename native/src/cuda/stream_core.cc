@@ -31,8 +31,28 @@ void StreamCore::on_completed(std::uint64_t covers, bool sweep) noexcept {
   arm_sweep_locked();
 }
 
+void StreamCore::on_sweep_due() noexcept {
+  std::lock_guard<std::mutex> lock(mutex);
+  sweep_outstanding = false;
+  record_sweep_locked();
+}
+
 void StreamCore::arm_sweep_locked() noexcept {
-  if (closed || sweep_outstanding || retained.empty()) return;
+  if (sweep_outstanding || !needs_sweep_locked()) return;
+  try {
+    PollEntry entry;
+    entry.stream = shared_from_this();
+    entry.due = std::chrono::steady_clock::now() + kSweepDelay;
+    poller->add(std::move(entry));
+    sweep_outstanding = true;
+  } catch (...) {
+    // The poller stopped (the device is closing) or memory ran out: the
+    // buffers wait for the next event or close(), as with a failed record.
+  }
+}
+
+void StreamCore::record_sweep_locked() noexcept {
+  if (sweep_outstanding || !needs_sweep_locked()) return;
   cudaEvent_t event = nullptr;
   try {
     event = events->acquire();
@@ -44,6 +64,7 @@ void StreamCore::arm_sweep_locked() noexcept {
     entry.covers = op_seq;
     poller->add(std::move(entry));
     sweep_outstanding = true;
+    covered = op_seq;
   } catch (...) {
     if (event != nullptr) events->release(event);
   }

@@ -5,6 +5,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -16,6 +17,11 @@
 #include "poller.hpp"
 
 namespace kvflow::cuda {
+
+/// How long after an operation that holds buffers its stream's sweep is
+/// recorded (see StreamCore::arm_sweep_locked): what a buffer's release can
+/// wait beyond its operation when no event is recorded after it.
+inline constexpr std::chrono::microseconds kSweepDelay{100};
 
 class EventPool;
 class FlagPool;
@@ -29,9 +35,12 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
              std::shared_ptr<Poller> poller, std::shared_ptr<FlagPool> flags);
 
   /// Poller thread: the event recorded after operation `covers` completed.
-  /// Releases what those operations held and, for a sweep, records the next
+  /// Releases what those operations held and, for a sweep, asks for the next
   /// sweep when newer operations still hold buffers.
   void on_completed(std::uint64_t covers, bool sweep) noexcept;
+  /// Poller thread: a deferred sweep came due; records it unless an event
+  /// recorded since covers every operation that holds buffers.
+  void on_sweep_due() noexcept;
 
   /// What operations hold until an event recorded after them completes.
   struct Retained {
@@ -49,7 +58,8 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   std::mutex mutex;  // guards everything below; the JS thread and the poller take it
   std::uint64_t op_seq = 0;            // sequence number of the last operation enqueued
   std::list<Retained> retained;        // oldest first
-  bool sweep_outstanding = false;      // at most one internal sweep event per stream
+  bool sweep_outstanding = false;      // at most one internal sweep per stream, deferred or recorded
+  std::uint64_t covered = 0;           // op_seq when the latest event (a user's or a sweep) was recorded
   std::uint64_t events_outstanding = 0;  // recorded EventStates not completed yet
   ErrorPtr injected;                   // the next operation fails with it and does nothing
   std::vector<FailureSource> failures; // since the last record(), in operation order
@@ -82,11 +92,26 @@ class StreamCore : public std::enable_shared_from_this<StreamCore> {
   std::vector<GatePtr> gates;          // gates waited on, opened by close(abandon)
   bool closed = false;
 
-  /// Records a sweep when operations hold buffers and none is outstanding, so
+  /// Asks the poller for a sweep, kSweepDelay from now, when operations no
+  /// recorded event covers hold buffers and no sweep is outstanding, so
   /// buffers are released even if the user never records an event. Caller
   /// holds `mutex`. Never throws: without a sweep the buffers wait for the next
   /// event or close().
+  ///
+  /// Deferred rather than recorded at once: a small copy followed by
+  /// record() (a round trip) then records one event, not two, and a stream
+  /// of copies enqueued back to back gets one sweep per kSweepDelay rather
+  /// than one each time the previous sweep completed, which, with the poller
+  /// seeing completions within microseconds, was nearly one per copy,
+  /// recorded by the poller on the stream the caller was enqueuing on.
   void arm_sweep_locked() noexcept;
+
+ private:
+  // Records the sweep now; caller holds `mutex`. Never throws.
+  void record_sweep_locked() noexcept;
+  [[nodiscard]] bool needs_sweep_locked() const noexcept {
+    return !closed && !retained.empty() && retained.back().seq > covered;
+  }
 };
 
 }  // namespace kvflow::cuda
