@@ -9,6 +9,13 @@ import type { NativeDevice, NativeEvent } from '../binding/types.js';
 /** What a waiter on a completion is told: the event's error, undefined when it succeeded. */
 type Settle = (error: unknown) => void;
 
+/**
+ * Called once the work is done, with its event's status when the check on
+ * the loop's turn saw it (1 ok, 2 failed), 0 when the completion thread's
+ * notice came: an event seen ok needs no call for its error.
+ */
+type Waiter = (status: number) => void;
+
 function errorOf(event: NativeEvent): unknown {
   try {
     return event.error() ?? undefined;
@@ -18,7 +25,7 @@ function errorOf(event: NativeEvent): unknown {
 }
 
 export class Completions {
-  readonly #waiters = new Map<number, (() => void) | Array<() => void>>();
+  readonly #waiters = new Map<number, Waiter | Waiter[]>();
   /** Events waited on for less than the spin window: checked on every turn of the loop. */
   readonly #fresh = new Map<number, { event: NativeEvent; until: number }>();
   #spinning = false;
@@ -37,14 +44,14 @@ export class Completions {
     this.#spinMs = spinUs / 1000;
   }
 
-  #settle(id: number): void {
+  #settle(id: number, status = 0): void {
     const list = this.#waiters.get(id);
     if (!list) return;
     this.#waiters.delete(id);
     this.#fresh.delete(id);
     if (typeof list === 'function') {
       try {
-        list();
+        list(status);
       } catch {
         // a waiter's own failure must not stop the others
       }
@@ -52,7 +59,7 @@ export class Completions {
     }
     for (const resolve of list) {
       try {
-        resolve();
+        resolve(status);
       } catch {
         // a waiter's own failure must not stop the others
       }
@@ -67,16 +74,16 @@ export class Completions {
     // of it, which is checked later; the settling below goes oldest first, so
     // promises resolve in the order their work completed.
     const fresh = [...this.#fresh];
-    const done = new Array<boolean>(fresh.length);
+    const done = new Array<number>(fresh.length);
     for (let i = fresh.length - 1; i >= 0; i--) {
       try {
-        done[i] = fresh[i]![1].event.status() !== 0;
+        done[i] = fresh[i]![1].event.status();
       } catch {
-        done[i] = false; // the notice settles it
+        done[i] = 0; // the notice settles it
       }
     }
     fresh.forEach(([id, f], i) => {
-      if (done[i]) this.#settle(id);
+      if (done[i] !== 0) this.#settle(id, done[i]);
       else if (now >= f.until) this.#fresh.delete(id);
     });
     if (this.#waiters.size === 0) this.#native?.unref();
@@ -97,11 +104,11 @@ export class Completions {
 
   /** Resolves when `id` is posted (or, given its event, seen complete within the spin window). */
   wait(id: number, event?: NativeEvent): Promise<void> {
-    return new Promise<void>((resolve) => this.#add(id, resolve, event));
+    return new Promise<void>((resolve) => this.#add(id, () => resolve(), event));
   }
 
   /** Calls `fn` (which must not throw) once `id` is posted, or its event seen complete within the spin window. */
-  #add(id: number, fn: () => void, event: NativeEvent | undefined): void {
+  #add(id: number, fn: Waiter, event: NativeEvent | undefined): void {
     const list = this.#waiters.get(id);
     if (list) {
       if (typeof list === 'function') this.#waiters.set(id, [list, fn]);
@@ -120,9 +127,10 @@ export class Completions {
    * Calls `fn` with the error of the work a native event marks (undefined
    * when it succeeded) once it completed, watching it so that its
    * completion is posted: at once when it has already. `fn` must not throw.
-   * No promise: the cheap form of `settle`.
+   * No promise: the cheap form of `settle`. `id` is `event.id`, for a
+   * caller that has it already (reading it is a call into the addon).
    */
-  when(event: NativeEvent, fn: Settle): void {
+  when(event: NativeEvent, fn: Settle, id?: number): void {
     let status: number;
     try {
       status = event.watch();
@@ -130,8 +138,8 @@ export class Completions {
       fn(e);
       return;
     }
-    if (status !== 0) fn(errorOf(event));
-    else this.#add(event.id, () => fn(errorOf(event)), event);
+    if (status !== 0) fn(status === 1 ? undefined : errorOf(event));
+    else this.#add(id ?? event.id, (seen) => fn(seen === 1 ? undefined : errorOf(event)), event);
   }
 
   /**

@@ -62,6 +62,8 @@ export class Event {
   #told: unknown;
   /** It was its stream's latest pending event when first waited on: its rejection counts as handled. */
   #tracked = false;
+  /** The native id, read once it is needed (reading it is a call into the addon); -1 until then. */
+  #nativeId = -1;
   /** @internal The stream it was recorded on; undefined for an IO request's event. */
   readonly stream: EventOrder | undefined;
 
@@ -159,15 +161,20 @@ export class Event {
     if (this.#state === NOT_WATCHED) this.#watch();
   }
 
+  #id(): number {
+    if (this.#nativeId < 0) this.#nativeId = this.#native.id;
+    return this.#nativeId;
+  }
+
   #watch(): void {
     this.#state = WATCHING;
     const stream = this.stream;
-    const id = this.#native.id;
+    const id = this.#id();
     // Events of one stream settle in stream order: one found complete at once
     // settles after an earlier event of its stream still on its way (complete
     // too, since the stream runs in order; its notice is only not delivered yet).
     const pending = stream?.pendingDone;
-    const earlier = pending !== undefined && pending.#native.id < id ? pending : undefined;
+    const earlier = pending !== undefined && pending.#id() < id ? pending : undefined;
     if (stream && (pending === undefined || earlier !== undefined)) {
       stream.pendingDone = this;
       this.#tracked = true;
@@ -179,7 +186,7 @@ export class Event {
       }
       this.#told = error;
       (earlier.#next ??= []).push(this);
-    });
+    }, id);
   }
 
   #settle(error: unknown): void {

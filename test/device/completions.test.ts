@@ -67,6 +67,42 @@ describe('Completions', () => {
     expect(c.pending).toBe(0);
   });
 
+  it('an event seen ok on a turn settles without asking for its error; a notice or a failure asks, once', async () => {
+    const c = new Completions();
+    c.attach(fakeDevice(), 1_000_000);
+    const counted = (id: number) => {
+      const e = fakeEvent(id);
+      const failure = new Error(`event ${id} failed`);
+      let errors = 0;
+      e.error = () => {
+        errors++;
+        return e.state === 2 ? failure : undefined;
+      };
+      return { e, failure, errors: () => errors };
+    };
+    const ok = counted(1);
+    const failed = counted(2);
+    const noticed = counted(3);
+    const results: unknown[] = [];
+    const record = (i: number) => [(v: unknown) => void (results[i] = v), (err: unknown) => void (results[i] = err)] as const;
+    const a = c.settle(ok.e).then(...record(0));
+    const b = c.settle(failed.e).then(...record(1));
+    const n = c.settle(noticed.e).then(...record(2));
+    await turns(2);
+    ok.e.state = 1;
+    failed.e.state = 2;
+    await turns(3);
+    noticed.e.state = 1;
+    c.onBatch([3]);
+    await Promise.all([a, b, n]);
+    expect(results).toEqual([undefined, failed.failure, undefined]);
+    expect([ok.errors(), failed.errors(), noticed.errors()]).toEqual([0, 1, 1]);
+    // A ticket's wait resolves with nothing, whoever settles it.
+    const ticket = c.wait(9);
+    c.onBatch([9]);
+    expect(await ticket).toBeUndefined();
+  });
+
   it('work that completes in queue order is settled in that order, even when it completes while the loop checks', async () => {
     const c = new Completions();
     c.attach(fakeDevice(), 1_000_000);
