@@ -14,8 +14,11 @@
  * prefill and layer (records timed or not, and waits on loads), counted in
  * one more round of each point after the timed ones (src/pipeline/runs.ts:
  * consecutive computes share a record where nothing comes between them).
+ * `rec us` / `wait us`: the host time of one such record (or wait) call, in
+ * that round (the calls the pipeline's own time per layer is mostly made of
+ * on CUDA, where a timed record costs more than an untimed one).
  *
- *   node dist/bench/pipeline-host.js [--json out.json] [--backend auto|cuda|cpu] [--reps N] [--concurrent N]
+ *   node dist/bench/pipeline-host.js [--json out.json] [--backend auto|cuda|cpu] [--reps N] [--concurrent N] [--timing device|host|both]
  */
 import { parseArgs } from 'node:util';
 
@@ -35,10 +38,13 @@ async function main(): Promise<void> {
       backend: { type: 'string', default: 'auto' },
       reps: { type: 'string', default: '200' },
       concurrent: { type: 'string', default: '16' },
+      timing: { type: 'string', default: 'both' },
     },
   });
   const reps = Number(values.reps);
   const concurrent = Number(values.concurrent);
+  if (!['device', 'host', 'both'].includes(values.timing)) throw new Error(`expected device, host or both for --timing, got ${values.timing}`);
+  const timings = values.timing === 'both' ? (['device', 'host'] as const) : [values.timing as 'device' | 'host'];
   const dev = openDevice({ backend: values.backend as 'auto' | 'cuda' | 'cpu' });
   const info = dev.info();
   const n = 1024;
@@ -57,17 +63,29 @@ async function main(): Promise<void> {
   const tables = prompts.map((_, i) => Array.from({ length: perPrompt }, (_, b) => i * perPrompt + b));
   const results: Result[] = [];
   const rows: string[][] = [];
-  // Counts the compute stream's records and waits while `fn` runs (wrapped only then: the timed rounds run unwrapped).
-  const enqueued = async (prefills: number, fn: () => Promise<unknown>): Promise<{ records: number; waits: number }> => {
-    const n = { records: 0, waits: 0 };
+  interface Enqueued {
+    records: number;
+    waits: number;
+    /** Host time of one record call (us), of one wait call. */
+    recordUs: number;
+    waitUs: number;
+  }
+  // Counts (and times) the compute stream's records and waits while `fn` runs (wrapped only then: the timed rounds run unwrapped).
+  const enqueued = async (prefills: number, fn: () => Promise<unknown>): Promise<Enqueued> => {
+    const n = { records: 0, waits: 0, recordMs: 0, waitMs: 0 };
     const { record, waitEvent } = computeStream;
     computeStream.record = (o) => {
       n.records++;
-      return record.call(computeStream, o);
+      const t = performance.now();
+      const e = record.call(computeStream, o);
+      n.recordMs += performance.now() - t;
+      return e;
     };
     computeStream.waitEvent = (e) => {
       n.waits++;
+      const t = performance.now();
       waitEvent.call(computeStream, e);
+      n.waitMs += performance.now() - t;
     };
     try {
       await fn();
@@ -76,25 +94,27 @@ async function main(): Promise<void> {
       computeStream.waitEvent = waitEvent;
     }
     const per = prefills * layout.layers;
-    return { records: n.records / per, waits: n.waits / per };
+    return { records: n.records / per, waits: n.waits / per, recordUs: (n.recordMs * 1e3) / n.records, waitUs: n.waits > 0 ? (n.waitMs * 1e3) / n.waits : 0 };
   };
-  const report = (name: string, rs: PrefillResult[], wallUs: number[], stream: { records: number; waits: number }): void => {
+  const report = (name: string, rs: PrefillResult[], wallUs: number[], stream: Enqueued): void => {
     const us = (f: (r: PrefillResult) => number) => rs.map((r) => f(r) * 1e3);
     const own = us((r) => r.host.ownMsPerLayer);
     const store_ = us((r) => r.host.storeMsPerLayer);
     const host = us((r) => r.hostMsPerLayer);
     results.push({ metric: `own_us_per_layer_${name}`, value: median(own), unit: 'us', baseline: null, ratio: null,
       p10: quantile(own, 0.1), p90: quantile(own, 0.9), storeUs: median(store_), hostUs: median(host), wallUsPerLayer: median(wallUs), prefills: rs.length,
-      computeRecordsPerLayer: stream.records, computeWaitsPerLayer: stream.waits });
+      computeRecordsPerLayer: stream.records, computeWaitsPerLayer: stream.waits, computeRecordUs: stream.recordUs, computeWaitUs: stream.waitUs });
     rows.push([name, median(own).toFixed(2), quantile(own, 0.1).toFixed(2), quantile(own, 0.9).toFixed(2), median(store_).toFixed(2), median(host).toFixed(2),
-      median(wallUs).toFixed(2), stream.records.toFixed(3), stream.waits.toFixed(3)]);
+      median(wallUs).toFixed(2), stream.records.toFixed(3), stream.waits.toFixed(3), stream.recordUs.toFixed(2), stream.waitUs.toFixed(2)]);
   };
 
-  for (const timing of ['device', 'host'] as const) {
+  let seeded = false;
+  for (const timing of timings) {
     const pipe = new LayerPipeline({ store, cache, computeStream, lookahead: 4, timing });
     // Every prompt's first 768 tokens cached (3 chunks), once.
-    if (timing === 'device') {
+    if (!seeded) {
       for (const [i, t] of prompts.entries()) await pipe.prefill({ tokens: t.slice(0, 769), blocks: tables[i]!, compute, policy: 'recompute' });
+      seeded = true;
     }
     const run = (i: number, policy: 'recompute' | 'load-all') => pipe.prefill({ tokens: prompts[i]!, blocks: tables[i]!, compute, policy, save: false });
     for (let i = 0; i < 20; i++) await run(0, 'load-all'); // warm-up
@@ -131,9 +151,9 @@ async function main(): Promise<void> {
   await computeStream.dispose();
   await dev.dispose();
   if (values.json) {
-    writeResult(values.json, { bench: 'pipeline-host', device: info.name, config: { backend: info.backend, reps, concurrent, layers: 32, tokens: n, chunkTokens }, results });
+    writeResult(values.json, { bench: 'pipeline-host', device: info.name, config: { backend: info.backend, reps, concurrent, layers: 32, tokens: n, chunkTokens, timing: values.timing }, results });
   }
-  const head = ['point', 'own us/layer', 'p10', 'p90', 'store us', 'host us', 'wall us/layer', 'records', 'waits'];
+  const head = ['point', 'own us/layer', 'p10', 'p90', 'store us', 'host us', 'wall us/layer', 'records', 'waits', 'rec us', 'wait us'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [head, ...rows]) console.log(r.map((c, i) => c.padStart(widths[i]!)).join('  '));
 }
