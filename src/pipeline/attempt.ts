@@ -11,12 +11,12 @@ import { KvflowError, type KvflowErrorCode } from '../errors.js';
 import type { KvCache } from '../layout/kvcache.js';
 import type { PrefillPlan } from '../model/plan.js';
 import type { PendingPut, StoreHit, KvStore } from '../store/store.js';
-import type { LayerBatcher, LoadSink, SaveSink } from './batcher.js';
+import type { IssuedLoad, LayerBatcher, LoadSink, SaveSink } from './batcher.js';
 import { hostCost, Window, type HostCost } from './hostcost.js';
 import type { ComputeRuns } from './runs.js';
 import { timeline, type LayerRecord, type LayerTiming } from './timeline.js';
-import { LayerFlags, Pending, watch, type Watched } from './waits.js';
-import type { LayerCompute } from './work.js';
+import { LayerFlags, Pending, watch, watchLayer, type Watched } from './waits.js';
+import type { LayerCompute, PrefillWork } from './work.js';
 
 export type { LayerTiming } from './timeline.js';
 
@@ -48,12 +48,6 @@ export interface AttemptArgs {
   /** Record timed events (device times for the timeline); untimed ones otherwise. */
   timed: boolean;
   computeStream: Stream;
-  /**
-   * Events the compute stream waits on already (the pipeline's prefills share
-   * it, and a wait holds for all work enqueued after it): prefills whose
-   * loads went to the store in one batched call wait on its event once.
-   */
-  waited: WeakSet<Event>;
   /** The pipeline's loads and saves, batched with other prefills'. */
   io: LayerBatcher;
   /** The pipeline's runs of compute steps (shared by its prefills: they share the compute stream). */
@@ -97,6 +91,10 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   const origin = timed ? a.computeStream.record(TIMED) : undefined;
 
   const loads: (Watched | undefined)[] = new Array(layers).fill(undefined);
+  // The issued loads (the pipeline's prefills share the compute stream, and a
+  // wait holds for all work enqueued after it: prefills whose loads went to
+  // the store in one batched call wait on its event once).
+  const issuedLoads: (IssuedLoad | undefined)[] = new Array(layers).fill(undefined);
   const loadBefore: (Event | undefined)[] = new Array(layers).fill(undefined);
   const issued: number[] = new Array(layers).fill(Number.NaN);
   const computed: Watched[] = [];
@@ -135,6 +133,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   // this prefill is alone in flight).
   const sink: LoadSink & SaveSink = {
     loadIssued(j, l) {
+      issuedLoads[j] = l;
       loadBefore[j] = l.before;
       loads[j] = { event: l.after, at: Number.NaN, error: undefined };
       watching.add();
@@ -168,39 +167,65 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     const engine = a.engine !== 'auto' ? a.engine : a.alone && computed.length === 0 ? 'kernel' : 'dma';
     issued[j] = performance.now() - t0;
     calls.add();
-    a.io.load({ hit: a.hit, chunks: loadChunks, blocks: loadBlocks, layer: j, engine, cost: costs[j]!, sink });
-  };
-  const issuer = loadChunks.length === 0 ? undefined : (async () => {
-    for (let j = 0; j < layers; j++) {
-      const wait = j >= a.lookahead ? computeSettled.wait(j - a.lookahead) : undefined;
-      if (wait) await wait;
-      win.open();
-      const ok = !stop && !a.signal?.aborted && (j < a.lookahead || computed[j - a.lookahead]?.error === undefined) &&
-        !loadFailed && syncFailure === undefined && fatal === undefined;
-      if (!ok) {
-        for (let k = j; k < layers; k++) loadIssued.set(k, false);
-        win.close(costs[j]!);
-        return;
-      }
-      issue(j);
-      win.close(costs[j]!);
+    try {
+      a.io.load({ hit: a.hit, chunks: loadChunks, blocks: loadBlocks, layer: j, engine, cost: costs[j]!, sink });
+    } catch (e) {
+      calls.done();
+      throw e;
     }
-  })();
+  };
+  // The issuer: layers' loads in order, each once compute of the layer
+  // `lookahead` before it settled (that settle wakes it on a microtask, with
+  // no promise per layer); it ends once every layer was issued or set as not
+  // issued (a failure, an abort, the attempt's end).
+  let nextLoad = 0;
+  let endIssuer!: () => void;
+  const issuerEnded = loadChunks.length === 0 ? undefined : new Promise<void>((resolve) => (endIssuer = resolve));
+  const issueMore = (): void => {
+    try {
+      for (; nextLoad < layers; nextLoad++) {
+        const j = nextLoad;
+        if (j >= a.lookahead && computeSettled.get(j - a.lookahead) === undefined) {
+          computeSettled.when(j - a.lookahead, wakeIssuer);
+          return;
+        }
+        win.open();
+        const ok = !stop && !a.signal?.aborted && (j < a.lookahead || computed[j - a.lookahead]?.error === undefined) &&
+          !loadFailed && syncFailure === undefined && fatal === undefined;
+        if (!ok) {
+          for (let k = j; k < layers; k++) loadIssued.set(k, false);
+          win.close(costs[j]!);
+          break;
+        }
+        issue(j);
+        win.close(costs[j]!);
+      }
+    } catch (e) {
+      // Not a failed load: the attempt throws it once compute stopped.
+      fatal ??= e;
+      for (let k = nextLoad; k < layers; k++) loadIssued.set(k, false);
+    }
+    endIssuer();
+  };
+  const wakeIssuer = (): void => queueMicrotask(issueMore);
+  if (issuerEnded) issueMore();
 
+  // What every layer's compute is told (the same for all layers of the attempt: one object).
+  const work: PrefillWork = { stream: a.computeStream, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt };
   // One layer's compute: false when the prefill stops there.
   const step = (l: number): boolean => {
     win.open();
     const cost = costs[l]!;
-    const load = loads[l];
+    const load = issuedLoads[l];
     // The end record of the step just before in this run, when nothing came
     // after it on the stream (see runs.ts): it marks this compute's start
     // unless a wait goes in between.
     const shared = a.runs.take();
     try {
       let waits = false;
-      if (load && !a.waited.has(load.event)) {
-        a.computeStream.waitEvent(load.event);
-        a.waited.add(load.event);
+      if (load && !load.waited) {
+        a.computeStream.waitEvent(load.after);
+        load.waited = true;
         waits = true;
       }
       if (timed) computeStart[l] = shared !== undefined && !waits ? shared : a.computeStream.record(TIMED);
@@ -211,7 +236,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     }
     const c = performance.now();
     try {
-      a.compute(l, { stream: a.computeStream, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
+      a.compute(l, work);
     } catch (e) {
       computeError = e;
       const dc = performance.now() - c;
@@ -226,7 +251,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     try {
       const done = timed ? a.computeStream.record(TIMED) : a.computeStream.record();
       if (timed) a.runs.set(done);
-      computed.push(watch(done, t0, watching, () => computeSettled.set(l, true)));
+      computed.push(watchLayer(done, t0, watching, computeSettled, l));
       if (put) {
         calls.add();
         a.io.save({ put, layer: l, blocks: putBlocks, computed: done, cost, sink });
@@ -273,7 +298,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     // Whatever happened, the issuer ends and nothing enqueued is left behind unobserved.
     stop = true;
     for (let l = computed.length; l < layers; l++) computeSettled.set(l, true);
-    if (issuer) await issuer;
+    if (issuerEnded) await issuerEnded;
     // Every load and save handed to the batcher was issued or refused (the issuer set the rest as not issued).
     const drained = calls.drained();
     if (drained) await drained;

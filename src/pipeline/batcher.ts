@@ -77,6 +77,12 @@ export interface IssuedLoad {
   after: Event;
   /** Prefills in the store call. */
   batch: number;
+  /**
+   * The pipeline's compute stream waits on `after` already (set by the first
+   * prefill of the call to compute the layer: a wait holds for everything
+   * enqueued after it, so the others of the call need none).
+   */
+  waited: boolean;
 }
 
 /** One prefill's save of one layer: behind `computed` on the save stream. */
@@ -309,7 +315,7 @@ export class LayerBatcher implements StoreClock {
     this.#charge(group, t);
     this.stats.loadCalls++;
     this.stats.loadRequests += group.length;
-    const issued: IssuedLoad = { before, after, batch: group.length };
+    const issued: IssuedLoad = { before, after, batch: group.length, waited: false };
     for (const q of group) q.sink.loadIssued(layer, issued);
     // The outcome without a promise per prefill: one sink for the call.
     if (group.length === 1) {

@@ -9,7 +9,6 @@
  * before the failed chunk; the runtime never computes on missing or wrong KV
  * without being called again.
  */
-import type { Event } from '../device/event.js';
 import type { Stream } from '../device/stream.js';
 import { describe, fail, KvflowError, type KvflowErrorCode } from '../errors.js';
 import type { KvCache, PagedEngine } from '../layout/kvcache.js';
@@ -151,7 +150,6 @@ export class LayerPipeline {
   readonly #saveStream: Stream;
   readonly #ownsCompute: boolean;
   readonly #io: LayerBatcher;
-  readonly #waited = new WeakSet<Event>();
   readonly #runs = new ComputeRuns();
   #inFlight = 0;
   #disposed = false;
@@ -261,7 +259,7 @@ export class LayerPipeline {
             store: this.store, cache: this.cache, hit, plan, attempt, t0,
             tokens: req.tokens, blocks: req.blocks, compute: req.compute, save: req.save, tenant: req.tenant, heldTokens: req.heldTokens, signal: req.signal,
             lookahead: this.lookahead, alone: this.#inFlight === 1, engine: req.engine, timed: this.timing === 'device',
-            computeStream: this.#computeStream, waited: this.#waited, io: this.#io, runs: this.#runs,
+            computeStream: this.#computeStream, io: this.#io, runs: this.#runs,
           });
           if (outcome.kind === 'failed-load') {
             cut = Math.min(cut, outcome.validTokens);

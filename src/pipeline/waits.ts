@@ -28,7 +28,27 @@ export function watch(event: Event, t0: number, pending: Pending, onSettled?: (w
   return w;
 }
 
-/** A value per layer, set once (the first set wins), and one waiter at a time for one layer's. */
+/**
+ * Watches a layer's compute-end `event` as `watch` does, then sets `layer` in
+ * `settled` (one closure per event: nothing else to call).
+ */
+export function watchLayer(event: Event, t0: number, pending: Pending, settled: LayerFlags<true>, layer: number): Watched {
+  const w: Watched = { event, at: Number.NaN, error: undefined };
+  pending.add();
+  event.whenDone((error) => {
+    w.at = performance.now() - t0;
+    w.error = error;
+    pending.done();
+    settled.set(layer, true);
+  });
+  return w;
+}
+
+/**
+ * A value per layer, set once (the first set wins), and one waiter at a time
+ * for one layer's: the attempt's issuer waits on one set of flags, its compute
+ * steps on another.
+ */
 export class LayerFlags<T> {
   readonly #values: (T | undefined)[];
   #waiting = -1;
@@ -51,16 +71,6 @@ export class LayerFlags<T> {
       this.#wake = undefined;
       wake();
     }
-  }
-
-  /**
-   * Undefined when `layer` has its value already; else a promise that
-   * resolves once it is set. One waiter at a time: the attempt's issuer waits
-   * on one set of flags, its compute steps on another.
-   */
-  wait(layer: number): Promise<void> | undefined {
-    if (this.#values[layer] !== undefined) return undefined;
-    return new Promise<void>((resolve) => this.when(layer, resolve));
   }
 
   /** Calls `wake` from inside the `set` of `layer` (which must not be set yet); it must not throw. */
