@@ -62,12 +62,17 @@ export interface LayerRecord {
   host: HostCost;
 }
 
+/**
+ * When a timed event completed (the device's clock), or undefined where the
+ * device gave no time (a failed event, an untimed one). Read once per event:
+ * every read is a few calls into the addon.
+ */
 function timeOf(e: Event | undefined): number | undefined {
-  if (e === undefined || !e.timed) return undefined;
+  if (e === undefined) return undefined;
   try {
     return e.timeMs();
   } catch {
-    return undefined; // a failed event, or a device that gave no time
+    return undefined; // a failed event, an untimed one, or a device that gave no time
   }
 }
 
@@ -76,12 +81,17 @@ function deviceTimes(origin: Event | undefined, layers: LayerRecord[]): LayerTim
   const o = timeOf(origin);
   if (o === undefined) return undefined;
   const out: LayerTiming['device'][] = [];
+  // A compute's start is often the end record of the compute before it (runs.ts): its time is read once.
+  let prevEnd: Event | undefined;
+  let prevEndMs: number | undefined;
   for (const r of layers) {
-    const start = timeOf(r.computeStart);
+    const start = r.computeStart !== undefined && r.computeStart === prevEnd ? prevEndMs : timeOf(r.computeStart);
     const end = timeOf(r.computeEnd);
     const loadStart = r.loadAfter ? timeOf(r.loadBefore) : null;
     const landed = r.loadAfter ? timeOf(r.loadAfter) : null;
     if (start === undefined || end === undefined || loadStart === undefined || landed === undefined) return undefined;
+    prevEnd = r.computeEnd;
+    prevEndMs = end;
     out.push({
       loadStartMs: loadStart === null ? null : loadStart - o,
       loadLandedMs: landed === null ? null : landed - o,
