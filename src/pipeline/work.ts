@@ -2,7 +2,10 @@
 import type { Stream } from '../device/stream.js';
 import type { PrefillPlan } from '../model/plan.js';
 
-/** What `compute` is told of the layer it enqueues. */
+/**
+ * What `compute` is told of the layer it enqueues: one object for every layer
+ * of an attempt (nothing in it depends on the layer), to be read, not changed.
+ */
 export interface PrefillWork {
   /** Enqueue the layer's kernels here: loads the layer needs are already waited for on it. */
   stream: Stream;
