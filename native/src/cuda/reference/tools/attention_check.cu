@@ -3,6 +3,8 @@
 // not block multiples, layer- and block-major strides), then times it on the
 // benchmark's shapes, for each shape of the tensor-core kernel (variant). Not part of the addon: built by build.sh beside it and
 // run on a GPU host. Prints one JSON line per case; exits 1 on a failed check.
+// ATTN_CASE=name runs one case, ATTN_VARIANT=n one variant (-1: attention()'s
+// own choice), ATTN_REPS=n times n launches (default 20): a profiler's run.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -153,7 +155,11 @@ bool run_case(const Case& c, std::mt19937& rng) {
       kvflow::cuda::ref::attention_variant(s, dout, dq, view, shape, c.start, c.count, variant, sm_count, scratch);
     }
   };
+  const char* only_variant = std::getenv("ATTN_VARIANT");  // one variant (-1: attention()'s own choice)
+  const char* reps_env = std::getenv("ATTN_REPS");           // timed launches (default 20)
+  const int reps = reps_env != nullptr ? std::max(1, std::atoi(reps_env)) : 20;
   for (int variant = -1; variant < kvflow::cuda::ref::attention_variants(); ++variant) {
+    if (only_variant != nullptr && std::atoi(only_variant) != variant) continue;
     CHECK(cudaMemset(dout, 0xff, out_elems * 2));  // poison: NaN in bf16
     launch(variant);
     CHECK(cudaStreamSynchronize(s));
@@ -184,7 +190,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
     CHECK(cudaEventCreate(&a));
     CHECK(cudaEventCreate(&b));
     std::vector<float> times;
-    for (int r = 0; r < 25; ++r) {
+    for (int r = 0; r < reps + 5; ++r) {
       CHECK(cudaEventRecord(a, s));
       launch(variant);
       CHECK(cudaEventRecord(b, s));
@@ -253,7 +259,11 @@ int main() {
       {"llama70b_4k", 64, 8, 128, 16, 0, 4096, false, false},
   };
   bool ok = true;
-  for (const Case& c : cases) ok = run_case(c, rng) && ok;
+  const char* only_case = std::getenv("ATTN_CASE");  // one case, by its exact name (for a profiler)
+  for (const Case& c : cases) {
+    if (only_case != nullptr && std::strcmp(only_case, c.name) != 0) continue;
+    ok = run_case(c, rng) && ok;
+  }
   std::printf("attention_check: %s\n", ok ? "all passed" : "FAILED");
   return ok ? 0 : 1;
 }
