@@ -21,11 +21,17 @@ export interface TimedEventLike {
  */
 export function eventTimeMs(event: TimedEventLike): number {
   const native = event.native;
+  // One call into the addon when there is a time (the common case): the
+  // addon gives undefined for an untimed, pending or timeless event, and
+  // only then is the reason asked for.
+  const ms = native.timeMs?.();
+  if (ms !== undefined) return ms;
   if (native.timed !== true) fail('ERR_INVALID_ARG', `expected a timed event (stream.record({ timing: true })), got event ${native.id} recorded without timing`);
   if (native.status() === 0) fail('ERR_BUSY', `event ${native.id} is still pending: await its done() before reading its time`);
-  const ms = native.timeMs?.();
-  if (ms === undefined) fail('ERR_UNSUPPORTED', `event ${native.id} completed without a time (it failed, or its device gave none)`);
-  return ms;
+  // It may have completed since the first read (its time is set before its status).
+  const late = native.timeMs?.();
+  if (late !== undefined) return late;
+  fail('ERR_UNSUPPORTED', `event ${native.id} completed without a time (it failed, or its device gave none)`);
 }
 
 /** Milliseconds from `from`'s completion to `to`'s (negative when `to` completed first); both timed events of one device, both completed. */

@@ -65,6 +65,32 @@ describe.each(backends)('timed events on $backend', ({ backend, skip }) => {
     expect(stream.record(null as never).timed).toBe(false);
   });
 
+  it.skipIf(skip)('record options: { timing } alone is read directly; any other shape gets the full check', async () => {
+    expect(stream.record({ timing: true }).timed).toBe(true);
+    expect(stream.record({}).timed).toBe(false);
+    expect(stream.record(undefined).timed).toBe(false);
+    // An unknown key next to a valid timing is still refused, whichever comes first.
+    expect(() => stream.record({ timing: true, extra: 1 } as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG', message: expect.stringContaining('"extra"') }));
+    expect(() => stream.record({ extra: 1, timing: true } as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => stream.record({ timing: undefined, extra: 1 } as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    expect(() => stream.record({ timing: 'yes' } as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG', message: expect.stringContaining('timing') }));
+    expect(() => stream.record(true as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+    // Inherited keys were never options: an object whose prototype carries one is read by its own keys.
+    const inherited = Object.create({ other: 1 }) as { timing?: boolean };
+    inherited.timing = true;
+    expect(stream.record(inherited).timed).toBe(true);
+    expect(stream.record({ timing: undefined }).timed).toBe(false);
+    // A completed timed event's time, read again, is the same number.
+    const e = stream.record({ timing: true });
+    await e.done();
+    expect(e.timeMs()).toBe(e.timeMs());
+  });
+
+  it.skipIf(skip)('waitEvent refuses what is not an Event, naming the argument', () => {
+    expect(() => stream.waitEvent({} as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG', message: expect.stringContaining('event') }));
+    expect(() => stream.waitEvent(undefined as never)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
+  });
+
   it.skipIf(skip)('a failed timed event has no time (ERR_UNSUPPORTED), and the stream goes on timing', async () => {
     const release = holdStream(stream);
     const failed = stream.record({ timing: true });
