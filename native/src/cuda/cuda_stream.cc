@@ -299,22 +299,9 @@ EventPtr CudaStream::record_event(bool timed) {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
   KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
-  set_device(c.ordinal);
-  cudaEvent_t cuda_event = c.events->acquire(timed);
-  const cudaError_t status = cudaEventRecord(cuda_event, c.stream);
-  if (status != cudaSuccess) {
-    c.events->release(cuda_event, timed);
-    throw_cuda(status, "cudaEventRecord", __FILE__, __LINE__);
-  }
-  EventPtr event = c.events->adopt(device_.next_id(), cuda_event, timed);  // owns cuda_event from here
-  PollEntry entry;
-  entry.event = cuda_event;
-  entry.user = event;
-  entry.stream = core_;
-  entry.covers = c.op_seq;
-  entry.failures = c.failures;  // a copy: kept for the next event if add() throws
-  if (c.injected) entry.failures.push_back(FailureSource{c.injected, nullptr});
-  // What can fail it, for host calls of streams that wait on it before it completes.
+  // What can fail it, for host calls of streams that wait on it before it
+  // completes. Built before the record, so a failure leaves nothing to undo
+  // (the chain stays a valid view of the span's failures).
   std::shared_ptr<const StreamCore::FailureChain> sources = c.failures_so_far_locked();
   if (c.injected) {
     auto seg = std::make_shared<StreamCore::FailureChain>();
@@ -322,7 +309,22 @@ EventPtr CudaStream::record_event(bool timed) {
     seg->prev = std::move(sources);
     sources = std::move(seg);
   }
-  if (sources) c.events->set_sources(event.get(), std::move(sources));
+  set_device(c.ordinal);
+  cudaEvent_t cuda_event = c.events->acquire(timed);
+  const cudaError_t status = cudaEventRecord(cuda_event, c.stream);
+  if (status != cudaSuccess) {
+    c.events->release(cuda_event, timed);
+    throw_cuda(status, "cudaEventRecord", __FILE__, __LINE__);
+  }
+  // Owns cuda_event from here, and its sources: one pool lock and one map entry.
+  EventPtr event = c.events->adopt(device_.next_id(), cuda_event, timed, std::move(sources));
+  PollEntry entry;
+  entry.event = cuda_event;
+  entry.user = event;
+  entry.stream = core_;
+  entry.covers = c.op_seq;
+  entry.failures = c.failures;  // a copy: kept for the next event if add() throws
+  if (c.injected) entry.failures.push_back(FailureSource{c.injected, nullptr});
   c.poller->add(std::move(entry));
   c.clear_failures_locked();
   c.injected.reset();
@@ -343,16 +345,17 @@ void CudaStream::wait(const EventPtr& event) {
     if (status == EventStatus::kFailed) c.failures.push_back(FailureSource{event->error(), nullptr});
     return;
   }
-  const auto cuda_event = c.events->find(event.get());
-  KVFLOW_CHECK(cuda_event.has_value(), kInvalidArg,
+  // Its cudaEvent_t and its sources in one lookup.
+  const auto owned = c.events->find(event.get());
+  KVFLOW_CHECK(owned.has_value(), kInvalidArg,
                "expected an event of CUDA device " + std::to_string(c.ordinal) +
                    " to wait on (an event of another device only once it completed), got a pending event of another "
                    "device");
   set_device(c.ordinal);
   // The wait captures the event's current record; the EventPtr kept below
   // lets this stream's next event inherit the waited event's failure.
-  KVFLOW_CUDA(cudaStreamWaitEvent(c.stream, *cuda_event, cudaEventWaitDefault));
-  c.failures.push_back(FailureSource{nullptr, event, c.events->sources(event.get())});
+  KVFLOW_CUDA(cudaStreamWaitEvent(c.stream, owned->event, cudaEventWaitDefault));
+  c.failures.push_back(FailureSource{nullptr, event, owned->sources});
 }
 
 void CudaStream::wait_gate(const GatePtr& gate, HostCall before) {

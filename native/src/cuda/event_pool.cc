@@ -7,8 +7,15 @@ namespace kvflow::cuda {
 
 namespace {
 
-// Enough for a few layers in flight on a few streams; more are destroyed.
-constexpr std::size_t kMaxPooled = 256;
+// Per pool (timed and untimed). An event goes back only when its last
+// EventPtr does, and for a user's event that is the finalizer of its JS
+// object: after a garbage collection, thousands come back at once (the CPU
+// backend keeps tens of thousands of Event objects alive between collections
+// when 100k are recorded in a loop). With room for only a few hundred, the
+// rest were destroyed and the next records created new ones, one
+// cudaEventCreate per record until the next collection. Kept instead: a
+// cudaEvent_t is a small driver object, and close() destroys them all.
+constexpr std::size_t kMaxPooled = 16384;
 
 }  // namespace
 
@@ -47,7 +54,7 @@ void EventPool::release(cudaEvent_t event, bool timed) noexcept {
   (void)cudaGetLastError();
 }
 
-EventPtr EventPool::adopt(std::uint64_t id, cudaEvent_t event, bool timed) {
+EventPtr EventPool::adopt(std::uint64_t id, cudaEvent_t event, bool timed, std::shared_ptr<const void> sources) {
   std::unique_ptr<EventState> raw;
   Deleter deleter{nullptr, event, timed};
   try {
@@ -61,48 +68,36 @@ EventPtr EventPool::adopt(std::uint64_t id, cudaEvent_t event, bool timed) {
   // From here the deleter owns the event: if allocating the control block
   // throws, shared_ptr calls it, which returns the event to the pool.
   EventPtr state(raw.release(), std::move(deleter));
+  // Declared before the lock, so that on throw both die after it is released:
+  // `state` releases the event (its deleter's forget() takes the lock), and
+  // the sources may hold the last reference to another event of this pool.
+  Owned owned{event, std::move(sources)};
   std::lock_guard<std::mutex> lock(mutex_);
-  owners_.emplace(state.get(), event);  // on throw, `state` dies and releases the event
+  owners_.emplace(state.get(), std::move(owned));
   return state;
 }
 
-std::optional<cudaEvent_t> EventPool::find(const EventState* state) {
+std::optional<EventPool::Owned> EventPool::find(const EventState* state) {
   std::lock_guard<std::mutex> lock(mutex_);
   const auto it = owners_.find(state);
   if (it == owners_.end()) return std::nullopt;
   return it->second;
 }
 
-void EventPool::set_sources(const EventState* state, std::shared_ptr<const void> sources) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (owners_.count(state) != 0) sources_[state] = std::move(sources);
-}
-
-std::shared_ptr<const void> EventPool::sources(const EventState* state) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  const auto it = sources_.find(state);
-  return it == sources_.end() ? nullptr : it->second;
-}
-
 void EventPool::drop_sources(const EventState* state) noexcept {
   std::shared_ptr<const void> dropped;  // released after the lock: it may hold other events of this pool
   std::lock_guard<std::mutex> lock(mutex_);
-  dropped = take_sources_locked(state);
-}
-
-std::shared_ptr<const void> EventPool::take_sources_locked(const EventState* state) noexcept {
-  const auto it = sources_.find(state);
-  if (it == sources_.end()) return nullptr;
-  std::shared_ptr<const void> taken = std::move(it->second);
-  sources_.erase(it);
-  return taken;
+  const auto it = owners_.find(state);
+  if (it != owners_.end()) dropped = std::move(it->second.sources);
 }
 
 void EventPool::forget(const EventState* state) noexcept {
   std::shared_ptr<const void> dropped;  // as in drop_sources
   std::lock_guard<std::mutex> lock(mutex_);
-  owners_.erase(state);
-  dropped = take_sources_locked(state);
+  const auto it = owners_.find(state);
+  if (it == owners_.end()) return;
+  dropped = std::move(it->second.sources);
+  owners_.erase(it);
 }
 
 void EventPool::close() noexcept {

@@ -35,15 +35,21 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   /// other EventState or sweep can be handed the same cudaEvent_t, so a stream
   /// told to wait on it never waits on someone else's record.
   /// `timed`: `event` came from acquire(true); the EventState is marked timed.
-  [[nodiscard]] EventPtr adopt(std::uint64_t id, cudaEvent_t event, bool timed = false);
-  /// The cudaEvent_t behind an EventState made by adopt(), if it is one of ours.
-  [[nodiscard]] std::optional<cudaEvent_t> find(const EventState* state);
-  /// What can fail an event of ours, as its stream knew when it was recorded
-  /// (StreamCore::FailureChain, opaque here): a stream that waits on the
-  /// event while it is pending lets its host calls judge it before the
-  /// poller completes it. Dropped with the event.
-  void set_sources(const EventState* state, std::shared_ptr<const void> sources);
-  [[nodiscard]] std::shared_ptr<const void> sources(const EventState* state);
+  /// `sources`: what can fail the event, as its stream knew when it was
+  /// recorded (StreamCore::FailureChain, opaque here; null when nothing can):
+  /// a stream that waits on the event while it is pending lets its host
+  /// calls judge it before the poller completes it. Dropped with the event,
+  /// or by drop_sources(). One lock and one map entry per event.
+  [[nodiscard]] EventPtr adopt(std::uint64_t id, cudaEvent_t event, bool timed = false,
+                               std::shared_ptr<const void> sources = nullptr);
+  /// An event of ours: its cudaEvent_t and its sources (see adopt()).
+  struct Owned {
+    cudaEvent_t event = nullptr;
+    std::shared_ptr<const void> sources;
+  };
+  /// The cudaEvent_t and sources behind an EventState made by adopt(), if it
+  /// is one of ours (one lookup, for a stream's wait).
+  [[nodiscard]] std::optional<Owned> find(const EventState* state);
   /// Drops an event's sources once it completed (call after complete()).
   void drop_sources(const EventState* state) noexcept;
 
@@ -59,15 +65,12 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
     void operator()(EventState* state) const noexcept;
   };
   void forget(const EventState* state) noexcept;
-  // Removes and returns an event's sources; the caller drops them after the lock.
-  std::shared_ptr<const void> take_sources_locked(const EventState* state) noexcept;
 
   const int ordinal_;
   std::mutex mutex_;
   std::vector<cudaEvent_t> free_;
   std::vector<cudaEvent_t> timed_free_;
-  std::unordered_map<const EventState*, cudaEvent_t> owners_;
-  std::unordered_map<const EventState*, std::shared_ptr<const void>> sources_;
+  std::unordered_map<const EventState*, Owned> owners_;
   bool closed_ = false;
 };
 
