@@ -167,6 +167,37 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
     await s.dispose();
   });
 
+  it.skipIf(skip)('a wait on an event that completed long ago never waits on later records, which reuse its device event', async () => {
+    // On CUDA a completed event's cudaEvent_t goes back to the pool at once
+    // (while its Event object lives on) and the next records take it again:
+    // a stream told to wait on the old event must not wait on them.
+    const a = fx.dev.createStream();
+    const b = fx.dev.createStream();
+    const old = [a.record(), a.record({ timing: true })];
+    const failedOld = failedCopy();
+    await Promise.all(old.map((e) => e.done()));
+    await expect(failedOld.failed.done()).rejects.toMatchObject({ code: 'ERR_IO' });
+    const release = holdStream(a);
+    const held = [];
+    for (let i = 0; i < 64; i++) held.push(a.record(), a.record({ timing: true }));
+    for (const e of old) b.waitEvent(e);
+    const after = b.record({ timing: true });
+    await after.done();
+    expect(held.every((e) => e.status() === 'pending')).toBe(true);
+    expect(Number.isFinite(old[1]!.timeMs())).toBe(true);
+    // An old failed event still fails a stream that waits on it.
+    b.waitEvent(failedOld.failed);
+    await expect(b.record().done()).rejects.toMatchObject({ code: 'ERR_IO' });
+    // A pending event (one that holds its device event) is waited on as ever.
+    b.waitEvent(held[held.length - 1]!);
+    const behind = b.record();
+    await ticks(20);
+    expect(behind.status()).toBe('pending');
+    release();
+    await behind.done();
+    await Promise.all([...held.map((e) => e.done()), a.dispose(), b.dispose(), failedOld.s.dispose(), failedOld.buf.dispose(), failedOld.dst.dispose()]);
+  });
+
   it.skipIf(skip)('done() settles once and returns the same promise', async () => {
     const s = fx.dev.createStream();
     const e = s.record();

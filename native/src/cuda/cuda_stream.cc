@@ -345,16 +345,21 @@ void CudaStream::wait(const EventPtr& event) {
     if (status == EventStatus::kFailed) c.failures.push_back(FailureSource{event->error(), nullptr});
     return;
   }
-  // Its cudaEvent_t and its sources in one lookup.
-  const auto owned = c.events->find(event.get());
+  set_device(c.ordinal);
+  // The wait captures the event's current record (enqueued under the pool's
+  // lock: its cudaEvent_t goes back to the pool once it completes); the
+  // EventPtr kept below lets this stream's next event inherit the waited
+  // event's failure.
+  const auto owned = c.events->wait_on(event.get(), c.stream);
   KVFLOW_CHECK(owned.has_value(), kInvalidArg,
                "expected an event of CUDA device " + std::to_string(c.ordinal) +
                    " to wait on (an event of another device only once it completed), got a pending event of another "
                    "device");
-  set_device(c.ordinal);
-  // The wait captures the event's current record; the EventPtr kept below
-  // lets this stream's next event inherit the waited event's failure.
-  KVFLOW_CUDA(cudaStreamWaitEvent(c.stream, owned->event, cudaEventWaitDefault));
+  if (owned->event == nullptr) {
+    // Completed since the check above (it is retired only after complete()).
+    if (event->status() == EventStatus::kFailed) c.failures.push_back(FailureSource{event->error(), nullptr});
+    return;
+  }
   c.failures.push_back(FailureSource{nullptr, event, owned->sources});
 }
 

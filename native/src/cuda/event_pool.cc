@@ -1,6 +1,8 @@
 // Pool of cudaEvent_t and the EventState -> cudaEvent_t map (see event_pool.hpp).
 #include "event_pool.hpp"
 
+#include <utility>
+
 #include "cuda_error.hpp"
 
 namespace kvflow::cuda {
@@ -77,11 +79,26 @@ EventPtr EventPool::adopt(std::uint64_t id, cudaEvent_t event, bool timed, std::
   return state;
 }
 
-std::optional<EventPool::Owned> EventPool::find(const EventState* state) {
+std::optional<EventPool::Owned> EventPool::wait_on(const EventState* state, cudaStream_t stream) {
   std::lock_guard<std::mutex> lock(mutex_);
   const auto it = owners_.find(state);
   if (it == owners_.end()) return std::nullopt;
-  return it->second;
+  Owned owned = it->second;  // a copy: the map keeps its own reference to the sources
+  if (owned.event != nullptr) KVFLOW_CUDA(cudaStreamWaitEvent(stream, owned.event, cudaEventWaitDefault));
+  return owned;
+}
+
+void EventPool::retire(const EventState* state) noexcept {
+  std::shared_ptr<const void> dropped;  // released after the lock, as in drop_sources
+  cudaEvent_t event = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = owners_.find(state);
+    if (it == owners_.end()) return;
+    dropped = std::move(it->second.sources);
+    event = std::exchange(it->second.event, nullptr);
+  }
+  release(event, state->timed());  // null: retired already
 }
 
 void EventPool::drop_sources(const EventState* state) noexcept {
@@ -91,13 +108,15 @@ void EventPool::drop_sources(const EventState* state) noexcept {
   if (it != owners_.end()) dropped = std::move(it->second.sources);
 }
 
-void EventPool::forget(const EventState* state) noexcept {
+bool EventPool::forget(const EventState* state) noexcept {
   std::shared_ptr<const void> dropped;  // as in drop_sources
   std::lock_guard<std::mutex> lock(mutex_);
   const auto it = owners_.find(state);
-  if (it == owners_.end()) return;
+  if (it == owners_.end()) return true;  // adopt() failed to list it: the event is still the deleter's
   dropped = std::move(it->second.sources);
+  const bool attached = it->second.event != nullptr;
   owners_.erase(it);
+  return attached;
 }
 
 void EventPool::close() noexcept {
@@ -119,9 +138,9 @@ void EventPool::close() noexcept {
 void EventPool::Deleter::operator()(EventState* state) const noexcept {
   // Forget the address before freeing it, so a new EventState at the same
   // address is never mistaken for this one.
-  pool->forget(state);
+  const bool attached = pool->forget(state);
   delete state;
-  pool->release(event, timed);
+  if (attached) pool->release(event, timed);  // else retire() returned it when the event completed
 }
 
 }  // namespace kvflow::cuda

@@ -42,14 +42,24 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
   /// or by drop_sources(). One lock and one map entry per event.
   [[nodiscard]] EventPtr adopt(std::uint64_t id, cudaEvent_t event, bool timed = false,
                                std::shared_ptr<const void> sources = nullptr);
-  /// An event of ours: its cudaEvent_t and its sources (see adopt()).
+  /// An event of ours: its cudaEvent_t (null once retired) and its sources (see adopt()).
   struct Owned {
     cudaEvent_t event = nullptr;
     std::shared_ptr<const void> sources;
   };
-  /// The cudaEvent_t and sources behind an EventState made by adopt(), if it
-  /// is one of ours (one lookup, for a stream's wait).
-  [[nodiscard]] std::optional<Owned> find(const EventState* state);
+  /// A stream's wait on an EventState made by adopt() that was pending when
+  /// the caller looked: nullopt when it is not one of ours; otherwise its
+  /// sources and, unless it was retired meanwhile (then it is complete and
+  /// the returned event is null: the caller reads its status again),
+  /// `stream` made to wait on its cudaEvent_t. The wait is enqueued under the
+  /// pool's lock, so that retire() cannot hand the cudaEvent_t to another
+  /// record between the lookup and the wait. Throws ERR_CUDA.
+  [[nodiscard]] std::optional<Owned> wait_on(const EventState* state, cudaStream_t stream);
+  /// Poller, after complete(): drops the event's sources and returns its
+  /// cudaEvent_t to the pool now (a completed event is never waited on on
+  /// the GPU, and its time was read), not when its last EventPtr goes, which
+  /// for a user's event is when its JS object is garbage collected.
+  void retire(const EventState* state) noexcept;
   /// Drops an event's sources once it completed (call after complete()).
   void drop_sources(const EventState* state) noexcept;
 
@@ -64,7 +74,8 @@ class EventPool : public std::enable_shared_from_this<EventPool> {
     bool timed;
     void operator()(EventState* state) const noexcept;
   };
-  void forget(const EventState* state) noexcept;
+  // Forgets `state`; false when its cudaEvent_t was retired (already back in the pool).
+  bool forget(const EventState* state) noexcept;
 
   const int ordinal_;
   std::mutex mutex_;

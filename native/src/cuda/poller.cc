@@ -300,7 +300,9 @@ void Poller::finish(PollEntry& entry, ErrorPtr error) noexcept {
     } catch (...) {
       // post() failed to allocate: the watcher cannot be told.
     }
-    events_->drop_sources(entry.user.get());  // complete: host calls read its status now
+    // Complete: host calls read its status now, and no wait needs its
+    // cudaEvent_t any more (its time was read above): back to the pool.
+    events_->retire(entry.user.get());
   } else {
     events_->release(entry.event);
   }
