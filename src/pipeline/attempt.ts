@@ -170,7 +170,8 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
     try {
       a.io.load({ hit: a.hit, chunks: loadChunks, blocks: loadBlocks, layer: j, engine, cost: costs[j]!, sink });
     } catch (e) {
-      calls.done();
+      // Unless the sink already told of this layer's load (that settled the call).
+      if (loadIssued.get(j) === undefined) calls.done();
       throw e;
     }
   };
@@ -211,7 +212,7 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
   if (issuerEnded) issueMore();
 
   // What every layer's compute is told (the same for all layers of the attempt: one object).
-  const work: PrefillWork = { stream: a.computeStream, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt };
+  const work: PrefillWork = Object.freeze({ stream: a.computeStream, tokens: a.tokens, blocks: a.blocks, computeFrom: plan.computeFrom, plan, attempt: a.attempt });
   // One layer's compute: false when the prefill stops there.
   const step = (l: number): boolean => {
     win.open();

@@ -4,21 +4,21 @@ import type { PrefillPlan } from '../model/plan.js';
 
 /**
  * What `compute` is told of the layer it enqueues: one object for every layer
- * of an attempt (nothing in it depends on the layer), to be read, not changed.
+ * of an attempt (nothing in it depends on the layer), frozen.
  */
 export interface PrefillWork {
   /** Enqueue the layer's kernels here: loads the layer needs are already waited for on it. */
-  stream: Stream;
+  readonly stream: Stream;
   /** The prompt. */
-  tokens: ArrayLike<number>;
+  readonly tokens: ArrayLike<number>;
   /** The request's block table for the whole prompt. */
-  blocks: ArrayLike<number>;
+  readonly blocks: ArrayLike<number>;
   /** Compute tokens [computeFrom, tokens.length); positions below are in the cache. */
-  computeFrom: number;
+  readonly computeFrom: number;
   /** The plan of this attempt. */
-  plan: PrefillPlan;
+  readonly plan: PrefillPlan;
   /** 0, then 1, 2, ... after restarts (compute starts again from layer 0). */
-  attempt: number;
+  readonly attempt: number;
 }
 
 /** Enqueues one layer of the runtime's compute on `work.stream`; must not wait for the device. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { ComputeModel, HostModel, LayerPipeline } from '../../src/index.js';
+import { ComputeModel, HostModel, LayerPipeline, type PrefillWork } from '../../src/index.js';
 import { holdStream } from '../../src/device/testing.js';
 import { nvmeLocation } from '../../src/store/testing.js';
 import { backends } from '../helpers/backends.js';
@@ -51,6 +51,34 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
       await expectExact(prompt, blocks);
     }
     expect(store.lookup(prompt).chunks).toHaveLength(6);
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
+  it.skipIf(skip)('compute is given one frozen work object for every layer of an attempt: a compute cannot change what later layers see', async () => {
+    const store = await openStore();
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const inner = compute.fn();
+    const seen: PrefillWork[] = [];
+    const prompt = randomTokens(CHUNK * 2 + 5);
+    const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
+    const r = await pipe.prefill({
+      tokens: prompt,
+      blocks,
+      policy: 'recompute',
+      compute: (layer, work) => {
+        seen.push(work);
+        expect(() => {
+          (work as { computeFrom: number }).computeFrom = 1;
+        }).toThrow(TypeError);
+        inner(layer, work);
+      },
+    });
+    expect(seen).toHaveLength(SPEC.layers);
+    expect(seen.every((w) => w === seen[0] && Object.isFrozen(w) && w.computeFrom === r.plan.computeFrom)).toBe(true);
+    await expectExact(prompt, blocks);
     await pipe.dispose();
     await compute.dispose();
     await store.close();

@@ -5,6 +5,8 @@
 // run on a GPU host. Prints one JSON line per case; exits 1 on a failed check.
 // ATTN_CASE=name runs one case, ATTN_VARIANT=n one variant (-1: attention()'s
 // own choice), ATTN_REPS=n times n launches (default 20): a profiler's run.
+// A case run alone draws other random inputs than in the full run (one
+// generator for all cases). Exits 2 when the filters leave nothing to run.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
@@ -59,6 +61,25 @@ struct Buffers {
   kvflow::cuda::ref::PagedView view;  // offsets into cache, as element indices
   std::int64_t k_off = 0, v_off = 0;
 };
+
+// Variants run so far, over all cases (0 after a filter that matched nothing).
+int g_runs = 0;
+
+// ATTN_VARIANT as a variant number, or kAll when unset; exits on a value that
+// is not one (a typo must not run nothing and pass).
+constexpr int kAll = -2;
+int variant_filter() {
+  const char* v = std::getenv("ATTN_VARIANT");
+  if (v == nullptr) return kAll;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (end == v || *end != '\0' || n < -1 || n >= kvflow::cuda::ref::attention_variants()) {
+    std::fprintf(stderr, "attention_check: ATTN_VARIANT=%s is not -1 or a variant below %d\n", v,
+                 kvflow::cuda::ref::attention_variants());
+    std::exit(2);
+  }
+  return static_cast<int>(n);
+}
 
 bool run_case(const Case& c, std::mt19937& rng) {
   const int total = c.start + c.count;
@@ -155,11 +176,12 @@ bool run_case(const Case& c, std::mt19937& rng) {
       kvflow::cuda::ref::attention_variant(s, dout, dq, view, shape, c.start, c.count, variant, sm_count, scratch);
     }
   };
-  const char* only_variant = std::getenv("ATTN_VARIANT");  // one variant (-1: attention()'s own choice)
+  const int only_variant = variant_filter();  // one variant (-1: attention()'s own choice), or all
   const char* reps_env = std::getenv("ATTN_REPS");           // timed launches (default 20)
   const int reps = reps_env != nullptr ? std::max(1, std::atoi(reps_env)) : 20;
   for (int variant = -1; variant < kvflow::cuda::ref::attention_variants(); ++variant) {
-    if (only_variant != nullptr && std::atoi(only_variant) != variant) continue;
+    if (only_variant != kAll && only_variant != variant) continue;
+    ++g_runs;
     CHECK(cudaMemset(dout, 0xff, out_elems * 2));  // poison: NaN in bf16
     launch(variant);
     CHECK(cudaStreamSynchronize(s));
@@ -185,7 +207,7 @@ bool run_case(const Case& c, std::mt19937& rng) {
       // rounding of them stays near 1e-2.
       if (!(maxerr < 5e-2)) vok = false;
     }
-    // Timing: median of 20 after warm-up.
+    // Timing: median of `reps` (ATTN_REPS, 20 by default) after 5 warm-ups.
     cudaEvent_t a, b;
     CHECK(cudaEventCreate(&a));
     CHECK(cudaEventCreate(&b));
@@ -264,6 +286,10 @@ int main() {
     if (only_case != nullptr && std::strcmp(only_case, c.name) != 0) continue;
     ok = run_case(c, rng) && ok;
   }
-  std::printf("attention_check: %s\n", ok ? "all passed" : "FAILED");
+  if (g_runs == 0) {
+    std::printf("attention_check: nothing ran (ATTN_CASE matched no case)\n");
+    return 2;
+  }
+  std::printf("attention_check: %s (%d case-variant runs)\n", ok ? "all passed" : "FAILED", g_runs);
   return ok ? 0 : 1;
 }
