@@ -9,14 +9,13 @@ namespace kvflow::cuda {
 
 namespace {
 
-// Per pool (timed and untimed). An event goes back only when its last
-// EventPtr does, and for a user's event that is the finalizer of its JS
-// object: after a garbage collection, thousands come back at once (the CPU
-// backend keeps tens of thousands of Event objects alive between collections
-// when 100k are recorded in a loop). With room for only a few hundred, the
-// rest were destroyed and the next records created new ones, one
-// cudaEventCreate per record until the next collection. Kept instead: a
-// cudaEvent_t is a small driver object, and close() destroys them all.
+// Per pool (timed and untimed): room for every event in flight on the
+// device's streams, so records in steady state reuse them. A user's event
+// comes back when the poller completes it (retire()); one that is not
+// completed normally (device teardown) comes back when its last EventPtr
+// goes, for a user's event the finalizer of its JS object, and after a
+// garbage collection many come back at once. A cudaEvent_t is a small
+// driver object, and close() destroys them all.
 constexpr std::size_t kMaxPooled = 16384;
 
 }  // namespace
