@@ -53,6 +53,8 @@ describe.each(backends)('errors on $backend', ({ backend, skip }) => {
     expect(codeOf(() => native.copy(b.native, 0, a.native, 0, undefined as never))).toBe('ERR_INVALID_ARG');
     expect(codeOf(() => native.waitEvent(b.native as never))).toBe('ERR_INVALID_ARG');
     const event = s.record();
+    // Inherits an event's prototype (passes an instanceof check) but has no wrap.
+    expect(codeOf(() => native.waitEvent(Object.create(event.native) as never))).toBe('ERR_INVALID_ARG');
     const NativeEvent = event.native.constructor as new (...args: unknown[]) => unknown;
     expect(codeOf(() => new NativeEvent())).toBe('ERR_INVALID_ARG');
     expect(codeOf(() => new NativeEvent({}))).toBe('ERR_INVALID_ARG');

@@ -19,8 +19,12 @@
 namespace kvflow::cuda {
 
 /// How long after an operation that holds buffers its stream's sweep is
-/// recorded (see StreamCore::arm_sweep_locked): what a buffer's release can
-/// wait beyond its operation when no event is recorded after it.
+/// recorded (see StreamCore::arm_sweep_locked), when no event recorded in
+/// between covers it. The sweep is enqueued behind whatever the stream got
+/// in the meantime, so a release with no event after it can wait that long,
+/// plus the poller's wake-up, plus the work enqueued in those 100 us (a long
+/// kernel or copy right after a small copy holds the small copy's buffers
+/// until it ends). Memory is held longer, never freed early.
 inline constexpr std::chrono::microseconds kSweepDelay{100};
 
 class EventPool;

@@ -363,7 +363,14 @@ Napi::Value StreamWrap::WaitEvent(const Napi::CallbackInfo& info) {
     if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env).event_ctor.Value())) {
       throw make_error(env, ErrorCode::kInvalidArg, "expected a kvflow Event for argument 0, got something else");
     }
-    auto* ev = EventWrap::Unwrap(v.As<Napi::Object>());
+    // An object that only inherits an event's prototype passes InstanceOf
+    // and has no wrap: napi_unwrap says so, where Unwrap would throw an
+    // Error with no code.
+    void* raw = nullptr;
+    if (napi_unwrap(env, v, &raw) != napi_ok || raw == nullptr) {
+      throw make_error(env, ErrorCode::kInvalidArg, "expected a kvflow Event for argument 0, got something else");
+    }
+    auto* ev = static_cast<EventWrap*>(raw);
     if (ev->owner() != device_->device.get()) {
       throw make_error(env, ErrorCode::kInvalidArg, "expected an event of this device, got an event of another device");
     }
