@@ -60,7 +60,7 @@ import {
 } from '../src/index.js';
 import { ReferenceModel, presets, type PresetName } from '../src/reference/index.js';
 import { dropDram } from '../src/store/testing.js';
-import { medianBreakdown, PARTS, type Breakdown } from './lib/breakdown.js';
+import { medianBreakdown, medianLoadDeviceMs, PARTS, type Breakdown } from './lib/breakdown.js';
 import { median } from './lib/measure.js';
 import { ratioOf, writeResult, type Result } from './lib/results.js';
 import { linePlot, type Series } from './lib/svg.js';
@@ -347,6 +347,9 @@ async function main(): Promise<void> {
           // The floor: the compute beside the copies plus the first layer's copy, or the copies plus the last layer's compute.
           const bareFloor = beside && loadAlone
             ? Math.max(beside.run.ms.median + beside.copyAloneMs / L, beside.copyMs + computeAlone.ms.median / L) : null;
+          // The store's loads beside the compute against the bare copy of the same bytes beside the same compute.
+          const loadBesideMs = tier === 'dram' && plan.loadTokens > 0 ? medianLoadDeviceMs(r.runs) ?? null : null;
+          const loadVsBareCopy = beside && loadBesideMs ? beside.copyMs / loadBesideMs : null;
           const bareOverlap = bareFloor !== null && loadAlone
             ? (loadAlone.ms.median + computeAlone.ms.median - bareFloor) / Math.min(loadAlone.ms.median, computeAlone.ms.median) : null;
           const stallUs = median(r.runs.map((x) => x.layers.reduce((s, l) => s + l.stallMs, 0) / x.layers.length)) * 1e3;
@@ -371,7 +374,7 @@ async function main(): Promise<void> {
             modelMs, overlap, computeBesideCopyMs: besideCopy?.ms.median ?? null,
             computeBesideCopyRange: besideCopy ? [besideCopy.ms.min, besideCopy.ms.max] : null,
             bareCopyMs: beside?.copyMs ?? null, bareCopyAloneMs: beside?.copyAloneMs ?? null,
-            bareCopyFloorMs: bareFloor, bareCopyOverlap: bareOverlap, stallUsPerLayer: stallUs, stallMaxUsPerLayer: stallMaxUs, hostUsPerLayer: hostUs,
+            bareCopyFloorMs: bareFloor, bareCopyOverlap: bareOverlap, loadBesideMs, loadVsBareCopy, stallUsPerLayer: stallUs, stallMaxUsPerLayer: stallMaxUs, hostUsPerLayer: hostUs,
             breakdown: parts ?? null, computeAloneBreakdown: aloneParts ?? null,
             speedupVsRecompute: vsRecompute, speedupVsPeerOverlap: vsPeerOverlap, speedupVsPeerRecompute: vsPeerRecompute,
             speedupVsPeerLoadThenCompute: vsPeerLoadThenCompute, ...peerFields,
@@ -454,6 +457,7 @@ async function main(): Promise<void> {
       'recompute does not depend on the tier: measured once per (tokens, hit), its baseline is the PyTorch peer\'s recompute',
       'speedupVsPeerOverlap: the peer\'s per-layer overlap (prefix in pinned DRAM) over this TTFT, for the NVMe tier too',
       'computeBesideCopyMs: the suffix computed alone beside a bare copy of the loaded bytes (pinned to HBM, one piece per layer, its own stream); bareCopyMs / bareCopyAloneMs: the copies\' device time beside the compute and alone; bareCopyFloorMs = max(that compute + one layer\'s copy alone, the copies beside + one layer\'s compute alone); bareCopyOverlap: the overlap efficiency at that floor (DRAM tier)',
+      'loadBesideMs: the device time of the prefill\'s loads (each layer\'s, start to landed, summed; median of samples); loadVsBareCopy = bareCopyMs / loadBesideMs: the store\'s loads\' rate beside the compute as a fraction of a bare contiguous copy\'s beside the same compute (DRAM tier)',
       'breakdown / computeAloneBreakdown: medians of the parts of the wall time (bench/lib/breakdown.ts: outside the device timeline, lead, stall, compute, gaps) of this point and of its suffix computed alone',
     ],
   };

@@ -22,6 +22,8 @@ export interface TimedPrefill {
   ms: number;
   layers: readonly {
     stallMs: number;
+    /** The layer's load, start to landed on the device (0 when it loaded nothing). */
+    loadMs?: number;
     device: { computeStartMs: number; computeEndMs: number } | null;
   }[];
 }
@@ -61,4 +63,18 @@ export function medianBreakdown(runs: readonly TimedPrefill[]): Breakdown | unde
   const out = {} as Breakdown;
   for (const k of PARTS) out[k] = median(all.map((b) => b[k]));
   return out;
+}
+
+/**
+ * The device time of a prefill's loads: the sum of its layers' loads (each
+ * from its start to its landing, in the load stream's order), median over
+ * the runs that have device times; undefined when none has. Set against a
+ * bare copy of the same bytes beside the same compute, it says how close the
+ * store's loads come to a contiguous copy's rate there.
+ */
+export function medianLoadDeviceMs(runs: readonly TimedPrefill[]): number | undefined {
+  const sums = runs
+    .filter((r) => r.layers.length > 0 && r.layers.every((l) => l.device !== null))
+    .map((r) => r.layers.reduce((s, l) => s + (l.loadMs ?? 0), 0));
+  return sums.length === 0 ? undefined : median(sums);
 }

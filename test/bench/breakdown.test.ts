@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import { breakdown, medianBreakdown, PARTS, type TimedPrefill } from '../../bench/lib/breakdown.js';
+import { breakdown, medianBreakdown, medianLoadDeviceMs, PARTS, type TimedPrefill } from '../../bench/lib/breakdown.js';
 
 /** A consistent timeline: per layer a gap, a stall (wait for its load), then compute; `ms` adds host time around it. */
 const timeline = fc
@@ -52,4 +52,30 @@ describe('bench prefill breakdown', () => {
     const slowest: TimedPrefill = { ...timed, ms: 20 };
     expect(medianBreakdown([timed, host, slowest, slower])).toEqual({ outsideMs: 5, leadMs: 1, stallMs: 1.5, computeMs: 6, gapMs: 0.5 });
   });
+
+  it('sums a run\'s per-layer load times and takes the median over the runs with device times', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(fc.double({ min: 0, max: 5, noNaN: true }), { minLength: 1, maxLength: 40 }), { minLength: 1, maxLength: 7 }),
+        (runsLoads) => {
+          const runs: TimedPrefill[] = runsLoads.map((loads) => ({
+            ms: 1,
+            layers: loads.map((loadMs, l) => ({ stallMs: 0, loadMs, device: { computeStartMs: l, computeEndMs: l + 1 } })),
+          }));
+          const sums = runsLoads.map((loads) => loads.reduce((s, x) => s + x, 0)).sort((a, b) => a - b);
+          const got = medianLoadDeviceMs(runs)!;
+          // The median lies between the middle sums (odd counts: is the middle one).
+          const mid = Math.floor(sums.length / 2);
+          const lo = sums.length % 2 === 1 ? sums[mid]! : sums[mid - 1]!;
+          expect(got).toBeGreaterThanOrEqual(lo - 1e-9);
+          expect(got).toBeLessThanOrEqual(sums[mid]! + 1e-9);
+          // A run with a layer off the device timeline does not count; none left: undefined.
+          const hostOnly = runs.map((r) => ({ ...r, layers: r.layers.map((l, i) => (i === 0 ? { ...l, device: null } : l)) }));
+          expect(medianLoadDeviceMs(hostOnly)).toBeUndefined();
+          expect(medianLoadDeviceMs([...hostOnly, runs[0]!])).toBeCloseTo(runsLoads[0]!.reduce((s, x) => s + x, 0), 9);
+        },
+      ),
+    );
+  });
 });
+
