@@ -4,12 +4,13 @@
 # variant), `vitest run test/device test/pipeline test/reference` on a
 # snapshot of B (CUDA and CPU), Llama-3-8B 16k prefill at 90% and 95% with
 # the PyTorch peer, A then B, bench/pipeline-host A, B, A, B, and bench/copy
-# of B once. Lay out on the development machine (git-ignored, carried):
+# of B once. `bash bench/tools/lay-out-verify.sh A [B]` lays it out on the
+# development machine (git-ignored, carried):
 #   build-bench/sit5/tree/            git archive of B (src test bench package.json tsconfig*.json vitest.config.ts) + its dist/
 #   build-bench/sit5/dist-a/          A's dist
 #   build-bench/sit5/addon-a.node.xz, addon-b.node.xz   sm_90 addons of A and B (xz -c)
-#   build-bench/sit5/attention_check  B's (native/src/cuda/reference/tools/build.sh, copied)
-#   build-bench/sit5/copy_baseline    bench/native/build.sh's, copied
+#   build-bench/sit5/attention_check  B's
+#   build-bench/sit5/copy_baseline    bench/native's
 #   build-bench/sit5/commit           B's short hash
 # then run `bash bench/tools/verify-sitting.sh` from the repo root with
 # carry [".device", "build-bench/sit5"]; TOTAL (s, default 290) bounds it.
