@@ -20,12 +20,17 @@ export function watch(event: Event, t0: number, pending: Pending, onSettled?: (w
   const w: Watched = { event, at: Number.NaN, error: undefined };
   pending.add();
   event.whenDone((error) => {
-    w.at = performance.now() - t0;
-    w.error = error;
-    pending.done();
+    settle(w, t0, pending, error);
     onSettled?.(w);
   });
   return w;
+}
+
+/** Notes a watched event's outcome and uncounts it. */
+function settle(w: Watched, t0: number, pending: Pending, error: unknown): void {
+  w.at = performance.now() - t0;
+  w.error = error;
+  pending.done();
 }
 
 /**
@@ -36,9 +41,7 @@ export function watchLayer(event: Event, t0: number, pending: Pending, settled: 
   const w: Watched = { event, at: Number.NaN, error: undefined };
   pending.add();
   event.whenDone((error) => {
-    w.at = performance.now() - t0;
-    w.error = error;
-    pending.done();
+    settle(w, t0, pending, error);
     settled.set(layer, true);
   });
   return w;
