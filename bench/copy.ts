@@ -73,16 +73,32 @@ function copyRun(r: Rig, dir: Dir, bytes: number): Run {
   };
 }
 
+/** Where one awaited copy's time goes, per op in us: the copy call, the record call, and the wait until done() resolved. */
+interface Parts {
+  total: number[];
+  copy: number[];
+  record: number[];
+  wait: number[];
+}
+
 /** One 64 KiB copy at a time, each awaited through its event: JS-to-completion cost per copy. */
-function latencyRun(r: Rig, perOp: number[]): Run {
+function latencyRun(r: Rig, parts: Parts): Run {
+  const us = (from: bigint, to: bigint): number => Number(to - from) / 1e3;
   return async (reps) => {
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < reps; i++) {
       const off = offsetOf(i, OPS_BYTES, r.cap);
       const a = process.hrtime.bigint();
       r.s1.copy(r.dA, off, r.hA, off, OPS_BYTES);
-      await r.s1.record().done();
-      perOp.push(Number(process.hrtime.bigint() - a) / 1e3);
+      const b = process.hrtime.bigint();
+      const event = r.s1.record();
+      const c = process.hrtime.bigint();
+      await event.done();
+      const d = process.hrtime.bigint();
+      parts.total.push(us(a, d));
+      parts.copy.push(us(a, b));
+      parts.record.push(us(b, c));
+      parts.wait.push(us(c, d));
     }
     return since(t0);
   };
@@ -185,19 +201,25 @@ async function main(): Promise<void> {
       spread_pct: ops.spreadPct,
     });
 
-    const perOp: number[] = [];
-    const lat = await measure(latencyRun(r, perOp), minSeconds, samples);
-    // perOp also holds warm-up and calibration ops; percentiles over them all
-    // say more about the tail than the median run alone would.
-    perOp.sort((a, b) => a - b);
-    const pct = (p: number): number => perOp[Math.min(perOp.length - 1, Math.floor(p * perOp.length))] ?? Number.NaN;
+    const parts: Parts = { total: [], copy: [], record: [], wait: [] };
+    const lat = await measure(latencyRun(r, parts), minSeconds, samples);
+    // The parts also hold warm-up and calibration ops; percentiles over them
+    // all say more about the tail than the median run alone would.
+    const pct = (xs: number[], p: number): number => {
+      const sorted = [...xs].sort((a, b) => a - b);
+      return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;
+    };
     add(`latency_${label(OPS_BYTES)}_us`, (1e6 * lat.median) / lat.reps, 'us', {
       bytes: OPS_BYTES,
       direction: 'h2d',
       reps: lat.reps,
       spread_pct: lat.spreadPct,
-      p50_us: pct(0.5),
-      p99_us: pct(0.99),
+      p50_us: pct(parts.total, 0.5),
+      p99_us: pct(parts.total, 0.99),
+      // medians of each part (they need not add up to the total's median)
+      copy_call_p50_us: pct(parts.copy, 0.5),
+      record_call_p50_us: pct(parts.record, 0.5),
+      wait_p50_us: pct(parts.wait, 0.5),
     });
 
     if (args.json !== undefined) {

@@ -122,6 +122,14 @@ export interface KvflowDefaults {
    * after its last completion before it sleeps. 0 turns both off.
    */
   readonly completionSpinUs: number;
+  /**
+   * `KVFLOW_SHORT_WAIT_US` (0-1000): how long `event.done()` looks for the
+   * event's completion on the spot, blocking the JS thread, when nothing
+   * else of the device is waited on (a short copy awaited alone then settles
+   * without a turn of the event loop). After a look that ran out, the next
+   * 64 such waits go without one. 0 turns it off.
+   */
+  readonly shortWaitUs: number;
   /** Defaults of a KvStore opened on the device. */
   readonly store: StoreDefaults;
 }
@@ -148,6 +156,7 @@ export const BUILT_IN_DEFAULTS: KvflowDefaults = deepFreeze({
   pagedEngine: 'dma',
   cudaGate: 'host',
   completionSpinUs: 50,
+  shortWaitUs: 20,
   store: {
     chunkTokens: 256,
     dramBytes: GiB,
@@ -211,6 +220,7 @@ export function readConfig(env: Environment = process.env): KvflowDefaults {
     pagedEngine: choice('KVFLOW_PAGED_ENGINE', b.pagedEngine, ['dma', 'kernel'] as const),
     cudaGate: choice('KVFLOW_CUDA_GATE', b.cudaGate, ['host', 'wait-value', 'auto'] as const),
     completionSpinUs: integer('KVFLOW_COMPLETION_SPIN_US', b.completionSpinUs, 0, 10_000),
+    shortWaitUs: integer('KVFLOW_SHORT_WAIT_US', b.shortWaitUs, 0, 1000),
     store: { ...b.store },
   });
 }

@@ -218,9 +218,27 @@ int main(int argc, char** argv) {
         });
       },
       minSeconds, samples);
+  // Where one op's time goes (medians over 20,000 ops): the enqueue call and
+  // the synchronize, to set beside bench/copy's copy / record / wait parts.
+  std::vector<double> enq, syn;
+  for (long i = 0; i < 20000; ++i) {
+    size_t off = offsetOf(i, opsBytes, c.cap);
+    auto a = std::chrono::steady_clock::now();
+    CK(cudaMemcpyAsync(c.dA + off, c.hA + off, opsBytes, cudaMemcpyHostToDevice, c.s1));
+    auto b = std::chrono::steady_clock::now();
+    CK(cudaStreamSynchronize(c.s1));
+    auto d = std::chrono::steady_clock::now();
+    enq.push_back(std::chrono::duration<double, std::micro>(b - a).count());
+    syn.push_back(std::chrono::duration<double, std::micro>(d - b).count());
+  }
+  auto median = [](std::vector<double>& v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
   std::snprintf(line, sizeof line,
-                "{\"metric\":\"latency\",\"bytes\":%zu,\"us\":%.3f,\"ops_per_s\":%.1f,\"reps\":%ld}", opsBytes,
-                1e6 * lat.median / lat.reps, lat.reps / lat.median, lat.reps);
+                "{\"metric\":\"latency\",\"bytes\":%zu,\"us\":%.3f,\"ops_per_s\":%.1f,\"reps\":%ld,"
+                "\"enqueue_p50_us\":%.3f,\"sync_p50_us\":%.3f}",
+                opsBytes, 1e6 * lat.median / lat.reps, lat.reps / lat.median, lat.reps, median(enq), median(syn));
   emit(line);
   std::fprintf(stderr, "ops %.0f/s, sync latency %.2f us\n", ops.reps / ops.median, 1e6 * lat.median / lat.reps);
 

@@ -4,7 +4,7 @@
 # variant), `vitest run test/device test/pipeline test/reference` on a
 # snapshot of B (CUDA and CPU), Llama-3-8B 16k prefill at 90% and 95% with
 # the PyTorch peer, A then B, bench/pipeline-host A, B, A, B, and bench/copy
-# of B once. `bash bench/tools/lay-out-verify.sh A [B]` lays it out on the
+# of B (in full once, then quick with the short wait off and on). `bash bench/tools/lay-out-verify.sh A [B]` lays it out on the
 # development machine (git-ignored, carried):
 #   build-bench/sit5/tree/            git archive of B (src test bench package.json tsconfig*.json vitest.config.ts) + its dist/
 #   build-bench/sit5/dist-a/          A's dist
@@ -53,10 +53,18 @@ for round in 1 2; do
     echo "ph $n$round rc=$?"; grep -E "_device" $R/ph-$n$round.log
   done
 done
-# 5. copy, HEAD, once
+# 5. copy of B: in full once, then quick runs alternating the short wait off
+# and on (KVFLOW_SHORT_WAIT_US 0 / default)
 if [ "$(left)" -gt 60 ]; then
   $S/copy_baseline > $R/copy_baseline.json
   KVFLOW_COMMIT=$C KVFLOW_ADDON=$S/addon-b/kvflow.node timeout 60 node $S/tree/dist/bench/copy.js --backend cuda --baseline $R/copy_baseline.json --json $R/copy.json > $R/copy.log 2>&1
   echo "copy rc=$?"; grep -E "64KiB" $R/copy.log | tail -5
+  for round in 1 2 3; do
+    for sw in 0 20; do
+      [ "$(left)" -lt 15 ] && break 2
+      KVFLOW_SHORT_WAIT_US=$sw KVFLOW_COMMIT=$C KVFLOW_ADDON=$S/addon-b/kvflow.node timeout 20 node $S/tree/dist/bench/copy.js --backend cuda --quick --baseline $R/copy_baseline.json --json $R/copy-short$sw-$round.json > $R/copy-short$sw-$round.log 2>&1
+      echo "copy short=$sw round $round rc=$?: $(grep -E "latency_64KiB|bidir_64KiB" $R/copy-short$sw-$round.log | tr -s ' ' | tr '\n' ';')"
+    done
+  done
 fi
 tar czf $OUT/sit5.tgz -C $R .

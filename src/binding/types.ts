@@ -63,7 +63,8 @@ export type NativeEventStatus = 0 | 1 | 2;
 
 export interface NativeEvent {
   readonly id: number;
-  watch(): NativeEventStatus;
+  /** Marks it watched (its completion will be posted while pending); with `spinUs`, looks for the completion that long first (at most 1000). */
+  watch(spinUs?: number): NativeEventStatus;
   status(): NativeEventStatus;
   error(): Error | undefined;
   /** Recorded with timing (absent in builds without timed events). */

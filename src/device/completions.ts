@@ -16,6 +16,9 @@ type Settle = (error: unknown) => void;
  */
 type Waiter = (status: number) => void;
 
+/** After a short wait's look ran out, this many fresh waits go without one (work that long is not short). */
+const SHORT_BACKOFF = 64;
+
 function errorOf(event: NativeEvent): unknown {
   try {
     return event.error() ?? undefined;
@@ -30,6 +33,10 @@ export class Completions {
   readonly #fresh = new Map<number, { event: NativeEvent; until: number }>();
   #spinning = false;
   #spinMs = 0;
+  /** How long a short wait looks for its completion on the spot (us; 0: never). */
+  #shortUs = 0;
+  /** Fresh waits left to go without that look, after one ran out. */
+  #shortSkip = 0;
   #native: NativeDevice | undefined;
 
   /**
@@ -38,10 +45,27 @@ export class Completions {
    * loop (setImmediate: the loop goes on turning) before only the completion
    * thread's notice can settle it. The notice wakes a sleeping loop, which
    * costs more than a short operation itself; checking catches it sooner.
+   * `shortWaitUs`: how long a short wait (see `when`) looks for its
+   * completion on the spot, blocking the thread, before it waits as any other.
    */
-  attach(native: NativeDevice, spinUs = 0): void {
+  attach(native: NativeDevice, spinUs = 0, shortWaitUs = 0): void {
     this.#native = native;
     this.#spinMs = spinUs / 1000;
+    this.#shortUs = shortWaitUs;
+  }
+
+  /**
+   * The look a short wait takes now, in us: none while anything else is
+   * waited on (the wait is not alone: the thread has other completions to
+   * take), nor for a while after a look that ran out.
+   */
+  #shortSpin(): number {
+    if (this.#shortUs === 0 || this.#waiters.size > 0) return 0;
+    if (this.#shortSkip > 0) {
+      this.#shortSkip--;
+      return 0;
+    }
+    return this.#shortUs;
   }
 
   #settle(id: number, status = 0): void {
@@ -129,11 +153,16 @@ export class Completions {
    * completion is posted: at once when it has already. `fn` must not throw.
    * No promise: the cheap form of `settle`. `id` is `event.id`, for a
    * caller that has it already (reading it is a call into the addon).
+   * `short`: a user's own wait (`event.done()`), which may look for the
+   * completion on the spot first when nothing else is waited on: a short
+   * copy then settles without a turn of the loop or a notice.
    */
-  when(event: NativeEvent, fn: Settle, id?: number): void {
+  when(event: NativeEvent, fn: Settle, id?: number, short = false): void {
     let status: number;
     try {
-      status = event.watch();
+      const spin = short ? this.#shortSpin() : 0;
+      status = spin > 0 ? event.watch(spin) : event.watch();
+      if (spin > 0 && status === 0) this.#shortSkip = SHORT_BACKOFF;
     } catch (e) {
       fn(e);
       return;

@@ -145,7 +145,7 @@ export class Device extends Disposable {
     this.config = config;
     const gate = CUDA_GATE_MODES.indexOf(config.cudaGate);
     this.#native = new binding.Device(selection.backend, config.ordinal, config.maxPinnedBytes, this.completions.onBatch, gate, config.completionSpinUs);
-    this.completions.attach(this.#native, config.completionSpinUs);
+    this.completions.attach(this.#native, config.completionSpinUs, config.shortWaitUs);
   }
 
   /** @internal The native device, or ERR_DISPOSED (for the io and layout layers). */

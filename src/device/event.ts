@@ -123,7 +123,7 @@ export class Event {
       reject = rej;
     });
     this.#done = done;
-    this.#whenDone((error) => {
+    this.#whenDone(true, (error) => {
       if (error === undefined) {
         resolve();
         return;
@@ -146,10 +146,11 @@ export class Event {
       this.done().then(() => sink(undefined), (e: unknown) => sink(e ?? new Error('failed')));
       return;
     }
-    this.#whenDone(sink);
+    this.#whenDone(false, sink);
   }
 
-  #whenDone(sink: EventSink): void {
+  /** `short`: a user's `done()`, which may look for a short operation's completion on the spot (Completions.when). */
+  #whenDone(short: boolean, sink: EventSink): void {
     if (this.#state === SETTLED) {
       sink(this.#error);
       return;
@@ -158,7 +159,7 @@ export class Event {
     if (sinks === undefined) this.#sinks = sink;
     else if (typeof sinks === 'function') this.#sinks = [sinks, sink];
     else sinks.push(sink);
-    if (this.#state === NOT_WATCHED) this.#watch();
+    if (this.#state === NOT_WATCHED) this.#watch(short);
   }
 
   #id(): number {
@@ -166,7 +167,7 @@ export class Event {
     return this.#nativeId;
   }
 
-  #watch(): void {
+  #watch(short: boolean): void {
     this.#state = WATCHING;
     const stream = this.stream;
     const id = this.#id();
@@ -186,7 +187,7 @@ export class Event {
       }
       this.#told = error;
       (earlier.#next ??= []).push(this);
-    }, id);
+    }, id, short && earlier === undefined);
   }
 
   #settle(error: unknown): void {

@@ -159,4 +159,69 @@ describe('Completions', () => {
     await turns(1);
     expect(settled).toBe(true);
   });
+
+  describe('short waits', () => {
+    /** An event that records the look each watch asked for, and completes during one when `quick`. */
+    function lookingEvent(id: number, quick: boolean): NativeEvent & { looks: Array<number | undefined>; state: NativeEventStatus } {
+      const e = {
+        id,
+        state: 0 as NativeEventStatus,
+        looks: [] as Array<number | undefined>,
+        watch: (spinUs?: number) => {
+          e.looks.push(spinUs);
+          if (quick && spinUs !== undefined && spinUs > 0) e.state = 1;
+          return e.state;
+        },
+        status: () => e.state,
+        error: (): Error | undefined => undefined,
+      };
+      return e;
+    }
+
+    it('a short wait alone looks on the spot and settles at once when its work completed during the look', () => {
+      const c = new Completions();
+      c.attach(fakeDevice(), 0, 20);
+      const e = lookingEvent(1, true);
+      let told: unknown = 'not yet';
+      c.when(e, (error) => void (told = error), 1, true);
+      expect(e.looks).toEqual([20]);
+      expect(told).toBeUndefined(); // settled inside the call: no turn, no notice
+      expect(c.pending).toBe(0);
+    });
+
+    it('no look while something else is waited on, for a wait that is not short, or with shortWaitUs 0', () => {
+      const c = new Completions();
+      c.attach(fakeDevice(), 0, 20);
+      const other = lookingEvent(1, false);
+      c.when(other, () => undefined, 1, false); // not short: a plain watch
+      expect(other.looks).toEqual([undefined]);
+      const e = lookingEvent(2, true);
+      c.when(e, () => undefined, 2, true); // not alone: `other` is pending
+      expect(e.looks).toEqual([undefined]);
+      c.onBatch([1, 2]);
+      const off = new Completions();
+      off.attach(fakeDevice(), 0, 0);
+      const f = lookingEvent(3, true);
+      off.when(f, () => undefined, 3, true);
+      expect(f.looks).toEqual([undefined]);
+    });
+
+    it('after a look that ran out, the next 64 short waits go without one', () => {
+      const c = new Completions();
+      c.attach(fakeDevice(), 0, 20);
+      const slow = lookingEvent(1, false);
+      c.when(slow, () => undefined, 1, true);
+      expect(slow.looks).toEqual([20]); // looked, ran out: pending
+      c.onBatch([1]);
+      const looks: Array<number | undefined> = [];
+      for (let i = 0; i < 65; i++) {
+        const e = lookingEvent(10 + i, true);
+        c.when(e, () => undefined, 10 + i, true);
+        looks.push(...e.looks);
+        c.onBatch([10 + i]);
+      }
+      expect(looks.slice(0, 64)).toEqual(new Array(64).fill(undefined));
+      expect(looks[64]).toBe(20);
+    });
+  });
 });

@@ -102,6 +102,8 @@ describe('device.config', () => {
       ['KVFLOW_GDS', 'yes', "expected 'auto', 'on' or 'off' for KVFLOW_GDS"],
       ['KVFLOW_PAGED_ENGINE', 'auto', "expected 'dma' or 'kernel' for KVFLOW_PAGED_ENGINE"],
       ['KVFLOW_COMPLETION_SPIN_US', '10001', 'expected an integer from 0 to 10000 for KVFLOW_COMPLETION_SPIN_US'],
+      ['KVFLOW_SHORT_WAIT_US', '1001', 'expected an integer from 0 to 1000 for KVFLOW_SHORT_WAIT_US'],
+      ['KVFLOW_SHORT_WAIT_US', '-1', 'expected a non-negative integer for KVFLOW_SHORT_WAIT_US'],
     ];
     for (const [name, value, message] of bad) {
       expect(() => readConfig({ [name]: value }), name).toThrow(message);
@@ -110,5 +112,7 @@ describe('device.config', () => {
     expect(readConfig({})).toEqual(BUILT_IN_DEFAULTS);
     expect(readConfig({ KVFLOW_IO_THREADS: '' }).ioThreads).toBe(BUILT_IN_DEFAULTS.ioThreads);
     expect(readConfig({ KVFLOW_COMPLETION_SPIN_US: '0' }).completionSpinUs).toBe(0);
+    expect(readConfig({ KVFLOW_SHORT_WAIT_US: '0' }).shortWaitUs).toBe(0);
+    expect(readConfig({ KVFLOW_SHORT_WAIT_US: '1000' }).shortWaitUs).toBe(1000);
   });
 });

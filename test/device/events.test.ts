@@ -40,6 +40,43 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
     await Promise.all([a.dispose(), b.dispose()]);
   });
 
+  it.skipIf(skip)('done() awaited alone: a look that runs out still settles later, and copies awaited one by one arrive exact', async () => {
+    const before = process.env.KVFLOW_SHORT_WAIT_US;
+    process.env.KVFLOW_SHORT_WAIT_US = '1000'; // the longest look
+    let dev;
+    try {
+      dev = openDevice({ backend });
+    } finally {
+      if (before === undefined) delete process.env.KVFLOW_SHORT_WAIT_US;
+      else process.env.KVFLOW_SHORT_WAIT_US = before;
+    }
+    expect(dev.config.shortWaitUs).toBe(1000);
+    try {
+      const s = dev.createStream();
+      const bytes = 64 * 1024;
+      const { src, mid, out, data } = throughDevice(dev, bytes);
+      const release = holdStream(s);
+      s.copy(mid, 0, src, 0, bytes);
+      let settled = false;
+      const held = s.record().done().then(() => void (settled = true));
+      await ticks(10);
+      expect(settled).toBe(false); // the look ran out: the wait goes on as any other
+      release();
+      await held;
+      // Then one copy at a time, each awaited alone: whatever settles them (a
+      // look, a turn of the loop or a notice), each lands whole.
+      for (let i = 0; i < 100; i++) {
+        s.copy(out, 0, mid, 0, bytes);
+        await s.record().done();
+        expect(sameBytes(out.array, data), `copy ${i}`).toBe('equal');
+        out.array.fill(0);
+      }
+      await s.dispose();
+    } finally {
+      await dev.dispose();
+    }
+  });
+
   it.skipIf(skip)('a stream whose last event was seen done is idle: dispose({ wait: false }) never finds it busy', async () => {
     // Both ways of seeing an event done: the completion thread's notice (no
     // spin) and the event loop's own check (the default spin).

@@ -32,6 +32,11 @@ class EventState {
   /// JS side: marks the event watched and returns its status. When this
   /// returns kPending, the completion will be posted; otherwise it will not.
   [[nodiscard]] EventStatus watch() noexcept;
+  /// JS side: watch(), after looking for the completion for up to `spin`
+  /// first (a short operation alone on its stream completes within that: the
+  /// caller then needs no notice at all). Blocks the calling thread that long
+  /// at most; 0 is watch().
+  [[nodiscard]] EventStatus watch_spin(std::chrono::nanoseconds spin) noexcept;
 
   [[nodiscard]] EventStatus status() const noexcept;
   /// The failure, once status() is kFailed.

@@ -41,6 +41,20 @@ EventStatus EventState::watch() noexcept {
   return status();
 }
 
+EventStatus EventState::watch_spin(std::chrono::nanoseconds spin) noexcept {
+  if (spin.count() > 0 && (bits_.load(std::memory_order_acquire) & kDone) == 0) {
+    const auto until = std::chrono::steady_clock::now() + spin;
+    do {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#elif defined(__aarch64__)
+      asm volatile("yield");
+#endif
+    } while ((bits_.load(std::memory_order_acquire) & kDone) == 0 && std::chrono::steady_clock::now() < until);
+  }
+  return watch();
+}
+
 EventStatus EventState::status() const noexcept {
   if ((bits_.load(std::memory_order_acquire) & kDone) == 0) return EventStatus::kPending;
   std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(mutex_));

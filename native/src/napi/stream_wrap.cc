@@ -1,7 +1,9 @@
 #include "stream_wrap.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <utility>
 
 #include "buffer_wrap.hpp"
@@ -481,7 +483,17 @@ Napi::Value EventWrap::Id(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(event_->id()));
 }
 
+// watch(spinUs?): with a spin (a number, at most kMaxWatchSpinUs), looks for
+// the completion that long first (EventState::watch_spin).
 Napi::Value EventWrap::Watch(const Napi::CallbackInfo& info) {
+  constexpr double kMaxWatchSpinUs = 1000;
+  if (info.Length() > 0 && info[0].IsNumber()) {
+    const double us = info[0].As<Napi::Number>().DoubleValue();
+    if (us > 0) {
+      const auto spin = std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(us, kMaxWatchSpinUs) * 1000));
+      return Napi::Number::New(info.Env(), static_cast<int>(event_->watch_spin(spin)));
+    }
+  }
   return Napi::Number::New(info.Env(), static_cast<int>(event_->watch()));
 }
 
