@@ -4,6 +4,14 @@
 
 namespace kvflow::napi {
 
+namespace {
+// Its address differs in every loaded copy of the addon (internal linkage:
+// never shared or interposed between copies).
+const char copy_anchor = 0;
+}  // namespace
+
+std::uint64_t copy_salt() noexcept { return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&copy_anchor)); }
+
 AddonData& addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
 Napi::Error make_error(Napi::Env env, ErrorCode code, const std::string& message) {

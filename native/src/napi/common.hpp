@@ -61,12 +61,27 @@ auto guarded(Napi::Env env, Fn&& fn) -> decltype(fn()) {
 // arguments are recognised by that tag: a private-property lookup, where
 // InstanceOf looked up Symbol.hasInstance, called it and walked the prototype
 // chain, the costliest step of checking a copy's arguments. An object that
-// merely inherits a wrap's prototype carries no tag and is refused.
+// merely inherits a wrap's prototype carries no tag and is refused. The tag
+// is made unique to this loaded copy of the addon (copy_tag): an object of
+// another kvflow copy in the same process, whose classes may be laid out
+// otherwise, is refused too.
+
+/// A value unique to this loaded copy of the addon (the address of a static of its own).
+[[nodiscard]] std::uint64_t copy_salt() noexcept;
+
+/// `Wrap::kTypeTag` as this copy of the addon marks and checks it.
+template <class Wrap>
+[[nodiscard]] napi_type_tag copy_tag() noexcept {
+  napi_type_tag tag = Wrap::kTypeTag;
+  tag.upper ^= copy_salt();
+  return tag;
+}
 
 /// Marks the object under construction as a `Wrap`.
 template <class Wrap>
 void tag_wrap(const Napi::CallbackInfo& info) {
-  info.This().As<Napi::Object>().TypeTag(&Wrap::kTypeTag);
+  const napi_type_tag tag = copy_tag<Wrap>();
+  info.This().As<Napi::Object>().TypeTag(&tag);
 }
 
 /// The `Wrap` behind `v`, or nullptr when `v` is not an object made by `Wrap`'s class.
@@ -74,7 +89,8 @@ template <class Wrap>
 [[nodiscard]] Wrap* wrap_of(const Napi::Value& v) {
   if (!v.IsObject()) return nullptr;
   const Napi::Object object = v.As<Napi::Object>();
-  if (!object.CheckTypeTag(&Wrap::kTypeTag)) return nullptr;
+  const napi_type_tag tag = copy_tag<Wrap>();
+  if (!object.CheckTypeTag(&tag)) return nullptr;
   return Wrap::Unwrap(object);
 }
 
