@@ -15,9 +15,16 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
-/** @internal What an event needs from its stream: the latest event waited on and not settled yet, after which later events settle. */
+/**
+ * @internal What an event needs from its stream: the stream's events waited
+ * on and not settled yet, in stream order from `watchHead` (each settles once
+ * it and every one before it were told their outcome), and whether they are
+ * being settled now.
+ */
 export interface EventOrder {
-  pendingDone: Event | undefined;
+  watching: Event[];
+  watchHead: number;
+  settling: boolean;
 }
 
 /** @internal Told an event's outcome: its error, undefined when it succeeded. Must not throw. */
@@ -56,11 +63,11 @@ export class Event {
   #error: unknown;
   /** Told the outcome when it settles (one sink, or several). */
   #sinks: EventSink | EventSink[] | undefined;
-  /** A later event of the stream, complete, that settles right after this one. */
-  #next: Event[] | undefined;
-  /** The outcome a later event was told while waiting on an earlier one. */
+  /** Its outcome is known; it settles once every event of its stream waited on before it in stream order has. */
+  #toldOutcome = false;
+  /** That outcome, until it settles. */
   #told: unknown;
-  /** It was its stream's latest pending event when first waited on: its rejection counts as handled. */
+  /** It was its stream's newest event waited on when first waited on: its rejection counts as handled. */
   #tracked = false;
   /** The native id, read once it is needed (reading it is a call into the addon); -1 until then. */
   #nativeId = -1;
@@ -115,6 +122,20 @@ export class Event {
       }
       return abortable(this.done(), signal, 'waiting for the event');
     }
+    return this.#promise(true);
+  }
+
+  /**
+   * @internal `done()` for kvflow's own waits: never looks for the completion
+   * on the spot (a short wait, Completions.when: kvflow's own threads of work
+   * have more to do than wait). Follows a `done()` its owner replaced.
+   */
+  untilDone(): Promise<void> {
+    if (this.done !== Event.prototype.done) return this.done();
+    return this.#promise(false);
+  }
+
+  #promise(short: boolean): Promise<void> {
     if (this.#done) return this.#done;
     let resolve!: () => void;
     let reject!: (e: unknown) => void;
@@ -123,7 +144,7 @@ export class Event {
       reject = rej;
     });
     this.#done = done;
-    this.#whenDone(true, (error) => {
+    this.#whenDone(short, (error) => {
       if (error === undefined) {
         resolve();
         return;
@@ -171,61 +192,80 @@ export class Event {
     this.#state = WATCHING;
     const stream = this.stream;
     const id = this.#id();
-    // Events of one stream settle in stream order: one found complete at once
-    // settles after an earlier event of its stream still on its way (complete
-    // too, since the stream runs in order; its notice is only not delivered yet).
-    const pending = stream?.pendingDone;
-    const earlier = pending !== undefined && pending.#id() < id ? pending : undefined;
-    if (stream && (pending === undefined || earlier !== undefined)) {
-      stream.pendingDone = this;
-      this.#tracked = true;
+    if (stream === undefined) {
+      // An IO request's event: nothing to keep in order with.
+      this.#completions.when(this.#native, (error) => this.#settle(error), id);
+      return;
     }
+    // Events of one stream settle in stream order: one found complete at once
+    // still settles after every earlier event of its stream waited on (complete
+    // too, since the stream runs in order; their notices are only not
+    // delivered yet), whichever order they were waited on in.
+    const alone = Event.#enqueue(stream, this, id);
+    this.#tracked = alone !== undefined;
     this.#completions.when(this.#native, (error) => {
-      if (earlier === undefined || earlier.#state === SETTLED) {
-        this.#settle(error);
-        return;
-      }
       this.#told = error;
-      (earlier.#next ??= []).push(this);
-    }, id, short && earlier === undefined);
+      this.#toldOutcome = true;
+      Event.#settleInOrder(stream);
+    }, id, short && alone === true);
+  }
+
+  /**
+   * Adds a watched event to its stream's list, by id. Undefined when an
+   * event later in stream order is waited on already; else whether it is the
+   * only one.
+   */
+  static #enqueue(stream: EventOrder, e: Event, id: number): boolean | undefined {
+    const list = stream.watching;
+    let i = list.length;
+    while (i > stream.watchHead && list[i - 1]!.#nativeId > id) i--;
+    if (i === list.length) {
+      list.push(e);
+      return list.length - stream.watchHead === 1;
+    }
+    list.splice(i, 0, e);
+    return undefined;
+  }
+
+  /**
+   * Settles the stream's watched events that were told their outcome, from
+   * the oldest, up to the first not told yet. A loop, never a recursion: a
+   * chain of thousands (a stream found finished before the first notice
+   * arrived) settles without deepening the stack, and an event told while
+   * this runs (a sink waited on another) is taken by the same loop.
+   */
+  static #settleInOrder(stream: EventOrder): void {
+    if (stream.settling) return;
+    stream.settling = true;
+    const list = stream.watching;
+    try {
+      while (stream.watchHead < list.length) {
+        const head = list[stream.watchHead]!;
+        if (!head.#toldOutcome) break;
+        stream.watchHead++;
+        const error = head.#told;
+        head.#told = undefined;
+        head.#settle(error);
+      }
+    } finally {
+      if (stream.watchHead === list.length) {
+        list.length = 0;
+        stream.watchHead = 0;
+      } else if (stream.watchHead >= 64 && stream.watchHead * 2 >= list.length) {
+        list.splice(0, stream.watchHead);
+        stream.watchHead = 0;
+      }
+      stream.settling = false;
+    }
   }
 
   #settle(error: unknown): void {
     this.#state = SETTLED;
     this.#error = error;
-    const stream = this.stream;
-    if (stream?.pendingDone === this) stream.pendingDone = undefined;
     const sinks = this.#sinks;
     this.#sinks = undefined;
     if (typeof sinks === 'function') tell(sinks, error);
     else if (sinks !== undefined) for (const sink of sinks) tell(sink, error);
-    const next = this.#next;
-    this.#next = undefined;
-    if (next !== undefined) for (const e of next) Event.#settleLater(e);
-  }
-
-  // Events that waited on an earlier one settle from a queue, not from inside
-  // the earlier one's settle: a chain of thousands (a stream found finished
-  // before the first notice arrived) would otherwise recurse once per event
-  // and overflow the stack. First in, first out, so stream order holds.
-  static #queue: Event[] = [];
-  static #settling = false;
-  static #settleLater(e: Event): void {
-    const queue = Event.#queue;
-    queue.push(e);
-    if (Event.#settling) return;
-    Event.#settling = true;
-    try {
-      for (let i = 0; i < queue.length; i++) {
-        const next = queue[i]!;
-        const error = next.#told;
-        next.#told = undefined;
-        next.#settle(error);
-      }
-    } finally {
-      queue.length = 0;
-      Event.#settling = false;
-    }
   }
 }
 

@@ -33,8 +33,12 @@ export interface RecordOptions {
  * make another stream wait on.
  */
 export class Stream extends Disposable {
-  /** @internal The latest done() of an event of this stream still pending: later events settle after it. */
-  pendingDone: Event | undefined;
+  /** @internal Its events waited on and not settled yet, in stream order from `watchHead` (see EventOrder). */
+  readonly watching: Event[] = [];
+  /** @internal */
+  watchHead = 0;
+  /** @internal */
+  settling = false;
   #native: NativeStream | undefined;
   readonly #owner: StreamOwner;
   protected readonly resourceName = 'stream';
@@ -144,7 +148,7 @@ export class Stream extends Disposable {
     const native = this.#native;
     if (!native) return;
     const last = new Event(native.record(), this, this.#owner.completions);
-    await last.done().catch(() => undefined);
+    await last.untilDone().catch(() => undefined);
     native.close(false);
     this.#native = undefined;
   }

@@ -179,7 +179,7 @@ export class KvFile extends Disposable {
     const { priority, signal } = requestOptions(options, 'high', 'the checked read');
     const request = native.readChecked(d, table, priority);
     const event = new Event(request.event, undefined, this.#owner.completions);
-    const done = this.#remember(event.done());
+    const done = this.#remember(event.untilDone());
     const verified = abortable(done, signal, 'the checked read').then(
       () => [] as number[],
       (e: unknown) => {

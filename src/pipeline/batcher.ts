@@ -308,7 +308,7 @@ export class LayerBatcher implements StoreClock {
     } catch (e) {
       this.#charge(group, t);
       // The stream was closed under the call (the load itself is tracked by the store).
-      event.done().catch(() => undefined);
+      event.untilDone().catch(() => undefined);
       for (const q of group) q.sink.loadRefused(layer, e);
       return;
     }
@@ -374,7 +374,7 @@ export class LayerBatcher implements StoreClock {
       this.#savesInFlight--;
       if (this.#saves.length > 0) this.#deferred(() => this.#issueSaves());
     };
-    event.done().then(free, free);
+    event.untilDone().then(free, free);
     for (const q of group) q.call.sink.saveIssued(q.call.layer, event);
   }
 }

@@ -63,7 +63,7 @@ function issue(store: KvStore, cache: KvCache, stream: Stream, group: LoadItem[]
     stats.loadCalls++;
     stats.loadRequests++;
     group[0]!.waits.push(event);
-    group[0]!.dones.push(event.done());
+    group[0]!.dones.push(event.untilDone());
     return;
   }
   let after: Event;
@@ -71,13 +71,13 @@ function issue(store: KvStore, cache: KvCache, stream: Stream, group: LoadItem[]
     after = stream.record();
   } catch (error) {
     // The stream was closed under the call (the load itself is tracked by the store).
-    event.done().catch(() => undefined);
+    event.untilDone().catch(() => undefined);
     for (const q of group) q.refused = { error };
     return;
   }
   stats.loadCalls++;
   stats.loadRequests += group.length;
-  const failure = event.done().then(() => undefined, (e: unknown) => e ?? new Error('load failed'));
+  const failure = event.untilDone().then(() => undefined, (e: unknown) => e ?? new Error('load failed'));
   for (const q of group) {
     q.waits.push(after);
     q.dones.push(ownFailure(failure, q.hit, q.chunks, layer));

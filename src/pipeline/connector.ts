@@ -353,7 +353,7 @@ export class KvConnector {
     if (request instanceof ConnectorRequest && request.finished) return;
     this.#check(request);
     request.finish();
-    await Promise.allSettled([...request.loads, ...request.saves].map((e) => e.done()));
+    await Promise.allSettled([...request.loads, ...request.saves].map((e) => e.untilDone()));
     if (request.loadDone) await request.loadDone;
     if (request.put) await this.store.abort(request.put);
     request.hit.release();

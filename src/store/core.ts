@@ -185,7 +185,7 @@ export class StoreCore {
 
 /** Settles when `event` does, whatever its outcome. */
 export function settle(event: Event): Promise<void> {
-  return event.done().then(
+  return event.untilDone().then(
     () => undefined,
     () => undefined,
   );

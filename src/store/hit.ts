@@ -159,7 +159,7 @@ export interface CallFailures {
 export function finishLoad(event: Event, refs: readonly RefState[], after: readonly Promise<void>[], failures: CallFailures): void {
   const hits = new Set<StoreHit>(refs.map((r) => r.hit));
   if (hits.size === 0) return;
-  const outcome = event.done().then(() => undefined, (e: unknown) => e);
+  const outcome = event.untilDone().then(() => undefined, (e: unknown) => e);
   const work = Promise.all([outcome, ...after]).then(([error]) => {
     if (error !== undefined && !failures.attributed) {
       const code = error instanceof KvflowError ? error.code : 'ERR_IO';

@@ -289,14 +289,14 @@ export function commit(core: StoreCore, pending: PendingPut, options: { durable?
 
 /** Why a put cannot be committed now (after its copies settled), or undefined. */
 async function refusal(core: StoreCore, s: PutState): Promise<unknown> {
-  await Promise.allSettled(s.events.map((e) => e.done()));
+  await Promise.allSettled(s.events.map((e) => e.untilDone()));
   if (core.closed) return new KvflowError('the store was closed before the put committed', 'ERR_DISPOSED');
   const first = core.config.layers.first;
   const missing = s.latest.findIndex((l) => l === undefined);
   if (missing >= 0) return new KvflowError(`expected every layer to be put before commit, layer ${first + missing} was not`, 'ERR_INVALID_ARG');
   // Each layer by its latest copy: an earlier one was overwritten in stream order.
   for (const l of s.latest) {
-    const error = await l!.event.done().then(() => undefined, (e: unknown) => e);
+    const error = await l!.event.untilDone().then(() => undefined, (e: unknown) => e);
     if (error !== undefined) return error;
   }
   if (s.parts.length === 0) return undefined;

@@ -8,13 +8,25 @@ import { describe, expect, it } from 'vitest';
 import type { NativeDevice, NativeEvent, NativeEventStatus } from '../../src/binding/types.js';
 import { Completions } from '../../src/device/completions.js';
 
-/** A native event whose status the test sets; counts how often it is asked. */
-function fakeEvent(id: number): NativeEvent & { state: NativeEventStatus; asked: number; error: () => Error | undefined } {
+/**
+ * A native event whose status the test sets; counts how often it is asked,
+ * records the look each watch asked for, and with `quick` completes during
+ * any look.
+ */
+function fakeEvent(
+  id: number,
+  quick = false,
+): NativeEvent & { state: NativeEventStatus; asked: number; looks: Array<number | undefined>; error: () => Error | undefined } {
   const e = {
     id,
     state: 0 as NativeEventStatus,
     asked: 0,
-    watch: () => e.state,
+    looks: [] as Array<number | undefined>,
+    watch: (spinUs?: number) => {
+      e.looks.push(spinUs);
+      if (quick && spinUs !== undefined && spinUs > 0) e.state = 1;
+      return e.state;
+    },
     status: () => {
       e.asked++;
       return e.state;
@@ -161,27 +173,10 @@ describe('Completions', () => {
   });
 
   describe('short waits', () => {
-    /** An event that records the look each watch asked for, and completes during one when `quick`. */
-    function lookingEvent(id: number, quick: boolean): NativeEvent & { looks: Array<number | undefined>; state: NativeEventStatus } {
-      const e = {
-        id,
-        state: 0 as NativeEventStatus,
-        looks: [] as Array<number | undefined>,
-        watch: (spinUs?: number) => {
-          e.looks.push(spinUs);
-          if (quick && spinUs !== undefined && spinUs > 0) e.state = 1;
-          return e.state;
-        },
-        status: () => e.state,
-        error: (): Error | undefined => undefined,
-      };
-      return e;
-    }
-
     it('a short wait alone looks on the spot and settles at once when its work completed during the look', () => {
       const c = new Completions();
       c.attach(fakeDevice(), 0, 20);
-      const e = lookingEvent(1, true);
+      const e = fakeEvent(1, true);
       let told: unknown = 'not yet';
       c.when(e, (error) => void (told = error), 1, true);
       expect(e.looks).toEqual([20]);
@@ -192,16 +187,16 @@ describe('Completions', () => {
     it('no look while something else is waited on, for a wait that is not short, or with shortWaitUs 0', () => {
       const c = new Completions();
       c.attach(fakeDevice(), 0, 20);
-      const other = lookingEvent(1, false);
+      const other = fakeEvent(1, false);
       c.when(other, () => undefined, 1, false); // not short: a plain watch
       expect(other.looks).toEqual([undefined]);
-      const e = lookingEvent(2, true);
+      const e = fakeEvent(2, true);
       c.when(e, () => undefined, 2, true); // not alone: `other` is pending
       expect(e.looks).toEqual([undefined]);
       c.onBatch([1, 2]);
       const off = new Completions();
       off.attach(fakeDevice(), 0, 0);
-      const f = lookingEvent(3, true);
+      const f = fakeEvent(3, true);
       off.when(f, () => undefined, 3, true);
       expect(f.looks).toEqual([undefined]);
     });
@@ -209,13 +204,13 @@ describe('Completions', () => {
     it('after a look that ran out, the next 64 short waits go without one', () => {
       const c = new Completions();
       c.attach(fakeDevice(), 0, 20);
-      const slow = lookingEvent(1, false);
+      const slow = fakeEvent(1, false);
       c.when(slow, () => undefined, 1, true);
       expect(slow.looks).toEqual([20]); // looked, ran out: pending
       c.onBatch([1]);
       const looks: Array<number | undefined> = [];
       for (let i = 0; i < 65; i++) {
-        const e = lookingEvent(10 + i, true);
+        const e = fakeEvent(10 + i, true);
         c.when(e, () => undefined, 10 + i, true);
         looks.push(...e.looks);
         c.onBatch([10 + i]);

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 
+import type { Event } from '../../src/device/event.js';
 import { KvflowError, openDevice } from '../../src/index.js';
 import { holdStream, injectFailure } from '../../src/device/testing.js';
-import { backends, deviceSuite, sameBytes, throughDevice, ticks } from '../helpers/backends.js';
+import { backends, codeOf, deviceSuite, sameBytes, throughDevice, ticks } from '../helpers/backends.js';
 
 describe.each(backends)('streams and events on $backend', ({ backend, skip }) => {
   const fx = deviceSuite(backend, skip);
@@ -38,6 +39,83 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
     expect(loaded.status()).toBe('ok');
     expect(sameBytes(out.array, data)).toBe('equal');
     await Promise.all([a.dispose(), b.dispose()]);
+  });
+
+  it.skipIf(skip)('events of one stream settle in stream order whichever order they were waited on in', async () => {
+    const s = fx.dev.createStream();
+    const buf = fx.dev.allocPinned(4096);
+    const dst = fx.dev.allocDevice(4096);
+    const order: string[] = [];
+    const release = holdStream(s);
+    s.copy(dst, 0, buf, 0, 4096);
+    const w = s.record();
+    s.copy(dst, 0, buf, 0, 4096);
+    const x = s.record();
+    s.copy(dst, 0, buf, 0, 4096);
+    const p = s.record();
+    const waits = [w.done().then(() => order.push('w')), p.done().then(() => order.push('p'))];
+    release();
+    // x, waited on last and found complete at once, must still settle
+    // between w and p (whose notices are not delivered yet: this thread
+    // has not let the loop turn).
+    const until = Date.now() + 10_000;
+    while (x.status() === 'pending' && Date.now() < until) {
+      // the stream runs on its own threads
+    }
+    expect(x.status()).toBe('ok');
+    waits.push(x.done().then(() => order.push('x')));
+    await Promise.all(waits);
+    expect(order).toEqual(['w', 'x', 'p']);
+    await s.dispose();
+  });
+
+  it.skipIf(skip)("done() looks on the spot only when it is the device's only wait; kvflow's own waits never do", async () => {
+    const dev = openDevice({ backend }); // its own: a look that runs out holds later looks back
+    try {
+      /** The arguments of every native watch() of `e`. */
+      const spy = (e: Event): unknown[][] => {
+        const calls: unknown[][] = [];
+        const native = e.native as unknown as { watch: (...args: unknown[]) => number };
+        const watch = native.watch.bind(native);
+        Object.defineProperty(native, 'watch', {
+          value: (...args: unknown[]) => {
+            calls.push(args);
+            return watch(...args);
+          },
+        });
+        return calls;
+      };
+      const s = dev.createStream();
+      const release = holdStream(s);
+      const a = s.record();
+      const b = s.record();
+      const [la, lb] = [spy(a), spy(b)];
+      const waits = [a.done(), b.done()];
+      release();
+      await Promise.all(waits);
+      expect(la).toEqual([[dev.config.shortWaitUs]]); // alone: looked (and ran out: the stream was held)
+      expect(lb).toEqual([[]]); // a was waited on: no look
+      const c = s.record();
+      const d = s.record();
+      const [lc, ld] = [spy(c), spy(d)];
+      await c.untilDone();
+      await new Promise<void>((resolve) => d.whenDone(() => resolve()));
+      expect(lc).toEqual([[]]);
+      expect(ld).toEqual([[]]);
+      // The native look takes 0 to 1000 us, and nothing else.
+      const held = holdStream(s);
+      const e = s.record();
+      const codes = [1001, -1, Number.NaN, '5'].map((v) => codeOf(() => e.native.watch(v as number)));
+      const whileHeld = e.native.watch(1000); // the look runs out
+      held();
+      await e.done();
+      expect(codes).toEqual(['ERR_OUT_OF_RANGE', 'ERR_OUT_OF_RANGE', 'ERR_OUT_OF_RANGE', 'ERR_INVALID_ARG']);
+      expect(whileHeld).toBe(0);
+      expect(e.native.watch(1000)).toBe(1);
+      await s.dispose();
+    } finally {
+      await dev.dispose();
+    }
   });
 
   it.skipIf(skip)('done() awaited alone: a look that runs out still settles later, and copies awaited one by one arrive exact', async () => {

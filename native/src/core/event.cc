@@ -1,5 +1,7 @@
 #include "kvflow/event.hpp"
 
+#include <thread>
+
 namespace kvflow {
 
 bool EventState::complete(ErrorPtr error) noexcept {
@@ -43,13 +45,20 @@ EventStatus EventState::watch() noexcept {
 
 EventStatus EventState::watch_spin(std::chrono::nanoseconds spin) noexcept {
   if (spin.count() > 0 && (bits_.load(std::memory_order_acquire) & kDone) == 0) {
+    // The completing thread must get a core too: a yield every 64 rounds
+    // lets it run where cores are few.
     const auto until = std::chrono::steady_clock::now() + spin;
+    unsigned rounds = 0;
     do {
+      if ((++rounds & 63U) == 0) {
+        std::this_thread::yield();
+      } else {
 #if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #elif defined(__aarch64__)
-      asm volatile("yield");
+        asm volatile("yield");
 #endif
+      }
     } while ((bits_.load(std::memory_order_acquire) & kDone) == 0 && std::chrono::steady_clock::now() < until);
   }
   return watch();

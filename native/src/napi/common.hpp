@@ -67,7 +67,9 @@ auto guarded(Napi::Env env, Fn&& fn) -> decltype(fn()) {
 // otherwise, is refused too.
 
 /// A value unique to this loaded copy of the addon (the address of a static of its own).
-[[nodiscard]] std::uint64_t copy_salt() noexcept;
+/// Hidden in every build (not only where -fvisibility=hidden is on): an
+/// exported one could be bound to another copy's under RTLD_GLOBAL.
+[[nodiscard]] __attribute__((visibility("hidden"))) std::uint64_t copy_salt() noexcept;
 
 /// `Wrap::kTypeTag` as this copy of the addon marks and checks it.
 template <class Wrap>

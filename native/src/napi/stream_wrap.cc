@@ -483,18 +483,21 @@ Napi::Value EventWrap::Id(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(event_->id()));
 }
 
-// watch(spinUs?): with a spin (a number, at most kMaxWatchSpinUs), looks for
-// the completion that long first (EventState::watch_spin).
+// watch(spinUs?): with a spin (0 to kMaxWatchSpinUs us), looks for the
+// completion that long first (EventState::watch_spin).
 Napi::Value EventWrap::Watch(const Napi::CallbackInfo& info) {
   constexpr double kMaxWatchSpinUs = 1000;
-  if (info.Length() > 0 && info[0].IsNumber()) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() == 0 || info[0].IsUndefined()) return Napi::Number::New(env, static_cast<int>(event_->watch()));
+    if (!info[0].IsNumber()) throw make_error(env, ErrorCode::kInvalidArg, "expected a number of microseconds for spinUs");
     const double us = info[0].As<Napi::Number>().DoubleValue();
-    if (us > 0) {
-      const auto spin = std::chrono::nanoseconds(static_cast<std::int64_t>(std::min(us, kMaxWatchSpinUs) * 1000));
-      return Napi::Number::New(info.Env(), static_cast<int>(event_->watch_spin(spin)));
+    if (!(us >= 0 && us <= kMaxWatchSpinUs)) {
+      throw make_error(env, ErrorCode::kOutOfRange, "expected spinUs from 0 to 1000, got " + std::to_string(us));
     }
-  }
-  return Napi::Number::New(info.Env(), static_cast<int>(event_->watch()));
+    const auto spin = std::chrono::nanoseconds(static_cast<std::int64_t>(us * 1000));
+    return Napi::Number::New(env, static_cast<int>(event_->watch_spin(spin)));
+  });
 }
 
 Napi::Value EventWrap::Status(const Napi::CallbackInfo& info) {
