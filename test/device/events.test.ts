@@ -8,6 +8,18 @@ import { backends, codeOf, deviceSuite, sameBytes, throughDevice, ticks } from '
 describe.each(backends)('streams and events on $backend', ({ backend, skip }) => {
   const fx = deviceSuite(backend, skip);
 
+  /** A device of this backend opened with one variable set (the environment is read once, at open). */
+  const openWithEnv = (name: string, value: string) => {
+    const before = process.env[name];
+    process.env[name] = value;
+    try {
+      return openDevice({ backend });
+    } finally {
+      if (before === undefined) delete process.env[name];
+      else process.env[name] = before;
+    }
+  };
+
   /** A stream whose copy fails with ERR_IO, and the event recorded after it. */
   const failedCopy = () => {
     const s = fx.dev.createStream();
@@ -119,15 +131,7 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
   });
 
   it.skipIf(skip)('done() awaited alone: a look that runs out still settles later, and copies awaited one by one arrive exact', async () => {
-    const before = process.env.KVFLOW_SHORT_WAIT_US;
-    process.env.KVFLOW_SHORT_WAIT_US = '1000'; // the longest look
-    let dev;
-    try {
-      dev = openDevice({ backend });
-    } finally {
-      if (before === undefined) delete process.env.KVFLOW_SHORT_WAIT_US;
-      else process.env.KVFLOW_SHORT_WAIT_US = before;
-    }
+    const dev = openWithEnv('KVFLOW_SHORT_WAIT_US', '1000'); // the longest look
     expect(dev.config.shortWaitUs).toBe(1000);
     try {
       const s = dev.createStream();
@@ -159,15 +163,7 @@ describe.each(backends)('streams and events on $backend', ({ backend, skip }) =>
     // Both ways of seeing an event done: the completion thread's notice (no
     // spin) and the event loop's own check (the default spin).
     for (const spin of ['0', '50']) {
-      const before = process.env.KVFLOW_COMPLETION_SPIN_US;
-      process.env.KVFLOW_COMPLETION_SPIN_US = spin;
-      let dev;
-      try {
-        dev = openDevice({ backend });
-      } finally {
-        if (before === undefined) delete process.env.KVFLOW_COMPLETION_SPIN_US;
-        else process.env.KVFLOW_COMPLETION_SPIN_US = before;
-      }
+      const dev = openWithEnv('KVFLOW_COMPLETION_SPIN_US', spin);
       const a = dev.allocPinned(4096);
       const b = dev.allocPinned(4096);
       let busy = 0;
