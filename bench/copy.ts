@@ -20,7 +20,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { openDevice, type DeviceBuffer, type PinnedBuffer, type Stream } from '../src/index.js';
-import { fillRandom, measure, since, type Run } from './lib/measure.js';
+import { fillRandom, measure, median, since, spreadPct, type Run } from './lib/measure.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
 
 const KiB = 1024;
@@ -73,19 +73,65 @@ function copyRun(r: Rig, dir: Dir, bytes: number): Run {
   };
 }
 
-/** One 64 KiB copy at a time, each awaited through its event: JS-to-completion cost per copy. */
-function latencyRun(r: Rig, perOp: number[]): Run {
+/**
+ * One 64 KiB copy at a time, each awaited through its event: JS-to-completion
+ * cost per copy. `fused`: `copyAndRecord()`, the call made for this;
+ * otherwise `copy()` then `record()`.
+ */
+function latencyRun(r: Rig, perOp: number[], fused: boolean): Run {
   return async (reps) => {
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < reps; i++) {
       const off = offsetOf(i, OPS_BYTES, r.cap);
       const a = process.hrtime.bigint();
-      r.s1.copy(r.dA, off, r.hA, off, OPS_BYTES);
-      await r.s1.record().done();
+      if (fused) {
+        await r.s1.copyAndRecord(r.dA, off, r.hA, off, OPS_BYTES).done();
+      } else {
+        r.s1.copy(r.dA, off, r.hA, off, OPS_BYTES);
+        await r.s1.record().done();
+      }
       perOp.push(Number(process.hrtime.bigint() - a) / 1e3);
     }
     return since(t0);
   };
+}
+
+/**
+ * The host cost of each call on the awaited copy's path, in us per call: a
+ * block of `ops` calls timed as one (no clock read per call), the stream
+ * drained between blocks. `napi` is a call into the addon that does nothing
+ * but read a completed event's status: what any crossing costs.
+ */
+async function callCosts(r: Rig, ops: number): Promise<Record<string, number>> {
+  const settled = r.s1.record();
+  await settled.done();
+  const nativeEvent = settled.native;
+  const native = r.s1.native;
+  const dA = r.dA.native;
+  const hA = r.hA.native;
+  const block = async (body: (i: number) => void): Promise<number> => {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < ops; i++) body(i);
+    const us = Number(process.hrtime.bigint() - t0) / 1e3 / ops;
+    await r.s1.synchronize();
+    return us;
+  };
+  const costs: Record<string, number> = {};
+  // Twice each, the second kept: the first warms the path up.
+  for (let round = 0; round < 2; round++) {
+    costs.napi_call_us = await block(() => nativeEvent.status());
+    costs.native_record_us = await block(() => native.record(false));
+    costs.record_us = await block(() => r.s1.record());
+    costs.native_copy_us = await block((i) => native.copy(dA, offsetOf(i, OPS_BYTES, r.cap), hA, offsetOf(i, OPS_BYTES, r.cap), OPS_BYTES));
+    costs.copy_us = await block((i) => r.s1.copy(r.dA, offsetOf(i, OPS_BYTES, r.cap), r.hA, offsetOf(i, OPS_BYTES, r.cap), OPS_BYTES));
+    costs.native_copy_record_us = await block((i) =>
+      native.copyRecord(dA, offsetOf(i, OPS_BYTES, r.cap), hA, offsetOf(i, OPS_BYTES, r.cap), OPS_BYTES, false),
+    );
+    costs.copy_and_record_us = await block((i) =>
+      r.s1.copyAndRecord(r.dA, offsetOf(i, OPS_BYTES, r.cap), r.hA, offsetOf(i, OPS_BYTES, r.cap), OPS_BYTES),
+    );
+  }
+  return costs;
 }
 
 /**
@@ -193,12 +239,15 @@ async function main(): Promise<void> {
     await r.s1.synchronize();
 
     const results: Result[] = [];
-    const add = (metric: string, value: number, unit: string, extra: Record<string, unknown>): void => {
-      const baseline = base?.values.get(metric) ?? null;
-      if (base && baseline === null) console.error(`warning: no baseline for ${metric}`);
+    /** A figure against the baseline's figure `baselineMetric`. */
+    const addAs = (metric: string, baselineMetric: string, value: number, unit: string, extra: Record<string, unknown>): void => {
+      const baseline = base?.values.get(baselineMetric) ?? null;
+      if (base && baseline === null) console.error(`warning: no baseline for ${baselineMetric}`);
       results.push({ metric, value, unit, baseline, ratio: ratioOf(value, baseline), ...extra });
       console.error(`${metric} ${value.toPrecision(4)} ${unit}`); // progress, on stderr: stdout ends with the table
     };
+    const add = (metric: string, value: number, unit: string, extra: Record<string, unknown>): void =>
+      addAs(metric, metric, value, unit, extra);
 
     for (const bytes of sizes) {
       for (const dir of DIRS) {
@@ -217,18 +266,46 @@ async function main(): Promise<void> {
       spread_pct: ops.spreadPct,
     });
 
+    // The two ways of awaiting one copy, alternated run by run so drift hits
+    // both alike: copyAndRecord() (one call) and copy() then record().
     const perOp: number[] = [];
-    const lat = await measure(latencyRun(r, perOp), minSeconds, samples);
+    const perOpTwo: number[] = [];
+    const fusedRun = latencyRun(r, perOp, true);
+    const twoRun = latencyRun(r, perOpTwo, false);
+    // measure() sets the reps on the one call (and warms it up); then both
+    // run `samples` times, alternating.
+    const lat = await measure(fusedRun, minSeconds, samples);
+    await twoRun(lat.reps);
+    const fusedS: number[] = [];
+    const twoS: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      fusedS.push(await fusedRun(lat.reps));
+      twoS.push(await twoRun(lat.reps));
+    }
+    const fusedPer = (1e6 * median(fusedS)) / lat.reps;
+    const twoPer = (1e6 * median(twoS)) / lat.reps;
     // perOp also holds warm-up and calibration ops; percentiles over them all
     // say more about the tail than the median run alone would.
     const parts = await latencyParts(r, 2000);
-    add(`latency_${label(OPS_BYTES)}_us`, (1e6 * lat.median) / lat.reps, 'us', {
+    const calls = await callCosts(r, 2000);
+    add(`latency_${label(OPS_BYTES)}_us`, fusedPer, 'us', {
       bytes: OPS_BYTES,
       direction: 'h2d',
+      call: 'copyAndRecord',
       reps: lat.reps,
-      spread_pct: lat.spreadPct,
+      spread_pct: spreadPct(fusedS),
       p50_us: percentile(perOp, 0.5),
       p99_us: percentile(perOp, 0.99),
+      call_costs_us: calls,
+    });
+    addAs(`latency_${label(OPS_BYTES)}_two_calls_us`, `latency_${label(OPS_BYTES)}_us`, twoPer, 'us', {
+      bytes: OPS_BYTES,
+      direction: 'h2d',
+      call: 'copy + record',
+      reps: lat.reps,
+      spread_pct: spreadPct(twoS),
+      p50_us: percentile(perOpTwo, 0.5),
+      p99_us: percentile(perOpTwo, 0.99),
       // medians of each part over 2,000 more copies (they need not add up to the total's median)
       copy_call_p50_us: parts.copy,
       record_call_p50_us: parts.record,

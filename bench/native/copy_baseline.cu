@@ -235,10 +235,51 @@ int main(int argc, char** argv) {
     std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
     return v[v.size() / 2];
   };
+  // The same round trip as kvflow takes it: the copy, an event recorded
+  // behind it, then cudaEventQuery until it completed (kvflow's poller
+  // thread queries its events so). Medians of the record call and the query
+  // loop, and the mean per op over a timed loop; cudaSetDevice's cost too,
+  // which kvflow pays once per call.
+  cudaEvent_t ev;
+  CK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  std::vector<double> rec, qry;
+  for (long i = 0; i < 20000; ++i) {
+    size_t off = offsetOf(i, opsBytes, c.cap);
+    CK(cudaMemcpyAsync(c.dA + off, c.hA + off, opsBytes, cudaMemcpyHostToDevice, c.s1));
+    auto a = std::chrono::steady_clock::now();
+    CK(cudaEventRecord(ev, c.s1));
+    auto b = std::chrono::steady_clock::now();
+    while (cudaEventQuery(ev) == cudaErrorNotReady) {
+    }
+    auto d = std::chrono::steady_clock::now();
+    rec.push_back(std::chrono::duration<double, std::micro>(b - a).count());
+    qry.push_back(std::chrono::duration<double, std::micro>(d - b).count());
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  const long evReps = 20000;
+  for (long i = 0; i < evReps; ++i) {
+    size_t off = offsetOf(i, opsBytes, c.cap);
+    CK(cudaMemcpyAsync(c.dA + off, c.hA + off, opsBytes, cudaMemcpyHostToDevice, c.s1));
+    CK(cudaEventRecord(ev, c.s1));
+    while (cudaEventQuery(ev) == cudaErrorNotReady) {
+    }
+  }
+  const double evUs = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / evReps;
+  int dev = 0;
+  CK(cudaGetDevice(&dev));
+  auto s0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 100000; ++i) CK(cudaSetDevice(dev));
+  const double setUs = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - s0).count() / 100000;
+  auto q0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 100000; ++i) (void)cudaEventQuery(ev);
+  const double queryUs = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - q0).count() / 100000;
+  CK(cudaEventDestroy(ev));
   std::snprintf(line, sizeof line,
                 "{\"metric\":\"latency\",\"bytes\":%zu,\"us\":%.3f,\"ops_per_s\":%.1f,\"reps\":%ld,"
-                "\"enqueue_p50_us\":%.3f,\"sync_p50_us\":%.3f}",
-                opsBytes, 1e6 * lat.median / lat.reps, lat.reps / lat.median, lat.reps, median(enq), median(syn));
+                "\"enqueue_p50_us\":%.3f,\"sync_p50_us\":%.3f,\"event_loop_us\":%.3f,\"event_record_p50_us\":%.3f,"
+                "\"event_query_loop_p50_us\":%.3f,\"event_query_call_us\":%.3f,\"set_device_call_us\":%.3f}",
+                opsBytes, 1e6 * lat.median / lat.reps, lat.reps / lat.median, lat.reps, median(enq), median(syn), evUs,
+                median(rec), median(qry), queryUs, setUs);
   emit(line);
   std::fprintf(stderr, "ops %.0f/s, sync latency %.2f us\n", ops.reps / ops.median, 1e6 * lat.median / lat.reps);
 

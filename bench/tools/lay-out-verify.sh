@@ -26,8 +26,17 @@ build() { # commit name
   xz -T2 -c "$wt/build-sm90/Release/kvflow.node" > "$S/addon-$2.node.xz"
   echo "built $1 ($2)"
 }
-build "$A" a
-build "$B" b
+# A equal to B (a sitting with no A/B): built once.
+if [ "$(git rev-parse "$A")" = "$(git rev-parse "$B")" ]; then
+  build "$B" b
+  cp "$S/addon-b.node.xz" "$S/addon-a.node.xz"
+  git worktree remove --force /tmp/kvflow-lay-a 2>/dev/null || rm -rf /tmp/kvflow-lay-a
+  git worktree add -q --detach /tmp/kvflow-lay-a "$A"
+  cp -r /tmp/kvflow-lay-b/dist /tmp/kvflow-lay-a/dist
+else
+  build "$A" a
+  build "$B" b
+fi
 cp -r /tmp/kvflow-lay-a/dist "$S/dist-a"
 mkdir -p "$S/tree"
 git archive "$B" src test bench package.json tsconfig.json tsconfig.test.json vitest.config.ts | tar x -C "$S/tree"

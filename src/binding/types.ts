@@ -80,6 +80,8 @@ export interface NativeBatch {
 
 export interface NativeStream {
   copy(dst: NativeBuffer, dstOffset: number, src: NativeBuffer, srcOffset: number, bytes: number): void;
+  /** copy() then record(timing) in one call. */
+  copyRecord(dst: NativeBuffer, dstOffset: number, src: NativeBuffer, srcOffset: number, bytes: number, timing: boolean): NativeEvent;
   /** pieces: [dst, dstOffset, src, srcOffset, bytes] per piece; engine 0 dma, 1 kernel. */
   copyBatch(dsts: NativeBuffer[], srcs: NativeBuffer[], pieces: Float64Array, engine: number): void;
   /** The pieces of groups [firstGroup, firstGroup + groupCount) of a prepared batch. */

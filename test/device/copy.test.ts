@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { Device, KvBuffer, MemoryKind, PinnedBuffer } from '../../src/index.js';
-import { backends, deviceSuite, poison, randomBytes, sameBytes } from '../helpers/backends.js';
+import { backends, codeOf, deviceSuite, poison, randomBytes, sameBytes } from '../helpers/backends.js';
 
 const KINDS: MemoryKind[] = ['device', 'pinned', 'host'];
 const MiB = 1 << 20;
@@ -101,6 +101,58 @@ describe.each(backends)('copy on $backend', ({ backend, skip }) => {
     await stream.synchronize();
     expect(b.array.every((v) => v === 0xa5)).toBe(true);
     await stream.dispose();
+  });
+
+  it.skipIf(skip)('copyAndRecord: each event is done once its own copy landed, byte for byte', async () => {
+    const stream = fx.dev.createStream();
+    const bytes = 65_536 + 3;
+    const source = fx.dev.allocPinned(bytes * 4);
+    source.array.set(randomBytes(bytes * 4));
+    const dev = fx.dev.allocDevice(bytes * 4);
+    const back = fx.dev.allocPinned(bytes * 4);
+    poison(back.array);
+    for (let i = 0; i < 4; i++) {
+      const up = stream.copyAndRecord(dev, i * bytes, source, i * bytes, bytes);
+      const down = stream.copyAndRecord(back, i * bytes, dev, i * bytes, bytes, { timing: true });
+      expect(up.timed).toBe(false);
+      expect(down.timed).toBe(true);
+      await down.done();
+      // Checked when this copy's event resolved: later chunks still hold the poison.
+      expect(sameBytes(back.array.subarray(0, (i + 1) * bytes), source.array.subarray(0, (i + 1) * bytes))).toBe('equal');
+      expect(back.array.subarray((i + 1) * bytes).every((v) => v === 0xa5)).toBe(true);
+      expect(up.status()).toBe('ok');
+      expect(Number.isFinite(down.timeMs())).toBe(true);
+    }
+    await Promise.all([source.dispose(), dev.dispose(), back.dispose(), stream.dispose()]);
+  });
+
+  it.skipIf(skip)('copyAndRecord checks as copy() does: a rejected call enqueues and records nothing', async () => {
+    const stream = fx.dev.createStream();
+    const a = fx.dev.allocPinned(64);
+    const b = fx.dev.allocPinned(64);
+    a.array.set(randomBytes(64));
+    poison(b.array);
+    const gone = fx.dev.allocPinned(64);
+    await gone.dispose();
+    expect(codeOf(() => stream.copyAndRecord(b, 0, a, 0, 65))).toBe('ERR_OUT_OF_RANGE');
+    expect(codeOf(() => stream.copyAndRecord(b, -1, a, 0, 8))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => stream.copyAndRecord(b, 0, {} as never, 0, 8))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => stream.copyAndRecord(b, 0, a, 0, 8, { timing: 1 } as never))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => stream.copyAndRecord(b, 0, a, 0, 8, { timed: true } as never))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => stream.copyAndRecord(b, 0, gone, 0, 8))).toBe('ERR_DISPOSED');
+    // The addon checks on its own too (whatever TS checked), before it enqueues.
+    const native = stream.native;
+    expect(codeOf(() => native.copyRecord(b.native, 0, a.native, 0, 65, false))).toBe('ERR_OUT_OF_RANGE');
+    expect(codeOf(() => native.copyRecord(b.native, 0, native as never, 0, 8, false))).toBe('ERR_INVALID_ARG');
+    expect(codeOf(() => native.copyRecord(b.native, 0, a.native, 0, -8, false))).toBe('ERR_INVALID_ARG');
+    await stream.synchronize();
+    expect(b.array.every((v) => v === 0xa5)).toBe(true);
+    // A zero-byte copy still records.
+    await stream.copyAndRecord(b, 64, a, 64, 0).done();
+    expect(b.array.every((v) => v === 0xa5)).toBe(true);
+    await stream.dispose();
+    expect(codeOf(() => stream.copyAndRecord(b, 0, a, 0, 8))).toBe('ERR_DISPOSED');
+    await Promise.all([a.dispose(), b.dispose()]);
   });
 
   it.skipIf(skip)('wrapUnsafe aliases memory: bytes written through the wrap land in the original', async () => {

@@ -38,6 +38,7 @@ Napi::Function StreamWrap::Init(Napi::Env env) {
   return DefineClass(env, "NativeStream",
                      {
                          InstanceMethod<&StreamWrap::Copy>("copy"),
+                         InstanceMethod<&StreamWrap::CopyRecord>("copyRecord"),
                          InstanceMethod<&StreamWrap::CopyBatch>("copyBatch"),
                          InstanceMethod<&StreamWrap::CopyPrepared>("copyPrepared"),
                          InstanceMethod<&StreamWrap::Busy>("busy"),
@@ -81,24 +82,40 @@ Stream& StreamWrap::stream(Napi::Env env) {
   return *stream_;
 }
 
+void StreamWrap::enqueue_copy(const Napi::CallbackInfo& info, Stream& s) {
+  Napi::Env env = info.Env();
+  auto* dst = arg_wrap<BufferWrap>(info, 0, "buffer");
+  const std::size_t dst_offset = arg_size(info, 1, "dstOffset");
+  auto* src = arg_wrap<BufferWrap>(info, 2, "buffer");
+  const std::size_t src_offset = arg_size(info, 3, "srcOffset");
+  const std::size_t bytes = arg_size(info, 4, "bytes");
+  const BufferPtr& d = dst->buffer(env);
+  const BufferPtr& sr = src->buffer(env);
+  const void* owner = device_->device.get();
+  check_range(d.get(), owner, dst_offset, bytes, "destination");
+  check_range(sr.get(), owner, src_offset, bytes, "source");
+  if (bytes == 0) return;
+  s.copy(d, dst_offset, sr, src_offset, bytes);
+}
+
 Napi::Value StreamWrap::Copy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  guarded(env, [&] {
-    Stream& s = stream(env);
-    auto* dst = arg_wrap<BufferWrap>(info, 0, "buffer");
-    const std::size_t dst_offset = arg_size(info, 1, "dstOffset");
-    auto* src = arg_wrap<BufferWrap>(info, 2, "buffer");
-    const std::size_t src_offset = arg_size(info, 3, "srcOffset");
-    const std::size_t bytes = arg_size(info, 4, "bytes");
-    const BufferPtr& d = dst->buffer(env);
-    const BufferPtr& sr = src->buffer(env);
-    const void* owner = device_->device.get();
-    check_range(d.get(), owner, dst_offset, bytes, "destination");
-    check_range(sr.get(), owner, src_offset, bytes, "source");
-    if (bytes == 0) return;
-    s.copy(d, dst_offset, sr, src_offset, bytes);
-  });
+  guarded(env, [&] { enqueue_copy(info, stream(env)); });
   return env.Undefined();
+}
+
+/// copyRecord(dst, dstOffset, src, srcOffset, bytes, timed): copy() then
+/// record() in one call (one crossing for a copy that is awaited alone). The
+/// arguments are checked before anything is enqueued; a copy that fails to
+/// enqueue records nothing.
+Napi::Value StreamWrap::CopyRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const bool timed = info.Length() > 5 && info[5].IsBoolean() && info[5].As<Napi::Boolean>().Value();
+    Stream& s = stream(env);
+    enqueue_copy(info, s);
+    return EventWrap::NewInstance(env, device_->device.get(), timed ? s.record_timed() : s.record());
+  });
 }
 
 namespace {

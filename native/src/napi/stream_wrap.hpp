@@ -27,6 +27,7 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
 
  private:
   Napi::Value Copy(const Napi::CallbackInfo& info);
+  Napi::Value CopyRecord(const Napi::CallbackInfo& info);
   Napi::Value CopyBatch(const Napi::CallbackInfo& info);
   Napi::Value CopyPrepared(const Napi::CallbackInfo& info);
   Napi::Value Busy(const Napi::CallbackInfo& info);
@@ -40,6 +41,8 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value Hold(const Napi::CallbackInfo& info);
   Napi::Value InjectFailure(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  // copy()'s arguments (0-4), checked, then the copy enqueued on `s`.
+  void enqueue_copy(const Napi::CallbackInfo& info, Stream& s);
 
   std::shared_ptr<DeviceHandle> device_;
   std::shared_ptr<Stream> stream_;
