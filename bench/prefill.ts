@@ -60,7 +60,7 @@ import {
 } from '../src/index.js';
 import { ReferenceModel, presets, type PresetName } from '../src/reference/index.js';
 import { dropDram } from '../src/store/testing.js';
-import { medianBreakdown, medianLoadDeviceMs, PARTS, type Breakdown } from './lib/breakdown.js';
+import { medianBreakdown, medianHostEnds, medianLoadDeviceMs, PARTS, type Breakdown } from './lib/breakdown.js';
 import { median } from './lib/measure.js';
 import { ratioOf, writeResult, type Result } from './lib/results.js';
 import { linePlot, type Series } from './lib/svg.js';
@@ -376,6 +376,7 @@ async function main(): Promise<void> {
             bareCopyMs: beside?.copyMs ?? null, bareCopyAloneMs: beside?.copyAloneMs ?? null,
             bareCopyFloorMs: bareFloor, bareCopyOverlap: bareOverlap, loadBesideMs, loadVsBareCopy, stallUsPerLayer: stallUs, stallMaxUsPerLayer: stallMaxUs, hostUsPerLayer: hostUs,
             breakdown: parts ?? null, computeAloneBreakdown: aloneParts ?? null,
+            hostEnds: medianHostEnds(r.runs) ?? null, computeAloneHostEnds: medianHostEnds(computeAlone.runs) ?? null,
             speedupVsRecompute: vsRecompute, speedupVsPeerOverlap: vsPeerOverlap, speedupVsPeerRecompute: vsPeerRecompute,
             speedupVsPeerLoadThenCompute: vsPeerLoadThenCompute, ...peerFields,
           });
@@ -458,6 +459,7 @@ async function main(): Promise<void> {
       'speedupVsPeerOverlap: the peer\'s per-layer overlap (prefix in pinned DRAM) over this TTFT, for the NVMe tier too',
       'computeBesideCopyMs: the suffix computed alone beside a bare copy of the loaded bytes (pinned to HBM, one piece per layer, its own stream); bareCopyMs / bareCopyAloneMs: the copies\' device time beside the compute and alone; bareCopyFloorMs = max(that compute + one layer\'s copy alone, the copies beside + one layer\'s compute alone); bareCopyOverlap: the overlap efficiency at that floor (DRAM tier)',
       'loadBesideMs: the device time of the prefill\'s loads (each layer\'s, start to landed, summed; median of samples); loadVsBareCopy = bareCopyMs / loadBesideMs: the store\'s loads\' rate beside the compute as a fraction of a bare contiguous copy\'s beside the same compute (DRAM tier)',
+      'hostEnds / computeAloneHostEnds: host clock medians (ms) from the prefill start to the first compute enqueued, from the last compute enqueued to seen finished, and from then to the prefill resolved (bench/lib/breakdown.ts)',
       'breakdown / computeAloneBreakdown: medians of the parts of the wall time (bench/lib/breakdown.ts: outside the device timeline, lead, stall, compute, gaps) of this point and of its suffix computed alone',
     ],
   };

@@ -22,6 +22,9 @@ export interface TimedPrefill {
   ms: number;
   layers: readonly {
     stallMs: number;
+    /** Host clock, ms from the prefill's start: its compute enqueued, and seen finished. */
+    computeEnqueuedMs?: number;
+    computeEndMs?: number;
     /** The layer's load, start to landed on the device (0 when it loaded nothing). */
     loadMs?: number;
     device: { computeStartMs: number; computeEndMs: number } | null;
@@ -77,4 +80,34 @@ export function medianLoadDeviceMs(runs: readonly TimedPrefill[]): number | unde
     .filter((r) => r.layers.length > 0 && r.layers.every((l) => l.device !== null))
     .map((r) => r.layers.reduce((s, l) => s + (l.loadMs ?? 0), 0));
   return sums.length === 0 ? undefined : median(sums);
+}
+
+/** Where the host time outside the device timeline goes (ms, host clock). */
+export interface HostEnds {
+  /** From the prefill's start until the first layer's compute was enqueued (lookup, plan, the first loads issued). */
+  firstEnqueueMs: number;
+  /** From the last layer's compute enqueued until the host saw it finished. */
+  lastEnqueuedToSeenMs: number;
+  /** From the host seeing the last layer finished until the prefill resolved (the attempt's wrap-up, the timeline). */
+  seenToResolvedMs: number;
+}
+
+/** The medians of a prefill's host ends over runs; undefined when the runs do not carry host times. */
+export function medianHostEnds(runs: readonly TimedPrefill[]): HostEnds | undefined {
+  const ends = runs.flatMap((r) => {
+    const first = r.layers[0];
+    const last = r.layers[r.layers.length - 1];
+    if (first?.computeEnqueuedMs === undefined || last?.computeEnqueuedMs === undefined || last.computeEndMs === undefined) return [];
+    return [{
+      firstEnqueueMs: first.computeEnqueuedMs,
+      lastEnqueuedToSeenMs: last.computeEndMs - last.computeEnqueuedMs,
+      seenToResolvedMs: r.ms - last.computeEndMs,
+    }];
+  });
+  if (ends.length === 0) return undefined;
+  return {
+    firstEnqueueMs: median(ends.map((e) => e.firstEnqueueMs)),
+    lastEnqueuedToSeenMs: median(ends.map((e) => e.lastEnqueuedToSeenMs)),
+    seenToResolvedMs: median(ends.map((e) => e.seenToResolvedMs)),
+  };
 }
