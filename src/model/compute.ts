@@ -38,17 +38,22 @@ export function attentionPairs(n: number, start: number): number {
 const MAX_SAMPLES = 256;
 
 
-/** Solves the normal equations of the columns in `cols` (<= 3); null when singular. */
-function leastSquares(rows: readonly number[][], y: readonly number[], cols: readonly number[]): number[] | null {
+/** The candidate term sets of the non-negative fit, all three first. */
+const SUBSETS: readonly (readonly number[])[] = [[0, 1, 2], [1, 2], [0, 1], [0, 2], [1], [2], [0]];
+
+/**
+ * Solves the normal equations of the columns in `cols` (<= 3), given the
+ * moments of all three terms: `xx[i * 3 + j]` = sum of x_i * x_j over the
+ * samples, `xy[i]` = sum of x_i * y. Null when singular.
+ */
+function leastSquares(xx: Float64Array, xy: Float64Array, cols: readonly number[]): number[] | null {
   const k = cols.length;
-  const a: number[][] = Array.from({ length: k }, () => new Array<number>(k + 1).fill(0));
-  for (let r = 0; r < rows.length; r++) {
-    const row = rows[r]!;
-    for (let i = 0; i < k; i++) {
-      const xi = row[cols[i]!]!;
-      for (let j = 0; j < k; j++) a[i]![j]! += xi * row[cols[j]!]!;
-      a[i]![k]! += xi * y[r]!;
-    }
+  const a: number[][] = [];
+  for (let i = 0; i < k; i++) {
+    const row = new Array<number>(k + 1);
+    for (let j = 0; j < k; j++) row[j] = xx[cols[i]! * 3 + cols[j]!]!;
+    row[k] = xy[cols[i]!]!;
+    a.push(row);
   }
   for (let c = 0; c < k; c++) {
     let pivot = c;
@@ -71,6 +76,8 @@ function leastSquares(rows: readonly number[][], y: readonly number[], cols: rea
  */
 export class ComputeModel {
   readonly #samples: ComputeSample[] = [];
+  /** How many of the samples have each prompt shape (`newTokens:start`). */
+  readonly #shapes = new Map<string, number>();
   #terms: ComputeTerms = { floorMs: 0, perTokenMs: 0, perPairMs: 0, basis: 'none', samples: 0 };
   /** Terms given by fromTerms(): kept until two prompt shapes were measured. */
   #prior: Omit<ComputeTerms, 'basis' | 'samples'> | undefined;
@@ -94,8 +101,16 @@ export class ComputeModel {
       fail('ERR_INVALID_ARG', `expected a finite number >= 0 for ms, got ${describe(sample.ms)}`);
     }
     this.#samples.push({ newTokens: sample.newTokens, start: sample.start, ms: sample.ms });
-    if (this.#samples.length > MAX_SAMPLES) this.#samples.shift();
+    this.#countShape(sample, 1);
+    if (this.#samples.length > MAX_SAMPLES) this.#countShape(this.#samples.shift()!, -1);
     this.#fit();
+  }
+
+  #countShape(x: ComputeSample, by: 1 | -1): void {
+    const key = `${x.newTokens}:${x.start}`;
+    const n = (this.#shapes.get(key) ?? 0) + by;
+    if (n > 0) this.#shapes.set(key, n);
+    else this.#shapes.delete(key);
   }
 
   /** The fitted terms. */
@@ -117,13 +132,13 @@ export class ComputeModel {
 
   #fit(): void {
     const s = this.#samples;
-    const shapes = new Set(s.map((x) => `${x.newTokens}:${x.start}`));
-    if (shapes.size < 2 && this.#prior) {
+    const shapes = this.#shapes.size;
+    if (shapes < 2 && this.#prior) {
       // One shape says less than the prior's three terms: keep them.
       this.#terms = { ...this.#prior, basis: 'measured', samples: s.length };
       return;
     }
-    if (shapes.size < 2) {
+    if (shapes < 2) {
       // One shape cannot separate the floor from the slopes: the cautious
       // reading is a per-token time (the suffix then looks as cheap as it can,
       // which favours recomputing over loading).
@@ -132,20 +147,36 @@ export class ComputeModel {
       this.#terms = { floorMs: 0, perTokenMs: ms / tokens, perPairMs: 0, basis: 'per-token', samples: s.length };
       return;
     }
-    const rows = s.map((x) => [1, x.newTokens, attentionPairs(x.newTokens, x.start)]);
-    const y = s.map((x) => x.ms);
+    // The terms of each sample (1, n, pairs) column by column, and their
+    // moments in one pass: every subset's normal equations come from them.
+    const m = s.length;
+    const x = [new Float64Array(m).fill(1), new Float64Array(m), new Float64Array(m)];
+    const y = new Float64Array(m);
+    const xx = new Float64Array(9);
+    const xy = new Float64Array(3);
+    for (let r = 0; r < m; r++) {
+      const sample = s[r]!;
+      x[1]![r] = sample.newTokens;
+      x[2]![r] = attentionPairs(sample.newTokens, sample.start);
+      y[r] = sample.ms;
+      for (let i = 0; i < 3; i++) {
+        const xi = x[i]![r]!;
+        for (let j = 0; j < 3; j++) xx[i * 3 + j]! += xi * x[j]![r]!;
+        xy[i]! += xi * y[r]!;
+      }
+    }
     // Non-negative least squares over three terms: the best fit among the
     // subsets of terms whose coefficients are all >= 0.
-    let best: { coef: number[]; cols: number[]; err: number } | null = null;
-    for (const cols of [[0, 1, 2], [1, 2], [0, 1], [0, 2], [1], [2], [0]]) {
-      const coef = leastSquares(rows, y, cols);
+    let best: { coef: number[]; cols: readonly number[]; err: number } | null = null;
+    for (const cols of SUBSETS) {
+      const coef = leastSquares(xx, xy, cols);
       if (coef === null || coef.some((c) => c < 0)) continue;
       let err = 0;
-      rows.forEach((row, r) => {
+      for (let r = 0; r < m; r++) {
         let p = 0;
-        cols.forEach((c, i) => (p += coef[i]! * row[c]!));
+        for (let i = 0; i < cols.length; i++) p += coef[i]! * x[cols[i]!]![r]!;
         err += (p - y[r]!) ** 2;
-      });
+      }
       if (best === null || err < best.err * (1 - 1e-9)) best = { coef, cols, err };
     }
     const terms = [0, 0, 0];

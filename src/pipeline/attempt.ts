@@ -31,7 +31,7 @@ export interface AttemptArgs {
   plan: PrefillPlan;
   attempt: number;
   t0: number;
-  tokens: number[];
+  tokens: Uint32Array;
   blocks: number[];
   compute: LayerCompute;
   save: boolean;

@@ -96,7 +96,7 @@ export interface PrefillResult {
 
 type CheckedRequest = Required<Omit<PrefillRequest, 'signal' | 'tokens' | 'blocks' | 'tenant'>> & {
   tenant: string | undefined;
-  tokens: number[];
+  tokens: Uint32Array;
   blocks: number[];
   signal: AbortSignal | undefined;
 };
@@ -215,7 +215,8 @@ export class LayerPipeline {
   #check(r: PrefillRequest): CheckedRequest {
     if (typeof r !== 'object' || r === null) fail('ERR_INVALID_ARG', `expected a prefill request, got ${describe(r)}`);
     checkKnownOptions(r, 'request', ['tokens', 'blocks', 'compute', 'heldTokens', 'policy', 'save', 'tenant', 'engine', 'signal']);
-    const tokens = toTokenIds(r.tokens);
+    // A copy of the caller's ids, checked (toTokenIds copies all but a Uint32Array).
+    const tokens = r.tokens instanceof Uint32Array ? r.tokens.slice() : toTokenIds(r.tokens);
     const n = tokens.length;
     if (n < 1) fail('ERR_INVALID_ARG', `expected at least one token for tokens, got ${describe(r.tokens)}`);
     const layout = this.cache.layout;
@@ -234,7 +235,7 @@ export class LayerPipeline {
     if (r.save !== undefined && typeof r.save !== 'boolean') fail('ERR_INVALID_ARG', `expected a boolean for save, got ${describe(r.save)}`);
     if (r.tenant !== undefined && typeof r.tenant !== 'string') fail('ERR_INVALID_ARG', `expected a string for tenant, got ${describe(r.tenant)}`);
     return {
-      tokens: Array.from(tokens), blocks: Array.prototype.slice.call(r.blocks, 0, needBlocks) as number[], compute: r.compute, heldTokens: held, policy,
+      tokens, blocks: Array.prototype.slice.call(r.blocks, 0, needBlocks) as number[], compute: r.compute, heldTokens: held, policy,
       save: r.save ?? true, tenant: r.tenant, engine, signal: r.signal,
     };
   }

@@ -123,6 +123,7 @@ export function toTokenIds(tokens: ArrayLike<number>): Uint32Array {
 }
 
 const ZERO_KEY = Buffer.alloc(32);
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /**
  * Keys of the full chunks of `tokens`, in order:
@@ -137,11 +138,18 @@ export function chunkKeys(fingerprint: string, tokens: ArrayLike<number>, chunkT
   const count = Math.min(Math.floor(ids.length / chunkTokens), limit);
   const keys: string[] = [];
   let previous = ZERO_KEY;
-  const le = new Uint8Array(chunkTokens * 4);
-  const view = new DataView(le.buffer);
+  // The ids' own bytes are u32 LE on a little-endian host: hashed in place.
+  const le = LITTLE_ENDIAN ? undefined : new Uint8Array(chunkTokens * 4);
+  const view = le && new DataView(le.buffer);
   for (let c = 0; c < count; c++) {
-    for (let t = 0; t < chunkTokens; t++) view.setUint32(t * 4, ids[c * chunkTokens + t]!, true);
-    previous = createHash('sha256').update(version).update(fp).update(previous).update(le).digest();
+    let bytes: Uint8Array;
+    if (view) {
+      for (let t = 0; t < chunkTokens; t++) view.setUint32(t * 4, ids[c * chunkTokens + t]!, true);
+      bytes = le!;
+    } else {
+      bytes = new Uint8Array(ids.buffer, ids.byteOffset + c * chunkTokens * 4, chunkTokens * 4);
+    }
+    previous = createHash('sha256').update(version).update(fp).update(previous).update(bytes).digest();
     keys.push(previous.toString('hex'));
   }
   return keys;

@@ -56,6 +56,33 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
     await store.close();
   });
 
+  it.skipIf(skip)('token ids given as a Uint32Array are copied: changing them while the prefill runs changes nothing it computes or saves', async () => {
+    const store = await openStore();
+    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2 });
+    const compute = new PatternCompute(fx.dev, fx.cache);
+    const prompt = randomTokens(CHUNK * 3 + 1);
+    const ids = Uint32Array.from(prompt);
+    const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
+    const inner = compute.fn();
+    const seen: number[][] = [];
+    const run = pipe.prefill({
+      tokens: ids, blocks, policy: 'recompute',
+      compute: (layer, work) => {
+        seen.push(Array.from(work.tokens));
+        inner(layer, work);
+        ids.fill(7); // the caller reuses its buffer while the prefill runs
+      },
+    });
+    expect((await run).saved).toBe(3);
+    expect(seen).toEqual(Array.from({ length: SPEC.layers }, () => prompt));
+    expect(store.lookup(prompt).chunks).toHaveLength(3);
+    expect(store.lookup(Array.from(ids)).chunks).toHaveLength(0);
+    await expectExact(prompt, blocks);
+    await pipe.dispose();
+    await compute.dispose();
+    await store.close();
+  });
+
   it.skipIf(skip)('compute is given one frozen work object for every layer of an attempt: a compute cannot change what later layers see', async () => {
     const store = await openStore();
     const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2 });
