@@ -220,7 +220,7 @@ export function readConfig(env: Environment = process.env): KvflowDefaults {
     pagedEngine: choice('KVFLOW_PAGED_ENGINE', b.pagedEngine, ['dma', 'kernel'] as const),
     cudaGate: choice('KVFLOW_CUDA_GATE', b.cudaGate, ['host', 'wait-value', 'auto'] as const),
     completionSpinUs: integer('KVFLOW_COMPLETION_SPIN_US', b.completionSpinUs, 0, 10_000),
-    shortWaitUs: integer('KVFLOW_SHORT_WAIT_US', b.shortWaitUs, 0, 1000),
+    shortWaitUs: integer('KVFLOW_SHORT_WAIT_US', b.shortWaitUs, 0, 1000), // the addon's bound too (EventWrap::Watch)
     store: { ...b.store },
   });
 }

@@ -501,16 +501,17 @@ Napi::Value EventWrap::Id(const Napi::CallbackInfo& info) {
 }
 
 // watch(spinUs?): with a spin (0 to kMaxWatchSpinUs us), looks for the
-// completion that long first (EventState::watch_spin).
+// completion that long first (EventState::watch_spin). The bound is
+// KVFLOW_SHORT_WAIT_US's range in src/defaults.ts.
 Napi::Value EventWrap::Watch(const Napi::CallbackInfo& info) {
-  constexpr double kMaxWatchSpinUs = 1000;
+  constexpr int kMaxWatchSpinUs = 1000;
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     if (info.Length() == 0 || info[0].IsUndefined()) return Napi::Number::New(env, static_cast<int>(event_->watch()));
     if (!info[0].IsNumber()) throw make_error(env, ErrorCode::kInvalidArg, "expected a number of microseconds for spinUs");
     const double us = info[0].As<Napi::Number>().DoubleValue();
     if (!(us >= 0 && us <= kMaxWatchSpinUs)) {
-      throw make_error(env, ErrorCode::kOutOfRange, "expected spinUs from 0 to 1000, got " + std::to_string(us));
+      throw make_error(env, ErrorCode::kOutOfRange, "expected spinUs from 0 to " + std::to_string(kMaxWatchSpinUs) + ", got " + std::to_string(us));
     }
     const auto spin = std::chrono::nanoseconds(static_cast<std::int64_t>(us * 1000));
     return Napi::Number::New(env, static_cast<int>(event_->watch_spin(spin)));
