@@ -9,15 +9,7 @@
 # samples). Run from the repo root with carry [".device", "build-bench/sit5"];
 # TOTAL (s, default 480) bounds it. Outputs come back as $OUT/copy-sitting.tgz.
 set -u
-cd "$(dirname "$0")/../.."
-source .device/env.sh
-export KVFLOW_CUBLAS=/usr/local/cuda/lib64/libcublas.so.13
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-S=$PWD/build-bench/sit5
-[ -d "$S/tree" ] || { echo "copy-sitting.sh: lay out build-bench/sit5 first (bench/tools/lay-out-verify.sh)" >&2; exit 2; }
-R=/tmp/copy-sitting; mkdir -p $R
-T0=$(date +%s); left() { echo $(( ${TOTAL:-480} - ($(date +%s) - T0) )); }
-nvidia-smi -L | tee $R/smi.txt
+source "$(dirname "$0")/sitting-env.sh" copy-sitting.sh /tmp/copy-sitting 480
 mkdir -p $S/addon-b
 xz -dc $S/addon-b.node.xz > $S/addon-b/kvflow.node
 export KVFLOW_ADDON=$S/addon-b/kvflow.node

@@ -16,15 +16,7 @@
 # carry [".device", "build-bench/sit5"]; TOTAL (s, default 290) bounds it.
 # Outputs come back as $OUT/sit5.tgz.
 set -u
-cd "$(dirname "$0")/../.."
-source .device/env.sh
-export KVFLOW_CUBLAS=/usr/local/cuda/lib64/libcublas.so.13
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-S=$PWD/build-bench/sit5
-[ -d "$S/tree" ] || { echo "verify-sitting.sh: lay out build-bench/sit5 first (see the header)" >&2; exit 2; }
-R=/tmp/r5; mkdir -p $R
-T0=$(date +%s); left() { echo $(( ${TOTAL:-290} - ($(date +%s) - T0) )); }
-nvidia-smi -L | tee $R/smi.txt
+source "$(dirname "$0")/sitting-env.sh" verify-sitting.sh /tmp/r5 290
 mkdir -p $S/addon-a $S/addon-b
 xz -dc $S/addon-a.node.xz > $S/addon-a/kvflow.node; xz -dc $S/addon-b.node.xz > $S/addon-b/kvflow.node
 C=$(cat $S/commit)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# An A/B sitting of two commits in one device call of about nine minutes:
+# bench/copy of B then A in full (against copy_baseline), test/device and
+# test/pipeline of B on CUDA, the Llama-3-8B 4k prefill at 90% and 95% cached
+# (DRAM, 5 samples) with the PyTorch peer, A, B, A, B, and bench/pipeline-host
+# A, B, while time is left. Laid out in build-bench/sit5 (git-ignored):
+#   tree/ (B's src test bench configs and dist), dist-a/ (A's dist),
+#   addon-a.node.xz, addon-b.node.xz (sm_90 addons), copy_baseline,
+#   commit, commit-a (short hashes)
+# (bench/tools/lay-out-verify.sh A B lays out all but commit-a). Run from the
+# repo root with carry [".device", "build-bench/sit5"]; TOTAL (s, default
+# 540) bounds it. Outputs come back as $OUT/ab-sitting.tgz.
+set -u
+source "$(dirname "$0")/sitting-env.sh" ab-sitting.sh /tmp/ab-sitting 540
+[ -d "$S/dist-a" ] || { echo "ab-sitting.sh: no A in build-bench/sit5 (see the header)" >&2; exit 2; }
+mkdir -p $S/addon-a $S/addon-b
+xz -dc $S/addon-a.node.xz > $S/addon-a/kvflow.node; xz -dc $S/addon-b.node.xz > $S/addon-b/kvflow.node
+CB=$(cat $S/commit); CA=$(cat $S/commit-a 2>/dev/null || echo A)
+ln -sfn ../../../node_modules $S/tree/node_modules
+# variant NAME -> dist, addon, commit
+var() { if [ "$1" = A ]; then echo "$S/dist-a $S/addon-a/kvflow.node $CA"; else echo "$S/tree/dist $S/addon-b/kvflow.node $CB"; fi; }
+# 1. copy, B then A, in full
+$S/copy_baseline > $R/copy_baseline.json 2> $R/copy_baseline.err
+echo "copy_baseline rc=$?: $(grep latency $R/copy_baseline.json)"
+for v in B A; do
+  [ "$(left)" -lt 60 ] && break
+  read d a c <<< "$(var $v)"
+  t0=$(date +%s)
+  KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 90 node $d/bench/copy.js --backend cuda --baseline $R/copy_baseline.json --json $R/copy-$v.json > $R/copy-$v.log 2>&1
+  echo "copy $v rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "64KiB" $R/copy-$v.log | tail -5
+done
+# 2. tests of B on CUDA
+if [ "$(left)" -gt 200 ]; then
+  t0=$(date +%s); (cd $S/tree && KVFLOW_ADDON=$S/addon-b/kvflow.node timeout 120 vitest run test/device test/pipeline) > $R/tests.log 2>&1
+  echo "tests rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "Test Files|Tests " $R/tests.log | tail -2; grep -E "FAIL|×" $R/tests.log | head -20
+fi
+# 3. 8B 4k prefill with the peer, A B A B
+if [ "$(left)" -gt 100 ]; then
+  t0=$(date +%s); timeout 90 python3 $S/tree/bench/peers/torch_prefill.py --model llama-3-8b --tokens 4096 --hits 0.9,0.95 --samples 5 > $R/peer.json 2> $R/peer.err; echo "peer rc=$? in $(( $(date +%s) - t0 ))s"
+  for v in A B A B; do
+    [ "$(left)" -lt 70 ] && break
+    read d a c <<< "$(var $v)"
+    n=$(ls $R/prefill-$v*.log 2>/dev/null | wc -l)
+    t0=$(date +%s)
+    KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 90 node $d/bench/prefill.js --backend cuda --peer $R/peer.json --dir /tmp/kvp --json $R/prefill-$v$n.json \
+      --model llama-3-8b --tokens 4096 --hits 0.9,0.95 --tiers dram --samples 5 > $R/prefill-$v$n.log 2>&1
+    echo "prefill $v$n rc=$? in $(( $(date +%s) - t0 ))s"; rm -rf /tmp/kvp
+    grep -E "^4096 9.pct (dram|recompute)" $R/prefill-$v$n.log | cut -c1-160
+  done
+fi
+# 4. pipeline-host A, B
+for v in A B; do
+  [ "$(left)" -lt 40 ] && break
+  read d a c <<< "$(var $v)"
+  KVFLOW_ADDON=$a timeout 40 node $d/bench/pipeline-host.js --backend cuda --reps 100 --json $R/ph-$v.json > $R/ph-$v.log 2>&1
+  echo "pipeline-host $v rc=$?"; grep -E "_device" $R/ph-$v.log
+done
+tar czf $OUT/ab-sitting.tgz -C $R .
