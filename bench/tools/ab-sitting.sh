@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # An A/B sitting of two commits in one device call of about nine minutes:
-# bench/copy of B then A in full (against copy_baseline), test/device and
-# test/pipeline of B on CUDA, the Llama-3-8B 4k prefill at 90% and 95% cached
-# (DRAM, 5 samples) with the PyTorch peer, A, B, A, B, and bench/pipeline-host
-# A, B, while time is left. Laid out in build-bench/sit5 (git-ignored):
+# bench/copy of B in full (against copy_baseline), test/device and
+# test/pipeline of B on CUDA, bench/copy of A, the Llama-3-8B 4k prefill at
+# 90% and 95% cached (DRAM, 5 samples) with the PyTorch peer, A then B, twice,
+# and bench/pipeline-host A, B, while time is left. Laid out in build-bench/sit5 (git-ignored):
 #   tree/ (B's src test bench configs and dist), dist-a/ (A's dist),
 #   addon-a.node.xz, addon-b.node.xz (sm_90 addons), copy_baseline,
 #   commit, commit-a (short hashes)
@@ -19,26 +19,30 @@ CB=$(cat $S/commit); CA=$(cat $S/commit-a 2>/dev/null || echo A)
 ln -sfn ../../../node_modules $S/tree/node_modules
 # variant NAME -> dist, addon, commit
 var() { if [ "$1" = A ]; then echo "$S/dist-a $S/addon-a/kvflow.node $CA"; else echo "$S/tree/dist $S/addon-b/kvflow.node $CB"; fi; }
-# 1. copy, B then A, in full
+# What ran so far comes back even if the call is cut short.
+save() { tar czf $OUT/ab-sitting.tgz -C $R . ; }
+# 1. copy of B, the tests of B, copy of A
 $S/copy_baseline > $R/copy_baseline.json 2> $R/copy_baseline.err
 echo "copy_baseline rc=$?: $(grep latency $R/copy_baseline.json)"
-for v in B A; do
-  [ "$(left)" -lt 60 ] && break
-  read d a c <<< "$(var $v)"
+copy_run() {
+  [ "$(left)" -lt 60 ] && return
+  read d a c <<< "$(var $1)"
   t0=$(date +%s)
-  KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 90 node $d/bench/copy.js --backend cuda --baseline $R/copy_baseline.json --json $R/copy-$v.json > $R/copy-$v.log 2>&1
-  echo "copy $v rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "64KiB" $R/copy-$v.log | tail -5
-done
-# 2. tests of B on CUDA
-if [ "$(left)" -gt 200 ]; then
+  KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 90 node $d/bench/copy.js --backend cuda --baseline $R/copy_baseline.json --json $R/copy-$1.json > $R/copy-$1.log 2>&1
+  echo "copy $1 rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "64KiB" $R/copy-$1.log | tail -5
+}
+copy_run B; save
+# then the tests of B on CUDA
+if [ "$(left)" -gt 130 ]; then
   t0=$(date +%s); (cd $S/tree && KVFLOW_ADDON=$S/addon-b/kvflow.node timeout 120 vitest run test/device test/pipeline) > $R/tests.log 2>&1
   echo "tests rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "Test Files|Tests " $R/tests.log | tail -2; grep -E "FAIL|×" $R/tests.log | head -20
 fi
-# 3. 8B 4k prefill with the peer, A B A B
-if [ "$(left)" -gt 100 ]; then
-  t0=$(date +%s); timeout 90 python3 $S/tree/bench/peers/torch_prefill.py --model llama-3-8b --tokens 4096 --hits 0.9,0.95 --samples 5 > $R/peer.json 2> $R/peer.err; echo "peer rc=$? in $(( $(date +%s) - t0 ))s"
-  for v in A B A B; do
-    [ "$(left)" -lt 70 ] && break
+save
+copy_run A; save
+# 2. 8B 4k prefill with the peer: A B, then A B again
+prefill_ab() {
+  for v in A B; do
+    [ "$(left)" -lt 70 ] && return
     read d a c <<< "$(var $v)"
     n=$(ls $R/prefill-$v*.log 2>/dev/null | wc -l)
     t0=$(date +%s)
@@ -47,7 +51,12 @@ if [ "$(left)" -gt 100 ]; then
     echo "prefill $v$n rc=$? in $(( $(date +%s) - t0 ))s"; rm -rf /tmp/kvp
     grep -E "^4096 9.pct (dram|recompute)" $R/prefill-$v$n.log | cut -c1-160
   done
+}
+if [ "$(left)" -gt 100 ]; then
+  t0=$(date +%s); timeout 90 python3 $S/tree/bench/peers/torch_prefill.py --model llama-3-8b --tokens 4096 --hits 0.9,0.95 --samples 5 > $R/peer.json 2> $R/peer.err; echo "peer rc=$? in $(( $(date +%s) - t0 ))s"
+  prefill_ab; save
 fi
+[ "$(left)" -gt 150 ] && prefill_ab && save
 # 4. pipeline-host A, B
 for v in A B; do
   [ "$(left)" -lt 40 ] && break
@@ -55,4 +64,4 @@ for v in A B; do
   KVFLOW_ADDON=$a timeout 40 node $d/bench/pipeline-host.js --backend cuda --reps 100 --json $R/ph-$v.json > $R/ph-$v.log 2>&1
   echo "pipeline-host $v rc=$?"; grep -E "_device" $R/ph-$v.log
 done
-tar czf $OUT/ab-sitting.tgz -C $R .
+save
