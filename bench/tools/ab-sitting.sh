@@ -9,7 +9,8 @@
 #   commit, commit-a (short hashes)
 # (bench/tools/lay-out-verify.sh A B lays out all but commit-a). Run from the
 # repo root with carry [".device", "build-bench/sit5"]; TOTAL (s, default
-# 540) bounds it. Outputs come back as $OUT/ab-sitting.tgz.
+# 540) bounds it; COPY_ARGS=--quick runs bench/copy quick. Outputs come back as
+# $OUT/ab-sitting.tgz.
 set -u
 source "$(dirname "$0")/sitting-env.sh" ab-sitting.sh /tmp/ab-sitting 540
 [ -d "$S/dist-a" ] || { echo "ab-sitting.sh: no A in build-bench/sit5 (see the header)" >&2; exit 2; }
@@ -28,7 +29,7 @@ copy_run() {
   [ "$(left)" -lt 60 ] && return
   read d a c <<< "$(var $1)"
   t0=$(date +%s)
-  KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 90 node $d/bench/copy.js --backend cuda --baseline $R/copy_baseline.json --json $R/copy-$1.json > $R/copy-$1.log 2>&1
+  KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 90 node $d/bench/copy.js --backend cuda ${COPY_ARGS:-} --baseline $R/copy_baseline.json --json $R/copy-$1.json > $R/copy-$1.log 2>&1
   echo "copy $1 rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "64KiB" $R/copy-$1.log | tail -5
 }
 copy_run B; save
