@@ -7,7 +7,7 @@
 #   tree/ (B's src test bench configs and dist), dist-a/ (A's dist),
 #   addon-a.node.xz, addon-b.node.xz (sm_90 addons), copy_baseline,
 #   commit, commit-a (short hashes)
-# (bench/tools/lay-out-verify.sh A B lays out all but commit-a). Run from the
+# (bench/tools/lay-out-verify.sh A B lays it out). Run from the
 # repo root with carry [".device", "build-bench/sit5"]; TOTAL (s, default
 # 540) bounds it; COPY_ARGS=--quick runs bench/copy quick. Outputs come back as
 # $OUT/ab-sitting.tgz.

@@ -48,6 +48,7 @@ nvcc -std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -I/tmp/kvflow-lay-b/nati
   -o "$S/attention_check"
 nvcc -O2 -std=c++17 -gencode arch=compute_90,code=sm_90 -cudart static -o "$S/copy_baseline" /tmp/kvflow-lay-b/bench/native/copy_baseline.cu
 git rev-parse --short "$B" > "$S/commit"
+git rev-parse --short "$A" > "$S/commit-a"
 git worktree remove --force /tmp/kvflow-lay-a
 git worktree remove --force /tmp/kvflow-lay-b
 du -sh "$S"
