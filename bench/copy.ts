@@ -97,10 +97,11 @@ function latencyRun(r: Rig, perOp: number[], fused: boolean): Run {
 }
 
 /**
- * The host cost of each call on the awaited copy's path, in us per call: a
- * block of `ops` calls timed as one (no clock read per call), the stream
- * drained between blocks. `napi` is a call into the addon that does nothing
- * but read a completed event's status: what any crossing costs.
+ * The host cost of each call on the awaited copy's path, in us per call:
+ * `ops` calls in runs of 256 timed as one (no clock read per call), the
+ * stream drained between runs outside the timing (so a full launch queue
+ * never turns an enqueue into a wait). `napi` is a call into the addon that
+ * does nothing but read a completed event's status: what any crossing costs.
  */
 async function callCosts(r: Rig, ops: number): Promise<Record<string, number>> {
   const settled = r.s1.record();
@@ -110,11 +111,15 @@ async function callCosts(r: Rig, ops: number): Promise<Record<string, number>> {
   const dA = r.dA.native;
   const hA = r.hA.native;
   const block = async (body: (i: number) => void): Promise<number> => {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < ops; i++) body(i);
-    const us = Number(process.hrtime.bigint() - t0) / 1e3 / ops;
-    await r.s1.synchronize();
-    return us;
+    let ns = 0n;
+    for (let i = 0; i < ops; ) {
+      const end = Math.min(ops, i + 256);
+      const t0 = process.hrtime.bigint();
+      for (; i < end; i++) body(i);
+      ns += process.hrtime.bigint() - t0;
+      await r.s1.synchronize();
+    }
+    return Number(ns) / 1e3 / ops;
   };
   const costs: Record<string, number> = {};
   // Twice each, the second kept: the first warms the path up.
@@ -276,6 +281,8 @@ async function main(): Promise<void> {
     // run `samples` times, alternating.
     const lat = await measure(fusedRun, minSeconds, samples);
     await twoRun(lat.reps);
+    perOp.length = 0; // percentiles over the alternating samples only, as for the two calls
+    perOpTwo.length = 0;
     const fusedS: number[] = [];
     const twoS: number[] = [];
     for (let i = 0; i < samples; i++) {
@@ -284,8 +291,6 @@ async function main(): Promise<void> {
     }
     const fusedPer = (1e6 * median(fusedS)) / lat.reps;
     const twoPer = (1e6 * median(twoS)) / lat.reps;
-    // perOp also holds warm-up and calibration ops; percentiles over them all
-    // say more about the tail than the median run alone would.
     const parts = await latencyParts(r, 2000);
     const calls = await callCosts(r, 2000);
     add(`latency_${label(OPS_BYTES)}_us`, fusedPer, 'us', {

@@ -459,7 +459,7 @@ async function main(): Promise<void> {
       'speedupVsPeerOverlap: the peer\'s per-layer overlap (prefix in pinned DRAM) over this TTFT, for the NVMe tier too',
       'computeBesideCopyMs: the suffix computed alone beside a bare copy of the loaded bytes (pinned to HBM, one piece per layer, its own stream); bareCopyMs / bareCopyAloneMs: the copies\' device time beside the compute and alone; bareCopyFloorMs = max(that compute + one layer\'s copy alone, the copies beside + one layer\'s compute alone); bareCopyOverlap: the overlap efficiency at that floor (DRAM tier)',
       'loadBesideMs: the device time of the prefill\'s loads (each layer\'s, start to landed, summed; median of samples); loadVsBareCopy = bareCopyMs / loadBesideMs: the store\'s loads\' rate beside the compute as a fraction of a bare contiguous copy\'s beside the same compute (DRAM tier)',
-      'hostEnds / computeAloneHostEnds: host clock medians (ms) from the prefill start to the first compute enqueued, from the last compute enqueued to seen finished, and from then to the prefill resolved (bench/lib/breakdown.ts)',
+      'hostEnds / computeAloneHostEnds: host clock medians (ms) from the prefill start to the first compute enqueued, from the last compute enqueued to seen finished, and from then to the result\'s ms taken (bench/lib/breakdown.ts)',
       'breakdown / computeAloneBreakdown: medians of the parts of the wall time (bench/lib/breakdown.ts: outside the device timeline, lead, stall, compute, gaps) of this point and of its suffix computed alone',
     ],
   };

@@ -88,7 +88,7 @@ export interface HostEnds {
   firstEnqueueMs: number;
   /** From the last layer's compute enqueued until the host saw it finished. */
   lastEnqueuedToSeenMs: number;
-  /** From the host seeing the last layer finished until the prefill resolved (the attempt's wrap-up, the timeline). */
+  /** From the host seeing the last layer finished until the result's `ms` was taken (the attempt's wrap-up and timeline; the hit's release and the promise's resolution come after). */
   seenToResolvedMs: number;
 }
 

@@ -249,8 +249,10 @@ int main(int argc, char** argv) {
     auto a = std::chrono::steady_clock::now();
     CK(cudaEventRecord(ev, c.s1));
     auto b = std::chrono::steady_clock::now();
-    while (cudaEventQuery(ev) == cudaErrorNotReady) {
+    cudaError_t q;
+    while ((q = cudaEventQuery(ev)) == cudaErrorNotReady) {
     }
+    CK(q);
     auto d = std::chrono::steady_clock::now();
     rec.push_back(std::chrono::duration<double, std::micro>(b - a).count());
     qry.push_back(std::chrono::duration<double, std::micro>(d - b).count());
@@ -261,8 +263,10 @@ int main(int argc, char** argv) {
     size_t off = offsetOf(i, opsBytes, c.cap);
     CK(cudaMemcpyAsync(c.dA + off, c.hA + off, opsBytes, cudaMemcpyHostToDevice, c.s1));
     CK(cudaEventRecord(ev, c.s1));
-    while (cudaEventQuery(ev) == cudaErrorNotReady) {
+    cudaError_t q;
+    while ((q = cudaEventQuery(ev)) == cudaErrorNotReady) {
     }
+    CK(q);
   }
   const double evUs = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / evReps;
   int dev = 0;

@@ -23,10 +23,10 @@ var() { if [ "$1" = A ]; then echo "$S/dist-a $S/addon-a/kvflow.node $CA"; else 
 # What ran so far comes back even if the call is cut short.
 save() { tar czf $OUT/ab-sitting.tgz -C $R . ; }
 # 1. copy of B, the tests of B, copy of A
-$S/copy_baseline > $R/copy_baseline.json 2> $R/copy_baseline.err
+timeout 60 $S/copy_baseline > $R/copy_baseline.json 2> $R/copy_baseline.err
 echo "copy_baseline rc=$?: $(grep latency $R/copy_baseline.json)"
 copy_run() {
-  [ "$(left)" -lt 60 ] && return
+  [ "$(left)" -lt 95 ] && return
   read d a c <<< "$(var $1)"
   t0=$(date +%s)
   KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 90 node $d/bench/copy.js --backend cuda ${COPY_ARGS:-} --baseline $R/copy_baseline.json --json $R/copy-$1.json > $R/copy-$1.log 2>&1
@@ -43,7 +43,7 @@ copy_run A; save
 # 2. 8B 4k prefill with the peer: A B, then A B again
 prefill_ab() {
   for v in A B; do
-    [ "$(left)" -lt 70 ] && return
+    [ "$(left)" -lt 95 ] && return
     read d a c <<< "$(var $v)"
     n=$(ls $R/prefill-$v*.log 2>/dev/null | wc -l)
     t0=$(date +%s)
@@ -58,9 +58,9 @@ if [ "$(left)" -gt 100 ]; then
   prefill_ab; save
 fi
 [ "$(left)" -gt 150 ] && prefill_ab && save
-# 4. pipeline-host A, B
+# 3. pipeline-host A, B
 for v in A B; do
-  [ "$(left)" -lt 40 ] && break
+  [ "$(left)" -lt 45 ] && break
   read d a c <<< "$(var $v)"
   KVFLOW_ADDON=$a timeout 40 node $d/bench/pipeline-host.js --backend cuda --reps 100 --json $R/ph-$v.json > $R/ph-$v.log 2>&1
   echo "pipeline-host $v rc=$?"; grep -E "_device" $R/ph-$v.log

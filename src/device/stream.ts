@@ -80,8 +80,10 @@ export class Stream extends Disposable {
    */
   copy(dst: KvBuffer, dstOffset: number, src: KvBuffer, srcOffset: number, bytes: number): void {
     const native = this.native;
-    checkCopy(dst, dstOffset, src, srcOffset, bytes);
-    native.copy(dst.native, dstOffset, src.native, srcOffset, bytes);
+    const d = bufferArg(dst, 'dst');
+    const s = bufferArg(src, 'src');
+    checkCopyRanges(dst, dstOffset, src, srcOffset, bytes);
+    native.copy(d, dstOffset, s, srcOffset, bytes);
   }
 
   /**
@@ -92,9 +94,11 @@ export class Stream extends Disposable {
    */
   copyAndRecord(dst: KvBuffer, dstOffset: number, src: KvBuffer, srcOffset: number, bytes: number, options?: RecordOptions): Event {
     const native = this.native;
-    checkCopy(dst, dstOffset, src, srcOffset, bytes);
+    const d = bufferArg(dst, 'dst');
+    const s = bufferArg(src, 'src');
+    checkCopyRanges(dst, dstOffset, src, srcOffset, bytes);
     const timing = options !== undefined && recordTiming(options);
-    return new Event(native.copyRecord(dst.native, dstOffset, src.native, srcOffset, bytes, timing), this, this.#owner.completions);
+    return new Event(native.copyRecord(d, dstOffset, s, srcOffset, bytes, timing), this, this.#owner.completions);
   }
 
   /**
@@ -193,10 +197,8 @@ function recordTiming(options: RecordOptions): boolean {
   return checkBoolean(checkKnownOptions(options, 'options', RECORD_OPTIONS).timing ?? false, 'timing');
 }
 
-/** A copy's arguments, checked (ERR_INVALID_ARG, ERR_OUT_OF_RANGE naming the bad one). */
-function checkCopy(dst: KvBuffer, dstOffset: number, src: KvBuffer, srcOffset: number, bytes: number): void {
-  bufferArg(dst, 'dst');
-  bufferArg(src, 'src');
+/** A copy's offsets and size, checked against its buffers (ERR_INVALID_ARG, ERR_OUT_OF_RANGE naming the bad one). */
+function checkCopyRanges(dst: KvBuffer, dstOffset: number, src: KvBuffer, srcOffset: number, bytes: number): void {
   checkSize(dstOffset, 'dstOffset');
   checkSize(srcOffset, 'srcOffset');
   checkSize(bytes, 'bytes');

@@ -100,8 +100,9 @@ export class ComputeModel {
     if (typeof sample.ms !== 'number' || !(sample.ms >= 0) || !Number.isFinite(sample.ms)) {
       fail('ERR_INVALID_ARG', `expected a finite number >= 0 for ms, got ${describe(sample.ms)}`);
     }
-    this.#samples.push({ newTokens: sample.newTokens, start: sample.start, ms: sample.ms });
-    this.#countShape(sample, 1);
+    const kept = { newTokens: sample.newTokens, start: sample.start, ms: sample.ms };
+    this.#samples.push(kept);
+    this.#countShape(kept, 1);
     if (this.#samples.length > MAX_SAMPLES) this.#countShape(this.#samples.shift()!, -1);
     this.#fit();
   }

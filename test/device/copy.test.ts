@@ -123,7 +123,16 @@ describe.each(backends)('copy on $backend', ({ backend, skip }) => {
       expect(up.status()).toBe('ok');
       expect(Number.isFinite(down.timeMs())).toBe(true);
     }
-    await Promise.all([source.dispose(), dev.dispose(), back.dispose(), stream.dispose()]);
+    // One copy long enough that an event recorded ahead of it would resolve
+    // well before its bytes land: checked the moment the event resolves.
+    const big = 48 * MiB;
+    const src = fx.dev.allocPinned(big);
+    src.array.set(randomBytes(big));
+    const dst = fx.dev.allocPinned(big);
+    poison(dst.array);
+    await stream.copyAndRecord(dst, 0, src, 0, big).done();
+    expect(sameBytes(dst.array, src.array)).toBe('equal');
+    await Promise.all([source.dispose(), dev.dispose(), back.dispose(), src.dispose(), dst.dispose(), stream.dispose()]);
   });
 
   it.skipIf(skip)('copyAndRecord checks as copy() does: a rejected call enqueues and records nothing', async () => {
@@ -134,6 +143,8 @@ describe.each(backends)('copy on $backend', ({ backend, skip }) => {
     poison(b.array);
     const gone = fx.dev.allocPinned(64);
     await gone.dispose();
+    // Events take the device's ids in order: one recorded by a rejected call would leave a gap.
+    const before = stream.record();
     expect(codeOf(() => stream.copyAndRecord(b, 0, a, 0, 65))).toBe('ERR_OUT_OF_RANGE');
     expect(codeOf(() => stream.copyAndRecord(b, -1, a, 0, 8))).toBe('ERR_INVALID_ARG');
     expect(codeOf(() => stream.copyAndRecord(b, 0, {} as never, 0, 8))).toBe('ERR_INVALID_ARG');
@@ -145,7 +156,9 @@ describe.each(backends)('copy on $backend', ({ backend, skip }) => {
     expect(codeOf(() => native.copyRecord(b.native, 0, a.native, 0, 65, false))).toBe('ERR_OUT_OF_RANGE');
     expect(codeOf(() => native.copyRecord(b.native, 0, native as never, 0, 8, false))).toBe('ERR_INVALID_ARG');
     expect(codeOf(() => native.copyRecord(b.native, 0, a.native, 0, -8, false))).toBe('ERR_INVALID_ARG');
-    await stream.synchronize();
+    const after = stream.record();
+    expect(after.native.id).toBe(before.native.id + 1);
+    await after.done();
     expect(b.array.every((v) => v === 0xa5)).toBe(true);
     // A zero-byte copy still records.
     await stream.copyAndRecord(b, 64, a, 64, 0).done();
