@@ -3,7 +3,8 @@
 # bench/copy of B in full (against copy_baseline), test/device and
 # test/pipeline of B on CUDA, bench/copy of A, the Llama-3-8B 4k prefill at
 # 90% and 95% cached (DRAM, 5 samples) with the PyTorch peer, A then B, twice,
-# and bench/pipeline-host A, B, while time is left. Laid out in build-bench/sit5 (git-ignored):
+# bench/pipeline-host A, B and bench/prefill-fixed A, B, A, B, while time is
+# left. Laid out in build-bench/sit5 (git-ignored):
 #   tree/ (B's src test bench configs and dist), dist-a/ (A's dist),
 #   addon-a.node.xz, addon-b.node.xz (sm_90 addons), copy_baseline,
 #   commit, commit-a (short hashes)
@@ -58,11 +59,20 @@ if [ "$(left)" -gt 100 ]; then
   prefill_ab; save
 fi
 [ "$(left)" -gt 150 ] && prefill_ab && save
-# 3. pipeline-host A, B
+# 3. pipeline-host A, B; a prefill's fixed host cost A, B (bench/prefill-fixed,
+# copied into A's dist where A predates it)
 for v in A B; do
   [ "$(left)" -lt 45 ] && break
   read d a c <<< "$(var $v)"
   KVFLOW_ADDON=$a timeout 40 node $d/bench/pipeline-host.js --backend cuda --reps 100 --json $R/ph-$v.json > $R/ph-$v.log 2>&1
   echo "pipeline-host $v rc=$?"; grep -E "_device" $R/ph-$v.log
+done
+for v in A B A B; do
+  [ "$(left)" -lt 30 ] && break
+  read d a c <<< "$(var $v)"
+  [ -f $d/bench/prefill-fixed.js ] || cp $S/tree/dist/bench/prefill-fixed.js $d/bench/
+  n=$(ls $R/fixed-$v*.log 2>/dev/null | wc -l)
+  KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 25 node $d/bench/prefill-fixed.js --backend cuda --reps 300 --json $R/fixed-$v$n.json > $R/fixed-$v$n.log 2>&1
+  echo "prefill-fixed $v$n rc=$?: $(grep -E "Us " $R/fixed-$v$n.log | tr -s ' ' | tr '\n' ';')"
 done
 save
