@@ -35,6 +35,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -52,6 +53,7 @@ namespace kvflow::cuda::ref {
 namespace {
 
 constexpr int kBlockN = balance::kKeyTile;  // keys per tile
+constexpr int kMaxDevices = 64;  // devices whose occupancy is remembered
 
 struct Params {
   const __nv_bfloat16* q;
@@ -643,15 +645,24 @@ void prepare_balanced() {
 
 // Blocks of the balanced kernel resident on one SM (two on an H100: 96 KiB
 // of shared memory each for head size 128); the launch starts that many per SM.
+// Asked once per device (a process may drive GPUs of different kinds); two
+// threads asking at once both ask, and store the same answer.
 template <int kDim>
 int balanced_blocks_per_sm() {
-  static const int n = [] {
-    using C = BalancedConfig<kDim>;
-    prepare_balanced<kDim>();
-    int blocks = 0;
-    KVFLOW_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, flash_balanced_kernel<kDim, 4, 2, false, true>, C::kThreads, C::kSmem));
-    return blocks > 1 ? blocks : 1;
-  }();
+  static std::atomic<int> known[kMaxDevices] = {};
+  int device = 0;
+  KVFLOW_CUDA(cudaGetDevice(&device));
+  std::atomic<int>* slot = device >= 0 && device < kMaxDevices ? &known[device] : nullptr;
+  if (slot != nullptr) {
+    const int n = slot->load(std::memory_order_relaxed);
+    if (n > 0) return n;
+  }
+  using C = BalancedConfig<kDim>;
+  prepare_balanced<kDim>();
+  int blocks = 0;
+  KVFLOW_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, flash_balanced_kernel<kDim, 4, 2, false, true>, C::kThreads, C::kSmem));
+  const int n = blocks > 1 ? blocks : 1;
+  if (slot != nullptr) slot->store(n, std::memory_order_relaxed);
   return n;
 }
 
@@ -786,9 +797,11 @@ void run(cudaStream_t stream, bf16_t* out, const bf16_t* q, const PagedView& kv,
     p.pack = p.group;
     p.rows = p.count * p.group;
   }
-  // The tensor-core kernel reads 16-byte pieces of K and V rows.
-  const bool aligned = reinterpret_cast<std::uintptr_t>(kv.k) % 16 == 0 &&
-                       reinterpret_cast<std::uintptr_t>(kv.v) % 16 == 0 && kv.block_stride % 8 == 0;
+  // The tensor-core kernel reads 16-byte pieces of Q, K and V rows, and its
+  // merge writes 8-byte pieces of `out`: anything less aligned takes the
+  // plain kernel.
+  const auto at16 = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
+  const bool aligned = at16(kv.k) && at16(kv.v) && at16(q) && at16(out) && kv.block_stride % 8 == 0;
   switch (aligned ? shape.head_dim : 0) {
     case 16: run_variant<16>(stream, p, variant, sm_count, scratch); break;
     case 32: run_variant<32>(stream, p, variant, sm_count, scratch); break;
