@@ -138,6 +138,7 @@ void Poller::stop(std::chrono::milliseconds budget) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!stopping_) {
       stopping_ = true;
+      stop_asked_.store(true, std::memory_order_release);
       deadline_ = Clock::now() + budget;
     }
   }
@@ -174,7 +175,11 @@ void Poller::run() noexcept {
   for (;;) {
     try {
       bool give_up = false;
-      {
+      // While polling with nothing new and no stop asked, the lock is not
+      // taken: add() on the JS thread never waits behind a poll round's check.
+      const bool quiet = !active.empty() && !has_incoming_.load(std::memory_order_acquire) &&
+                         !stop_asked_.load(std::memory_order_acquire);
+      if (!quiet) {
         std::unique_lock<std::mutex> lock(mutex_);
         if (active.empty() && incoming_.empty()) {
           if (stopping_) break;

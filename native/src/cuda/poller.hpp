@@ -103,6 +103,7 @@ class Poller {
   std::atomic<bool> has_incoming_{false};  // incoming_ is not empty (read without the mutex while spinning)
   const std::chrono::microseconds idle_spin_;
   bool stopping_ = false;
+  std::atomic<bool> stop_asked_{false};  // stopping_, read without the mutex between polls
   std::shared_ptr<std::atomic<int>> held_ = std::make_shared<std::atomic<int>>(0);
   bool stopped_ = false;
   Clock::time_point deadline_{};
