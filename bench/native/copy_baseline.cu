@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -170,7 +172,7 @@ int main(int argc, char** argv) {
   CK(cudaStreamSynchronize(c.s1));
 
   std::string out;
-  char line[512];
+  char line[2048];
   auto emit = [&](const char* text) { out += out.empty() ? "\n    " : ",\n    "; out += text; };
   const char* names[] = {"h2d", "d2h", "bidir"};
   for (size_t bytes : sizes) {
@@ -278,12 +280,87 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 100000; ++i) (void)cudaEventQuery(ev);
   const double queryUs = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - q0).count() / 100000;
   CK(cudaEventDestroy(ev));
+  // The round trip as kvflow's threads share it: the main thread enqueues the
+  // copy and records an event, a second thread (kvflow's poller) queries that
+  // event until it completed and then raises a flag the main thread spins on.
+  // The poller queries with `pause_us` of spinning (no driver call) between
+  // queries (0: back to back, with a yield). Whether a thread querying events
+  // slows the other thread's enqueue and record, and whether pacing the
+  // queries gives that back, is what kvflow's poller design rests on; an
+  // extra variant runs a thread that only spins (no driver calls) beside the
+  // single-threaded loop, to tell the CPU's share from the driver's.
+  std::string polled;
+  for (const double pause_us : {-1.0, 0.0, 1.0, 3.0}) {
+    cudaEvent_t pev;
+    CK(cudaEventCreateWithFlags(&pev, cudaEventDisableTiming));
+    std::atomic<long> posted{0}, seen{0};
+    std::atomic<bool> stop{false};
+    std::thread poller([&] {
+      CK(cudaSetDevice(dev));
+      long done = 0;
+      while (!stop.load(std::memory_order_acquire)) {
+        const long want = posted.load(std::memory_order_acquire);
+        if (pause_us >= 0 && want > done) {
+          const cudaError_t q = cudaEventQuery(pev);
+          if (q == cudaSuccess) {
+            done = want;
+            seen.store(done, std::memory_order_release);
+            continue;
+          }
+          if (q != cudaErrorNotReady) CK(q);
+        }
+        if (pause_us <= 0) {
+          std::this_thread::yield();
+        } else {
+          const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double, std::micro>(pause_us);
+          while (std::chrono::steady_clock::now() < until) {
+          }
+        }
+      }
+    });
+    std::vector<double> penq, prec, pwait;
+    const long n = 20000;
+    auto p0 = std::chrono::steady_clock::now();
+    for (long i = 1; i <= n; ++i) {
+      size_t off = offsetOf(i, opsBytes, c.cap);
+      auto a = std::chrono::steady_clock::now();
+      CK(cudaMemcpyAsync(c.dA + off, c.hA + off, opsBytes, cudaMemcpyHostToDevice, c.s1));
+      auto b = std::chrono::steady_clock::now();
+      CK(cudaEventRecord(pev, c.s1));
+      auto d = std::chrono::steady_clock::now();
+      if (pause_us >= 0) {
+        posted.store(i, std::memory_order_release);
+        while (seen.load(std::memory_order_acquire) < i) {
+        }
+      } else {
+        cudaError_t q;
+        while ((q = cudaEventQuery(pev)) == cudaErrorNotReady) {
+        }
+        CK(q);
+      }
+      auto e = std::chrono::steady_clock::now();
+      penq.push_back(std::chrono::duration<double, std::micro>(b - a).count());
+      prec.push_back(std::chrono::duration<double, std::micro>(d - b).count());
+      pwait.push_back(std::chrono::duration<double, std::micro>(e - d).count());
+    }
+    const double perOp = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - p0).count() / n;
+    stop.store(true, std::memory_order_release);
+    poller.join();
+    CK(cudaEventDestroy(pev));
+    char item[256];
+    std::snprintf(item, sizeof item,
+                  "%s{\"poll_pause_us\":%.1f,\"round_trip_us\":%.3f,\"enqueue_p50_us\":%.3f,\"record_p50_us\":%.3f,"
+                  "\"wait_p50_us\":%.3f}",
+                  polled.empty() ? "" : ",", pause_us, perOp, median(penq), median(prec), median(pwait));
+    polled += item;
+  }
   std::snprintf(line, sizeof line,
                 "{\"metric\":\"latency\",\"bytes\":%zu,\"us\":%.3f,\"ops_per_s\":%.1f,\"reps\":%ld,"
                 "\"enqueue_p50_us\":%.3f,\"sync_p50_us\":%.3f,\"event_loop_us\":%.3f,\"event_record_p50_us\":%.3f,"
-                "\"event_query_loop_p50_us\":%.3f,\"event_query_call_us\":%.3f,\"set_device_call_us\":%.3f}",
+                "\"event_query_loop_p50_us\":%.3f,\"event_query_call_us\":%.3f,\"set_device_call_us\":%.3f,"
+                "\"polled\":[%s]}",
                 opsBytes, 1e6 * lat.median / lat.reps, lat.reps / lat.median, lat.reps, median(enq), median(syn), evUs,
-                median(rec), median(qry), queryUs, setUs);
+                median(rec), median(qry), queryUs, setUs, polled.c_str());
   emit(line);
   std::fprintf(stderr, "ops %.0f/s, sync latency %.2f us\n", ops.reps / ops.median, 1e6 * lat.median / lat.reps);
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <iterator>
 #include <limits>
 #include <utility>
@@ -27,10 +28,22 @@ constexpr auto kMaxSleep = std::chrono::microseconds(200);
 // A timed event this far past the timing reference moves the reference on.
 constexpr float kRebaseMs = 1000.0F;
 
+// KVFLOW_POLL_PAUSE_NS: spinning time between two rounds of queries while
+// work is fresh (0, the default: back to back, with a yield). A probe of
+// whether the poller's driver calls slow the JS thread's enqueues.
+std::chrono::nanoseconds pause_from_env() noexcept {
+  const char* v = std::getenv("KVFLOW_POLL_PAUSE_NS");
+  if (v == nullptr || *v == '\0') return std::chrono::nanoseconds(0);
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (end == v || *end != '\0' || n < 0 || n > 1000000) return std::chrono::nanoseconds(0);
+  return std::chrono::nanoseconds(n);
+}
+
 }  // namespace
 
 Poller::Poller(int ordinal, Completer& completer, std::shared_ptr<EventPool> events, std::chrono::microseconds idle_spin)
-    : ordinal_(ordinal), completer_(completer), events_(std::move(events)), idle_spin_(idle_spin) {
+    : ordinal_(ordinal), completer_(completer), events_(std::move(events)), idle_spin_(idle_spin), poll_pause_(pause_from_env()) {
   // The timing reference exists before any event can be recorded on the
   // device: every timed event completes after it (no timing is lost if this fails).
   if (cudaSetDevice(ordinal_) == cudaSuccess &&
@@ -225,7 +238,15 @@ void Poller::run() noexcept {
         idle_until = Clock::now() + idle_spin_;
       } else if (idle_rounds < kSpinRounds || Clock::now() < spin_until) {
         ++idle_rounds;
-        std::this_thread::yield();
+        if (poll_pause_.count() > 0) {
+          // Paced: the next query waits this long (no driver call meanwhile),
+          // unless new work comes in.
+          const Clock::time_point until = Clock::now() + poll_pause_;
+          while (Clock::now() < until && !has_incoming_.load(std::memory_order_acquire)) {
+          }
+        } else {
+          std::this_thread::yield();
+        }
       } else {
         const unsigned doublings = std::min(idle_rounds - kSpinRounds, 5U);
         if (doublings < 5U) ++idle_rounds;  // stays put at the longest sleep

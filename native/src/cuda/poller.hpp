@@ -102,6 +102,7 @@ class Poller {
   std::vector<PollEntry> incoming_;
   std::atomic<bool> has_incoming_{false};  // incoming_ is not empty (read without the mutex while spinning)
   const std::chrono::microseconds idle_spin_;
+  const std::chrono::nanoseconds poll_pause_;  // between query rounds while work is fresh (KVFLOW_POLL_PAUSE_NS)
   bool stopping_ = false;
   std::atomic<bool> stop_asked_{false};  // stopping_, read without the mutex between polls
   std::shared_ptr<std::atomic<int>> held_ = std::make_shared<std::atomic<int>>(0);
