@@ -4,7 +4,9 @@
 # HEAD): copy_baseline (with its polled round trips: a second thread querying
 # the event back to back or paced), bench/copy --quick with the poller's
 # query rounds paced by KVFLOW_POLL_PAUSE_NS 0, 1000 and 3000, alternating
-# over two rounds, bench/pipeline-host with 0 and 1000, then test/device and
+# over two rounds, a quick bench/copy with KVFLOW_TRACE_CALLS=1 (the record
+# and copy calls' steps) at 0 and 1000, bench/pipeline-host with 0 and 1000,
+# then test/device and
 # test/reference on CUDA. Run from the repo root with carry [".device",
 # "build-bench/sit5"]; TOTAL (s, default 400) bounds it. Outputs come back
 # as $OUT/poll.tgz.
@@ -28,6 +30,13 @@ for round in 1 2; do
   done
   save
 done
+# where the record and copy calls' host time goes, step by step (KVFLOW_TRACE_CALLS)
+for p in 0 1000; do
+  [ "$(left)" -lt 170 ] && break
+  KVFLOW_TRACE_CALLS=1 KVFLOW_POLL_PAUSE_NS=$p timeout 40 node $S/tree/dist/bench/copy.js --backend cuda --quick --baseline $R/copy_baseline.json --json $R/copy-trace-p$p.json > $R/copy-trace-p$p.log 2>&1
+  echo "copy traced pause $p rc=$?"; grep -E "latency|kvflow trace" $R/copy-trace-p$p.log
+done
+save
 for p in 0 1000; do
   [ "$(left)" -lt 150 ] && break
   KVFLOW_POLL_PAUSE_NS=$p timeout 40 node $S/tree/dist/bench/pipeline-host.js --backend cuda --reps 100 --json $R/ph-p$p.json > $R/ph-p$p.log 2>&1

@@ -10,6 +10,7 @@
 
 #include "cuda_error.hpp"
 #include "event_pool.hpp"
+#include "kvflow/call_trace.hpp"
 
 namespace kvflow::cuda {
 
@@ -202,6 +203,7 @@ std::uint64_t CudaStream::begin_op_locked() {
 void CudaStream::copy(const BufferPtr& dst, std::size_t dst_offset, const BufferPtr& src, std::size_t src_offset,
                       std::size_t bytes) {
   StreamCore& c = *core_;
+  trace::Laps laps;
   std::lock_guard<std::mutex> lock(c.mutex);
   const std::uint64_t seq = begin_op_locked();
   if (seq == 0 || bytes == 0) return;
@@ -245,6 +247,7 @@ void CudaStream::copy(const BufferPtr& dst, std::size_t dst_offset, const Buffer
   if (jobs) keep.hold.push_back(jobs);
   // Retained before anything is enqueued, so whatever gets enqueued is covered.
   c.retained.push_back(std::move(keep));
+  laps.lap(trace::kCopyLock);
   try {
     set_device(c.ordinal);
     if (bounce_in || bounce_out) {
@@ -268,7 +271,9 @@ void CudaStream::copy(const BufferPtr& dst, std::size_t dst_offset, const Buffer
     c.arm_sweep_locked();
     throw;
   }
+  laps.lap(trace::kCopyCuda);
   c.arm_sweep_locked();
+  laps.lap(trace::kCopySweep);
 }
 
 void CudaStream::launch(std::function<void(std::uintptr_t stream)> fn, std::vector<std::shared_ptr<const void>> hold) {
@@ -299,6 +304,7 @@ EventPtr CudaStream::record_event(bool timed) {
   StreamCore& c = *core_;
   std::lock_guard<std::mutex> lock(c.mutex);
   KVFLOW_CHECK(!c.closed, kDisposed, "stream is disposed");
+  trace::Laps laps;
   // What can fail it, for host calls of streams that wait on it before it
   // completes. Built before the record, so a failure leaves nothing to undo
   // (the chain stays a valid view of the span's failures).
@@ -309,15 +315,19 @@ EventPtr CudaStream::record_event(bool timed) {
     seg->prev = std::move(sources);
     sources = std::move(seg);
   }
+  laps.lap(trace::kRecordChain);
   set_device(c.ordinal);
   cudaEvent_t cuda_event = c.events->acquire(timed);
+  laps.lap(trace::kRecordAcquire);
   const cudaError_t status = cudaEventRecord(cuda_event, c.stream);
   if (status != cudaSuccess) {
     c.events->release(cuda_event, timed);
     throw_cuda(status, "cudaEventRecord", __FILE__, __LINE__);
   }
+  laps.lap(trace::kRecordCuda);
   // Owns cuda_event from here, and its sources: one pool lock and one map entry.
   EventPtr event = c.events->adopt(device_.next_id(), cuda_event, timed, std::move(sources));
+  laps.lap(trace::kRecordAdopt);
   PollEntry entry;
   entry.event = cuda_event;
   entry.user = event;
@@ -326,6 +336,7 @@ EventPtr CudaStream::record_event(bool timed) {
   entry.failures = c.failures;  // a copy: kept for the next event if add() throws
   if (c.injected) entry.failures.push_back(FailureSource{c.injected, nullptr});
   c.poller->add(std::move(entry));
+  laps.lap(trace::kRecordPoller);
   c.clear_failures_locked();
   c.injected.reset();
   ++c.events_outstanding;

@@ -10,6 +10,7 @@
 #include "common.hpp"
 #include "file_wrap.hpp"
 #include "kvflow/batch.hpp"
+#include "kvflow/call_trace.hpp"
 #include "kvflow/checks.hpp"
 #include "kvflow/stream_file.hpp"
 
@@ -84,6 +85,7 @@ Stream& StreamWrap::stream(Napi::Env env) {
 
 void StreamWrap::enqueue_copy(const Napi::CallbackInfo& info, Stream& s) {
   Napi::Env env = info.Env();
+  trace::Laps laps;
   auto* dst = arg_wrap<BufferWrap>(info, 0, "buffer");
   const std::size_t dst_offset = arg_size(info, 1, "dstOffset");
   auto* src = arg_wrap<BufferWrap>(info, 2, "buffer");
@@ -95,11 +97,13 @@ void StreamWrap::enqueue_copy(const Napi::CallbackInfo& info, Stream& s) {
   check_range(d.get(), owner, dst_offset, bytes, "destination");
   check_range(sr.get(), owner, src_offset, bytes, "source");
   if (bytes == 0) return;
+  laps.lap(trace::kCopyArgs);
   s.copy(d, dst_offset, sr, src_offset, bytes);
 }
 
 Napi::Value StreamWrap::Copy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  trace::Span span(trace::kCopyCall);
   guarded(env, [&] { enqueue_copy(info, stream(env)); });
   return env.Undefined();
 }
@@ -364,11 +368,14 @@ Napi::Value StreamWrap::BusyGemm(const Napi::CallbackInfo& info) {
 
 Napi::Value StreamWrap::Record(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  trace::Span span(trace::kRecordCall);
   return guarded(env, [&]() -> Napi::Value {
     // record(true): a timed event (its completion time from the device's clock).
     const bool timed = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
     Stream& s = stream(env);
-    return EventWrap::NewInstance(env, device_->device.get(), timed ? s.record_timed() : s.record());
+    EventPtr event = timed ? s.record_timed() : s.record();
+    trace::Span wrap(trace::kRecordWrap);
+    return EventWrap::NewInstance(env, device_->device.get(), std::move(event));
   });
 }
 
