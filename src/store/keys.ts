@@ -4,7 +4,7 @@
  * that keys are identical across processes and restarts and never collide
  * across models, layouts, ranks or tenants.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 
 import { describe, fail } from '../errors.js';
 import { checkInteger, checkKnownOptions } from '../util/validate.js';
@@ -122,35 +122,43 @@ export function toTokenIds(tokens: ArrayLike<number>): Uint32Array {
   return out;
 }
 
-const ZERO_KEY = Buffer.alloc(32);
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /**
  * Keys of the full chunks of `tokens`, in order:
  * key_i = SHA-256(version u32 LE, fingerprint, key_{i-1} (zeros for i = 0),
  * token ids of chunk i as u32 LE). A partial last chunk has no key.
+ *
+ * Each key hashes one buffer laid out as that message, its version and
+ * fingerprint written once, the previous key and the chunk's ids copied in
+ * per chunk, with the one-shot `crypto.hash` (a Hash object and four
+ * updates per chunk cost about 5 us a chunk; the copy of a chunk's ids is
+ * next to nothing).
  */
 export function chunkKeys(fingerprint: string, tokens: ArrayLike<number>, chunkTokens: number, limit = Infinity): string[] {
   const ids = toTokenIds(tokens);
-  const fp = Buffer.from(fingerprint, 'hex');
-  const version = Buffer.alloc(4);
-  version.writeUInt32LE(STORE_FORMAT_VERSION);
   const count = Math.min(Math.floor(ids.length / chunkTokens), limit);
   const keys: string[] = [];
-  let previous = ZERO_KEY;
-  // The ids' own bytes are u32 LE on a little-endian host: hashed in place.
-  const le = LITTLE_ENDIAN ? undefined : new Uint8Array(chunkTokens * 4);
-  const view = le && new DataView(le.buffer);
+  if (count <= 0) return keys;
+  const fp = Buffer.from(fingerprint, 'hex');
+  const head = 4 + fp.length; // version, fingerprint
+  const message = Buffer.alloc(head + 32 + chunkTokens * 4);
+  message.writeUInt32LE(STORE_FORMAT_VERSION, 0);
+  fp.copy(message, 4);
+  // message[head, head + 32) is the previous key: zeros for the first chunk.
+  const body = head + 32;
+  // The ids' own bytes are u32 LE on a little-endian host: copied as they are.
+  const idBytes = LITTLE_ENDIAN ? new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength) : undefined;
+  const view = LITTLE_ENDIAN ? undefined : new DataView(message.buffer, message.byteOffset, message.byteLength);
   for (let c = 0; c < count; c++) {
-    let bytes: Uint8Array;
-    if (view) {
-      for (let t = 0; t < chunkTokens; t++) view.setUint32(t * 4, ids[c * chunkTokens + t]!, true);
-      bytes = le!;
+    if (idBytes) {
+      message.set(idBytes.subarray(c * chunkTokens * 4, (c + 1) * chunkTokens * 4), body);
     } else {
-      bytes = new Uint8Array(ids.buffer, ids.byteOffset + c * chunkTokens * 4, chunkTokens * 4);
+      for (let t = 0; t < chunkTokens; t++) view!.setUint32(body + t * 4, ids[c * chunkTokens + t]!, true);
     }
-    previous = createHash('sha256').update(version).update(fp).update(previous).update(bytes).digest();
-    keys.push(previous.toString('hex'));
+    const key = hash('sha256', message, 'buffer');
+    key.copy(message, head);
+    keys.push(key.toString('hex'));
   }
   return keys;
 }
