@@ -3,10 +3,10 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import { STORE_FORMAT_VERSION } from '../../src/index.js';
+import { KvflowError, STORE_FORMAT_VERSION } from '../../src/index.js';
 import { chunkKeys } from '../../src/store/keys.js';
 
-/** The documented chain (DESIGN.md section 3), one Hash object per chunk. */
+/** The documented chain (src/store/keys.ts), one Hash object per chunk. */
 function reference(fingerprint: string, ids: readonly number[], chunkTokens: number, limit = Infinity): string[] {
   const version = Buffer.alloc(4);
   version.writeUInt32LE(STORE_FORMAT_VERSION);
@@ -23,7 +23,17 @@ function reference(fingerprint: string, ids: readonly number[], chunkTokens: num
   return keys;
 }
 
-const fingerprint = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.from(b).toString('hex'));
+// Store fingerprints are 32 bytes; the chain takes any whole number of bytes.
+const fingerprint = fc.uint8Array({ minLength: 1, maxLength: 48 }).map((b) => Buffer.from(b).toString('hex'));
+
+function code(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return e instanceof KvflowError ? e.code : `not a KvflowError: ${String(e)}`;
+  }
+  return undefined;
+}
 
 describe('chunkKeys', () => {
   it('equals the documented SHA-256 chain for any ids, chunk size, fingerprint and limit', () => {
@@ -64,5 +74,27 @@ describe('chunkKeys', () => {
       }),
       { numRuns: 100 },
     );
+  });
+
+  it('keeps the keys of stored chunks: a fixed prompt hashes to the same keys in every release', () => {
+    // Stores on disk are found by these keys: a change here orphans every stored chunk.
+    expect(STORE_FORMAT_VERSION).toBe(2);
+    const fp = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+    expect(chunkKeys(fp, [1, 2, 3, 4, 5, 6, 7, 8, 9], 4)).toEqual([
+      'b65595d6c991b538a022e69909d20f6642ed0006e041d0826d6a80b54dd9e5de',
+      '5bf0c26c29c6633e126e95c3d0fdd5d24d11784a60cf70596e6c151e42779113',
+    ]);
+  });
+
+  it('refuses a chunk size that is not a positive integer and a fingerprint that is not hex, with ERR_INVALID_ARG', () => {
+    const fp = 'ab'.repeat(32);
+    for (const chunkTokens of [0, -1, 1.5, Number.NaN, '4' as unknown as number]) {
+      expect(code(() => chunkKeys(fp, [1, 2, 3, 4], chunkTokens)), String(chunkTokens)).toBe('ERR_INVALID_ARG');
+    }
+    for (const bad of ['', 'abc', 'zz', 12 as unknown as string]) {
+      expect(code(() => chunkKeys(bad, [1, 2, 3, 4], 2)), String(bad)).toBe('ERR_INVALID_ARG');
+    }
+    expect(chunkKeys(fp, [1, 2, 3], 4)).toEqual([]);
+    expect(chunkKeys(fp, [1, 2, 3, 4], 2, 0)).toEqual([]);
   });
 });
