@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The poller sitting, one device call of about five and a half minutes, on
-# the commit laid out in build-bench/sit5 (bench/tools/lay-out-verify.sh HEAD
-# HEAD), most telling first:
+# the branch poller-streams laid out in build-bench/sit5
+# (bench/tools/lay-out-verify.sh poller-streams poller-streams: main before
+# 5fa598e, with the poller querying each stream's first pending event per
+# round), most telling first:
 #   1. copy_baseline --quick (with its polled round trips: a second thread
 #      querying the event back to back or paced, and one that only spins);
 #   2. a quick bench/copy with KVFLOW_TRACE_CALLS=1: the record and copy
