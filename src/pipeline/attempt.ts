@@ -14,15 +14,14 @@ import type { PendingPut, StoreHit, KvStore } from '../store/store.js';
 import type { IssuedLoad, LayerBatcher, LoadSink, SaveSink } from './batcher.js';
 import { hostCost, Window, type HostCost } from './hostcost.js';
 import type { ComputeRuns } from './runs.js';
-import type { LayerRecord } from './timeline.js';
+import { timeline, type LayerRecord, type LayerTiming } from './timeline.js';
 import { LayerFlags, Pending, watch, watchLayer, type Watched } from './waits.js';
 import type { LayerCompute, PrefillWork } from './work.js';
 
 export type { LayerTiming } from './timeline.js';
 
 export type AttemptOutcome =
-  /** `origin` and `records` make the timeline (timeline.ts), built when first read: after the prefill resolved. */
-  | { kind: 'ok'; origin: Event | undefined; records: LayerRecord[]; saved: number; computedMs: number }
+  | { kind: 'ok'; layers: LayerTiming[]; timeSource: 'device' | 'host'; saved: number; computedMs: number }
   | { kind: 'failed-load'; layer: number; code: KvflowErrorCode | 'ERR_UNKNOWN'; message: string; validTokens: number };
 
 export interface AttemptArgs {
@@ -358,5 +357,6 @@ export async function runAttempt(a: AttemptArgs): Promise<AttemptOutcome> {
       host: costs[l]!,
     });
   }
-  return { kind: 'ok', origin, records, saved, computedMs };
+  const t = timeline(origin, records);
+  return { kind: 'ok', layers: t.layers, timeSource: t.source, saved, computedMs };
 }

@@ -21,7 +21,6 @@ import { checkChoice, checkInstance, checkInteger, checkKnownOptions } from '../
 import { toTokenIds } from '../store/keys.js';
 import type { KvStore } from '../store/store.js';
 import { runAttempt, type AttemptOutcome, type LayerTiming } from './attempt.js';
-import { timeline } from './timeline.js';
 import { LayerBatcher, type BatchStats } from './batcher.js';
 import { ComputeRuns } from './runs.js';
 import type { LayerCompute } from './work.js';
@@ -76,14 +75,9 @@ export interface PrefillResult {
   /** Tokens looked up as cached (before any failure). */
   hitTokens: number;
   restarts: PrefillRestart[];
-  /**
-   * Per layer of the attempt that finished (host times from the prefill's
-   * start; device times when the device gave them). Built when first read
-   * (or when the pipeline learns from it, right after the prefill
-   * resolved), not on the way to resolving it.
-   */
+  /** Per layer of the attempt that finished (host times from the prefill's start; device times when the device gave them). */
   layers: LayerTiming[];
-  /** Where the layers' load, compute and stall durations come from: `device` (timed events) or `host` (when the host saw events complete). Read with `layers`. */
+  /** Where the layers' load, compute and stall durations come from: `device` (timed events) or `host` (when the host saw events complete). */
   timeSource: 'device' | 'host';
   /** Chunks the prefill added to the store. */
   saved: number;
@@ -145,12 +139,9 @@ function intOption(value: unknown, name: string, min: number, fallback: number):
 export class LayerPipeline {
   readonly store: KvStore;
   readonly cache: KvCache;
-  readonly #computeModel: ComputeModel;
-  readonly #bandwidth: BandwidthMeter;
-  readonly #hostModel: HostModel;
-  /** What finished prefills taught, not yet applied (see #teach). */
-  readonly #lessons: (() => void)[] = [];
-  #lessonsDue = false;
+  readonly computeModel: ComputeModel;
+  readonly bandwidth: BandwidthMeter;
+  readonly hostModel: HostModel;
   readonly lookahead: number;
   readonly maxRestarts: number;
   readonly timing: 'device' | 'host';
@@ -180,10 +171,10 @@ export class LayerPipeline {
     this.timing = options.timing === undefined ? 'device' : checkChoice(options.timing, 'timing', TIMINGS);
     this.store = store;
     this.cache = cache;
-    this.#computeModel = options.computeModel ?? new ComputeModel();
-    this.#bandwidth = options.bandwidth ?? new BandwidthMeter();
+    this.computeModel = options.computeModel ?? new ComputeModel();
+    this.bandwidth = options.bandwidth ?? new BandwidthMeter();
     if (options.hostModel !== undefined) checkInstance(options.hostModel, 'hostModel', 'a HostModel', HostModel);
-    this.#hostModel = options.hostModel ?? new HostModel();
+    this.hostModel = options.hostModel ?? new HostModel();
     this.#ownsCompute = options.computeStream === undefined;
     this.#computeStream = options.computeStream ?? store.device.createStream();
     this.#loadStream = store.device.createStream({ priority: 'high' });
@@ -193,32 +184,6 @@ export class LayerPipeline {
       batching: () => this.#inFlight > 1, timed: this.timing === 'device', runs: this.#runs,
     });
     this.#detach = store.device.adopt(this);
-  }
-
-  /**
-   * The compute model the pipeline plans with, calibrated from its
-   * prefills' compute. A prefill teaches it right after it resolved (in
-   * the next turn of the event loop, or before this pipeline plans again,
-   * or when read here, whichever comes first), so that learning is not on
-   * the way to the prefill's result; the same for `bandwidth` and
-   * `hostModel`. Models shared with other pipelines see a prefill's lesson
-   * once it is applied.
-   */
-  get computeModel(): ComputeModel {
-    this.#applyLessons();
-    return this.#computeModel;
-  }
-
-  /** Each tier's read bandwidth, measured from the pipeline's loads (see `computeModel` for when). */
-  get bandwidth(): BandwidthMeter {
-    this.#applyLessons();
-    return this.#bandwidth;
-  }
-
-  /** Host time per layer (a floor under a prefill's time), calibrated from the pipeline's prefills (see `computeModel` for when). */
-  get hostModel(): HostModel {
-    this.#applyLessons();
-    return this.#hostModel;
   }
 
   /** Prefills in progress. */
@@ -302,34 +267,23 @@ export class LayerPipeline {
             restarts.push({ layer: outcome.layer, code: outcome.code, message: outcome.message, validTokens: cut });
             continue;
           }
-          const { origin, records } = outcome;
-          let built: ReturnType<typeof timeline> | undefined;
-          const build = (): ReturnType<typeof timeline> => (built ??= timeline(origin, records));
-          // Host time per layer by who spent it: from the attempt's records (the timeline's host figures, without building it).
-          const n = Math.max(1, records.length);
+          this.#learn(plan, outcome.layers);
+          const n = Math.max(1, outcome.layers.length);
           const host = { ownMsPerLayer: 0, storeMsPerLayer: 0, computeMsPerLayer: 0 };
-          for (const r of records) {
-            host.ownMsPerLayer += Math.max(0, r.host.ownMs) / n;
-            host.storeMsPerLayer += r.host.storeMs / n;
-            host.computeMsPerLayer += r.host.computeMs / n;
+          for (const l of outcome.layers) {
+            host.ownMsPerLayer += l.host.ownMs / n;
+            host.storeMsPerLayer += l.host.storeMs / n;
+            host.computeMsPerLayer += l.host.computeMs / n;
           }
           const hostMs = host.ownMsPerLayer + host.storeMsPerLayer + host.computeMsPerLayer;
-          const sharing = Math.max(1, this.#inFlight);
-          const chunks = Math.ceil(plan.loadTokens / this.store.chunkTokens);
-          this.#teach(() => {
-            this.#learn(plan, build().layers, sharing);
-            if (records.length > 0 && Number.isFinite(hostMs) && hostMs >= 0) this.#hostModel.observe({ chunks, ms: hostMs });
-          });
-          const result = {
-            plan, hitTokens: hit.tokens, restarts, saved: outcome.saved,
+          if (outcome.layers.length > 0 && Number.isFinite(hostMs) && hostMs >= 0) {
+            this.hostModel.observe({ chunks: Math.ceil(plan.loadTokens / this.store.chunkTokens), ms: hostMs });
+          }
+          return {
+            plan, hitTokens: hit.tokens, restarts, layers: outcome.layers, timeSource: outcome.timeSource, saved: outcome.saved,
             ttftMs: outcome.computedMs, ms: performance.now() - t0,
             hostMsPerLayer: hostMs, host,
-          } as Omit<PrefillResult, 'layers' | 'timeSource'> as PrefillResult;
-          Object.defineProperties(result, {
-            layers: { get: () => build().layers, enumerable: true, configurable: true },
-            timeSource: { get: () => build().source, enumerable: true, configurable: true },
-          });
-          return result;
+          };
         }
       } finally {
         hit.release();
@@ -340,7 +294,6 @@ export class LayerPipeline {
   }
 
   #plan(req: CheckedRequest, chunks: readonly { tier: 'dram' | 'nvme' }[], attempt: number): PrefillPlan {
-    this.#applyLessons();
     const hit: { tier: string; tokens: number }[] = [];
     for (const c of chunks) {
       const last = hit[hit.length - 1];
@@ -355,51 +308,25 @@ export class LayerPipeline {
       heldTokens: req.heldTokens,
       chunkTokens: this.store.chunkTokens,
       hit,
-      compute: this.#computeModel,
-      bandwidth: this.#bandwidth,
-      host: this.#hostModel,
+      compute: this.computeModel,
+      bandwidth: this.bandwidth,
+      host: this.hostModel,
       sharing: this.#inFlight,
     });
   }
 
-  /**
-   * Queues what a finished prefill taught (`lesson`), applied in the next
-   * turn of the event loop or before anything reads or plans with the
-   * models (#applyLessons), whichever comes first.
-   */
-  #teach(lesson: () => void): void {
-    this.#lessons.push(lesson);
-    if (this.#lessonsDue) return;
-    this.#lessonsDue = true;
-    setImmediate(() => {
-      this.#lessonsDue = false;
-      this.#applyLessons();
-    });
-  }
-
-  #applyLessons(): void {
-    while (this.#lessons.length > 0) {
-      const lesson = this.#lessons.shift()!;
-      try {
-        lesson();
-      } catch {
-        // A sample a model refused (a non-finite time): the prefill's result stood; nothing is learnt from it.
-      }
-    }
-  }
-
   /** Calibrates compute and bandwidth from the layers of a finished attempt (medians: robust to a slow first layer). */
-  #learn(plan: PrefillPlan, layers: LayerTiming[], sharing: number): void {
+  #learn(plan: PrefillPlan, layers: LayerTiming[]): void {
     const median = (xs: number[]): number => {
       const s = xs.filter((x) => Number.isFinite(x) && x > 0).sort((a, b) => a - b);
       return s.length === 0 ? Number.NaN : s[Math.floor(s.length / 2)]!;
     };
     const c = median(layers.map((l) => l.computeMs));
-    if (plan.computeTokens > 0 && Number.isFinite(c)) this.#computeModel.observe({ newTokens: plan.computeTokens, start: plan.computeFrom, ms: c });
+    if (plan.computeTokens > 0 && Number.isFinite(c)) this.computeModel.observe({ newTokens: plan.computeTokens, start: plan.computeFrom, ms: c });
     if (plan.loadTokens > 0 && plan.loaded.length === 1) {
       const l = median(layers.map((x) => x.loadMs));
       const bytes = plan.loadTokens * this.cache.layout.bytesPerTokenPerLayer;
-      if (Number.isFinite(l)) this.#bandwidth.observe(plan.loaded[0]!.tier, bytes, l, sharing);
+      if (Number.isFinite(l)) this.bandwidth.observe(plan.loaded[0]!.tier, bytes, l, Math.max(1, this.#inFlight));
     }
   }
 

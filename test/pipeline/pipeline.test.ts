@@ -138,35 +138,6 @@ describe.each(backends)('LayerPipeline on $backend', ({ backend, skip }) => {
     await store.close();
   });
 
-  it.skipIf(skip)('learns from a prefill once it resolved: a shared model sees it a turn of the event loop later, the pipeline\'s getters at once', async () => {
-    const store = await openStore();
-    const compute = new PatternCompute(fx.dev, fx.cache);
-    const prompt = randomTokens(CHUNK * 4 + 3);
-    const blocks = randomBlocks(Math.ceil(prompt.length / SPEC.blockTokens), SPEC.numBlocks);
-    const shared = new HostModel();
-    const pipe = new LayerPipeline({ store, cache: fx.cache, lookahead: 2, hostModel: shared });
-    const first = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'recompute' });
-    // Not on the way to the result: the lesson waits for the next turn of the event loop.
-    expect(shared.terms.samples).toBe(0);
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(shared.terms.samples).toBe(1);
-    const second = await pipe.prefill({ tokens: prompt, blocks, compute: compute.fn(), policy: 'load-all' });
-    expect(shared.terms.samples).toBe(1);
-    expect(pipe.hostModel.terms.samples).toBe(2); // the getter applies it at once
-    // The timeline, built when first read: one array, every layer, in JSON too.
-    for (const r of [first, second]) {
-      expect(r.layers).toBe(r.layers);
-      expect(r.layers.map((l) => l.layer)).toEqual(Array.from({ length: SPEC.layers }, (_, l) => l));
-      expect(['device', 'host']).toContain(r.timeSource);
-      expect(JSON.parse(JSON.stringify(r)).layers).toHaveLength(SPEC.layers);
-    }
-    expect(second.layers.every((l) => l.loadLandedMs !== null)).toBe(true);
-    await expectExact(prompt, blocks);
-    await pipe.dispose();
-    await compute.dispose();
-    await store.close();
-  });
-
   it.skipIf(skip)('issues loads lookahead layers ahead of finished compute, compute right behind its load, saves behind compute', async () => {
     const store = await openStore();
     const stream = fx.dev.createStream();
