@@ -13,11 +13,13 @@
 #      (KVFLOW_POLL_EVERY=1, as before) and each stream's first pending one
 #      (the default now), alternating twice, then once traced;
 #   5. bench/copy --quick with the poller's rounds paced by
-#      KVFLOW_POLL_PAUSE_NS 0 and 1000, alternating twice.
+#      KVFLOW_POLL_PAUSE_NS 0 and 1000, alternating twice;
+#   6. the PyTorch peer, then bench/prefill for Llama-3-8B 4k at 90% and 95%
+#      cached (DRAM, 5 samples) and bench/prefill-fixed, while time is left.
 # Run from the repo root with carry [".device", "build-bench/sit5"]; TOTAL (s,
-# default 330) bounds it. Outputs come back as $OUT/poll.tgz.
+# default 420) bounds it. Outputs come back as $OUT/poll.tgz.
 set -u
-source "$(dirname "$0")/sitting-env.sh" poll-sitting.sh /tmp/poll 330
+source "$(dirname "$0")/sitting-env.sh" poll-sitting.sh /tmp/poll 420
 mkdir -p $S/addon-b
 xz -dc $S/addon-b.node.xz > $S/addon-b/kvflow.node
 export KVFLOW_ADDON=$S/addon-b/kvflow.node
@@ -52,9 +54,17 @@ done
 [ "$(left)" -gt 40 ] && ph traced KVFLOW_TRACE_CALLS=1 && save
 for round in 1 2; do
   for p in 0 1000; do
-    [ "$(left)" -lt 30 ] && break 2
+    [ "$(left)" -lt 120 ] && break 2
     copy p$p-$round KVFLOW_POLL_PAUSE_NS=$p
   done
   save
 done
+if [ "$(left)" -gt 90 ]; then
+  t0=$(date +%s); timeout 40 python3 $S/tree/bench/peers/torch_prefill.py --model llama-3-8b --tokens 4096 --hits 0.9,0.95 --samples 5 > $R/peer.json 2> $R/peer.err; echo "peer rc=$? in $(( $(date +%s) - t0 ))s"
+  timeout $(( $(left) - 35 )) node $S/tree/dist/bench/prefill.js --backend cuda --peer $R/peer.json --dir /tmp/kvp --json $R/prefill.json \
+    --model llama-3-8b --tokens 4096 --hits 0.9,0.95 --tiers dram --samples 5 > $R/prefill.log 2>&1
+  echo "prefill rc=$?"; rm -rf /tmp/kvp; grep -E "^4096 9.pct (dram|recompute)" $R/prefill.log | cut -c1-200
+  save
+fi
+[ "$(left)" -gt 25 ] && timeout 20 node $S/tree/dist/bench/prefill-fixed.js --backend cuda --reps 300 --json $R/fixed.json > $R/fixed.log 2>&1; grep -E "Us " $R/fixed.log
 save
