@@ -5,7 +5,7 @@
 // napi_create_external, an object made in JS and wrapped, a bare number (a
 // crossing, no object), each state freed by a finalizer where there is one.
 //
-//   g++ -std=c++17 -O2 -shared -fPIC -I/usr/include/node -Inode_modules/node-addon-api \
+//   mkdir -p build-bench && g++ -std=c++17 -O2 -shared -fPIC -I/usr/include/node -Inode_modules/node-addon-api
 //     -DNAPI_VERSION=8 -DNAPI_DISABLE_CPP_EXCEPTIONS -o build-bench/napi_objects.node bench/native/napi_objects.cc
 //   node bench/native/napi_objects.mjs
 #include <napi.h>

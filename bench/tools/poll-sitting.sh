@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The poller sitting, one device call of about five and a half minutes, on
-# the branch poller-streams laid out in build-bench/sit5
-# (bench/tools/lay-out-verify.sh poller-streams poller-streams: main before
-# 5fa598e, with the poller querying each stream's first pending event per
-# round), most telling first:
+# The poller sitting, one device call of about seven minutes, on the branch
+# poller-streams laid out in build-bench/sit5 (bench/tools/lay-out-verify.sh
+# poller-streams poller-streams: 2e8f2c7, main at 4b1ce02 with the poller
+# querying each stream's first pending event per round), most telling
+# first:
 #   1. copy_baseline --quick (with its polled round trips: a second thread
 #      querying the event back to back or paced, and one that only spins);
 #   2. a quick bench/copy with KVFLOW_TRACE_CALLS=1: the record and copy
@@ -38,7 +38,9 @@ ph() {  # name, then environment assignments
 }
 timeout 40 $S/copy_baseline --quick > $R/copy_baseline.json 2> $R/copy_baseline.err
 echo "copy_baseline rc=$?: $(grep -o '"latency".*' $R/copy_baseline.json)"
-copy traced KVFLOW_TRACE_CALLS=1; save
+# bench/copy reads the baseline: without one, no copy run can report.
+if [ -s $R/copy_baseline.json ]; then copy traced KVFLOW_TRACE_CALLS=1; else echo "no copy_baseline: the copy runs are skipped"; fi
+save
 if [ "$(left)" -gt 200 ]; then
   t0=$(date +%s); (cd $S/tree && timeout 130 vitest run test/device test/pipeline test/reference) > $R/tests.log 2>&1
   echo "tests rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "Test Files|Tests " $R/tests.log | tail -2; grep -E "FAIL|×" $R/tests.log | head -20
@@ -51,11 +53,11 @@ for round in 1 2; do
   done
   save
 done
-[ "$(left)" -gt 40 ] && ph traced KVFLOW_TRACE_CALLS=1 && save
+if [ "$(left)" -gt 40 ]; then ph traced KVFLOW_TRACE_CALLS=1; save; fi
 for round in 1 2; do
   for p in 0 1000; do
     [ "$(left)" -lt 120 ] && break 2
-    copy p$p-$round KVFLOW_POLL_PAUSE_NS=$p
+    [ -s $R/copy_baseline.json ] && copy p$p-$round KVFLOW_POLL_PAUSE_NS=$p
   done
   save
 done
@@ -66,5 +68,8 @@ if [ "$(left)" -gt 90 ]; then
   echo "prefill rc=$?"; rm -rf /tmp/kvp; grep -E "^4096 9.pct (dram|recompute)" $R/prefill.log | cut -c1-200
   save
 fi
-[ "$(left)" -gt 25 ] && timeout 20 node $S/tree/dist/bench/prefill-fixed.js --backend cuda --reps 300 --json $R/fixed.json > $R/fixed.log 2>&1; grep -E "Us " $R/fixed.log
+if [ "$(left)" -gt 25 ]; then
+  timeout 20 node $S/tree/dist/bench/prefill-fixed.js --backend cuda --reps 300 --json $R/fixed.json > $R/fixed.log 2>&1
+  echo "prefill-fixed rc=$?"; grep -E "Us " $R/fixed.log
+fi
 save

@@ -136,7 +136,7 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
  * next to nothing).
  */
 export function chunkKeys(fingerprint: string, tokens: ArrayLike<number>, chunkTokens: number, limit = Infinity): string[] {
-  checkInteger(chunkTokens, 'chunkTokens', 1, MAX_TOKENS);
+  checkInteger(chunkTokens, 'chunkTokens', 1, Number.MAX_SAFE_INTEGER);
   if (typeof fingerprint !== 'string' || !/^(?:[0-9a-f]{2})+$/i.test(fingerprint)) {
     fail('ERR_INVALID_ARG', `expected a fingerprint as hex digits, got ${describe(fingerprint)}`);
   }
