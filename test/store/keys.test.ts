@@ -3,8 +3,9 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import { KvflowError, STORE_FORMAT_VERSION } from '../../src/index.js';
+import { STORE_FORMAT_VERSION } from '../../src/index.js';
 import { chunkKeys } from '../../src/store/keys.js';
+import { codeOf } from '../helpers/backends.js';
 
 /** The documented chain (src/store/keys.ts), one Hash object per chunk. */
 function reference(fingerprint: string, ids: readonly number[], chunkTokens: number, limit = Infinity): string[] {
@@ -26,14 +27,6 @@ function reference(fingerprint: string, ids: readonly number[], chunkTokens: num
 // Store fingerprints are 32 bytes; the chain takes any whole number of bytes.
 const fingerprint = fc.uint8Array({ minLength: 1, maxLength: 48 }).map((b) => Buffer.from(b).toString('hex'));
 
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof KvflowError ? e.code : `not a KvflowError: ${String(e)}`;
-  }
-  return undefined;
-}
 
 describe('chunkKeys', () => {
   it('equals the documented SHA-256 chain for any ids, chunk size, fingerprint and limit', () => {
@@ -89,10 +82,10 @@ describe('chunkKeys', () => {
   it('refuses a chunk size that is not a positive integer and a fingerprint that is not hex, with ERR_INVALID_ARG', () => {
     const fp = 'ab'.repeat(32);
     for (const chunkTokens of [0, -1, 1.5, Number.NaN, '4' as unknown as number]) {
-      expect(code(() => chunkKeys(fp, [1, 2, 3, 4], chunkTokens)), String(chunkTokens)).toBe('ERR_INVALID_ARG');
+      expect(codeOf(() => chunkKeys(fp, [1, 2, 3, 4], chunkTokens)), String(chunkTokens)).toBe('ERR_INVALID_ARG');
     }
     for (const bad of ['', 'abc', 'zz', 12 as unknown as string]) {
-      expect(code(() => chunkKeys(bad, [1, 2, 3, 4], 2)), String(bad)).toBe('ERR_INVALID_ARG');
+      expect(codeOf(() => chunkKeys(bad, [1, 2, 3, 4], 2)), String(bad)).toBe('ERR_INVALID_ARG');
     }
     expect(chunkKeys(fp, [1, 2, 3], 4)).toEqual([]);
     expect(chunkKeys(fp, [1, 2, 3, 4], 2, 0)).toEqual([]);
