@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # An A/B sitting of two commits in one device call of about nine minutes:
-# bench/copy of B in full (against copy_baseline), test/device and
-# test/pipeline of B on CUDA, bench/copy of A, the Llama-3-8B 4k prefill at
+# bench/copy of B in full (against copy_baseline), test/device,
+# test/pipeline and test/reference of B on CUDA, bench/copy of A, the Llama-3-8B 4k prefill at
 # 90% and 95% cached (DRAM, 5 samples) with the PyTorch peer, A then B, twice,
 # bench/pipeline-host A, B and bench/prefill-fixed A, B, A, B, while time is
-# left. Laid out in build-bench/sit5 (git-ignored):
+# left, then a quick bench/copy of B with KVFLOW_TRACE_CALLS=1 (where a
+# record's and a copy's host time goes). Laid out in build-bench/sit5 (git-ignored):
 #   tree/ (B's src test bench configs and dist), dist-a/ (A's dist),
 #   addon-a.node.xz, addon-b.node.xz (sm_90 addons), copy_baseline,
 #   commit, commit-a (short hashes)
@@ -35,8 +36,8 @@ copy_run() {
 }
 copy_run B; save
 # then the tests of B on CUDA
-if [ "$(left)" -gt 130 ]; then
-  t0=$(date +%s); (cd $S/tree && KVFLOW_ADDON=$S/addon-b/kvflow.node timeout 120 vitest run test/device test/pipeline) > $R/tests.log 2>&1
+if [ "$(left)" -gt 160 ]; then
+  t0=$(date +%s); (cd $S/tree && KVFLOW_ADDON=$S/addon-b/kvflow.node timeout 150 vitest run test/device test/pipeline test/reference) > $R/tests.log 2>&1
   echo "tests rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "Test Files|Tests " $R/tests.log | tail -2; grep -E "FAIL|×" $R/tests.log | head -20
 fi
 save
@@ -75,4 +76,9 @@ for v in A B A B; do
   KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 25 node $d/bench/prefill-fixed.js --backend cuda --reps 300 --json $R/fixed-$v$n.json > $R/fixed-$v$n.log 2>&1
   echo "prefill-fixed $v$n rc=$?: $(grep -E "Us " $R/fixed-$v$n.log | tr -s ' ' | tr '\n' ';')"
 done
+save
+if [ "$(left)" -gt 45 ] && [ -s $R/copy_baseline.json ]; then
+  KVFLOW_TRACE_CALLS=1 KVFLOW_COMMIT=$CB KVFLOW_ADDON=$S/addon-b/kvflow.node timeout 40 node $S/tree/dist/bench/copy.js --backend cuda --quick --baseline $R/copy_baseline.json > $R/copy-traced.log 2>&1
+  echo "copy traced rc=$?"; grep -E "kvflow trace|latency" $R/copy-traced.log
+fi
 save
