@@ -81,7 +81,7 @@ export interface NativeBatch {
 export interface NativeStream {
   copy(dst: NativeBuffer, dstOffset: number, src: NativeBuffer, srcOffset: number, bytes: number): void;
   /** copy() then record(timing) in one call. */
-  copyRecord(dst: NativeBuffer, dstOffset: number, src: NativeBuffer, srcOffset: number, bytes: number, timing: boolean): NativeEvent;
+  copyRecord(dst: NativeBuffer, dstOffset: number, src: NativeBuffer, srcOffset: number, bytes: number, timing: boolean): number;
   /** pieces: [dst, dstOffset, src, srcOffset, bytes] per piece; engine 0 dma, 1 kernel. */
   copyBatch(dsts: NativeBuffer[], srcs: NativeBuffer[], pieces: Float64Array, engine: number): void;
   /** The pieces of groups [firstGroup, firstGroup + groupCount) of a prepared batch. */
@@ -90,9 +90,10 @@ export interface NativeStream {
   busyGemm(count: number, n: number): void;
   readFile(dst: NativeBuffer, dstOffset: number, file: NativeFile, fileOffset: number, bytes: number, chunk: number, slots: number): void;
   writeFile(file: NativeFile, fileOffset: number, src: NativeBuffer, srcOffset: number, bytes: number, chunk: number, slots: number): void;
-  /** `timing`: a timed event. */
-  record(timing?: boolean): NativeEvent;
-  waitEvent(event: NativeEvent): void;
+  /** `timing`: a timed event. The id of the event in its device's table (the device's event* methods answer for it). */
+  record(timing?: boolean): number;
+  /** A recorded event's id, or an IO request's event. */
+  waitEvent(event: NativeEvent | number): void;
   idle(): boolean;
   readonly handle: bigint;
   /** The returned function opens the gate; with (code, message), with that failure. */
@@ -162,6 +163,13 @@ export interface NativeDevice {
   ref(): void;
   unref(): void;
   nextId(): number;
+  // A recorded event's queries by its id (NativeStream.record), as NativeEvent's methods.
+  eventWatch(id: number, spinUs?: number): NativeEventStatus;
+  eventStatus(id: number): NativeEventStatus;
+  eventError(id: number): Error | undefined;
+  eventTimeMs(id: number): number | undefined;
+  /** Lets go of recorded events (their JS ends were collected); unknown ids are ignored. */
+  releaseEvents(ids: number[]): void;
   close(abandon: boolean): void;
 }
 

@@ -14,6 +14,7 @@ import { Disposable, DisposeOrder, type AsyncDisposableLike, type Detach } from 
 import { checkAddress, checkChoice, checkKnownOptions, checkOptions, checkPositiveSize, checkSize } from '../util/validate.js';
 import { DeviceBuffer, HostBuffer, PinnedBuffer } from './buffer.js';
 import { Completions } from './completions.js';
+import { RecordedEvents } from './recorded.js';
 import { Stream, type StreamOptions } from './stream.js';
 
 /** The backend a device runs on. */
@@ -122,6 +123,8 @@ export class Device extends Disposable {
   #native: NativeDevice | undefined;
   /** @internal */
   readonly completions = new Completions();
+  /** @internal The events recorded on its streams, by their ids in the addon. */
+  readonly recorded: RecordedEvents;
   protected readonly resourceName = 'device';
   /** The backend in use. */
   readonly backend: Backend;
@@ -146,6 +149,7 @@ export class Device extends Disposable {
     const gate = CUDA_GATE_MODES.indexOf(config.cudaGate);
     this.#native = new binding.Device(selection.backend, config.ordinal, config.maxPinnedBytes, this.completions.onBatch, gate, config.completionSpinUs);
     this.completions.attach(this.#native, config.completionSpinUs, config.shortWaitUs);
+    this.recorded = new RecordedEvents(this.#native);
   }
 
   /** @internal The native device, or ERR_DISPOSED (for the io and layout layers). */

@@ -8,10 +8,12 @@ import { checkBoolean, checkKnownOptions, checkRange, checkSize, invalidParamete
 import { KvBuffer } from './buffer.js';
 import type { Completions } from './completions.js';
 import { Event, waitSignal, type WaitOptions } from './event.js';
+import { RecordedEvent, type RecordedEvents } from './recorded.js';
 
 /** Internal: what a stream needs from its device. */
 export interface StreamOwner {
   readonly completions: Completions;
+  readonly recorded: RecordedEvents;
   readonly config: KvflowDefaults;
 }
 
@@ -98,7 +100,8 @@ export class Stream extends Disposable {
     const s = bufferArg(src, 'src');
     checkCopyRanges(dst, dstOffset, src, srcOffset, bytes);
     const timing = options !== undefined && recordTiming(options);
-    return new Event(native.copyRecord(d, dstOffset, s, srcOffset, bytes, timing), this, this.#owner.completions);
+    const owner = this.#owner;
+    return new Event(owner.recorded.adopt(native.copyRecord(d, dstOffset, s, srcOffset, bytes, timing), timing), this, owner.completions);
   }
 
   /**
@@ -108,7 +111,9 @@ export class Stream extends Disposable {
    */
   record(options?: RecordOptions): Event {
     const native = this.native;
-    return new Event(options !== undefined && recordTiming(options) ? native.record(true) : native.record(), this, this.#owner.completions);
+    const owner = this.#owner;
+    const timing = options !== undefined && recordTiming(options);
+    return new Event(owner.recorded.adopt(timing ? native.record(true) : native.record(), timing), this, owner.completions);
   }
 
   /**
@@ -124,7 +129,14 @@ export class Stream extends Disposable {
     const native = this.native;
     // One instanceof, not checkInstance's list of classes (an array and a closure per wait).
     if (!(event instanceof Event)) throw invalidParameterError('event', 'an Event', event);
-    native.waitEvent(event.native);
+    const e = event.native;
+    if (e instanceof RecordedEvent) {
+      // Ids are per device: the addon could not tell another device's apart.
+      if (!this.#owner.recorded.owns(e)) fail('ERR_INVALID_ARG', 'expected an event of this device, got an event of another device');
+      native.waitEvent(e.id);
+    } else {
+      native.waitEvent(e);
+    }
   }
 
   /**
@@ -158,7 +170,7 @@ export class Stream extends Disposable {
   protected async disposeSelf(): Promise<void> {
     const native = this.#native;
     if (!native) return;
-    const last = new Event(native.record(), this, this.#owner.completions);
+    const last = new Event(this.#owner.recorded.adopt(native.record(), false), this, this.#owner.completions);
     await last.untilDone().catch(() => undefined);
     native.close(false);
     this.#native = undefined;

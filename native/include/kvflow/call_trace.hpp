@@ -21,7 +21,7 @@ enum Step : int {
   kRecordCuda,     // cudaSetDevice + cudaEventRecord
   kRecordAdopt,    // the EventState and the pool's owner entry
   kRecordPoller,   // the poller's add()
-  kRecordWrap,     // the JS object (EventWrap::NewInstance)
+  kRecordWrap,     // the hand-off to JS (the id into the device's event table)
   kCopyCall,       // StreamWrap::Copy, all of it
   kCopyArgs,       // unwrapping and checking the arguments
   kCopyLock,       // the stream's lock and the retained buffers

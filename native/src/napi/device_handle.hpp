@@ -3,11 +3,14 @@
 // channel's JS end.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "kvflow/device.hpp"
+#include "kvflow/event.hpp"
 #include "kvflow/io.hpp"
 #include "kvflow/reference.hpp"
 
@@ -24,6 +27,13 @@ struct DeviceHandle {
   // JS thread in a finalizer (a held stream would block it forever).
   std::vector<std::shared_ptr<Stream>> orphans;
   bool closed = false;
+  // The events recorded on its streams, by id, while JS may still ask about
+  // them: record() hands JS the id (a number, where an object of the addon's
+  // own per record cost more than the record), and releaseEvents() lets go
+  // once JS collected its end (src/device/recorded.ts). The JS thread's
+  // alone: no lock. Kept after shutdown (a closed device's events still tell
+  // their outcome).
+  std::unordered_map<std::uint64_t, EventPtr> events;
 
   void add_stream(const std::shared_ptr<Stream>& stream);
   void add_engine(const std::shared_ptr<io::Engine>& engine);

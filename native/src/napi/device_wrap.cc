@@ -1,6 +1,7 @@
 #include <climits>
 #include "device_wrap.hpp"
 
+#include <cstdint>
 #include <string>
 
 #include "buffer_wrap.hpp"
@@ -25,6 +26,11 @@ Napi::Function DeviceWrap::Init(Napi::Env env) {
                          InstanceMethod<&DeviceWrap::Ref>("ref"),
                          InstanceMethod<&DeviceWrap::Unref>("unref"),
                          InstanceMethod<&DeviceWrap::NextId>("nextId"),
+                         InstanceMethod<&DeviceWrap::RecordedWatch>("eventWatch"),
+                         InstanceMethod<&DeviceWrap::RecordedStatus>("eventStatus"),
+                         InstanceMethod<&DeviceWrap::RecordedError>("eventError"),
+                         InstanceMethod<&DeviceWrap::RecordedTimeMs>("eventTimeMs"),
+                         InstanceMethod<&DeviceWrap::ReleaseRecorded>("releaseEvents"),
                          InstanceMethod<&DeviceWrap::Close>("close"),
                      });
 }
@@ -250,6 +256,45 @@ Napi::Value DeviceWrap::NextId(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value {
     return Napi::Number::New(env, static_cast<double>(open_handle(env).device->next_id()));
   });
+}
+
+EventState& DeviceWrap::event_arg(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) throw make_error(env, ErrorCode::kDisposed, "device is disposed");
+  return *recorded_event(env, *handle_, info[0]);
+}
+
+Napi::Value DeviceWrap::RecordedWatch(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return event_watch(info, 1, event_arg(info)); });
+}
+
+Napi::Value DeviceWrap::RecordedStatus(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), static_cast<int>(event_arg(info).status()));
+  });
+}
+
+Napi::Value DeviceWrap::RecordedError(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return event_error(info.Env(), event_arg(info)); });
+}
+
+Napi::Value DeviceWrap::RecordedTimeMs(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return event_time_ms(info.Env(), event_arg(info)); });
+}
+
+/// releaseEvents(ids: number[]): JS let go of these recorded events (their
+/// objects were collected). Ids not in the table are ignored: a release
+/// never throws from a finalization callback.
+Napi::Value DeviceWrap::ReleaseRecorded(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (handle_ && info.Length() > 0 && info[0].IsArray()) {
+    Napi::Array ids = info[0].As<Napi::Array>();
+    for (std::uint32_t i = 0; i < ids.Length(); ++i) {
+      Napi::Value id = ids.Get(i);
+      if (id.IsNumber()) handle_->events.erase(static_cast<std::uint64_t>(id.As<Napi::Number>().Int64Value()));
+    }
+  }
+  return env.Undefined();
 }
 
 void DeviceWrap::close_now(Napi::Env env, bool abandon) {

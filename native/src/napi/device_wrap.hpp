@@ -33,9 +33,17 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
   Napi::Value Ref(const Napi::CallbackInfo& info);
   Napi::Value Unref(const Napi::CallbackInfo& info);
   Napi::Value NextId(const Napi::CallbackInfo& info);
+  // A recorded event's queries, by its id (stream_wrap.cc's hand_out).
+  Napi::Value RecordedWatch(const Napi::CallbackInfo& info);
+  Napi::Value RecordedStatus(const Napi::CallbackInfo& info);
+  Napi::Value RecordedError(const Napi::CallbackInfo& info);
+  Napi::Value RecordedTimeMs(const Napi::CallbackInfo& info);
+  Napi::Value ReleaseRecorded(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   [[nodiscard]] DeviceHandle& open_handle(Napi::Env env);
+  /// The recorded event whose id is info[0] (closed device or not), or ERR_INVALID_ARG.
+  [[nodiscard]] EventState& event_arg(const Napi::CallbackInfo& info);
   Napi::Value new_stream(Napi::Env env, std::unique_ptr<Stream> stream);
   void close_now(Napi::Env env, bool abandon);
 

@@ -118,8 +118,17 @@ Napi::Value StreamWrap::CopyRecord(const Napi::CallbackInfo& info) {
     const bool timed = info.Length() > 5 && info[5].IsBoolean() && info[5].As<Napi::Boolean>().Value();
     Stream& s = stream(env);
     enqueue_copy(info, s);
-    return EventWrap::NewInstance(env, device_->device.get(), timed ? s.record_timed() : s.record());
+    return hand_out(env, timed ? s.record_timed() : s.record());
   });
+}
+
+// A recorded event joins the device's table and JS gets its id: a number,
+// where an object of the addon's own (an ObjectWrap and its finalizer) cost
+// about a microsecond per record.
+Napi::Value StreamWrap::hand_out(Napi::Env env, EventPtr event) {
+  const std::uint64_t id = event->id();
+  device_->events.insert_or_assign(id, std::move(event));
+  return Napi::Number::New(env, static_cast<double>(id));
 }
 
 namespace {
@@ -375,7 +384,7 @@ Napi::Value StreamWrap::Record(const Napi::CallbackInfo& info) {
     Stream& s = stream(env);
     EventPtr event = timed ? s.record_timed() : s.record();
     trace::Span wrap(trace::kRecordWrap);
-    return EventWrap::NewInstance(env, device_->device.get(), std::move(event));
+    return hand_out(env, std::move(event));
   });
 }
 
@@ -383,9 +392,15 @@ Napi::Value StreamWrap::WaitEvent(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   guarded(env, [&] {
     Stream& s = stream(env);
-    // Events are not type-tagged (a tag costs each record() a property of
-    // its own); a wait is rarer than a record, and InstanceOf does here.
     Napi::Value v = info[0];
+    if (v.IsNumber()) {
+      // A recorded event, by its id in the device's table (see hand_out).
+      s.wait(recorded_event(env, *device_, v));
+      return;
+    }
+    // The event of an IO request: an object, not type-tagged (a tag costs
+    // each event a property of its own); such a wait is rare, and InstanceOf
+    // does here.
     if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(env).event_ctor.Value())) {
       throw make_error(env, ErrorCode::kInvalidArg, "expected a kvflow Event for argument 0, got something else");
     }
@@ -510,19 +525,46 @@ Napi::Value EventWrap::Id(const Napi::CallbackInfo& info) {
 // watch(spinUs?): with a spin (0 to kMaxWatchSpinUs us), looks for the
 // completion that long first (EventState::watch_spin). The bound is
 // KVFLOW_SHORT_WAIT_US's range in src/defaults.ts.
-Napi::Value EventWrap::Watch(const Napi::CallbackInfo& info) {
+Napi::Value event_watch(const Napi::CallbackInfo& info, std::size_t index, EventState& event) {
   constexpr int kMaxWatchSpinUs = 1000;
   Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    if (info.Length() == 0 || info[0].IsUndefined()) return Napi::Number::New(env, static_cast<int>(event_->watch()));
-    if (!info[0].IsNumber()) throw make_error(env, ErrorCode::kInvalidArg, "expected a number of microseconds for spinUs");
-    const double us = info[0].As<Napi::Number>().DoubleValue();
-    if (!(us >= 0 && us <= kMaxWatchSpinUs)) {
-      throw make_error(env, ErrorCode::kOutOfRange, "expected spinUs from 0 to " + std::to_string(kMaxWatchSpinUs) + ", got " + std::to_string(us));
-    }
-    const auto spin = std::chrono::nanoseconds(static_cast<std::int64_t>(us * 1000));
-    return Napi::Number::New(env, static_cast<int>(event_->watch_spin(spin)));
-  });
+  if (info.Length() <= index || info[index].IsUndefined()) return Napi::Number::New(env, static_cast<int>(event.watch()));
+  if (!info[index].IsNumber()) throw make_error(env, ErrorCode::kInvalidArg, "expected a number of microseconds for spinUs");
+  const double us = info[index].As<Napi::Number>().DoubleValue();
+  if (!(us >= 0 && us <= kMaxWatchSpinUs)) {
+    throw make_error(env, ErrorCode::kOutOfRange, "expected spinUs from 0 to " + std::to_string(kMaxWatchSpinUs) + ", got " + std::to_string(us));
+  }
+  const auto spin = std::chrono::nanoseconds(static_cast<std::int64_t>(us * 1000));
+  return Napi::Number::New(env, static_cast<int>(event.watch_spin(spin)));
+}
+
+Napi::Value event_time_ms(Napi::Env env, const EventState& event) {
+  // Undefined while pending, for an untimed event, or when the device gave no time.
+  if (!event.timed() || event.status() == EventStatus::kPending) return env.Undefined();
+  const double ms = event.time_ms();
+  if (std::isnan(ms)) return env.Undefined();
+  return Napi::Number::New(env, ms);
+}
+
+Napi::Value event_error(Napi::Env env, const EventState& event) {
+  ErrorPtr error = event.error();
+  if (!error) return env.Undefined();
+  return error_value(env, *error);
+}
+
+const EventPtr& recorded_event(Napi::Env env, const DeviceHandle& device, const Napi::Value& id) {
+  if (!id.IsNumber()) throw make_error(env, ErrorCode::kInvalidArg, "expected the id of a recorded event");
+  const double v = id.As<Napi::Number>().DoubleValue();
+  const bool integer = v >= 1 && v <= 9007199254740991.0 && std::floor(v) == v;
+  const auto it = integer ? device.events.find(static_cast<std::uint64_t>(v)) : device.events.end();
+  if (it == device.events.end()) {
+    throw make_error(env, ErrorCode::kInvalidArg, "expected an event recorded on this device, got id " + std::to_string(v));
+  }
+  return it->second;
+}
+
+Napi::Value EventWrap::Watch(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return event_watch(info, 0, *event_); });
 }
 
 Napi::Value EventWrap::Status(const Napi::CallbackInfo& info) {
@@ -531,18 +573,8 @@ Napi::Value EventWrap::Status(const Napi::CallbackInfo& info) {
 
 Napi::Value EventWrap::Timed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), event_->timed()); }
 
-Napi::Value EventWrap::TimeMs(const Napi::CallbackInfo& info) {
-  // Undefined while pending, for an untimed event, or when the device gave no time.
-  if (!event_->timed() || event_->status() == EventStatus::kPending) return info.Env().Undefined();
-  const double ms = event_->time_ms();
-  if (std::isnan(ms)) return info.Env().Undefined();
-  return Napi::Number::New(info.Env(), ms);
-}
+Napi::Value EventWrap::TimeMs(const Napi::CallbackInfo& info) { return event_time_ms(info.Env(), *event_); }
 
-Napi::Value EventWrap::Error(const Napi::CallbackInfo& info) {
-  ErrorPtr error = event_->error();
-  if (!error) return info.Env().Undefined();
-  return error_value(info.Env(), *error);
-}
+Napi::Value EventWrap::Error(const Napi::CallbackInfo& info) { return event_error(info.Env(), *event_); }
 
 }  // namespace kvflow::napi

@@ -2,6 +2,7 @@
 
 #include <napi.h>
 
+#include <cstddef>
 #include <memory>
 #include <vector>
 
@@ -43,6 +44,8 @@ class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
   Napi::Value Close(const Napi::CallbackInfo& info);
   // copy()'s arguments (0-4), checked, then the copy enqueued on `s`.
   void enqueue_copy(const Napi::CallbackInfo& info, Stream& s);
+  // A recorded event into the device's table; its id for JS.
+  Napi::Value hand_out(Napi::Env env, EventPtr event);
 
   std::shared_ptr<DeviceHandle> device_;
   std::shared_ptr<Stream> stream_;
@@ -88,6 +91,17 @@ class BatchWrap : public Napi::ObjectWrap<BatchWrap> {
 
   std::shared_ptr<const PreparedBatch> batch_;
 };
+
+// What JS may ask of an event, an IO request's (EventWrap) or a recorded one
+// (by id: the device's methods in device_wrap.cc).
+/// watch(spinUs?) with spinUs at info[index]: the status, the event now watched.
+Napi::Value event_watch(const Napi::CallbackInfo& info, std::size_t index, EventState& event);
+/// Its completion time in ms; undefined while pending, untimed, or unknown.
+Napi::Value event_time_ms(Napi::Env env, const EventState& event);
+/// Its error as a KvflowError; undefined when it has none.
+Napi::Value event_error(Napi::Env env, const EventState& event);
+/// The recorded event of `device` with the id `id`, or ERR_INVALID_ARG.
+const EventPtr& recorded_event(Napi::Env env, const DeviceHandle& device, const Napi::Value& id);
 
 /// prepareBatch(dsts, srcs, pieces, groups) -> NativeBatch
 Napi::Value PrepareBatch(const Napi::CallbackInfo& info);
