@@ -19,6 +19,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import type { NativeDevice } from '../src/binding/types.js';
 import { openDevice, type DeviceBuffer, type PinnedBuffer, type Stream } from '../src/index.js';
 import { fillRandom, measure, median, since, spreadPct, type Run } from './lib/measure.js';
 import { printTable, ratioOf, writeResult, type Result } from './lib/results.js';
@@ -101,16 +102,20 @@ function latencyRun(r: Rig, perOp: number[], fused: boolean): Run {
  * `ops` calls in runs of 256 timed as one (no clock read per call), the
  * stream drained between runs outside the timing (so a full launch queue
  * never turns an enqueue into a wait). `napi` is a call into the addon that
- * does nothing but read a completed event's status: what any crossing costs.
+ * does nothing but read a completed event's status (by its id): what any
+ * crossing costs. The native record and copyRecord hand out bare ids (no JS
+ * object: that is the stream's record()), released outside the timing.
  */
-async function callCosts(r: Rig, ops: number): Promise<Record<string, number>> {
-  const settled = r.s1.record();
-  await settled.done();
-  const nativeEvent = settled.native;
+async function callCosts(r: Rig, ops: number, device: NativeDevice): Promise<Record<string, number>> {
   const native = r.s1.native;
+  // The addon's own calls hand out event ids that no JS object holds: they
+  // are kept here and released after each run, outside its timing.
+  const ids: number[] = [];
+  const settledId = native.record(false);
+  await r.s1.synchronize();
   const dA = r.dA.native;
   const hA = r.hA.native;
-  const block = async (body: (i: number) => void): Promise<number> => {
+  const block = async (body: (i: number) => unknown): Promise<number> => {
     let ns = 0n;
     for (let i = 0; i < ops; ) {
       const end = Math.min(ops, i + 256);
@@ -118,24 +123,26 @@ async function callCosts(r: Rig, ops: number): Promise<Record<string, number>> {
       for (; i < end; i++) body(i);
       ns += process.hrtime.bigint() - t0;
       await r.s1.synchronize();
+      device.releaseEvents(ids.splice(0));
     }
     return Number(ns) / 1e3 / ops;
   };
   const costs: Record<string, number> = {};
   // Twice each, the second kept: the first warms the path up.
   for (let round = 0; round < 2; round++) {
-    costs.napi_call_us = await block(() => nativeEvent.status());
-    costs.native_record_us = await block(() => native.record(false));
+    costs.napi_call_us = await block(() => device.eventStatus(settledId));
+    costs.native_record_us = await block(() => ids.push(native.record(false)));
     costs.record_us = await block(() => r.s1.record());
     costs.native_copy_us = await block((i) => native.copy(dA, offsetOf(i, OPS_BYTES, r.cap), hA, offsetOf(i, OPS_BYTES, r.cap), OPS_BYTES));
     costs.copy_us = await block((i) => r.s1.copy(r.dA, offsetOf(i, OPS_BYTES, r.cap), r.hA, offsetOf(i, OPS_BYTES, r.cap), OPS_BYTES));
     costs.native_copy_record_us = await block((i) =>
-      native.copyRecord(dA, offsetOf(i, OPS_BYTES, r.cap), hA, offsetOf(i, OPS_BYTES, r.cap), OPS_BYTES, false),
+      ids.push(native.copyRecord(dA, offsetOf(i, OPS_BYTES, r.cap), hA, offsetOf(i, OPS_BYTES, r.cap), OPS_BYTES, false)),
     );
     costs.copy_and_record_us = await block((i) =>
       r.s1.copyAndRecord(r.dA, offsetOf(i, OPS_BYTES, r.cap), r.hA, offsetOf(i, OPS_BYTES, r.cap), OPS_BYTES),
     );
   }
+  device.releaseEvents([settledId]);
   return costs;
 }
 
@@ -292,7 +299,7 @@ async function main(): Promise<void> {
     const fusedPer = (1e6 * median(fusedS)) / lat.reps;
     const twoPer = (1e6 * median(twoS)) / lat.reps;
     const parts = await latencyParts(r, 2000);
-    const calls = await callCosts(r, 2000);
+    const calls = await callCosts(r, 2000, dev.native);
     add(`latency_${label(OPS_BYTES)}_us`, fusedPer, 'us', {
       bytes: OPS_BYTES,
       direction: 'h2d',

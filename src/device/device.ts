@@ -123,7 +123,7 @@ export class Device extends Disposable {
   #native: NativeDevice | undefined;
   /** @internal */
   readonly completions = new Completions();
-  /** @internal The events recorded on its streams, by their ids in the addon. */
+  /** @internal The events recorded on its streams (their ids in the addon, wrapped). */
   readonly recorded: RecordedEvents;
   protected readonly resourceName = 'device';
   /** The backend in use. */

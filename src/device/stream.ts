@@ -133,7 +133,8 @@ export class Stream extends Disposable {
     if (e instanceof RecordedEvent) {
       // Ids are per device: the addon could not tell another device's apart.
       if (!this.#owner.recorded.owns(e)) fail('ERR_INVALID_ARG', 'expected an event of this device, got an event of another device');
-      native.waitEvent(e.id);
+      // One known to have succeeded has nothing left to wait for (and its id is released).
+      if (!e.succeeded) native.waitEvent(e.id);
     } else {
       native.waitEvent(e);
     }

@@ -2,6 +2,22 @@
 
 namespace kvflow::napi {
 
+namespace {
+// What an entry of the event table is counted as: its native state, its node
+// and, on CUDA, the pooled event it holds, rounded up. It only paces V8's
+// full GCs (about one per 64k entries outstanding, at V8's 64 MiB step).
+constexpr std::int64_t kEventEntryBytes = 1024;
+constexpr std::int64_t kAccountStep = 256;
+}  // namespace
+
+void DeviceHandle::account_events(napi_env env) {
+  const auto size = static_cast<std::int64_t>(events.size());
+  const std::int64_t change = size - events_accounted;
+  if (change < kAccountStep && change > -kAccountStep) return;
+  std::int64_t total = 0;
+  if (napi_adjust_external_memory(env, change * kEventEntryBytes, &total) == napi_ok) events_accounted = size;
+}
+
 void DeviceHandle::add_stream(const std::shared_ptr<Stream>& stream) {
   std::lock_guard<std::mutex> lock(mutex);
   std::erase_if(streams, [](const std::weak_ptr<Stream>& s) { return s.expired(); });

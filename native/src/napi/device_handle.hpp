@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <node_api.h>
+
 #include "kvflow/device.hpp"
 #include "kvflow/event.hpp"
 #include "kvflow/io.hpp"
@@ -34,6 +36,11 @@ struct DeviceHandle {
   // alone: no lock. Kept after shutdown (a closed device's events still tell
   // their outcome).
   std::unordered_map<std::uint64_t, EventPtr> events;
+  /// Entries of `events` counted to V8 as external memory (see account_events).
+  std::int64_t events_accounted = 0;
+  /// Counts the table to V8 as external memory, in steps of 256 entries: its
+  /// JS ends are collected only by full GCs, which the count brings sooner.
+  void account_events(napi_env env);
 
   void add_stream(const std::shared_ptr<Stream>& stream);
   void add_engine(const std::shared_ptr<io::Engine>& engine);

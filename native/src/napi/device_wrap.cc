@@ -282,17 +282,17 @@ Napi::Value DeviceWrap::RecordedTimeMs(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value { return event_time_ms(info.Env(), event_arg(info)); });
 }
 
-/// releaseEvents(ids: number[]): JS let go of these recorded events (their
-/// objects were collected). Ids not in the table are ignored: a release
-/// never throws from a finalization callback.
+/// releaseEvents(ids: number[]): JS let go of these recorded events (known
+/// to have succeeded, or their objects collected). Ids not in the table, or
+/// not ids at all, are ignored: a release never throws (it runs after GC).
 Napi::Value DeviceWrap::ReleaseRecorded(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (handle_ && info.Length() > 0 && info[0].IsArray()) {
     Napi::Array ids = info[0].As<Napi::Array>();
     for (std::uint32_t i = 0; i < ids.Length(); ++i) {
-      Napi::Value id = ids.Get(i);
-      if (id.IsNumber()) handle_->events.erase(static_cast<std::uint64_t>(id.As<Napi::Number>().Int64Value()));
+      if (const auto id = event_id(ids.Get(i))) handle_->events.erase(*id);
     }
+    handle_->account_events(env);
   }
   return env.Undefined();
 }

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "buffer_wrap.hpp"
@@ -128,6 +130,7 @@ Napi::Value StreamWrap::CopyRecord(const Napi::CallbackInfo& info) {
 Napi::Value StreamWrap::hand_out(Napi::Env env, EventPtr event) {
   const std::uint64_t id = event->id();
   device_->events.insert_or_assign(id, std::move(event));
+  device_->account_events(env);
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
@@ -552,13 +555,20 @@ Napi::Value event_error(Napi::Env env, const EventState& event) {
   return error_value(env, *error);
 }
 
-const EventPtr& recorded_event(Napi::Env env, const DeviceHandle& device, const Napi::Value& id) {
-  if (!id.IsNumber()) throw make_error(env, ErrorCode::kInvalidArg, "expected the id of a recorded event");
+std::optional<std::uint64_t> event_id(const Napi::Value& id) {
+  if (!id.IsNumber()) return std::nullopt;
   const double v = id.As<Napi::Number>().DoubleValue();
-  const bool integer = v >= 1 && v <= 9007199254740991.0 && std::floor(v) == v;
-  const auto it = integer ? device.events.find(static_cast<std::uint64_t>(v)) : device.events.end();
+  if (!(v >= 1 && v <= 9007199254740991.0 && std::floor(v) == v)) return std::nullopt;
+  return static_cast<std::uint64_t>(v);
+}
+
+const EventPtr& recorded_event(Napi::Env env, const DeviceHandle& device, const Napi::Value& id) {
+  const std::optional<std::uint64_t> key = event_id(id);
+  const auto it = key ? device.events.find(*key) : device.events.end();
   if (it == device.events.end()) {
-    throw make_error(env, ErrorCode::kInvalidArg, "expected an event recorded on this device, got id " + std::to_string(v));
+    const std::string got = key ? "id " + std::to_string(*key) + " (unknown or released)"
+                                : id.IsNumber() ? "a number that is no event id" : "something else";
+    throw make_error(env, ErrorCode::kInvalidArg, "expected a recorded event of this device, got " + got);
   }
   return it->second;
 }

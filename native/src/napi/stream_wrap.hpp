@@ -3,7 +3,9 @@
 #include <napi.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "device_handle.hpp"
@@ -100,6 +102,8 @@ Napi::Value event_watch(const Napi::CallbackInfo& info, std::size_t index, Event
 Napi::Value event_time_ms(Napi::Env env, const EventState& event);
 /// Its error as a KvflowError; undefined when it has none.
 Napi::Value event_error(Napi::Env env, const EventState& event);
+/// A recorded event's id as JS passes it: a positive safe integer, else nullopt.
+std::optional<std::uint64_t> event_id(const Napi::Value& id);
 /// The recorded event of `device` with the id `id`, or ERR_INVALID_ARG.
 const EventPtr& recorded_event(Napi::Env env, const DeviceHandle& device, const Napi::Value& id);
 
