@@ -18,6 +18,13 @@ void DeviceHandle::account_events(napi_env env) {
   if (napi_adjust_external_memory(env, change * kEventEntryBytes, &total) == napi_ok) events_accounted = size;
 }
 
+void DeviceHandle::drop_events(napi_env env) {
+  events.clear();
+  std::int64_t total = 0;
+  if (events_accounted != 0) napi_adjust_external_memory(env, -events_accounted * kEventEntryBytes, &total);
+  events_accounted = 0;
+}
+
 void DeviceHandle::add_stream(const std::shared_ptr<Stream>& stream) {
   std::lock_guard<std::mutex> lock(mutex);
   std::erase_if(streams, [](const std::weak_ptr<Stream>& s) { return s.expired(); });

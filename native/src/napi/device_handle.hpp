@@ -41,6 +41,8 @@ struct DeviceHandle {
   /// Counts the table to V8 as external memory, in steps of 256 entries: its
   /// JS ends are collected only by full GCs, which the count brings sooner.
   void account_events(napi_env env);
+  /// Empties the table and takes its count back from V8 (the device's JS object is gone).
+  void drop_events(napi_env env);
 
   void add_stream(const std::shared_ptr<Stream>& stream);
   void add_engine(const std::shared_ptr<io::Engine>& engine);

@@ -98,7 +98,13 @@ DeviceWrap::DeviceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Device
 DeviceWrap::~DeviceWrap() {
   if (hooked_) napi_remove_env_cleanup_hook(Env(), &DeviceWrap::on_env_cleanup, this);
   hooked_ = false;
-  if (handle_) handle_->shutdown(true);
+  if (handle_) {
+    // Every recorded event's JS end holds this device's object: none is left
+    // to ask about an id, and the registry that would release the rest went
+    // with the device's JS object.
+    handle_->drop_events(Env());
+    handle_->shutdown(true);
+  }
 }
 
 void DeviceWrap::on_env_cleanup(void* self) {
