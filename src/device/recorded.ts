@@ -96,12 +96,14 @@ export class RecordedEvents {
   }
 
   /**
-   * @internal Lets go of `id` in the addon, with the others of this turn in
-   * one call, in a microtask (one GC's collected events arrive one by one in
-   * a single task).
+   * @internal Lets go of `id` in the addon, with the others of this turn of
+   * the event loop in one call, at its check phase: never between a settled
+   * wait and the code it resumes (a microtask would run before an awaited
+   * copy's continuation, on the path of the next copy), and once for all of
+   * a GC's collected events, which arrive one by one.
    */
   release(id: number): void {
-    if (this.#released.push(id) === 1) queueMicrotask(this.#release);
+    if (this.#released.push(id) === 1) setImmediate(this.#release);
   }
 
   readonly #release = (): void => {

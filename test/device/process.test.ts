@@ -143,7 +143,7 @@ for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeo
 const gone = ids.filter((id) => code(id) === 'ERR_INVALID_ARG').length;
 console.log(gone === ids.length ? 'collected released' : 'collected released only ' + gone, code(held.native.id));
 await held.done();
-await null; // the release's microtask
+await new Promise((r) => setImmediate(r)); // the release runs at the loop's check phase
 console.log('awaited', code(held.native.id), held.status());
 const other = dev.createStream();
 other.waitEvent(held); // nothing left to wait for: no call into the addon
