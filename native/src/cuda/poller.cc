@@ -28,6 +28,13 @@ constexpr auto kMaxSleep = std::chrono::microseconds(200);
 // A timed event this far past the timing reference moves the reference on.
 constexpr float kRebaseMs = 1000.0F;
 
+// KVFLOW_POLL_EVERY=1: every pending entry is queried each round, not each
+// stream's first (a benchmarking aid, see poll_once).
+bool every_from_env() noexcept {
+  const char* v = std::getenv("KVFLOW_POLL_EVERY");
+  return v != nullptr && v[0] == '1' && v[1] == '\0';
+}
+
 // KVFLOW_POLL_PAUSE_NS: spinning time between two rounds of queries while
 // work is fresh, 0 to 1000000 (0, the default: back to back, with a yield;
 // anything else is ignored). A benchmarking aid: whether the poller's driver
@@ -44,7 +51,7 @@ std::chrono::nanoseconds pause_from_env() noexcept {
 }  // namespace
 
 Poller::Poller(int ordinal, Completer& completer, std::shared_ptr<EventPool> events, std::chrono::microseconds idle_spin)
-    : ordinal_(ordinal), completer_(completer), events_(std::move(events)), idle_spin_(idle_spin), poll_pause_(pause_from_env()) {
+    : ordinal_(ordinal), completer_(completer), events_(std::move(events)), idle_spin_(idle_spin), poll_pause_(pause_from_env()), poll_every_(every_from_env()) {
   // The timing reference exists before any event can be recorded on the
   // device: every timed event completes after it (no timing is lost if this fails).
   if (cudaSetDevice(ordinal_) == cudaSuccess &&
@@ -273,14 +280,38 @@ bool Poller::poll_once(std::vector<PollEntry>& active) noexcept {
   // Entries stay in the order they were added: an event a stream waited on was
   // recorded (and added) before the waiting stream's next event, so it is
   // finished first when both complete in the same round.
+  //
+  // A stream runs its work in order, and its entries were added in the order
+  // their events were recorded on it (under its lock): once one of a stream's
+  // entries is not finished this round, none after it can be, and they are
+  // not queried. A round then costs one cudaEventQuery per stream with work
+  // pending, not one per event (a prefill has dozens pending), and the driver
+  // calls this thread makes (each takes a lock the JS thread's enqueues also
+  // take) stay few. KVFLOW_POLL_EVERY=1 queries every entry (a probe).
   bool progress = false;
   std::size_t kept = 0;
+  blocked_.clear();
   for (std::size_t i = 0; i < active.size(); ++i) {
-    if (active[i].event == nullptr) {
-      if (try_sweep(active[i])) continue;
-    } else if (try_finish(active[i])) {
-      progress = true;
-      continue;
+    PollEntry& entry = active[i];
+    if (entry.event == nullptr) {
+      if (try_sweep(entry)) continue;
+    } else {
+      const StreamCore* stream = entry.stream.get();
+      const bool behind = !poll_every_ && stream != nullptr &&
+                          std::find(blocked_.begin(), blocked_.end(), stream) != blocked_.end();
+      if (!behind) {
+        if (try_finish(entry)) {
+          progress = true;
+          continue;
+        }
+        if (stream != nullptr && !poll_every_) {
+          try {
+            blocked_.push_back(stream);
+          } catch (...) {
+            // Out of memory: later entries of this stream are queried, as before.
+          }
+        }
+      }
     }
     if (kept != i) active[kept] = std::move(active[i]);
     ++kept;

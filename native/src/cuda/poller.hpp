@@ -103,6 +103,8 @@ class Poller {
   std::atomic<bool> has_incoming_{false};  // incoming_ is not empty (read without the mutex while spinning)
   const std::chrono::microseconds idle_spin_;
   const std::chrono::nanoseconds poll_pause_;  // between query rounds while work is fresh (KVFLOW_POLL_PAUSE_NS)
+  const bool poll_every_;                       // query every entry, not each stream's first pending (KVFLOW_POLL_EVERY)
+  std::vector<const StreamCore*> blocked_;      // poll_once: streams with an unfinished entry this round (this thread only)
   bool stopping_ = false;
   std::atomic<bool> stop_asked_{false};  // stopping_, read without the mutex between polls
   std::shared_ptr<std::atomic<int>> held_ = std::make_shared<std::atomic<int>>(0);
