@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# The poller sitting, one device call of about seven minutes, on the branch
-# poller-streams laid out in build-bench/sit5 (bench/tools/lay-out-verify.sh
-# poller-streams poller-streams: 2e8f2c7, main at 4b1ce02 with the poller
-# querying each stream's first pending event per round), most telling
-# first:
+# The poller sitting, one device call of about seven minutes, on the B
+# build laid out in build-bench/sit5 (bench/tools/lay-out-verify.sh A B; any
+# build with the per-stream poller, on main since 9006d01, and its
+# KVFLOW_POLL_EVERY switch), most telling first:
 #   1. copy_baseline --quick (with its polled round trips: a second thread
 #      querying the event back to back or paced, and one that only spins);
 #   2. a quick bench/copy with KVFLOW_TRACE_CALLS=1: the record and copy
