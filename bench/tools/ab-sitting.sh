@@ -11,7 +11,9 @@
 #   commit, commit-a (short hashes)
 # (bench/tools/lay-out-verify.sh A B lays it out). Run from the
 # repo root with carry [".device", "build-bench/sit5"]; TOTAL (s, default
-# 540) bounds it; COPY_ARGS=--quick runs bench/copy quick. Outputs come back as
+# 540) bounds it; COPY_ARGS=--quick runs bench/copy quick; COPY_ROUNDS=N
+# (default 1) runs bench/copy B, A N times, alternating (the tests after
+# the first B); PREFILL=0 leaves the prefill A/B out. Outputs come back as
 # $OUT/ab-sitting.tgz.
 set -u
 source "$(dirname "$0")/sitting-env.sh" ab-sitting.sh /tmp/ab-sitting 540
@@ -30,9 +32,9 @@ echo "copy_baseline rc=$?: $(grep latency $R/copy_baseline.json)"
 copy_run() {
   [ "$(left)" -lt 95 ] && return
   read d a c <<< "$(var $1)"
-  t0=$(date +%s)
-  KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 90 node $d/bench/copy.js --backend cuda ${COPY_ARGS:-} --baseline $R/copy_baseline.json --json $R/copy-$1.json > $R/copy-$1.log 2>&1
-  echo "copy $1 rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "64KiB" $R/copy-$1.log | tail -5
+  local n=$(ls $R/copy-$1*.log 2>/dev/null | wc -l) t0=$(date +%s)
+  KVFLOW_COMMIT=$c KVFLOW_ADDON=$a timeout 90 node $d/bench/copy.js --backend cuda ${COPY_ARGS:-} --baseline $R/copy_baseline.json --json $R/copy-$1$n.json > $R/copy-$1$n.log 2>&1
+  echo "copy $1$n rc=$? in $(( $(date +%s) - t0 ))s"; grep -E "64KiB" $R/copy-$1$n.log | tail -5
 }
 copy_run B; save
 # then the tests of B on CUDA
@@ -42,6 +44,7 @@ if [ "$(left)" -gt 160 ]; then
 fi
 save
 copy_run A; save
+for ((round = 1; round < ${COPY_ROUNDS:-1}; round++)); do copy_run B; save; copy_run A; save; done
 # 2. 8B 4k prefill with the peer: A B, then A B again
 prefill_ab() {
   for v in A B; do
@@ -55,11 +58,11 @@ prefill_ab() {
     grep -E "^4096 9.pct (dram|recompute)" $R/prefill-$v$n.log | cut -c1-160
   done
 }
-if [ "$(left)" -gt 100 ]; then
+if [ "${PREFILL:-1}" != 0 ] && [ "$(left)" -gt 100 ]; then
   t0=$(date +%s); timeout 90 python3 $S/tree/bench/peers/torch_prefill.py --model llama-3-8b --tokens 4096 --hits 0.9,0.95 --samples 5 > $R/peer.json 2> $R/peer.err; echo "peer rc=$? in $(( $(date +%s) - t0 ))s"
   prefill_ab; save
 fi
-[ "$(left)" -gt 150 ] && prefill_ab && save
+[ "${PREFILL:-1}" != 0 ] && [ "$(left)" -gt 150 ] && prefill_ab && save
 # 3. pipeline-host A, B; a prefill's fixed host cost A, B (bench/prefill-fixed,
 # copied into A's dist where A predates it)
 for v in A B; do
