@@ -23,6 +23,12 @@ build() { # commit name
   (cd "$wt" && node node_modules/cmake-js/bin/cmake-js compile --directory native --out build-sm90 \
     --CDNODE_ADDON_API_DIR="$root/node_modules/node-addon-api" --CDKVFLOW_CUDA=ON --CDCMAKE_CUDA_ARCHITECTURES=90-real \
     > "/tmp/kvflow-lay-$2.log" 2>&1) || { echo "lay-out-verify.sh: the addon of $1 did not build (/tmp/kvflow-lay-$2.log)" >&2; exit 1; }
+  # Node loads addons lazily: a symbol the link left undefined fails only when first called, on the GPU box.
+  if nm -DC --undefined-only "$wt/build-sm90/Release/kvflow.node" | grep -q "kvflow::"; then
+    echo "lay-out-verify.sh: the addon of $1 leaves kvflow symbols undefined:" >&2
+    nm -DC --undefined-only "$wt/build-sm90/Release/kvflow.node" | grep "kvflow::" >&2
+    exit 1
+  fi
   xz -T2 -c "$wt/build-sm90/Release/kvflow.node" > "$S/addon-$2.node.xz"
   echo "built $1 ($2)"
 }
