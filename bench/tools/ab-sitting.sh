@@ -26,6 +26,8 @@ ln -sfn ../../../node_modules $S/tree/node_modules
 var() { if [ "$1" = A ]; then echo "$S/dist-a $S/addon-a/kvflow.node $CA"; else echo "$S/tree/dist $S/addon-b/kvflow.node $CB"; fi; }
 # What ran so far comes back even if the call is cut short.
 save() { tar czf $OUT/ab-sitting.tgz -C $R . ; }
+# 0. the Hopper wgmma building blocks' check (one tile, under a second), where laid out
+[ -x $S/wgmma_probe ] && { timeout 20 $S/wgmma_probe > $R/wgmma-probe.json 2>&1; echo "wgmma_probe rc=$?: $(cat $R/wgmma-probe.json)"; }
 # 1. copy of B, the tests of B, copy of A
 timeout 60 $S/copy_baseline > $R/copy_baseline.json 2> $R/copy_baseline.err
 echo "copy_baseline rc=$?: $(grep latency $R/copy_baseline.json)"

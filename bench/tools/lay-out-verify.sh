@@ -53,6 +53,8 @@ nvcc -std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -I/tmp/kvflow-lay-b/nati
   "$src/cuda/reference/tools/attention_check.cu" "$src/cuda/reference/attention.cu" "$src/cuda/cuda_error.cc" "$src/core/error.cc" \
   -o "$S/attention_check"
 nvcc -O2 -std=c++17 -gencode arch=compute_90,code=sm_90 -cudart static -o "$S/copy_baseline" /tmp/kvflow-lay-b/bench/native/copy_baseline.cu
+probe=/tmp/kvflow-lay-b/native/src/cuda/reference/tools/wgmma_probe.cu
+[ -f "$probe" ] && nvcc -std=c++17 -O2 -gencode arch=compute_90a,code=sm_90a -cudart static -o "$S/wgmma_probe" "$probe"
 git rev-parse --short "$B" > "$S/commit"
 git rev-parse --short "$A" > "$S/commit-a"
 git worktree remove --force /tmp/kvflow-lay-a
