@@ -8,7 +8,7 @@
 # record's and a copy's host time goes). Laid out in build-bench/sit5 (git-ignored):
 #   tree/ (B's src test bench configs and dist), dist-a/ (A's dist),
 #   addon-a.node.xz, addon-b.node.xz (sm_90 addons), copy_baseline,
-#   commit, commit-a (short hashes)
+#   commit, commit-a (short hashes), wgmma_probe where built (run first)
 # (bench/tools/lay-out-verify.sh A B lays it out). Run from the
 # repo root with carry [".device", "build-bench/sit5"]; TOTAL (s, default
 # 540) bounds it; COPY_ARGS=--quick runs bench/copy quick; COPY_ROUNDS=N
@@ -27,7 +27,7 @@ var() { if [ "$1" = A ]; then echo "$S/dist-a $S/addon-a/kvflow.node $CA"; else 
 # What ran so far comes back even if the call is cut short.
 save() { tar czf $OUT/ab-sitting.tgz -C $R . ; }
 # 0. the Hopper wgmma building blocks' check (one tile, under a second), where laid out
-[ -x $S/wgmma_probe ] && { timeout 20 $S/wgmma_probe > $R/wgmma-probe.json 2>&1; echo "wgmma_probe rc=$?: $(cat $R/wgmma-probe.json)"; }
+[ -x $S/wgmma_probe ] && { timeout 20 $S/wgmma_probe > $R/wgmma-probe.log 2>&1; echo "wgmma_probe rc=$?: $(cat $R/wgmma-probe.log)"; }
 # 1. copy of B, the tests of B, copy of A
 timeout 60 $S/copy_baseline > $R/copy_baseline.json 2> $R/copy_baseline.err
 echo "copy_baseline rc=$?: $(grep latency $R/copy_baseline.json)"

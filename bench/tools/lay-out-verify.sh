@@ -3,7 +3,8 @@
 # development machine: commits A and B each built in a worktree of their own
 # (dist, and an sm_90-only addon through cmake-js: a few minutes each on two
 # cores), B's snapshot (src, test, bench without its results, configs) with
-# its dist, B's attention_check and bench/native's copy_baseline.
+# its dist, B's attention_check, bench/native's copy_baseline and the
+# checkout's wgmma_probe (native/src/cuda/reference/tools, sm_90a).
 #   bash bench/tools/lay-out-verify.sh A [B]      (B defaults to HEAD)
 # Then run the sitting with carry [".device", "build-bench/sit5"].
 set -euo pipefail
@@ -24,9 +25,11 @@ build() { # commit name
     --CDNODE_ADDON_API_DIR="$root/node_modules/node-addon-api" --CDKVFLOW_CUDA=ON --CDCMAKE_CUDA_ARCHITECTURES=90-real \
     > "/tmp/kvflow-lay-$2.log" 2>&1) || { echo "lay-out-verify.sh: the addon of $1 did not build (/tmp/kvflow-lay-$2.log)" >&2; exit 1; }
   # Node loads addons lazily: a symbol the link left undefined fails only when first called, on the GPU box.
-  if nm -DC --undefined-only "$wt/build-sm90/Release/kvflow.node" | grep -q "kvflow::"; then
+  local undefined
+  undefined=$(nm -DC --undefined-only "$wt/build-sm90/Release/kvflow.node" | grep "kvflow::" || true)
+  if [ -n "$undefined" ]; then
     echo "lay-out-verify.sh: the addon of $1 leaves kvflow symbols undefined:" >&2
-    nm -DC --undefined-only "$wt/build-sm90/Release/kvflow.node" | grep "kvflow::" >&2
+    echo "$undefined" >&2
     exit 1
   fi
   xz -T2 -c "$wt/build-sm90/Release/kvflow.node" > "$S/addon-$2.node.xz"
@@ -53,7 +56,8 @@ nvcc -std=c++17 -O3 -gencode=arch=compute_90,code=sm_90 -I/tmp/kvflow-lay-b/nati
   "$src/cuda/reference/tools/attention_check.cu" "$src/cuda/reference/attention.cu" "$src/cuda/cuda_error.cc" "$src/core/error.cc" \
   -o "$S/attention_check"
 nvcc -O2 -std=c++17 -gencode arch=compute_90,code=sm_90 -cudart static -o "$S/copy_baseline" /tmp/kvflow-lay-b/bench/native/copy_baseline.cu
-probe=/tmp/kvflow-lay-b/native/src/cuda/reference/tools/wgmma_probe.cu
+# The probe of the checkout's own HEAD (it need not be in B).
+probe=$root/native/src/cuda/reference/tools/wgmma_probe.cu
 [ -f "$probe" ] && nvcc -std=c++17 -O2 -gencode arch=compute_90a,code=sm_90a -cudart static -o "$S/wgmma_probe" "$probe"
 git rev-parse --short "$B" > "$S/commit"
 git rev-parse --short "$A" > "$S/commit-a"
