@@ -106,6 +106,15 @@ __host__ __device__ inline void acc_position(int t, int i, int& row, int& col) {
   col = 8 * j + 2 * q + (e % 2);
 }
 
+// Writes thread t's accumulators to a row-major matrix of `ld` columns.
+__device__ inline void store_fragment(const float (&d)[64], int t, float* out, int ld) {
+  for (int i = 0; i < 64; ++i) {
+    int row, col;
+    acc_position(t, i, row, col);
+    out[row * ld + col] = d[i];
+  }
+}
+
 __global__ void __launch_bounds__(128) probe(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                                              float* s_out, float* o_out) {
   // Aligned by hand (the 1024 spare bytes): a declared alignment lets the
@@ -145,11 +154,7 @@ __global__ void __launch_bounds__(128) probe(const __nv_bfloat16* q, const __nv_
   wgmma_commit();
   wgmma_wait_all();
   fence_operands(s);
-  for (int i = 0; i < 64; ++i) {
-    int row, col;
-    acc_position(t, i, row, col);
-    s_out[row * kN + col] = s[i];
-  }
+  store_fragment(s, t, s_out, kN);
 
   // P's 16 keys of step kk straight from S's registers, all made before the
   // wgmmas that read them (so that none waits for another's registers).
@@ -172,11 +177,7 @@ __global__ void __launch_bounds__(128) probe(const __nv_bfloat16* q, const __nv_
   wgmma_commit();
   wgmma_wait_all();
   fence_operands(o);
-  for (int i = 0; i < 64; ++i) {
-    int row, col;
-    acc_position(t, i, row, col);
-    o_out[row * kD + col] = o[i];
-  }
+  store_fragment(o, t, o_out, kD);
 }
 
 float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
